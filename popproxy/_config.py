@@ -1,0 +1,316 @@
+"""
+Read and validate the TOML configuration file into frozen values.
+
+Every problem becomes one L{ConfigError} whose text names the file, the key
+and what is wrong, so start-up can stop with one clear line instead of a
+traceback.  Endpoint strings are checked here by building (not connecting)
+the endpoints with the reactor that will run them.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+DEFAULT_LISTEN = ("tcp:1110:interface=127.0.0.1",)
+LOGIN_REWRITES = ("keep", "strip-domain")
+
+
+class ConfigError(Exception):
+    """
+    The configuration cannot be used; the message is meant for the
+    administrator, in one line.
+    """
+
+
+@dataclass(frozen=True)
+class DomainRoute:
+    """
+    Logins ending in C{@domain} go to C{upstream}.
+
+    @ivar login: C{"keep"} sends the login name as the client typed it,
+        C{"strip-domain"} sends only the part before the C{@}.
+    """
+
+    domain: str
+    upstream: str
+    login: str = "keep"
+
+
+@dataclass(frozen=True)
+class UserHostRouting:
+    """
+    The opt-in C{user@host} / C{user#host} login syntax.
+
+    @ivar allowed: the only hosts a client may name, each mapped to the
+        client endpoint string used to reach it.  Never an open relay.
+    """
+
+    enabled: bool = False
+    separators: tuple[str, ...] = ("@", "#")
+    allowed: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """
+    The bundled demo upstream (a small POP3 server over a sample mailbox).
+    """
+
+    listen: str = "tcp:1100:interface=127.0.0.1"
+    user: str = "demo"
+    password: str = "demo"
+    mailbox: Path | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    """
+    Everything popproxy needs to start.
+    """
+
+    source: str = "<command line>"
+    listen: tuple[str, ...] = DEFAULT_LISTEN
+    idleTimeout: float = 600.0
+    maxFailedLogins: int = 3
+    upstream: str | None = None
+    connectTimeout: float = 30.0
+    responseTimeout: float = 120.0
+    routes: tuple[DomainRoute, ...] = ()
+    userHost: UserHostRouting = field(default_factory=UserHostRouting)
+    demo: DemoConfig | None = None
+
+    def withOverrides(self, listen: tuple[str, ...] = (), upstream: str | None = None) -> Config:
+        """
+        Apply the C{--listen} and C{--upstream} command-line flags.
+        """
+        changed = self
+        if listen:
+            changed = replace(changed, listen=tuple(listen))
+        if upstream:
+            changed = replace(changed, upstream=upstream)
+        return changed
+
+
+class _Table:
+    """
+    One TOML table being consumed key by key, so unknown keys can be named.
+    """
+
+    def __init__(self, source: str, name: str, data: Any) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: [{name}] must be a table")
+        self.source = source
+        self.name = name
+        self._data = dict(data)
+
+    def _where(self, key: str) -> str:
+        return f"{self.source}: [{self.name}] {key}"
+
+    def _take(self, key: str, default: Any, kinds: tuple[type, ...], what: str) -> Any:
+        if key not in self._data:
+            return default
+        value = self._data.pop(key)
+        if isinstance(value, bool) and bool not in kinds:
+            raise ConfigError(f"{self._where(key)}: must be {what}, not {value!r}")
+        if not isinstance(value, kinds):
+            raise ConfigError(f"{self._where(key)}: must be {what}, not {value!r}")
+        return value
+
+    def string(self, key: str, default: Any = None) -> Any:
+        return self._take(key, default, (str,), "a string")
+
+    def boolean(self, key: str, default: bool) -> bool:
+        return bool(self._take(key, default, (bool,), "true or false"))
+
+    def number(self, key: str, default: float, minimum: float = 0) -> float:
+        value = self._take(key, default, (int, float), "a number")
+        if value < minimum:
+            raise ConfigError(f"{self._where(key)}: must be at least {minimum}, not {value!r}")
+        return float(value)
+
+    def integer(self, key: str, default: int, minimum: int = 0) -> int:
+        value = self._take(key, default, (int,), "an integer")
+        if value < minimum:
+            raise ConfigError(f"{self._where(key)}: must be at least {minimum}, not {value!r}")
+        return int(value)
+
+    def strings(self, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        value = self._take(key, None, (list, str), "a list of strings")
+        if value is None:
+            return default
+        if isinstance(value, str):
+            value = [value]
+        if not value or not all(isinstance(item, str) and item for item in value):
+            raise ConfigError(f"{self._where(key)}: must be a non-empty list of strings")
+        return tuple(value)
+
+    def table(self, key: str) -> dict[str, Any]:
+        return dict(self._take(key, {}, (dict,), "a table"))
+
+    def finish(self) -> None:
+        if self._data:
+            key = sorted(self._data)[0]
+            raise ConfigError(f"{self._where(key)}: unknown key")
+
+
+def parseConfig(text: str, source: str = "<config>", base: Path | None = None) -> Config:
+    """
+    Turn TOML text into a L{Config}, checking keys and types (not endpoints).
+
+    @param base: the directory relative paths in the file are relative to.
+    """
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source}: not valid TOML: {e}") from None
+    base = base or Path.cwd()
+    known = {"proxy", "upstream", "route", "user_host", "demo"}
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"{source}: [{key}]: unknown section")
+
+    proxy = _Table(source, "proxy", data.get("proxy", {}))
+    listen = proxy.strings("listen", DEFAULT_LISTEN)
+    idleTimeout = proxy.number("idle_timeout", 600.0, minimum=1)
+    maxFailedLogins = proxy.integer("max_failed_logins", 3, minimum=1)
+    proxy.finish()
+
+    upstreamTable = _Table(source, "upstream", data.get("upstream", {}))
+    upstream = upstreamTable.string("default")
+    connectTimeout = upstreamTable.number("connect_timeout", 30.0, minimum=0.1)
+    responseTimeout = upstreamTable.number("response_timeout", 120.0, minimum=0.1)
+    upstreamTable.finish()
+
+    routeList = data.get("route", [])
+    if not isinstance(routeList, list):
+        raise ConfigError(f"{source}: [[route]] must be an array of tables")
+    routes = []
+    seen: set[str] = set()
+    for number, entry in enumerate(routeList, 1):
+        table = _Table(source, f"route #{number}", entry)
+        domain = table.string("domain")
+        target = table.string("upstream")
+        login = table.string("login", "keep")
+        table.finish()
+        if not domain:
+            raise ConfigError(f"{source}: [route #{number}] domain: missing")
+        if not target:
+            raise ConfigError(f"{source}: [route #{number}] upstream: missing")
+        if login not in LOGIN_REWRITES:
+            raise ConfigError(
+                f"{source}: [route #{number}] login: must be one of "
+                f"{', '.join(LOGIN_REWRITES)}, not {login!r}"
+            )
+        domain = domain.lower()
+        if domain in seen:
+            raise ConfigError(f"{source}: [route #{number}] domain: {domain!r} routed twice")
+        seen.add(domain)
+        routes.append(DomainRoute(domain, target, login))
+
+    userHostTable = _Table(source, "user_host", data.get("user_host", {}))
+    enabled = userHostTable.boolean("enabled", False)
+    separators = userHostTable.strings("separators", ("@", "#"))
+    allowed = userHostTable.table("allowed")
+    userHostTable.finish()
+    for separator in separators:
+        if len(separator) != 1:
+            raise ConfigError(
+                f"{source}: [user_host] separators: {separator!r} is not one character"
+            )
+    for host, target in allowed.items():
+        if not isinstance(target, str) or not target:
+            raise ConfigError(
+                f"{source}: [user_host] allowed.{host}: must be a client endpoint string"
+            )
+    if enabled and not allowed:
+        raise ConfigError(f"{source}: [user_host] allowed: enabled but no host is allowed")
+    userHost = UserHostRouting(
+        enabled, separators, {host.lower(): target for host, target in allowed.items()}
+    )
+
+    demo = None
+    if "demo" in data:
+        demoTable = _Table(source, "demo", data["demo"])
+        enabledDemo = demoTable.boolean("enabled", True)
+        demoListen = demoTable.string("listen", DemoConfig.listen)
+        demoUser = demoTable.string("user", DemoConfig.user)
+        demoPassword = demoTable.string("password", DemoConfig.password)
+        mailbox = demoTable.string("mailbox")
+        demoTable.finish()
+        if enabledDemo:
+            demo = DemoConfig(
+                demoListen, demoUser, demoPassword, (base / mailbox) if mailbox else None
+            )
+
+    return Config(
+        source=source,
+        listen=listen,
+        idleTimeout=idleTimeout,
+        maxFailedLogins=maxFailedLogins,
+        upstream=upstream,
+        connectTimeout=connectTimeout,
+        responseTimeout=responseTimeout,
+        routes=tuple(routes),
+        userHost=userHost,
+        demo=demo,
+    )
+
+
+def loadConfig(path: Path) -> Config:
+    """
+    Read and parse the configuration file at C{path}.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    return parseConfig(text, str(path), path.parent)
+
+
+def checkConfig(
+    config: Config,
+    checkServer: Callable[[str], object],
+    checkClient: Callable[[str], object],
+) -> None:
+    """
+    Check what only a reactor can check: that every endpoint string parses,
+    and that there is somewhere to send users.
+
+    @param checkServer: builds a server endpoint from a string (raises on a
+        bad one), e.g. C{lambda s: serverFromString(reactor, s)}.
+    @param checkClient: the same for client endpoint strings.
+    """
+    source = config.source
+
+    def check(where: str, description: str, builder: Callable[[str], object]) -> None:
+        try:
+            builder(description)
+        except Exception as e:  # endpoint parsers raise many kinds of errors
+            reason = str(e) or type(e).__name__
+            raise ConfigError(
+                f"{source}: {where}: bad endpoint {description!r}: {reason}"
+            ) from None
+
+    for description in config.listen:
+        check("[proxy] listen", description, checkServer)
+    if config.upstream is not None:
+        check("[upstream] default", config.upstream, checkClient)
+    for number, route in enumerate(config.routes, 1):
+        check(f"[route #{number}] upstream", route.upstream, checkClient)
+    for host, description in config.userHost.allowed.items():
+        check(f"[user_host] allowed.{host}", description, checkClient)
+    if config.demo is not None:
+        check("[demo] listen", config.demo.listen, checkServer)
+        if config.demo.mailbox is not None and not config.demo.mailbox.is_dir():
+            raise ConfigError(f"{source}: [demo] mailbox: {config.demo.mailbox} is not a directory")
+    if config.upstream is None and not config.routes and not config.userHost.enabled:
+        raise ConfigError(
+            f"{source}: [upstream] default: missing (and no [[route]] or [user_host]); "
+            "set it or pass --upstream"
+        )

@@ -1,0 +1,75 @@
+"""
+Decide which upstream server a login name goes to, and what name to send it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from popproxy._config import Config
+
+
+class NoRoute(Exception):
+    """
+    No upstream serves this login name.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """
+    Where one login goes.
+
+    @ivar upstream: client endpoint string of the upstream server.
+    @ivar login: the login name to send upstream.
+    """
+
+    upstream: str
+    login: str
+
+
+class Router:
+    """
+    Routes login names using the configuration's rules, in this order: a
+    C{[[route]]} whose domain matches the part after the last C{@}; the
+    C{user@host} syntax for an allowed host; the default upstream.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self._default = config.upstream
+        self._domains = {route.domain: route for route in config.routes}
+        self._userHost = config.userHost
+
+    @property
+    def static(self) -> bool:
+        """
+        Every login goes to the same upstream, so it is known before login.
+        """
+        return self._default is not None and not self._domains and not self._userHost.enabled
+
+    @property
+    def default(self) -> str | None:
+        return self._default
+
+    def route(self, login: str) -> Route:
+        """
+        @raise NoRoute: nothing serves C{login}.
+        """
+        if self._domains and "@" in login:
+            local, _, domain = login.rpartition("@")
+            route = self._domains.get(domain.lower())
+            if route is not None:
+                name = local if route.login == "strip-domain" else login
+                if not name:
+                    raise NoRoute(login)
+                return Route(route.upstream, name)
+        if self._userHost.enabled:
+            for separator in self._userHost.separators:
+                if separator in login:
+                    local, _, host = login.rpartition(separator)
+                    target = self._userHost.allowed.get(host.lower())
+                    if target is not None and local:
+                        return Route(target, local)
+        if self._default is None:
+            raise NoRoute(login)
+        return Route(self._default, login)

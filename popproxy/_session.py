@@ -1,0 +1,743 @@
+"""
+The client side of the proxy: one POP3 session, relayed to its upstream.
+
+L{ClientSession} frames the client's commands strictly (CRLF only, 255
+octets), checks each against the RFC 1939 state it is in, answers what it
+can itself (syntax errors, CAPA, QUIT before login) and relays the rest, one
+command at a time and in order, to the L{UpstreamConnection} chosen by the
+L{Router}.  Pipelined commands wait in a bounded queue.  Responses stream
+back to the client; a slow client pauses reading from the upstream
+(producer/consumer), so no mailbox is ever held in memory.
+
+Mail is never lost: DELE and QUIT reach the upstream only when the client
+sends them, and a session that ends any other way drops the upstream
+connection without QUIT, so the upstream server deletes nothing.  A
+retrieval that fails half-way is cut off without the terminating dot line,
+so no client stores a truncated message as complete.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.internet.protocol import Protocol, ServerFactory, connectionDone
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from popproxy import __version__
+from popproxy._framing import (
+    CommandFramer,
+    CommandLine,
+    FramingError,
+    StatusLine,
+    stuff,
+    unstuff,
+)
+from popproxy._retrieval import MessageHook, PassThrough, RetrievalContext, TemporaryFailure
+from popproxy._routing import NoRoute, Route, Router
+from popproxy._upstream import UpstreamConnection, describeFailure
+
+AUTHORIZATION = "AUTHORIZATION"
+TRANSACTION = "TRANSACTION"
+UPDATE = "UPDATE"
+
+#: Commands allowed in each state (RFC 1939); others get -ERR locally.
+ALLOWED = {
+    AUTHORIZATION: frozenset({"USER", "PASS", "QUIT", "CAPA"}),
+    TRANSACTION: frozenset(
+        {"STAT", "LIST", "UIDL", "RETR", "DELE", "NOOP", "RSET", "TOP", "QUIT", "CAPA"}
+    ),
+    UPDATE: frozenset(),
+}
+KNOWN = frozenset().union(*ALLOWED.values()) | {"APOP", "AUTH", "STLS"}
+
+#: Pipelined command lines held before the proxy stops reading the client.
+MAX_QUEUED = 64
+
+_NUMBER = re.compile(rb"[0-9]{1,9}\Z")
+
+#: Capabilities relayed verbatim from the upstream: they describe the
+#: upstream mailbox's policy, which applies through the proxy as well.
+_POLICY_CAPABILITIES = (b"LOGIN-DELAY", b"EXPIRE")
+
+_sessionIds = itertools.count(1)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    """
+    What every session of one listener shares (read-only).
+    """
+
+    router: Router
+    connect: Callable[[str], Deferred[UpstreamConnection]]
+    clock: IReactorTime
+    hook: MessageHook = PassThrough()
+    idleTimeout: float = 600.0
+    maxFailedLogins: int = 3
+
+
+def _message(text: str) -> bytes:
+    return text.encode("ascii")
+
+
+@implementer(IPushProducer)
+class _UpstreamThrottle:
+    """
+    Registered as the producer on the client's transport: when the client
+    cannot take more, stop reading from the upstream.
+    """
+
+    def __init__(self, upstream: UpstreamConnection) -> None:
+        self._upstream = upstream
+
+    def pauseProducing(self) -> None:
+        self._upstream.pauseReading()
+
+    def resumeProducing(self) -> None:
+        self._upstream.resumeReading()
+
+    def stopProducing(self) -> None:
+        self._upstream.close()
+
+
+class _Relay:
+    """
+    Relays one upstream response to the client as it arrives.
+
+    @ivar onStatus: called with the status line before it is relayed.
+    @ivar onFinished: called instead of the session's C{_commandDone} once
+        the response is complete.
+    """
+
+    def __init__(
+        self,
+        session: ClientSession,
+        onStatus: Callable[[StatusLine], None] | None = None,
+        onFinished: Callable[[], None] | None = None,
+    ) -> None:
+        self._session = session
+        self._onStatus = onStatus
+        self._onFinished = onFinished or session._commandDone
+        self.inBody = False
+
+    def statusReceived(self, status: StatusLine) -> None:
+        if self._onStatus is not None:
+            self._onStatus(status)
+        self._session._write(status.line + b"\r\n")
+        self.inBody = True
+
+    def bodyReceived(self, data: bytes) -> None:
+        self._session._write(data)
+
+    def responseFinished(self) -> None:
+        self.inBody = False
+        self._onFinished()
+
+
+class _Collect:
+    """
+    Collects one whole upstream response, then hands it to a callback.
+    """
+
+    def __init__(self, done: Callable[[StatusLine, bytes], None]) -> None:
+        self._done = done
+        self._status: StatusLine | None = None
+        self._parts: list[bytes] = []
+        self.inBody = False
+
+    def statusReceived(self, status: StatusLine) -> None:
+        self._status = status
+
+    def bodyReceived(self, data: bytes) -> None:
+        self._parts.append(data)
+
+    def responseFinished(self) -> None:
+        assert self._status is not None
+        body = b"".join(self._parts)
+        self._parts = []
+        # The last piece ends with the terminating ".\r\n" line.
+        self._done(self._status, body[:-3] if self._status.ok and body else b"")
+
+
+class ClientSession(Protocol, TimeoutMixin):
+    """
+    One client's POP3 session.
+    """
+
+    log = Logger()
+
+    def __init__(self, settings: SessionSettings) -> None:
+        self._settings = settings
+        self.callLater = settings.clock.callLater  # for TimeoutMixin
+        self._framer = CommandFramer()
+        self._queue: deque[CommandLine] = deque()
+        self._pumping = False
+        self._busy = False
+        self._readingPaused = False
+        self._closing = False
+        self.state = AUTHORIZATION
+        self.sessionId = f"{next(_sessionIds):x}"
+        self.client = "?"
+        self.user: str | None = None
+        self._pendingLogin: tuple[str, Route] | None = None
+        self._failedLogins = 0
+        self._upstream: UpstreamConnection | None = None
+        self._upstreamAddress: str | None = None
+        self._connecting: Deferred[UpstreamConnection] | None = None
+        self._connectingAddress: str | None = None
+        self._waiters: list[Deferred[UpstreamConnection]] = []
+        self._handler: _Relay | _Collect | None = None
+        self._throttled = False
+        self._ending = "client closed the connection"
+        self.commands = 0
+        self.bytesIn = 0
+        self.bytesOut = 0
+
+    # Twisted protocol methods
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        peer = self.transport.getPeer()
+        host, port = getattr(peer, "host", None), getattr(peer, "port", None)
+        self.client = f"{host}:{port}" if host is not None else str(peer)
+        setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
+        if setNoDelay is not None:
+            try:
+                setNoDelay(True)
+            except OSError:
+                pass
+        self.log.info(
+            "session {session} opened by {client}", session=self.sessionId, client=self.client
+        )
+        self._write(b"+OK popproxy ready\r\n")
+        self.setTimeout(self._settings.idleTimeout)
+        router = self._settings.router
+        if router.static and router.default is not None:
+            # One upstream for everybody: connect now, so CAPA can tell the
+            # truth about it before login.
+            self._ensureUpstream(router.default).addErrback(lambda failure: None)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.bytesIn += len(data)
+        if self._closing:
+            return
+        if not self._busy:
+            self.resetTimeout()
+        try:
+            lines = self._framer.feed(data)
+        except FramingError:
+            self._queue.clear()
+            self._end("client sent an overlong line", b"-ERR line too long, closing\r\n")
+            return
+        self._queue.extend(lines)
+        if len(self._queue) > MAX_QUEUED and not self._readingPaused:
+            self._readingPaused = True
+            assert self.transport is not None
+            self.transport.pauseProducing()
+        self._pump()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.setTimeout(None)
+        self._closing = True
+        self._queue.clear()
+        if self._connecting is not None:
+            self._connecting.cancel()
+        if self._upstream is not None:
+            self._upstream.close()
+            self._upstream = None
+        self.log.info(
+            "session {session} closed: {ending}; client={client} user={user} "
+            "upstream={upstream} commands={commands} bytesIn={bytesIn} bytesOut={bytesOut}",
+            session=self.sessionId,
+            ending=self._ending,
+            client=self.client,
+            user=self.user or (self._pendingLogin[0] if self._pendingLogin else None),
+            upstream=self._upstreamAddress,
+            commands=self.commands,
+            bytesIn=self.bytesIn,
+            bytesOut=self.bytesOut,
+        )
+
+    def timeoutConnection(self) -> None:
+        self._end("idle timeout (autologout)", b"-ERR [SYS/PERM] autologout: idle for too long\r\n")
+
+    # Command dispatch
+
+    def _pump(self) -> None:
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            while self._queue and not self._busy and not self._closing:
+                self._dispatch(self._queue.popleft())
+        finally:
+            self._pumping = False
+        if self._readingPaused and len(self._queue) < MAX_QUEUED // 2 and not self._closing:
+            self._readingPaused = False
+            assert self.transport is not None
+            self.transport.resumeProducing()
+
+    def _dispatch(self, command: CommandLine) -> None:
+        self.commands += 1
+        if command.tooLong:
+            self._reply(b"-ERR command line too long")
+            return
+        line = command.line
+        if b"\r" in line or b"\n" in line or b"\0" in line:
+            self._reply(b"-ERR malformed command")
+            return
+        keyword, _, arguments = line.partition(b" ")
+        name = keyword.decode("ascii", "replace").upper()
+        if name not in KNOWN or not keyword.isalpha():
+            self._reply(b"-ERR unknown command")
+            return
+        if name not in ALLOWED[self.state]:
+            self._reply(_message(f"-ERR {name} is not valid in the {self.state} state"))
+            return
+        getattr(self, f"do_{name}")(arguments)
+
+    def _reply(self, line: bytes) -> None:
+        self._write(line + b"\r\n")
+
+    def _write(self, data: bytes) -> None:
+        self.bytesOut += len(data)
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def _commandDone(self) -> None:
+        self._handler = None
+        self._busy = False
+        if self.state == UPDATE:
+            return
+        if not self._closing:
+            self.setTimeout(self._settings.idleTimeout)
+        self._pump()
+
+    def _relay(
+        self,
+        line: bytes,
+        multiLine: bool = False,
+        handler: _Relay | _Collect | None = None,
+    ) -> None:
+        """
+        Send C{line} upstream and relay the response to the client.
+        """
+        upstream = self._upstream
+        if upstream is None or not upstream.connected:
+            self._reply(b"-ERR [SYS/TEMP] lost the connection to the mail server")
+            self._end("upstream connection lost")
+            return
+        self._busy = True
+        self.setTimeout(None)
+        self._handler = handler or _Relay(self)
+        upstream.sendCommand(line, multiLine, self._handler)
+
+    def _end(self, why: str, lastWords: bytes = b"") -> None:
+        """
+        End the session: say C{lastWords}, close the client connection, drop
+        the upstream connection without QUIT.
+        """
+        if self._closing:
+            return
+        self._closing = True
+        self._ending = why
+        self._queue.clear()
+        if lastWords:
+            self._write(lastWords)
+        if self._upstream is not None:
+            self._upstream.close()
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+    # Upstream connection management
+
+    def _ensureUpstream(self, address: str) -> Deferred[UpstreamConnection]:
+        """
+        The connection to C{address}, connecting (or reconnecting) if need be.
+        """
+        waiter: Deferred[UpstreamConnection] = Deferred()
+        upstream = self._upstream
+        if upstream is not None and upstream.connected and self._upstreamAddress == address:
+            waiter.callback(upstream)
+            return waiter
+        if self._connecting is not None and self._connectingAddress == address:
+            self._waiters.append(waiter)
+            return waiter
+        if self._connecting is not None:
+            self._connecting.cancel()
+        if upstream is not None:
+            self._dropUpstream()
+        self._waiters.append(waiter)
+        self._connectingAddress = address
+        connecting = self._connecting = self._settings.connect(address)
+        connecting.addBoth(self._connected, address)
+        return waiter
+
+    def _connected(self, result: UpstreamConnection | Failure, address: str) -> None:
+        if self._connectingAddress == address:
+            self._connecting = None
+            self._connectingAddress = None
+        waiters, self._waiters = self._waiters, []
+        if isinstance(result, Failure):
+            if not self._closing:
+                self.log.warn(
+                    "session {session}: cannot use upstream {upstream}: {reason}",
+                    session=self.sessionId,
+                    upstream=address,
+                    reason=result.getErrorMessage(),
+                )
+        elif self._closing:
+            result.close()
+            result = Failure(ConnectionAbortedError("session closed"))
+        else:
+            self._upstream = result
+            self._upstreamAddress = address
+            result.onLost = self._upstreamLost
+            assert self.transport is not None
+            self.transport.registerProducer(_UpstreamThrottle(result), True)
+            self._throttled = True
+        for waiter in waiters:
+            if isinstance(result, Failure):
+                waiter.errback(result)
+            else:
+                waiter.callback(result)
+
+    def _unthrottle(self) -> None:
+        if self._throttled and self.transport is not None:
+            self._throttled = False
+            self.transport.unregisterProducer()
+
+    def _dropUpstream(self) -> None:
+        if self._upstream is not None:
+            self._upstream.close()
+            self._upstream = None
+        self._unthrottle()
+
+    def _upstreamLost(self, reason: Failure) -> None:
+        self._upstream = None
+        self._unthrottle()
+        if self._closing:
+            return
+        why = describeFailure(reason)
+        self.log.warn(
+            "session {session}: upstream {upstream} lost: {reason}",
+            session=self.sessionId,
+            upstream=self._upstreamAddress,
+            reason=reason.getErrorMessage(),
+        )
+        handler = self._handler
+        if handler is not None and handler.inBody:
+            # Half a response has reached the client: cut it off without
+            # the terminating line, so it cannot pass for complete.
+            self._closing = True
+            self._ending = f"upstream lost mid-response: {why}"
+            assert self.transport is not None
+            self.transport.abortConnection()
+        elif self._busy:
+            self._end(f"upstream lost: {why}", _message(f"-ERR [SYS/TEMP] {why}\r\n"))
+        elif self.state == TRANSACTION:
+            self._end(f"upstream lost: {why}")
+        # Before login a new USER reconnects.
+
+    def _withUpstream(self, address: str, then: Callable[[UpstreamConnection], None]) -> None:
+        """
+        Run C{then} once connected to C{address}; on failure tell the client.
+        """
+        self._busy = True
+        self.setTimeout(None)
+
+        def connected(upstream: UpstreamConnection) -> None:
+            self._busy = False
+            if not self._closing:
+                then(upstream)
+                self._pump()
+
+        def failed(failure: Failure) -> None:
+            self._busy = False
+            if self._closing:
+                return
+            self._reply(_message(f"-ERR [SYS/TEMP] {describeFailure(failure)}"))
+            self._commandDone()
+
+        self._ensureUpstream(address).addCallbacks(connected, failed)
+
+    # AUTHORIZATION state
+
+    def do_CAPA(self, arguments: bytes) -> None:
+        if arguments:
+            self._reply(b"-ERR CAPA takes no arguments")
+            return
+        address = self._upstreamAddress
+        if self.state == AUTHORIZATION and self._settings.router.static:
+            address = self._settings.router.default
+        if address is None:
+            self._sendCapabilities(None)
+            return
+
+        def ask(upstream: UpstreamConnection) -> None:
+            self._relay(b"CAPA", True, _Collect(self._capabilitiesReceived))
+
+        def unknown(failure: Failure) -> None:
+            self._busy = False
+            if not self._closing:
+                self._sendCapabilities(None)
+                self._commandDone()
+
+        self._busy = True
+        self.setTimeout(None)
+        waiting = self._ensureUpstream(address)
+
+        def connected(upstream: UpstreamConnection) -> None:
+            self._busy = False
+            if not self._closing:
+                ask(upstream)
+
+        waiting.addCallbacks(connected, unknown)
+
+    def _capabilitiesReceived(self, status: StatusLine, body: bytes) -> None:
+        self._sendCapabilities(unstuff(body).split(b"\r\n") if status.ok else [])
+        self._commandDone()
+
+    def _sendCapabilities(self, upstream: list[bytes] | None) -> None:
+        """
+        Send the proxy's own capability list.
+
+        @param upstream: the upstream's capability lines, or C{None} when
+            the upstream is not known yet (then TOP and UIDL, which nearly
+            every server has, are announced; the list after login is exact).
+        """
+        lines = []
+        if upstream is None:
+            lines += [b"TOP", b"UIDL"]
+        else:
+            names = {line.split(b" ", 1)[0].upper(): line for line in upstream if line}
+            lines += [name for name in (b"TOP", b"UIDL") if name in names]
+            lines += [names[name] for name in _POLICY_CAPABILITIES if name in names]
+        lines += [b"USER", b"PIPELINING", b"RESP-CODES", b"AUTH-RESP-CODE"]
+        lines.append(_message(f"IMPLEMENTATION popproxy-{__version__}"))
+        self._write(
+            b"+OK capability list follows\r\n"
+            + b"".join(line + b"\r\n" for line in lines)
+            + b".\r\n"
+        )
+
+    def do_USER(self, arguments: bytes) -> None:
+        if not arguments or arguments.startswith(b" "):
+            self._reply(b"-ERR USER needs a name")
+            return
+        login = arguments.decode("utf-8", "surrogateescape")
+        self._pendingLogin = None
+        try:
+            route = self._settings.router.route(login)
+        except NoRoute:
+            self._reply(b"-ERR [AUTH] no mail server is configured for that user")
+            return
+
+        def accepted(status: StatusLine) -> None:
+            if status.ok:
+                self._pendingLogin = (login, route)
+
+        def send(upstream: UpstreamConnection) -> None:
+            name = route.login.encode("utf-8", "surrogateescape")
+            self._relay(b"USER " + name, False, _Relay(self, accepted))
+
+        self._withUpstream(route.upstream, send)
+
+    def do_PASS(self, arguments: bytes) -> None:
+        # RFC 1939: the whole rest of the line is the password, spaces too.
+        if self._pendingLogin is None:
+            self._reply(b"-ERR send USER first")
+            return
+        login, route = self._pendingLogin
+
+        def answered(status: StatusLine) -> None:
+            if status.ok:
+                self.state = TRANSACTION
+                self.user = login
+                self.log.info(
+                    "session {session}: {user} logged in at {upstream}",
+                    session=self.sessionId,
+                    user=login,
+                    upstream=route.upstream,
+                )
+                return
+            self._pendingLogin = None
+            self._failedLogins += 1
+            self.log.info(
+                "session {session}: login failed for {user}",
+                session=self.sessionId,
+                user=login,
+            )
+
+        def finished() -> None:
+            # The upstream's reason has been relayed; hang up on a guesser.
+            if self.state == AUTHORIZATION and self._failedLogins >= self._settings.maxFailedLogins:
+                self._busy = False
+                self._end(f"{self._failedLogins} failed logins")
+            else:
+                self._commandDone()
+
+        self._relay(b"PASS " + arguments, False, _Relay(self, answered, finished))
+
+    def do_QUIT(self, arguments: bytes) -> None:
+        if arguments:
+            self._reply(b"-ERR QUIT takes no arguments")
+            return
+        if self.state == AUTHORIZATION:
+            self._reply(b"+OK popproxy signing off")
+            self._end("client quit")
+            return
+        # TRANSACTION: the upstream enters its UPDATE state and deletes what
+        # the client marked with DELE; its answer says whether that worked.
+        self.state = UPDATE
+        self._queue.clear()
+
+        def answered(status: StatusLine) -> None:
+            self._ending = "client quit" if status.ok else "client quit; upstream update failed"
+
+        def finished() -> None:
+            self._busy = False
+            self._closing = True
+            self._dropUpstream()
+            assert self.transport is not None
+            self.transport.loseConnection()
+
+        self._relay(b"QUIT", False, _Relay(self, answered, finished))
+
+    # TRANSACTION state
+
+    def _numbers(self, arguments: bytes, minimum: int, maximum: int) -> list[int] | None:
+        """
+        Parse space-separated decimal arguments; reply -ERR and return
+        C{None} if they are malformed.
+        """
+        parts = arguments.split(b" ") if arguments else []
+        if not minimum <= len(parts) <= maximum or not all(_NUMBER.match(p) for p in parts):
+            self._reply(b"-ERR invalid arguments")
+            return None
+        return [int(part) for part in parts]
+
+    def _messageNumbers(self, arguments: bytes, minimum: int, maximum: int) -> list[int] | None:
+        numbers = self._numbers(arguments, minimum, maximum)
+        if numbers and numbers[0] == 0:
+            self._reply(b"-ERR no such message")
+            return None
+        return numbers
+
+    def do_STAT(self, arguments: bytes) -> None:
+        if self._numbers(arguments, 0, 0) is not None:
+            self._relay(b"STAT")
+
+    def do_NOOP(self, arguments: bytes) -> None:
+        if self._numbers(arguments, 0, 0) is not None:
+            self._relay(b"NOOP")
+
+    def do_RSET(self, arguments: bytes) -> None:
+        if self._numbers(arguments, 0, 0) is not None:
+            self._relay(b"RSET")
+
+    def _listing(self, name: bytes, arguments: bytes) -> None:
+        numbers = self._messageNumbers(arguments, 0, 1)
+        if numbers is None:
+            return
+        if numbers:
+            self._relay(name + b" %d" % numbers[0])
+        else:
+            self._relay(name, multiLine=True)
+
+    def do_LIST(self, arguments: bytes) -> None:
+        self._listing(b"LIST", arguments)
+
+    def do_UIDL(self, arguments: bytes) -> None:
+        self._listing(b"UIDL", arguments)
+
+    def do_DELE(self, arguments: bytes) -> None:
+        numbers = self._messageNumbers(arguments, 1, 1)
+        if numbers is not None:
+            self._relay(b"DELE %d" % numbers[0])
+
+    def do_RETR(self, arguments: bytes) -> None:
+        numbers = self._messageNumbers(arguments, 1, 1)
+        if numbers is not None:
+            self._retrieve(b"RETR %d" % numbers[0], "RETR", numbers[0], None)
+
+    def do_TOP(self, arguments: bytes) -> None:
+        numbers = self._messageNumbers(arguments, 2, 2)
+        if numbers is not None:
+            index, lines = numbers
+            self._retrieve(b"TOP %d %d" % (index, lines), "TOP", index, lines)
+
+    def _retrieve(self, line: bytes, command: str, index: int, lines: int | None) -> None:
+        hook = self._settings.hook
+        if not hook.active:
+            self._relay(line, multiLine=True)
+            return
+        context = RetrievalContext(
+            command=command,
+            index=index,
+            lines=lines,
+            user=self.user or "",
+            client=self.client,
+            upstream=self._upstreamAddress or "",
+            session=self.sessionId,
+        )
+
+        def received(status: StatusLine, body: bytes) -> None:
+            if not status.ok:
+                self._reply(status.line)
+                self._commandDone()
+                return
+            original = unstuff(body)
+            self._busy = True
+            processing = hook.processMessage(context, original)
+            processing.addCallbacks(delivered, failed, callbackArgs=(status, original))
+
+        def delivered(message: bytes, status: StatusLine, original: bytes) -> None:
+            if self._closing:
+                return
+            if message is not original and message != original:
+                status = StatusLine(_message(f"+OK {len(message)} octets"))
+            self._write(status.line + b"\r\n" + stuff(message))
+            self._commandDone()
+
+        def failed(failure: Failure) -> None:
+            if self._closing:
+                return
+            if failure.check(TemporaryFailure):
+                reason = str(failure.value)
+            else:
+                self.log.failure(
+                    "session {session}: filtering {command} {index} failed",
+                    failure,
+                    session=self.sessionId,
+                    command=command,
+                    index=index,
+                )
+                reason = "the message could not be filtered"
+            self._reply(_message(f"-ERR [SYS/TEMP] {reason}"))
+            self._commandDone()
+
+        self._relay(line, True, _Collect(received))
+
+
+class SessionFactory(ServerFactory):
+    """
+    Makes a L{ClientSession} for each client connection.
+    """
+
+    def __init__(self, settings: SessionSettings) -> None:
+        self.settings = settings
+
+    def buildProtocol(self, addr: object) -> ClientSession:
+        session = ClientSession(self.settings)
+        session.factory = self
+        return session

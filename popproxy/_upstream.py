@@ -1,0 +1,304 @@
+"""
+The connection to one upstream POP3 server, as seen by one client session.
+
+L{UpstreamConnection} sends command lines and hands each response, as it
+arrives, to the L{ResponseHandler} given with the command: the status line,
+then the (still dot-stuffed) body in chunks, then the end.  It never
+interprets a response beyond its framing; the session decides what reaches
+the client.  L{UpstreamConnector} turns an endpoint string into a connected,
+greeted L{UpstreamConnection}, with a time limit.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol as TypingProtocol
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.endpoints import clientFromString
+from twisted.internet.error import (
+    ConnectionRefusedError,
+    DNSLookupError,
+    TimeoutError,
+)
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
+from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from popproxy._framing import FramingError, ResponseParser, StatusLine
+
+
+class UpstreamError(Exception):
+    """
+    The upstream server cannot be used; C{str()} is a short reason fit for
+    a client's C{-ERR [SYS/TEMP]} line.
+    """
+
+
+class UpstreamTimeout(UpstreamError):
+    """
+    The upstream server did not answer in time.
+    """
+
+
+class UpstreamRefused(UpstreamError):
+    """
+    The upstream server greeted with C{-ERR}.
+    """
+
+
+class ResponseHandler(TypingProtocol):
+    """
+    Receives one upstream response as it arrives.
+    """
+
+    def statusReceived(self, status: StatusLine) -> None: ...
+
+    def bodyReceived(self, data: bytes) -> None: ...
+
+    def responseFinished(self) -> None: ...
+
+
+class _GreetingHandler:
+    """
+    Fires the connection's C{ready} Deferred when the greeting arrives.
+    """
+
+    def __init__(self, connection: UpstreamConnection) -> None:
+        self._connection = connection
+
+    def statusReceived(self, status: StatusLine) -> None:
+        self._connection.greeting = status
+
+    def bodyReceived(self, data: bytes) -> None:  # pragma: no cover - never multi-line
+        pass
+
+    def responseFinished(self) -> None:
+        self._connection._greeted()
+
+
+class UpstreamConnection(Protocol):
+    """
+    One connection to an upstream POP3 server.
+
+    @ivar ready: fires with this connection once a positive greeting has
+        arrived, fails with L{UpstreamError} otherwise.
+    @ivar onLost: called with the reason when the connection ends, unless
+        L{close} was called first.
+    """
+
+    log = Logger()
+
+    def __init__(self, clock: IReactorTime, responseTimeout: float) -> None:
+        self._clock = clock
+        self._responseTimeout = responseTimeout
+        self._parser = ResponseParser()
+        self._handlers: deque[ResponseHandler] = deque()
+        self._timer: IDelayedCall | None = None
+        self._failure: UpstreamError | None = None
+        self._closed = False
+        self.greeting: StatusLine | None = None
+        self.connected = False
+        self.onLost: Callable[[Failure], None] | None = None
+        self.ready: Deferred[UpstreamConnection] = Deferred(lambda d: self._abort(None))
+        self.bytesReceived = 0
+
+    # Twisted protocol methods
+
+    def connectionMade(self) -> None:
+        self.connected = True
+        setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
+        if setNoDelay is not None:
+            try:
+                setNoDelay(True)
+            except OSError:  # not a TCP socket (UNIX socket, in-memory)
+                pass
+        self._parser.expect(False)
+        self._handlers.append(_GreetingHandler(self))
+        self._startTimer()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.bytesReceived += len(data)
+        if self._handlers:
+            self._startTimer()
+        try:
+            events = self._parser.feed(data)
+        except FramingError as e:
+            self.log.warn("upstream protocol error: {error}", error=str(e))
+            self._abort(UpstreamError("the mail server sent an invalid response"))
+            return
+        for event in events:
+            if not self._handlers:  # closed by a handler
+                return
+            handler = self._handlers[0]
+            if isinstance(event, StatusLine):
+                handler.statusReceived(event)
+            elif event is None:
+                self._handlers.popleft()
+                if not self._handlers:
+                    self._stopTimer()
+                handler.responseFinished()
+            else:
+                handler.bodyReceived(event)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.connected = False
+        self._stopTimer()
+        self._handlers.clear()
+        if self._failure is not None:
+            reason = Failure(self._failure)
+        if not self.ready.called:
+            self.ready.errback(
+                reason
+                if reason.check(UpstreamError)
+                else Failure(UpstreamError("the mail server closed the connection"))
+            )
+            return
+        if not self._closed and self.onLost is not None:
+            self.onLost(reason)
+
+    # API for the session
+
+    def sendCommand(self, line: bytes, multiLine: bool, handler: ResponseHandler) -> None:
+        """
+        Send one command line (without CRLF) and route its response to
+        C{handler}.
+
+        @param multiLine: a positive response carries a body.
+        """
+        self._parser.expect(multiLine)
+        self._handlers.append(handler)
+        self._startTimer()
+        assert self.transport is not None
+        self.transport.write(line + b"\r\n")
+
+    @property
+    def busy(self) -> bool:
+        """
+        A response is outstanding.
+        """
+        return bool(self._handlers)
+
+    def close(self) -> None:
+        """
+        Drop the connection without another word: no QUIT is sent, so the
+        upstream server enters no UPDATE state and deletes nothing.
+        """
+        self._closed = True
+        self._stopTimer()
+        if self.transport is not None:
+            self.transport.abortConnection()
+
+    def pauseReading(self) -> None:
+        if self.transport is not None and self.connected:
+            self.transport.pauseProducing()
+
+    def resumeReading(self) -> None:
+        if self.transport is not None and self.connected:
+            self.transport.resumeProducing()
+
+    # Internals
+
+    def _greeted(self) -> None:
+        assert self.greeting is not None
+        if self.greeting.ok:
+            self._stopTimer()
+            self.ready.callback(self)
+        else:
+            text = self.greeting.text.decode("ascii", "replace")[:200]
+            self._abort(UpstreamRefused(f"the mail server refused the connection: {text}"))
+
+    def _abort(self, failure: UpstreamError | None) -> None:
+        if failure is not None and self._failure is None:
+            self._failure = failure
+        self._stopTimer()
+        if self.transport is not None:
+            self.transport.abortConnection()
+
+    def _startTimer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.reset(self._responseTimeout)
+        else:
+            self._timer = self._clock.callLater(self._responseTimeout, self._timedOut)
+
+    def _stopTimer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _timedOut(self) -> None:
+        self._timer = None
+        self._abort(UpstreamTimeout("the mail server did not answer in time"))
+
+
+def describeFailure(failure: Failure) -> str:
+    """
+    A short, client-safe reason for a failed upstream connection.
+    """
+    if failure.check(UpstreamError):
+        return str(failure.value)
+    if failure.check(ConnectionRefusedError):
+        return "the mail server refused the connection"
+    if failure.check(DNSLookupError):
+        return "the mail server's name does not resolve"
+    if failure.check(TimeoutError, CancelledError):
+        return "the mail server did not answer in time"
+    return "the mail server cannot be reached"
+
+
+class _QuietFactory(ClientFactory):
+    """
+    Hands out one prepared connection, without logging each connection.
+    """
+
+    noisy = False
+
+    def __init__(self, connection: UpstreamConnection) -> None:
+        self._connection = connection
+
+    def buildProtocol(self, addr: object) -> UpstreamConnection:
+        return self._connection
+
+
+class UpstreamConnector:
+    """
+    Connects to upstream servers named by client endpoint strings.
+    """
+
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        connectTimeout: float,
+        responseTimeout: float,
+        endpointFactory: Callable[[str], IStreamClientEndpoint] | None = None,
+    ) -> None:
+        self._reactor = reactor
+        self._connectTimeout = connectTimeout
+        self._responseTimeout = responseTimeout
+        self._endpointFactory = endpointFactory or (
+            lambda description: clientFromString(reactor, description)
+        )
+        self._endpoints: dict[str, IStreamClientEndpoint] = {}
+
+    def connect(self, description: str) -> Deferred[UpstreamConnection]:
+        """
+        Connect and wait for a positive greeting, within the connect timeout.
+        """
+        endpoint = self._endpoints.get(description)
+        if endpoint is None:
+            endpoint = self._endpoints[description] = self._endpointFactory(description)
+        connection = UpstreamConnection(self._reactor, self._responseTimeout)
+        connecting = endpoint.connect(_QuietFactory(connection))
+        connecting.addCallback(lambda protocol: protocol.ready)
+        connecting.addTimeout(self._connectTimeout, self._reactor)
+
+        def timedOut(failure: Failure) -> Failure:
+            if failure.check(TimeoutError, CancelledError):
+                connection.close()
+                return Failure(UpstreamTimeout("the mail server did not answer in time"))
+            return failure
+
+        connecting.addErrback(timedOut)
+        return connecting

@@ -1,0 +1,1 @@
+"""popproxy's test suite."""

@@ -1,0 +1,3 @@
+"""Shared pytest configuration: registers the peer fixtures."""
+
+pytest_plugins = ["tests.peers.fixtures"]

@@ -1,0 +1,152 @@
+"""
+An in-memory harness for ClientSession: a client and its upstreams on
+StringTransports, time on a task.Clock.  No sockets, no reactor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.error import ConnectionDone, ConnectionLost, ConnectionRefusedError
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+
+from popproxy._config import Config
+from popproxy._retrieval import MessageHook, PassThrough
+from popproxy._routing import Router
+from popproxy._session import ClientSession, SessionSettings
+from popproxy._upstream import UpstreamConnection
+
+
+class ClosingTransport(StringTransport):
+    """
+    A StringTransport that tells its protocol about the end of the
+    connection on the next clock tick, as a reactor would.
+    """
+
+    def __init__(self, clock: Clock, peer: IPv4Address | None = None) -> None:
+        super().__init__(peerAddress=peer)
+        self._clock = clock
+        self.closedBy: Failure | None = None
+        self.aborted = False
+        self.protocol: Protocol | None = None
+
+    def abortConnection(self) -> None:
+        self.aborted = True
+        super().abortConnection()
+
+    def loseConnection(self) -> None:
+        if not self.disconnecting and self.closedBy is None:
+            self._clock.callLater(0, self.dropped, Failure(ConnectionDone()))
+        super().loseConnection()
+
+    def dropped(self, reason: Failure) -> None:
+        """
+        The connection ended (called by the clock, or by a test).
+        """
+        if self.closedBy is None:
+            self.closedBy = reason
+            self.disconnecting = True
+            assert self.protocol is not None
+            self.protocol.connectionLost(reason)
+
+    def take(self) -> bytes:
+        """
+        Everything written since the last take.
+        """
+        data = self.value()
+        self.clear()
+        return data
+
+
+@dataclass
+class FakeUpstream:
+    """
+    One upstream connection the session made; the test plays the server.
+    """
+
+    address: str
+    connection: UpstreamConnection
+    transport: ClosingTransport
+
+    def reply(self, data: bytes) -> None:
+        self.connection.dataReceived(data)
+
+    def received(self) -> bytes:
+        return self.transport.take()
+
+    def die(self) -> None:
+        self.transport.dropped(Failure(ConnectionLost("upstream died")))
+
+
+@dataclass
+class Harness:
+    """
+    A ClientSession connected to an in-memory client, with fake upstreams.
+
+    @ivar refuse: addresses whose connection attempts fail.
+    @ivar greet: greet new upstream connections automatically.
+    """
+
+    config: Config = field(default_factory=lambda: Config(upstream="tcp:upstream:110"))
+    hook: MessageHook = field(default_factory=PassThrough)
+    refuse: set[str] = field(default_factory=set)
+    greet: bool = True
+    idleTimeout: float = 600.0
+    responseTimeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        self.clock = Clock()
+        self.upstreams: list[FakeUpstream] = []
+        self.settings = SessionSettings(
+            router=Router(self.config),
+            connect=self.connect,
+            clock=self.clock,
+            hook=self.hook,
+            idleTimeout=self.idleTimeout,
+            maxFailedLogins=self.config.maxFailedLogins,
+        )
+        self.session = ClientSession(self.settings)
+        self.client = ClosingTransport(self.clock, IPv4Address("TCP", "127.0.0.1", 40000))
+        self.client.protocol = self.session
+        self.session.makeConnection(self.client)
+
+    def connect(self, address: str) -> Deferred[UpstreamConnection]:
+        if address in self.refuse:
+            return fail(ConnectionRefusedError())
+        connection = UpstreamConnection(self.clock, self.responseTimeout)
+        transport = ClosingTransport(self.clock)
+        transport.protocol = connection
+        connection.makeConnection(transport)
+        self.upstreams.append(FakeUpstream(address, connection, transport))
+        if self.greet:
+            connection.dataReceived(b"+OK upstream ready\r\n")
+        return connection.ready
+
+    @property
+    def upstream(self) -> FakeUpstream:
+        return self.upstreams[-1]
+
+    def send(self, data: bytes) -> None:
+        self.session.dataReceived(data)
+
+    def received(self) -> bytes:
+        return self.client.take()
+
+    def settle(self) -> None:
+        self.clock.advance(0)
+
+    def login(self, user: bytes = b"alice", password: bytes = b"secret") -> None:
+        """
+        Log in through the upstream and forget the traffic it took.
+        """
+        self.send(b"USER " + user + b"\r\n")
+        self.upstream.reply(b"+OK\r\n")
+        self.send(b"PASS " + password + b"\r\n")
+        self.upstream.reply(b"+OK logged in\r\n")
+        self.received()
+        self.upstream.received()
