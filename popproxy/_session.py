@@ -59,6 +59,9 @@ ALLOWED = {
 }
 KNOWN = frozenset().union(*ALLOWED.values()) | {"APOP", "AUTH", "STLS"}
 
+#: Seconds a cut-off client gets to read what was relayed before it.
+LINGER = 60.0
+
 #: Pipelined command lines held before the proxy stops reading the client.
 MAX_QUEUED = 64
 
@@ -177,7 +180,7 @@ class ClientSession(Protocol, TimeoutMixin):
 
     def __init__(self, settings: SessionSettings) -> None:
         self._settings = settings
-        self.callLater = settings.clock.callLater  # for TimeoutMixin
+        self.callLater = settings.clock.callLater  # type: ignore[method-assign,assignment]
         self._framer = CommandFramer()
         self._queue: deque[CommandLine] = deque()
         self._pumping = False
@@ -242,10 +245,11 @@ class ClientSession(Protocol, TimeoutMixin):
         if len(self._queue) > MAX_QUEUED and not self._readingPaused:
             self._readingPaused = True
             assert self.transport is not None
-            self.transport.pauseProducing()
+            self.transport.pauseProducing()  # type: ignore[attr-defined]
         self._pump()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.connected = False
         self.setTimeout(None)
         self._closing = True
         self._queue.clear()
@@ -284,7 +288,7 @@ class ClientSession(Protocol, TimeoutMixin):
         if self._readingPaused and len(self._queue) < MAX_QUEUED // 2 and not self._closing:
             self._readingPaused = False
             assert self.transport is not None
-            self.transport.resumeProducing()
+            self.transport.resumeProducing()  # type: ignore[attr-defined]
 
     def _dispatch(self, command: CommandLine) -> None:
         self.commands += 1
@@ -403,7 +407,7 @@ class ClientSession(Protocol, TimeoutMixin):
             self._upstreamAddress = address
             result.onLost = self._upstreamLost
             assert self.transport is not None
-            self.transport.registerProducer(_UpstreamThrottle(result), True)
+            self.transport.registerProducer(_UpstreamThrottle(result), True)  # type: ignore[attr-defined]
             self._throttled = True
         for waiter in waiters:
             if isinstance(result, Failure):
@@ -414,7 +418,7 @@ class ClientSession(Protocol, TimeoutMixin):
     def _unthrottle(self) -> None:
         if self._throttled and self.transport is not None:
             self._throttled = False
-            self.transport.unregisterProducer()
+            self.transport.unregisterProducer()  # type: ignore[attr-defined]
 
     def _dropUpstream(self) -> None:
         if self._upstream is not None:
@@ -436,17 +440,25 @@ class ClientSession(Protocol, TimeoutMixin):
         )
         handler = self._handler
         if handler is not None and handler.inBody:
-            # Half a response has reached the client: cut it off without
-            # the terminating line, so it cannot pass for complete.
+            # Half a response has reached the client: end the connection
+            # without the terminating line, so it cannot pass for complete.
+            # What was relayed is still flushed; a client that stopped
+            # reading is cut off after a while.
             self._closing = True
             self._ending = f"upstream lost mid-response: {why}"
             assert self.transport is not None
-            self.transport.abortConnection()
+            self.transport.loseConnection()
+            transport = self.transport
+            self._settings.clock.callLater(LINGER, self._abortIfConnected, transport)
         elif self._busy:
             self._end(f"upstream lost: {why}", _message(f"-ERR [SYS/TEMP] {why}\r\n"))
         elif self.state == TRANSACTION:
             self._end(f"upstream lost: {why}")
         # Before login a new USER reconnects.
+
+    def _abortIfConnected(self, transport: object) -> None:
+        if self.connected:
+            transport.abortConnection()  # type: ignore[attr-defined]
 
     def _withUpstream(self, address: str, then: Callable[[UpstreamConnection], None]) -> None:
         """

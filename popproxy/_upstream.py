@@ -189,15 +189,15 @@ class UpstreamConnection(Protocol):
         self._closed = True
         self._stopTimer()
         if self.transport is not None:
-            self.transport.abortConnection()
+            self.transport.abortConnection()  # type: ignore[attr-defined]
 
     def pauseReading(self) -> None:
         if self.transport is not None and self.connected:
-            self.transport.pauseProducing()
+            self.transport.pauseProducing()  # type: ignore[attr-defined]
 
     def resumeReading(self) -> None:
         if self.transport is not None and self.connected:
-            self.transport.resumeProducing()
+            self.transport.resumeProducing()  # type: ignore[attr-defined]
 
     # Internals
 
@@ -215,7 +215,7 @@ class UpstreamConnection(Protocol):
             self._failure = failure
         self._stopTimer()
         if self.transport is not None:
-            self.transport.abortConnection()
+            self.transport.abortConnection()  # type: ignore[attr-defined]
 
     def _startTimer(self) -> None:
         if self._timer is not None and self._timer.active():
@@ -290,8 +290,13 @@ class UpstreamConnector:
         if endpoint is None:
             endpoint = self._endpoints[description] = self._endpointFactory(description)
         connection = UpstreamConnection(self._reactor, self._responseTimeout)
-        connecting = endpoint.connect(_QuietFactory(connection))
-        connecting.addCallback(lambda protocol: protocol.ready)
+
+        def greeted(protocol: object) -> Deferred[UpstreamConnection]:
+            return connection.ready
+
+        connecting: Deferred[UpstreamConnection] = endpoint.connect(
+            _QuietFactory(connection)
+        ).addCallback(greeted)
         connecting.addTimeout(self._connectTimeout, self._reactor)
 
         def timedOut(failure: Failure) -> Failure:

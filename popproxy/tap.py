@@ -53,8 +53,7 @@ class Options(usage.Options):
 
     def opt_listen(self, description: str) -> None:
         """
-        Listen on this server endpoint string (repeatable); replaces the
-        [proxy] listen list of the configuration file.
+        Listen on this server endpoint string (repeatable; replaces [proxy] listen).
         """
         self["listen"].append(description)
 

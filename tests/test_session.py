@@ -211,6 +211,21 @@ def test_upstreamDiesMidRetr() -> None:
     h.upstream.die()
     data = h.received()
     assert data == b"+OK 100 octets\r\nSubject: half\r\n\r\nsome"
+    assert h.client.disconnecting and not h.client.aborted
+
+
+def test_cutOffClientThatStopsReading() -> None:
+    """
+    A client cut off mid-response that never reads the rest is aborted
+    after a while instead of holding the connection forever.
+    """
+    h = Harness()
+    h.login()
+    h.send(b"RETR 1\r\n")
+    h.upstream.reply(b"+OK\r\npartial")
+    h.client.loseConnection = lambda: None  # type: ignore[method-assign]
+    h.upstream.die()
+    h.clock.advance(61)
     assert h.client.aborted
 
 

@@ -1,0 +1,704 @@
+"""Run a private Dovecot 2.3 POP3 server, with one fresh mailbox per test, for end-to-end tests."""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import hashlib
+import itertools
+import os
+import pwd
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import NoReturn
+
+import pytest
+
+from tests.peers.ports import freePort
+
+__all__ = ["dovecot", "dovecotServer"]
+
+MAIL_USER = "popproxytest"
+"""The unprivileged system user that owns every test maildir (Dovecot refuses uid 0)."""
+
+_LOG_TAIL_LINES = 200
+
+
+class DovecotStartError(RuntimeError):
+    """Dovecot could not be started; the message carries its output and log."""
+
+
+class Pop3ErrorResponse(Exception):
+    """A POP3 server answered a command with something other than C{+OK}."""
+
+    def __init__(self, verb: bytes, status: bytes) -> None:
+        # Only the verb is kept: the arguments of PASS or APOP must not reach a test report.
+        super().__init__(f"{verb.decode('ascii', 'backslashreplace')} -> {status!r}")
+        self.verb = verb
+        self.status = status
+
+
+def _checkPath(path: Path) -> str:
+    """Return C{path} as text for dovecot.conf, refusing characters its syntax cannot hold."""
+    text = str(path)
+    if not path.is_absolute() or re.search(r'[\s"#{}<\\]', text):
+        raise ValueError(f"path {text!r} cannot be written unquoted into dovecot.conf")
+    return text
+
+
+def buildDovecotConfig(
+    *,
+    directory: Path,
+    host: str,
+    port: int,
+    mailUid: int,
+    mailGid: int,
+    certificate: Path | None = None,
+    privateKey: Path | None = None,
+    pop3sPort: int | None = None,
+) -> str:
+    """
+    Return the text of a self-contained dovecot.conf for one private POP3 test instance.
+
+    Everything Dovecot writes lives under C{directory}: C{run/} (base_dir), C{state/},
+    C{dovecot.log}, one passwd-file per user in C{passwd/} and the homes in C{home/}.
+
+    @param certificate: a PEM certificate (chain) file; with C{privateKey} it turns on
+        C{ssl = yes}, which makes the plain listener offer STLS.
+    @param pop3sPort: with a certificate, also listen for implicit-TLS POP3 on this port.
+    """
+    if (certificate is None) != (privateKey is None):
+        raise ValueError("certificate and privateKey go together")
+    if pop3sPort is not None and certificate is None:
+        raise ValueError("pop3sPort needs a certificate")
+    base = _checkPath(directory)
+    if certificate is not None and privateKey is not None:
+        tls = (
+            f"ssl = yes\n"
+            f"ssl_cert = <{_checkPath(certificate)}\n"
+            f"ssl_key = <{_checkPath(privateKey)}\n"
+        )
+    else:
+        tls = "ssl = no\n"
+    pop3s = ""
+    if pop3sPort is not None:
+        pop3s = f"  inet_listener pop3s {{\n    port = {pop3sPort}\n    ssl = yes\n  }}\n"
+    # Users live in one passwd-file each (passwd/%u): Dovecot re-reads a changed
+    # passwd-file at most once a second, but opens a file it has not seen yet on the
+    # first lookup, so a user created a moment ago can log in at once.
+    # The anvil-auth-penalty listener is closed (mode 0) because Dovecot's brute-force
+    # penalty delays every login from 127.0.0.1, good ones too, by 2 s up to 15 s after
+    # a failed one; auth may log one harmless error about the closed socket.
+    return f"""\
+# Written by popproxy's test suite for one private Dovecot instance; not for production.
+base_dir = {base}/run
+state_dir = {base}/state
+log_path = {base}/dovecot.log
+protocols = pop3
+listen = {host}
+{tls}disable_plaintext_auth = no
+auth_mechanisms = plain login apop
+auth_failure_delay = 0
+auth_verbose = yes
+mail_max_userip_connections = 1000
+default_process_limit = 1000
+default_client_limit = 4000
+mail_uid = {mailUid}
+mail_gid = {mailGid}
+first_valid_uid = {mailUid}
+last_valid_uid = {mailUid}
+mail_location = maildir:~/Maildir
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN {base}/passwd/%u
+}}
+userdb {{
+  driver = passwd-file
+  args = {base}/passwd/%u
+}}
+service pop3-login {{
+  inet_listener pop3 {{
+    port = {port}
+  }}
+{pop3s}}}
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
+"""
+
+
+def ensureMailUser(name: str = MAIL_USER) -> tuple[int, int]:
+    """
+    Return the uid and gid of system user C{name}, creating it (no home, no shell) if missing.
+    """
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        useradd = shutil.which("useradd") or "/usr/sbin/useradd"
+        command = [useradd, "--system", "--user-group", "--no-create-home"]
+        command += ["--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", name]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+        try:
+            # Another pytest process may have created it in the meantime: look again.
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            raise DovecotStartError(f"cannot create mail user {name}: {result.stderr}") from None
+    if entry.pw_uid == 0:
+        raise DovecotStartError(f"mail user {name} is root; Dovecot will not use it")
+    return entry.pw_uid, entry.pw_gid
+
+
+@dataclass(frozen=True)
+class ServedMessage:
+    """One message as a POP3 server served it: its number, its LIST size and its RETR bytes."""
+
+    number: int
+    listSize: int
+    data: bytes
+
+
+class RawPop3Client:
+    """
+    A blocking POP3 client on a raw socket that keeps every byte the server sent.
+
+    Unlike poplib it does not split on bare LF or strip line endings: a multi-line
+    response comes back exactly as sent, minus dot-stuffing and the final C{.} line.
+    Every response must arrive within C{timeout} seconds.
+    """
+
+    def __init__(self, host: str, port: int, *, timeout: float = 10.0) -> None:
+        self.timeout = timeout
+        self._socket = socket.create_connection((host, port), timeout=timeout)
+        self._buffer = bytearray()
+        self._offset = 0
+        try:
+            self.greeting = self.readLine()
+        except BaseException:
+            self._socket.close()
+            raise
+
+    def __enter__(self) -> RawPop3Client:
+        return self
+
+    def __exit__(
+        self,
+        excType: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection without QUIT (the server then deletes nothing)."""
+        self._socket.close()
+
+    def _receiveMore(self, deadline: float) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"no complete POP3 response within {self.timeout}s")
+        self._socket.settimeout(remaining)
+        chunk = self._socket.recv(65536)
+        if not chunk:
+            raise ConnectionError("the POP3 server closed the connection mid-response")
+        self._buffer += chunk
+
+    def _readLine(self, deadline: float) -> bytes:
+        if self._offset > 65536:
+            # Drop the lines already returned, now and then rather than after every line.
+            del self._buffer[: self._offset]
+            self._offset = 0
+        searchFrom = self._offset
+        while (end := self._buffer.find(b"\r\n", searchFrom)) < 0:
+            searchFrom = max(len(self._buffer) - 1, self._offset)
+            self._receiveMore(deadline)
+        line = bytes(self._buffer[self._offset : end + 2])
+        self._offset = end + 2
+        return line
+
+    def readLine(self) -> bytes:
+        """Return the next line the server sent, with its CRLF."""
+        return self._readLine(time.monotonic() + self.timeout)
+
+    def sendLine(self, line: bytes) -> None:
+        """Send C{line} followed by CRLF."""
+        self._socket.sendall(line + b"\r\n")
+
+    def command(self, line: bytes) -> bytes:
+        """Send a command and return its status line without CRLF, C{+OK} or not."""
+        self.sendLine(line)
+        return self.readLine()[:-2]
+
+    def okCommand(self, line: bytes) -> bytes:
+        """
+        Send a command and return its C{+OK} status line without CRLF.
+
+        @raise Pop3ErrorResponse: if the server did not answer C{+OK}.
+        """
+        status = self.command(line)
+        if not status.startswith(b"+OK"):
+            raise Pop3ErrorResponse(line.split(b" ", 1)[0], status)
+        return status
+
+    def multiline(self, line: bytes) -> list[bytes]:
+        """
+        Send a command with a multi-line answer and return the lines after the status line.
+
+        Each line keeps its CRLF and loses one leading dot if it had one; the
+        terminating C{.} line is not included.
+        """
+        self.okCommand(line)
+        deadline = time.monotonic() + self.timeout
+        lines: list[bytes] = []
+        while (received := self._readLine(deadline)) != b".\r\n":
+            lines.append(received[1:] if received.startswith(b".") else received)
+        return lines
+
+    def login(self, user: str, password: str) -> None:
+        """Log in with USER and PASS."""
+        self.okCommand(b"USER " + user.encode("utf-8"))
+        self.okCommand(b"PASS " + password.encode("utf-8"))
+
+    def apop(self, user: str, password: str) -> None:
+        """Log in with APOP, using the timestamp of the greeting."""
+        match = re.search(rb"<[^<>]*>", self.greeting)
+        if match is None:
+            raise ValueError(f"greeting has no APOP timestamp: {self.greeting!r}")
+        digest = hashlib.md5(match.group() + password.encode("utf-8"), usedforsecurity=False)
+        self.okCommand(b"APOP " + user.encode("utf-8") + b" " + digest.hexdigest().encode())
+
+    def listSizes(self) -> list[tuple[int, int]]:
+        """Return (number, size) for every message, from LIST."""
+        sizes = []
+        for entry in self.multiline(b"LIST"):
+            number, size = entry.split()[:2]
+            sizes.append((int(number), int(size)))
+        return sizes
+
+    def uidls(self) -> list[tuple[int, bytes]]:
+        """Return (number, unique id) for every message, from UIDL."""
+        ids = []
+        for entry in self.multiline(b"UIDL"):
+            number, uid = entry.split()[:2]
+            ids.append((int(number), uid))
+        return ids
+
+    def retrieve(self, number: int) -> bytes:
+        """Return message C{number} from RETR, byte for byte after dot-unstuffing."""
+        return b"".join(self.multiline(b"RETR %d" % number))
+
+    def quit(self) -> bytes:
+        """Send QUIT (deleting the messages marked with DELE) and return its status line."""
+        return self.okCommand(b"QUIT")
+
+
+def fetchMailbox(
+    host: str, port: int, user: str, password: str, *, timeout: float = 10.0
+) -> list[ServedMessage]:
+    """
+    Log in with USER/PASS, LIST, RETR every message, QUIT, and return what was served.
+
+    Works against any POP3 server, the proxy included: compare its result with the
+    result against the upstream to prove that bytes went through unchanged.
+    """
+    with RawPop3Client(host, port, timeout=timeout) as client:
+        client.login(user, password)
+        messages = [
+            ServedMessage(number, size, client.retrieve(number))
+            for number, size in client.listSizes()
+        ]
+        client.quit()
+    return messages
+
+
+def fetchDirect(
+    host: str, port: int, user: str, password: str, *, timeout: float = 10.0
+) -> list[bytes]:
+    """Return the exact bytes RETR serves for every message, in mailbox order (L{fetchMailbox})."""
+    return [message.data for message in fetchMailbox(host, port, user, password, timeout=timeout)]
+
+
+def _terminateWithParent() -> None:
+    """
+    Ask Linux to send SIGTERM to this (forked, not yet exec'd) process when its parent dies.
+
+    A test run killed with SIGKILL runs no teardown and no atexit handler; this way its
+    Dovecot master still goes away (and its children with it, once their clients are gone).
+    """
+    prSetPdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(prSetPdeathsig, signal.SIGTERM)
+
+
+def _signalGroup(group: int, signalNumber: int) -> None:
+    try:
+        os.killpg(group, signalNumber)
+    except ProcessLookupError:
+        pass
+
+
+def _liveGroupMembers(group: int) -> list[int]:
+    """
+    Return the pids of the processes of process group C{group} that are not zombies.
+
+    Zombies are left out: once the master is gone its children are reaped by init,
+    on init's schedule, and they hold no socket or file any more.
+    """
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (command) state ppid pgrp ...": the command may hold spaces and parentheses.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[2]) == group and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+class DovecotServer:
+    """
+    One private Dovecot instance in its own directory, listening for POP3 on loopback.
+
+    The master runs in the foreground (C{dovecot -F}) as the leader of a new process
+    group, so L{stop} can make sure none of its children outlives it.
+
+    Given a C{certificate} and C{privateKey} (PEM files readable by root), the POP3
+    port also offers STLS and C{pop3sPort} speaks implicit TLS.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        host: str = "127.0.0.1",
+        certificate: Path | None = None,
+        privateKey: Path | None = None,
+        mailUser: str = MAIL_USER,
+    ) -> None:
+        self.directory = directory
+        self.host = host
+        self.certificate = certificate
+        self.privateKey = privateKey
+        self.mailUser = mailUser
+        self.mailUid = -1
+        self.mailGid = -1
+        self.port = 0
+        self.pop3sPort: int | None = None
+        self.configPath = directory / "dovecot.conf"
+        self.logPath = directory / "dovecot.log"
+        self.outputPath = directory / "dovecot.out"
+        self._process: subprocess.Popen[bytes] | None = None
+        self._userNumbers = itertools.count(1)
+        self._messageNumbers = itertools.count(1)
+        self._lastMicroseconds = 0
+
+    def start(self, timeout: float = 15.0, attempts: int = 3) -> None:
+        """
+        Start Dovecot and return once it answers a C{+OK} greeting.
+
+        A port taken by someone else between L{freePort} and Dovecot's bind is retried
+        with another port, up to C{attempts} times.
+
+        @raise DovecotStartError: with Dovecot's output and log, if it did not come up
+            within C{timeout} seconds.
+        """
+        if self._process is not None:
+            raise RuntimeError("Dovecot is already running")
+        binary = shutil.which("dovecot") or "/usr/sbin/dovecot"
+        self.mailUid, self.mailGid = ensureMailUser(self.mailUser)
+        for name in ("run", "state", "passwd", "home"):
+            (self.directory / name).mkdir(exist_ok=True)
+        for attempt in range(1, attempts + 1):
+            self.port = freePort(self.host)
+            if self.certificate is not None:
+                self.pop3sPort = freePort(self.host)
+            self.configPath.write_text(
+                buildDovecotConfig(
+                    directory=self.directory,
+                    host=self.host,
+                    port=self.port,
+                    mailUid=self.mailUid,
+                    mailGid=self.mailGid,
+                    certificate=self.certificate,
+                    privateKey=self.privateKey,
+                    pop3sPort=self.pop3sPort,
+                )
+            )
+            with self.outputPath.open("ab") as output:
+                self._process = subprocess.Popen(
+                    [binary, "-F", "-c", str(self.configPath)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    preexec_fn=_terminateWithParent if sys.platform == "linux" else None,
+                )
+            atexit.register(self.stop)
+            problem = self._waitUntilServing(timeout)
+            if problem is None:
+                return
+            self.stop()
+            diagnostics = self._readText(self.outputPath) + self.log()
+            if "Address already in use" in diagnostics and attempt < attempts:
+                continue
+            raise DovecotStartError(
+                f"Dovecot did not start on {self.host}:{self.port}: {problem}\n"
+                f"--- {self.outputPath} ---\n{self._readText(self.outputPath)}\n"
+                f"--- {self.logPath} ---\n{self.log()}"
+            )
+
+    def _waitUntilServing(self, timeout: float) -> str | None:
+        """Return None once Dovecot greets with C{+OK}, or what went wrong."""
+        assert self._process is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self._process.poll()
+            if status is not None:
+                return f"dovecot exited with status {status}"
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return f"no +OK greeting within {timeout}s"
+            try:
+                with RawPop3Client(self.host, self.port, timeout=min(remaining, 2.0)) as probe:
+                    if not probe.greeting.startswith(b"+OK"):
+                        return f"unexpected greeting {probe.greeting!r}"
+                    probe.quit()
+                    return None
+            except (OSError, Pop3ErrorResponse):
+                time.sleep(0.05)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """
+        Stop Dovecot and every process it started, waiting at most about 3 x C{timeout} s.
+
+        Safe to call more than once, and from atexit.
+        """
+        process, self._process = self._process, None
+        if process is None:
+            return
+        atexit.unregister(self.stop)
+        # The master leads its own process group (start_new_session), so the group id
+        # is its pid. The whole group gets SIGTERM at once: a master alone takes a
+        # second to exit and leaves login and pop3 processes with open sessions behind.
+        group = process.pid
+        _signalGroup(group, signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            _signalGroup(group, signal.SIGKILL)
+            process.wait(timeout)
+        deadline = time.monotonic() + timeout
+        while _liveGroupMembers(group) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if _liveGroupMembers(group):
+            _signalGroup(group, signal.SIGKILL)
+
+    @property
+    def running(self) -> bool:
+        """Whether the Dovecot master process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    @staticmethod
+    def _readText(path: Path) -> str:
+        try:
+            return path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log(self) -> str:
+        """Return all of Dovecot's log so far."""
+        return self._readText(self.logPath)
+
+    def logSize(self) -> int:
+        """Return the size of the log in bytes: an offset for L{logSince}."""
+        try:
+            return self.logPath.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def logSince(self, offset: int) -> str:
+        """Return what Dovecot logged after byte C{offset} of its log."""
+        try:
+            with self.logPath.open("rb") as logFile:
+                logFile.seek(offset)
+                return logFile.read().decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def nextMaildirName(self) -> str:
+        """
+        Return a new unique maildir file name that sorts after every earlier one.
+
+        Dovecot numbers the messages it finds in C{new/} in the order of the time
+        encoded in their names (seconds, then C{M}microseconds), not in the order it
+        reads the directory, so the names must grow strictly.
+        """
+        now = time.time_ns() // 1000
+        self._lastMicroseconds = max(now, self._lastMicroseconds + 1)
+        seconds, microseconds = divmod(self._lastMicroseconds, 1_000_000)
+        number = next(self._messageNumbers)
+        return f"{seconds}.M{microseconds}P{os.getpid()}Q{number}.popproxytest"
+
+    def createMailbox(self) -> DovecotMailbox:
+        """Create a new user with a random password and an empty maildir, usable at once."""
+        if not self.running:
+            raise RuntimeError("Dovecot is not running")
+        user = f"user{next(self._userNumbers)}"
+        password = secrets.token_hex(12)
+        home = self.directory / "home" / user
+        maildir = home / "Maildir"
+        for path in (home, maildir, *(maildir / sub for sub in ("tmp", "new", "cur"))):
+            path.mkdir(mode=0o700)
+            os.chown(path, self.mailUid, self.mailGid)
+        entry = self.directory / "passwd" / user
+        temporary = entry.with_name(f".{user}.tmp")
+        temporary.write_text(f"{user}:{{PLAIN}}{password}::::{home}::\n")
+        temporary.chmod(0o644)
+        os.replace(temporary, entry)
+        return DovecotMailbox(
+            host=self.host,
+            port=self.port,
+            user=user,
+            password=password,
+            maildir=maildir,
+            server=self,
+            logOffset=self.logSize(),
+        )
+
+
+@dataclass(frozen=True)
+class DovecotMailbox:
+    """
+    A user with their own maildir on a shared L{DovecotServer}.
+
+    Messages are put straight into the maildir, so delivering needs no SMTP or LDA.
+    """
+
+    host: str
+    port: int
+    user: str
+    password: str
+    maildir: Path
+    server: DovecotServer = field(repr=False, compare=False)
+    logOffset: int = field(repr=False, compare=False, default=0)
+
+    def deliver(self, message: bytes) -> None:
+        """
+        Put C{message}, written as on the wire (CRLF line ends), into the maildir's C{new/}.
+
+        Maildir files hold LF line ends, so every CRLF is stored as LF; Dovecot turns
+        them back into CRLF when it serves the message. Messages go in the order of
+        the calls. The file is written in C{tmp/} and renamed, so a POP3 session never
+        sees half a message.
+        """
+        name = self.server.nextMaildirName()
+        temporary = self.maildir / "tmp" / name
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "wb") as messageFile:
+            messageFile.write(message.replace(b"\r\n", b"\n"))
+        os.chown(temporary, self.server.mailUid, self.server.mailGid)
+        os.rename(temporary, self.maildir / "new" / name)
+
+    def messagesOnServer(self) -> int:
+        """Return how many messages the maildir holds now, read or not."""
+        return sum(
+            1
+            for sub in ("new", "cur")
+            for entry in (self.maildir / sub).iterdir()
+            if not entry.name.startswith(".")
+        )
+
+    def log(self) -> str:
+        """Return what Dovecot logged since this mailbox was created."""
+        return self.server.logSince(self.logOffset)
+
+    def uidls(self) -> list[bytes]:
+        """Return the UIDL unique ids of the messages, in mailbox order."""
+        with RawPop3Client(self.host, self.port, timeout=10.0) as client:
+            client.login(self.user, self.password)
+            ids = [uid for _, uid in client.uidls()]
+            client.quit()
+        return ids
+
+
+class _DovecotLogReporter:
+    """A pytest plugin that shows the Dovecot log in the report of a failed test."""
+
+    def __init__(self, server: DovecotServer) -> None:
+        self.server = server
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        if report.failed:
+            funcargs = getattr(item, "funcargs", {})
+            mailbox = funcargs.get("dovecot")
+            if isinstance(mailbox, DovecotMailbox):
+                report.sections.append(
+                    (f"dovecot log since {mailbox.user} was created", mailbox.log())
+                )
+            elif "dovecotServer" in funcargs:
+                tail = "\n".join(self.server.log().splitlines()[-_LOG_TAIL_LINES:])
+                report.sections.append(("dovecot log (tail)", tail))
+        return report
+
+
+def _unavailable(reason: str) -> NoReturn:
+    """Skip when Dovecot cannot run here, but fail in CI, where a skip would hide it."""
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def dovecotServer(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[DovecotServer]:
+    """
+    A Dovecot POP3 server on 127.0.0.1, shared by the whole test session.
+
+    Its directory is not under pytest's basetemp, which is private to root (mode
+    0700), because Dovecot's unprivileged processes must reach the passwd-files and
+    maildirs; the log is copied into basetemp at the end for a post-mortem.
+    """
+    if shutil.which("dovecot") is None and not Path("/usr/sbin/dovecot").exists():
+        _unavailable("dovecot is not installed (Debian: dovecot-core dovecot-pop3d)")
+    if os.geteuid() != 0:
+        _unavailable("the Dovecot fixture needs root, to run mail processes as a mail user")
+    directory = Path(tempfile.mkdtemp(prefix="popproxy-dovecot-"))
+    directory.chmod(0o711)
+    server = DovecotServer(directory)
+    reporter = _DovecotLogReporter(server)
+    request.config.pluginmanager.register(reporter, f"popproxy-dovecot-log-{id(reporter)}")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        request.config.pluginmanager.unregister(reporter)
+        if server.logPath.exists():
+            shutil.copyfile(server.logPath, tmp_path_factory.mktemp("dovecot") / "dovecot.log")
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def dovecot(dovecotServer: DovecotServer) -> DovecotMailbox:
+    """A fresh user with an empty maildir on the session's Dovecot server."""
+    return dovecotServer.createMailbox()

@@ -1,0 +1,142 @@
+"""
+Run popproxy the way administrators do, `twistd -n popproxy --config FILE`,
+as a subprocess on loopback ports, for end-to-end tests.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.peers.ports import freePort, waitForPort
+
+__all__ = ["ProxyProcess", "popproxyFactory", "twistdCommand"]
+
+
+def twistdCommand() -> str:
+    """
+    The C{twistd} script of the Python running the tests (a virtualenv's
+    own, in CI), the command administrators run.
+    """
+    beside = Path(sys.executable).parent / "twistd"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("twistd")
+    if found is None:
+        raise RuntimeError("twistd is not installed")
+    return found
+
+
+class ProxyProcess:
+    """
+    One `twistd -n popproxy` process.
+
+    @ivar port: the loopback port the proxy listens on.
+    """
+
+    def __init__(self, workdir: Path, config: str, port: int | None = None) -> None:
+        self.workdir = workdir
+        self.port = port or freePort()
+        self.configPath = workdir / "popproxy.conf"
+        self.logPath = workdir / "twistd.log"
+        self.configPath.write_text(config.replace("{PORT}", str(self.port)), encoding="utf-8")
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        return [
+            twistdCommand(),
+            "-n",
+            "--pidfile=",
+            "--logfile",
+            str(self.logPath),
+            "popproxy",
+            "--config",
+            str(self.configPath),
+        ]
+
+    def start(self, timeout: float = 20.0) -> None:
+        self._process = subprocess.Popen(
+            self.command(),
+            cwd=self.workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"popproxy exited at start-up:\n{self.output()}")
+            try:
+                waitForPort("127.0.0.1", self.port, 0.2)
+                return
+            except TimeoutError:
+                pass
+        self.stop()
+        raise RuntimeError(f"popproxy did not listen within {timeout}s:\n{self.output()}")
+
+    def output(self) -> str:
+        """
+        What the process printed (after it ended) and its log file.
+        """
+        printed = b""
+        if self._process is not None and self._process.poll() is not None and self._process.stdout:
+            printed = self._process.stdout.read()
+        log = self.logPath.read_text("utf-8", "replace") if self.logPath.exists() else ""
+        return printed.decode("utf-8", "replace") + log
+
+    def log(self) -> str:
+        return self.logPath.read_text("utf-8", "replace") if self.logPath.exists() else ""
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """
+        SIGTERM, as an init system would; SIGKILL the group if it hangs.
+        """
+        process = self._process
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout)
+        if process.stdout:
+            process.stdout.close()
+        return process.returncode
+
+
+@pytest.fixture
+def popproxyFactory(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[type[ProxyProcess] | object]:
+    """
+    Start popproxy processes from configuration text (C{{PORT}} is replaced
+    by a free port); all are stopped at teardown, their log printed if the
+    test failed.
+    """
+    started: list[ProxyProcess] = []
+
+    def start(config: str) -> ProxyProcess:
+        workdir = tmp_path / f"popproxy{len(started)}"
+        workdir.mkdir()
+        proxy = ProxyProcess(workdir, config)
+        started.append(proxy)
+        proxy.start()
+        return proxy
+
+    yield start
+    failed = getattr(request.node, "rep_call", None)
+    for proxy in started:
+        proxy.stop()
+        if failed is not None and failed.failed:
+            print(f"--- popproxy log ({proxy.workdir}) ---\n{proxy.log()}")
