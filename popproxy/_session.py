@@ -57,7 +57,9 @@ ALLOWED = {
     ),
     UPDATE: frozenset(),
 }
-KNOWN = frozenset().union(*ALLOWED.values()) | {"APOP", "AUTH", "STLS"}
+#: RFC commands the proxy recognises but does not offer (yet).
+_LATER = frozenset({"APOP", "AUTH", "STLS"})
+KNOWN = frozenset().union(*ALLOWED.values()) | _LATER
 
 #: Seconds a cut-off client gets to read what was relayed before it.
 LINGER = 60.0
@@ -303,6 +305,9 @@ class ClientSession(Protocol, TimeoutMixin):
         name = keyword.decode("ascii", "replace").upper()
         if name not in KNOWN or not keyword.isalpha():
             self._reply(b"-ERR unknown command")
+            return
+        if name in _LATER:
+            self._reply(_message(f"-ERR {name} is not supported"))
             return
         if name not in ALLOWED[self.state]:
             self._reply(_message(f"-ERR {name} is not valid in the {self.state} state"))

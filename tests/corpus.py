@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import random
 
 
 def _attachment(seed: bytes, size: int) -> bytes:
-    data = b""
-    counter = 0
-    while len(data) < size:
-        data += hashlib.sha256(seed + b"%d" % counter).digest()
-        counter += 1
-    return data[:size]
+    """
+    C{size} pseudo-random octets, the same for the same seed.
+    """
+    return random.Random(hashlib.sha256(seed).digest()).randbytes(size)
 
 
 def _base64Lines(data: bytes) -> bytes:

@@ -127,6 +127,20 @@ def test_garbageAndMalformed() -> None:
     assert h.upstream.received() == b"NOOP\r\n"
 
 
+def test_unsupportedExtensions() -> None:
+    """
+    APOP, AUTH and STLS are refused as unsupported, not as a state error,
+    and nothing reaches the upstream.
+    """
+    h = Harness()
+    h.received()
+    h.send(b"STLS\r\nAUTH PLAIN\r\nAPOP a b\r\n")
+    assert h.received() == (
+        b"-ERR STLS is not supported\r\n-ERR AUTH is not supported\r\n-ERR APOP is not supported\r\n"
+    )
+    assert h.upstream.received() == b""
+
+
 def test_smugglingWithBareLineEnds() -> None:
     """
     A bare LF or CR does not separate commands: 'NOOP\\nDELE 1' is one

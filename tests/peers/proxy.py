@@ -83,6 +83,21 @@ class ProxyProcess:
         self.stop()
         raise RuntimeError(f"popproxy did not listen within {timeout}s:\n{self.output()}")
 
+    @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
+
+    def rss(self) -> int:
+        """
+        Resident memory of the proxy process now, in bytes.
+        """
+        status = Path(f"/proc/{self.pid}/status").read_text()
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
+
     def output(self) -> str:
         """
         What the process printed (after it ended) and its log file.
