@@ -9,6 +9,7 @@ the endpoints with the reactor that will run them.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -128,6 +129,10 @@ class _Table:
 
     def number(self, key: str, default: float, minimum: float = 0) -> float:
         value = self._take(key, default, (int, float), "a number")
+        if not math.isfinite(value):
+            # TOML allows nan and inf; a nan timeout makes callLater fail
+            # in every session, an infinite one silently disables it.
+            raise ConfigError(f"{self._where(key)}: must be a finite number, not {value!r}")
         if value < minimum:
             raise ConfigError(f"{self._where(key)}: must be at least {minimum}, not {value!r}")
         return float(value)

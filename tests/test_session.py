@@ -136,7 +136,9 @@ def test_unsupportedExtensions() -> None:
     h.received()
     h.send(b"STLS\r\nAUTH PLAIN\r\nAPOP a b\r\n")
     assert h.received() == (
-        b"-ERR STLS is not supported\r\n-ERR AUTH is not supported\r\n-ERR APOP is not supported\r\n"
+        b"-ERR STLS is not supported\r\n"
+        b"-ERR AUTH is not supported\r\n"
+        b"-ERR APOP is not supported\r\n"
     )
     assert h.upstream.received() == b""
 
