@@ -16,6 +16,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from popproxy._tls import (
+    TLS_MODES,
+    TlsSettingsError,
+    UpstreamTarget,
+    UpstreamTls,
+    resolveUpstreamTls,
+)
+
 DEFAULT_LISTEN = ("tcp:1110:interface=127.0.0.1",)
 LOGIN_REWRITES = ("keep", "strip-domain")
 
@@ -39,6 +47,7 @@ class DomainRoute:
     domain: str
     upstream: str
     login: str = "keep"
+    tls: UpstreamTls = UpstreamTls()
 
 
 @dataclass(frozen=True)
@@ -78,11 +87,21 @@ class Config:
     idleTimeout: float = 600.0
     maxFailedLogins: int = 3
     upstream: str | None = None
+    upstreamTls: UpstreamTls = UpstreamTls()
     connectTimeout: float = 30.0
     responseTimeout: float = 120.0
     routes: tuple[DomainRoute, ...] = ()
     userHost: UserHostRouting = field(default_factory=UserHostRouting)
     demo: DemoConfig | None = None
+
+    def target(self, endpoint: str, tls: UpstreamTls | None = None) -> UpstreamTarget:
+        """
+        The upstream C{endpoint} with its TLS settings resolved (C{tls}, or
+        those of C{[upstream]}).
+
+        @raise TlsSettingsError: the settings cannot work for it.
+        """
+        return UpstreamTarget(endpoint, resolveUpstreamTls(endpoint, tls or self.upstreamTls))
 
     def withOverrides(self, listen: tuple[str, ...] = (), upstream: str | None = None) -> Config:
         """
@@ -162,6 +181,27 @@ class _Table:
             raise ConfigError(f"{self._where(key)}: unknown key")
 
 
+def _upstreamTls(table: _Table, base: Path, inherited: UpstreamTls) -> UpstreamTls:
+    """
+    Read the TLS keys of an upstream (C{tls}, C{ca_file}, C{verify},
+    C{hostname}); unset keys are inherited.
+    """
+    mode = table.string("tls", inherited.mode)
+    if mode is not None and mode not in TLS_MODES:
+        raise ConfigError(
+            f"{table._where('tls')}: must be one of {', '.join(TLS_MODES)}, not {mode!r}"
+        )
+    caFile = table.string("ca_file")
+    verify = table.boolean("verify", inherited.verify)
+    hostname = table.string("hostname", inherited.hostname)
+    return UpstreamTls(
+        mode=mode,
+        caFile=(base / caFile) if caFile else inherited.caFile,
+        verify=verify,
+        hostname=hostname,
+    )
+
+
 def parseConfig(text: str, source: str = "<config>", base: Path | None = None) -> Config:
     """
     Turn TOML text into a L{Config}, checking keys and types (not endpoints).
@@ -186,6 +226,7 @@ def parseConfig(text: str, source: str = "<config>", base: Path | None = None) -
 
     upstreamTable = _Table(source, "upstream", data.get("upstream", {}))
     upstream = upstreamTable.string("default")
+    upstreamTls = _upstreamTls(upstreamTable, base, UpstreamTls())
     connectTimeout = upstreamTable.number("connect_timeout", 30.0, minimum=0.1)
     responseTimeout = upstreamTable.number("response_timeout", 120.0, minimum=0.1)
     upstreamTable.finish()
@@ -200,6 +241,7 @@ def parseConfig(text: str, source: str = "<config>", base: Path | None = None) -
         domain = table.string("domain")
         target = table.string("upstream")
         login = table.string("login", "keep")
+        routeTls = _upstreamTls(table, base, upstreamTls)
         table.finish()
         if not domain:
             raise ConfigError(f"{source}: [route #{number}] domain: missing")
@@ -214,7 +256,7 @@ def parseConfig(text: str, source: str = "<config>", base: Path | None = None) -
         if domain in seen:
             raise ConfigError(f"{source}: [route #{number}] domain: {domain!r} routed twice")
         seen.add(domain)
-        routes.append(DomainRoute(domain, target, login))
+        routes.append(DomainRoute(domain, target, login, routeTls))
 
     userHostTable = _Table(source, "user_host", data.get("user_host", {}))
     enabled = userHostTable.boolean("enabled", False)
@@ -257,6 +299,7 @@ def parseConfig(text: str, source: str = "<config>", base: Path | None = None) -
         idleTimeout=idleTimeout,
         maxFailedLogins=maxFailedLogins,
         upstream=upstream,
+        upstreamTls=upstreamTls,
         connectTimeout=connectTimeout,
         responseTimeout=responseTimeout,
         routes=tuple(routes),
@@ -304,12 +347,24 @@ def checkConfig(
 
     for description in config.listen:
         check("[proxy] listen", description, checkServer)
+
+    def checkTls(where: str, endpoint: str, tls: UpstreamTls) -> None:
+        try:
+            resolved = resolveUpstreamTls(endpoint, tls)
+        except TlsSettingsError as e:
+            raise ConfigError(f"{source}: {where}: {e}") from None
+        if resolved.caFile is not None and not resolved.caFile.is_file():
+            raise ConfigError(f"{source}: {where}: ca_file {resolved.caFile} is not a file")
+
     if config.upstream is not None:
         check("[upstream] default", config.upstream, checkClient)
+        checkTls("[upstream] tls", config.upstream, config.upstreamTls)
     for number, route in enumerate(config.routes, 1):
         check(f"[route #{number}] upstream", route.upstream, checkClient)
+        checkTls(f"[route #{number}] tls", route.upstream, route.tls)
     for host, description in config.userHost.allowed.items():
         check(f"[user_host] allowed.{host}", description, checkClient)
+        checkTls(f"[user_host] allowed.{host}", description, config.upstreamTls)
     if config.demo is not None:
         check("[demo] listen", config.demo.listen, checkServer)
         if config.demo.mailbox is not None and not config.demo.mailbox.is_dir():

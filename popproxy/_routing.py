@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from popproxy._config import Config
+from popproxy._tls import UpstreamTarget
 
 
 class NoRoute(Exception):
@@ -20,11 +21,11 @@ class Route:
     """
     Where one login goes.
 
-    @ivar upstream: client endpoint string of the upstream server.
+    @ivar upstream: the upstream server.
     @ivar login: the login name to send upstream.
     """
 
-    upstream: str
+    upstream: UpstreamTarget
     login: str
 
 
@@ -36,9 +37,15 @@ class Router:
     """
 
     def __init__(self, config: Config) -> None:
-        self._default = config.upstream
-        self._domains = {route.domain: route for route in config.routes}
+        self._default = None if config.upstream is None else config.target(config.upstream)
+        self._domains = {
+            route.domain: (route, config.target(route.upstream, route.tls))
+            for route in config.routes
+        }
         self._userHost = config.userHost
+        self._hosts = {
+            host: config.target(endpoint) for host, endpoint in config.userHost.allowed.items()
+        }
 
     @property
     def static(self) -> bool:
@@ -48,7 +55,7 @@ class Router:
         return self._default is not None and not self._domains and not self._userHost.enabled
 
     @property
-    def default(self) -> str | None:
+    def default(self) -> UpstreamTarget | None:
         return self._default
 
     def route(self, login: str) -> Route:
@@ -57,19 +64,20 @@ class Router:
         """
         if self._domains and "@" in login:
             local, _, domain = login.rpartition("@")
-            route = self._domains.get(domain.lower())
-            if route is not None:
+            found = self._domains.get(domain.lower())
+            if found is not None:
+                route, target = found
                 name = local if route.login == "strip-domain" else login
                 if not name:
                     raise NoRoute(login)
-                return Route(route.upstream, name)
+                return Route(target, name)
         if self._userHost.enabled:
             for separator in self._userHost.separators:
                 if separator in login:
                     local, _, host = login.rpartition(separator)
-                    target = self._userHost.allowed.get(host.lower())
-                    if target is not None and local:
-                        return Route(target, local)
+                    allowed = self._hosts.get(host.lower())
+                    if allowed is not None and local:
+                        return Route(allowed, local)
         if self._default is None:
             raise NoRoute(login)
         return Route(self._default, login)

@@ -43,7 +43,8 @@ from popproxy._framing import (
 )
 from popproxy._retrieval import MessageHook, PassThrough, RetrievalContext, TemporaryFailure
 from popproxy._routing import NoRoute, Route, Router
-from popproxy._upstream import UpstreamConnection, describeFailure
+from popproxy._tls import UpstreamTarget
+from popproxy._upstream import UpstreamConnection, describeFailure, failureCode
 
 AUTHORIZATION = "AUTHORIZATION"
 TRANSACTION = "TRANSACTION"
@@ -83,7 +84,7 @@ class SessionSettings:
     """
 
     router: Router
-    connect: Callable[[str], Deferred[UpstreamConnection]]
+    connect: Callable[[UpstreamTarget], Deferred[UpstreamConnection]]
     clock: IReactorTime
     hook: MessageHook = PassThrough()
     idleTimeout: float = 600.0
@@ -196,9 +197,9 @@ class ClientSession(Protocol, TimeoutMixin):
         self._pendingLogin: tuple[str, Route] | None = None
         self._failedLogins = 0
         self._upstream: UpstreamConnection | None = None
-        self._upstreamAddress: str | None = None
+        self._upstreamAddress: UpstreamTarget | None = None
         self._connecting: Deferred[UpstreamConnection] | None = None
-        self._connectingAddress: str | None = None
+        self._connectingAddress: UpstreamTarget | None = None
         self._waiters: list[Deferred[UpstreamConnection]] = []
         self._handler: _Relay | _Collect | None = None
         self._throttled = False
@@ -267,7 +268,7 @@ class ClientSession(Protocol, TimeoutMixin):
             ending=self._ending,
             client=self.client,
             user=self.user or (self._pendingLogin[0] if self._pendingLogin else None),
-            upstream=self._upstreamAddress,
+            upstream=str(self._upstreamAddress) if self._upstreamAddress else None,
             commands=self.commands,
             bytesIn=self.bytesIn,
             bytesOut=self.bytesOut,
@@ -369,7 +370,7 @@ class ClientSession(Protocol, TimeoutMixin):
 
     # Upstream connection management
 
-    def _ensureUpstream(self, address: str) -> Deferred[UpstreamConnection]:
+    def _ensureUpstream(self, address: UpstreamTarget) -> Deferred[UpstreamConnection]:
         """
         The connection to C{address}, connecting (or reconnecting) if need be.
         """
@@ -391,7 +392,7 @@ class ClientSession(Protocol, TimeoutMixin):
         connecting.addBoth(self._connected, address)
         return waiter
 
-    def _connected(self, result: UpstreamConnection | Failure, address: str) -> None:
+    def _connected(self, result: UpstreamConnection | Failure, address: UpstreamTarget) -> None:
         if self._connectingAddress == address:
             self._connecting = None
             self._connectingAddress = None
@@ -401,7 +402,7 @@ class ClientSession(Protocol, TimeoutMixin):
                 self.log.warn(
                     "session {session}: cannot use upstream {upstream}: {reason}",
                     session=self.sessionId,
-                    upstream=address,
+                    upstream=str(address),
                     reason=result.getErrorMessage(),
                 )
         elif self._closing:
@@ -440,7 +441,7 @@ class ClientSession(Protocol, TimeoutMixin):
         self.log.warn(
             "session {session}: upstream {upstream} lost: {reason}",
             session=self.sessionId,
-            upstream=self._upstreamAddress,
+            upstream=str(self._upstreamAddress),
             reason=reason.getErrorMessage(),
         )
         handler = self._handler
@@ -465,7 +466,9 @@ class ClientSession(Protocol, TimeoutMixin):
         if self.connected:
             transport.abortConnection()  # type: ignore[attr-defined]
 
-    def _withUpstream(self, address: str, then: Callable[[UpstreamConnection], None]) -> None:
+    def _withUpstream(
+        self, address: UpstreamTarget, then: Callable[[UpstreamConnection], None]
+    ) -> None:
         """
         Run C{then} once connected to C{address}; on failure tell the client.
         """
@@ -482,7 +485,8 @@ class ClientSession(Protocol, TimeoutMixin):
             self._busy = False
             if self._closing:
                 return
-            self._reply(_message(f"-ERR [SYS/TEMP] {describeFailure(failure)}"))
+            code = failureCode(failure)
+            self._reply(_message(f"-ERR [{code}] {describeFailure(failure)}"))
             self._commandDone()
 
         self._ensureUpstream(address).addCallbacks(connected, failed)
@@ -584,7 +588,7 @@ class ClientSession(Protocol, TimeoutMixin):
                     "session {session}: {user} logged in at {upstream}",
                     session=self.sessionId,
                     user=login,
-                    upstream=route.upstream,
+                    upstream=str(route.upstream),
                 )
                 return
             self._pendingLogin = None
@@ -704,7 +708,7 @@ class ClientSession(Protocol, TimeoutMixin):
             lines=lines,
             user=self.user or "",
             client=self.client,
-            upstream=self._upstreamAddress or "",
+            upstream=str(self._upstreamAddress or ""),
             session=self.sessionId,
         )
 

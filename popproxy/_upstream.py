@@ -15,26 +15,49 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol as TypingProtocol
 
+from OpenSSL import SSL
+from service_identity import VerificationError
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.endpoints import clientFromString
+from twisted.internet.endpoints import clientFromString, wrapClientTLS
 from twisted.internet.error import (
     ConnectionRefusedError,
     DNSLookupError,
     TimeoutError,
 )
-from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IHandshakeListener,
+    IReactorTime,
+    IStreamClientEndpoint,
+)
 from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from popproxy._framing import FramingError, ResponseParser, StatusLine
+from popproxy._tls import UpstreamTarget, clientCreator
 
 
 class UpstreamError(Exception):
     """
     The upstream server cannot be used; C{str()} is a short reason fit for
-    a client's C{-ERR [SYS/TEMP]} line.
+    a client's C{-ERR} line.
+
+    @cvar code: the RFC 3206 response code the client gets: C{SYS/TEMP}
+        when trying again later may help, C{SYS/PERM} when it will not fix
+        itself (a certificate that does not verify, no STLS).
     """
+
+    code = "SYS/TEMP"
+
+
+class UpstreamPermanentError(UpstreamError):
+    """
+    The upstream server cannot be used until someone changes something.
+    """
+
+    code = "SYS/PERM"
 
 
 class UpstreamTimeout(UpstreamError):
@@ -79,6 +102,45 @@ class _GreetingHandler:
         self._connection._greeted()
 
 
+class _StartTLSHandler:
+    """
+    Waits for the answer to STLS.
+    """
+
+    def __init__(self, connection: UpstreamConnection) -> None:
+        self._connection = connection
+        self._status: StatusLine | None = None
+
+    def statusReceived(self, status: StatusLine) -> None:
+        self._status = status
+
+    def bodyReceived(self, data: bytes) -> None:  # pragma: no cover - never multi-line
+        pass
+
+    def responseFinished(self) -> None:
+        assert self._status is not None
+        self._connection._stlsAnswered(self._status)
+
+
+def _connectFailure(reason: Failure) -> Failure:
+    """
+    Why a connection ended before it was ready, as an L{UpstreamError}.
+    """
+    if reason.check(VerificationError):
+        return Failure(
+            UpstreamPermanentError(
+                "the mail server's certificate does not match its name: " + str(reason.value)[:200]
+            )
+        )
+    if reason.check(SSL.Error):
+        detail = str(reason.value)
+        if "certificate verify failed" in detail:
+            return Failure(UpstreamPermanentError("the mail server's certificate is not trusted"))
+        return Failure(UpstreamError(f"TLS with the mail server failed: {detail[:200]}"))
+    return Failure(UpstreamError("the mail server closed the connection"))
+
+
+@implementer(IHandshakeListener)
 class UpstreamConnection(Protocol):
     """
     One connection to an upstream POP3 server.
@@ -91,8 +153,12 @@ class UpstreamConnection(Protocol):
 
     log = Logger()
 
-    def __init__(self, clock: IReactorTime, responseTimeout: float) -> None:
+    def __init__(
+        self, clock: IReactorTime, responseTimeout: float, startTLS: object | None = None
+    ) -> None:
         self._clock = clock
+        self._startTLS = startTLS
+        self._handshaking = False
         self._responseTimeout = responseTimeout
         self._parser = ResponseParser()
         self._handlers: deque[ResponseHandler] = deque()
@@ -150,11 +216,7 @@ class UpstreamConnection(Protocol):
         if self._failure is not None:
             reason = Failure(self._failure)
         if not self.ready.called:
-            self.ready.errback(
-                reason
-                if reason.check(UpstreamError)
-                else Failure(UpstreamError("the mail server closed the connection"))
-            )
+            self.ready.errback(reason if reason.check(UpstreamError) else _connectFailure(reason))
             return
         if not self._closed and self.onLost is not None:
             self.onLost(reason)
@@ -203,12 +265,35 @@ class UpstreamConnection(Protocol):
 
     def _greeted(self) -> None:
         assert self.greeting is not None
-        if self.greeting.ok:
+        if self.greeting.ok and self._startTLS is not None:
+            self.sendCommand(b"STLS", False, _StartTLSHandler(self))
+        elif self.greeting.ok:
             self._stopTimer()
             self.ready.callback(self)
         else:
             text = self.greeting.text.decode("ascii", "replace")[:200]
             self._abort(UpstreamRefused(f"the mail server refused the connection: {text}"))
+
+    def _stlsAnswered(self, status: StatusLine) -> None:
+        if not status.ok:
+            text = status.text.decode("ascii", "replace")[:200]
+            self._abort(
+                UpstreamPermanentError(f"the mail server refused STLS: {text}".rstrip(": "))
+            )
+            return
+        # The handshake starts now; its end is handshakeCompleted().
+        self._handshaking = True
+        self._startTimer()
+        self.transport.startTLS(self._startTLS)  # type: ignore[union-attr]
+
+    def handshakeCompleted(self) -> None:
+        """
+        TLS is up (IHandshakeListener): after STLS the connection is ready.
+        """
+        if self._handshaking:
+            self._handshaking = False
+            self._stopTimer()
+            self.ready.callback(self)
 
     def _abort(self, failure: UpstreamError | None) -> None:
         if failure is not None and self._failure is None:
@@ -231,6 +316,16 @@ class UpstreamConnection(Protocol):
     def _timedOut(self) -> None:
         self._timer = None
         self._abort(UpstreamTimeout("the mail server did not answer in time"))
+
+
+def failureCode(failure: Failure) -> str:
+    """
+    The response code for a failed upstream connection: C{SYS/PERM} or
+    C{SYS/TEMP}.
+    """
+    if failure.check(UpstreamError):
+        return failure.value.code  # type: ignore[union-attr]
+    return "SYS/TEMP"
 
 
 def describeFailure(failure: Failure) -> str:
@@ -280,16 +375,21 @@ class UpstreamConnector:
         self._endpointFactory = endpointFactory or (
             lambda description: clientFromString(reactor, description)
         )
-        self._endpoints: dict[str, IStreamClientEndpoint] = {}
+        self._endpoints: dict[UpstreamTarget, IStreamClientEndpoint] = {}
 
-    def connect(self, description: str) -> Deferred[UpstreamConnection]:
+    def connect(self, target: UpstreamTarget) -> Deferred[UpstreamConnection]:
         """
-        Connect and wait for a positive greeting, within the connect timeout.
+        Connect (with TLS as C{target} says) and wait for a positive
+        greeting, within the connect timeout.
         """
-        endpoint = self._endpoints.get(description)
+        endpoint = self._endpoints.get(target)
         if endpoint is None:
-            endpoint = self._endpoints[description] = self._endpointFactory(description)
-        connection = UpstreamConnection(self._reactor, self._responseTimeout)
+            endpoint = self._endpointFactory(target.endpoint)
+            if target.tls.mode == "implicit" and not target.endpoint.startswith("tls:"):
+                endpoint = wrapClientTLS(clientCreator(target.tls), endpoint)  # type: ignore[arg-type]
+            self._endpoints[target] = endpoint
+        startTLS = clientCreator(target.tls) if target.tls.mode == "starttls" else None
+        connection = UpstreamConnection(self._reactor, self._responseTimeout, startTLS)
 
         def greeted(protocol: object) -> Deferred[UpstreamConnection]:
             return connection.ready

@@ -19,6 +19,7 @@ from popproxy._config import Config
 from popproxy._retrieval import MessageHook, PassThrough
 from popproxy._routing import Router
 from popproxy._session import ClientSession, SessionSettings
+from popproxy._tls import UpstreamTarget
 from popproxy._upstream import UpstreamConnection
 
 
@@ -115,7 +116,8 @@ class Harness:
         self.client.protocol = self.session
         self.session.makeConnection(self.client)
 
-    def connect(self, address: str) -> Deferred[UpstreamConnection]:
+    def connect(self, target: UpstreamTarget) -> Deferred[UpstreamConnection]:
+        address = target.endpoint
         if address in self.refuse:
             return fail(ConnectionRefusedError())
         connection = UpstreamConnection(self.clock, self.responseTimeout)
