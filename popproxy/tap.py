@@ -18,6 +18,7 @@ from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.python import usage
 
 from popproxy._config import Config, ConfigError, checkConfig, loadConfig
+from popproxy._proxyheader import ProxyHeaderFactory
 from popproxy._routing import Router
 from popproxy._session import SessionFactory, SessionSettings
 from popproxy._upstream import UpstreamConnector
@@ -108,7 +109,16 @@ def serviceFromConfig(config: Config, reactor: object) -> MultiService:
     )
     factory = SessionFactory(settings)
     for description in config.listen:
-        listener = StreamServerEndpointService(serverFromString(reactor, description), factory)
+        prefix, _, rest = description.partition(":")
+        if prefix.lower() == "haproxy":
+            # Twisted's own haproxy: wrapper lets the session greet before
+            # the PROXY header has arrived; ours holds it back until then.
+            listener = StreamServerEndpointService(
+                serverFromString(reactor, rest),
+                ProxyHeaderFactory(factory, reactor),  # type: ignore[arg-type]
+            )
+        else:
+            listener = StreamServerEndpointService(serverFromString(reactor, description), factory)
         listener._raiseSynchronously = True
         listener.setServiceParent(top)
     if config.demo is not None:
