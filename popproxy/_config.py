@@ -18,9 +18,11 @@ from typing import Any
 
 from popproxy._tls import (
     TLS_MODES,
+    ServerTLS,
     TlsSettingsError,
     UpstreamTarget,
     UpstreamTls,
+    minimumVersion,
     resolveUpstreamTls,
 )
 
@@ -77,6 +79,28 @@ class DemoConfig:
 
 
 @dataclass(frozen=True)
+class TlsConfig:
+    """
+    TLS towards clients.
+
+    @ivar certificate: PEM chain file (server certificate first); STLS is
+        offered on plain listeners when set.
+    @ivar key: PEM private key (C{None}: inside C{certificate}).
+    @ivar listen: implicit-TLS listeners (port 995 style).
+    @ivar require: C{"auto"}, C{"always"} or C{"never"} (see README).
+    """
+
+    certificate: Path | None = None
+    key: Path | None = None
+    minVersion: str = "1.2"
+    require: str = "auto"
+    listen: tuple[str, ...] = ()
+
+
+REQUIRE_TLS = ("auto", "always", "never")
+
+
+@dataclass(frozen=True)
 class Config:
     """
     Everything popproxy needs to start.
@@ -93,6 +117,9 @@ class Config:
     routes: tuple[DomainRoute, ...] = ()
     userHost: UserHostRouting = field(default_factory=UserHostRouting)
     demo: DemoConfig | None = None
+    tls: TlsConfig = TlsConfig()
+    #: Settings given as command-line flags rather than in the file.
+    overridden: frozenset[str] = frozenset()
 
     def target(self, endpoint: str, tls: UpstreamTls | None = None) -> UpstreamTarget:
         """
@@ -109,9 +136,13 @@ class Config:
         """
         changed = self
         if listen:
-            changed = replace(changed, listen=tuple(listen))
+            changed = replace(
+                changed, listen=tuple(listen), overridden=changed.overridden | {"listen"}
+            )
         if upstream:
-            changed = replace(changed, upstream=upstream)
+            changed = replace(
+                changed, upstream=upstream, overridden=changed.overridden | {"upstream"}
+            )
         return changed
 
 
@@ -213,7 +244,7 @@ def parseConfig(text: str, source: str = "<config>", base: Path | None = None) -
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{source}: not valid TOML: {e}") from None
     base = base or Path.cwd()
-    known = {"proxy", "upstream", "route", "user_host", "demo"}
+    known = {"proxy", "upstream", "route", "user_host", "demo", "tls"}
     for key in data:
         if key not in known:
             raise ConfigError(f"{source}: [{key}]: unknown section")
@@ -253,6 +284,10 @@ def parseConfig(text: str, source: str = "<config>", base: Path | None = None) -
                 f"{', '.join(LOGIN_REWRITES)}, not {login!r}"
             )
         domain = domain.lower()
+        if "@" in domain:
+            raise ConfigError(
+                f"{source}: [route #{number}] domain: write {domain.lstrip('@')!r}, without @"
+            )
         if domain in seen:
             raise ConfigError(f"{source}: [route #{number}] domain: {domain!r} routed twice")
         seen.add(domain)
@@ -293,8 +328,32 @@ def parseConfig(text: str, source: str = "<config>", base: Path | None = None) -
                 demoListen, demoUser, demoPassword, (base / mailbox) if mailbox else None
             )
 
+    tlsTable = _Table(source, "tls", data.get("tls", {}))
+    certificate = tlsTable.string("certificate")
+    key = tlsTable.string("key")
+    minVersion = tlsTable.string("min_version", "1.2")
+    require = tlsTable.string("require", "auto")
+    tlsListen = tlsTable.strings("listen", ())
+    tlsTable.finish()
+    if minVersion not in ("1.2", "1.3"):
+        raise ConfigError(f'{source}: [tls] min_version: must be "1.2" or "1.3"')
+    if require not in REQUIRE_TLS:
+        raise ConfigError(
+            f"{source}: [tls] require: must be one of {', '.join(REQUIRE_TLS)}, not {require!r}"
+        )
+    if (tlsListen or key) and not certificate:
+        raise ConfigError(f"{source}: [tls] certificate: missing")
+    tls = TlsConfig(
+        certificate=(base / certificate) if certificate else None,
+        key=(base / key) if key else None,
+        minVersion=minVersion,
+        require=require,
+        listen=tlsListen,
+    )
+
     return Config(
         source=source,
+        tls=tls,
         listen=listen,
         idleTimeout=idleTimeout,
         maxFailedLogins=maxFailedLogins,
@@ -346,7 +405,8 @@ def checkConfig(
             ) from None
 
     for description in config.listen:
-        check("[proxy] listen", description, checkServer)
+        where = "--listen" if "listen" in config.overridden else "[proxy] listen"
+        check(where, description, checkServer)
 
     def checkTls(where: str, endpoint: str, tls: UpstreamTls) -> None:
         try:
@@ -357,7 +417,8 @@ def checkConfig(
             raise ConfigError(f"{source}: {where}: ca_file {resolved.caFile} is not a file")
 
     if config.upstream is not None:
-        check("[upstream] default", config.upstream, checkClient)
+        where = "--upstream" if "upstream" in config.overridden else "[upstream] default"
+        check(where, config.upstream, checkClient)
         checkTls("[upstream] tls", config.upstream, config.upstreamTls)
     for number, route in enumerate(config.routes, 1):
         check(f"[route #{number}] upstream", route.upstream, checkClient)
@@ -365,6 +426,14 @@ def checkConfig(
     for host, description in config.userHost.allowed.items():
         check(f"[user_host] allowed.{host}", description, checkClient)
         checkTls(f"[user_host] allowed.{host}", description, config.upstreamTls)
+    for description in config.tls.listen:
+        check("[tls] listen", description, checkServer)
+    if config.tls.certificate is not None:
+        try:
+            ServerTLS(config.tls.certificate, config.tls.key, minimumVersion(config.tls.minVersion))
+        except (OSError, TlsSettingsError) as e:
+            reason = f"{e.filename}: {e.strerror}" if isinstance(e, OSError) else str(e)
+            raise ConfigError(f"{source}: [tls] certificate: {reason}") from None
     if config.demo is not None:
         check("[demo] listen", config.demo.listen, checkServer)
         if config.demo.mailbox is not None and not config.demo.mailbox.is_dir():

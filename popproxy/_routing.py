@@ -58,6 +58,15 @@ class Router:
     def default(self) -> UpstreamTarget | None:
         return self._default
 
+    def targets(self) -> list[UpstreamTarget]:
+        """
+        Every upstream this router may send a login to.
+        """
+        found = [] if self._default is None else [self._default]
+        found += [target for _, target in self._domains.values()]
+        found += list(self._hosts.values())
+        return found
+
     def route(self, login: str) -> Route:
         """
         @raise NoRoute: nothing serves C{login}.

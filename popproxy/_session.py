@@ -43,7 +43,7 @@ from popproxy._framing import (
 )
 from popproxy._retrieval import MessageHook, PassThrough, RetrievalContext, TemporaryFailure
 from popproxy._routing import NoRoute, Route, Router
-from popproxy._tls import UpstreamTarget
+from popproxy._tls import UpstreamTarget, isLoopback
 from popproxy._upstream import UpstreamConnection, describeFailure, failureCode
 
 AUTHORIZATION = "AUTHORIZATION"
@@ -52,14 +52,14 @@ UPDATE = "UPDATE"
 
 #: Commands allowed in each state (RFC 1939); others get -ERR locally.
 ALLOWED = {
-    AUTHORIZATION: frozenset({"USER", "PASS", "QUIT", "CAPA"}),
+    AUTHORIZATION: frozenset({"USER", "PASS", "QUIT", "CAPA", "STLS"}),
     TRANSACTION: frozenset(
         {"STAT", "LIST", "UIDL", "RETR", "DELE", "NOOP", "RSET", "TOP", "QUIT", "CAPA"}
     ),
     UPDATE: frozenset(),
 }
 #: RFC commands the proxy recognises but does not offer (yet).
-_LATER = frozenset({"APOP", "AUTH", "STLS"})
+_LATER = frozenset({"APOP", "AUTH"})
 KNOWN = frozenset().union(*ALLOWED.values()) | _LATER
 
 #: Seconds a cut-off client gets to read what was relayed before it.
@@ -89,6 +89,13 @@ class SessionSettings:
     hook: MessageHook = PassThrough()
     idleTimeout: float = 600.0
     maxFailedLogins: int = 3
+    #: The proxy's certificate: STLS is offered when set.
+    serverTLS: object | None = None
+    #: The listener speaks TLS from the first byte (port 995 style).
+    implicitTLS: bool = False
+    #: C{"auto"} (required unless the connection arrived on loopback),
+    #: C{"always"} or C{"never"}: whether logins need TLS first.
+    requireTLS: str = "auto"
 
 
 def _message(text: str) -> bytes:
@@ -191,6 +198,8 @@ class ClientSession(Protocol, TimeoutMixin):
         self._readingPaused = False
         self._closing = False
         self.state = AUTHORIZATION
+        self.secure = False
+        self._tlsRequired = False
         self.sessionId = f"{next(_sessionIds):x}"
         self.client = "?"
         self.user: str | None = None
@@ -214,7 +223,12 @@ class ClientSession(Protocol, TimeoutMixin):
         assert self.transport is not None
         peer = self.transport.getPeer()
         host, port = getattr(peer, "host", None), getattr(peer, "port", None)
-        self.client = f"{host}:{port}" if host is not None else str(peer)
+        if host is None:
+            self.client = str(peer)
+        else:
+            self.client = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.secure = self._settings.implicitTLS
+        self._tlsRequired = self._loginsNeedTLS()
         setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
         if setNoDelay is not None:
             try:
@@ -231,6 +245,19 @@ class ClientSession(Protocol, TimeoutMixin):
             # One upstream for everybody: connect now, so CAPA can tell the
             # truth about it before login.
             self._ensureUpstream(router.default).addErrback(lambda failure: None)
+
+    def _loginsNeedTLS(self) -> bool:
+        """
+        Apply the require-TLS policy to this connection.
+        """
+        settings = self._settings
+        if settings.serverTLS is None or settings.requireTLS == "never":
+            return False
+        if settings.requireTLS == "always":
+            return True
+        assert self.transport is not None
+        local = getattr(self.transport.getHost(), "host", None)
+        return not isLoopback(local)
 
     def dataReceived(self, data: bytes) -> None:
         self.bytesIn += len(data)
@@ -543,7 +570,12 @@ class ClientSession(Protocol, TimeoutMixin):
             names = {line.split(b" ", 1)[0].upper(): line for line in upstream if line}
             lines += [name for name in (b"TOP", b"UIDL") if name in names]
             lines += [names[name] for name in _POLICY_CAPABILITIES if name in names]
-        lines += [b"USER", b"PIPELINING", b"RESP-CODES", b"AUTH-RESP-CODE"]
+        loginsAllowed = self.secure or not self._tlsRequired
+        if loginsAllowed:
+            lines.append(b"USER")
+        if self._settings.serverTLS is not None and not self.secure and self.state == AUTHORIZATION:
+            lines.append(b"STLS")
+        lines += [b"PIPELINING", b"RESP-CODES", b"AUTH-RESP-CODE"]
         lines.append(_message(f"IMPLEMENTATION popproxy-{__version__}"))
         self._write(
             b"+OK capability list follows\r\n"
@@ -551,7 +583,42 @@ class ClientSession(Protocol, TimeoutMixin):
             + b".\r\n"
         )
 
+    def do_STLS(self, arguments: bytes) -> None:
+        if arguments:
+            self._reply(b"-ERR STLS takes no arguments")
+            return
+        if self.secure:
+            self._reply(b"-ERR TLS is already active")
+            return
+        creator = self._settings.serverTLS
+        if creator is None:
+            self._reply(b"-ERR STLS is not available here")
+            return
+        self._reply(b"+OK begin TLS negotiation")
+        # RFC 2595 section 4: forget what the client said before TLS.  The
+        # commands it pipelined behind STLS arrived in clear text and may
+        # have been injected by a man in the middle: they are discarded,
+        # never executed once TLS is up (the CVE-2011-0411 class).
+        self._queue.clear()
+        self._framer.reset()
+        self._pendingLogin = None
+        self.secure = True
+        assert self.transport is not None
+        self.transport.startTLS(creator)  # type: ignore[attr-defined]
+        self.log.info("session {session}: TLS started (STLS)", session=self.sessionId)
+
+    def _refuseWithoutTLS(self) -> bool:
+        """
+        Refuse a login command before TLS when the policy requires TLS.
+        """
+        if self._tlsRequired and not self.secure:
+            self._reply(b"-ERR [AUTH] TLS is required first: use STLS")
+            return True
+        return False
+
     def do_USER(self, arguments: bytes) -> None:
+        if self._refuseWithoutTLS():
+            return
         if not arguments or arguments.startswith(b" "):
             self._reply(b"-ERR USER needs a name")
             return
@@ -575,6 +642,8 @@ class ClientSession(Protocol, TimeoutMixin):
 
     def do_PASS(self, arguments: bytes) -> None:
         # RFC 1939: the whole rest of the line is the password, spaces too.
+        if self._refuseWithoutTLS():
+            return
         if self._pendingLogin is None:
             self._reply(b"-ERR send USER first")
             return

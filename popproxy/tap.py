@@ -10,18 +10,25 @@ Listening happens in C{privilegedStartService}, so twistd can bind port
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService
 from twisted.internet.endpoints import clientFromString, serverFromString
+from twisted.internet.protocol import ServerFactory
+from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import usage
 
 from popproxy._config import Config, ConfigError, checkConfig, loadConfig
 from popproxy._proxyheader import ProxyHeaderFactory
 from popproxy._routing import Router
 from popproxy._session import SessionFactory, SessionSettings
+from popproxy._tls import ServerTLS, endpointHost, isLoopback, minimumVersion
 from popproxy._upstream import UpstreamConnector
+
+log = Logger(namespace="popproxy")
 
 
 class Options(usage.Options):
@@ -94,41 +101,108 @@ def makeService(options: Options) -> IService:
     return serviceFromConfig(config, reactor)
 
 
+class Listener(StreamServerEndpointService):
+    """
+    A listening service that, when it cannot listen (port in use, no
+    permission), stops start-up with one line instead of a traceback.
+    """
+
+    def __init__(self, description: str, endpoint: object, factory: object) -> None:
+        super().__init__(endpoint, factory)  # type: ignore[arg-type]
+        self.description = description
+        self._raiseSynchronously = True
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except Exception as e:
+            reason = getattr(e, "socketError", None) or e
+            sys.stderr.write(f"popproxy: cannot listen on {self.description}: {reason}\n")
+            raise SystemExit(1) from None
+
+
+def _listener(
+    reactor: object, description: str, factory: ServerFactory, serverTLS: ServerTLS | None
+) -> Listener:
+    """
+    A listener for a server endpoint string; C{haproxy:} first reads the
+    PROXY header, C{serverTLS} (implicit-TLS listeners) wraps TLS around.
+    """
+    wrapped: object = factory
+    if serverTLS is not None:
+        wrapped = TLSMemoryBIOFactory(serverTLS, False, factory)
+    prefix, _, rest = description.partition(":")
+    if prefix.lower() == "haproxy":
+        # Twisted's own haproxy: wrapper lets the session greet before the
+        # PROXY header has arrived; ours holds it back until then.
+        return Listener(
+            description,
+            serverFromString(reactor, rest),
+            ProxyHeaderFactory(wrapped, reactor),  # type: ignore[arg-type]
+        )
+    return Listener(description, serverFromString(reactor, description), wrapped)
+
+
 def serviceFromConfig(config: Config, reactor: object) -> MultiService:
     """
     The services that run a checked configuration on C{reactor}.
     """
     top = MultiService()
     connector = UpstreamConnector(reactor, config.connectTimeout, config.responseTimeout)  # type: ignore[arg-type]
+    serverTLS = None
+    if config.tls.certificate is not None:
+        serverTLS = ServerTLS(
+            config.tls.certificate, config.tls.key, minimumVersion(config.tls.minVersion)
+        )
     settings = SessionSettings(
         router=Router(config),
         connect=connector.connect,
         clock=reactor,  # type: ignore[arg-type]
         idleTimeout=config.idleTimeout,
         maxFailedLogins=config.maxFailedLogins,
+        serverTLS=serverTLS,
+        requireTLS=config.tls.require,
     )
+    _warnAboutPlainText(config, serverTLS)
     factory = SessionFactory(settings)
     for description in config.listen:
-        prefix, _, rest = description.partition(":")
-        if prefix.lower() == "haproxy":
-            # Twisted's own haproxy: wrapper lets the session greet before
-            # the PROXY header has arrived; ours holds it back until then.
-            listener = StreamServerEndpointService(
-                serverFromString(reactor, rest),
-                ProxyHeaderFactory(factory, reactor),  # type: ignore[arg-type]
-            )
-        else:
-            listener = StreamServerEndpointService(serverFromString(reactor, description), factory)
-        listener._raiseSynchronously = True
-        listener.setServiceParent(top)
+        _listener(reactor, description, factory, None).setServiceParent(top)
+    if config.tls.listen:
+        secure = SessionFactory(replace(settings, implicitTLS=True))
+        for description in config.tls.listen:
+            _listener(reactor, description, secure, serverTLS).setServiceParent(top)
     if config.demo is not None:
         from popproxy.demo import defaultMailboxPath, demoServerFactory
 
         mailbox = config.demo.mailbox or defaultMailboxPath()
-        demo = StreamServerEndpointService(
-            serverFromString(reactor, config.demo.listen),
-            demoServerFactory(mailbox, config.demo.user, config.demo.password),
-        )
-        demo._raiseSynchronously = True
-        demo.setServiceParent(top)
+        demo = demoServerFactory(mailbox, config.demo.user, config.demo.password)
+        endpoint = serverFromString(reactor, config.demo.listen)
+        Listener(config.demo.listen, endpoint, demo).setServiceParent(top)
     return top
+
+
+def _warnAboutPlainText(config: Config, serverTLS: ServerTLS | None) -> None:
+    """
+    Log, at start-up, every place where credentials may cross in clear.
+    """
+    router = Router(config)
+    targets = list(router.targets())
+    for target in targets:
+        if not target.tls.verify:
+            log.warn(
+                "upstream {upstream}: certificate verification is OFF (verify = false)",
+                upstream=target.endpoint,
+            )
+        if target.tls.mode == "none" and not isLoopback(endpointHost(target.endpoint)):
+            log.warn(
+                "upstream {upstream}: passwords go to it in clear text (tls = none)",
+                upstream=target.endpoint,
+            )
+    if serverTLS is None:
+        for description in config.listen:
+            if "interface=127." not in description and "interface=\\:\\:1" not in description:
+                log.warn(
+                    "listener {listener}: no [tls] certificate, so clients send passwords "
+                    "in clear text",
+                    listener=description,
+                )

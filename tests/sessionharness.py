@@ -29,12 +29,21 @@ class ClosingTransport(StringTransport):
     connection on the next clock tick, as a reactor would.
     """
 
-    def __init__(self, clock: Clock, peer: IPv4Address | None = None) -> None:
-        super().__init__(peerAddress=peer)
+    def __init__(
+        self, clock: Clock, peer: IPv4Address | None = None, host: IPv4Address | None = None
+    ) -> None:
+        super().__init__(hostAddress=host, peerAddress=peer)
         self._clock = clock
+        self.tlsStarted: object | None = None
         self.closedBy: Failure | None = None
         self.aborted = False
         self.protocol: Protocol | None = None
+
+    def startTLS(self, creator: object) -> None:
+        """
+        Record the switch to TLS; later bytes count as decrypted.
+        """
+        self.tlsStarted = creator
 
     def abortConnection(self) -> None:
         self.aborted = True
@@ -99,6 +108,10 @@ class Harness:
     greet: bool = True
     idleTimeout: float = 600.0
     responseTimeout: float = 60.0
+    serverTLS: object | None = None
+    implicitTLS: bool = False
+    requireTLS: str = "auto"
+    localAddress: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         self.clock = Clock()
@@ -110,9 +123,16 @@ class Harness:
             hook=self.hook,
             idleTimeout=self.idleTimeout,
             maxFailedLogins=self.config.maxFailedLogins,
+            serverTLS=self.serverTLS,
+            implicitTLS=self.implicitTLS,
+            requireTLS=self.requireTLS,
         )
         self.session = ClientSession(self.settings)
-        self.client = ClosingTransport(self.clock, IPv4Address("TCP", "127.0.0.1", 40000))
+        self.client = ClosingTransport(
+            self.clock,
+            IPv4Address("TCP", "127.0.0.1", 40000),
+            IPv4Address("TCP", self.localAddress, 110),
+        )
         self.client.protocol = self.session
         self.session.makeConnection(self.client)
 

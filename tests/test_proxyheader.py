@@ -627,7 +627,7 @@ def test_pipelinedCommandAfterHeader() -> None:
     """
     rig = SessionRig()
     rig.wrapper.dataReceived(V1_TCP6 + b"CAPA\r\n")
-    assert rig.session.client == "2001:db8::7:51234"
+    assert rig.session.client == "[2001:db8::7]:51234"
     assert rig.upstreams[0].received() == b"CAPA\r\n"
     rig.upstreams[0].reply(b"+OK\r\nTOP\r\nUIDL\r\n.\r\n")
     received = rig.client.take()

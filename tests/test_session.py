@@ -129,17 +129,12 @@ def test_garbageAndMalformed() -> None:
 
 def test_unsupportedExtensions() -> None:
     """
-    APOP, AUTH and STLS are refused as unsupported, not as a state error,
-    and nothing reaches the upstream.
+    Without a certificate STLS is refused; nothing reaches the upstream.
     """
     h = Harness()
     h.received()
-    h.send(b"STLS\r\nAUTH PLAIN\r\nAPOP a b\r\n")
-    assert h.received() == (
-        b"-ERR STLS is not supported\r\n"
-        b"-ERR AUTH is not supported\r\n"
-        b"-ERR APOP is not supported\r\n"
-    )
+    h.send(b"STLS\r\n")
+    assert h.received() == b"-ERR STLS is not available here\r\n"
     assert h.upstream.received() == b""
 
 
