@@ -110,6 +110,7 @@ class Config:
     listen: tuple[str, ...] = DEFAULT_LISTEN
     idleTimeout: float = 600.0
     maxFailedLogins: int = 3
+    loginFailureDelay: float = 1.0
     upstream: str | None = None
     upstreamTls: UpstreamTls = UpstreamTls()
     connectTimeout: float = 30.0
@@ -253,6 +254,7 @@ def parseConfig(text: str, source: str = "<config>", base: Path | None = None) -
     listen = proxy.strings("listen", DEFAULT_LISTEN)
     idleTimeout = proxy.number("idle_timeout", 600.0, minimum=1)
     maxFailedLogins = proxy.integer("max_failed_logins", 3, minimum=1)
+    loginFailureDelay = proxy.number("login_failure_delay", 1.0, minimum=0)
     proxy.finish()
 
     upstreamTable = _Table(source, "upstream", data.get("upstream", {}))
@@ -357,6 +359,7 @@ def parseConfig(text: str, source: str = "<config>", base: Path | None = None) -
         listen=listen,
         idleTimeout=idleTimeout,
         maxFailedLogins=maxFailedLogins,
+        loginFailureDelay=loginFailureDelay,
         upstream=upstream,
         upstreamTls=upstreamTls,
         connectTimeout=connectTimeout,

@@ -56,7 +56,7 @@ class CommandFramer:
     """
 
     def __init__(self, maxLine: int = MAX_COMMAND_LINE, maxDiscard: int = 64 * 1024) -> None:
-        self._maxLine = maxLine
+        self.maxLine = maxLine
         self._maxDiscard = maxDiscard
         self._buffer = b""
         self._discarding = False
@@ -87,7 +87,7 @@ class CommandFramer:
                 lines.append(CommandLine(b"", tooLong=True))
                 self._discarding = False
                 self._discarded = 0
-            elif end - start + 2 > self._maxLine:
+            elif end - start + 2 > self.maxLine:
                 lines.append(CommandLine(b"", tooLong=True))
             else:
                 lines.append(CommandLine(buffer[start:end]))
@@ -95,7 +95,7 @@ class CommandFramer:
         rest = buffer[start:]
         # Keep a trailing CR: it may be the first half of a CRLF split
         # across two reads.
-        if self._discarding or len(rest) + 1 > self._maxLine:
+        if self._discarding or len(rest) + 1 > self.maxLine:
             self._discarding = True
             keep = rest[-1:] if rest.endswith(b"\r") else b""
             self._discarded += len(rest) - len(keep)

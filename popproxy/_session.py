@@ -18,6 +18,8 @@ so no client stores a truncated message as complete.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import itertools
 import re
 from collections import deque
@@ -34,6 +36,7 @@ from zope.interface import implementer
 
 from popproxy import __version__
 from popproxy._framing import (
+    MAX_COMMAND_LINE,
     CommandFramer,
     CommandLine,
     FramingError,
@@ -52,15 +55,13 @@ UPDATE = "UPDATE"
 
 #: Commands allowed in each state (RFC 1939); others get -ERR locally.
 ALLOWED = {
-    AUTHORIZATION: frozenset({"USER", "PASS", "QUIT", "CAPA", "STLS"}),
+    AUTHORIZATION: frozenset({"USER", "PASS", "QUIT", "CAPA", "STLS", "AUTH", "APOP"}),
     TRANSACTION: frozenset(
         {"STAT", "LIST", "UIDL", "RETR", "DELE", "NOOP", "RSET", "TOP", "QUIT", "CAPA"}
     ),
     UPDATE: frozenset(),
 }
-#: RFC commands the proxy recognises but does not offer (yet).
-_LATER = frozenset({"APOP", "AUTH"})
-KNOWN = frozenset().union(*ALLOWED.values()) | _LATER
+KNOWN = frozenset().union(*ALLOWED.values())
 
 #: Seconds a cut-off client gets to read what was relayed before it.
 LINGER = 60.0
@@ -69,6 +70,15 @@ LINGER = 60.0
 MAX_QUEUED = 64
 
 _NUMBER = re.compile(rb"[0-9]{1,9}\Z")
+_TIMESTAMP = re.compile(rb"<[!-;=?-~]+>")
+_DIGEST = re.compile(rb"[0-9a-fA-F]{32}\Z")
+
+#: SASL mechanisms offered to clients (RFC 5034).
+MECHANISMS = (b"PLAIN", b"LOGIN")
+
+#: Longest SASL client response line accepted (RFC 5034 lifts the 255
+#: octet limit for them).
+MAX_SASL_LINE = 8192
 
 #: Capabilities relayed verbatim from the upstream: they describe the
 #: upstream mailbox's policy, which applies through the proxy as well.
@@ -96,6 +106,8 @@ class SessionSettings:
     #: C{"auto"} (required unless the connection arrived on loopback),
     #: C{"always"} or C{"never"}: whether logins need TLS first.
     requireTLS: str = "auto"
+    #: Seconds to hold back the answer to a failed login (slows guessing).
+    loginFailureDelay: float = 1.0
 
 
 def _message(text: str) -> bytes:
@@ -212,6 +224,9 @@ class ClientSession(Protocol, TimeoutMixin):
         self._waiters: list[Deferred[UpstreamConnection]] = []
         self._handler: _Relay | _Collect | None = None
         self._throttled = False
+        self._saslStep: Callable[[bytes], None] | None = None
+        self._apopTimestamp: bytes | None = None
+        self._greeted = False
         self._ending = "client closed the connection"
         self.commands = 0
         self.bytesIn = 0
@@ -238,13 +253,30 @@ class ClientSession(Protocol, TimeoutMixin):
         self.log.info(
             "session {session} opened by {client}", session=self.sessionId, client=self.client
         )
-        self._write(b"+OK popproxy ready\r\n")
         self.setTimeout(self._settings.idleTimeout)
         router = self._settings.router
         if router.static and router.default is not None:
-            # One upstream for everybody: connect now, so CAPA can tell the
-            # truth about it before login.
-            self._ensureUpstream(router.default).addErrback(lambda failure: None)
+            # One upstream for everybody: connect now and greet once it has
+            # greeted, with its APOP timestamp, so that a client's APOP
+            # digest relays unchanged and CAPA tells the truth before login.
+            self._busy = True
+            self._ensureUpstream(router.default).addBoth(self._greet)
+        else:
+            self._greet(None)
+
+    def _greet(self, upstream: UpstreamConnection | Failure | None) -> None:
+        if self._closing:
+            return
+        line = b"+OK popproxy ready"
+        if isinstance(upstream, UpstreamConnection) and upstream.greeting is not None:
+            found = _TIMESTAMP.search(upstream.greeting.line)
+            if found is not None:
+                self._apopTimestamp = found.group()
+                line += b" " + self._apopTimestamp
+        self._greeted = True
+        self._busy = False
+        self._reply(line)
+        self._pump()
 
     def _loginsNeedTLS(self) -> bool:
         """
@@ -321,6 +353,16 @@ class ClientSession(Protocol, TimeoutMixin):
             self.transport.resumeProducing()  # type: ignore[attr-defined]
 
     def _dispatch(self, command: CommandLine) -> None:
+        if self._saslStep is not None:
+            step, self._saslStep = self._saslStep, None
+            self._framer.maxLine = MAX_COMMAND_LINE
+            if command.tooLong:
+                self._reply(b"-ERR [AUTH] authentication response too long")
+            elif command.line == b"*":
+                self._reply(b"-ERR authentication cancelled")
+            else:
+                step(command.line)
+            return
         self.commands += 1
         if command.tooLong:
             self._reply(b"-ERR command line too long")
@@ -333,9 +375,6 @@ class ClientSession(Protocol, TimeoutMixin):
         name = keyword.decode("ascii", "replace").upper()
         if name not in KNOWN or not keyword.isalpha():
             self._reply(b"-ERR unknown command")
-            return
-        if name in _LATER:
-            self._reply(_message(f"-ERR {name} is not supported"))
             return
         if name not in ALLOWED[self.state]:
             self._reply(_message(f"-ERR {name} is not valid in the {self.state} state"))
@@ -573,6 +612,7 @@ class ClientSession(Protocol, TimeoutMixin):
         loginsAllowed = self.secure or not self._tlsRequired
         if loginsAllowed:
             lines.append(b"USER")
+            lines.append(b"SASL " + b" ".join(MECHANISMS))
         if self._settings.serverTLS is not None and not self.secure and self.state == AUTHORIZATION:
             lines.append(b"STLS")
         lines += [b"PIPELINING", b"RESP-CODES", b"AUTH-RESP-CODE"]
@@ -648,35 +688,200 @@ class ClientSession(Protocol, TimeoutMixin):
             self._reply(b"-ERR send USER first")
             return
         login, route = self._pendingLogin
+        self._pendingLogin = None
+        self._loginSequence(login, route, [b"PASS " + arguments])
 
-        def answered(status: StatusLine) -> None:
-            if status.ok:
-                self.state = TRANSACTION
-                self.user = login
-                self.log.info(
-                    "session {session}: {user} logged in at {upstream}",
-                    session=self.sessionId,
-                    user=login,
-                    upstream=str(route.upstream),
-                )
-                return
-            self._pendingLogin = None
-            self._failedLogins += 1
-            self.log.info(
-                "session {session}: login failed for {user}",
-                session=self.sessionId,
-                user=login,
+    def _loginSequence(self, login: str, route: Route, commands: list[bytes]) -> None:
+        """
+        Send login commands upstream in turn, each after the previous one was
+        accepted (C{+OK} or a SASL continuation); the last answer, or the
+        first refusal, decides and is relayed to the client.
+        """
+
+        def step(index: int) -> None:
+            self._relay(
+                commands[index], False, _Collect(lambda status, body: answered(index, status))
             )
 
-        def finished() -> None:
-            # The upstream's reason has been relayed; hang up on a guesser.
-            if self.state == AUTHORIZATION and self._failedLogins >= self._settings.maxFailedLogins:
+        def answered(index: int, status: StatusLine) -> None:
+            if (status.ok or status.continuation) and index + 1 < len(commands):
+                step(index + 1)
+            else:
+                self._loginAnswered(status, login, route)
+
+        step(0)
+
+    def _loginAnswered(self, status: StatusLine, login: str, route: Route) -> None:
+        if status.ok:
+            self.state = TRANSACTION
+            self.user = login
+            self.log.info(
+                "session {session}: {user} logged in at {upstream}",
+                session=self.sessionId,
+                user=login,
+                upstream=str(route.upstream),
+            )
+            self._reply(status.line)
+            self._commandDone()
+            return
+        if status.continuation:
+            # The upstream wants more SASL steps than PLAIN has: give up.
+            status = StatusLine(b"-ERR [AUTH] the mail server's login failed")
+            self._dropUpstream()
+        self._failedLogins += 1
+        self.log.info(
+            "session {session}: login failed for {user}", session=self.sessionId, user=login
+        )
+
+        def relay() -> None:
+            if self._closing:
+                return
+            self._reply(status.line)
+            # Hang up on a guesser once the reason has been relayed.
+            if self._failedLogins >= self._settings.maxFailedLogins:
                 self._busy = False
                 self._end(f"{self._failedLogins} failed logins")
             else:
                 self._commandDone()
 
-        self._relay(b"PASS " + arguments, False, _Relay(self, answered, finished))
+        if self._settings.loginFailureDelay > 0:
+            self._settings.clock.callLater(self._settings.loginFailureDelay, relay)
+        else:
+            relay()
+
+    def do_AUTH(self, arguments: bytes) -> None:
+        if not arguments:
+            self._write(b"+OK\r\n" + b"".join(m + b"\r\n" for m in MECHANISMS) + b".\r\n")
+            return
+        if self._refuseWithoutTLS():
+            return
+        mechanism, _, initial = arguments.partition(b" ")
+        mechanism = mechanism.upper()
+        if mechanism == b"PLAIN":
+            if initial:
+                self._plainResponse(initial)
+            else:
+                self._challenge(b"", self._plainResponse)
+        elif mechanism == b"LOGIN":
+            if initial:
+                self._loginName(initial)
+            else:
+                self._challenge(b"VXNlcm5hbWU6", self._loginName)  # "Username:"
+        else:
+            self._reply(b"-ERR unsupported authentication mechanism")
+
+    def _challenge(self, challenge: bytes, step: Callable[[bytes], None]) -> None:
+        self._framer.maxLine = MAX_SASL_LINE
+        self._saslStep = step
+        self._reply(b"+ " + challenge)
+
+    def _decode(self, response: bytes) -> bytes | None:
+        """
+        A base64 SASL response, or C{None} (and -ERR sent) if it is not.
+        """
+        if response == b"=":
+            return b""
+        try:
+            return base64.b64decode(response, validate=True)
+        except (binascii.Error, ValueError):
+            self._reply(b"-ERR [AUTH] invalid base64 in the authentication response")
+            return None
+
+    def _plainResponse(self, response: bytes) -> None:
+        decoded = self._decode(response)
+        if decoded is None:
+            return
+        fields = decoded.split(b"\0")
+        if len(fields) != 3 or not fields[1]:
+            self._reply(b"-ERR [AUTH] malformed PLAIN response")
+            return
+        authzid, authcid, password = fields
+        self._authenticate(authzid, authcid, password)
+
+    def _loginName(self, response: bytes) -> None:
+        name = self._decode(response)
+        if name is None:
+            return
+        if not name:
+            self._reply(b"-ERR [AUTH] empty user name")
+            return
+
+        def password(response: bytes) -> None:
+            secret = self._decode(response)
+            if secret is not None:
+                self._authenticate(b"", name, secret)
+
+        self._challenge(b"UGFzc3dvcmQ6", password)  # "Password:"
+
+    def _authenticate(self, authzid: bytes, authcid: bytes, password: bytes) -> None:
+        """
+        Log in upstream with SASL PLAIN if it offers it, else USER/PASS.
+        The authorization identity, if given, else the authentication
+        identity, chooses the route.
+        """
+        identity = (authzid or authcid).decode("utf-8", "surrogateescape")
+        try:
+            route = self._settings.router.route(identity)
+        except NoRoute:
+            self._reply(b"-ERR [AUTH] no mail server is configured for that user")
+            return
+        name = route.login.encode("utf-8", "surrogateescape")
+        proxyAuthorization = bool(authzid) and authzid != authcid
+
+        def capabilities(status: StatusLine, body: bytes) -> None:
+            lines = unstuff(body).upper().split(b"\r\n") if status.ok else []
+            sasl = {m for line in lines if line.startswith(b"SASL ") for m in line.split()[1:]}
+            if b"PLAIN" in sasl:
+                authcidUp = authcid if proxyAuthorization else name
+                authzidUp = name if proxyAuthorization else b""
+                token = base64.b64encode(authzidUp + b"\0" + authcidUp + b"\0" + password)
+                if len(token) + len(b"AUTH PLAIN \r\n") <= MAX_COMMAND_LINE:
+                    commands = [b"AUTH PLAIN " + token]
+                else:
+                    commands = [b"AUTH PLAIN", token]
+            elif proxyAuthorization:
+                self._reply(b"-ERR [AUTH] the mail server cannot log in on behalf of another user")
+                self._commandDone()
+                return
+            else:
+                commands = [b"USER " + name, b"PASS " + password]
+            self._loginSequence(identity, route, commands)
+
+        def send(upstream: UpstreamConnection) -> None:
+            self._relay(b"CAPA", True, _Collect(capabilities))
+
+        self._withUpstream(route.upstream, send)
+
+    def do_APOP(self, arguments: bytes) -> None:
+        if self._refuseWithoutTLS():
+            return
+        if self._apopTimestamp is None:
+            self._reply(b"-ERR APOP is not available here: use USER/PASS or AUTH")
+            return
+        name, _, digest = arguments.rpartition(b" ")
+        if not name or not _DIGEST.match(digest):
+            self._reply(b"-ERR APOP needs a name and an MD5 digest")
+            return
+        login = name.decode("utf-8", "surrogateescape")
+        try:
+            route = self._settings.router.route(login)
+        except NoRoute:
+            self._reply(b"-ERR [AUTH] no mail server is configured for that user")
+            return
+        upstream = self._upstream
+        greeting = upstream.greeting if upstream is not None else None
+        if (
+            upstream is None
+            or not upstream.connected
+            or route.upstream != self._upstreamAddress
+            or greeting is None
+            or self._apopTimestamp not in greeting.line
+        ):
+            # The digest covers the timestamp of the connection we showed.
+            self._reply(b"-ERR [SYS/TEMP] the mail server connection was reset; reconnect")
+            return
+        upstreamName = route.login.encode("utf-8", "surrogateescape")
+        self._loginSequence(login, route, [b"APOP " + upstreamName + b" " + digest])
 
     def do_QUIT(self, arguments: bytes) -> None:
         if arguments:

@@ -160,6 +160,7 @@ def serviceFromConfig(config: Config, reactor: object) -> MultiService:
         clock=reactor,  # type: ignore[arg-type]
         idleTimeout=config.idleTimeout,
         maxFailedLogins=config.maxFailedLogins,
+        loginFailureDelay=config.loginFailureDelay,
         serverTLS=serverTLS,
         requireTLS=config.tls.require,
     )

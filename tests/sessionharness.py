@@ -112,6 +112,7 @@ class Harness:
     implicitTLS: bool = False
     requireTLS: str = "auto"
     localAddress: str = "127.0.0.1"
+    loginFailureDelay: float = 0.0
 
     def __post_init__(self) -> None:
         self.clock = Clock()
@@ -126,6 +127,7 @@ class Harness:
             serverTLS=self.serverTLS,
             implicitTLS=self.implicitTLS,
             requireTLS=self.requireTLS,
+            loginFailureDelay=self.loginFailureDelay,
         )
         self.session = ClientSession(self.settings)
         self.client = ClosingTransport(

@@ -348,13 +348,16 @@ def test_unreachableUpstream() -> None:
 
 def test_upstreamGreetsWithErr() -> None:
     """
-    An upstream greeting of -ERR becomes -ERR [SYS/TEMP] naming its text;
-    the next USER connects again.
+    With one static upstream the proxy greets once the upstream has; an
+    upstream greeting of -ERR still gets the client a greeting, and USER
+    then gets -ERR [SYS/TEMP] naming the upstream's text; the next USER
+    connects again.
     """
     h = Harness(greet=False)
-    h.received()
+    assert h.received() == b""
     h.upstream.reply(b"-ERR too many connections\r\n")
     h.settle()
+    assert h.received() == b"+OK popproxy ready\r\n"
     h.send(b"USER alice\r\n")
     assert len(h.upstreams) == 2
     h.upstream.reply(b"-ERR too many connections\r\n")
@@ -365,6 +368,20 @@ def test_upstreamGreetsWithErr() -> None:
     h.send(b"USER alice\r\n")
     h.upstream.reply(b"+OK hello\r\n")
     assert h.upstream.received() == b"USER alice\r\n"
+
+
+def test_commandsBeforeGreetingWait() -> None:
+    """
+    Commands a client sends before the (delayed) greeting are answered
+    after it, in order.
+    """
+    h = Harness(greet=False)
+    h.send(b"CAPA\r\n")
+    assert h.received() == b""
+    h.upstream.reply(b"+OK ready\r\n")
+    assert h.upstream.received() == b"CAPA\r\n"
+    h.upstream.reply(b"+OK\r\nTOP\r\n.\r\n")
+    assert h.received().startswith(b"+OK popproxy ready\r\n+OK capability list follows\r\n")
 
 
 def test_capaBeforeLogin() -> None:
