@@ -1,8 +1,9 @@
-"""Run a private Dovecot 2.3 POP3 server, with one fresh mailbox per test, for end-to-end tests."""
+"""Run private Dovecot 2.3 POP3 servers (plain, or with STLS and POP3S), one mailbox per test."""
 
 from __future__ import annotations
 
 import atexit
+import base64
 import ctypes
 import hashlib
 import itertools
@@ -13,11 +14,12 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -25,9 +27,10 @@ from typing import NoReturn
 
 import pytest
 
+from tests.peers.certs import GeneratedCertificates, ServerCertificate, TlsMode
 from tests.peers.ports import freePort
 
-__all__ = ["dovecot", "dovecotServer"]
+__all__ = ["dovecot", "dovecotServer", "dovecotTls", "dovecotTlsServer", "dovecotWithCertificate"]
 
 MAIL_USER = "popproxytest"
 """The unprivileged system user that owns every test maildir (Dovecot refuses uid 0)."""
@@ -37,6 +40,10 @@ _LOG_TAIL_LINES = 200
 
 class DovecotStartError(RuntimeError):
     """Dovecot could not be started; the message carries its output and log."""
+
+
+class Pop3ProtocolError(Exception):
+    """A POP3 server broke the protocol in a way the raw client refuses to go along with."""
 
 
 class Pop3ErrorResponse(Exception):
@@ -177,14 +184,30 @@ class RawPop3Client:
     Unlike poplib it does not split on bare LF or strip line endings: a multi-line
     response comes back exactly as sent, minus dot-stuffing and the final C{.} line.
     Every response must arrive within C{timeout} seconds.
+
+    With a C{tlsContext} it speaks implicit TLS (POP3S) from the first byte, verifying the
+    certificate for C{serverHostname} (default: C{host}) as the context says; L{stls}
+    upgrades a plain connection instead. L{clientTlsContext} makes a suitable context.
     """
 
-    def __init__(self, host: str, port: int, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        timeout: float = 10.0,
+        tlsContext: ssl.SSLContext | None = None,
+        serverHostname: str | None = None,
+    ) -> None:
         self.timeout = timeout
-        self._socket = socket.create_connection((host, port), timeout=timeout)
+        self._socket: socket.socket = socket.create_connection((host, port), timeout=timeout)
         self._buffer = bytearray()
         self._offset = 0
         try:
+            if tlsContext is not None:
+                self._socket = tlsContext.wrap_socket(
+                    self._socket, server_hostname=serverHostname or host
+                )
             self.greeting = self.readLine()
         except BaseException:
             self._socket.close()
@@ -303,17 +326,99 @@ class RawPop3Client:
         """Send QUIT (deleting the messages marked with DELE) and return its status line."""
         return self.okCommand(b"QUIT")
 
+    def capabilities(self) -> list[bytes]:
+        """Return the lines of the CAPA response, without CRLF (e.g. C{b"SASL PLAIN LOGIN"})."""
+        return [line[:-2] for line in self.multiline(b"CAPA")]
+
+    def authPlain(self, user: str, password: str, *, initialResponse: bool = True) -> None:
+        """
+        Log in with SASL C{AUTH PLAIN} (RFC 5034), with an empty authorization identity.
+
+        With C{initialResponse} the credentials go on the AUTH line itself; without it
+        they follow the server's C{+ } continuation, as some clients do.
+        """
+        credentials = b"\0" + user.encode("utf-8") + b"\0" + password.encode("utf-8")
+        encoded = base64.b64encode(credentials)
+        if initialResponse:
+            self.okCommand(b"AUTH PLAIN " + encoded)
+            return
+        challenge = self.command(b"AUTH PLAIN")
+        if not challenge.startswith(b"+"):
+            raise Pop3ErrorResponse(b"AUTH", challenge)
+        self.okCommand(encoded)
+
+    def stls(self, context: ssl.SSLContext, hostname: str) -> bytes:
+        """
+        Send STLS and, after its C{+OK}, make the connection TLS; return the status line.
+
+        The certificate is verified for C{hostname} as C{context} says (a failure raises
+        L{ssl.SSLError}, usually L{ssl.SSLCertVerificationError}). Per RFC 2595 the
+        client forgets what it learned before (ask L{capabilities} again).
+
+        @raise Pop3ProtocolError: if the server sent anything after the C{+OK} before the
+            handshake: such bytes would be taken as coming from inside TLS by a careless
+            client (the response side of CVE-2011-0411), so none is accepted here.
+        """
+        status = self.okCommand(b"STLS")
+        if len(self._buffer) > self._offset:
+            raise Pop3ProtocolError(
+                f"server sent {bytes(self._buffer[self._offset :])!r} after STLS +OK"
+            )
+        self._buffer.clear()
+        self._offset = 0
+        self._socket.settimeout(self.timeout)
+        self._socket = context.wrap_socket(self._socket, server_hostname=hostname)
+        return status
+
+    @property
+    def tlsVersion(self) -> str | None:
+        """The negotiated TLS version (e.g. C{"TLSv1.3"}), or None on a plain connection."""
+        if isinstance(self._socket, ssl.SSLSocket):
+            return self._socket.version()
+        return None
+
+    def peerCertificate(self) -> bytes | None:
+        """The server's certificate (DER) on a TLS connection, else None."""
+        if isinstance(self._socket, ssl.SSLSocket):
+            return self._socket.getpeercert(binary_form=True)
+        return None
+
 
 def fetchMailbox(
-    host: str, port: int, user: str, password: str, *, timeout: float = 10.0
+    host: str,
+    port: int,
+    user: str,
+    password: str,
+    *,
+    timeout: float = 10.0,
+    tls: TlsMode | None = None,
+    tlsContext: ssl.SSLContext | None = None,
+    serverHostname: str | None = None,
 ) -> list[ServedMessage]:
     """
     Log in with USER/PASS, LIST, RETR every message, QUIT, and return what was served.
 
     Works against any POP3 server, the proxy included: compare its result with the
     result against the upstream to prove that bytes went through unchanged.
+
+    @param tls: None for plain TCP; C{"implicit"} when C{port} speaks POP3S;
+        C{"starttls"} to upgrade with STLS before logging in. Both need C{tlsContext};
+        the certificate is verified for C{serverHostname} (default: C{host}).
     """
-    with RawPop3Client(host, port, timeout=timeout) as client:
+    if tls not in (None, "implicit", "starttls"):
+        raise ValueError(f"unknown TLS mode {tls!r}")
+    if (tls is None) != (tlsContext is None):
+        raise ValueError("tls and tlsContext go together")
+    with RawPop3Client(
+        host,
+        port,
+        timeout=timeout,
+        tlsContext=tlsContext if tls == "implicit" else None,
+        serverHostname=serverHostname,
+    ) as client:
+        if tls == "starttls":
+            assert tlsContext is not None
+            client.stls(tlsContext, serverHostname or host)
         client.login(user, password)
         messages = [
             ServedMessage(number, size, client.retrieve(number))
@@ -324,10 +429,28 @@ def fetchMailbox(
 
 
 def fetchDirect(
-    host: str, port: int, user: str, password: str, *, timeout: float = 10.0
+    host: str,
+    port: int,
+    user: str,
+    password: str,
+    *,
+    timeout: float = 10.0,
+    tls: TlsMode | None = None,
+    tlsContext: ssl.SSLContext | None = None,
+    serverHostname: str | None = None,
 ) -> list[bytes]:
     """Return the exact bytes RETR serves for every message, in mailbox order (L{fetchMailbox})."""
-    return [message.data for message in fetchMailbox(host, port, user, password, timeout=timeout)]
+    messages = fetchMailbox(
+        host,
+        port,
+        user,
+        password,
+        timeout=timeout,
+        tls=tls,
+        tlsContext=tlsContext,
+        serverHostname=serverHostname,
+    )
+    return [message.data for message in messages]
 
 
 def _terminateWithParent() -> None:
@@ -578,6 +701,7 @@ class DovecotServer:
             maildir=maildir,
             server=self,
             logOffset=self.logSize(),
+            pop3sPort=self.pop3sPort,
         )
 
 
@@ -587,6 +711,8 @@ class DovecotMailbox:
     A user with their own maildir on a shared L{DovecotServer}.
 
     Messages are put straight into the maildir, so delivering needs no SMTP or LDA.
+    On a server with TLS, C{port} also offers STLS and C{pop3sPort} speaks POP3S;
+    otherwise C{pop3sPort} is None.
     """
 
     host: str
@@ -596,6 +722,7 @@ class DovecotMailbox:
     maildir: Path
     server: DovecotServer = field(repr=False, compare=False)
     logOffset: int = field(repr=False, compare=False, default=0)
+    pop3sPort: int | None = None
 
     def deliver(self, message: bytes) -> None:
         """
@@ -637,10 +764,22 @@ class DovecotMailbox:
 
 
 class _DovecotLogReporter:
-    """A pytest plugin that shows the Dovecot log in the report of a failed test."""
+    """
+    A pytest plugin that shows the Dovecot log in the report of a failed test.
 
-    def __init__(self, server: DovecotServer) -> None:
+    It looks for the mailbox fixture C{mailboxFixture} (the log since the mailbox was
+    made) or else the server fixture C{serverFixture} (the tail of the log).
+    """
+
+    def __init__(
+        self,
+        server: DovecotServer,
+        mailboxFixture: str = "dovecot",
+        serverFixture: str = "dovecotServer",
+    ) -> None:
         self.server = server
+        self.mailboxFixture = mailboxFixture
+        self.serverFixture = serverFixture
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
@@ -649,12 +788,12 @@ class _DovecotLogReporter:
         report = yield
         if report.failed:
             funcargs = getattr(item, "funcargs", {})
-            mailbox = funcargs.get("dovecot")
-            if isinstance(mailbox, DovecotMailbox):
+            mailbox = funcargs.get(self.mailboxFixture)
+            if isinstance(mailbox, DovecotMailbox) and mailbox.server is self.server:
                 report.sections.append(
                     (f"dovecot log since {mailbox.user} was created", mailbox.log())
                 )
-            elif "dovecotServer" in funcargs:
+            elif self.serverFixture in funcargs:
                 tail = "\n".join(self.server.log().splitlines()[-_LOG_TAIL_LINES:])
                 report.sections.append(("dovecot log (tail)", tail))
         return report
@@ -667,25 +806,38 @@ def _unavailable(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
-def dovecotServer(
-    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
-) -> Iterator[DovecotServer]:
-    """
-    A Dovecot POP3 server on 127.0.0.1, shared by the whole test session.
-
-    Its directory is not under pytest's basetemp, which is private to root (mode
-    0700), because Dovecot's unprivileged processes must reach the passwd-files and
-    maildirs; the log is copied into basetemp at the end for a post-mortem.
-    """
+def _checkDovecotRunnable() -> None:
     if shutil.which("dovecot") is None and not Path("/usr/sbin/dovecot").exists():
         _unavailable("dovecot is not installed (Debian: dovecot-core dovecot-pop3d)")
     if os.geteuid() != 0:
         _unavailable("the Dovecot fixture needs root, to run mail processes as a mail user")
+
+
+def _sessionDovecot(
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+    *,
+    certificate: ServerCertificate | None = None,
+    mailboxFixture: str = "dovecot",
+    serverFixture: str = "dovecotServer",
+) -> Iterator[DovecotServer]:
+    """
+    Run one Dovecot for a session-scoped fixture; with a certificate, with STLS and POP3S.
+
+    Its directory is not under pytest's basetemp, which is private to root (mode
+    0700), because Dovecot's unprivileged processes must reach the passwd-files and
+    maildirs; the log is copied into basetemp at the end for a post-mortem. The
+    certificate files may stay in basetemp: Dovecot reads them as root at start-up.
+    """
+    _checkDovecotRunnable()
     directory = Path(tempfile.mkdtemp(prefix="popproxy-dovecot-"))
     directory.chmod(0o711)
-    server = DovecotServer(directory)
-    reporter = _DovecotLogReporter(server)
+    server = DovecotServer(
+        directory,
+        certificate=None if certificate is None else certificate.chain,
+        privateKey=None if certificate is None else certificate.privateKey,
+    )
+    reporter = _DovecotLogReporter(server, mailboxFixture, serverFixture)
     request.config.pluginmanager.register(reporter, f"popproxy-dovecot-log-{id(reporter)}")
     try:
         server.start()
@@ -694,11 +846,97 @@ def dovecotServer(
         server.stop()
         request.config.pluginmanager.unregister(reporter)
         if server.logPath.exists():
-            shutil.copyfile(server.logPath, tmp_path_factory.mktemp("dovecot") / "dovecot.log")
+            keep = tmp_path_factory.mktemp(mailboxFixture)
+            shutil.copyfile(server.logPath, keep / "dovecot.log")
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def dovecotServer(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[DovecotServer]:
+    """
+    A Dovecot POP3 server on 127.0.0.1, shared by the whole test session; no TLS.
+
+    Its directory is not under pytest's basetemp, which is private to root (mode
+    0700), because Dovecot's unprivileged processes must reach the passwd-files and
+    maildirs; the log is copied into basetemp at the end for a post-mortem.
+    """
+    yield from _sessionDovecot(tmp_path_factory, request)
 
 
 @pytest.fixture
 def dovecot(dovecotServer: DovecotServer) -> DovecotMailbox:
     """A fresh user with an empty maildir on the session's Dovecot server."""
     return dovecotServer.createMailbox()
+
+
+@pytest.fixture(scope="session")
+def dovecotTlsServer(
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+    testCertificates: GeneratedCertificates,
+) -> Iterator[DovecotServer]:
+    """
+    A second session-wide Dovecot, with TLS: STLS on C{port}, POP3S on C{pop3sPort}.
+
+    It presents C{testCertificates.localhost} (sent with its CA as a chain), so clients
+    trusting C{testCertificates.caFile} verify it for the name C{localhost} (or the IP
+    address 127.0.0.1) and connect to 127.0.0.1. STLS is offered, not required: plain
+    USER/PASS on C{port} still works (Dovecot counts loopback connections as secure).
+    Its log says C{TLS} on each login made over TLS, and C{secured} on plain ones.
+    """
+    yield from _sessionDovecot(
+        tmp_path_factory,
+        request,
+        certificate=testCertificates.localhost,
+        mailboxFixture="dovecotTls",
+        serverFixture="dovecotTlsServer",
+    )
+
+
+@pytest.fixture
+def dovecotTls(dovecotTlsServer: DovecotServer) -> DovecotMailbox:
+    """
+    A fresh user with an empty maildir on the session's TLS Dovecot (L{dovecotTlsServer}).
+
+    Same API as L{dovecot}; C{pop3sPort} is the implicit-TLS port.
+    """
+    return dovecotTlsServer.createMailbox()
+
+
+@pytest.fixture(scope="session")
+def dovecotWithCertificate(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[[ServerCertificate], DovecotServer]]:
+    """
+    Start (once per session and certificate) a TLS Dovecot presenting a given certificate.
+
+    Call it with e.g. C{testCertificates.wrongHost}, C{.selfSigned} or C{.expired} to get
+    a server that verifying clients must refuse. Each start takes well under a second; all
+    of them stop at the end of the session. Their logs are not attached to test reports
+    (use C{server.log()}).
+    """
+    _checkDovecotRunnable()
+    servers: dict[ServerCertificate, DovecotServer] = {}
+
+    def serverFor(certificate: ServerCertificate) -> DovecotServer:
+        if certificate not in servers:
+            directory = Path(tempfile.mkdtemp(prefix="popproxy-dovecot-"))
+            directory.chmod(0o711)
+            server = DovecotServer(
+                directory, certificate=certificate.chain, privateKey=certificate.privateKey
+            )
+            servers[certificate] = server
+            server.start()
+        return servers[certificate]
+
+    try:
+        yield serverFor
+    finally:
+        for number, server in enumerate(servers.values()):
+            server.stop()
+            if server.logPath.exists():
+                keep = tmp_path_factory.mktemp(f"dovecotWithCertificate{number}")
+                shutil.copyfile(server.logPath, keep / "dovecot.log")
+            shutil.rmtree(server.directory, ignore_errors=True)
