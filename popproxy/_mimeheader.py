@@ -1,0 +1,475 @@
+"""
+Header blocks of MIME entities: where a block ends, which fields it holds,
+and what their values mean once decoded (RFC 5322 unfolding, RFC 2047
+encoded-words, RFC 2045 and RFC 2231 parameters, transfer encodings).
+
+A block is described by offsets into the message's bytes; nothing is
+copied or rewritten.  Scanning stops at the first empty line, so the cost
+of reading headers is the size of the headers, whatever follows.
+
+Text decoded from header octets uses "surrogateescape" internally, so a
+value that goes back to octets (a boundary) is exactly what was sent;
+L{clean} turns the escapes into U+FFFD for everything shown to filters.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
+
+from popproxy._mimecodec import decodeBase64, decodeQEncoding, decodeText
+from popproxy._mimedefects import Defect
+
+_FIELD_NAME = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
+_FOLD = re.compile(rb"\r?\n(?=[ \t])")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?]*)\?=")
+_COMMENT = re.compile(r"\([^()]*\)")
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_MEDIA_TYPE = re.compile(rf"\s*({_TOKEN})\s*/\s*({_TOKEN})\s*")
+_EXTENDED_NAME = re.compile(r"([^*]+)\*(?:(\d{1,6})(\*)?)?")
+
+KNOWN_TRANSFER_ENCODINGS = frozenset({"7bit", "8bit", "binary", "base64", "quoted-printable"})
+IDENTITY_TRANSFER_ENCODINGS = frozenset({"7bit", "8bit", "binary"})
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """
+    One header field, as offsets into the bytes it was found in.
+
+    @ivar name: the field name as written.
+    @ivar start: offset of the first octet of the name.
+    @ivar valueStart: offset just after the colon.
+    @ivar valueEnd: offset of the line end that closes the field.
+    @ivar end: offset after that line end (C{valueEnd} if there is none).
+    """
+
+    name: bytes
+    start: int
+    valueStart: int
+    valueEnd: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderBlock:
+    """
+    The header block of one entity.
+
+    @ivar start: where the block begins.
+    @ivar fields: the fields in order, duplicates kept.
+    @ivar insertAt: where a new field goes: before the first field (after a
+        leading mbox C{From } line or stray continuation lines).
+    @ivar end: end of the last header line; the separating empty line, if
+        any, lies between C{end} and C{bodyStart}.
+    @ivar bodyStart: where the body begins.
+    @ivar defects: what was wrong with the block.
+    """
+
+    start: int
+    fields: tuple[Field, ...]
+    insertAt: int
+    end: int
+    bodyStart: int
+    defects: tuple[Defect, ...]
+
+
+def scanHeaderBlock(data: bytes, start: int, end: int) -> HeaderBlock:
+    """
+    Find the fields of the header block at C{data[start:end]}.
+
+    Lines end with LF, optionally preceded by CR; a bare CR is not a line
+    end.  The block ends at the first empty line, at the first line that is
+    neither a field nor a continuation (a missing separator: that line
+    starts the body), or at C{end}.
+    """
+    fields: list[Field] = []
+    defects: list[Defect] = []
+    insertAt = -1
+    pos = start
+    # The current field, kept as plain values: most blocks are small, but
+    # this loop must not cost more than a few operations per line.
+    name = b""
+    fieldStart = valueStart = -1
+    lineEnd = pos
+    while pos < end:
+        newline = data.find(b"\n", pos, end)
+        lineEnd = end if newline == -1 else newline + 1
+        first = data[pos]
+        if first == 0x0A or (first == 0x0D and lineEnd == pos + 2 and newline != -1):
+            if fieldStart != -1:
+                fields.append(_field(data, name, fieldStart, valueStart, pos))
+            return HeaderBlock(
+                start,
+                tuple(fields),
+                insertAt if insertAt != -1 else pos,
+                pos,
+                lineEnd,
+                tuple(defects),
+            )
+        if first in (0x20, 0x09):
+            if fieldStart == -1 and Defect.FIRST_LINE_IS_CONTINUATION not in defects:
+                defects.append(Defect.FIRST_LINE_IS_CONTINUATION)
+            pos = lineEnd
+            continue
+        match = _FIELD_NAME.match(data, pos, lineEnd)
+        if match is None:
+            if pos == 0 and data.startswith(b"From "):
+                # An mbox envelope line at the top of the message; not a
+                # field, but part of the block.
+                pos = lineEnd
+                continue
+            if fieldStart != -1:
+                fields.append(_field(data, name, fieldStart, valueStart, pos))
+            defects.append(Defect.MISSING_HEADER_BODY_SEPARATOR)
+            return HeaderBlock(
+                start,
+                tuple(fields),
+                insertAt if insertAt != -1 else pos,
+                pos,
+                pos,
+                tuple(defects),
+            )
+        if fieldStart != -1:
+            fields.append(_field(data, name, fieldStart, valueStart, pos))
+        if insertAt == -1:
+            insertAt = pos
+        name = match.group(1)
+        fieldStart = pos
+        valueStart = match.end()
+        pos = lineEnd
+    if fieldStart != -1:
+        fields.append(_field(data, name, fieldStart, valueStart, end))
+    return HeaderBlock(
+        start, tuple(fields), insertAt if insertAt != -1 else end, end, end, tuple(defects)
+    )
+
+
+def _field(data: bytes, name: bytes, start: int, valueStart: int, end: int) -> Field:
+    valueEnd = end
+    if valueEnd > valueStart and data[valueEnd - 1] == 0x0A:
+        valueEnd -= 1
+        if valueEnd > valueStart and data[valueEnd - 1] == 0x0D:
+            valueEnd -= 1
+    return Field(name, start, valueStart, valueEnd, end)
+
+
+def unfold(raw: bytes) -> str:
+    """
+    The value of a field as text: line folds removed (RFC 5322 section
+    2.2.3), surrounding whitespace stripped, octets read as UTF-8 with
+    undecodable octets kept as surrogate escapes.
+    """
+    return _FOLD.sub(b"", raw).strip(b" \t\r\n").decode("utf-8", "surrogateescape")
+
+
+def clean(text: str) -> str:
+    """
+    Replace surrogate escapes (undecodable octets) with U+FFFD.
+    """
+    if text.isascii():
+        return text
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def decodeEncodedWords(text: str) -> str:
+    """
+    Decode RFC 2047 encoded-words wherever they appear, as lenient clients
+    do (also inside quoted strings and without surrounding whitespace).
+    Whitespace between adjacent encoded-words is dropped; adjacent words in
+    the same charset are joined before decoding, so a character split
+    across two words survives.
+    """
+    if "=?" not in text:
+        return text
+    pieces: list[str] = []
+    pendingCharset: str | None = None
+    pendingOctets = b""
+    pos = 0
+    for match in _ENCODED_WORD.finditer(text):
+        between = text[pos : match.start()]
+        if pendingCharset is None or between.strip(" \t\r\n"):
+            if pendingCharset is not None:
+                pieces.append(decodeText(pendingOctets, pendingCharset))
+                pendingCharset = None
+            pieces.append(between)
+        charset = match.group(1).split("*", 1)[0]
+        encoded = match.group(3).encode("utf-8", "surrogateescape")
+        if match.group(2) in "bB":
+            octets = decodeBase64(encoded)
+        else:
+            octets = decodeQEncoding(encoded)
+        if pendingCharset is not None and pendingCharset.lower() == charset.lower():
+            pendingOctets += octets
+        else:
+            if pendingCharset is not None:
+                pieces.append(decodeText(pendingOctets, pendingCharset))
+            pendingCharset = charset
+            pendingOctets = octets
+        pos = match.end()
+    if pendingCharset is not None:
+        pieces.append(decodeText(pendingOctets, pendingCharset))
+    pieces.append(text[pos:])
+    return "".join(pieces)
+
+
+def decodeValue(raw: bytes) -> str:
+    """
+    A field value as a filter reads it: unfolded, encoded-words decoded,
+    undecodable octets shown as U+FFFD.
+    """
+    return clean(decodeEncodedWords(clean(unfold(raw))))
+
+
+@dataclass(frozen=True, slots=True)
+class RawParameter:
+    """
+    One C{name=value} pair of a structured field, before RFC 2231.
+
+    @ivar name: lowercased, as written (C{filename*0*}).
+    @ivar value: unquoted (backslash escapes resolved).
+    @ivar literal: between the quotes, escapes unresolved.
+    """
+
+    name: str
+    value: str
+    literal: str
+
+
+def splitParameters(text: str) -> tuple[str, list[RawParameter]]:
+    """
+    Split C{value; name=value; ...} into its first item and its
+    parameters.  Semicolons inside quoted strings do not split; an
+    unterminated quoted string runs to the end.
+    """
+    segments: list[str] = []
+    current: list[str] = []
+    inQuote = False
+    escaped = False
+    for char in text:
+        if inQuote:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                inQuote = False
+        elif char == '"':
+            inQuote = True
+        elif char == ";":
+            segments.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    segments.append("".join(current))
+    parameters: list[RawParameter] = []
+    for segment in segments[1:]:
+        name, equals, value = segment.partition("=")
+        if not equals:
+            continue
+        name = name.strip(" \t").lower()
+        value = value.strip(" \t")
+        if value.startswith('"'):
+            unquoted, literal = _unquote(value)
+            parameters.append(RawParameter(name, unquoted, literal))
+        else:
+            parameters.append(RawParameter(name, value, value))
+    return segments[0], parameters
+
+
+def _unquote(quoted: str) -> tuple[str, str]:
+    """
+    Read the quoted string at the start of C{quoted}.
+
+    @return: the value with escapes resolved, and the text between the
+        quotes as written.
+    """
+    value: list[str] = []
+    escaped = False
+    end = len(quoted)
+    for index in range(1, len(quoted)):
+        char = quoted[index]
+        if escaped:
+            value.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == '"':
+            end = index
+            break
+        else:
+            value.append(char)
+    return "".join(value), quoted[1:end]
+
+
+@dataclass(frozen=True, slots=True)
+class Parameter:
+    """
+    One parameter after RFC 2231 processing.
+
+    @ivar name: the base name, lowercased (C{filename} for C{filename*1*}).
+    @ivar value: the decoded value (charset applied, continuations joined).
+    @ivar extended: it came from RFC 2231 syntax (C{name*...}).
+    @ivar literal: for plain parameters, the text between the quotes as
+        written; otherwise the same as C{value}.
+    """
+
+    name: str
+    value: str
+    extended: bool
+    literal: str
+
+
+def parameters(raw: list[RawParameter]) -> list[Parameter]:
+    """
+    Resolve RFC 2231: extended values (C{name*=charset'lang'%XX}) and
+    continuations (C{name*0*=}, C{name*1=} ...), joined in index order.
+    Plain parameters come first, in order, then the extended ones.
+    """
+    plain: list[Parameter] = []
+    extended: list[Parameter] = []
+    continued: dict[str, dict[int, tuple[str, bool]]] = {}
+    for parameter in raw:
+        match = _EXTENDED_NAME.fullmatch(parameter.name)
+        if match is None:
+            plain.append(Parameter(parameter.name, parameter.value, False, parameter.literal))
+            continue
+        base = match.group(1).strip(" \t")
+        if match.group(2) is None:
+            value = _decodeExtended([(parameter.value, True)])
+            extended.append(Parameter(base, value, True, value))
+        else:
+            pieces = continued.setdefault(base, {})
+            pieces.setdefault(int(match.group(2)), (parameter.value, match.group(3) is not None))
+    for base, pieces in continued.items():
+        value = _decodeExtended([pieces[index] for index in sorted(pieces)])
+        extended.append(Parameter(base, value, True, value))
+    return plain + extended
+
+
+def _decodeExtended(pieces: list[tuple[str, bool]]) -> str:
+    """
+    Join RFC 2231 pieces: C{(text, percentEncoded)}.  The first piece, if
+    percent-encoded, may name the charset (C{charset'language'text}).
+    Consecutive percent-encoded pieces are joined as octets before
+    decoding, since a multi-octet character may be split across them.
+    """
+    charset: str | None = None
+    first, encoded = pieces[0]
+    if encoded:
+        parts = first.split("'", 2)
+        if len(parts) == 3:
+            charset = parts[0]
+            pieces = [(parts[2], True), *pieces[1:]]
+    out: list[str] = []
+    octets = b""
+    for text, encoded in pieces:
+        if encoded:
+            octets += unquote_to_bytes(text.encode("utf-8", "surrogateescape"))
+            continue
+        if octets:
+            out.append(decodeText(octets, charset))
+            octets = b""
+        out.append(text)
+    if octets:
+        out.append(decodeText(octets, charset))
+    return "".join(out)
+
+
+@dataclass(frozen=True, slots=True)
+class StructuredValue:
+    """
+    A parsed C{Content-Type} or C{Content-Disposition} value.
+
+    @ivar main: the part before the first semicolon, comments removed,
+        whitespace stripped, not lowercased.
+    @ivar parameters: in order (see L{parameters}).
+    """
+
+    main: str
+    parameters: tuple[Parameter, ...]
+
+    def mapping(self) -> dict[str, str]:
+        """
+        One value per parameter name: the RFC 2231 value if there is one,
+        else the first plain one; undecodable octets shown as U+FFFD.
+        """
+        found: dict[str, str] = {}
+        for parameter in self.parameters:
+            if parameter.extended:
+                found.setdefault(parameter.name, clean(parameter.value))
+        for parameter in self.parameters:
+            if not parameter.extended:
+                found.setdefault(parameter.name, clean(parameter.value))
+        return found
+
+    def exact(self, name: str) -> str | None:
+        """
+        The value as L{mapping} picks it, without replacing undecodable
+        octets (their surrogate escapes encode back to the original).
+        """
+        for extended in (True, False):
+            for parameter in self.parameters:
+                if parameter.extended is extended and parameter.name == name:
+                    return parameter.value
+        return None
+
+
+def parseStructured(raw: bytes) -> StructuredValue:
+    """
+    Parse a structured field value with parameters.
+    """
+    main, rawParameters = splitParameters(unfold(raw))
+    main = _COMMENT.sub("", main).strip(" \t")
+    return StructuredValue(main, tuple(parameters(rawParameters)))
+
+
+def mediaType(main: str) -> str | None:
+    """
+    The lowercased C{type/subtype}, or None if C{main} is not one.
+    """
+    match = _MEDIA_TYPE.fullmatch(main)
+    if match is None:
+        return None
+    return f"{match.group(1)}/{match.group(2)}".lower()
+
+
+def normalizeTransferEncoding(raw: bytes) -> tuple[str, tuple[Defect, ...]]:
+    """
+    Normalize a Content-Transfer-Encoding value the way the most lenient
+    client would read it: folding, whitespace anywhere, comments and quotes
+    removed, lowercased.  C{Base\\r\\n 64} and C{"base64 "} are base64.
+
+    @return: the normalized name (unknown names kept, normalized) and the
+        defects: irregular if cleaning changed more than case and
+        surrounding whitespace, unknown if the result is not an RFC 2045
+        encoding.
+    """
+    text = clean(unfold(raw))
+    plain = text.lower()
+    normalized = re.sub(r'[ \t\r\n"]+', "", _COMMENT.sub("", plain))
+    defects: list[Defect] = []
+    if normalized != plain:
+        defects.append(Defect.IRREGULAR_TRANSFER_ENCODING)
+    if not normalized:
+        return "7bit", tuple(defects)
+    if normalized not in KNOWN_TRANSFER_ENCODINGS:
+        defects.append(Defect.UNKNOWN_TRANSFER_ENCODING)
+    return normalized, tuple(defects)
+
+
+def filenameForms(parameter: Parameter) -> list[str]:
+    """
+    Every way a client might show one filename parameter: decoded RFC 2047
+    encoded-words (inside quotes: clients do decode them) before the value
+    as written, and the text between the quotes with backslashes kept (some
+    clients do not resolve escapes).
+    """
+    forms: list[str] = []
+    for text in (parameter.value, parameter.literal):
+        text = clean(text)
+        forms.append(clean(decodeEncodedWords(text)))
+        forms.append(text)
+    return forms

@@ -1,0 +1,122 @@
+"""
+Multipart bodies: where each encapsulated part, the preamble and the
+epilogue lie (RFC 2046 section 5.1.1), as offsets into the message.
+
+A delimiter line is C{--boundary}, optionally C{--} (the close delimiter),
+optionally followed by spaces and tabs (transport padding), then the line
+end.  The line end before a delimiter line belongs to the delimiter, not to
+the part before it.  One regular expression pass per multipart finds every
+candidate line, however large the body.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from popproxy._mimedefects import Defect
+
+
+@dataclass(frozen=True, slots=True)
+class EncapsulatedPart:
+    """
+    One part of a multipart.
+
+    @ivar delimiterStart: offset of its delimiter line.
+    @ivar start: offset just after the delimiter line.
+    @ivar end: offset of the line end before the next delimiter line (or
+        the end of the multipart body when the close delimiter is missing).
+    @ivar nextDelimiter: offset of the next delimiter line, or C{end}.
+    """
+
+    delimiterStart: int
+    start: int
+    end: int
+    nextDelimiter: int
+
+
+@dataclass(frozen=True, slots=True)
+class MultipartLayout:
+    """
+    Where the pieces of a multipart body are.
+
+    @ivar parts: the encapsulated parts in order (may be empty).
+    @ivar preambleEnd: the preamble is C{[bodyStart, preambleEnd)}.
+    @ivar epilogueStart: the epilogue is C{[epilogueStart, bodyEnd)}; equal
+        to the body end when there is no close delimiter.
+    @ivar found: at least one delimiter line was found.
+    @ivar defects: what was wrong.
+    """
+
+    parts: tuple[EncapsulatedPart, ...]
+    preambleEnd: int
+    epilogueStart: int
+    found: bool
+    defects: tuple[Defect, ...]
+
+
+@lru_cache(maxsize=512)
+def _delimiterPattern(boundary: bytes) -> re.Pattern[bytes]:
+    return re.compile(rb"^--" + re.escape(boundary) + rb"([^\n]*)(?:\n|\Z)", re.MULTILINE)
+
+
+def _lineEndBefore(data: bytes, position: int, floor: int) -> int:
+    """
+    The offset where the line end just before C{position} starts, not
+    going below C{floor}.
+    """
+    if position > floor and data[position - 1] == 0x0A:
+        position -= 1
+        if position > floor and data[position - 1] == 0x0D:
+            position -= 1
+    return position
+
+
+def splitMultipart(data: bytes, start: int, end: int, boundary: bytes) -> MultipartLayout:
+    """
+    Find the parts of the multipart body C{data[start:end]} delimited by
+    C{boundary}.  C{start} must be at the start of a line.
+    """
+    opens: list[tuple[int, int]] = []
+    close: tuple[int, int] | None = None
+    defects: list[Defect] = []
+    for match in _delimiterPattern(boundary).finditer(data, start, end):
+        rest = match.group(1)
+        if rest.endswith(b"\r"):
+            rest = rest[:-1]
+        rest = rest.rstrip(b" \t")
+        if rest == b"":
+            opens.append((match.start(), match.end()))
+        elif rest == b"--":
+            close = (match.start(), match.end())
+            break
+        elif Defect.BOUNDARY_LIKE_LINE not in defects:
+            defects.append(Defect.BOUNDARY_LIKE_LINE)
+    if not opens and close is None:
+        defects.append(Defect.START_BOUNDARY_NOT_FOUND)
+        return MultipartLayout((), end, end, False, tuple(defects))
+    if close is None:
+        defects.append(Defect.MISSING_FINAL_BOUNDARY)
+    firstLine = opens[0][0] if opens else close[0] if close else end
+    parts: list[EncapsulatedPart] = []
+    for index, (lineStart, lineEnd) in enumerate(opens):
+        if index + 1 < len(opens):
+            following = opens[index + 1][0]
+        elif close is not None:
+            following = close[0]
+        else:
+            parts.append(EncapsulatedPart(lineStart, lineEnd, end, end))
+            continue
+        parts.append(
+            EncapsulatedPart(
+                lineStart, lineEnd, _lineEndBefore(data, following, lineEnd), following
+            )
+        )
+    return MultipartLayout(
+        tuple(parts),
+        _lineEndBefore(data, firstLine, start),
+        close[1] if close is not None else end,
+        True,
+        tuple(defects),
+    )
