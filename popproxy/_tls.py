@@ -22,7 +22,6 @@ from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.internet.ssl import (
     Certificate,
     CertificateOptions,
-    PrivateCertificate,
     TLSVersion,
     optionsForClientTLS,
     platformTrust,
@@ -35,6 +34,10 @@ from zope.interface import implementer
 TLS_MODES = ("implicit", "starttls", "none")
 
 MINIMUM_VERSION = TLSVersion.TLSv1_2
+
+#: TLS 1.2 ciphers offered to clients: forward secrecy and AEAD only (TLS
+#: 1.3 suites are always modern).
+MODERN_CIPHERS = b"ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!aNULL:!MD5:!DSS"
 
 
 class TlsSettingsError(ValueError):
@@ -209,24 +212,27 @@ class ServerTLS:
 
     def _reload(self) -> None:
         stamp = self._files()
-        text = self._certificate.read_bytes()
-        marker = b"-----END CERTIFICATE-----"
-        pems = [piece + marker for piece in text.split(marker) if b"BEGIN CERTIFICATE" in piece]
-        if not pems:
+        if b"BEGIN CERTIFICATE" not in self._certificate.read_bytes():
             raise TlsSettingsError(f"{self._certificate} holds no PEM certificate")
-        certificates = [Certificate.loadPEM(pem.strip()) for pem in pems]
-        keyData = self._key.read_bytes()
-        try:
-            key = PrivateCertificate.loadPEM(keyData + b"\n" + pems[0]).privateKey
-        except Exception as e:  # pyOpenSSL raises several error types
-            raise TlsSettingsError(f"{self._key}: cannot load the private key: {e}") from None
-        options = CertificateOptions(
-            privateKey=key.original,
-            certificate=certificates[0].original,
-            extraCertChain=[c.original for c in certificates[1:]],
-            raiseMinimumTo=self._minimumVersion,
+        context = SSL.Context(SSL.TLS_METHOD)
+        context.set_min_proto_version(
+            SSL.TLS1_3_VERSION if self._minimumVersion == TLSVersion.TLSv1_3 else SSL.TLS1_2_VERSION
         )
-        context = options.getContext()
+        context.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE)
+        context.set_cipher_list(MODERN_CIPHERS)
+        try:
+            context.use_certificate_chain_file(str(self._certificate))
+        except SSL.Error as e:
+            raise TlsSettingsError(
+                f"{self._certificate}: not a usable certificate chain: {e}"
+            ) from None
+        try:
+            context.use_privatekey_file(str(self._key))
+        except SSL.Error:
+            raise TlsSettingsError(
+                f"{self._key}: not a private key, or it does not match the certificate in "
+                f"{self._certificate}"
+            ) from None
         try:
             context.check_privatekey()
         except SSL.Error:
