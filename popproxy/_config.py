@@ -98,6 +98,47 @@ class TlsConfig:
 
 
 REQUIRE_TLS = ("auto", "always", "never")
+TOP_MODES = ("full", "partial")
+ON_ERROR = ("tempfail", "deliver")
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    """
+    One entry of the filter chain, as configured.
+
+    @ivar plugin: a plugin name, a path to a .py file or "module:object".
+    @ivar name: the name in logs (default: the filter's own name).
+    @ivar onError: C{"tempfail"} or C{"deliver"} (with a header).
+    @ivar settings: the plugin's own settings table.
+    """
+
+    plugin: str
+    name: str | None = None
+    timeout: float = 30.0
+    onError: str = "tempfail"
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ChainConfig:
+    """
+    How the filter chain runs.
+
+    @ivar pluginDirs: directories searched for plugins named by a bare name.
+    @ivar quarantine: directory keeping originals replaced by notices.
+    @ivar top: C{"full"}: TOP fetches and filters the whole message, then
+        cuts it (consistent with RETR); C{"partial"}: TOP's partial message
+        is filtered as such.
+    @ivar threadThreshold: messages at least this big are parsed in a thread.
+    """
+
+    pluginDirs: tuple[Path, ...] = ()
+    quarantine: Path | None = None
+    top: str = "full"
+    threadThreshold: int = 1_000_000
+    keepaliveAfter: float = 20.0
+    cacheBytes: int = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -119,6 +160,10 @@ class Config:
     userHost: UserHostRouting = field(default_factory=UserHostRouting)
     demo: DemoConfig | None = None
     tls: TlsConfig = TlsConfig()
+    filters: tuple[FilterConfig, ...] = ()
+    chain: ChainConfig = ChainConfig()
+    #: The directory relative paths are relative to.
+    base: Path = Path(".")
     #: Settings given as command-line flags rather than in the file.
     overridden: frozenset[str] = frozenset()
 
@@ -245,7 +290,7 @@ def parseConfig(text: str, source: str = "<config>", base: Path | None = None) -
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{source}: not valid TOML: {e}") from None
     base = base or Path.cwd()
-    known = {"proxy", "upstream", "route", "user_host", "demo", "tls"}
+    known = {"proxy", "upstream", "route", "user_host", "demo", "tls", "chain", "filter"}
     for key in data:
         if key not in known:
             raise ConfigError(f"{source}: [{key}]: unknown section")
@@ -353,8 +398,49 @@ def parseConfig(text: str, source: str = "<config>", base: Path | None = None) -
         listen=tlsListen,
     )
 
+    chainTable = _Table(source, "chain", data.get("chain", {}))
+    pluginDirs = chainTable.strings("plugin_dirs", ("plugins",))
+    quarantine = chainTable.string("quarantine")
+    top = chainTable.string("top", "full")
+    threadThreshold = chainTable.integer("thread_threshold", 1_000_000, minimum=0)
+    keepaliveAfter = chainTable.number("keepalive_after", 20.0, minimum=0)
+    cacheBytes = chainTable.integer("cache_bytes", 8 * 1024 * 1024, minimum=0)
+    chainTable.finish()
+    if top not in TOP_MODES:
+        raise ConfigError(f"{source}: [chain] top: must be one of {', '.join(TOP_MODES)}")
+    chain = ChainConfig(
+        pluginDirs=tuple(base / directory for directory in pluginDirs),
+        quarantine=(base / quarantine) if quarantine else None,
+        top=top,
+        threadThreshold=threadThreshold,
+        keepaliveAfter=keepaliveAfter,
+        cacheBytes=cacheBytes,
+    )
+    filterList = data.get("filter", [])
+    if not isinstance(filterList, list):
+        raise ConfigError(f"{source}: [[filter]] must be an array of tables")
+    filters = []
+    for number, entry in enumerate(filterList, 1):
+        table = _Table(source, f"filter #{number}", entry)
+        plugin = table.string("plugin")
+        name = table.string("name")
+        timeout = table.number("timeout", 30.0, minimum=0.001)
+        onError = table.string("on_error", "tempfail")
+        settings = table.table("settings")
+        table.finish()
+        if not plugin:
+            raise ConfigError(f"{source}: [filter #{number}] plugin: missing")
+        if onError not in ON_ERROR:
+            raise ConfigError(
+                f"{source}: [filter #{number}] on_error: must be one of {', '.join(ON_ERROR)}"
+            )
+        filters.append(FilterConfig(plugin, name, timeout, onError, settings))
+
     return Config(
         source=source,
+        base=base,
+        filters=tuple(filters),
+        chain=chain,
         tls=tls,
         listen=listen,
         idleTimeout=idleTimeout,

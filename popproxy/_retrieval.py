@@ -40,6 +40,7 @@ class RetrievalContext:
     client: str
     upstream: str
     session: str
+    uidl: str | None = None
 
     @property
     def partial(self) -> bool:

@@ -108,6 +108,12 @@ class SessionSettings:
     requireTLS: str = "auto"
     #: Seconds to hold back the answer to a failed login (slows guessing).
     loginFailureDelay: float = 1.0
+    #: TOP with a filter chain: C{"full"} or C{"partial"} (see docs).
+    topMode: str = "full"
+    #: Seconds a filter chain may run before keepalive bytes are sent.
+    keepaliveAfter: float = 20.0
+    #: Filtered messages kept per session for repeated RETR/TOP.
+    cacheBytes: int = 8 * 1024 * 1024
 
 
 def _message(text: str) -> bytes:
@@ -225,6 +231,9 @@ class ClientSession(Protocol, TimeoutMixin):
         self._handler: _Relay | _Collect | None = None
         self._throttled = False
         self._saslStep: Callable[[bytes], None] | None = None
+        self._filtered: dict[int, _Filtered] = {}
+        self._sizes: dict[int, tuple[int, int]] = {}
+        self._deleted: set[int] = set()
         self._apopTimestamp: bytes | None = None
         self._greeted = False
         self._ending = "client closed the connection"
@@ -929,8 +938,25 @@ class ClientSession(Protocol, TimeoutMixin):
         return numbers
 
     def do_STAT(self, arguments: bytes) -> None:
-        if self._numbers(arguments, 0, 0) is not None:
+        if self._numbers(arguments, 0, 0) is None:
+            return
+        if not self._sizes:
             self._relay(b"STAT")
+            return
+
+        def received(status: StatusLine, body: bytes) -> None:
+            parts = status.line.split(b" ")
+            if status.ok and len(parts) >= 3 and parts[2].isdigit():
+                change = sum(
+                    filtered - original
+                    for index, (filtered, original) in self._sizes.items()
+                    if index not in self._deleted
+                )
+                parts[2] = b"%d" % max(0, int(parts[2]) + change)
+            self._reply(b" ".join(parts))
+            self._commandDone()
+
+        self._relay(b"STAT", False, _Collect(received))
 
     def do_NOOP(self, arguments: bytes) -> None:
         if self._numbers(arguments, 0, 0) is not None:
@@ -938,16 +964,39 @@ class ClientSession(Protocol, TimeoutMixin):
 
     def do_RSET(self, arguments: bytes) -> None:
         if self._numbers(arguments, 0, 0) is not None:
+            self._deleted.clear()
             self._relay(b"RSET")
 
     def _listing(self, name: bytes, arguments: bytes) -> None:
         numbers = self._messageNumbers(arguments, 0, 1)
         if numbers is None:
             return
-        if numbers:
+        if name == b"LIST" and self._sizes:
+            # Report the size RETR delivers for messages the chain changed.
+            line = b"LIST %d" % numbers[0] if numbers else b"LIST"
+            self._relay(line, not numbers, _Collect(self._listReceived))
+        elif numbers:
             self._relay(name + b" %d" % numbers[0])
         else:
             self._relay(name, multiLine=True)
+
+    def _listReceived(self, status: StatusLine, body: bytes) -> None:
+        if not status.ok:
+            self._reply(status.line)
+        elif not body:
+            parts = status.line.split(b" ")
+            if len(parts) >= 3 and parts[1].isdigit() and int(parts[1]) in self._sizes:
+                parts[2] = b"%d" % self._sizes[int(parts[1])][0]
+            self._reply(b" ".join(parts))
+        else:
+            lines = []
+            for entry in body.split(b"\r\n")[:-1]:
+                fields = entry.split(b" ")
+                if len(fields) >= 2 and fields[0].isdigit() and int(fields[0]) in self._sizes:
+                    fields[1] = b"%d" % self._sizes[int(fields[0])][0]
+                lines.append(b" ".join(fields) + b"\r\n")
+            self._write(status.line + b"\r\n" + b"".join(lines) + b".\r\n")
+        self._commandDone()
 
     def do_LIST(self, arguments: bytes) -> None:
         self._listing(b"LIST", arguments)
@@ -958,7 +1007,13 @@ class ClientSession(Protocol, TimeoutMixin):
     def do_DELE(self, arguments: bytes) -> None:
         numbers = self._messageNumbers(arguments, 1, 1)
         if numbers is not None:
-            self._relay(b"DELE %d" % numbers[0])
+            index = numbers[0]
+
+            def answered(status: StatusLine) -> None:
+                if status.ok:
+                    self._deleted.add(index)
+
+            self._relay(b"DELE %d" % index, False, _Relay(self, answered))
 
     def do_RETR(self, arguments: bytes) -> None:
         numbers = self._messageNumbers(arguments, 1, 1)
@@ -976,35 +1031,73 @@ class ClientSession(Protocol, TimeoutMixin):
         if not hook.active:
             self._relay(line, multiLine=True)
             return
-        context = RetrievalContext(
-            command=command,
-            index=index,
-            lines=lines,
-            user=self.user or "",
-            client=self.client,
-            upstream=str(self._upstreamAddress or ""),
-            session=self.sessionId,
-        )
+        cached = self._filtered.get(index)
+        if cached is not None:
+            self._deliver(cached, command, lines)
+            self._commandDone()
+            return
+        partial = command == "TOP" and self._settings.topMode == "partial"
+        # RETR, and TOP in "full" mode, fetch and filter the whole message,
+        # so TOP shows the headers RETR will deliver (tags included) and
+        # "TOP n 99999999" (fetchmail) is a full retrieval through the chain.
+        fetch = line if partial else b"RETR %d" % index
 
-        def received(status: StatusLine, body: bytes) -> None:
+        def uidlReceived(status: StatusLine, body: bytes) -> None:
+            # "+OK 3 uid" -> "uid"
+            parts = status.line.split(b" ")
+            uidl = parts[2].decode("ascii", "replace") if status.ok and len(parts) > 2 else None
+            context = RetrievalContext(
+                command=command,
+                index=index,
+                lines=lines,
+                user=self.user or "",
+                client=self.client,
+                upstream=str(self._upstreamAddress or ""),
+                session=self.sessionId,
+                uidl=uidl,
+            )
+            self._relay(fetch, True, _Collect(lambda status, body: received(context, status, body)))
+
+        def received(context: RetrievalContext, status: StatusLine, body: bytes) -> None:
             if not status.ok:
                 self._reply(status.line)
                 self._commandDone()
                 return
             original = unstuff(body)
             self._busy = True
+            keepalive = _Keepalive(self, self._settings.keepaliveAfter)
             processing = hook.processMessage(context, original)
-            processing.addCallbacks(delivered, failed, callbackArgs=(status, original))
+            processing.addCallbacks(
+                delivered,
+                failed,
+                callbackArgs=(status, original, keepalive),
+                errbackArgs=(keepalive,),
+            )
 
-        def delivered(message: bytes, status: StatusLine, original: bytes) -> None:
+        def delivered(
+            message: bytes, status: StatusLine, original: bytes, keepalive: _Keepalive
+        ) -> None:
             if self._closing:
+                keepalive.stop()
                 return
-            if message is not original and message != original:
-                status = StatusLine(_message(f"+OK {len(message)} octets"))
-            self._write(status.line + b"\r\n" + stuff(message))
+            changed = message is not original and message != original
+            if keepalive.stop():
+                # Part of a header line is already on the wire: finish it
+                # and deliver the message below it.
+                message = keepalive.prefix + b"\r\n" + message
+                changed = True
+            entry = _Filtered(message, None if changed else status.line)
+            if not partial:
+                self._remember(index, entry, len(original))
+            if keepalive.started:
+                out = topOf(message, lines or 0) if command == "TOP" and not partial else message
+                self._write(_continueStuffed(out[len(keepalive.sent) :]))
+            else:
+                self._deliver(entry, "RETR" if partial else command, None if partial else lines)
             self._commandDone()
 
-        def failed(failure: Failure) -> None:
+        def failed(failure: Failure, keepalive: _Keepalive) -> None:
+            started = keepalive.stop()
             if self._closing:
                 return
             if failure.check(TemporaryFailure):
@@ -1018,10 +1111,131 @@ class ClientSession(Protocol, TimeoutMixin):
                     index=index,
                 )
                 reason = "the message could not be filtered"
+            if started:
+                # "+OK" is out already: cut the response off (no final dot),
+                # so the client cannot store it; the message stays upstream.
+                self.log.warn(
+                    "session {session}: {command} {index} failed after keepalive began: "
+                    "{reason}; connection closed",
+                    session=self.sessionId,
+                    command=command,
+                    index=index,
+                    reason=reason,
+                )
+                self._closing = True
+                self._ending = f"filter failed during keepalive: {reason}"
+                self._dropUpstream()
+                assert self.transport is not None
+                self.transport.loseConnection()
+                return
             self._reply(_message(f"-ERR [SYS/TEMP] {reason}"))
             self._commandDone()
 
-        self._relay(line, True, _Collect(received))
+        self._relay(b"UIDL %d" % index, False, _Collect(uidlReceived))
+
+    def _remember(self, index: int, entry: _Filtered, originalSize: int) -> None:
+        """
+        Keep a filtered message for repeated RETR/TOP (within the session's
+        memory budget) and its size for LIST and STAT.
+        """
+        self._sizes[index] = (len(entry.message), originalSize)
+        budget = self._settings.cacheBytes
+        if len(entry.message) > budget:
+            return
+        self._filtered[index] = entry
+        while sum(len(e.message) for e in self._filtered.values()) > budget:
+            del self._filtered[next(iter(self._filtered))]
+
+    def _deliver(self, entry: _Filtered, command: str, lines: int | None) -> None:
+        message = entry.message
+        if command == "TOP":
+            self._write(b"+OK top of message follows\r\n" + stuff(topOf(message, lines or 0)))
+            return
+        status = entry.status or _message(f"+OK {len(message)} octets")
+        self._write(status + b"\r\n" + stuff(message))
+
+
+class _Keepalive:
+    """
+    Keeps a client from timing out while a slow filter chain runs.
+
+    After C{after} seconds it sends the C{+OK} line and starts a header
+    line, C{X-Popproxy-Wait:}, adding one character to it every few
+    seconds.  Real clients' read timeouts are reset by every byte, and the
+    line becomes a harmless header of the delivered message, so nothing
+    sent early can corrupt it.  A chain that fails after that can only cut
+    the connection (no final dot), so the client stores nothing.
+    """
+
+    INTERVAL = 5.0
+
+    def __init__(self, session: ClientSession, after: float) -> None:
+        self._session = session
+        self.prefix = b""
+        self.sent = b""
+        self.started = False
+        self._call: object | None = None
+        if after > 0:
+            self._call = session._settings.clock.callLater(after, self._begin)
+
+    def _begin(self) -> None:
+        self.started = True
+        self.prefix = b"X-Popproxy-Wait: "
+        self._session._write(b"+OK message follows\r\n" + self.prefix)
+        self._call = self._session._settings.clock.callLater(self.INTERVAL, self._tick)
+
+    def _tick(self) -> None:
+        self.prefix += b"."
+        self._session._write(b".")
+        self._call = self._session._settings.clock.callLater(self.INTERVAL, self._tick)
+
+    def stop(self) -> bool:
+        """
+        Stop; return whether anything was sent.
+        """
+        call = self._call
+        if call is not None and call.active():  # type: ignore[attr-defined]
+            call.cancel()  # type: ignore[attr-defined]
+        self._call = None
+        self.sent = self.prefix
+        return self.started
+
+
+def _continueStuffed(rest: bytes) -> bytes:
+    """
+    Dot-stuff the rest of a message whose first bytes (part of a header
+    line, never at a line start) are already on the wire.
+    """
+    return stuff(b"x" + rest)[1:]
+
+
+def topOf(message: bytes, lines: int) -> bytes:
+    """
+    The headers, the empty line and the first C{lines} body lines of
+    C{message} (RFC 1939 TOP).
+    """
+    end = message.find(b"\r\n\r\n")
+    if end == -1:
+        return message
+    headerEnd = end + 4
+    position = headerEnd
+    for _ in range(lines):
+        following = message.find(b"\r\n", position)
+        if following == -1:
+            return message
+        position = following + 2
+    return message[:position]
+
+
+@dataclass(frozen=True, slots=True)
+class _Filtered:
+    """
+    A message as the chain delivered it, and the upstream's status line if
+    the chain left it unchanged (so it is relayed verbatim).
+    """
+
+    message: bytes
+    status: bytes | None
 
 
 class SessionFactory(ServerFactory):

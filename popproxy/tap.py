@@ -10,19 +10,27 @@ Listening happens in C{privilegedStartService}, so twistd can bind port
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.internet.protocol import ServerFactory
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import usage
 
+from popproxy._chain import ChainEntry, FilterChain
 from popproxy._config import Config, ConfigError, checkConfig, loadConfig
+from popproxy._plugins import PluginError, loadFilter
 from popproxy._proxyheader import ProxyHeaderFactory
+from popproxy._quarantine import DirectoryQuarantine
+from popproxy._retrieval import PassThrough
 from popproxy._routing import Router
 from popproxy._session import SessionFactory, SessionSettings
 from popproxy._tls import ServerTLS, endpointHost, isLoopback, minimumVersion
@@ -95,10 +103,39 @@ def makeService(options: Options) -> IService:
             lambda description: serverFromString(reactor, description),
             lambda description: clientFromString(reactor, description),
         )
+        chain = buildChain(config, reactor)
     except ConfigError as e:
         sys.stderr.write(f"popproxy: {e}\n")
         raise SystemExit(1) from None
-    return serviceFromConfig(config, reactor)
+    return serviceFromConfig(config, reactor, chain)
+
+
+def buildChain(config: Config, reactor: Any) -> FilterChain:
+    """
+    Load every configured filter, in order.
+
+    @raise ConfigError: a plugin cannot be loaded or used.
+    """
+    entries = []
+    for number, entry in enumerate(config.filters, 1):
+        try:
+            found = loadFilter(entry.plugin, entry.settings, config.base, config.chain.pluginDirs)
+        except PluginError as e:
+            raise ConfigError(f"{config.source}: [filter #{number}] plugin: {e}") from None
+        entries.append(ChainEntry(entry.name or found.name, found, entry.timeout, entry.onError))
+
+    def runInThread(function: Callable[[], Any]) -> Deferred[Any]:
+        return deferToThreadPool(reactor, reactor.getThreadPool(), function)
+
+    quarantine = None
+    if config.chain.quarantine is not None:
+        try:
+            quarantine = DirectoryQuarantine(config.chain.quarantine, runInThread)
+        except OSError as e:
+            raise ConfigError(
+                f"{config.source}: [chain] quarantine: {config.chain.quarantine}: {e.strerror}"
+            ) from None
+    return FilterChain(entries, reactor, quarantine, runInThread, config.chain.threadThreshold)
 
 
 class Listener(StreamServerEndpointService):
@@ -143,7 +180,9 @@ def _listener(
     return Listener(description, serverFromString(reactor, description), wrapped)
 
 
-def serviceFromConfig(config: Config, reactor: object) -> MultiService:
+def serviceFromConfig(
+    config: Config, reactor: Any, chain: FilterChain | None = None
+) -> MultiService:
     """
     The services that run a checked configuration on C{reactor}.
     """
@@ -161,6 +200,10 @@ def serviceFromConfig(config: Config, reactor: object) -> MultiService:
         idleTimeout=config.idleTimeout,
         maxFailedLogins=config.maxFailedLogins,
         loginFailureDelay=config.loginFailureDelay,
+        hook=chain if chain is not None else PassThrough(),
+        topMode=config.chain.top,
+        keepaliveAfter=config.chain.keepaliveAfter,
+        cacheBytes=config.chain.cacheBytes,
         serverTLS=serverTLS,
         requireTLS=config.tls.require,
     )

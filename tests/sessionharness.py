@@ -113,6 +113,8 @@ class Harness:
     requireTLS: str = "auto"
     localAddress: str = "127.0.0.1"
     loginFailureDelay: float = 0.0
+    #: Other SessionSettings fields to set (e.g. topMode, keepaliveAfter).
+    extra: dict[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.clock = Clock()
@@ -128,6 +130,7 @@ class Harness:
             implicitTLS=self.implicitTLS,
             requireTLS=self.requireTLS,
             loginFailureDelay=self.loginFailureDelay,
+            **self.extra,  # type: ignore[arg-type]
         )
         self.session = ClientSession(self.settings)
         self.client = ClosingTransport(

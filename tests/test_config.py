@@ -19,6 +19,7 @@ from twisted.python.usage import UsageError
 
 from popproxy._config import (
     DEFAULT_LISTEN,
+    ChainConfig,
     Config,
     ConfigError,
     DemoConfig,
@@ -96,7 +97,9 @@ def test_emptyFileGivesDefaults() -> None:
     no upstream, no routes, user@host off, no demo.
     """
     config = parseConfig("", SOURCE)
-    assert config == Config(source=SOURCE)
+    assert config == Config(
+        source=SOURCE, base=Path.cwd(), chain=ChainConfig(pluginDirs=(Path.cwd() / "plugins",))
+    )
     assert config.listen == DEFAULT_LISTEN == ("tcp:1110:interface=127.0.0.1",)
     assert config.idleTimeout == 600.0
     assert config.maxFailedLogins == 3
@@ -209,6 +212,8 @@ mailbox = "box"
         ),
         userHost=UserHostRouting(True, ("%",), {"pop.example.net": "tls:pop.example.net:995"}),
         demo=DemoConfig("tcp:1100", "sample", "secret", tmp_path / "box"),
+        base=tmp_path,
+        chain=ChainConfig(pluginDirs=(tmp_path / "plugins",)),
     )
     checkWithReactor(config)
 

@@ -6,14 +6,12 @@ every command and state, pipelining, framing attacks, failures, timeouts.
 
 from __future__ import annotations
 
-from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionLost
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 
 from popproxy._config import Config, DomainRoute, UserHostRouting
 from popproxy._framing import stuff
-from popproxy._retrieval import RetrievalContext, TemporaryFailure
 from tests.sessionharness import Harness
 
 
@@ -515,70 +513,6 @@ def test_pipelineFloodPausesReading() -> None:
         h.upstream.reply(b"+OK\r\n")
     assert h.client.producerState == "producing"
     assert h.received() == b"+OK\r\n" * 200
-
-
-class AddHeader:
-    """
-    A filter hook that prepends a header, or fails as told.
-    """
-
-    active = True
-
-    def __init__(self, failWith: Exception | None = None) -> None:
-        self.failWith = failWith
-        self.seen: list[tuple[RetrievalContext, bytes]] = []
-
-    def processMessage(self, context: RetrievalContext, message: bytes) -> Deferred[bytes]:
-        self.seen.append((context, message))
-        if self.failWith is not None:
-            return fail(self.failWith)
-        return succeed(b"X-Filtered: yes\r\n" + message)
-
-
-def test_hookSeesUnstuffedAndRestuffs() -> None:
-    """
-    An active hook gets the dot-unstuffed message and its context; what it
-    returns is stuffed, sized and delivered.
-    """
-    hook = AddHeader()
-    h = Harness(hook=hook)
-    h.login()
-    h.send(b"TOP 1 0\r\n")
-    h.upstream.reply(b"+OK\r\nSubject: s\r\n\r\n..dot\r\n.\r\n")
-    context, message = hook.seen[0]
-    assert message == b"Subject: s\r\n\r\n.dot\r\n"
-    assert (context.command, context.index, context.lines, context.user) == ("TOP", 1, 0, "alice")
-    assert context.partial
-    out = b"X-Filtered: yes\r\nSubject: s\r\n\r\n.dot\r\n"
-    assert h.received() == b"+OK %d octets\r\n" % len(out) + stuff(out)
-
-
-def test_hookTemporaryFailure() -> None:
-    """
-    A hook failing with TemporaryFailure gives -ERR [SYS/TEMP] and nothing
-    of the message.
-    """
-    h = Harness(hook=AddHeader(TemporaryFailure("virus scanner unavailable")))
-    h.login()
-    h.send(b"RETR 1\r\n")
-    h.upstream.reply(b"+OK\r\nbody\r\n.\r\n")
-    assert h.received() == b"-ERR [SYS/TEMP] virus scanner unavailable\r\n"
-
-
-def test_hookCrashFailsClosed() -> None:
-    """
-    A hook that raises unexpectedly does not crash the session nor deliver
-    the unfiltered message: -ERR [SYS/TEMP], and the session goes on.
-    """
-    h = Harness(hook=AddHeader(RuntimeError("bug")))
-    h.login()
-    with capturedLogs() as events:
-        h.send(b"RETR 1\r\n")
-        h.upstream.reply(b"+OK\r\nbody\r\n.\r\n")
-    assert h.received() == b"-ERR [SYS/TEMP] the message could not be filtered\r\n"
-    assert any("filtering RETR 1 failed" in formatEvent(e) for e in events)
-    h.send(b"NOOP\r\n")
-    assert h.upstream.received().endswith(b"NOOP\r\n")
 
 
 def test_logsNeverHoldPasswords() -> None:

@@ -1,0 +1,215 @@
+"""
+The filter chain: runs the configured filters, in order, over one message.
+
+L{FilterChain} is the relay's L{MessageHook}: it receives the dot-unstuffed
+message bytes of a RETR or TOP, runs each filter with its own timeout and
+error policy, keeps replaced originals in the quarantine, and returns the
+bytes to deliver (the very same object when no filter changed anything) or
+fails with L{TemporaryFailure}.  A filter that raises, hangs or returns
+garbage is logged with its name and the message's UIDL and handled by its
+policy: never a crashed session, never a silent pass.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, maybeDeferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from popproxy._retrieval import RetrievalContext, TemporaryFailure
+from popproxy._verdicts import Deliver, FilterContext, Replace, Rewrite, TempFail, Verdict
+from popproxy.message import Message
+
+T = TypeVar("T")
+
+#: The error policies a chain entry may have.
+ON_ERROR = ("tempfail", "deliver")
+
+#: Header added when a filter failed and its policy delivers anyway.
+UNCHECKED_HEADER = "X-Popproxy-Unchecked"
+
+#: Header added to a notice that replaced a quarantined original.
+QUARANTINE_HEADER = "X-Popproxy-Quarantine-Id"
+
+
+@dataclass(frozen=True)
+class ChainEntry:
+    """
+    One configured filter.
+
+    @ivar filter: the object providing L{IMessageFilter}.
+    @ivar timeout: seconds the filter may take for one message.
+    @ivar onError: C{"tempfail"}: a failing filter makes the client retry
+        later; C{"deliver"}: deliver with an L{UNCHECKED_HEADER} header.
+    """
+
+    name: str
+    filter: Any
+    timeout: float = 30.0
+    onError: str = "tempfail"
+
+
+class FilterFailed(Exception):
+    """
+    A filter raised, timed out or answered something that is not a verdict.
+    """
+
+
+def runHere(function: Callable[[], T]) -> Deferred[T]:
+    """
+    Run C{function} now (the default for tests and tiny messages).
+    """
+    return maybeDeferred(function)
+
+
+class FilterChain:
+    """
+    The ordered filters of the configuration.
+
+    @param quarantine: an L{IQuarantine} provider, or C{None}: then a
+        L{Replace} verdict cannot keep the original and becomes a temporary
+        failure (nothing a filter removes is ever thrown away).
+    @param runInThread: runs a callable off the reactor thread (for the
+        CPU-heavy parse of big messages), returning a Deferred.
+    @param threadThreshold: messages at least this big are parsed in a
+        thread before the filters run.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        entries: list[ChainEntry],
+        clock: IReactorTime,
+        quarantine: Any = None,
+        runInThread: Callable[[Callable[[], Any]], Deferred[Any]] = runHere,
+        threadThreshold: int = 1_000_000,
+    ) -> None:
+        self.entries = tuple(entries)
+        self._clock = clock
+        self._quarantine = quarantine
+        self._runInThread = runInThread
+        self._threadThreshold = threadThreshold
+
+    @property
+    def active(self) -> bool:
+        return bool(self.entries)
+
+    def processMessage(self, context: RetrievalContext, message: bytes) -> Deferred[bytes]:
+        return ensureDeferred(self.run(context, message))
+
+    async def run(self, retrieval: RetrievalContext, raw: bytes) -> bytes:
+        """
+        Run every filter over C{raw}; return the bytes to deliver.
+
+        @raise TemporaryFailure: a filter asked for it, or failed under the
+            C{tempfail} policy.
+        """
+        if len(raw) >= self._threadThreshold:
+            message = await self._runInThread(lambda: _parsed(raw))
+        else:
+            message = Message.fromBytes(raw)
+        notes: list[tuple[str, str]] = []
+        for entry in self.entries:
+            context = FilterContext(
+                command=retrieval.command,
+                index=retrieval.index,
+                uidl=retrieval.uidl,
+                user=retrieval.user,
+                client=retrieval.client,
+                upstream=retrieval.upstream,
+                session=retrieval.session,
+                partial=retrieval.partial,
+                log=Logger(namespace=f"popproxy.filter.{entry.name}"),
+                notes=tuple(notes),
+            )
+            try:
+                verdict = await self._judge(entry, message, context)
+            except FilterFailed as e:
+                self.log.error(
+                    "filter {filter} failed on {command} {index} (UIDL {uidl}): {error}",
+                    filter=entry.name,
+                    command=retrieval.command,
+                    index=retrieval.index,
+                    uidl=retrieval.uidl,
+                    error=str(e),
+                )
+                if entry.onError == "tempfail":
+                    raise TemporaryFailure(f"filter {entry.name} failed, try again later") from e
+                message = message.withHeaderAdded(
+                    UNCHECKED_HEADER, f"{entry.name} failed: {str(e)[:100]}"
+                )
+                continue
+            if verdict.note:
+                notes.append((entry.name, verdict.note))
+                self.log.info(
+                    "filter {filter} on {command} {index} (UIDL {uidl}): {note}",
+                    filter=entry.name,
+                    command=retrieval.command,
+                    index=retrieval.index,
+                    uidl=retrieval.uidl,
+                    note=verdict.note,
+                )
+            if isinstance(verdict, TempFail):
+                raise TemporaryFailure(verdict.reason)
+            if isinstance(verdict, Rewrite):
+                message = verdict.message
+            elif isinstance(verdict, Replace):
+                identifier = await self._keep(raw, context, verdict.reason, entry.name)
+                message = verdict.notice.withHeaderAdded(QUARANTINE_HEADER, identifier)
+        return raw if not message.changed and message.raw is raw else message.toBytes()
+
+    async def _judge(self, entry: ChainEntry, message: Message, context: FilterContext) -> Verdict:
+        def call() -> Any:
+            result = entry.filter.filterMessage(message, context)
+            if inspect.isawaitable(result):
+                return ensureDeferred(result)  # type: ignore[arg-type]
+            return result
+
+        running: Deferred[Any] = maybeDeferred(call)
+        running.addTimeout(entry.timeout, self._clock)
+        try:
+            verdict = await running
+        except CancelledError:
+            raise FilterFailed(f"no verdict within {entry.timeout:g} s") from None
+        except Exception as e:
+            raise FilterFailed(f"{type(e).__name__}: {e}") from e
+        if not isinstance(verdict, Verdict) or type(verdict) is Verdict:
+            raise FilterFailed(f"returned {type(verdict).__name__}, not a verdict")
+        if isinstance(verdict, Rewrite | Replace):
+            carried = verdict.message if isinstance(verdict, Rewrite) else verdict.notice
+            if not isinstance(carried, Message):
+                raise FilterFailed(f"{type(verdict).__name__} carries no Message")
+        if isinstance(verdict, Deliver | Rewrite | Replace | TempFail):
+            return verdict
+        raise FilterFailed(f"unknown verdict {type(verdict).__name__}")
+
+    async def _keep(self, raw: bytes, context: FilterContext, reason: str, name: str) -> str:
+        if self._quarantine is None:
+            raise TemporaryFailure(
+                f"filter {name} would replace the message but no quarantine is configured"
+            )
+        try:
+            identifier = await maybeDeferred(self._quarantine.store, raw, context, reason)
+        except Exception as e:
+            self.log.failure("cannot quarantine a message for filter {filter}", filter=name)
+            raise TemporaryFailure(
+                "the quarantine cannot keep the original, try again later"
+            ) from e
+        return str(identifier)
+
+
+def _parsed(raw: bytes) -> Message:
+    """
+    A message with its whole MIME tree built (done in a thread for big
+    messages, so other sessions are not blocked).
+    """
+    message = Message.fromBytes(raw)
+    for _ in message.walk():
+        pass
+    return message

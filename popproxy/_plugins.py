@@ -1,0 +1,143 @@
+"""
+Load the filter plugins named in the configuration and check them.
+
+A chain entry names its plugin in one of three ways:
+
+  - a bare name (C{"strip"}): a file C{<name>.py} in one of the plugin
+    directories (by default C{plugins/} beside the configuration file), or
+    else the plugin of that name shipped with popproxy;
+  - a path to a C{.py} file (relative to the configuration file);
+  - an importable C{"module:object"}.
+
+A file or shipped plugin module provides C{makeFilter(settings)}.  The
+object found is either a filter already (it provides L{IMessageFilter}; it
+then takes no settings) or a factory called with the entry's settings table
+that returns one.  Whatever comes out is checked with C{verifyObject}, so a
+typo fails at start-up, not at the first message.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import re
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from zope.interface.exceptions import Invalid
+from zope.interface.verify import verifyObject
+
+from popproxy.interfaces import IMessageFilter
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+class PluginError(Exception):
+    """
+    A plugin cannot be used; the message says why, in one line.
+    """
+
+
+def _loadFile(path: Path) -> ModuleType:
+    if not path.is_file():
+        raise PluginError(f"{path}: no such plugin file")
+    moduleName = f"popproxy_plugin_{re.sub(r'[^A-Za-z0-9_]', '_', str(path.resolve()))}"
+    if moduleName in sys.modules:
+        return sys.modules[moduleName]
+    spec = importlib.util.spec_from_file_location(moduleName, path)
+    if spec is None or spec.loader is None:
+        raise PluginError(f"{path}: cannot be loaded as Python")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[moduleName] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        del sys.modules[moduleName]
+        raise PluginError(f"{path}: fails to load: {type(e).__name__}: {e}") from None
+    return module
+
+
+def shippedPluginDirectory() -> Path:
+    """
+    Where the plugins shipped with popproxy are: the installed package
+    C{popproxy.plugins}, or C{plugins/} of a source checkout.
+    """
+    spec = importlib.util.find_spec("popproxy.plugins")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(list(spec.submodule_search_locations)[0])
+    return Path(__file__).resolve().parent.parent / "plugins"
+
+
+def _findObject(spec: str, base: Path, pluginDirs: tuple[Path, ...]) -> Any:
+    if ":" in spec and not spec.endswith(".py"):
+        moduleName, _, attribute = spec.partition(":")
+        try:
+            module = importlib.import_module(moduleName)
+        except Exception as e:
+            raise PluginError(f"cannot import {moduleName}: {type(e).__name__}: {e}") from None
+        try:
+            return getattr(module, attribute)
+        except AttributeError:
+            raise PluginError(f"{moduleName} has no {attribute}") from None
+    if spec.endswith(".py") or "/" in spec:
+        module = _loadFile(base / spec)
+    elif _NAME.match(spec):
+        for directory in pluginDirs:
+            candidate = directory / f"{spec}.py"
+            if candidate.is_file():
+                module = _loadFile(candidate)
+                break
+        else:
+            shipped = shippedPluginDirectory() / f"{spec}.py"
+            if not shipped.is_file():
+                searched = ", ".join(str(d) for d in pluginDirs) or "no plugin directory"
+                raise PluginError(
+                    f"no plugin named {spec!r} (searched {searched} and the shipped plugins)"
+                )
+            module = _loadFile(shipped)
+    else:
+        raise PluginError(f"{spec!r} is not a plugin name, a .py path or module:object")
+    factory = getattr(module, "makeFilter", None)
+    if factory is None:
+        raise PluginError(f"{module.__file__} does not define makeFilter(settings)")
+    return factory
+
+
+def loadFilter(
+    spec: str,
+    settings: Mapping[str, Any],
+    base: Path,
+    pluginDirs: tuple[Path, ...] = (),
+) -> Any:
+    """
+    The filter an entry of the chain describes.
+
+    @raise PluginError: it cannot be found, loaded or built, rejects its
+        settings, or does not provide L{IMessageFilter}.
+    """
+    found = _findObject(spec, base, pluginDirs)
+    if IMessageFilter.providedBy(found):
+        if settings:
+            raise PluginError(f"{spec} is a ready filter and takes no settings")
+        candidate = found
+    elif callable(found):
+        try:
+            candidate = found(dict(settings))
+        except (ValueError, TypeError, KeyError) as e:
+            raise PluginError(f"{spec} rejects its settings: {e}") from None
+        except Exception as e:
+            raise PluginError(f"{spec} fails to start: {type(e).__name__}: {e}") from None
+    else:
+        raise PluginError(f"{spec} is neither a filter nor a factory of filters")
+    try:
+        verifyObject(IMessageFilter, candidate)
+    except Invalid as e:
+        reason = " ".join(str(e).split())
+        raise PluginError(f"{spec} does not provide IMessageFilter: {reason}") from None
+    name = getattr(candidate, "name", None)
+    if not isinstance(name, str) or not name:
+        raise PluginError(f"{spec}: its filter has no name")
+    return candidate

@@ -1,0 +1,97 @@
+"""
+What a filter sees (L{FilterContext}) and what it answers (the verdicts):
+frozen values crossing the plugin API.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from twisted.logger import Logger
+
+from popproxy.message import Message
+
+
+@dataclass(frozen=True)
+class FilterContext:
+    """
+    What is known about the retrieval a filter is asked about.  Never holds
+    a password.
+
+    @ivar command: C{"RETR"} or C{"TOP"}.
+    @ivar index: the message number in the client's session.
+    @ivar uidl: the upstream's unique id of the message, if it has UIDL.
+    @ivar user: the login name the client used.
+    @ivar client: the client's address, C{"host:port"}.
+    @ivar upstream: the upstream server, as configured.
+    @ivar partial: the message is incomplete (a TOP preview filtered as
+        such): a missing body part does not mean it was removed.
+    @ivar session: the session id, as in the logs.
+    @ivar log: a logger for the filter; its events name the filter.
+    @ivar notes: what earlier filters in the chain said they did, by
+        filter name (see L{Verdict.note}).
+    """
+
+    command: str
+    index: int
+    user: str
+    client: str
+    upstream: str
+    session: str
+    uidl: str | None = None
+    partial: bool = False
+    log: Logger = field(default_factory=Logger, compare=False, repr=False)
+    notes: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """
+    Base of all verdicts.
+
+    @ivar note: a short text saying what the filter did (e.g. "removed
+        invoice.exe"); later filters see it in L{FilterContext.notes} and it
+        is logged.
+    """
+
+    note: str = field(default="", kw_only=True)
+
+
+@dataclass(frozen=True)
+class Deliver(Verdict):
+    """
+    Deliver the message as it is (unchanged by this filter).
+    """
+
+
+@dataclass(frozen=True)
+class Rewrite(Verdict):
+    """
+    Deliver C{message} instead (usually the received message with edits:
+    untouched parts stay byte-identical).
+    """
+
+    message: Message
+
+
+@dataclass(frozen=True)
+class Replace(Verdict):
+    """
+    Deliver C{notice} instead of the message and keep the original in the
+    quarantine.
+
+    @ivar reason: why, stored with the quarantined original.
+    """
+
+    notice: Message
+    reason: str
+
+
+@dataclass(frozen=True)
+class TempFail(Verdict):
+    """
+    Do not deliver now: the client gets C{-ERR [SYS/TEMP] reason}, the
+    message stays on the server and the client retries later.
+    """
+
+    reason: str

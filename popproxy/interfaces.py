@@ -1,0 +1,61 @@
+"""
+The public plugin API: the interface a filter provides and the values it
+receives and returns.
+
+A filter plugin is an object providing L{IMessageFilter}.  The chain calls
+C{filterMessage(message, context)} for every message a client retrieves;
+the method returns a verdict (L{Deliver}, L{Rewrite}, L{Replace},
+L{TempFail}) directly, as a Deferred, or from a coroutine (C{async def}).
+See docs/writing-plugins.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from zope.interface import Attribute, Interface
+
+from popproxy._verdicts import Deliver, FilterContext, Replace, Rewrite, TempFail, Verdict
+
+__all__ = [
+    "Deliver",
+    "FilterContext",
+    "IMessageFilter",
+    "IQuarantine",
+    "Replace",
+    "Rewrite",
+    "TempFail",
+    "Verdict",
+]
+
+
+class IMessageFilter(Interface):
+    """
+    A filter in the chain.
+    """
+
+    name = Attribute("A short name for logs and status headers, e.g. 'strip'.")
+
+    def filterMessage(message: Any, context: FilterContext) -> Any:
+        """
+        Judge one message.
+
+        @param message: a L{popproxy.message.Message}.
+        @return: a L{Verdict}, a Deferred firing with one, or an awaitable
+            (coroutine) returning one.
+        """
+
+
+class IQuarantine(Interface):
+    """
+    Where originals replaced by a notice are kept.
+    """
+
+    def store(original: bytes, context: FilterContext, reason: str) -> Any:
+        """
+        Keep C{original} safely.
+
+        @return: a Deferred firing with (or directly) the quarantine id,
+            which notices may show; failing means the original could not be
+            kept, so the message must not be replaced.
+        """

@@ -1,0 +1,234 @@
+"""
+Protocol tests for RETR and TOP through an active filter hook: what the
+hook sees, what the client receives, TOP/RETR consistency, LIST/STAT sizes,
+temporary failures and the keepalive that stops slow chains from tripping
+client timeouts.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.logger import capturedLogs, formatEvent
+
+from popproxy._framing import stuff
+from popproxy._retrieval import RetrievalContext, TemporaryFailure
+from popproxy._session import topOf
+from tests.sessionharness import Harness
+
+MESSAGE = b"Subject: s\r\n\r\n.dot\r\nline 2\r\nline 3\r\n"
+
+
+class AddHeader:
+    """
+    A filter hook that prepends a header, or fails, or waits, as told.
+    """
+
+    active = True
+
+    def __init__(self, failWith: Exception | None = None, wait: bool = False) -> None:
+        self.failWith = failWith
+        self.wait = wait
+        self.pending: list[Deferred[bytes]] = []
+        self.seen: list[tuple[RetrievalContext, bytes]] = []
+
+    def processMessage(self, context: RetrievalContext, message: bytes) -> Deferred[bytes]:
+        self.seen.append((context, message))
+        if self.failWith is not None:
+            return fail(self.failWith)
+        if self.wait:
+            waiting: Deferred[bytes] = Deferred()
+            self.pending.append(waiting)
+            return waiting
+        return succeed(b"X-Filtered: yes\r\n" + message)
+
+
+def serveRetr(h: Harness, index: int, message: bytes = MESSAGE, uidl: bytes = b"uid-1") -> None:
+    """
+    Play the upstream for the UIDL n + RETR n pair the proxy sends.
+    """
+    assert h.upstream.received() == b"UIDL %d\r\n" % index
+    h.upstream.reply(b"+OK %d %s\r\n" % (index, uidl))
+    assert h.upstream.received() == b"RETR %d\r\n" % index
+    h.upstream.reply(b"+OK %d octets\r\n" % len(message) + stuff(message))
+
+
+def test_hookSeesUnstuffedAndRestuffs() -> None:
+    """
+    An active hook gets the dot-unstuffed message and a context with the
+    UIDL; what it returns is stuffed and sent with its own size.
+    """
+    hook = AddHeader()
+    h = Harness(hook=hook)
+    h.login()
+    h.send(b"RETR 1\r\n")
+    serveRetr(h, 1)
+    context, message = hook.seen[0]
+    assert message == MESSAGE
+    assert (context.command, context.index, context.uidl, context.user) == (
+        "RETR",
+        1,
+        "uid-1",
+        "alice",
+    )
+    out = b"X-Filtered: yes\r\n" + MESSAGE
+    assert h.received() == b"+OK %d octets\r\n" % len(out) + stuff(out)
+
+
+def test_unchangedKeepsUpstreamStatus() -> None:
+    """
+    A message the chain did not change goes out with the upstream's own
+    status line and the exact bytes.
+    """
+
+    class Nothing(AddHeader):
+        def processMessage(self, context: RetrievalContext, message: bytes) -> Deferred[bytes]:
+            return succeed(message)
+
+    h = Harness(hook=Nothing())
+    h.login()
+    h.send(b"RETR 1\r\n")
+    serveRetr(h, 1)
+    assert h.received() == b"+OK %d octets\r\n" % len(MESSAGE) + stuff(MESSAGE)
+
+
+def test_topIsCutFromFilteredMessage() -> None:
+    """
+    TOP fetches and filters the whole message (so 'TOP n 99999999' is a
+    full retrieval) and shows the filtered headers; a later RETR is served
+    from the session cache, identical, without asking the upstream again.
+    """
+    hook = AddHeader()
+    h = Harness(hook=hook)
+    h.login()
+    h.send(b"TOP 1 1\r\n")
+    serveRetr(h, 1)
+    out = b"X-Filtered: yes\r\n" + MESSAGE
+    assert h.received() == b"+OK top of message follows\r\n" + stuff(topOf(out, 1))
+    assert topOf(out, 1) == b"X-Filtered: yes\r\nSubject: s\r\n\r\n.dot\r\n"
+    h.send(b"RETR 1\r\nTOP 1 99999999\r\n")
+    assert h.upstream.received() == b""
+    assert h.received() == (
+        b"+OK %d octets\r\n" % len(out)
+        + stuff(out)
+        + b"+OK top of message follows\r\n"
+        + stuff(out)
+    )
+    assert len(hook.seen) == 1
+
+
+def test_topPartialMode() -> None:
+    """
+    In 'partial' mode TOP is relayed as TOP and filtered as a partial
+    message, and not cached.
+    """
+    hook = AddHeader()
+    h = Harness(hook=hook, extra={"topMode": "partial"})
+    h.login()
+    h.send(b"TOP 1 0\r\n")
+    assert h.upstream.received() == b"UIDL 1\r\n"
+    h.upstream.reply(b"+OK 1 u\r\n")
+    assert h.upstream.received() == b"TOP 1 0\r\n"
+    h.upstream.reply(b"+OK\r\nSubject: s\r\n\r\n.\r\n")
+    context, message = hook.seen[0]
+    assert context.partial and message == b"Subject: s\r\n\r\n"
+
+
+def test_listAndStatReportFilteredSizes() -> None:
+    """
+    After the chain changed message 1, LIST (both forms) and STAT report the
+    size RETR delivers; a deleted message no longer counts in STAT.
+    """
+    h = Harness(hook=AddHeader())
+    h.login()
+    h.send(b"RETR 1\r\n")
+    serveRetr(h, 1)
+    h.received()
+    grown = len(b"X-Filtered: yes\r\n")
+    h.send(b"LIST\r\n")
+    h.upstream.reply(b"+OK 2 messages\r\n1 %d\r\n2 500\r\n.\r\n" % len(MESSAGE))
+    assert h.received() == b"+OK 2 messages\r\n1 %d\r\n2 500\r\n.\r\n" % (len(MESSAGE) + grown)
+    h.send(b"LIST 1\r\n")
+    h.upstream.reply(b"+OK 1 %d\r\n" % len(MESSAGE))
+    assert h.received() == b"+OK 1 %d\r\n" % (len(MESSAGE) + grown)
+    h.send(b"STAT\r\n")
+    h.upstream.reply(b"+OK 2 %d\r\n" % (len(MESSAGE) + 500))
+    assert h.received() == b"+OK 2 %d\r\n" % (len(MESSAGE) + 500 + grown)
+    h.send(b"DELE 1\r\n")
+    h.upstream.reply(b"+OK\r\n")
+    h.send(b"STAT\r\n")
+    h.upstream.reply(b"+OK 1 500\r\n")
+    assert h.received() == b"+OK\r\n+OK 1 500\r\n"
+
+
+def test_hookTemporaryFailure() -> None:
+    """
+    A hook failing with TemporaryFailure gives -ERR [SYS/TEMP] and nothing
+    of the message.
+    """
+    h = Harness(hook=AddHeader(TemporaryFailure("virus scanner unavailable")))
+    h.login()
+    h.send(b"RETR 1\r\n")
+    serveRetr(h, 1)
+    assert h.received() == b"-ERR [SYS/TEMP] virus scanner unavailable\r\n"
+
+
+def test_hookCrashFailsClosed() -> None:
+    """
+    A hook that raises unexpectedly does not crash the session nor deliver
+    the unfiltered message: -ERR [SYS/TEMP], and the session goes on.
+    """
+    h = Harness(hook=AddHeader(RuntimeError("bug")))
+    h.login()
+    with capturedLogs() as events:
+        h.send(b"RETR 1\r\n")
+        serveRetr(h, 1)
+    assert h.received() == b"-ERR [SYS/TEMP] the message could not be filtered\r\n"
+    assert any("filtering RETR 1 failed" in formatEvent(e) for e in events)
+    h.send(b"NOOP\r\n")
+    assert h.upstream.received().endswith(b"NOOP\r\n")
+
+
+def test_keepaliveDuringSlowChain() -> None:
+    """
+    When the chain is slow, the client gets '+OK' and a header line that
+    grows every few seconds; the message then follows below that header,
+    correctly stuffed and terminated, and LIST reports the delivered size.
+    """
+    hook = AddHeader(wait=True)
+    h = Harness(hook=hook, extra={"keepaliveAfter": 10})
+    h.login()
+    h.send(b"RETR 1\r\n")
+    serveRetr(h, 1)
+    h.clock.advance(9)
+    assert h.received() == b""
+    h.clock.advance(1)
+    assert h.received() == b"+OK message follows\r\nX-Popproxy-Wait: "
+    h.clock.advance(5)
+    h.clock.advance(5)
+    assert h.received() == b".."
+    hook.pending[0].callback(b".starts with a dot\r\n" + MESSAGE)
+    delivered = b"X-Popproxy-Wait: ..\r\n.starts with a dot\r\n" + MESSAGE
+    wire = b"+OK message follows\r\nX-Popproxy-Wait: .." + h.received()
+    assert wire == b"+OK message follows\r\n" + stuff(delivered)
+    h.clock.advance(60)
+    assert h.received() == b""
+    h.send(b"RETR 1\r\n")
+    assert h.received() == b"+OK %d octets\r\n" % len(delivered) + stuff(delivered)
+
+
+def test_failureAfterKeepaliveCutsConnection() -> None:
+    """
+    If the chain fails after keepalive bytes went out, the connection is
+    closed without the final dot line: the client stores nothing and the
+    message stays upstream.
+    """
+    hook = AddHeader(wait=True)
+    h = Harness(hook=hook, extra={"keepaliveAfter": 1})
+    h.login()
+    h.send(b"RETR 1\r\n")
+    serveRetr(h, 1)
+    h.clock.advance(1)
+    hook.pending[0].errback(TemporaryFailure("scanner died"))
+    assert not h.received().endswith(b".\r\n")
+    assert h.client.disconnecting
+    assert b"QUIT" not in h.upstream.received()
