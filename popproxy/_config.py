@@ -139,6 +139,9 @@ class ChainConfig:
     threadThreshold: int = 1_000_000
     keepaliveAfter: float = 20.0
     cacheBytes: int = 8 * 1024 * 1024
+    spoolThreshold: int = 4 * 1024 * 1024
+    maxSize: int = 100 * 1024 * 1024
+    oversize: str = "deliver"
 
 
 @dataclass(frozen=True)
@@ -405,7 +408,12 @@ def parseConfig(text: str, source: str = "<config>", base: Path | None = None) -
     threadThreshold = chainTable.integer("thread_threshold", 1_000_000, minimum=0)
     keepaliveAfter = chainTable.number("keepalive_after", 20.0, minimum=0)
     cacheBytes = chainTable.integer("cache_bytes", 8 * 1024 * 1024, minimum=0)
+    spoolThreshold = chainTable.integer("spool_threshold", 4 * 1024 * 1024, minimum=0)
+    maxSize = chainTable.integer("max_size", 100 * 1024 * 1024, minimum=0)
+    oversize = chainTable.string("oversize", "deliver")
     chainTable.finish()
+    if oversize not in ("deliver", "tempfail"):
+        raise ConfigError(f"{source}: [chain] oversize: must be deliver or tempfail")
     if top not in TOP_MODES:
         raise ConfigError(f"{source}: [chain] top: must be one of {', '.join(TOP_MODES)}")
     chain = ChainConfig(
@@ -415,6 +423,9 @@ def parseConfig(text: str, source: str = "<config>", base: Path | None = None) -
         threadThreshold=threadThreshold,
         keepaliveAfter=keepaliveAfter,
         cacheBytes=cacheBytes,
+        spoolThreshold=spoolThreshold,
+        maxSize=maxSize,
+        oversize=oversize,
     )
     filterList = data.get("filter", [])
     if not isinstance(filterList, list):

@@ -286,3 +286,88 @@ class ResponseParser:
             else:
                 events.append(None)
         return events
+
+
+class _ChunkedReplace:
+    """
+    Apply C{bytes.replace(b"\\r\\n.", replacement)} to a stream of
+    chunks, as if the stream began with CRLF (a body starts at a line
+    start), holding back only what could begin a match across chunks.
+    """
+
+    def __init__(self, replacement: bytes) -> None:
+        self._replacement = replacement
+        self._pending = CRLF
+        self._started = False
+        self.tail = b""
+
+    def _emit(self, processed: bytes) -> bytes:
+        out = processed.replace(b"\r\n.", self._replacement)
+        if not self._started:
+            self._started = True
+            out = out[2:]
+        if out:
+            self.tail = (self.tail + out)[-2:]
+        return out
+
+    def feed(self, data: bytes) -> bytes:
+        buffer = self._pending + data
+        cut = len(buffer)
+        if buffer.endswith(CRLF):
+            cut -= 2
+        elif buffer.endswith(b"\r"):
+            cut -= 1
+        if not self._started and cut < 3:
+            # Not yet known whether the body starts with a dot.
+            self._pending = buffer
+            return b""
+        self._pending = buffer[cut:]
+        return self._emit(buffer[:cut])
+
+    def flush(self) -> bytes:
+        rest, self._pending = self._pending, b""
+        if not self._started and rest == CRLF:
+            self._started = True
+            return b""
+        return self._emit(rest)
+
+
+class DotUnstuffer:
+    """
+    Undo dot-stuffing of a body arriving in chunks, in constant memory (the
+    streaming counterpart of L{unstuff}); feed the stuffed body without its
+    terminating line.
+    """
+
+    def __init__(self) -> None:
+        self._replace = _ChunkedReplace(CRLF)
+
+    def feed(self, data: bytes) -> bytes:
+        return self._replace.feed(data)
+
+    def finish(self) -> bytes:
+        return self._replace.flush()
+
+
+class DotStuffer:
+    """
+    Dot-stuff a message produced in chunks, in constant memory (the
+    streaming counterpart of L{stuff}).
+    """
+
+    def __init__(self) -> None:
+        self._replace = _ChunkedReplace(b"\r\n..")
+
+    def feed(self, data: bytes) -> bytes:
+        return self._replace.feed(data)
+
+    def finish(self) -> bytes:
+        """
+        The rest, a CRLF if the message lacked a final one, and the
+        terminating line.
+        """
+        rest = self._replace.flush()
+        tail = self._replace.tail
+        if tail and not tail.endswith(CRLF):
+            rest += CRLF
+        return rest + b".\r\n"

@@ -22,12 +22,14 @@ import base64
 import binascii
 import itertools
 import re
+import tempfile
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import IO
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.internet.interfaces import IPullProducer, IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol, ServerFactory, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
@@ -39,6 +41,8 @@ from popproxy._framing import (
     MAX_COMMAND_LINE,
     CommandFramer,
     CommandLine,
+    DotStuffer,
+    DotUnstuffer,
     FramingError,
     StatusLine,
     stuff,
@@ -114,6 +118,14 @@ class SessionSettings:
     keepaliveAfter: float = 20.0
     #: Filtered messages kept per session for repeated RETR/TOP.
     cacheBytes: int = 8 * 1024 * 1024
+    #: Messages above this many octets are spooled to a temporary file while
+    #: they arrive, and streamed in chunks when delivered.
+    spoolThreshold: int = 4 * 1024 * 1024
+    #: Messages above this many octets are not parsed.
+    maxSize: int = 100 * 1024 * 1024
+    #: What happens to them: C{"deliver"} (untouched, with a header) or
+    #: C{"tempfail"}.
+    oversize: str = "deliver"
 
 
 def _message(text: str) -> bytes:
@@ -228,7 +240,7 @@ class ClientSession(Protocol, TimeoutMixin):
         self._connecting: Deferred[UpstreamConnection] | None = None
         self._connectingAddress: UpstreamTarget | None = None
         self._waiters: list[Deferred[UpstreamConnection]] = []
-        self._handler: _Relay | _Collect | None = None
+        self._handler: _Relay | _Collect | _Spool | None = None
         self._throttled = False
         self._saslStep: Callable[[bytes], None] | None = None
         self._filtered: dict[int, _Filtered] = {}
@@ -411,7 +423,7 @@ class ClientSession(Protocol, TimeoutMixin):
         self,
         line: bytes,
         multiLine: bool = False,
-        handler: _Relay | _Collect | None = None,
+        handler: _Relay | _Collect | _Spool | None = None,
     ) -> None:
         """
         Send C{line} upstream and relay the response to the client.
@@ -1056,14 +1068,22 @@ class ClientSession(Protocol, TimeoutMixin):
                 session=self.sessionId,
                 uidl=uidl,
             )
-            self._relay(fetch, True, _Collect(lambda status, body: received(context, status, body)))
+            spool = _Spool(self._settings.spoolThreshold, lambda s: received(context, s))
+            self._relay(fetch, True, spool)
 
-        def received(context: RetrievalContext, status: StatusLine, body: bytes) -> None:
+        def received(context: RetrievalContext, spool: _Spool) -> None:
+            status = spool.status
+            assert status is not None
             if not status.ok:
+                spool.close()
                 self._reply(status.line)
                 self._commandDone()
                 return
-            original = unstuff(body)
+            if spool.size > self._settings.maxSize:
+                self._oversize(spool, context)
+                return
+            original = spool.read()
+            spool.close()
             self._busy = True
             keepalive = _Keepalive(self, self._settings.keepaliveAfter)
             processing = hook.processMessage(context, original)
@@ -1092,6 +1112,12 @@ class ClientSession(Protocol, TimeoutMixin):
             if keepalive.started:
                 out = topOf(message, lines or 0) if command == "TOP" and not partial else message
                 self._write(_continueStuffed(out[len(keepalive.sent) :]))
+            elif not partial and command == "RETR" and len(message) > self._settings.spoolThreshold:
+                # Big: stuff and send in chunks, never a second whole copy.
+                statusLine = entry.status or _message(f"+OK {len(message)} octets")
+                self._write(statusLine + b"\r\n")
+                self._send(_ChunkSource(memoryview(message)), b"")
+                return
             else:
                 self._deliver(entry, "RETR" if partial else command, None if partial else lines)
             self._commandDone()
@@ -1133,6 +1159,57 @@ class ClientSession(Protocol, TimeoutMixin):
 
         self._relay(b"UIDL %d" % index, False, _Collect(uidlReceived))
 
+    def _oversize(self, spool: _Spool, context: RetrievalContext) -> None:
+        """
+        A message above the maximum size is not parsed: by policy it is
+        delivered untouched below a header saying so (streamed from the
+        spool file), or refused for now.
+        """
+        self.log.warn(
+            "session {session}: {command} {index} (UIDL {uidl}) is {size} octets, over "
+            "max_size: {policy}",
+            session=self.sessionId,
+            command=context.command,
+            index=context.index,
+            uidl=context.uidl,
+            size=spool.size,
+            policy=self._settings.oversize,
+        )
+        if self._settings.oversize == "tempfail":
+            spool.close()
+            self._reply(b"-ERR [SYS/TEMP] the message is too large to be filtered")
+            self._commandDone()
+            return
+        header = _message(f"X-Popproxy-Unchecked: too large to filter ({spool.size} octets)\r\n")
+        if context.command == "TOP" and context.lines is not None:
+            # Cut from the spooled original, without parsing it.
+            message = header + topOf(spool.head(1 << 20), context.lines)
+            spool.close()
+            self._write(b"+OK top of message follows\r\n" + stuff(message))
+            self._commandDone()
+            return
+        self._write(_message(f"+OK {spool.size + len(header)} octets\r\n"))
+        self._send(spool, header)
+
+    def _send(self, source: _ChunkSource | _Spool, prefix: bytes) -> None:
+        """
+        Stream a big message to the client, dot-stuffed chunk by chunk, as
+        fast as the client reads (a pull producer on its transport).
+        """
+        self._busy = True
+        self._unthrottle()
+        sender = _Sender(self, source, prefix)
+        assert self.transport is not None
+        self.transport.registerProducer(sender, False)  # type: ignore[attr-defined]
+
+    def _sent(self) -> None:
+        assert self.transport is not None
+        self.transport.unregisterProducer()  # type: ignore[attr-defined]
+        if self._upstream is not None and not self._closing:
+            self.transport.registerProducer(_UpstreamThrottle(self._upstream), True)  # type: ignore[attr-defined]
+            self._throttled = True
+        self._commandDone()
+
     def _remember(self, index: int, entry: _Filtered, originalSize: int) -> None:
         """
         Keep a filtered message for repeated RETR/TOP (within the session's
@@ -1153,6 +1230,132 @@ class ClientSession(Protocol, TimeoutMixin):
             return
         status = entry.status or _message(f"+OK {len(message)} octets")
         self._write(status + b"\r\n" + stuff(message))
+
+
+class _Spool:
+    """
+    Receives a multi-line response body, unstuffing it as it arrives; keeps
+    it in memory up to C{threshold} octets and in a temporary file beyond,
+    so a big message costs memory only when (and if) it is parsed.
+    """
+
+    def __init__(self, threshold: int, done: Callable[[_Spool], None]) -> None:
+        self._threshold = threshold
+        self._done = done
+        self._unstuffer = DotUnstuffer()
+        self._held = b""
+        self._parts: list[bytes] = []
+        self._file: IO[bytes] | None = None
+        self.size = 0
+        self.status: StatusLine | None = None
+        self.inBody = False
+
+    def statusReceived(self, status: StatusLine) -> None:
+        self.status = status
+
+    def bodyReceived(self, data: bytes) -> None:
+        # The terminating ".CRLF" ends the last piece: hold 3 octets back.
+        buffered = self._held + data
+        self._held = buffered[-3:]
+        self._store(self._unstuffer.feed(buffered[:-3]))
+
+    def responseFinished(self) -> None:
+        self._store(self._unstuffer.finish())
+        self._done(self)
+
+    def _store(self, data: bytes) -> None:
+        if not data:
+            return
+        self.size += len(data)
+        if self._file is not None:
+            self._file.write(data)
+            return
+        self._parts.append(data)
+        if self.size > self._threshold:
+            self._file = tempfile.TemporaryFile(prefix="popproxy-spool-")
+            for part in self._parts:
+                self._file.write(part)
+            self._parts = []
+
+    def read(self) -> bytes:
+        """
+        The whole message.
+        """
+        if self._file is None:
+            return b"".join(self._parts)
+        self._file.seek(0)
+        return self._file.read()
+
+    def head(self, size: int) -> bytes:
+        if self._file is None:
+            return b"".join(self._parts)[:size]
+        self._file.seek(0)
+        return self._file.read(size)
+
+    def chunks(self, size: int = 65536) -> Iterator[bytes]:
+        if self._file is None:
+            yield from self._parts
+            return
+        self._file.seek(0)
+        while chunk := self._file.read(size):
+            yield chunk
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._parts = []
+
+
+class _ChunkSource:
+    """
+    A message in memory, handed out in chunks (without copying it).
+    """
+
+    def __init__(self, data: memoryview) -> None:
+        self._data = data
+
+    def chunks(self, size: int = 65536) -> Iterator[bytes]:
+        for start in range(0, len(self._data), size):
+            yield bytes(self._data[start : start + size])
+
+    def close(self) -> None:
+        self._data.release()
+
+
+@implementer(IPullProducer)
+class _Sender:
+    """
+    Streams a message to the client, dot-stuffed on the way, one chunk each
+    time the transport asks for more.
+    """
+
+    def __init__(self, session: ClientSession, source: _ChunkSource | _Spool, prefix: bytes):
+        self._session = session
+        self._source = source
+        self._chunks = source.chunks()
+        self._stuffer = DotStuffer()
+        self._prefix = prefix
+        self._finished = False
+
+    def resumeProducing(self) -> None:
+        if self._finished:
+            return
+        if self._prefix:
+            data, self._prefix = self._prefix, b""
+        else:
+            data = next(self._chunks, b"")
+        if data:
+            self._session._write(self._stuffer.feed(data))
+            return
+        self._finished = True
+        self._session._write(self._stuffer.finish())
+        self._source.close()
+        self._session._sent()
+
+    def stopProducing(self) -> None:
+        self._finished = True
+        self._source.close()
 
 
 class _Keepalive:

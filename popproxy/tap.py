@@ -204,6 +204,9 @@ def serviceFromConfig(
         topMode=config.chain.top,
         keepaliveAfter=config.chain.keepaliveAfter,
         cacheBytes=config.chain.cacheBytes,
+        spoolThreshold=config.chain.spoolThreshold,
+        maxSize=config.chain.maxSize,
+        oversize=config.chain.oversize,
         serverTLS=serverTLS,
         requireTLS=config.tls.require,
     )

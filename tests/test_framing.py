@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 from popproxy._framing import (
     CommandFramer,
     CommandLine,
+    DotStuffer,
+    DotUnstuffer,
     FramingError,
     MultiLineScanner,
     ResponseParser,
@@ -217,3 +219,25 @@ class TestResponseParser:
         assert statuses == [StatusLine(b"+OK message follows"), StatusLine(b"+OK")]
         assert body == stuff(message)
         assert events.count(None) == 2
+
+
+class TestStreamingStuffing:
+    @given(messages, st.lists(st.integers(0, 10_000), max_size=8))
+    def test_stufferMatchesStuff(self, message: bytes, cuts: list[int]) -> None:
+        """
+        Stuffing a message chunk by chunk gives exactly stuff(message),
+        however it is chunked.
+        """
+        stuffer = DotStuffer()
+        out = b"".join(stuffer.feed(chunk) for chunk in chunked(message, cuts))
+        assert out + stuffer.finish() == stuff(message)
+
+    @given(messages, st.lists(st.integers(0, 10_000), max_size=8))
+    def test_unstufferMatchesUnstuff(self, message: bytes, cuts: list[int]) -> None:
+        """
+        Unstuffing a stuffed body chunk by chunk gives exactly unstuff(body).
+        """
+        body = stuff(message)[:-3]
+        unstuffer = DotUnstuffer()
+        out = b"".join(unstuffer.feed(chunk) for chunk in chunked(body, cuts))
+        assert out + unstuffer.finish() == unstuff(body)

@@ -232,3 +232,71 @@ def test_failureAfterKeepaliveCutsConnection() -> None:
     assert not h.received().endswith(b".\r\n")
     assert h.client.disconnecting
     assert b"QUIT" not in h.upstream.received()
+
+
+def drain(h: Harness) -> None:
+    """
+    Act as a transport that wants more: pull from a registered pull
+    producer until it unregisters.
+    """
+    for _ in range(100_000):
+        producer = h.client.producer
+        if producer is None or h.client.streaming:
+            return
+        producer.resumeProducing()
+    raise AssertionError("the producer never finished")
+
+
+BIG = b"Subject: big\r\n\r\n" + b"".join(b".line %d\r\n" % n for n in range(400))
+
+
+class Unchanged(AddHeader):
+    def processMessage(self, context: RetrievalContext, message: bytes) -> Deferred[bytes]:
+        self.seen.append((context, message))
+        return succeed(message)
+
+
+def test_bigMessageSpooledAndStreamed() -> None:
+    """
+    Above the spool threshold a message is received into a temporary file,
+    the hook still sees it whole, and a changed result is sent dot-stuffed
+    in chunks; then the upstream throttle is back in place.
+    """
+    hook = AddHeader()
+    h = Harness(hook=hook, extra={"spoolThreshold": 100})
+    h.login()
+    h.send(b"RETR 1\r\nNOOP\r\n")
+    serveRetr(h, 1, BIG)
+    assert hook.seen[0][1] == BIG
+    drain(h)
+    out = b"X-Filtered: yes\r\n" + BIG
+    assert h.received() == b"+OK %d octets\r\n" % len(out) + stuff(out)
+    assert h.upstream.received() == b"NOOP\r\n"
+    assert h.client.streaming  # the throttle (a push producer) is registered again
+
+
+def test_oversizeDeliveredUntouched() -> None:
+    """
+    Above max_size the message is not parsed: the hook never sees it and the
+    client gets it untouched below an X-Popproxy-Unchecked header, streamed.
+    """
+    hook = Unchanged()
+    h = Harness(hook=hook, extra={"spoolThreshold": 100, "maxSize": 1000})
+    h.login()
+    h.send(b"RETR 1\r\n")
+    serveRetr(h, 1, BIG)
+    drain(h)
+    header = b"X-Popproxy-Unchecked: too large to filter (%d octets)\r\n" % len(BIG)
+    assert hook.seen == []
+    assert h.received() == b"+OK %d octets\r\n" % (len(BIG) + len(header)) + stuff(header + BIG)
+
+
+def test_oversizeTempfail() -> None:
+    """
+    With oversize = tempfail, a message above max_size is refused for now.
+    """
+    h = Harness(hook=Unchanged(), extra={"maxSize": 1000, "oversize": "tempfail"})
+    h.login()
+    h.send(b"RETR 1\r\n")
+    serveRetr(h, 1, BIG)
+    assert h.received() == b"-ERR [SYS/TEMP] the message is too large to be filtered\r\n"

@@ -88,15 +88,16 @@ class ProxyProcess:
         assert self._process is not None
         return self._process.pid
 
-    def rss(self) -> int:
+    def rss(self, field: str = "VmRSS") -> int:
         """
-        Resident memory of the proxy process now, in bytes.
+        Resident memory of the proxy process now (or its peak, with
+        C{field="VmHWM"}), in bytes.
         """
         status = Path(f"/proc/{self.pid}/status").read_text()
         for line in status.splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
-        raise RuntimeError("no VmRSS")
+        raise RuntimeError(f"no {field}")
 
     def output(self) -> str:
         """
