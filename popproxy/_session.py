@@ -114,8 +114,10 @@ class SessionSettings:
     loginFailureDelay: float = 1.0
     #: TOP with a filter chain: C{"full"} or C{"partial"} (see docs).
     topMode: str = "full"
-    #: Seconds a filter chain may run before keepalive bytes are sent.
+    #: Seconds a filter chain may run before keepalive bytes are sent (0:
+    #: never), and seconds between them.
     keepaliveAfter: float = 20.0
+    keepaliveInterval: float = 5.0
     #: Filtered messages kept per session for repeated RETR/TOP.
     cacheBytes: int = 8 * 1024 * 1024
     #: Messages above this many octets are spooled to a temporary file while
@@ -1370,10 +1372,9 @@ class _Keepalive:
     the connection (no final dot), so the client stores nothing.
     """
 
-    INTERVAL = 5.0
-
     def __init__(self, session: ClientSession, after: float) -> None:
         self._session = session
+        self._interval = session._settings.keepaliveInterval
         self.prefix = b""
         self.sent = b""
         self.started = False
@@ -1385,12 +1386,12 @@ class _Keepalive:
         self.started = True
         self.prefix = b"X-Popproxy-Wait: "
         self._session._write(b"+OK message follows\r\n" + self.prefix)
-        self._call = self._session._settings.clock.callLater(self.INTERVAL, self._tick)
+        self._call = self._session._settings.clock.callLater(self._interval, self._tick)
 
     def _tick(self) -> None:
         self.prefix += b"."
         self._session._write(b".")
-        self._call = self._session._settings.clock.callLater(self.INTERVAL, self._tick)
+        self._call = self._session._settings.clock.callLater(self._interval, self._tick)
 
     def stop(self) -> bool:
         """

@@ -203,6 +203,7 @@ def serviceFromConfig(
         hook=chain if chain is not None else PassThrough(),
         topMode=config.chain.top,
         keepaliveAfter=config.chain.keepaliveAfter,
+        keepaliveInterval=config.chain.keepaliveInterval,
         cacheBytes=config.chain.cacheBytes,
         spoolThreshold=config.chain.spoolThreshold,
         maxSize=config.chain.maxSize,
