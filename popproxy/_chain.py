@@ -127,6 +127,7 @@ class FilterChain:
                 partial=retrieval.partial,
                 log=Logger(namespace=f"popproxy.filter.{entry.name}"),
                 notes=tuple(notes),
+                quarantine=self._quarantine,
             )
             try:
                 verdict = await self._judge(entry, message, context)
@@ -195,7 +196,7 @@ class FilterChain:
                 f"filter {name} would replace the message but no quarantine is configured"
             )
         try:
-            identifier = await maybeDeferred(self._quarantine.store, raw, context, reason)
+            identifier = await maybeDeferred(self._quarantine.store, raw, context, reason, name)
         except Exception as e:
             self.log.failure("cannot quarantine a message for filter {filter}", filter=name)
             raise TemporaryFailure(

@@ -39,11 +39,14 @@ class DirectoryQuarantine:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._runInThread = runInThread
 
-    def store(self, original: bytes, context: FilterContext, reason: str) -> Deferred[str]:
+    def store(
+        self, original: bytes, context: FilterContext, reason: str, plugin: str = ""
+    ) -> Deferred[str]:
         identifier = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(6)
         metadata = {
             "id": identifier,
             "reason": reason,
+            "plugin": plugin,
             "user": context.user,
             "uidl": context.uidl,
             "command": context.command,

@@ -6,6 +6,7 @@ frozen values crossing the plugin API.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from twisted.logger import Logger
 
@@ -30,6 +31,10 @@ class FilterContext:
     @ivar log: a logger for the filter; its events name the filter.
     @ivar notes: what earlier filters in the chain said they did, by
         filter name (see L{Verdict.note}).
+    @ivar quarantine: the L{IQuarantine} where a filter must store what it
+        removes (a part it strips) before returning its verdict, or C{None}
+        when none is configured (then a filter that would remove something
+        should answer L{TempFail}, so nothing is ever lost).
     """
 
     command: str
@@ -42,6 +47,7 @@ class FilterContext:
     partial: bool = False
     log: Logger = field(default_factory=Logger, compare=False, repr=False)
     notes: tuple[tuple[str, str], ...] = ()
+    quarantine: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

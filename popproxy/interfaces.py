@@ -51,9 +51,10 @@ class IQuarantine(Interface):
     Where originals replaced by a notice are kept.
     """
 
-    def store(original: bytes, context: FilterContext, reason: str) -> Any:
+    def store(original: bytes, context: FilterContext, reason: str, plugin: str = "") -> Any:
         """
-        Keep C{original} safely.
+        Keep C{original} (a whole message, or one MIME part with its
+        headers) safely, with why (C{reason}) and who removed it (C{plugin}).
 
         @return: a Deferred firing with (or directly) the quarantine id,
             which notices may show; failing means the original could not be
