@@ -197,10 +197,16 @@ def test_replaceNeedsQuarantine(tmp_path: Path) -> None:
     out = run(chainOf(Recorder("scan", notice), quarantine=quarantine))[0]
     assert out.startswith(QUARANTINE_HEADER.encode() + b": ")
     identifier = out.split(b"\r\n", 1)[0].split(b": ", 1)[1].decode()
-    assert (tmp_path / "q" / f"{identifier}.eml").read_bytes() == RAW
-    metadata = json.loads((tmp_path / "q" / f"{identifier}.json").read_text())
-    assert metadata["reason"] == "virus Eicar" and metadata["uidl"] == "uid-3"
-    assert metadata["user"] == "alice"
+    record = quarantine.get(identifier)
+    assert quarantine.original(record) == RAW
+    assert (record.reason, record.uidl, record.user, record.plugin) == (
+        "virus Eicar",
+        "uid-3",
+        "alice",
+        "scan",
+    )
+    metadata = json.loads((tmp_path / "q" / "records" / f"{identifier}.json").read_text())
+    assert metadata["headers"] == "From: a@example.com\r\nSubject: hello"
     assert b"A message was removed." in out
 
 

@@ -1,0 +1,119 @@
+"""
+Tests for the quarantine store and its command line: exact originals,
+content-addressed blobs, records with the original's headers, failures
+that refuse instead of losing, listing, export and the purge cleanup.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+
+from twisted.python.failure import Failure
+
+from popproxy._quarantine import DirectoryQuarantine
+from popproxy._quarantinecli import main
+from popproxy.interfaces import FilterContext
+
+PART = b'Content-Type: application/octet-stream; name="x.exe"\r\n\r\nTVqQAAMAAAAEAAAA\r\n'
+
+
+def context(user: str = "alice") -> FilterContext:
+    return FilterContext("RETR", 1, user, "127.0.0.1:1", "tcp:u:110", "s1", uidl="u-1")
+
+
+def stored(quarantine: DirectoryQuarantine, data: bytes, user: str = "alice") -> str:
+    results: list[object] = []
+    quarantine.store(data, context(user), "blocked extension .exe", "strip").addBoth(results.append)
+    assert isinstance(results[0], str), results
+    return results[0]
+
+
+def test_storeKeepsExactBytesOnce(tmp_path: Path) -> None:
+    """
+    Each store gets its own record; identical bytes are stored once; the
+    record names user, UIDL, plugin, reason and the original's headers.
+    """
+    quarantine = DirectoryQuarantine(tmp_path)
+    first = stored(quarantine, PART)
+    second = stored(quarantine, PART, "bob")
+    assert first != second
+    records = list(quarantine.records())
+    assert [r.user for r in records] == ["alice", "bob"]
+    assert quarantine.original(records[0]) == PART
+    assert len(list((tmp_path / "blobs").rglob("*"))) == 2  # one subdirectory, one blob
+    assert records[0].headers == 'Content-Type: application/octet-stream; name="x.exe"'
+    assert (records[0].plugin, records[0].uidl) == ("strip", "u-1")
+
+
+def test_unwritableFailsTheStoreEvenAsRoot(tmp_path: Path) -> None:
+    """
+    Even as root, a store whose records directory is not a directory fails
+    instead of reporting success; no record appears.
+    """
+    quarantine = DirectoryQuarantine(tmp_path)
+    (tmp_path / "records").rmdir()
+    (tmp_path / "records").write_text("not a directory")
+    results: list[object] = []
+    quarantine.store(PART, context(), "r", "strip").addBoth(results.append)
+    assert isinstance(results[0], Failure)
+
+
+def test_cliListShowExport(tmp_path: Path) -> None:
+    """
+    list shows one line per item (filterable by user), show prints the
+    record, export writes the exact original.
+    """
+    quarantine = DirectoryQuarantine(tmp_path / "q")
+    identifier = stored(quarantine, PART)
+    stored(quarantine, b"Subject: other\r\n\r\nx\r\n", "bob")
+    out = io.StringIO()
+    assert main(["--dir", str(tmp_path / "q"), "list", "--user", "alice"], out) == 0
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(identifier) and "strip" in lines[0]
+    out = io.StringIO()
+    assert main(["--dir", str(tmp_path / "q"), "show", identifier], out) == 0
+    assert json.loads(out.getvalue())["reason"] == "blocked extension .exe"
+    target = tmp_path / "out.eml"
+    assert main(["--dir", str(tmp_path / "q"), "export", identifier, "-o", str(target)]) == 0
+    assert target.read_bytes() == PART
+    assert main(["--dir", str(tmp_path / "q"), "show", "nope"], io.StringIO()) == 1
+
+
+def test_cliFindsDirectoryInConfig(tmp_path: Path) -> None:
+    """
+    --config reads [chain] quarantine from twistd.conf.
+    """
+    quarantine = DirectoryQuarantine(tmp_path / "q")
+    stored(quarantine, PART)
+    config = tmp_path / "twistd.conf"
+    config.write_text('[upstream]\ndefault = "tcp:127.0.0.1:1"\n[chain]\nquarantine = "q"\n')
+    out = io.StringIO()
+    assert main(["--config", str(config), "list"], out) == 0
+    assert len(out.getvalue().splitlines()) == 1
+
+
+def test_purge(tmp_path: Path) -> None:
+    """
+    purge removes items older than the limit (and their blobs when no other
+    record uses them), then the oldest until under the size limit; dry-run
+    removes nothing.
+    """
+    quarantine = DirectoryQuarantine(tmp_path)
+    old = stored(quarantine, b"A" * 1000)
+    stored(quarantine, b"B" * 1000)
+    newest = stored(quarantine, b"C" * 1000)
+    record = tmp_path / "records" / f"{old}.json"
+    data = json.loads(record.read_text())
+    data["time"] = time.time() - 40 * 86400
+    record.write_text(json.dumps(data))
+    out = io.StringIO()
+    assert main(["--dir", str(tmp_path), "purge", "--older-than", "30", "--dry-run"], out) == 0
+    assert "would remove 1 item" in out.getvalue()
+    assert len(list(quarantine.records())) == 3
+    removed = quarantine.purge(olderThan=30 * 86400, maxBytes=1000)
+    assert len(removed) == 2
+    assert [r.id for r in quarantine.records()] == [newest]
+    assert sum(1 for p in (tmp_path / "blobs").rglob("*") if p.is_file()) == 1
