@@ -89,11 +89,15 @@ class DirectoryQuarantine:
     """
 
     def __init__(
-        self, directory: Path, runInThread: Callable[[Callable[[], Any]], Deferred[Any]] = runHere
+        self,
+        directory: Path,
+        runInThread: Callable[[Callable[[], Any]], Deferred[Any]] = runHere,
+        create: bool = True,
     ) -> None:
         self.directory = directory
-        for sub in (directory, directory / "blobs", directory / "records"):
-            sub.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if create:
+            for sub in (directory, directory / "blobs", directory / "records"):
+                sub.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._runInThread = runInThread
 
     # Storing
@@ -140,7 +144,8 @@ class DirectoryQuarantine:
         """
         Every record, oldest first.
         """
-        loaded = [self._load(path) for path in (self.directory / "records").glob("*.json")]
+        records = self.directory / "records"
+        loaded = [self._load(path) for path in records.glob("*.json")] if records.is_dir() else []
         yield from sorted(loaded, key=lambda record: (record.time, record.id))
 
     def _load(self, path: Path) -> Record:

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None) -> int:
     if not directory.is_dir():
         sys.stderr.write(f"popproxy-quarantine: {directory}: no such directory\n")
         return 2
-    quarantine = DirectoryQuarantine(directory)
+    quarantine = DirectoryQuarantine(directory, create=False)
     if arguments.command == "list":
         since = None
         if arguments.since:

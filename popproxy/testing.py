@@ -366,3 +366,38 @@ def mimeMessages(
         return raw
 
     return messages()
+
+
+# Running filters and configured chains without sockets (popproxy._testkit).
+
+from popproxy._testkit import (  # noqa: E402
+    ChainResult,
+    FilterOutcome,
+    FilterResult,
+    InlineReactor,
+    MemoryQuarantine,
+    PluginError,
+    QuarantinedMessage,
+    VerdictPending,
+    loadPlugin,
+    makeContext,
+    runChain,
+    runFilter,
+    runInline,
+)
+
+__all__ += [
+    "ChainResult",
+    "FilterOutcome",
+    "FilterResult",
+    "InlineReactor",
+    "MemoryQuarantine",
+    "PluginError",
+    "QuarantinedMessage",
+    "VerdictPending",
+    "loadPlugin",
+    "makeContext",
+    "runChain",
+    "runFilter",
+    "runInline",
+]

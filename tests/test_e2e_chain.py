@@ -176,4 +176,4 @@ def test_quarantineUnused(dovecot: DovecotMailbox, popproxyFactory: Any, tmp_pat
         client.login(dovecot.user, dovecot.password)
         client.retrieve(2)
         client.quit()
-    assert list((tmp_path / "quarantine").iterdir()) == []
+    assert list((tmp_path / "quarantine" / "records").iterdir()) == []
