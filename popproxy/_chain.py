@@ -128,6 +128,7 @@ class FilterChain:
                 log=Logger(namespace=f"popproxy.filter.{entry.name}"),
                 notes=tuple(notes),
                 quarantine=self._quarantine,
+                runInThread=self._runInThread,
             )
             try:
                 verdict = await self._judge(entry, message, context)

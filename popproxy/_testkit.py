@@ -129,6 +129,7 @@ def makeContext(**overrides: Any) -> FilterContext:
         "upstream": "tcp:pop.example.com:110",
         "session": "test",
         "quarantine": MemoryQuarantine(),
+        "runInThread": runInline,
     }
     defaults.update(overrides)
     return FilterContext(**defaults)

@@ -48,6 +48,9 @@ class FilterContext:
     log: Logger = field(default_factory=Logger, compare=False, repr=False)
     notes: tuple[tuple[str, str], ...] = ()
     quarantine: Any = field(default=None, compare=False, repr=False)
+    #: Runs a callable off the reactor thread and returns a Deferred with
+    #: its result: use it for CPU-heavy work so other sessions go on.
+    runInThread: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
