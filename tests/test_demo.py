@@ -26,7 +26,12 @@ from twisted.test import iosim
 from zope.interface.verify import verifyObject
 
 from popproxy.demo import _WireEncoder, defaultMailboxPath, demoServerFactory
-from popproxy.demo._mailbox import EmlDirectoryMailbox, normalizeLineEndings, uidlForName
+from popproxy.demo._mailbox import (
+    EmlDirectoryMailbox,
+    expandPlaceholders,
+    normalizeLineEndings,
+    uidlForName,
+)
 
 SAMPLE_NAMES = [
     "01-welcome.eml",
@@ -35,6 +40,9 @@ SAMPLE_NAMES = [
     "04-photo-png.eml",
     "05-archive-zip.eml",
     "06-dot-lines.eml",
+    "07-attachment-exe.eml",
+    "08-virus-eicar.eml",
+    "09-spam-gtube.eml",
 ]
 CRLF = b"\r\n"
 
@@ -149,7 +157,7 @@ def _attachment(message: EmailMessage) -> tuple[str | None, bytes]:
 
 
 def test_defaultMailboxPathHoldsTheSampleMessages() -> None:
-    """The packaged mailbox is a real directory holding the six small ASCII samples,
+    """The packaged mailbox is a real directory holding the nine small ASCII samples,
     stored with LF line endings."""
     path = defaultMailboxPath()
     assert path.is_dir()
@@ -173,7 +181,7 @@ def test_sampleMessagesHaveRealisticHeaders() -> None:
             assert message[header], (name, header)
         assert message.get_all("Received"), name
         raw = (defaultMailboxPath() / name).read_bytes()
-        domains = set(re.findall(rb"@([A-Za-z0-9.-]+)", raw))
+        domains = set(re.findall(rb"@([A-Za-z0-9.-]+)", expandPlaceholders(raw)))
         assert domains, name
         for domain in domains:
             assert re.fullmatch(rb"([a-z0-9-]+\.)*example\.(com|org|net)", domain), domain
@@ -338,7 +346,7 @@ def test_apopLogin() -> None:
     digest = hashlib.md5(timestamp.group(0) + b"demo").hexdigest().encode("ascii")
     assert session.send(b"APOP demo " + b"0" * 32) == b"-ERR Authentication failed\r\n"
     assert session.send(b"APOP demo " + digest).startswith(b"+OK")
-    assert session.send(b"STAT").startswith(b"+OK 6 ")
+    assert session.send(b"STAT").startswith(b"+OK 9 ")
 
 
 def test_fullSession() -> None:
@@ -350,16 +358,17 @@ def test_fullSession() -> None:
     path = defaultMailboxPath()
     before = _digests(path)
     expected = {
-        n: _expectedWire((path / name).read_bytes()) for n, name in enumerate(SAMPLE_NAMES, 1)
+        n: _expectedWire(expandPlaceholders((path / name).read_bytes()))
+        for n, name in enumerate(SAMPLE_NAMES, 1)
     }
     session = _Session(path)
     session.login()
 
     total = sum(len(wire) for wire in expected.values())
-    assert session.send(b"STAT") == b"+OK 6 %d\r\n" % total
+    assert session.send(b"STAT") == b"+OK 9 %d\r\n" % total
 
     status, body, rest = _multiLine(session.send(b"LIST"))
-    assert status == b"+OK 6 messages (%d octets)\r\n" % total and rest == b""
+    assert status == b"+OK 9 messages (%d octets)\r\n" % total and rest == b""
     assert _listing(body) == {n: b"%d" % len(wire) for n, wire in expected.items()}
     assert session.send(b"LIST 3") == b"+OK 3 %d\r\n" % len(expected[3])
 
@@ -389,7 +398,7 @@ def test_fullSession() -> None:
     assert session.send(b"DELE 2") == b"-ERR no such message\r\n"
     remaining = {n: wire for n, wire in expected.items() if n != 2}
     rtotal = sum(len(wire) for wire in remaining.values())
-    assert session.send(b"STAT") == b"+OK 5 %d\r\n" % rtotal
+    assert session.send(b"STAT") == b"+OK %d %d\r\n" % (len(SAMPLE_NAMES) - 1, rtotal)
     status, body, rest = _multiLine(session.send(b"LIST"))
     assert _listing(body) == {n: b"%d" % len(wire) for n, wire in remaining.items()}
     assert session.send(b"LIST 2") == b"-ERR no such message\r\n"
@@ -399,7 +408,7 @@ def test_fullSession() -> None:
     assert session.send(b"TOP 2 0").startswith(b"-ERR")
 
     assert session.send(b"RSET").startswith(b"+OK")
-    assert session.send(b"STAT") == b"+OK 6 %d\r\n" % total
+    assert session.send(b"STAT") == b"+OK 9 %d\r\n" % total
     assert _multiLine(session.send(b"RETR 2"))[1] == expected[2]
 
     assert session.send(b"DELE 1", b"DELE 6").count(b"+OK") == 2
@@ -415,11 +424,11 @@ def test_deletionsDoNotReachOtherSessions() -> None:
     first.login()
     second.login()
     first.send(b"DELE 1")
-    assert second.send(b"STAT").startswith(b"+OK 6 ")
+    assert second.send(b"STAT").startswith(b"+OK 9 ")
     first.send(b"QUIT")
     third = _Session(defaultMailboxPath())
     third.login()
-    assert third.send(b"STAT").startswith(b"+OK 6 ")
+    assert third.send(b"STAT").startswith(b"+OK 9 ")
 
 
 def test_uidlIsStableAcrossSessions() -> None:
@@ -431,7 +440,7 @@ def test_uidlIsStableAcrossSessions() -> None:
         listings.append(_listing(_multiLine(session.send(b"UIDL"))[1]))
     assert listings[0] == listings[1]
     uids = list(listings[0].values())
-    assert len(set(uids)) == len(uids) == 6
+    assert len(set(uids)) == len(uids) == len(SAMPLE_NAMES)
     assert all(1 <= len(uid) <= 70 and all(0x21 <= b <= 0x7E for b in uid) for uid in uids)
 
 
@@ -445,9 +454,9 @@ def test_badCommandsGetErrAndKeepTheSessionUsable() -> None:
     session.login()
     for command in (b"USER", b"TOP 1", b"STAT 1", b"RETR 1 2", b"NOOP x", b"\xff\xfe"):
         assert session.send(command).startswith(b"-ERR"), command
-    for command in (b"LIST 0", b"LIST 7", b"LIST x", b"UIDL -1", b"DELE 99", b"DELE 0"):
+    for command in (b"LIST 0", b"LIST 10", b"LIST x", b"UIDL -1", b"DELE 99", b"DELE 0"):
         assert session.send(command) == b"-ERR no such message\r\n", command
-    for command in (b"RETR 0", b"RETR 7", b"TOP 7 1", b"TOP 1 -1"):
+    for command in (b"RETR 0", b"RETR 10", b"TOP 10 1", b"TOP 1 -1"):
         assert session.send(command).startswith(b"-ERR"), command
     assert session.send(b"NOOP") == b"+OK \r\n"
 
@@ -596,7 +605,7 @@ def test_realSocketRetrMatchesList() -> None:
             for n, name in enumerate(SAMPLE_NAMES, 1):
                 sock.sendall(b"RETR %d\r\n" % n)
                 status, body, rest = _multiLine(_recvUntil(sock, b"\r\n.\r\n"))
-                raw = (defaultMailboxPath() / name).read_bytes()
+                raw = expandPlaceholders((defaultMailboxPath() / name).read_bytes())
                 assert body == _expectedWire(raw) and rest == b""
                 assert listing[n] == b"%d" % len(body) == status.split()[1]
             sock.sendall(b"RETR 1\r\nQUIT\r\nSTAT\r\nNOOP\r\n")

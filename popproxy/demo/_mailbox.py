@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import re
@@ -13,6 +14,25 @@ from zope.interface import implementer
 
 _LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 _READABLE_UIDL = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._-]{0,69}")
+
+
+def _eicar() -> bytes:
+    """
+    The EICAR antivirus test string, assembled at run time so the sources
+    do not hold it verbatim (scanners on developers' machines flag it).
+    """
+    pieces = [b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$", b"EICAR", b"-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"]
+    return pieces[0] + pieces[1] + pieces[2]
+
+
+def expandPlaceholders(raw: bytes) -> bytes:
+    """
+    Replace C{@@EICAR-BASE64@@} in a sample file with the base64-encoded
+    EICAR test string.
+    """
+    if b"@@EICAR-BASE64@@" not in raw:
+        return raw
+    return raw.replace(b"@@EICAR-BASE64@@", base64.b64encode(_eicar()))
 
 
 def normalizeLineEndings(raw: bytes) -> bytes:
@@ -88,7 +108,8 @@ class EmlDirectoryMailbox:
     def _text(self, i: int) -> bytes:
         text = self._texts.get(i)
         if text is None:
-            text = self._texts[i] = normalizeLineEndings(self._paths[i].read_bytes())
+            raw = expandPlaceholders(self._paths[i].read_bytes())
+            text = self._texts[i] = normalizeLineEndings(raw)
         return text
 
     def _size(self, i: int) -> int:
