@@ -4,3 +4,4 @@ from tests.peers.certs import *  # noqa: F401,F403
 from tests.peers.dovecot import *  # noqa: F401,F403
 from tests.peers.proxy import *  # noqa: F401,F403
 from tests.peers.rawpop3 import *  # noqa: F401,F403
+from tests.peers.spamd import *  # noqa: F401,F403
