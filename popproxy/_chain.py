@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, maybeDeferred
+from twisted.internet.defer import TimeoutError as DeferredTimeoutError
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -177,7 +178,7 @@ class FilterChain:
         running.addTimeout(entry.timeout, self._clock)
         try:
             verdict = await running
-        except CancelledError:
+        except (CancelledError, DeferredTimeoutError):
             raise FilterFailed(f"no verdict within {entry.timeout:g} s") from None
         except Exception as e:
             raise FilterFailed(f"{type(e).__name__}: {e}") from e

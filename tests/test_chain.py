@@ -175,6 +175,8 @@ def test_timeout() -> None:
     clock.advance(5)
     assert results[0].check(TemporaryFailure)
     assert "slow" in str(results[0].value)
+    assert results[0].value.__cause__ is not None
+    assert "no verdict within 5 s" in str(results[0].value.__cause__)
 
 
 def test_replaceNeedsQuarantine(tmp_path: Path) -> None:

@@ -1,0 +1,727 @@
+"""
+The shipped scan plugin (plugins/scan.py): clamd's INSTREAM protocol without I/O, its Twisted
+client over in-memory transports, the filter's policies with a fake scanner, and the plugin
+loaded exactly as the configuration loads it, run through the filter chain against a real
+private clamd (TCP and UNIX socket), a clamd that is down and one that never answers.
+
+The real-clamd tests need a running reactor: each runs the daemon's own FilterChain with a
+DirectoryQuarantine in a short-lived subprocess (RUNNER, under twisted.internet.task.react),
+which gets the cases as JSON on stdin and answers with what a client would have received.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import struct
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+
+from popproxy._plugins import PluginError, _loadFile, loadFilter
+from popproxy._quarantine import DirectoryQuarantine, Record
+from popproxy.interfaces import Replace, Rewrite, TempFail
+from popproxy.message import Message
+from popproxy.testing import (
+    MemoryQuarantine,
+    attachmentPart,
+    buildMessage,
+    makeContext,
+    runFilter,
+    textPart,
+)
+from tests.peers.clamd import EICAR_SIGNATURE, ClamdPeer, StallingServer, eicar
+
+REPO = Path(__file__).resolve().parent.parent
+PLUGIN = REPO / "plugins" / "scan.py"
+
+# The plugin module itself (the very module object the loader uses), for its protocol parts.
+scan: Any = _loadFile(PLUGIN)
+
+HEADER = b"X-Virus-Scanned: popproxy/clamd; "
+TEXT = textPart("Hello, the report is attached.\n")
+PDF = attachmentPart(b"%PDF-1.4 harmless " * 300, "report.pdf", contentType="application/pdf")
+
+
+def splitStamp(output: bytes | None) -> tuple[str, bytes]:
+    """
+    The value of the X-Virus-Scanned field on top of C{output}, and the octets below it.
+    """
+    assert output is not None
+    stamped = Message.fromBytes(output)
+    [(start, end)] = stamped.headers.fieldRanges("X-Virus-Scanned")
+    assert start == 0
+    value = stamped.headers.get("X-Virus-Scanned")
+    assert value is not None
+    return value, output[end:]
+
+
+def stampOf(output: bytes | None, raw: bytes) -> str:
+    """
+    The X-Virus-Scanned value of C{output}, checking that this one field, added on top, is
+    all that differs from C{raw}.
+    """
+    value, rest = splitStamp(output)
+    assert rest == raw
+    return value
+
+
+def eicarAttachment() -> bytes:
+    """A base64 attachment holding the EICAR test string."""
+    return attachmentPart(eicar(), "invoice.com")
+
+
+def eicarBody() -> bytes:
+    """A single-part message whose body is the EICAR test string."""
+    return (
+        b"From: Mallory <mallory@example.com>\r\nTo: bob@example.net\r\n"
+        b"Subject: see this\r\nMessage-ID: <eicar@example.com>\r\n\r\n" + eicar() + b"\r\n"
+    )
+
+
+# The sans-IO protocol.
+
+
+@given(st.binary(max_size=5000), st.integers(min_value=1, max_value=700))
+def test_framesCarryTheDataInBoundedChunks(data: bytes, chunkSize: int) -> None:
+    """
+    The INSTREAM frames are length-prefixed chunks of at most chunkSize octets that put the
+    data back together exactly, followed by one zero-length terminator.
+    """
+    frames = list(scan.instreamFrames(data, chunkSize))
+    assert frames[-1] == b"\0\0\0\0"
+    joined = b""
+    for frame in frames[:-1]:
+        (length,) = struct.unpack(">I", frame[:4])
+        assert 0 < length <= chunkSize
+        assert len(frame) == 4 + length
+        joined += frame[4:]
+    assert joined == data
+
+
+@given(st.lists(st.binary(min_size=1, max_size=40).filter(lambda r: b"\0" not in r)), st.data())
+def test_replyParserSplitsRepliesHoweverTheyArrive(
+    replies: list[bytes], data: st.DataObject
+) -> None:
+    """
+    NUL-terminated replies come out whole and in order whatever the read boundaries.
+    """
+    wire = b"".join(reply + b"\0" for reply in replies)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=6)))
+    parser = scan.ReplyParser()
+    received = []
+    for start, end in zip([0, *cuts], [*cuts, len(wire)], strict=True):
+        received.extend(parser.feed(wire[start:end]))
+    assert received == replies
+    assert parser.pending == b""
+
+
+@pytest.mark.parametrize(
+    ("replies", "names"),
+    [
+        ([b"stream: OK"], ()),
+        ([b"stream: Win.Test.EICAR_HDB-1 FOUND"], ("Win.Test.EICAR_HDB-1",)),
+        (
+            [b"stream: Eicar-Signature(44d88612fea8a8f36de82e1278abb02f:68) FOUND"],
+            ("Eicar-Signature",),
+        ),
+        ([b"stream: A FOUND", b"stream: B FOUND"], ("A", "B")),
+        ([b"stream: A FOUND", b"Some failure. ERROR"], ("A",)),
+    ],
+)
+def test_repliesGiveTheSignatureNames(replies: list[bytes], names: tuple[str, ...]) -> None:
+    """
+    OK means clean; every FOUND names a signature (extended detection info dropped); a
+    signature found wins over an error on the same connection.
+    """
+    assert scan.interpretReplies(replies).names == names
+
+
+@pytest.mark.parametrize(
+    ("replies", "error"),
+    [
+        ([b"INSTREAM size limit exceeded. ERROR"], "StreamTooLarge"),
+        ([b"stream: lstat() failed. ERROR"], "ClamdError"),
+        ([b"UNKNOWN COMMAND"], "ClamdError"),
+        ([], "ClamdUnavailable"),
+    ],
+)
+def test_repliesThatAreNotAResultRaise(replies: list[bytes], error: str) -> None:
+    """
+    clamd's size limit, its errors, an unknown reply and no reply at all are never a result.
+    """
+    with pytest.raises(getattr(scan, error)):
+        scan.interpretReplies(replies)
+
+
+# The Twisted client, over in-memory transports.
+
+
+def connectedProtocol(data: bytes, chunkSize: int = 4) -> tuple[Any, StringTransport]:
+    protocol = scan.InstreamProtocol(data, chunkSize)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+def test_protocolStreamsAndReadsTheAnswer() -> None:
+    """
+    The command, every chunk and the terminator go out (chunk by chunk, as the transport
+    asks for more); the answer clamd gives before closing is the result.
+    """
+    protocol, transport = connectedProtocol(b"0123456789")
+    while transport.producer is not None:
+        transport.producer.resumeProducing()
+    assert transport.value() == (b"zINSTREAM\0\0\0\0\x040123\0\0\0\x044567\0\0\0\x0289\0\0\0\0")
+    results: list[Any] = []
+    protocol.finished.addCallback(results.append)
+    protocol.dataReceived(b"stream: Popproxy.Test FOUND\0")
+    protocol.connectionLost(Failure(ConnectionError("closed")))
+    assert results[0].names == ("Popproxy.Test",)
+
+
+def test_protocolStopsSendingWhenClamdRefusesEarly() -> None:
+    """
+    clamd's size-limit reply, arriving while data is still being sent, stops the sending
+    and becomes StreamTooLarge.
+    """
+    protocol, transport = connectedProtocol(b"x" * 100)
+    assert transport.producer is not None
+    transport.producer.resumeProducing()
+    protocol.dataReceived(b"INSTREAM size limit exceeded. ERROR\0")
+    assert transport.producer is None
+    sent = len(transport.value())
+    protocol.connectionLost(Failure(ConnectionError("reset")))
+    assert len(transport.value()) == sent
+    failures: list[Failure] = []
+    protocol.finished.addErrback(failures.append)
+    assert failures[0].check(scan.StreamTooLarge)
+
+
+class FakeEndpoint:
+    """A client endpoint whose connection attempts the test completes by hand."""
+
+    def __init__(self) -> None:
+        self.attempts: list[tuple[Deferred[Any], Any]] = []
+
+    def connect(self, factory: Any) -> Deferred[Any]:
+        attempt: Deferred[Any] = Deferred()
+        self.attempts.append((attempt, factory))
+        return attempt
+
+    def complete(self, index: int) -> tuple[Any, StringTransport]:
+        attempt, factory = self.attempts[index]
+        protocol = factory.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        attempt.callback(protocol)
+        return protocol, transport
+
+
+def test_clientQueuesBeyondItsConnectionLimit() -> None:
+    """
+    With max_connections 2, five scans open two connections; each finished (or cancelled)
+    scan lets exactly one waiting scan connect.
+    """
+    endpoint = FakeEndpoint()
+    client = scan.ClamdClient(endpoint, maxConnections=2)
+    scans = [client.scan(b"data %d" % number) for number in range(5)]
+    assert len(endpoint.attempts) == 2
+    assert client.waiting == 3
+    protocol, _ = endpoint.complete(0)
+    protocol.dataReceived(b"stream: OK\0")
+    protocol.connectionLost(Failure(ConnectionError("closed")))
+    results: list[Any] = []
+    scans[0].addCallback(results.append)
+    assert results[0].names == ()
+    assert len(endpoint.attempts) == 3
+    scans[1].cancel()
+    scans[1].addErrback(lambda failure: None)
+    assert len(endpoint.attempts) == 4
+    assert client.waiting == 1
+
+
+def test_cancellingAScanAbortsItsConnection() -> None:
+    """
+    A scan cancelled (by the filter's timeout) while clamd is silent drops the connection
+    and fails with CancelledError, not with a made-up result.
+    """
+    endpoint = FakeEndpoint()
+    client = scan.ClamdClient(endpoint, maxConnections=1)
+    scanning = client.scan(b"data")
+    _, transport = endpoint.complete(0)
+    scanning.cancel()
+    failures: list[Failure] = []
+    scanning.addErrback(failures.append)
+    assert transport.disconnecting
+    assert failures and failures[0].check(CancelledError)
+
+
+def test_unreachableClamdIsClamdUnavailable() -> None:
+    """
+    A refused connection fails the scan with ClamdUnavailable.
+    """
+    endpoint = FakeEndpoint()
+    client = scan.ClamdClient(endpoint)
+    scanning = client.scan(b"data")
+    endpoint.attempts[0][0].errback(ConnectionRefusedError("refused"))
+    failures: list[Failure] = []
+    scanning.addErrback(failures.append)
+    assert failures[0].check(scan.ClamdUnavailable)
+
+
+# The filter's policies, with a fake scanner and no reactor.
+
+
+@dataclass
+class FakeScanner:
+    """Answers each scan from a function of the scanned octets."""
+
+    answer: Any
+    scanned: list[bytes]
+
+    def scan(self, data: bytes) -> Deferred[Any]:
+        self.scanned.append(data)
+        outcome = self.answer(data)
+        if isinstance(outcome, BaseException):
+            return fail(outcome)
+        if isinstance(outcome, Deferred):
+            return outcome
+        return succeed(outcome)
+
+
+def fakeFilter(answer: Any, **settings: Any) -> tuple[Any, FakeScanner]:
+    scanner = FakeScanner(answer, [])
+    return scan.VirusScan(scanner, Clock(), scan.parseSettings(settings)), scanner
+
+
+def findEicar(data: bytes) -> Any:
+    return scan.ScanResult(("Test.EICAR",) if eicar() in data else ())
+
+
+def test_partsModeScansDecodedLeavesOnly() -> None:
+    """
+    In parts mode clamd gets each leaf part's decoded payload (the EICAR octets themselves,
+    not their base64) and never the multipart containers.
+    """
+    virusScan, scanner = fakeFilter(findEicar)
+    raw = buildMessage(TEXT, PDF, eicarAttachment())
+    result = runFilter(virusScan, raw)
+    assert eicar() in scanner.scanned
+    assert len(scanner.scanned) == 3
+    assert isinstance(result.verdict, Rewrite)
+
+
+def test_infectedAttachedMessageIsReplacedWhole() -> None:
+    """
+    EICAR as the body of an attached message (message/rfc822): the whole attached message
+    part is quarantined and replaced, not just its body, and the other parts are untouched.
+    """
+    attached = (
+        b"Content-Type: message/rfc822\r\n\r\n"
+        b"From: mallory@example.com\r\nSubject: fwd\r\n\r\n" + eicar() + b"\r\n"
+    )
+    virusScan, _ = fakeFilter(findEicar)
+    raw = buildMessage(TEXT, attached)
+    context = makeContext()
+    result = runFilter(virusScan, raw, context)
+    start, end = Message.fromBytes(raw).partAt((1,)).range
+    [stored] = context.quarantine.stored
+    assert stored.original == raw[start:end]
+    assert isinstance(result.verdict, Rewrite)
+    rest = splitStamp(result.output)[1]
+    assert rest.startswith(raw[:start]) and rest.endswith(raw[end:])
+    assert Message.fromBytes(rest).partAt((1,)).contentType == "text/plain"
+
+
+def test_partialPreviewIsNeverCalledClean() -> None:
+    """
+    A TOP preview filtered as partial is marked unchecked, not clean.
+    """
+    virusScan, _ = fakeFilter(findEicar)
+    raw = buildMessage(PDF)
+    context = makeContext(command="TOP", partial=True)
+    result = runFilter(virusScan, raw, context)
+    assert result.output == HEADER + b"unchecked (partial message)\r\n" + raw
+
+
+def test_stampCleanOffDeliversUntouched() -> None:
+    """
+    With stamp_clean off a clean message is delivered as the very bytes received.
+    """
+    virusScan, _ = fakeFilter(findEicar, stamp_clean=False)
+    raw = buildMessage(PDF)
+    assert runFilter(virusScan, raw).output is raw
+
+
+def test_infectedPartWithoutQuarantineTempfails() -> None:
+    """
+    Without a quarantine an infected part cannot be removed (it would be lost): TempFail.
+    """
+    virusScan, _ = fakeFilter(findEicar)
+    result = runFilter(virusScan, buildMessage(eicarAttachment()), makeContext(quarantine=None))
+    assert isinstance(result.verdict, TempFail)
+    assert "no quarantine" in result.verdict.reason
+
+
+def test_quarantineFailureTempfails() -> None:
+    """
+    A quarantine that cannot store the part makes the message a temporary failure.
+    """
+
+    class BrokenQuarantine(MemoryQuarantine):
+        def store(self, *args: Any, **kwargs: Any) -> Any:
+            raise OSError("disk full")
+
+    virusScan, _ = fakeFilter(findEicar)
+    context = makeContext(quarantine=BrokenQuarantine())
+    result = runFilter(virusScan, buildMessage(eicarAttachment()), context)
+    assert isinstance(result.verdict, TempFail)
+
+
+def test_bothModeScansWhatWouldBeDelivered() -> None:
+    """
+    In both mode the message that would be delivered (infected part already replaced) is
+    scanned whole too; if clamd still finds something there, the whole message is replaced.
+    """
+    virusScan, scanner = fakeFilter(findEicar, mode="both")
+    raw = buildMessage(eicarAttachment())
+    result = runFilter(virusScan, raw)
+    assert isinstance(result.verdict, Rewrite)
+    assert eicar() not in scanner.scanned[-1] and scanner.scanned[-1].startswith(b"From:")
+
+    virusScan, scanner = fakeFilter(
+        lambda data: scan.ScanResult(("Whole",) if data.startswith(b"From:") else ()),
+        mode="both",
+    )
+    result = runFilter(virusScan, raw)
+    assert isinstance(result.verdict, Replace)
+    assert result.verdict.reason == "virus found: Whole"
+
+
+def test_clamdErrorFollowsTheFailurePolicy() -> None:
+    """
+    An ERROR answer is a failure: tempfail by default, or delivered marked unchecked.
+    """
+    answer = lambda data: scan.ClamdError("clamd: Can't allocate memory ERROR")  # noqa: E731
+    virusScan, _ = fakeFilter(answer)
+    assert isinstance(runFilter(virusScan, buildMessage(PDF)).verdict, TempFail)
+    virusScan, _ = fakeFilter(answer, on_failure="deliver")
+    raw = buildMessage(PDF)
+    stamp = stampOf(runFilter(virusScan, raw).output, raw)
+    assert stamp == "popproxy/clamd; unchecked (clamd: Can't allocate memory ERROR)"
+
+
+def test_fileNamesCannotInjectHeaderLines() -> None:
+    """
+    A part named with encoded line breaks (RFC 2231) ends up in the unchecked reason on one
+    line: it cannot add a header field of its own.
+    """
+    evil = (
+        b"Content-Type: application/octet-stream\r\n"
+        b"Content-Disposition: attachment; filename*=utf-8''a%0D%0AX-Injected%3A%20yes.bin\r\n"
+        b"\r\nsome data\r\n"
+    )
+    virusScan, _ = fakeFilter(findEicar, max_stream=5)
+    raw = buildMessage(evil)
+    stamp = stampOf(runFilter(virusScan, raw).output, raw)
+    assert stamp.startswith("popproxy/clamd; unchecked (part 1 (a  X-Injected: yes.bin) too large")
+
+
+@pytest.mark.parametrize(
+    ("settings", "complaint"),
+    [
+        ({"mode": "all"}, "mode must be one of"),
+        ({"on_failure": "ignore"}, "on_failure must be"),
+        ({"max_stream": 0}, "max_stream must be"),
+        ({"max_connections": True}, "max_connections must be"),
+        ({"timeout": -1}, "timeout must be"),
+        ({"header": "X Virus"}, "header must be"),
+        ({"notice": "{virus} {password}"}, "notice may use"),
+        ({"adress": "tcp:127.0.0.1:3310"}, "unknown setting 'adress'"),
+        ({"address": "clamd.example.com"}, "address must be"),
+    ],
+)
+def test_badSettingsStopStartUp(settings: Mapping[str, Any], complaint: str) -> None:
+    """
+    Each unusable setting is refused when the plugin is loaded, naming the setting.
+    """
+    with pytest.raises(PluginError, match=complaint):
+        loadFilter("scan", settings, Path("."), ())
+
+
+# Through the filter chain against real clamd, in a subprocess with a running reactor.
+
+RUNNER = r"""
+import base64, json, sys, time
+from pathlib import Path
+
+from twisted.internet import defer, task
+from twisted.logger import globalLogBeginner, textFileLogObserver
+
+from popproxy._chain import ChainEntry, FilterChain
+from popproxy._plugins import loadFilter
+from popproxy._quarantine import DirectoryQuarantine
+from popproxy._retrieval import RetrievalContext, TemporaryFailure
+
+
+async def runCase(reactor, case):
+    scanFilter = loadFilter("scan", case["settings"], Path("."), ())
+    quarantine = DirectoryQuarantine(Path(case["quarantine"])) if case["quarantine"] else None
+    entry = ChainEntry(scanFilter.name, scanFilter, timeout=case["chainTimeout"])
+    chain = FilterChain([entry], reactor, quarantine)
+
+    async def one(index, raw):
+        retrieval = RetrievalContext(
+            "RETR", index, None, "alice", "127.0.0.1:50000", "tcp:127.0.0.1:110", "test",
+            f"uidl-{index}",
+        )
+        started = time.monotonic()
+        try:
+            output = await chain.run(retrieval, raw)
+        except TemporaryFailure as e:
+            return {"tempfail": str(e), "elapsed": time.monotonic() - started}
+        return {
+            "output": base64.b64encode(output).decode(),
+            "elapsed": time.monotonic() - started,
+        }
+
+    messages = [base64.b64decode(m) for m in case["messages"]]
+    return await defer.gatherResults(
+        [defer.ensureDeferred(one(i + 1, raw)) for i, raw in enumerate(messages)]
+    )
+
+
+async def main(reactor):
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
+    cases = json.load(sys.stdin)
+    results = [await runCase(reactor, case) for case in cases]
+    sys.stdout.write(json.dumps(results))
+
+
+task.react(lambda reactor: defer.ensureDeferred(main(reactor)))
+"""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What a client would get for one message: the octets, or a temporary failure."""
+
+    output: bytes | None
+    tempfail: str | None
+    elapsed: float
+
+
+@dataclass(frozen=True)
+class Case:
+    """Messages run, concurrently, through a chain holding the scan plugin with settings."""
+
+    settings: Mapping[str, Any]
+    messages: tuple[bytes, ...]
+    quarantine: Path | None = None
+    chainTimeout: float = 30.0
+
+
+def runChains(*cases: Case, timeout: float = 25.0) -> list[list[Delivery]]:
+    """
+    Run each case in a fresh subprocess with the real reactor; return the deliveries per case.
+    """
+    spec = [
+        {
+            "settings": dict(case.settings),
+            "messages": [base64.b64encode(raw).decode() for raw in case.messages],
+            "quarantine": None if case.quarantine is None else str(case.quarantine),
+            "chainTimeout": case.chainTimeout,
+        }
+        for case in cases
+    ]
+    environment = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-c", RUNNER],
+        input=json.dumps(spec).encode(),
+        capture_output=True,
+        timeout=timeout,
+        cwd=REPO,
+        env=environment,
+        check=False,
+    )
+    log = done.stderr.decode("utf-8", "replace")
+    if done.returncode != 0:
+        pytest.fail(f"the chain runner failed ({done.returncode}):\n{log}")
+    print(log)  # shown in the report of a failing test
+    return [
+        [
+            Delivery(
+                None if "output" not in item else base64.b64decode(item["output"]),
+                item.get("tempfail"),
+                item["elapsed"],
+            )
+            for item in deliveries
+        ]
+        for deliveries in json.loads(done.stdout)
+    ]
+
+
+def quarantined(directory: Path) -> dict[str, tuple[bytes, Record]]:
+    """The originals in a DirectoryQuarantine with their records, by id (none if it is empty)."""
+    if not directory.exists():
+        return {}
+    quarantine = DirectoryQuarantine(directory, create=False)
+    return {record.id: (quarantine.original(record), record) for record in quarantine.records()}
+
+
+def test_eicarAttachmentIsReplacedAndQuarantined(clamd: ClamdPeer, tmp_path: Path) -> None:
+    """
+    Real clamd over TCP finds EICAR in a base64 attachment: that part alone is replaced by a
+    notice naming the signature and the quarantine id, the quarantine holds the part's exact
+    octets, and every other octet of the message is as it arrived.
+    """
+    raw = buildMessage(TEXT, PDF, eicarAttachment())
+    infected = Message.fromBytes(raw).partAt((2,))
+    start, end = infected.range
+    [[delivery]] = runChains(Case({"address": clamd.tcpAddress}, (raw,), quarantine=tmp_path / "q"))
+    assert delivery.output is not None, delivery.tempfail
+    [(identifier, (original, record))] = quarantined(tmp_path / "q").items()
+    assert original == raw[start:end]
+    stamp, rest = splitStamp(delivery.output)
+    assert stamp == f"popproxy/clamd; infected parts replaced ({EICAR_SIGNATURE}.UNOFFICIAL)"
+    assert rest.startswith(raw[:start]) and rest.endswith(raw[end:])
+    notice = Message.fromBytes(rest).partAt((2,))
+    assert notice.contentType == "text/plain"
+    assert f"{EICAR_SIGNATURE}.UNOFFICIAL" in notice.text()
+    assert identifier in notice.text() and "invoice.com" in notice.text()
+    assert eicar() not in delivery.output
+    assert record.plugin == "scan" and EICAR_SIGNATURE in record.reason
+    assert "instream" in clamd.log() and "FOUND" in clamd.log()
+
+
+def test_eicarBodyReplacesTheWholeMessage(clamd: ClamdPeer, tmp_path: Path) -> None:
+    """
+    EICAR as the body of a single-part message: the client gets a notice instead (with the
+    sender and subject, the signature, the quarantine id header) and the quarantine holds the
+    original message byte for byte.
+    """
+    raw = eicarBody()
+    [[delivery]] = runChains(Case({"address": clamd.tcpAddress}, (raw,), quarantine=tmp_path / "q"))
+    assert delivery.output is not None, delivery.tempfail
+    [(identifier, (original, record))] = quarantined(tmp_path / "q").items()
+    assert original == raw and record.plugin == "scan"
+    notice = Message.fromBytes(delivery.output)
+    assert notice.headers.get("X-Popproxy-Quarantine-Id") == identifier
+    assert notice.headers.get("Subject") == "[VIRUS] see this"
+    assert notice.headers.get("Message-ID") == "<eicar@example.com>"
+    assert f"{EICAR_SIGNATURE}.UNOFFICIAL" in notice.root.text()
+    assert eicar() not in delivery.output
+
+
+def test_cleanMessagesAreStampedAndOtherwiseUntouched(clamd: ClamdPeer, tmp_path: Path) -> None:
+    """
+    Clean messages (several at once through two connections, one with a part of 900 kB
+    streamed in many chunks) get the clean header above their unchanged octets, over TCP and
+    over clamd's UNIX socket alike; EICAR is found over the UNIX socket too.
+    """
+    large = attachmentPart(os.urandom(900_000), "photos.tar")
+    clean = [buildMessage(textPart(f"Message {number}.\n"), PDF) for number in range(5)]
+    clean.append(buildMessage(TEXT, large))
+    infected = buildMessage(eicarAttachment())
+    tcp, unix = runChains(
+        Case({"address": clamd.tcpAddress, "max_connections": 2}, tuple(clean)),
+        Case({"address": clamd.unixAddress}, (clean[-1], infected), quarantine=tmp_path / "q"),
+    )
+    for raw, delivery in zip([*clean, clean[-1]], [*tcp, unix[0]], strict=True):
+        assert delivery.output == HEADER + b"clean\r\n" + raw
+    assert splitStamp(unix[1].output)[0].startswith("popproxy/clamd; infected parts replaced")
+    assert len(quarantined(tmp_path / "q")) == 1
+    # Every leaf part was really scanned: two per clean message, the UNIX ones as "local".
+    assert clamd.log().count(": OK") == 2 * 7
+    assert clamd.log().count("instream(local)") == 3
+
+
+def test_messageModeLetsClamdDecodeTheMime(clamd: ClamdPeer, tmp_path: Path) -> None:
+    """
+    In message mode the raw message goes to clamd, which decodes the base64 attachment
+    itself; an infected message is replaced whole.
+    """
+    raw = buildMessage(TEXT, PDF, eicarAttachment())
+    [[delivery]] = runChains(
+        Case({"address": clamd.tcpAddress, "mode": "message"}, (raw,), quarantine=tmp_path / "q")
+    )
+    assert delivery.output is not None, delivery.tempfail
+    assert Message.fromBytes(delivery.output).headers.get("X-Popproxy-Quarantine-Id")
+    assert [original for original, _ in quarantined(tmp_path / "q").values()] == [raw]
+
+
+def test_clamdDownFollowsThePolicy(clamdUnreachable: str, tmp_path: Path) -> None:
+    """
+    With nothing listening: by default a temporary failure saying the scanner is unreachable;
+    with on_failure = "deliver" the message arrives marked unchecked, never clean.
+    """
+    raw = buildMessage(PDF)
+    [[refused], [delivered]] = runChains(
+        Case({"address": clamdUnreachable}, (raw,)),
+        Case({"address": clamdUnreachable, "on_failure": "deliver"}, (raw,)),
+    )
+    assert refused.output is None
+    assert refused.tempfail == "the virus scanner is unreachable, try again later"
+    assert delivered.output == HEADER + b"unchecked (clamd unreachable)\r\n" + raw
+
+
+def test_stallingClamdTimesOutWithinBounds(clamdStalling: StallingServer) -> None:
+    """
+    clamd accepting and never answering: after the plugin's timeout (1 s here, well inside
+    the chain's own 10 s) the policy applies, tempfail or deliver-unchecked.
+    """
+    raw = buildMessage(PDF)
+    settings = {"address": clamdStalling.address, "timeout": 1}
+    [[refused], [delivered]] = runChains(
+        Case(settings, (raw,), chainTimeout=10),
+        Case({**settings, "on_failure": "deliver"}, (raw,), chainTimeout=10),
+    )
+    assert refused.tempfail == "the virus scanner did not answer in time, try again later"
+    assert delivered.output == HEADER + b"unchecked (clamd timed out after 1 s)\r\n" + raw
+    for delivery in (refused, delivered):
+        assert 0.9 <= delivery.elapsed < 3.0
+    assert clamdStalling.accepted >= 2
+
+
+def test_oversizedPartsAreNeverCalledClean(clamd: ClamdPeer, tmp_path: Path) -> None:
+    """
+    A part over max_stream is not sent (delivered unchecked by default, or tempfailed); one
+    within max_stream but over clamd's StreamMaxLength is refused by clamd, which the plugin
+    reads as oversize too. The small parts are still scanned, and EICAR beside a big part is
+    still removed.
+    """
+    big = attachmentPart(os.urandom(clamd.streamMaxLength + 100_000), "big.bin")
+    raw = buildMessage(TEXT, big)
+    withEicar = buildMessage(TEXT, big, eicarAttachment())
+    limited = {"address": clamd.tcpAddress, "max_stream": clamd.streamMaxLength}
+    [ours], [tempfailed], [theirs] = runChains(
+        Case(limited, (withEicar,), quarantine=tmp_path / "q"),
+        Case({**limited, "on_oversize": "tempfail"}, (raw,)),
+        Case({"address": clamd.tcpAddress, "max_stream": 8 * 1024 * 1024}, (raw,)),
+    )
+    assert splitStamp(ours.output)[0] == (
+        "popproxy/clamd; unchecked (part 2 (big.bin) too large: "
+        f"{clamd.streamMaxLength + 100_000} octets > max_stream {clamd.streamMaxLength}); "
+        f"infected parts replaced ({EICAR_SIGNATURE}.UNOFFICIAL)"
+    )
+    assert ours.output is not None and eicar() not in ours.output
+    assert len(quarantined(tmp_path / "q")) == 1
+    assert tempfailed.tempfail == "the message is too large for the virus scanner, try again later"
+    assert stampOf(theirs.output, raw) == (
+        "popproxy/clamd; unchecked (part 2 (big.bin) too large for clamd's StreamMaxLength "
+        f"({clamd.streamMaxLength + 100_000} octets))"
+    )
+    assert "size limit" in clamd.log().lower()
