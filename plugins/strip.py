@@ -1,0 +1,1188 @@
+"""
+The strip filter: remove dangerous attachments, keep them in the
+quarantine, and leave a short notice where each one was.
+
+A part is removed when any of its candidate file names (every name a mail
+client might show, see L{popproxy.message.Part.filenames}) has a blocked
+extension, when its declared content type is blocked, when its decoded
+bytes are an executable, installer, shortcut or disk image whatever its
+name says (detected with C{puremagic}), when it is a zip archive holding
+such a file (or too many files, too many bytes, too deep a nesting of
+archives), when it is a TNEF C{winmail.dat} naming such a file, or when it
+is larger than C{max_size}.  A uuencoded file (C{begin 644 setup.exe})
+inside a plain text part is cut out of that text.
+
+Each removed part is stored in the quarantine first, exactly as it was in
+the message, then replaced by a C{text/plain} notice naming the file, the
+reason and the quarantine id.  Every other octet of the message stays as
+it arrived.  Without a quarantine, or when it cannot store, the verdict is
+L{TempFail}: nothing is ever thrown away.
+
+Settings and policy decisions are described in docs/plugins/strip.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import io
+import re
+import string
+import struct
+import unicodedata
+import uuid
+import zipfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import puremagic
+from twisted.internet.defer import maybeDeferred
+from zope.interface import implementer
+
+from popproxy.interfaces import (
+    Deliver,
+    FilterContext,
+    IMessageFilter,
+    Replace,
+    Rewrite,
+    TempFail,
+    Verdict,
+)
+from popproxy.message import EditError, Message, Part, textPart
+
+# The default policy.
+
+#: Executables, scripts, shortcuts, installers, help files that run code
+#: and disk images, in the spirit of amavisd-new's banned files, MIMEDefang's
+#: bad file names and the "level 1" list Outlook refuses to open.
+DEFAULT_EXTENSIONS: tuple[str, ...] = (
+    # Windows programs and libraries.
+    "exe", "com", "scr", "pif", "cpl", "dll", "ocx", "sys", "drv", "vxd",
+    # Command and script files.
+    "bat", "cmd", "vb", "vbs", "vbe", "vbp", "js", "jse", "ws", "wsf", "wsh", "wsc", "sct",
+    "hta", "htc", "ps1", "ps1xml", "ps2", "ps2xml", "psc1", "psc2", "psd1", "psm1", "pssc",
+    "msh", "msh1", "msh2", "mshxml", "msh1xml", "msh2xml", "csh", "ksh", "bas", "fxp",
+    "py", "pyc", "pyo", "pyw", "pyz", "pyzw", "jar", "jnlp", "reg", "inf", "ins", "isp",
+    # Shortcuts and shell tricks.
+    "lnk", "url", "scf", "shb", "shs", "xnk", "website", "webpnp", "settingcontent-ms",
+    "library-ms", "searchconnector-ms",
+    # Installers and packages.
+    "msi", "msp", "mst", "msu", "msix", "msixbundle", "appx", "appxbundle", "application",
+    "appref-ms", "gadget", "xbap", "vsix", "vsmacros", "vsw", "diagcab", "grp", "cnt",
+    "ops", "osd", "plg", "prf", "prg", "ade", "adp", "app", "bgi", "its", "xll", "wsb",
+    "pkg", "dmg",
+    # Help and console files that run code.
+    "chm", "hlp", "hpj", "msc",
+    # Disk images (they hide their contents from scanners and Mark of the Web).
+    "iso", "img", "vhd", "vhdx",
+)  # fmt: skip
+
+#: Declared content types that are executables or installers whatever the
+#: file is called.
+DEFAULT_CONTENT_TYPES: tuple[str, ...] = (
+    "application/x-msdownload",
+    "application/x-msdos-program",
+    "application/x-dosexec",
+    "application/x-ms-dos-executable",
+    "application/x-winexe",
+    "application/x-executable",
+    "application/x-sharedlib",
+    "application/x-mach-binary",
+    "application/vnd.microsoft.portable-executable",
+    "application/x-ms-installer",
+    "application/x-msi",
+    "application/x-ole-storage-msi",
+    "application/x-ms-shortcut",
+    "application/x-ms-application",
+    "application/x-bat",
+    "application/bat",
+    "application/hta",
+    "application/x-javascript-hta",
+    "application/java-archive",
+    "application/x-java-archive",
+    "application/x-java-jnlp-file",
+    "application/x-iso9660-image",
+    "application/x-apple-diskimage",
+)
+
+DEFAULT_NOTICE = (
+    "The attachment {filename} was removed by the mail gateway ({reason}).\n"
+    "It is kept in quarantine as {id}; ask your administrator if you need it.\n"
+)
+
+#: Added to a notice in a message whose signature the removal breaks.
+SIGNATURE_BROKEN = (
+    "This message was digitally signed; removing the attachment means the "
+    "signature no longer verifies.\n"
+)
+
+SETTINGS = (
+    "extensions",
+    "content_types",
+    "detect",
+    "archives",
+    "max_nesting",
+    "max_members",
+    "max_inflated",
+    "encrypted",
+    "unreadable",
+    "uuencode",
+    "tnef",
+    "max_size",
+    "signed",
+    "notice",
+)
+
+#: Decoded octets read from the start of a part to detect its type (an ISO
+#: 9660 image says so at offset 32769).
+DETECT_BYTES = 65536
+
+_NOTICE_FIELDS = frozenset({"filename", "reason", "id"})
+
+
+@dataclass(frozen=True)
+class StripPolicy:
+    """
+    What the filter removes; see docs/plugins/strip.md for each field.
+    """
+
+    extensions: frozenset[str] = frozenset(DEFAULT_EXTENSIONS)
+    contentTypes: frozenset[str] = frozenset(DEFAULT_CONTENT_TYPES)
+    detect: bool = True
+    archives: bool = True
+    maxNesting: int = 3
+    maxMembers: int = 1000
+    maxInflated: int = 100 * 1024 * 1024
+    encrypted: str = "allow"
+    unreadable: str = "strip"
+    uuencode: bool = True
+    tnef: bool = True
+    maxSize: int = 0
+    signed: str = "strip"
+    notice: str = DEFAULT_NOTICE
+
+
+# File names.
+
+#: Characters that reorder what follows them on screen: "invoice\u202efdp.exe"
+#: shows as "invoiceexe.pdf".
+_BIDI_OVERRIDES = frozenset("\u202a\u202b\u202d\u202e\u2066\u2067\u2068")
+_CLSID_SUFFIX = re.compile(r"\.\{[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\}\Z")
+
+
+def displayName(name: str, limit: int = 120) -> str:
+    """
+    C{name} made safe to show in a notice, a note or a log line: control
+    and format characters (line breaks, right-to-left overrides) are
+    written as C{\\uXXXX}, and long names are shortened.
+    """
+    shown = "".join(
+        f"\\u{ord(char):04x}" if unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") else char
+        for char in name
+    )
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
+
+
+def canonicalName(name: str) -> str:
+    """
+    The name as Windows would save it, for comparing extensions: the last
+    path component, without invisible format characters, NFKC-normalized,
+    case-folded, without an NTFS C{::$DATA} stream suffix and without the
+    trailing dots and spaces Windows drops (C{"setup.exe. "} is
+    C{"setup.exe"}).
+    """
+    base = re.split(r"[/\\]", name)[-1]
+    visible = "".join(char for char in base if unicodedata.category(char) != "Cf")
+    folded = unicodedata.normalize("NFKC", visible).casefold()
+    while True:
+        trimmed = folded.rstrip(". \t\r\n\x00\u00a0\u3000")
+        if trimmed.endswith("::$data"):
+            trimmed = trimmed[: -len("::$data")]
+        if trimmed == folded:
+            return trimmed
+        folded = trimmed
+
+
+def nameReason(name: str, policy: StripPolicy) -> str | None:
+    """
+    Why a file called C{name} must be removed, or None.  Every dotted
+    suffix is compared with the blocked extensions, so C{invoice.pdf.exe}
+    is an C{.exe} and an entry like C{tar.gz} works.
+    """
+    canonical = canonicalName(name)
+    pieces = canonical.split(".")
+    for start in range(len(pieces) - 1, 0, -1):
+        extension = ".".join(pieces[start:])
+        if extension in policy.extensions:
+            return f"blocked extension .{extension}"
+    if _CLSID_SUFFIX.search(canonical):
+        return "hidden class-id extension"
+    if any(char in _BIDI_OVERRIDES for char in name):
+        return "right-to-left override in the name"
+    return None
+
+
+# Detecting what the octets are.
+
+#: Formats whose puremagic signatures are distinctive enough to remove a
+#: file for.  Other blocked extensions are judged by name only: their
+#: signatures are plain text (scripts, .reg, .url), shared with ordinary
+#: documents (an .msi is an OLE2 file like a .doc) or too short.
+_DETECTABLE = frozenset(
+    "exe dll drv ocx scr cpl com sys vxd pif lnk chm iso vhd vhdx dmg pkg".split()
+)
+
+_OLE2 = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+#: The class ids of the root storage of Windows Installer files.
+_INSTALLER_CLASSES = {
+    uuid.UUID(f"000c108{digit}-0000-0000-c000-000000000046").bytes_le: (extension, description)
+    for digit, extension, description in (
+        ("4", "msi", "Windows Installer package"),
+        ("6", "msp", "Windows Installer patch"),
+        ("2", "mst", "Windows Installer transform"),
+    )
+}
+_MACH_O = (b"\xfe\xed\xfa\xce", b"\xfe\xed\xfa\xcf", b"\xce\xfa\xed\xfe", b"\xcf\xfa\xed\xfe")
+
+
+@dataclass(frozen=True)
+class DetectedType:
+    """
+    One thing the octets may be: a file extension and a MIME type (either
+    may be empty) and a description.
+    """
+
+    extension: str
+    mimeType: str
+    description: str
+
+
+def detectTypes(head: bytes) -> list[DetectedType]:
+    """
+    What C{head}, the first decoded octets of a file, may be, among the
+    executable, installer, shortcut and disk image formats recognized with
+    confidence.
+    """
+    found: list[DetectedType] = []
+    if not head:
+        return found
+    try:
+        matches = puremagic.magic_string(head)
+    except (puremagic.PureError, ValueError):
+        matches = []
+    for match in matches:
+        extension = str(match.extension).lstrip(".").lower()
+        signature = bytes(match.byte_match)
+        if extension not in _DETECTABLE or len(set(signature)) < 2:
+            continue
+        if len(signature) < 4 and not (signature == b"MZ" and _hasPeHeader(head)):
+            continue
+        found.append(DetectedType(extension, str(match.mime_type or ""), str(match.name)))
+    if head.startswith(b"\x7fELF"):
+        found.append(DetectedType("", "application/x-executable", "ELF executable"))
+    if head[:4] in _MACH_O:
+        found.append(DetectedType("", "application/x-mach-binary", "Mach-O executable"))
+    installer = _installerClass(head)
+    if installer is not None:
+        extension, description = installer
+        found.append(DetectedType(extension, "application/x-ms-installer", description))
+    return found
+
+
+def _hasPeHeader(head: bytes) -> bool:
+    """
+    Whether a file starting with C{MZ} has the PE header its DOS header
+    points to (a text file that happens to start with "MZ" has not).
+    """
+    if len(head) < 0x40:
+        return False
+    (offset,) = struct.unpack_from("<I", head, 0x3C)
+    return head[offset : offset + 4] == b"PE\x00\x00"
+
+
+def _installerClass(head: bytes) -> tuple[str, str] | None:
+    """
+    The Windows Installer kind of an OLE2 compound file, told by the class
+    id of its root directory entry (if that lies within C{head}).
+    """
+    if not head.startswith(_OLE2) or len(head) < 0x34:
+        return None
+    sectorShift = struct.unpack_from("<H", head, 0x1E)[0]
+    firstDirectorySector = struct.unpack_from("<I", head, 0x30)[0]
+    if sectorShift not in (9, 12) or firstDirectorySector >= 0xFFFFFFFA:
+        return None
+    root = (firstDirectorySector + 1) << sectorShift
+    return _INSTALLER_CLASSES.get(head[root + 0x50 : root + 0x60])
+
+
+def detectionReason(head: bytes, policy: StripPolicy) -> str | None:
+    """
+    Why octets starting with C{head} must be removed whatever their name,
+    or None.
+    """
+    for detected in detectTypes(head):
+        if detected.extension in policy.extensions or detected.mimeType in policy.contentTypes:
+            kind = f" (.{detected.extension})" if detected.extension else ""
+            return f"detected {detected.description}{kind}"
+    return None
+
+
+# Zip archives.
+
+_ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
+_ZIP_TYPES = frozenset(
+    {"application/zip", "application/x-zip", "application/x-zip-compressed", "multipart/x-zip"}
+)
+
+
+@dataclass
+class _Budget:
+    """
+    What opening one attachment's archives has cost so far.
+    """
+
+    members: int = 0
+    inflated: int = 0
+
+
+def _declaredEntries(data: bytes) -> int | None:
+    """
+    The number of entries the end-of-central-directory record of a zip
+    archive declares, read before C{zipfile} builds an object per entry.
+    """
+    at = data.rfind(b"PK\x05\x06", max(0, len(data) - 65557))
+    if at < 0 or at + 22 > len(data):
+        return None
+    total = struct.unpack_from("<H", data, at + 10)[0]
+    if total != 0xFFFF or at < 20 or data[at - 20 : at - 16] != b"PK\x06\x07":
+        return int(total)
+    (zip64End,) = struct.unpack_from("<Q", data, at - 12)
+    if zip64End + 40 > len(data) or data[zip64End : zip64End + 4] != b"PK\x06\x06":
+        return None
+    return int(struct.unpack_from("<Q", data, zip64End + 32)[0])
+
+
+def _looksLikeArchive(name: str) -> bool:
+    return canonicalName(name).endswith(".zip")
+
+
+def inspectZip(
+    data: bytes, policy: StripPolicy, budget: _Budget, depth: int = 1, where: str = ""
+) -> str | None:
+    """
+    Why the zip archive C{data} must be removed, or None.
+
+    Member names are checked like attachment names; the first octets of
+    each member are checked like an attachment's; member archives are
+    opened in turn up to C{maxNesting} levels.  Nothing is inflated before
+    the declared sizes of every member of an archive fit in what is left
+    of C{maxInflated}, and a member is never inflated beyond its declared
+    size, so a zip bomb costs its compressed size and a few chunks.
+    """
+    if depth > policy.maxNesting:
+        return f"archives nested more than {policy.maxNesting} deep"
+    declared = _declaredEntries(data)
+    if declared is not None and budget.members + declared > policy.maxMembers:
+        return f"archive with more than {policy.maxMembers} files"
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        members = archive.infolist()
+    except Exception as e:  # every way zipfile refuses an archive; policy below
+        return _unreadable(policy, f"unreadable archive{_at(where)}: {type(e).__name__}")
+    budget.members += len(members)
+    if budget.members > policy.maxMembers:
+        return f"archive with more than {policy.maxMembers} files"
+    files = [member for member in members if not member.is_dir()]
+    names = {member.filename for member in files}
+    if "jar" in policy.extensions and "META-INF/MANIFEST.MF" in names:
+        return f"Java archive{_at(where)} (blocked extension .jar)"
+    for member in files:
+        reason = nameReason(member.filename, policy)
+        if reason is not None:
+            return f"archive member {displayName(where + member.filename)}: {reason}"
+        budget.inflated += member.file_size
+    if budget.inflated > policy.maxInflated:
+        return f"archive inflating to more than {policy.maxInflated} bytes"
+    for member in files:
+        path = where + member.filename
+        if member.flag_bits & 0x1:
+            if policy.encrypted == "strip":
+                return f"encrypted archive member {displayName(path)}"
+            continue
+        if member.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            # bzip2 and LZMA inflate without a size bound in zipfile:
+            # never opened.  Such a member archive cannot be checked.
+            if _looksLikeArchive(member.filename):
+                return _unreadable(policy, f"archive member {displayName(path)} cannot be opened")
+            continue
+        reason = _inspectMember(archive, member, path, policy, budget, depth)
+        if reason is not None:
+            return reason
+    return None
+
+
+def _inspectMember(
+    archive: zipfile.ZipFile,
+    member: zipfile.ZipInfo,
+    path: str,
+    policy: StripPolicy,
+    budget: _Budget,
+    depth: int,
+) -> str | None:
+    try:
+        with archive.open(member) as opened:
+            head = opened.read(DETECT_BYTES)
+            nested = policy.archives and (
+                head.startswith(_ZIP_SIGNATURES) or _looksLikeArchive(member.filename)
+            )
+            if nested and depth >= policy.maxNesting:
+                return f"archives nested more than {policy.maxNesting} deep"
+            # Bounded by the member's declared size, already within budget.
+            rest = opened.read() if nested else b""
+    except Exception as e:  # a damaged member; policy below
+        return _unreadable(policy, f"archive member {displayName(path)}: {type(e).__name__}")
+    if policy.detect:
+        reason = detectionReason(head, policy)
+        if reason is not None:
+            return f"archive member {displayName(path)}: {reason}"
+    if nested:
+        return inspectZip(head + rest, policy, budget, depth + 1, path + "/")
+    return None
+
+
+def _unreadable(policy: StripPolicy, reason: str) -> str | None:
+    return reason if policy.unreadable == "strip" else None
+
+
+def _at(where: str) -> str:
+    return f" {displayName(where.rstrip('/'))}" if where else ""
+
+
+# TNEF (winmail.dat).
+
+TNEF_SIGNATURE = b"\x78\x9f\x3e\x22"
+_TNEF_TYPES = frozenset({"application/ms-tnef", "application/vnd.ms-tnef"})
+_ATT_ATTACH_RENDDATA = 0x00069002
+_ATT_ATTACH_TITLE = 0x00018010
+_ATT_ATTACH_DATA = 0x0006800F
+_ATT_ATTACHMENT = 0x00069005
+_PR_ATTACH_EXTENSION = 0x3703
+_PR_ATTACH_FILENAME = 0x3704
+_PR_ATTACH_LONG_FILENAME = 0x3707
+#: Sizes of the fixed-size MAPI property types (RFC-less, [MS-OXTNEF]).
+_MAPI_FIXED = {
+    0x0001: 4, 0x0002: 4, 0x0003: 4, 0x0004: 4, 0x0005: 8, 0x0006: 8, 0x0007: 8,
+    0x000A: 4, 0x000B: 4, 0x0014: 8, 0x0040: 8, 0x0048: 16,
+}  # fmt: skip
+_MAPI_VARIABLE = frozenset({0x000D, 0x001E, 0x001F, 0x0102})
+
+
+@dataclass
+class TnefAttachment:
+    """
+    What a TNEF stream says about one attachment.
+    """
+
+    names: list[str] = field(default_factory=list)
+    head: bytes = b""
+
+
+def tnefAttachments(data: bytes) -> list[TnefAttachment]:
+    """
+    The attachments of a TNEF stream: their titles, MAPI file names and
+    first octets.  A damaged stream yields what could be read before the
+    damage.
+    """
+    attachments: list[TnefAttachment] = []
+    if not data.startswith(TNEF_SIGNATURE):
+        return attachments
+    position = 6
+    while position + 9 <= len(data):
+        level = data[position]
+        attribute, length = struct.unpack_from("<II", data, position + 1)
+        start = position + 9
+        end = start + length
+        if end > len(data):
+            break
+        if level == 2:
+            if attribute == _ATT_ATTACH_RENDDATA or not attachments:
+                attachments.append(TnefAttachment())
+            current = attachments[-1]
+            if attribute == _ATT_ATTACH_TITLE:
+                current.names.append(data[start:end].split(b"\x00")[0].decode("cp1252", "replace"))
+            elif attribute == _ATT_ATTACH_DATA:
+                current.head = data[start : min(end, start + DETECT_BYTES)]
+            elif attribute == _ATT_ATTACHMENT:
+                current.names.extend(_mapiNames(data[start:end]))
+        position = end + 2  # the attribute's checksum
+    return attachments
+
+
+def _mapiNames(value: bytes) -> list[str]:
+    """
+    The file name properties in a TNEF attachment's MAPI property list.
+    """
+    names: list[str] = []
+    extension = ""
+    try:
+        (count,) = struct.unpack_from("<I", value, 0)
+        position = 4
+        for _ in range(count):
+            kind, identifier = struct.unpack_from("<HH", value, position)
+            position += 4
+            if identifier >= 0x8000:  # a named property: GUID, then id or name
+                (nameKind,) = struct.unpack_from("<I", value, position + 16)
+                position += 20
+                if nameKind == 0:
+                    position += 4
+                else:
+                    (nameLength,) = struct.unpack_from("<I", value, position)
+                    position += 4 + _padded(nameLength)
+            base = kind & 0x0FFF
+            values = 1
+            if kind & 0x1000 or base in _MAPI_VARIABLE:
+                (values,) = struct.unpack_from("<I", value, position)
+                position += 4
+            if base in _MAPI_FIXED:
+                position += values * _padded(_MAPI_FIXED[base])
+                continue
+            if base not in _MAPI_VARIABLE:
+                break
+            for _ in range(values):
+                (size,) = struct.unpack_from("<I", value, position)
+                octets = value[position + 4 : position + 4 + size]
+                position += 4 + _padded(size)
+                if base not in (0x001E, 0x001F):
+                    continue
+                text = octets.decode("utf-16-le" if base == 0x001F else "cp1252", "replace")
+                text = text.split("\x00")[0]
+                if identifier in (_PR_ATTACH_LONG_FILENAME, _PR_ATTACH_FILENAME):
+                    names.append(text)
+                elif identifier == _PR_ATTACH_EXTENSION:
+                    extension = text
+    except struct.error:
+        pass
+    if extension:
+        names.append("attachment" + extension)
+    return names
+
+
+def _padded(size: int) -> int:
+    return (size + 3) // 4 * 4
+
+
+# uuencoded files in text.
+
+_UU_BEGIN = re.compile(rb"^begin(-base64)?[ \t]+[0-7]{1,4}[ \t]+([^\r\n]*?)[ \t]*\r?$", re.M)
+_UU_LINE = re.compile(rb"[!-`][ -`]*\r?\n?")
+_B64_LINE = re.compile(rb"[A-Za-z0-9+/=]+\r?\n?")
+_UU_END = re.compile(rb"^end[ \t]*(?:\r?\n|\Z)", re.M)
+_B64_END = re.compile(rb"^====[ \t]*(?:\r?\n|\Z)", re.M)
+
+
+@dataclass(frozen=True)
+class UuBlock:
+    """
+    A uuencoded file in a text: where it lies (from its C{begin} line to
+    the end of its C{end} line), its name and its first octets.
+    """
+
+    start: int
+    end: int
+    name: str
+    head: bytes
+
+
+def findUuBlocks(data: bytes, start: int = 0, end: int | None = None) -> list[UuBlock]:
+    """
+    The uuencoded (and C{begin-base64}) files in C{data[start:end]}.  A
+    C{begin} line counts only if the line after it is encoded data; a
+    block without its C{end} line runs to C{end}.
+    """
+    end = len(data) if end is None else end
+    blocks: list[UuBlock] = []
+    position = start
+    while True:
+        begin = _UU_BEGIN.search(data, position, end)
+        if begin is None:
+            return blocks
+        isBase64 = begin.group(1) is not None
+        dataStart = begin.end()
+        if data[dataStart : dataStart + 2] == b"\r\n":
+            dataStart += 2
+        elif data[dataStart : dataStart + 1] == b"\n":
+            dataStart += 1
+        lineMatcher = _B64_LINE if isBase64 else _UU_LINE
+        if not lineMatcher.match(data, dataStart, end):
+            position = begin.end()
+            continue
+        closing = (_B64_END if isBase64 else _UU_END).search(data, dataStart, end)
+        blockEnd = closing.end() if closing else end
+        name = begin.group(2).decode("utf-8", "replace")
+        head = _uuHead(data, dataStart, closing.start() if closing else end, isBase64)
+        blocks.append(UuBlock(begin.start(), blockEnd, name, head))
+        position = blockEnd
+
+
+def _uuHead(data: bytes, start: int, end: int, isBase64: bool) -> bytes:
+    chunk = data[start : min(end, start + DETECT_BYTES * 2)]
+    if isBase64:
+        return _base64Prefix(chunk)
+    decoded = []
+    for line in chunk.splitlines():
+        if not line or line in (b"`", b" "):
+            break
+        try:
+            decoded.append(binascii.a2b_uu(line))
+        except binascii.Error:
+            break
+    return b"".join(decoded)[:DETECT_BYTES]
+
+
+# Reading parts without decoding more than needed.
+
+#: The transfer encodings L{Part.payload} undoes; any other body is taken
+#: as it is.
+_DECODED_ENCODINGS = ("base64", "quoted-printable")
+#: Transfer encodings some clients read as uuencode.
+_UU_ENCODINGS = frozenset({"x-uuencode", "uuencode", "x-uue", "x-uu"})
+
+_BASE64_ALPHABET = string.ascii_letters + string.digits + "+/="
+_NOT_BASE64 = bytes(octet for octet in range(256) if chr(octet) not in _BASE64_ALPHABET)
+
+
+def _base64Prefix(chunk: bytes) -> bytes:
+    """
+    Decode the start of a base64 text leniently, like popproxy.message:
+    junk skipped, a padding sign ends one run and starts the next.
+    """
+    kept = chunk.translate(None, _NOT_BASE64)
+    decoded = []
+    for run in re.split(rb"=+", kept):
+        run = run[: len(run) - len(run) % 4] if len(run) % 4 == 1 else run
+        if run:
+            decoded.append(binascii.a2b_base64(run + b"=" * (-len(run) % 4)))
+    return b"".join(decoded)
+
+
+def decodedHead(part: Part, data: bytes, limit: int = DETECT_BYTES) -> bytes:
+    """
+    About the first C{limit} octets of C{part}'s payload, decoding only
+    the start of its body.
+    """
+    start, end = part.bodyRange
+    encoding = part.transferEncoding
+    if encoding == "base64":
+        return _base64Prefix(data[start : min(end, start + limit * 2 + 1024)])[:limit]
+    if encoding == "quoted-printable":
+        return binascii.a2b_qp(data[start : min(end, start + limit * 3)])[:limit]
+    if encoding in _UU_ENCODINGS:
+        blocks = findUuBlocks(data, start, min(end, start + limit * 2))
+        if blocks:
+            return blocks[0].head
+    return data[start : min(end, start + limit)]
+
+
+def decodedPayload(part: Part, data: bytes) -> bytes:
+    """
+    C{part}'s whole payload, as L{Part.payload} decodes it, without its
+    intermediate copies for the usual base64 body (padding only at the
+    end): C{binascii} skips the line breaks itself.
+    """
+    if part.transferEncoding == "base64":
+        start, end = part.bodyRange
+        padding = data.find(b"=", start, end)
+        if padding == -1 or not data[padding:end].strip(b"= \t\r\n"):
+            try:
+                return binascii.a2b_base64(memoryview(data)[start:end])
+            except binascii.Error:
+                pass  # missing padding and the like: the lenient decoder
+    return part.payload()
+
+
+def decodedSize(part: Part, data: bytes) -> int:
+    """
+    The size of C{part}'s payload: counted without decoding for base64
+    (alphabet characters times 3/4) and unencoded bodies; quoted-printable
+    is decoded only if its encoded size is not already the answer.
+    """
+    start, end = part.bodyRange
+    if part.transferEncoding == "base64":
+        skipped = sum(data.count(octet, start, end) for octet in (b"\r", b"\n", b" ", b"\t", b"="))
+        return (end - start - skipped) * 3 // 4
+    return end - start
+
+
+# Finding what to remove.
+
+
+@dataclass(frozen=True)
+class Finding:
+    """
+    One part to remove or cut.
+
+    @ivar part: the part whose octets go to the quarantine and are
+        replaced (for a file inside an attached message: the
+        message/rfc822 part).
+    @ivar filename: the name to show for what was removed.
+    @ivar reason: why, in a few words.
+    @ivar signed: it lies inside a multipart/signed.
+    @ivar blocks: for uuencoded files cut from a text part: where they are
+        (offsets into the payload, or into the message for an unencoded
+        part); empty when the whole part is replaced.
+    """
+
+    part: Part
+    filename: str
+    reason: str
+    signed: bool = False
+    blocks: tuple[UuBlock, ...] = ()
+
+
+def findBlocked(message: Message, policy: StripPolicy, nesting: int = 0) -> list[Finding]:
+    """
+    Every part of C{message} the policy removes, in message order; parts
+    never lie inside one another.
+    """
+    data = message.toBytes()
+    findings: list[Finding] = []
+    maxDepth = message.maxDepth
+
+    def visit(part: Part, container: Part | None, signed: bool) -> None:
+        if part.isMultipart:
+            inSigned = signed or part.contentType == "multipart/signed"
+            for child in part.children:
+                visit(child, None, inSigned)
+            return
+        judged = _judgePart(part, data, policy, maxDepth, nesting)
+        if judged is not None:
+            # A file that is the whole of an attached message takes the
+            # message/rfc822 part with it, not just the body under it.
+            findings.append(Finding(container or part, judged[0], judged[1], signed))
+            return
+        children = part.children
+        if children:
+            visit(children[0], part, signed)
+            return
+        if policy.uuencode and part.contentType == "text/plain":
+            finding = _uuFinding(part, data, policy, signed)
+            if finding is not None:
+                findings.append(finding)
+
+    visit(message.root, None, False)
+    return findings
+
+
+def _judgePart(
+    part: Part, data: bytes, policy: StripPolicy, maxDepth: int, nesting: int
+) -> tuple[str, str] | None:
+    """
+    The name to show and the reason if the part must go, or None.
+    Containers (message/rfc822) are judged on their headers only; their
+    contents are visited separately.
+    """
+    names = part.filenames
+    shown = displayName(names[0]) if names else _describe(part)
+    for name in names:
+        reason = nameReason(name, policy)
+        if reason is not None:
+            return displayName(name), reason
+    contentType = part.contentType
+    if contentType in policy.contentTypes:
+        return shown, f"blocked content type {contentType}"
+    isMessage = contentType in ("message/rfc822", "message/global")
+    isContainer = isMessage or contentType.startswith("multipart/")
+    if isContainer and len(part.path) >= maxDepth:
+        return shown, "nested too deeply to be checked"
+    if isMessage and part.children:
+        return None
+    if isMessage:
+        # An encoded message/rfc822 (RFC 2045 forbids it, clients decode
+        # it anyway): check the message inside, remove it whole.
+        if nesting >= maxDepth:
+            return shown, "nested too deeply to be checked"
+        inner = Message.fromBytes(decodedPayload(part, data), maxDepth=maxDepth)
+        found = findBlocked(inner, policy, nesting + 1)
+        if found:
+            return shown, f"attached message holds {found[0].filename} ({found[0].reason})"
+        return None
+    if contentType.startswith("text/") and not names and part.disposition != "attachment":
+        return None  # the text of the message itself
+    if policy.maxSize and decodedSize(part, data) > policy.maxSize:
+        if part.transferEncoding != "quoted-printable" or len(part.payload()) > policy.maxSize:
+            return shown, f"larger than {policy.maxSize} bytes"
+    if policy.uuencode and part.transferEncoding in _UU_ENCODINGS:
+        start, end = part.bodyRange
+        for block in findUuBlocks(data, start, end):
+            reason = nameReason(block.name, policy)
+            if reason is not None:
+                return displayName(block.name), f"uuencoded {displayName(block.name)}: {reason}"
+    if not (policy.detect or policy.archives or policy.tnef):
+        return None
+    head = decodedHead(part, data)
+    if policy.detect:
+        reason = detectionReason(head, policy)
+        if reason is not None:
+            return shown, reason
+    if policy.archives and (
+        head.startswith(_ZIP_SIGNATURES)
+        or contentType in _ZIP_TYPES
+        or any(_looksLikeArchive(name) for name in names)
+    ):
+        reason = inspectZip(decodedPayload(part, data), policy, _Budget())
+        if reason is not None:
+            return shown, reason
+    if policy.tnef and (
+        head.startswith(TNEF_SIGNATURE)
+        or contentType in _TNEF_TYPES
+        or any(canonicalName(name) == "winmail.dat" for name in names)
+    ):
+        for attachment in tnefAttachments(decodedPayload(part, data)):
+            for name in attachment.names:
+                reason = nameReason(name, policy)
+                if reason is not None:
+                    return shown, f"winmail.dat holds {displayName(name)}: {reason}"
+            if policy.detect:
+                reason = detectionReason(attachment.head, policy)
+                if reason is not None:
+                    label = displayName(attachment.names[0]) if attachment.names else "a file"
+                    return shown, f"winmail.dat holds {label}: {reason}"
+    return None
+
+
+def _describe(part: Part) -> str:
+    return f"an unnamed {part.contentType} part"
+
+
+def _uuFinding(part: Part, data: bytes, policy: StripPolicy, signed: bool) -> Finding | None:
+    start, end = part.bodyRange
+    if part.transferEncoding in _DECODED_ENCODINGS:
+        blocks = findUuBlocks(part.payload())
+    else:
+        blocks = findUuBlocks(data, start, end)
+    removed: list[UuBlock] = []
+    reasons: list[str] = []
+    for block in blocks:
+        reason = nameReason(block.name, policy)
+        if reason is None and policy.detect:
+            reason = detectionReason(block.head, policy)
+        if reason is not None:
+            removed.append(block)
+            reasons.append(reason)
+    if not removed:
+        return None
+    names = ", ".join(displayName(block.name) for block in removed)
+    return Finding(part, names, f"uuencoded {names}: {reasons[0]}", signed, tuple(removed))
+
+
+# Building what replaces a removed part.
+
+
+def _encodeBody(payload: bytes, encoding: str, lineEnding: bytes) -> bytes:
+    """
+    C{payload} in a transfer encoding, with the message's line ending.
+    """
+    if encoding == "base64":
+        return base64.encodebytes(payload).replace(b"\n", lineEnding)
+    lines = payload.splitlines(keepends=True)
+    out = []
+    for line in lines:
+        content = line.rstrip(b"\r\n")
+        encoded = binascii.b2a_qp(content, quotetabs=False, istext=False)
+        out.append(encoded.replace(b"=\n", b"=" + lineEnding))
+        if len(content) != len(line):
+            out.append(lineEnding)
+    return b"".join(out)
+
+
+def _textOctets(text: str, charset: str | None) -> bytes:
+    """
+    A notice to put inside an existing text, in that text's charset.
+    """
+    try:
+        codec = codecs.lookup(charset or "us-ascii").name
+    except LookupError:
+        codec = "ascii"
+    if codec.startswith(("utf-16", "utf-32")):
+        codec = "ascii"
+    return text.encode(codec, "backslashreplace")
+
+
+def _rootFields(message: Message, data: bytes) -> bytes:
+    """
+    The top-level header lines without the fields that described the
+    removed content (the notice brings its own).
+    """
+    start, end = message.headers.range
+    dropped = sorted(
+        fieldRange
+        for name in ("Content-Type", "Content-Transfer-Encoding", "Content-Disposition")
+        for fieldRange in message.headers.fieldRanges(name)
+    )
+    kept = []
+    position = start
+    for fieldStart, fieldEnd in dropped:
+        kept.append(data[position:fieldStart])
+        position = fieldEnd
+    kept.append(data[position:end])
+    return b"".join(kept)
+
+
+# The filter.
+
+
+@implementer(IMessageFilter)
+class Strip:
+    """
+    Removes the parts its L{StripPolicy} blocks; see the module docstring.
+    """
+
+    name = "strip"
+
+    def __init__(self, policy: StripPolicy) -> None:
+        self.policy = policy
+
+    async def filterMessage(self, message: Message, context: FilterContext) -> Verdict:
+        policy = self.policy
+        if context.partial:
+            # A TOP preview cuts attachments short: an archive that cannot
+            # be read there is a cut one, of no use to the reader.
+            policy = replace(policy, unreadable="allow")
+        # Decoding attachments and opening archives is CPU work: off the
+        # reactor thread when the chain offers a thread (the parse caches
+        # of a message may be filled from another thread).
+        if context.runInThread is not None:
+            findings = await context.runInThread(lambda: findBlocked(message, policy))
+        else:
+            findings = findBlocked(message, policy)
+        if not findings:
+            return Deliver()
+        summary = "; ".join(f"{finding.filename} ({finding.reason})" for finding in findings)
+        if self.policy.signed == "replace" and any(finding.signed for finding in findings):
+            return Replace(
+                self._signedNotice(message, findings),
+                reason=f"signed message with {summary}",
+                note=_shortened(f"removed the whole signed message holding {summary}"),
+            )
+        quarantine = context.quarantine
+        if quarantine is None:
+            return TempFail(
+                f"strip would remove {findings[0].filename} but no quarantine is configured",
+                note="no quarantine",
+            )
+        data = message.toBytes()
+        edited = message
+        notes = []
+        for finding in findings:
+            start, end = finding.part.range
+            try:
+                identifier = await maybeDeferred(
+                    quarantine.store, data[start:end], context, finding.reason, plugin=self.name
+                )
+            except Exception:
+                context.log.failure(
+                    "cannot quarantine {filename} ({reason})",
+                    filename=finding.filename,
+                    reason=finding.reason,
+                )
+                return TempFail(
+                    "the quarantine cannot keep a removed attachment, try again later",
+                    note="quarantine failed",
+                )
+            edited = self._removed(edited, data, finding, str(identifier))
+            context.log.info(
+                "removed {filename} ({reason}), quarantined as {quarantineId}",
+                filename=finding.filename,
+                reason=finding.reason,
+                quarantineId=str(identifier),
+            )
+            notes.append(f"removed {finding.filename} ({finding.reason})")
+        if any(finding.signed for finding in findings):
+            notes.append("signature broken")
+        return Rewrite(edited, note=_shortened("; ".join(notes)))
+
+    def _noticeText(self, finding: Finding, identifier: str, withheld: bool = False) -> str:
+        text = self.policy.notice.format(
+            filename="(name withheld)" if withheld else finding.filename,
+            reason="blocked file" if withheld else finding.reason,
+            id=identifier,
+        )
+        if not text.endswith("\n"):
+            text += "\n"
+        return text + (SIGNATURE_BROKEN if finding.signed else "")
+
+    def _removed(self, message: Message, data: bytes, finding: Finding, identifier: str) -> Message:
+        """
+        C{message} with C{finding}'s part replaced by its notice (or its
+        uuencoded blocks cut out).  Should a name in the notice read as a
+        delimiter line of the message (a name chosen to break it), the
+        notice goes without the names.
+        """
+        try:
+            return message.withPartReplaced(
+                finding.part, self._replacement(message, data, finding, identifier)
+            )
+        except EditError:
+            replacement = self._replacement(message, data, finding, identifier, withheld=True)
+            return message.withPartReplaced(finding.part, replacement)
+
+    def _replacement(
+        self,
+        message: Message,
+        data: bytes,
+        finding: Finding,
+        identifier: str,
+        withheld: bool = False,
+    ) -> bytes:
+        eol = message.lineEnding
+        part = finding.part
+        text = self._noticeText(finding, identifier, withheld)
+        partStart = part.range[0]
+        if not finding.blocks:
+            notice = textPart(text, lineEnding=eol)
+            return _rootFields(message, data) + notice if not part.path else notice
+        bodyStart, bodyEnd = part.bodyRange
+        encoding = part.transferEncoding
+        noticeOctets = _textOctets(
+            text.replace("\n", "\r\n" if eol == b"\r\n" else "\n"), part.charset
+        )
+        if encoding in _DECODED_ENCODINGS:
+            source, position, stop = part.payload(), 0, None
+        else:
+            source, position, stop = data, bodyStart, bodyEnd
+        pieces = []
+        for block in finding.blocks:
+            pieces.append(source[position : block.start])
+            pieces.append(noticeOctets)
+            position = block.end
+        pieces.append(source[position:stop])
+        body = b"".join(pieces)
+        if encoding in _DECODED_ENCODINGS:
+            body = _encodeBody(body, encoding, eol)
+        return data[partStart:bodyStart] + body
+
+    def _signedNotice(self, message: Message, findings: list[Finding]) -> Message:
+        """
+        The message that stands in for a signed message holding blocked
+        files: its identifying headers and a text naming them.
+        """
+        eol = message.lineEnding
+        head = b""
+        for name in ("From", "To", "Cc", "Date", "Message-ID", "Subject"):
+            for value in message.headers.rawValues(name):
+                head += name.encode("ascii") + b":" + value + eol
+        listed = "".join(f"  - {finding.filename}: {finding.reason}\n" for finding in findings)
+        text = (
+            "This message was digitally signed and held attachments the mail gateway does "
+            "not deliver:\n"
+            f"{listed}"
+            "Removing them would break the signature, so the whole message is kept in "
+            "quarantine under the id in the X-Popproxy-Quarantine-Id header of this notice; "
+            "ask your administrator if you need it.\n"
+        )
+        return Message.fromBytes(head + b"MIME-Version: 1.0" + eol + textPart(text, lineEnding=eol))
+
+
+def _shortened(text: str, limit: int = 400) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# Settings.
+
+
+def makeFilter(settings: Mapping[str, Any]) -> Strip:
+    """
+    Build the filter from the C{settings} table of its C{[[filter]]} entry.
+
+    @raise ValueError: an unknown setting, or a value of the wrong kind.
+    """
+    unknown = sorted(set(settings) - set(SETTINGS))
+    if unknown:
+        raise ValueError(f"unknown setting {unknown[0]!r} (known: {', '.join(SETTINGS)})")
+    default = StripPolicy()
+    policy = StripPolicy(
+        extensions=_extensions(settings.get("extensions", DEFAULT_EXTENSIONS)),
+        contentTypes=_contentTypes(settings.get("content_types", DEFAULT_CONTENT_TYPES)),
+        detect=_flag(settings, "detect", default.detect),
+        archives=_flag(settings, "archives", default.archives),
+        maxNesting=_count(settings, "max_nesting", default.maxNesting, minimum=1),
+        maxMembers=_count(settings, "max_members", default.maxMembers, minimum=1),
+        maxInflated=_count(settings, "max_inflated", default.maxInflated, minimum=1),
+        encrypted=_choice(settings, "encrypted", default.encrypted, ("allow", "strip")),
+        unreadable=_choice(settings, "unreadable", default.unreadable, ("strip", "allow")),
+        uuencode=_flag(settings, "uuencode", default.uuencode),
+        tnef=_flag(settings, "tnef", default.tnef),
+        maxSize=_count(settings, "max_size", default.maxSize, minimum=0),
+        signed=_choice(settings, "signed", default.signed, ("strip", "replace")),
+        notice=_notice(settings.get("notice", default.notice)),
+    )
+    return Strip(policy)
+
+
+def _strings(value: object, setting: str) -> list[str]:
+    if not isinstance(value, list | tuple) or not all(isinstance(item, str) for item in value):
+        raise ValueError(f"{setting} must be a list of strings, not {value!r}")
+    return list(value)
+
+
+def _extensions(value: object) -> frozenset[str]:
+    extensions = set()
+    for item in _strings(value, "extensions"):
+        extension = item.strip().lstrip(".").casefold()
+        if not extension or re.search(r"[\s/\\]", extension):
+            raise ValueError(f"extensions: {item!r} is not a file extension")
+        extensions.add(extension)
+    return frozenset(extensions)
+
+
+def _contentTypes(value: object) -> frozenset[str]:
+    types = set()
+    for item in _strings(value, "content_types"):
+        contentType = item.strip().lower()
+        if not re.fullmatch(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+", contentType):
+            raise ValueError(f"content_types: {item!r} is not a type/subtype")
+        types.add(contentType)
+    return frozenset(types)
+
+
+def _flag(settings: Mapping[str, Any], name: str, default: bool) -> bool:
+    value = settings.get(name, default)
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, not {value!r}")
+    return value
+
+
+def _count(settings: Mapping[str, Any], name: str, default: int, minimum: int) -> int:
+    value = settings.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be a whole number, {minimum} or more, not {value!r}")
+    return value
+
+
+def _choice(settings: Mapping[str, Any], name: str, default: str, choices: Iterable[str]) -> str:
+    value = settings.get(name, default)
+    allowed = tuple(choices)
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, not {value!r}")
+    return str(value)
+
+
+def _notice(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"notice must be a non-empty text, not {value!r}")
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+    except ValueError as e:
+        raise ValueError(f"notice is not a valid template: {e}") from None
+    unknown = sorted(fields - _NOTICE_FIELDS)
+    if unknown:
+        raise ValueError(
+            f"notice: unknown field {{{unknown[0]}}} (use {{filename}}, {{reason}}, {{id}})"
+        )
+    try:
+        value.format(filename="setup.exe", reason="blocked extension .exe", id="id")
+    except (ValueError, IndexError, KeyError, AttributeError) as e:
+        raise ValueError(f"notice is not a valid template: {e}") from None
+    return value
