@@ -156,6 +156,7 @@ class Config:
     idleTimeout: float = 600.0
     maxFailedLogins: int = 3
     loginFailureDelay: float = 1.0
+    workers: int = 1
     upstream: str | None = None
     upstreamTls: UpstreamTls = UpstreamTls()
     connectTimeout: float = 30.0
@@ -304,6 +305,7 @@ def parseConfig(text: str, source: str = "<config>", base: Path | None = None) -
     idleTimeout = proxy.number("idle_timeout", 600.0, minimum=1)
     maxFailedLogins = proxy.integer("max_failed_logins", 3, minimum=1)
     loginFailureDelay = proxy.number("login_failure_delay", 1.0, minimum=0)
+    workers = proxy.integer("workers", 1, minimum=1)
     proxy.finish()
 
     upstreamTable = _Table(source, "upstream", data.get("upstream", {}))
@@ -460,6 +462,7 @@ def parseConfig(text: str, source: str = "<config>", base: Path | None = None) -
         idleTimeout=idleTimeout,
         maxFailedLogins=maxFailedLogins,
         loginFailureDelay=loginFailureDelay,
+        workers=workers,
         upstream=upstream,
         upstreamTls=upstreamTls,
         connectTimeout=connectTimeout,

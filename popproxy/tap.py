@@ -149,44 +149,56 @@ class Listener(StreamServerEndpointService):
         self.description = description
         self._raiseSynchronously = True
 
+    #: The listening port, once listening (workers adopt its socket).
+    port: Any = None
+
     def privilegedStartService(self) -> None:
         try:
             super().privilegedStartService()
+            self._waitingForPort.addCallback(self._listening)  # type: ignore[union-attr]
         except Exception as e:
             reason = getattr(e, "socketError", None) or e
             sys.stderr.write(f"popproxy: cannot listen on {self.description}: {reason}\n")
             raise SystemExit(1) from None
 
+    def _listening(self, port: Any) -> Any:
+        self.port = port
+        return port
 
-def _listener(
-    reactor: object, description: str, factory: ServerFactory, serverTLS: ServerTLS | None
-) -> Listener:
+
+def wrappedFactory(
+    reactor: Any, description: str, factory: ServerFactory, serverTLS: ServerTLS | None
+) -> tuple[str, Any]:
     """
-    A listener for a server endpoint string; C{haproxy:} first reads the
-    PROXY header, C{serverTLS} (implicit-TLS listeners) wraps TLS around.
+    The endpoint description to listen on and the factory to give it:
+    C{haproxy:} first reads the PROXY header, C{serverTLS} (implicit-TLS
+    listeners) wraps TLS around the sessions.
     """
-    wrapped: object = factory
+    wrapped: Any = factory
     if serverTLS is not None:
         wrapped = TLSMemoryBIOFactory(serverTLS, False, factory)
     prefix, _, rest = description.partition(":")
     if prefix.lower() == "haproxy":
         # Twisted's own haproxy: wrapper lets the session greet before the
         # PROXY header has arrived; ours holds it back until then.
-        return Listener(
-            description,
-            serverFromString(reactor, rest),
-            ProxyHeaderFactory(wrapped, reactor),  # type: ignore[arg-type]
-        )
-    return Listener(description, serverFromString(reactor, description), wrapped)
+        return rest, ProxyHeaderFactory(wrapped, reactor)
+    return description, wrapped
 
 
-def serviceFromConfig(
+def _listener(
+    reactor: Any, description: str, factory: ServerFactory, serverTLS: ServerTLS | None
+) -> Listener:
+    endpointDescription, wrapped = wrappedFactory(reactor, description, factory, serverTLS)
+    return Listener(description, serverFromString(reactor, endpointDescription), wrapped)
+
+
+def sessionFactories(
     config: Config, reactor: Any, chain: FilterChain | None = None
-) -> MultiService:
+) -> tuple[SessionFactory, SessionFactory, ServerTLS | None]:
     """
-    The services that run a checked configuration on C{reactor}.
+    The session factories for plain and implicit-TLS listeners (shared by
+    the main process and its workers), and the proxy's certificate.
     """
-    top = MultiService()
     connector = UpstreamConnector(reactor, config.connectTimeout, config.responseTimeout)  # type: ignore[arg-type]
     serverTLS = None
     if config.tls.certificate is not None:
@@ -211,14 +223,28 @@ def serviceFromConfig(
         serverTLS=serverTLS,
         requireTLS=config.tls.require,
     )
-    _warnAboutPlainText(config, serverTLS)
     factory = SessionFactory(settings)
-    for description in config.listen:
-        _listener(reactor, description, factory, None).setServiceParent(top)
-    if config.tls.listen:
-        secure = SessionFactory(replace(settings, implicitTLS=True))
-        for description in config.tls.listen:
-            _listener(reactor, description, secure, serverTLS).setServiceParent(top)
+    secure = SessionFactory(replace(settings, implicitTLS=True))
+    return factory, secure, serverTLS
+
+
+def serviceFromConfig(
+    config: Config, reactor: Any, chain: FilterChain | None = None
+) -> MultiService:
+    """
+    The services that run a checked configuration on C{reactor}.
+    """
+    top = MultiService()
+    factory, secure, serverTLS = sessionFactories(config, reactor, chain)
+    _warnAboutPlainText(config, serverTLS)
+    listeners = [_listener(reactor, d, factory, None) for d in config.listen]
+    listeners += [_listener(reactor, d, secure, serverTLS) for d in config.tls.listen]
+    for listener in listeners:
+        listener.setServiceParent(top)
+    if config.workers > 1:
+        from popproxy._workers import WorkerPool
+
+        WorkerPool(reactor, config, listeners).setServiceParent(top)
     if config.demo is not None:
         from popproxy.demo import defaultMailboxPath, demoServerFactory
 

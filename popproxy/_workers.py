@@ -1,0 +1,205 @@
+"""
+Several processes serving the same listening sockets, so sessions (and the
+CPU-heavy filtering they do) spread over more than one core: one Python
+process runs on one core at a time (the GIL).
+
+With C{[proxy] workers = N}, the twistd process listens as usual (binding
+privileged ports before dropping privileges), then starts N - 1 worker
+processes that adopt the same listening sockets; the kernel hands each new
+connection to one of the N processes.  Workers run the same configuration
+and filter chain, log through the main process (each line prefixed with the
+worker's number), are restarted if they die, and are stopped with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from popproxy._config import Config
+
+log = Logger(namespace="popproxy.workers")
+
+#: Seconds before a crashed worker is started again.
+RESTART_DELAY = 1.0
+#: Seconds a worker gets to finish after SIGTERM before SIGKILL.
+STOP_TIMEOUT = 10.0
+
+
+class _WorkerProcess(ProcessProtocol):
+    """
+    One worker: relays its log lines and reports its end.
+    """
+
+    def __init__(self, pool: WorkerPool, number: int) -> None:
+        self.pool = pool
+        self.number = number
+        self.ended: Deferred[None] = Deferred()
+        self._buffer = b""
+
+    def outReceived(self, data: bytes) -> None:
+        self._buffer += data
+        *lines, self._buffer = self._buffer.split(b"\n")
+        for line in lines:
+            if line.strip():
+                log.info(
+                    "worker {number}: {line}",
+                    number=self.number,
+                    line=line.decode("utf-8", "replace"),
+                )
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Failure) -> None:
+        self.ended.callback(None)
+        self.pool._ended(self, reason)
+
+
+class WorkerPool(Service):
+    """
+    Starts, restarts and stops the worker processes of the main process.
+
+    @param listeners: the main process's L{tap.Listener} services; their
+        sockets are handed to the workers once they listen.
+    """
+
+    def __init__(self, reactor: Any, config: Config, listeners: list[Any]) -> None:
+        self._reactor = reactor
+        self._config = config
+        self._listeners = listeners
+        self._workers: dict[int, _WorkerProcess] = {}
+
+    def startService(self) -> None:
+        super().startService()
+        for number in range(1, self._config.workers):
+            self._spawn(number)
+
+    def _arguments(self, number: int) -> tuple[list[str], dict[int, int | str]]:
+        config = self._config
+        arguments = [sys.executable, "-m", "popproxy._workers", "--number", str(number)]
+        if config.source != "<command line>":
+            arguments += ["--config", str(Path(config.source).resolve())]
+        if "upstream" in config.overridden and config.upstream:
+            arguments += ["--upstream", config.upstream]
+        childFDs: dict[int, int | str] = {0: "w", 1: "r", 2: "r"}
+        plain = len(config.listen)
+        for index, listener in enumerate(self._listeners):
+            descriptor = listener.port.fileno()
+            kind, position = ("plain", index) if index < plain else ("tls", index - plain)
+            arguments += ["--adopt", f"{descriptor}:{kind}:{position}"]
+            childFDs[descriptor] = descriptor
+        return arguments, childFDs
+
+    def _spawn(self, number: int) -> None:
+        arguments, childFDs = self._arguments(number)
+        worker = _WorkerProcess(self, number)
+        self._workers[number] = worker
+        self._reactor.spawnProcess(
+            worker, sys.executable, arguments, env=dict(os.environ), childFDs=childFDs
+        )
+        log.info("started worker {number}", number=number)
+
+    def _ended(self, worker: _WorkerProcess, reason: Failure) -> None:
+        if self._workers.get(worker.number) is worker:
+            del self._workers[worker.number]
+        if self.running:
+            log.warn(
+                "worker {number} ended ({reason}); starting it again",
+                number=worker.number,
+                reason=reason.getErrorMessage(),
+            )
+            self._reactor.callLater(RESTART_DELAY, self._respawn, worker.number)
+
+    def _respawn(self, number: int) -> None:
+        if self.running and number not in self._workers:
+            self._spawn(number)
+
+    def stopService(self) -> Deferred[Any]:
+        super().stopService()
+        endings = []
+        for worker in list(self._workers.values()):
+            endings.append(worker.ended)
+            try:
+                worker.transport.signalProcess("TERM")  # type: ignore[union-attr]
+            except Exception:  # already gone
+                pass
+            self._reactor.callLater(STOP_TIMEOUT, _kill, worker)
+        return DeferredList(endings)
+
+
+def _kill(worker: _WorkerProcess) -> None:
+    if not worker.ended.called:
+        try:
+            worker.transport.signalProcess("KILL")  # type: ignore[union-attr]
+        except Exception:
+            pass
+
+
+def _dieWithParent() -> None:
+    """
+    Ask Linux to send this worker SIGTERM if the main process dies, so no
+    worker outlives it (even a SIGKILLed one).
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    """
+    A worker process: adopt the inherited listening sockets and serve.
+    """
+    parser = argparse.ArgumentParser(prog="popproxy worker")
+    parser.add_argument("--number", type=int, required=True)
+    parser.add_argument("--config", type=Path)
+    parser.add_argument("--upstream")
+    parser.add_argument("--adopt", action="append", default=[])
+    arguments = parser.parse_args(argv)
+    _dieWithParent()
+
+    from twisted.internet import reactor
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    from popproxy._config import loadConfig
+    from popproxy.tap import buildChain, sessionFactories, wrappedFactory
+
+    globalLogBeginner.beginLoggingTo(
+        [textFileLogObserver(sys.stdout, timeFormat="")], redirectStandardIO=False
+    )
+    config = loadConfig(arguments.config) if arguments.config else Config()
+    config = config.withOverrides(upstream=arguments.upstream)
+    factory, secure, serverTLS = sessionFactories(config, reactor, buildChain(config, reactor))
+    for adopted in arguments.adopt:
+        descriptor, kind, position = adopted.split(":")
+        fd = int(descriptor)
+        probe = socket.socket(fileno=fd)
+        family = probe.family
+        probe.detach()
+        descriptions = config.listen if kind == "plain" else config.tls.listen
+        sessions = factory if kind == "plain" else secure
+        _, wrapped = wrappedFactory(
+            reactor, descriptions[int(position)], sessions, serverTLS if kind == "tls" else None
+        )
+        reactor.adoptStreamPort(fd, family, wrapped)  # type: ignore[attr-defined]
+        os.close(fd)
+    signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(reactor.stop))  # type: ignore[attr-defined]
+    reactor.run()  # type: ignore[attr-defined]
+
+
+if __name__ == "__main__":
+    main()
