@@ -28,10 +28,10 @@ from typing import Any, Protocol
 from twisted.internet import error
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.defer import TimeoutError as DeferredTimeoutError
-from twisted.internet.endpoints import clientFromString, connectProtocol
+from twisted.internet.endpoints import clientFromString
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.internet.protocol import Factory, connectionDone
 from twisted.internet.protocol import Protocol as StreamProtocol
-from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -638,9 +638,23 @@ class SpamdClient:
             cancelling it aborts the connection.
         """
         connection = _SpamdConnection(spamdRequest(message, self._user))
-        connecting = connectProtocol(self._endpoint, connection)
+        connecting = self._endpoint.connect(_QuietFactory(connection))
         answered: Deferred[SpamdAnswer] = connecting.addCallback(lambda _: connection.answered)
         return answered.addTimeout(self._timeout, self._clock)
+
+
+class _QuietFactory(Factory):
+    """
+    Hands out one prepared connection without logging every connection.
+    """
+
+    noisy = False
+
+    def __init__(self, connection: StreamProtocol) -> None:
+        self._connection = connection
+
+    def buildProtocol(self, addr: object) -> StreamProtocol:
+        return self._connection
 
 
 # The filter.
