@@ -142,6 +142,10 @@ DETECT_BYTES = 65536
 _NOTICE_FIELDS = frozenset({"filename", "reason", "id"})
 
 
+#: Messages at least this big are checked in a thread.
+THREAD_THRESHOLD = 256 * 1024
+
+
 @dataclass(frozen=True)
 class StripPolicy:
     """
@@ -951,9 +955,11 @@ class Strip:
             # be read there is a cut one, of no use to the reader.
             policy = replace(policy, unreadable="allow")
         # Decoding attachments and opening archives is CPU work: off the
-        # reactor thread when the chain offers a thread (the parse caches
-        # of a message may be filled from another thread).
-        if context.runInThread is not None:
+        # reactor thread for big messages when the chain offers a thread
+        # (the parse caches of a message may be filled from another
+        # thread).  Small ones are checked inline: a thread hop costs more
+        # than the work and only adds contention for the GIL.
+        if context.runInThread is not None and len(message.raw) >= THREAD_THRESHOLD:
             findings = await context.runInThread(lambda: findBlocked(message, policy))
         else:
             findings = findBlocked(message, policy)

@@ -341,8 +341,16 @@ class ClientSession(Protocol, TimeoutMixin):
         if self._connecting is not None:
             self._connecting.cancel()
         if self._upstream is not None:
+            self._upstream.onLost = None
             self._upstream.close()
             self._upstream = None
+        # Drop what the session holds, so a closed session frees its
+        # filtered messages now rather than when the cycle collector runs.
+        self._filtered.clear()
+        self._sizes.clear()
+        self._handler = None
+        self._saslStep = None
+        self._waiters = []
         self.log.info(
             "session {session} closed: {ending}; client={client} user={user} "
             "upstream={upstream} commands={commands} bytesIn={bytesIn} bytesOut={bytesOut}",

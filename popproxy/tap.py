@@ -185,11 +185,29 @@ def wrappedFactory(
     return description, wrapped
 
 
+#: Listen backlog for TCP listeners that do not set one.  Twisted's default
+#: (50) overflows when hundreds of clients connect at once, and a POP3
+#: client whose connection was dropped from the queue waits for a greeting
+#: that never comes.
+DEFAULT_BACKLOG = 1024
+
+
+def withBacklog(description: str) -> str:
+    """
+    Add C{backlog=} to a tcp/tcp6/ssl server endpoint string without one.
+    """
+    kind = description.split(":", 1)[0].lower()
+    if kind in ("tcp", "tcp6", "ssl") and "backlog=" not in description:
+        return f"{description}:backlog={DEFAULT_BACKLOG}"
+    return description
+
+
 def _listener(
     reactor: Any, description: str, factory: ServerFactory, serverTLS: ServerTLS | None
 ) -> Listener:
     endpointDescription, wrapped = wrappedFactory(reactor, description, factory, serverTLS)
-    return Listener(description, serverFromString(reactor, endpointDescription), wrapped)
+    endpoint = serverFromString(reactor, withBacklog(endpointDescription))
+    return Listener(description, endpoint, wrapped)
 
 
 def sessionFactories(

@@ -572,8 +572,9 @@ def test_partialRetrieval(tmp_path: Path) -> None:
 
 def test_checksRunInTheChainsThread(tmp_path: Path) -> None:
     """
-    The checks run through context.runInThread (the daemon's thread pool),
-    not in the reactor thread.
+    The checks of a big message run through context.runInThread (the
+    daemon's thread pool), not in the reactor thread; a small message is
+    checked inline (a thread hop would cost more than the work).
     """
     calls: list[Any] = []
 
@@ -581,8 +582,11 @@ def test_checksRunInTheChainsThread(tmp_path: Path) -> None:
         calls.append(function)
         return runInline(function)
 
-    raw = buildMessage(textPart("x\n"), attachmentPart(b"harmless", "setup.exe"))
-    verdict = judge(loadStrip(), raw, DirectoryQuarantine(tmp_path), runInThread=runInThread)
+    small = buildMessage(textPart("x\n"), attachmentPart(b"harmless", "setup.exe"))
+    verdict = judge(loadStrip(), small, DirectoryQuarantine(tmp_path), runInThread=runInThread)
+    assert isinstance(verdict, Rewrite) and calls == []
+    big = buildMessage(textPart("x\n" * 200_000), attachmentPart(b"harmless", "setup.exe"))
+    verdict = judge(loadStrip(), big, DirectoryQuarantine(tmp_path), runInThread=runInThread)
     assert isinstance(verdict, Rewrite) and len(calls) == 1
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import capturedLogs, formatEvent
+from twisted.python.failure import Failure
 
 from popproxy._framing import stuff
 from popproxy._retrieval import RetrievalContext, TemporaryFailure
@@ -300,3 +301,18 @@ def test_oversizeTempfail() -> None:
     h.send(b"RETR 1\r\n")
     serveRetr(h, 1, BIG)
     assert h.received() == b"-ERR [SYS/TEMP] the message is too large to be filtered\r\n"
+
+
+def test_closedSessionDropsItsCache() -> None:
+    """
+    A closed session lets go of its filtered messages at once (not only
+    when the cycle collector runs).
+    """
+    h = Harness(hook=AddHeader())
+    h.login()
+    h.send(b"RETR 1\r\n")
+    serveRetr(h, 1)
+    assert h.session._filtered
+    h.client.dropped(Failure(Exception("client went away")))
+    assert not h.session._filtered and not h.session._sizes
+    assert h.upstream.connection.onLost is None

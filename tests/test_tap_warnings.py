@@ -48,3 +48,16 @@ def test_publicListenerWithoutCertificate() -> None:
     """
     logged = warnings('[proxy]\nlisten = ["tcp:1110"]\n[upstream]\ndefault = "tcp:127.0.0.1:1"\n')
     assert any("tcp:1110" in w and "clear text" in w for w in logged), logged
+
+
+def test_defaultBacklog() -> None:
+    """
+    TCP and SSL listeners get a large listen backlog unless they set one
+    (Twisted's 50 overflows when hundreds of clients connect at once).
+    """
+    from popproxy.tap import DEFAULT_BACKLOG, withBacklog
+
+    assert withBacklog("tcp:110") == f"tcp:110:backlog={DEFAULT_BACKLOG}"
+    assert withBacklog("tcp:110:backlog=5") == "tcp:110:backlog=5"
+    assert withBacklog("unix:/run/p.sock") == "unix:/run/p.sock"
+    assert withBacklog("systemd:domain=INET:index=0") == "systemd:domain=INET:index=0"

@@ -1,0 +1,105 @@
+"""
+The servers under test, by name, and the processes that belong to each.
+
+C{direct} is Dovecot itself, C{nginx} the reference proxy, every other name
+a popproxy started as its L{Variant} says.  L{Targets} starts and stops them
+and tells which processes count for memory (popproxy's process and its
+workers, nginx's workers) and for CPU (nginx's master as well).
+"""
+
+from __future__ import annotations
+
+from bench import _process
+from bench._dovecot import DovecotServer
+from bench._nginx import NginxMailProxy
+from bench._popproxy import PopproxyProcess
+from bench._settings import Settings
+
+
+class Targets:
+    """
+    Some of the targets, started for one phase of the benchmark.
+    """
+
+    def __init__(self, dovecot: DovecotServer, settings: Settings) -> None:
+        self.dovecot = dovecot
+        self.settings = settings
+        self.nginx: NginxMailProxy | None = None
+        self.popproxies: dict[str, PopproxyProcess] = {}
+
+    def start(self, names: tuple[str, ...], connections: int) -> None:
+        """
+        Start the named targets (C{direct} is always there), each sized for
+        C{connections} concurrent clients.
+        """
+        for name in names:
+            if name == "nginx":
+                self.nginx = NginxMailProxy(
+                    self.dovecot.port, self.settings.nginxWorkers, connections
+                )
+                self.nginx.start()
+            elif name != "direct":
+                variant = self.settings.variants[name]
+                proxy = PopproxyProcess(
+                    self.dovecot.port, config=variant.config, source=variant.source, label=name
+                )
+                self.popproxies[name] = proxy
+                proxy.start()
+
+    def port(self, name: str) -> int:
+        if name == "direct":
+            return self.dovecot.port
+        if name == "nginx":
+            assert self.nginx is not None
+            return self.nginx.port
+        return self.popproxies[name].port
+
+    def memoryPids(self, name: str) -> list[int]:
+        """
+        The processes holding the sessions: popproxy's process and its
+        workers (C{[proxy] workers}), nginx's workers (its master holds
+        none); none for C{direct}.
+        """
+        if name == "nginx" and self.nginx is not None:
+            return self.nginx.workerPids()
+        if name in self.popproxies:
+            pid = self.popproxies[name].pid
+            return [pid, *_process.descendantsOf(pid)]
+        return []
+
+    def cpuPids(self, name: str) -> list[int]:
+        if name == "nginx" and self.nginx is not None:
+            return [self.nginx.pid, *self.nginx.workerPids()]
+        return self.memoryPids(name)
+
+    def rss(self, name: str) -> int:
+        """
+        Resident memory of the target's session processes now, in bytes.
+        """
+        return sum(_process.memory(pid)["VmRSS"] for pid in self.memoryPids(name))
+
+    def resetPeak(self, name: str) -> None:
+        for pid in self.memoryPids(name):
+            _process.resetPeak(pid)
+
+    def peak(self, name: str) -> int:
+        """
+        Peak resident memory since L{resetPeak}, in bytes (summed over
+        nginx's workers).
+        """
+        return sum(_process.memory(pid)["VmHWM"] for pid in self.memoryPids(name))
+
+    def cpuTimes(self, name: str) -> tuple[float, float]:
+        """
+        User and system CPU seconds the target's processes used so far.
+        """
+        times = [_process.cpuTimes(pid) for pid in self.cpuPids(name)]
+        return sum(user for user, _ in times), sum(system for _, system in times)
+
+    def stop(self) -> None:
+        for proxy in self.popproxies.values():
+            proxy.stop()
+        self.popproxies.clear()
+        if self.nginx is not None:
+            self.nginx.stop()
+            self.nginx = None
