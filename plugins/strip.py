@@ -609,6 +609,10 @@ def findUuBlocks(data: bytes, start: int = 0, end: int | None = None) -> list[Uu
     blocks: list[UuBlock] = []
     position = start
     while True:
+        # The anchored multi-line pattern tries every line; a plain find
+        # rules out (at C speed) the usual text without any "begin".
+        if data.find(b"begin", position, end) == -1:
+            return blocks
         begin = _UU_BEGIN.search(data, position, end)
         if begin is None:
             return blocks
