@@ -139,7 +139,7 @@ class ChainConfig:
     threadThreshold: int = 1_000_000
     keepaliveAfter: float = 20.0
     keepaliveInterval: float = 5.0
-    cacheBytes: int = 8 * 1024 * 1024
+    cacheBytes: int = 1024 * 1024
     spoolThreshold: int = 4 * 1024 * 1024
     maxSize: int = 100 * 1024 * 1024
     oversize: str = "deliver"
@@ -411,7 +411,7 @@ def parseConfig(text: str, source: str = "<config>", base: Path | None = None) -
     threadThreshold = chainTable.integer("thread_threshold", 1_000_000, minimum=0)
     keepaliveAfter = chainTable.number("keepalive_after", 20.0, minimum=0)
     keepaliveInterval = chainTable.number("keepalive_interval", 5.0, minimum=0.05)
-    cacheBytes = chainTable.integer("cache_bytes", 8 * 1024 * 1024, minimum=0)
+    cacheBytes = chainTable.integer("cache_bytes", 1024 * 1024, minimum=0)
     spoolThreshold = chainTable.integer("spool_threshold", 4 * 1024 * 1024, minimum=0)
     maxSize = chainTable.integer("max_size", 100 * 1024 * 1024, minimum=0)
     oversize = chainTable.string("oversize", "deliver")

@@ -119,7 +119,7 @@ class SessionSettings:
     keepaliveAfter: float = 20.0
     keepaliveInterval: float = 5.0
     #: Filtered messages kept per session for repeated RETR/TOP.
-    cacheBytes: int = 8 * 1024 * 1024
+    cacheBytes: int = 1024 * 1024
     #: Messages above this many octets are spooled to a temporary file while
     #: they arrive, and streamed in chunks when delivered.
     spoolThreshold: int = 4 * 1024 * 1024

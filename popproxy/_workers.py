@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.application.service import Service
+from twisted.internet import tcp
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
@@ -35,6 +36,35 @@ log = Logger(namespace="popproxy.workers")
 RESTART_DELAY = 1.0
 #: Seconds a worker gets to finish after SIGTERM before SIGKILL.
 STOP_TIMEOUT = 10.0
+
+
+class _OneAcceptPort(tcp.Port):
+    """
+    A listening port that accepts one connection per wake-up.
+
+    Twisted accepts a whole burst at once (up to 100 and growing), so with
+    several processes on one socket whichever wakes first takes every
+    pending client.  One at a time lets each woken process take one, which
+    spreads connections (and their CPU) over the processes; POP3 sessions
+    are long, so the extra wake-ups cost nothing that matters.
+    """
+
+    @property  # type: ignore[override]
+    def numberAccepts(self) -> int:
+        return 1
+
+    @numberAccepts.setter
+    def numberAccepts(self, value: int) -> None:
+        pass
+
+
+def acceptOneAtATime(port: Any) -> None:
+    """
+    Make a TCP listening port accept one connection per wake-up (see
+    L{_OneAcceptPort}); other kinds of ports are left alone.
+    """
+    if type(port) is tcp.Port:
+        port.__class__ = _OneAcceptPort
 
 
 class _WorkerProcess(ProcessProtocol):
@@ -82,6 +112,8 @@ class WorkerPool(Service):
 
     def startService(self) -> None:
         super().startService()
+        for listener in self._listeners:
+            acceptOneAtATime(listener.port)
         for number in range(1, self._config.workers):
             self._spawn(number)
 
@@ -195,7 +227,8 @@ def main(argv: list[str] | None = None) -> None:
         _, wrapped = wrappedFactory(
             reactor, descriptions[int(position)], sessions, serverTLS if kind == "tls" else None
         )
-        reactor.adoptStreamPort(fd, family, wrapped)  # type: ignore[attr-defined]
+        port = reactor.adoptStreamPort(fd, family, wrapped)  # type: ignore[attr-defined]
+        acceptOneAtATime(port)
         os.close(fd)
     signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(reactor.stop))  # type: ignore[attr-defined]
     reactor.run()  # type: ignore[attr-defined]
