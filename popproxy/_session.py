@@ -246,6 +246,7 @@ class ClientSession(Protocol, TimeoutMixin):
         self._throttled = False
         self._saslStep: Callable[[bytes], None] | None = None
         self._filtered: dict[int, _Filtered] = {}
+        self._cached = 0
         self._sizes: dict[int, tuple[int, int]] = {}
         self._deleted: set[int] = set()
         self._apopTimestamp: bytes | None = None
@@ -347,6 +348,7 @@ class ClientSession(Protocol, TimeoutMixin):
         # Drop what the session holds, so a closed session frees its
         # filtered messages now rather than when the cycle collector runs.
         self._filtered.clear()
+        self._cached = 0
         self._sizes.clear()
         self._handler = None
         self._saslStep = None
@@ -1229,9 +1231,14 @@ class ClientSession(Protocol, TimeoutMixin):
         budget = self._settings.cacheBytes
         if len(entry.message) > budget:
             return
+        previous = self._filtered.pop(index, None)
+        if previous is not None:
+            self._cached -= len(previous.message)
         self._filtered[index] = entry
-        while sum(len(e.message) for e in self._filtered.values()) > budget:
-            del self._filtered[next(iter(self._filtered))]
+        self._cached += len(entry.message)
+        while self._cached > budget:
+            oldest = self._filtered.pop(next(iter(self._filtered)))
+            self._cached -= len(oldest.message)
 
     def _deliver(self, entry: _Filtered, command: str, lines: int | None) -> None:
         message = entry.message

@@ -316,3 +316,26 @@ def test_closedSessionDropsItsCache() -> None:
     h.client.dropped(Failure(Exception("client went away")))
     assert not h.session._filtered and not h.session._sizes
     assert h.upstream.connection.onLost is None
+
+
+def test_cacheKeepsWithinBudget() -> None:
+    """
+    The per-session cache drops the oldest filtered messages beyond its
+    budget; a dropped one is fetched and filtered again, identically.
+    """
+    hook = AddHeader()
+    out = b"X-Filtered: yes\r\n" + MESSAGE
+    h = Harness(hook=hook, extra={"cacheBytes": 2 * len(out)})
+    h.login()
+    for index in (1, 2, 3):
+        h.send(b"RETR %d\r\n" % index)
+        serveRetr(h, index, uidl=b"u%d" % index)
+    assert sorted(h.session._filtered) == [2, 3]
+    assert h.session._cached == 2 * len(out)
+    h.received()
+    h.send(b"RETR 3\r\n")
+    assert h.upstream.received() == b""
+    h.send(b"RETR 1\r\n")
+    serveRetr(h, 1)
+    assert h.received() == (b"+OK %d octets\r\n" % len(out) + stuff(out)) * 2
+    assert len(hook.seen) == 4
