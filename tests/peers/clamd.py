@@ -14,10 +14,7 @@ connections, reads everything and never answers (clamd hanging).
 from __future__ import annotations
 
 import atexit
-import ctypes
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -26,10 +23,10 @@ import time
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
 
+from tests.peers.daemons import logSince, logSize, readText, terminateWithParent, unavailable
 from tests.peers.ports import freePort
 
 __all__ = ["clamd", "clamdServer", "clamdStalling", "clamdUnreachable"]
@@ -106,15 +103,6 @@ MaxThreads 8
 ExtendedDetectionInfo yes
 SelfCheck 3600
 """
-
-
-def _terminateWithParent() -> None:
-    """
-    Ask Linux to send SIGTERM to this (forked, not yet exec'd) process when its parent dies,
-    so a test run killed with SIGKILL leaves no clamd behind.
-    """
-    prSetPdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(prSetPdeathsig, signal.SIGTERM)
 
 
 def ping(host: str, port: int, timeout: float = 1.0) -> bool:
@@ -194,7 +182,7 @@ class ClamdServer:
                     stdin=subprocess.DEVNULL,
                     stdout=output,
                     stderr=subprocess.STDOUT,
-                    preexec_fn=_terminateWithParent,
+                    preexec_fn=terminateWithParent,
                 )
             atexit.register(self.stop)
             deadline = time.monotonic() + timeout
@@ -228,10 +216,7 @@ class ClamdServer:
 
     def output(self) -> str:
         """Return what clamd wrote to stdout and stderr."""
-        try:
-            return self.outputPath.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return readText(self.outputPath)
 
     def log(self) -> str:
         """Return clamd's whole log file."""
@@ -239,19 +224,11 @@ class ClamdServer:
 
     def logSize(self) -> int:
         """Return the current length of the log, for L{logSince}."""
-        try:
-            return self.logPath.stat().st_size
-        except FileNotFoundError:
-            return 0
+        return logSize(self.logPath)
 
     def logSince(self, offset: int) -> str:
         """Return what clamd logged from octet C{offset} on."""
-        try:
-            with open(self.logPath, "rb") as logFile:
-                logFile.seek(offset)
-                return logFile.read().decode("utf-8", "replace")
-        except FileNotFoundError:
-            return ""
+        return logSince(self.logPath, offset)
 
 
 @dataclass
@@ -368,13 +345,6 @@ class _ClamdLogReporter:
         return report
 
 
-def _unavailable(reason: str) -> NoReturn:
-    """Skip when clamd cannot run here, but fail in CI, where a skip would hide it."""
-    if os.environ.get("CI"):
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="session")
 def clamdServer(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
@@ -386,9 +356,9 @@ def clamdServer(
     must fit in 107 octets); its log and output are copied into pytest's basetemp at the end.
     """
     if shutil.which("clamd") is None and not Path("/usr/sbin/clamd").exists():
-        _unavailable("clamd is not installed (Debian: clamav-daemon clamav)")
+        unavailable("clamd is not installed (Debian: clamav-daemon clamav)")
     if shutil.which("sigtool") is None and not Path("/usr/bin/sigtool").exists():
-        _unavailable("sigtool is not installed (Debian: clamav)")
+        unavailable("sigtool is not installed (Debian: clamav)")
     directory = Path(tempfile.mkdtemp(prefix="popproxy-clamd-"))
     server = ClamdServer(directory)
     reporter = _ClamdLogReporter(server)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import atexit
 import base64
-import ctypes
 import hashlib
 import itertools
 import os
@@ -23,11 +22,18 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import NoReturn
 
 import pytest
 
 from tests.peers.certs import GeneratedCertificates, ServerCertificate, TlsMode
+from tests.peers.daemons import (
+    liveGroupMembers,
+    logSince,
+    logSize,
+    readText,
+    terminateWithParent,
+    unavailable,
+)
 from tests.peers.ports import freePort
 
 __all__ = ["dovecot", "dovecotServer", "dovecotTls", "dovecotTlsServer", "dovecotWithCertificate"]
@@ -453,44 +459,11 @@ def fetchDirect(
     return [message.data for message in messages]
 
 
-def _terminateWithParent() -> None:
-    """
-    Ask Linux to send SIGTERM to this (forked, not yet exec'd) process when its parent dies.
-
-    A test run killed with SIGKILL runs no teardown and no atexit handler; this way its
-    Dovecot master still goes away (and its children with it, once their clients are gone).
-    """
-    prSetPdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(prSetPdeathsig, signal.SIGTERM)
-
-
 def _signalGroup(group: int, signalNumber: int) -> None:
     try:
         os.killpg(group, signalNumber)
     except ProcessLookupError:
         pass
-
-
-def _liveGroupMembers(group: int) -> list[int]:
-    """
-    Return the pids of the processes of process group C{group} that are not zombies.
-
-    Zombies are left out: once the master is gone its children are reaped by init,
-    on init's schedule, and they hold no socket or file any more.
-    """
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # "pid (command) state ppid pgrp ...": the command may hold spaces and parentheses.
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[2]) == group and fields[0] != "Z":
-            members.append(int(entry.name))
-    return members
 
 
 class DovecotServer:
@@ -569,19 +542,19 @@ class DovecotServer:
                     stdout=output,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
-                    preexec_fn=_terminateWithParent if sys.platform == "linux" else None,
+                    preexec_fn=terminateWithParent if sys.platform == "linux" else None,
                 )
             atexit.register(self.stop)
             problem = self._waitUntilServing(timeout)
             if problem is None:
                 return
             self.stop()
-            diagnostics = self._readText(self.outputPath) + self.log()
+            diagnostics = readText(self.outputPath) + self.log()
             if "Address already in use" in diagnostics and attempt < attempts:
                 continue
             raise DovecotStartError(
                 f"Dovecot did not start on {self.host}:{self.port}: {problem}\n"
-                f"--- {self.outputPath} ---\n{self._readText(self.outputPath)}\n"
+                f"--- {self.outputPath} ---\n{readText(self.outputPath)}\n"
                 f"--- {self.logPath} ---\n{self.log()}"
             )
 
@@ -626,9 +599,9 @@ class DovecotServer:
             _signalGroup(group, signal.SIGKILL)
             process.wait(timeout)
         deadline = time.monotonic() + timeout
-        while _liveGroupMembers(group) and time.monotonic() < deadline:
+        while liveGroupMembers(group) and time.monotonic() < deadline:
             time.sleep(0.02)
-        if _liveGroupMembers(group):
+        if liveGroupMembers(group):
             _signalGroup(group, signal.SIGKILL)
 
     @property
@@ -636,32 +609,17 @@ class DovecotServer:
         """Whether the Dovecot master process is alive."""
         return self._process is not None and self._process.poll() is None
 
-    @staticmethod
-    def _readText(path: Path) -> str:
-        try:
-            return path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
-
     def log(self) -> str:
         """Return all of Dovecot's log so far."""
-        return self._readText(self.logPath)
+        return readText(self.logPath)
 
     def logSize(self) -> int:
         """Return the size of the log in bytes: an offset for L{logSince}."""
-        try:
-            return self.logPath.stat().st_size
-        except FileNotFoundError:
-            return 0
+        return logSize(self.logPath)
 
     def logSince(self, offset: int) -> str:
         """Return what Dovecot logged after byte C{offset} of its log."""
-        try:
-            with self.logPath.open("rb") as logFile:
-                logFile.seek(offset)
-                return logFile.read().decode("utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
+        return logSince(self.logPath, offset)
 
     def nextMaildirName(self) -> str:
         """
@@ -799,18 +757,11 @@ class _DovecotLogReporter:
         return report
 
 
-def _unavailable(reason: str) -> NoReturn:
-    """Skip when Dovecot cannot run here, but fail in CI, where a skip would hide it."""
-    if os.environ.get("CI"):
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
 def _checkDovecotRunnable() -> None:
     if shutil.which("dovecot") is None and not Path("/usr/sbin/dovecot").exists():
-        _unavailable("dovecot is not installed (Debian: dovecot-core dovecot-pop3d)")
+        unavailable("dovecot is not installed (Debian: dovecot-core dovecot-pop3d)")
     if os.geteuid() != 0:
-        _unavailable("the Dovecot fixture needs root, to run mail processes as a mail user")
+        unavailable("the Dovecot fixture needs root, to run mail processes as a mail user")
 
 
 def _sessionDovecot(

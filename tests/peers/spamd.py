@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
 import signal
@@ -12,10 +11,10 @@ import tempfile
 import time
 from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
 
+from tests.peers.daemons import liveGroupMembers, readText, terminateWithParent, unavailable
 from tests.peers.ports import freePort
 
 __all__ = ["spamdServer"]
@@ -42,15 +41,6 @@ _LOG_TAIL_LINES = 100
 
 class SpamdStartError(RuntimeError):
     """spamd could not be started; the message carries its output and log."""
-
-
-def _terminateWithParent() -> None:
-    """
-    Ask Linux to send SIGTERM to this (forked, not yet exec'd) process when its parent dies,
-    so a test run killed with SIGKILL does not leave spamd behind.
-    """
-    prSetPdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(prSetPdeathsig, signal.SIGTERM)
 
 
 def ping(host: str, port: int, timeout: float = 1.0) -> bool:
@@ -138,7 +128,7 @@ class SpamdServer:
                     stdout=output,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
-                    preexec_fn=_terminateWithParent,
+                    preexec_fn=terminateWithParent,
                 )
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
@@ -171,9 +161,9 @@ class SpamdServer:
         except subprocess.TimeoutExpired:
             pass
         deadline = time.monotonic() + timeout
-        while _groupAlive(group) and time.monotonic() < deadline:
+        while liveGroupMembers(group) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if _groupAlive(group):
+        if liveGroupMembers(group):
             try:
                 os.killpg(group, signal.SIGKILL)
             except ProcessLookupError:
@@ -182,33 +172,11 @@ class SpamdServer:
 
     def output(self) -> str:
         """What spamd wrote to stdout and stderr."""
-        try:
-            return self.outputPath.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return readText(self.outputPath)
 
     def log(self) -> str:
         """spamd's log."""
-        try:
-            return self.logPath.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-
-def _groupAlive(group: int) -> bool:
-    """Whether a process (zombies aside) of process group C{group} still runs."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # "pid (command) state ppid pgrp ...": the command may hold spaces and parentheses.
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[2]) == group and fields[0] != "Z":
-            return True
-    return False
+        return readText(self.logPath)
 
 
 class _SpamdLogReporter:
@@ -228,13 +196,6 @@ class _SpamdLogReporter:
         return report
 
 
-def _unavailable(reason: str) -> NoReturn:
-    """Skip when spamd cannot run here, but fail in CI, where a skip would hide it."""
-    if os.environ.get("CI"):
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="session")
 def spamdServer(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
@@ -247,11 +208,11 @@ def spamdServer(
     which run as C{nobody}, can reach it; the log is copied into basetemp at the end.
     """
     if shutil.which("spamd") is None and not Path("/usr/sbin/spamd").exists():
-        _unavailable("spamd is not installed (Debian: spamassassin spamd)")
+        unavailable("spamd is not installed (Debian: spamassassin spamd)")
     if not (DEBIAN_SITE_CONFIG / "v320.pre").exists():
-        _unavailable(f"{DEBIAN_SITE_CONFIG}/v320.pre is missing (Debian: spamassassin)")
+        unavailable(f"{DEBIAN_SITE_CONFIG}/v320.pre is missing (Debian: spamassassin)")
     if os.geteuid() != 0:
-        _unavailable("the spamd fixture needs root, to run spamd's children as nobody")
+        unavailable("the spamd fixture needs root, to run spamd's children as nobody")
     directory = Path(tempfile.mkdtemp(prefix="popproxy-spamd-"))
     directory.chmod(0o755)
     server = SpamdServer(directory)

@@ -1,0 +1,97 @@
+"""
+What every private test daemon (Dovecot, clamd, spamd) needs: dying with
+the test run, skipping or failing when it cannot run, watching its process
+group, reading its log.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+__all__ = [
+    "liveGroupMembers",
+    "logSince",
+    "logSize",
+    "readText",
+    "terminateWithParent",
+    "unavailable",
+]
+
+
+def terminateWithParent() -> None:
+    """
+    Ask Linux to send SIGTERM to this (forked, not yet exec'd) process when
+    its parent dies (use as C{preexec_fn}): a test run killed with SIGKILL
+    runs no teardown and no atexit handler, and must still leave no daemon.
+    """
+    prSetPdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(prSetPdeathsig, signal.SIGTERM)
+
+
+def unavailable(reason: str) -> NoReturn:
+    """
+    Skip when a peer cannot run here, but fail in CI, where a skip would
+    hide it.
+    """
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def liveGroupMembers(group: int) -> list[int]:
+    """
+    The pids of the processes of process group C{group} that are not
+    zombies (once a master is gone, init reaps its children on its own
+    schedule; they hold no socket or file any more).
+    """
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (command) state ppid pgrp ...": the command may hold spaces and parentheses.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[2]) == group and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+def readText(path: Path) -> str:
+    """
+    A log or output file's text so far; empty if it does not exist yet.
+    """
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def logSize(path: Path) -> int:
+    """
+    The current length of a log: an offset for L{logSince}.
+    """
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def logSince(path: Path, offset: int) -> str:
+    """
+    What was logged from octet C{offset} on.
+    """
+    try:
+        with path.open("rb") as logFile:
+            logFile.seek(offset)
+            return logFile.read().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
