@@ -37,6 +37,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from popproxy import __version__
+from popproxy._config import ChainConfig
 from popproxy._framing import (
     MAX_COMMAND_LINE,
     CommandFramer,
@@ -112,22 +113,9 @@ class SessionSettings:
     requireTLS: str = "auto"
     #: Seconds to hold back the answer to a failed login (slows guessing).
     loginFailureDelay: float = 1.0
-    #: TOP with a filter chain: C{"full"} or C{"partial"} (see docs).
-    topMode: str = "full"
-    #: Seconds a filter chain may run before keepalive bytes are sent (0:
-    #: never), and seconds between them.
-    keepaliveAfter: float = 20.0
-    keepaliveInterval: float = 5.0
-    #: Filtered messages kept per session for repeated RETR/TOP.
-    cacheBytes: int = 1024 * 1024
-    #: Messages above this many octets are spooled to a temporary file while
-    #: they arrive, and streamed in chunks when delivered.
-    spoolThreshold: int = 4 * 1024 * 1024
-    #: Messages above this many octets are not parsed.
-    maxSize: int = 100 * 1024 * 1024
-    #: What happens to them: C{"deliver"} (untouched, with a header) or
-    #: C{"tempfail"}.
-    oversize: str = "deliver"
+    #: How RETR and TOP go through the filter chain: TOP mode, keepalive,
+    #: per-session cache, spooling and size limits (the [chain] settings).
+    chain: ChainConfig = ChainConfig()
 
 
 def _message(text: str) -> bytes:
@@ -1060,7 +1048,7 @@ class ClientSession(Protocol, TimeoutMixin):
             self._deliver(cached, command, lines)
             self._commandDone()
             return
-        partial = command == "TOP" and self._settings.topMode == "partial"
+        partial = command == "TOP" and self._settings.chain.top == "partial"
         # RETR, and TOP in "full" mode, fetch and filter the whole message,
         # so TOP shows the headers RETR will deliver (tags included) and
         # "TOP n 99999999" (fetchmail) is a full retrieval through the chain.
@@ -1080,7 +1068,7 @@ class ClientSession(Protocol, TimeoutMixin):
                 session=self.sessionId,
                 uidl=uidl,
             )
-            spool = _Spool(self._settings.spoolThreshold, lambda s: received(context, s))
+            spool = _Spool(self._settings.chain.spoolThreshold, lambda s: received(context, s))
             self._relay(fetch, True, spool)
 
         def received(context: RetrievalContext, spool: _Spool) -> None:
@@ -1091,13 +1079,13 @@ class ClientSession(Protocol, TimeoutMixin):
                 self._reply(status.line)
                 self._commandDone()
                 return
-            if spool.size > self._settings.maxSize:
+            if spool.size > self._settings.chain.maxSize:
                 self._oversize(spool, context)
                 return
             original = spool.read()
             spool.close()
             self._busy = True
-            keepalive = _Keepalive(self, self._settings.keepaliveAfter)
+            keepalive = _Keepalive(self, self._settings.chain.keepaliveAfter)
             processing = hook.processMessage(context, original)
             processing.addCallbacks(
                 delivered,
@@ -1124,7 +1112,11 @@ class ClientSession(Protocol, TimeoutMixin):
             if keepalive.started:
                 out = topOf(message, lines or 0) if command == "TOP" and not partial else message
                 self._write(_continueStuffed(out[len(keepalive.sent) :]))
-            elif not partial and command == "RETR" and len(message) > self._settings.spoolThreshold:
+            elif (
+                not partial
+                and command == "RETR"
+                and len(message) > self._settings.chain.spoolThreshold
+            ):
                 # Big: stuff and send in chunks, never a second whole copy.
                 statusLine = entry.status or _message(f"+OK {len(message)} octets")
                 self._write(statusLine + b"\r\n")
@@ -1185,9 +1177,9 @@ class ClientSession(Protocol, TimeoutMixin):
             index=context.index,
             uidl=context.uidl,
             size=spool.size,
-            policy=self._settings.oversize,
+            policy=self._settings.chain.oversize,
         )
-        if self._settings.oversize == "tempfail":
+        if self._settings.chain.oversize == "tempfail":
             spool.close()
             self._reply(b"-ERR [SYS/TEMP] the message is too large to be filtered")
             self._commandDone()
@@ -1228,7 +1220,7 @@ class ClientSession(Protocol, TimeoutMixin):
         memory budget) and its size for LIST and STAT.
         """
         self._sizes[index] = (len(entry.message), originalSize)
-        budget = self._settings.cacheBytes
+        budget = self._settings.chain.cacheBytes
         if len(entry.message) > budget:
             return
         previous = self._filtered.pop(index, None)
@@ -1389,7 +1381,7 @@ class _Keepalive:
 
     def __init__(self, session: ClientSession, after: float) -> None:
         self._session = session
-        self._interval = session._settings.keepaliveInterval
+        self._interval = session._settings.chain.keepaliveInterval
         self.prefix = b""
         self.sent = b""
         self.started = False

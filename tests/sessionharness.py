@@ -5,7 +5,7 @@ StringTransports, time on a task.Clock.  No sockets, no reactor.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail
@@ -15,7 +15,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from popproxy._config import Config
+from popproxy._config import ChainConfig, Config
 from popproxy._retrieval import MessageHook, PassThrough
 from popproxy._routing import Router
 from popproxy._session import ClientSession, SessionSettings
@@ -113,8 +113,9 @@ class Harness:
     requireTLS: str = "auto"
     localAddress: str = "127.0.0.1"
     loginFailureDelay: float = 0.0
-    #: Other SessionSettings fields to set (e.g. topMode, keepaliveAfter).
-    extra: dict[str, object] = field(default_factory=dict)
+    #: [chain] settings to use instead of the defaults (e.g. top,
+    #: keepaliveAfter, spoolThreshold).
+    chain: dict[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.clock = Clock()
@@ -130,7 +131,7 @@ class Harness:
             implicitTLS=self.implicitTLS,
             requireTLS=self.requireTLS,
             loginFailureDelay=self.loginFailureDelay,
-            **self.extra,  # type: ignore[arg-type]
+            chain=replace(ChainConfig(), **self.chain),  # type: ignore[arg-type]
         )
         self.session = ClientSession(self.settings)
         self.client = ClosingTransport(

@@ -123,7 +123,7 @@ def test_topPartialMode() -> None:
     message, and not cached.
     """
     hook = AddHeader()
-    h = Harness(hook=hook, extra={"topMode": "partial"})
+    h = Harness(hook=hook, chain={"top": "partial"})
     h.login()
     h.send(b"TOP 1 0\r\n")
     assert h.upstream.received() == b"UIDL 1\r\n"
@@ -196,7 +196,7 @@ def test_keepaliveDuringSlowChain() -> None:
     correctly stuffed and terminated, and LIST reports the delivered size.
     """
     hook = AddHeader(wait=True)
-    h = Harness(hook=hook, extra={"keepaliveAfter": 10})
+    h = Harness(hook=hook, chain={"keepaliveAfter": 10})
     h.login()
     h.send(b"RETR 1\r\n")
     serveRetr(h, 1)
@@ -224,7 +224,7 @@ def test_failureAfterKeepaliveCutsConnection() -> None:
     message stays upstream.
     """
     hook = AddHeader(wait=True)
-    h = Harness(hook=hook, extra={"keepaliveAfter": 1})
+    h = Harness(hook=hook, chain={"keepaliveAfter": 1})
     h.login()
     h.send(b"RETR 1\r\n")
     serveRetr(h, 1)
@@ -264,7 +264,7 @@ def test_bigMessageSpooledAndStreamed() -> None:
     in chunks; then the upstream throttle is back in place.
     """
     hook = AddHeader()
-    h = Harness(hook=hook, extra={"spoolThreshold": 100})
+    h = Harness(hook=hook, chain={"spoolThreshold": 100})
     h.login()
     h.send(b"RETR 1\r\nNOOP\r\n")
     serveRetr(h, 1, BIG)
@@ -282,7 +282,7 @@ def test_oversizeDeliveredUntouched() -> None:
     client gets it untouched below an X-Popproxy-Unchecked header, streamed.
     """
     hook = Unchanged()
-    h = Harness(hook=hook, extra={"spoolThreshold": 100, "maxSize": 1000})
+    h = Harness(hook=hook, chain={"spoolThreshold": 100, "maxSize": 1000})
     h.login()
     h.send(b"RETR 1\r\n")
     serveRetr(h, 1, BIG)
@@ -296,7 +296,7 @@ def test_oversizeTempfail() -> None:
     """
     With oversize = tempfail, a message above max_size is refused for now.
     """
-    h = Harness(hook=Unchanged(), extra={"maxSize": 1000, "oversize": "tempfail"})
+    h = Harness(hook=Unchanged(), chain={"maxSize": 1000, "oversize": "tempfail"})
     h.login()
     h.send(b"RETR 1\r\n")
     serveRetr(h, 1, BIG)
@@ -325,7 +325,7 @@ def test_cacheKeepsWithinBudget() -> None:
     """
     hook = AddHeader()
     out = b"X-Filtered: yes\r\n" + MESSAGE
-    h = Harness(hook=hook, extra={"cacheBytes": 2 * len(out)})
+    h = Harness(hook=hook, chain={"cacheBytes": 2 * len(out)})
     h.login()
     for index in (1, 2, 3):
         h.send(b"RETR %d\r\n" % index)
