@@ -61,6 +61,22 @@ class FilterFailed(Exception):
     """
 
 
+def verdictProblem(answer: object) -> str | None:
+    """
+    Why the chain refuses C{answer} as a verdict, or C{None} if it is a
+    proper one (also used by the test kit, so tests judge the same way).
+    """
+    if not isinstance(answer, Verdict) or type(answer) is Verdict:
+        return f"returned {type(answer).__name__}, not a verdict"
+    if isinstance(answer, Rewrite) and not isinstance(answer.message, Message):
+        return "returned a Rewrite that carries no Message"
+    if isinstance(answer, Replace) and not isinstance(answer.notice, Message):
+        return "returned a Replace that carries no Message"
+    if not isinstance(answer, Deliver | Rewrite | Replace | TempFail):
+        return f"returned an unknown verdict {type(answer).__name__}"
+    return None
+
+
 def runHere(function: Callable[[], T]) -> Deferred[T]:
     """
     Run C{function} now (the default for tests and tiny messages).
@@ -182,15 +198,10 @@ class FilterChain:
             raise FilterFailed(f"no verdict within {entry.timeout:g} s") from None
         except Exception as e:
             raise FilterFailed(f"{type(e).__name__}: {e}") from e
-        if not isinstance(verdict, Verdict) or type(verdict) is Verdict:
-            raise FilterFailed(f"returned {type(verdict).__name__}, not a verdict")
-        if isinstance(verdict, Rewrite | Replace):
-            carried = verdict.message if isinstance(verdict, Rewrite) else verdict.notice
-            if not isinstance(carried, Message):
-                raise FilterFailed(f"{type(verdict).__name__} carries no Message")
-        if isinstance(verdict, Deliver | Rewrite | Replace | TempFail):
-            return verdict
-        raise FilterFailed(f"unknown verdict {type(verdict).__name__}")
+        problem = verdictProblem(verdict)
+        if problem is not None:
+            raise FilterFailed(problem)
+        return verdict  # type: ignore[no-any-return]
 
     async def _keep(self, raw: bytes, context: FilterContext, reason: str, name: str) -> str:
         if self._quarantine is None:

@@ -26,13 +26,12 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from popproxy._chain import ChainEntry, FilterChain
+from popproxy._chain import ChainEntry, FilterChain, verdictProblem
 from popproxy._config import Config, ConfigError, loadConfig
 from popproxy._plugins import PluginError, loadFilter
 from popproxy._quarantine import DirectoryQuarantine
 from popproxy._retrieval import RetrievalContext, TemporaryFailure
 from popproxy.interfaces import (
-    Deliver,
     FilterContext,
     IMessageFilter,
     IQuarantine,
@@ -236,22 +235,6 @@ def _callFilter(filter: Any, message: Message, context: FilterContext) -> Any:
     if inspect.isawaitable(result) and not isinstance(result, Deferred):
         return ensureDeferred(result)  # type: ignore[arg-type]
     return result
-
-
-def verdictProblem(answer: object) -> str | None:
-    """
-    Why the chain would refuse C{answer} as a verdict, or C{None} if it is
-    a proper one (the same rules as the chain's).
-    """
-    if not isinstance(answer, Verdict) or type(answer) is Verdict:
-        return f"returned {type(answer).__name__}, not a verdict"
-    if isinstance(answer, Rewrite) and not isinstance(answer.message, Message):
-        return "returned a Rewrite that carries no Message"
-    if isinstance(answer, Replace) and not isinstance(answer.notice, Message):
-        return "returned a Replace that carries no Message"
-    if not isinstance(answer, Deliver | Rewrite | Replace | TempFail):
-        return f"returned an unknown verdict {type(answer).__name__}"
-    return None
 
 
 def settle(deferred: Deferred[T], clock: Clock | None = None, what: str = "the work") -> T:
