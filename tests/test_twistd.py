@@ -30,7 +30,7 @@ from popproxy._config import loadConfig
 from popproxy.demo import defaultMailboxPath
 from tests.peers.dovecot import fetchMailbox
 from tests.peers.ports import freePort, waitForPort
-from tests.peers.proxy import twistdCommand
+from tests.peers.proxy import stopGracefully, twistdCommand
 from tests.peers.rawpop3 import RawPop3Server
 
 SHIPPED = Path(__file__).parent.parent / "twistd.conf"
@@ -124,17 +124,9 @@ class TwistdProcess:
         SIGTERM, as an init system would; SIGKILL the group if it hangs.
         Return the exit code.
         """
-        process = self._process
-        if process is None:
+        if self._process is None:
             return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout)
-        return process.returncode
+        return stopGracefully(self._process, timeout)
 
 
 @pytest.fixture

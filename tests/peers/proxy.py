@@ -18,7 +18,7 @@ import pytest
 
 from tests.peers.ports import freePort, waitForPort
 
-__all__ = ["ProxyProcess", "popproxyFactory", "twistdCommand"]
+__all__ = ["ProxyProcess", "popproxyFactory", "stopGracefully", "twistdCommand"]
 
 
 def twistdCommand() -> str:
@@ -33,6 +33,21 @@ def twistdCommand() -> str:
     if found is None:
         raise RuntimeError("twistd is not installed")
     return found
+
+
+def stopGracefully(process: subprocess.Popen[bytes], timeout: float = 10.0) -> int | None:
+    """
+    Stop a process started in its own session: SIGTERM, as an init system
+    would, then SIGKILL to its whole group if it hangs; return its status.
+    """
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout)
+    return process.returncode
 
 
 class ProxyProcess:
@@ -116,19 +131,12 @@ class ProxyProcess:
         """
         SIGTERM, as an init system would; SIGKILL the group if it hangs.
         """
-        process = self._process
-        if process is None:
+        if self._process is None:
             return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout)
-        if process.stdout:
-            process.stdout.close()
-        return process.returncode
+        returncode = stopGracefully(self._process, timeout)
+        if self._process.stdout:
+            self._process.stdout.close()
+        return returncode
 
 
 @pytest.fixture
