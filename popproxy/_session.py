@@ -554,10 +554,14 @@ class ClientSession(Protocol, TimeoutMixin):
             transport.abortConnection()  # type: ignore[attr-defined]
 
     def _withUpstream(
-        self, address: UpstreamTarget, then: Callable[[UpstreamConnection], None]
+        self,
+        address: UpstreamTarget,
+        then: Callable[[UpstreamConnection], None],
+        otherwise: Callable[[], None] | None = None,
     ) -> None:
         """
-        Run C{then} once connected to C{address}; on failure tell the client.
+        Run C{then} once connected to C{address}.  On failure run
+        C{otherwise} (which answers the client), or tell the client why.
         """
         self._busy = True
         self.setTimeout(None)
@@ -572,8 +576,11 @@ class ClientSession(Protocol, TimeoutMixin):
             self._busy = False
             if self._closing:
                 return
-            code = failureCode(failure)
-            self._reply(_message(f"-ERR [{code}] {describeFailure(failure)}"))
+            if otherwise is not None:
+                otherwise()
+            else:
+                code = failureCode(failure)
+                self._reply(_message(f"-ERR [{code}] {describeFailure(failure)}"))
             self._commandDone()
 
         self._ensureUpstream(address).addCallbacks(connected, failed)
@@ -591,25 +598,13 @@ class ClientSession(Protocol, TimeoutMixin):
             self._sendCapabilities(None)
             return
 
-        def ask(upstream: UpstreamConnection) -> None:
-            self._relay(b"CAPA", True, _Collect(self._capabilitiesReceived))
-
-        def unknown(failure: Failure) -> None:
-            self._busy = False
-            if not self._closing:
-                self._sendCapabilities(None)
-                self._commandDone()
-
-        self._busy = True
-        self.setTimeout(None)
-        waiting = self._ensureUpstream(address)
-
-        def connected(upstream: UpstreamConnection) -> None:
-            self._busy = False
-            if not self._closing:
-                ask(upstream)
-
-        waiting.addCallbacks(connected, unknown)
+        # An upstream that cannot be reached still gets the client an answer:
+        # the proxy's own list.
+        self._withUpstream(
+            address,
+            lambda upstream: self._relay(b"CAPA", True, _Collect(self._capabilitiesReceived)),
+            lambda: self._sendCapabilities(None),
+        )
 
     def _capabilitiesReceived(self, status: StatusLine, body: bytes) -> None:
         self._sendCapabilities(unstuff(body).split(b"\r\n") if status.ok else [])

@@ -565,3 +565,16 @@ def test_tcpNoDelayOnBothSides() -> None:
     clientTransport.protocol = session
     session.makeConnection(clientTransport)
     assert clientTransport.noDelay
+
+
+def test_capaWithUnreachableUpstream() -> None:
+    """
+    When the single upstream cannot be reached, CAPA still answers with the
+    proxy's own list (TOP and UIDL announced, as for an unknown upstream).
+    """
+    h = Harness(refuse={"tcp:upstream:110"})
+    assert h.received() == b"+OK popproxy ready\r\n"
+    h.send(b"CAPA\r\nNOOP\r\n")
+    reply = h.received()
+    assert reply.startswith(b"+OK capability list follows\r\nTOP\r\nUIDL\r\n")
+    assert reply.endswith(b".\r\n-ERR NOOP is not valid in the AUTHORIZATION state\r\n")
