@@ -35,6 +35,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from popproxy._directsend import sendNow, widenReads
 from popproxy._framing import FramingError, ResponseParser, StatusLine
 from popproxy._tls import UpstreamTarget, clientCreator
 
@@ -181,6 +182,7 @@ class UpstreamConnection(Protocol):
                 setNoDelay(True)
             except OSError:  # not a TCP socket (UNIX socket, in-memory)
                 pass
+        widenReads(self.transport)
         self._parser.expect(False)
         self._handlers.append(_GreetingHandler(self))
         self._startTimer()
@@ -233,8 +235,7 @@ class UpstreamConnection(Protocol):
         self._parser.expect(multiLine)
         self._handlers.append(handler)
         self._startTimer()
-        assert self.transport is not None
-        self.transport.write(line + b"\r\n")
+        sendNow(self.transport, line + b"\r\n")
 
     @property
     def busy(self) -> bool:
