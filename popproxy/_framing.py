@@ -160,10 +160,11 @@ def unstuff(stuffed: bytes) -> bytes:
         but excluding the terminating C{.CRLF} line.
     @return: the message octets; a line that began with a dot loses it.
     """
-    if not stuffed:
+    if stuffed.startswith(b"."):
+        stuffed = stuffed[1:]
+    if b"\r\n." not in stuffed:  # most mail: no copy at all
         return stuffed
-    unstuffed = (CRLF + stuffed).replace(b"\r\n.", CRLF)[2:]
-    return unstuffed
+    return stuffed.replace(b"\r\n.", CRLF)
 
 
 def stuff(message: bytes) -> bytes:

@@ -38,6 +38,7 @@ from zope.interface import implementer
 
 from popproxy import __version__
 from popproxy._config import ChainConfig
+from popproxy._directsend import sendNow
 from popproxy._framing import (
     MAX_COMMAND_LINE,
     CommandFramer,
@@ -407,8 +408,7 @@ class ClientSession(Protocol, TimeoutMixin):
 
     def _write(self, data: bytes) -> None:
         self.bytesOut += len(data)
-        assert self.transport is not None
-        self.transport.write(data)
+        sendNow(self.transport, data)
 
     def _commandDone(self) -> None:
         self._handler = None
@@ -1078,6 +1078,7 @@ class ClientSession(Protocol, TimeoutMixin):
                 self._oversize(spool, context)
                 return
             original = spool.read()
+            wire = spool.wire
             spool.close()
             self._busy = True
             keepalive = _Keepalive(self, self._settings.chain.keepaliveAfter)
@@ -1085,12 +1086,16 @@ class ClientSession(Protocol, TimeoutMixin):
             processing.addCallbacks(
                 delivered,
                 failed,
-                callbackArgs=(status, original, keepalive),
+                callbackArgs=(status, original, wire, keepalive),
                 errbackArgs=(keepalive,),
             )
 
         def delivered(
-            message: bytes, status: StatusLine, original: bytes, keepalive: _Keepalive
+            message: bytes,
+            status: StatusLine,
+            original: bytes,
+            wire: bytes | None,
+            keepalive: _Keepalive,
         ) -> None:
             if self._closing:
                 keepalive.stop()
@@ -1101,7 +1106,7 @@ class ClientSession(Protocol, TimeoutMixin):
                 # and deliver the message below it.
                 message = keepalive.prefix + b"\r\n" + message
                 changed = True
-            entry = _Filtered(message, None if changed else status.line)
+            entry = _Filtered(message, None) if changed else _Filtered(original, status.line, wire)
             if not partial:
                 self._remember(index, entry, len(original))
             if keepalive.started:
@@ -1110,6 +1115,7 @@ class ClientSession(Protocol, TimeoutMixin):
             elif (
                 not partial
                 and command == "RETR"
+                and entry.wire is None
                 and len(message) > self._settings.chain.spoolThreshold
             ):
                 # Big: stuff and send in chunks, never a second whole copy.
@@ -1216,21 +1222,25 @@ class ClientSession(Protocol, TimeoutMixin):
         """
         self._sizes[index] = (len(entry.message), originalSize)
         budget = self._settings.chain.cacheBytes
-        if len(entry.message) > budget:
+        if entry.footprint > budget:
             return
         previous = self._filtered.pop(index, None)
         if previous is not None:
-            self._cached -= len(previous.message)
+            self._cached -= previous.footprint
         self._filtered[index] = entry
-        self._cached += len(entry.message)
+        self._cached += entry.footprint
         while self._cached > budget:
             oldest = self._filtered.pop(next(iter(self._filtered)))
-            self._cached -= len(oldest.message)
+            self._cached -= oldest.footprint
 
     def _deliver(self, entry: _Filtered, command: str, lines: int | None) -> None:
         message = entry.message
         if command == "TOP":
             self._write(b"+OK top of message follows\r\n" + stuff(topOf(message, lines or 0)))
+            return
+        if entry.status is not None and entry.wire is not None:
+            # Unchanged: relayed exactly as the upstream sent it.
+            self._write(entry.status + b"\r\n" + entry.wire)
             return
         status = entry.status or _message(f"+OK {len(message)} octets")
         self._write(status + b"\r\n" + stuff(message))
@@ -1238,19 +1248,28 @@ class ClientSession(Protocol, TimeoutMixin):
 
 class _Spool:
     """
-    Receives a multi-line response body, unstuffing it as it arrives; keeps
-    it in memory up to C{threshold} octets and in a temporary file beyond,
-    so a big message costs memory only when (and if) it is parsed.
+    Receives a multi-line response body.  Up to C{threshold} octets it is
+    kept in memory as it came off the wire, so a message no filter changes
+    can be relayed verbatim without being stuffed again (L{wire}); beyond
+    that it is unstuffed as it arrives into a temporary file, so a big
+    message costs memory only when (and if) it is parsed.
+
+    @ivar size: the size of the unstuffed message (known once complete).
+    @ivar wire: once complete, the body exactly as received (dot-stuffed,
+        terminating line included) if it was kept in memory, else L{None}.
     """
 
     def __init__(self, threshold: int, done: Callable[[_Spool], None]) -> None:
         self._threshold = threshold
         self._done = done
+        self._received: list[bytes] = []
+        self._receivedSize = 0
+        self._message = b""
         self._unstuffer = DotUnstuffer()
         self._held = b""
-        self._parts: list[bytes] = []
         self._file: IO[bytes] | None = None
         self.size = 0
+        self.wire: bytes | None = None
         self.status: StatusLine | None = None
         self.inBody = False
 
@@ -1258,47 +1277,59 @@ class _Spool:
         self.status = status
 
     def bodyReceived(self, data: bytes) -> None:
-        # The terminating ".CRLF" ends the last piece: hold 3 octets back.
-        buffered = self._held + data
-        self._held = buffered[-3:]
-        self._store(self._unstuffer.feed(buffered[:-3]))
+        if self._file is not None:
+            self._unstuffToFile(data)
+            return
+        self._received.append(data)
+        self._receivedSize += len(data)
+        if self._receivedSize > self._threshold:
+            self._file = tempfile.TemporaryFile(prefix="popproxy-spool-")
+            received, self._received = self._received, []
+            for part in received:
+                self._unstuffToFile(part)
 
     def responseFinished(self) -> None:
-        self._store(self._unstuffer.finish())
+        if self._file is not None:
+            rest = self._unstuffer.finish()
+            self._file.write(rest)
+            self.size += len(rest)
+        else:
+            self.wire = b"".join(self._received)
+            self._received = []
+            # The last piece ends with the terminating ".CRLF" line.
+            self._message = unstuff(self.wire[:-3])
+            self.size = len(self._message)
         self._done(self)
 
-    def _store(self, data: bytes) -> None:
-        if not data:
-            return
-        self.size += len(data)
-        if self._file is not None:
-            self._file.write(data)
-            return
-        self._parts.append(data)
-        if self.size > self._threshold:
-            self._file = tempfile.TemporaryFile(prefix="popproxy-spool-")
-            for part in self._parts:
-                self._file.write(part)
-            self._parts = []
+    def _unstuffToFile(self, data: bytes) -> None:
+        # The terminating ".CRLF" ends the last piece: hold 3 octets back.
+        assert self._file is not None
+        buffered = self._held + data
+        self._held = buffered[-3:]
+        out = self._unstuffer.feed(buffered[:-3])
+        self._file.write(out)
+        self.size += len(out)
 
     def read(self) -> bytes:
         """
-        The whole message.
+        The whole (unstuffed) message.
         """
         if self._file is None:
-            return b"".join(self._parts)
+            return self._message
         self._file.seek(0)
         return self._file.read()
 
     def head(self, size: int) -> bytes:
         if self._file is None:
-            return b"".join(self._parts)[:size]
+            return self._message[:size]
         self._file.seek(0)
         return self._file.read(size)
 
     def chunks(self, size: int = 65536) -> Iterator[bytes]:
         if self._file is None:
-            yield from self._parts
+            message = self._message
+            for start in range(0, len(message), size):
+                yield message[start : start + size]
             return
         self._file.seek(0)
         while chunk := self._file.read(size):
@@ -1308,7 +1339,9 @@ class _Spool:
         if self._file is not None:
             self._file.close()
             self._file = None
-        self._parts = []
+        self._received = []
+        self._message = b""
+        self.wire = None
 
 
 class _ChunkSource:
@@ -1436,12 +1469,21 @@ def topOf(message: bytes, lines: int) -> bytes:
 @dataclass(frozen=True, slots=True)
 class _Filtered:
     """
-    A message as the chain delivered it, and the upstream's status line if
-    the chain left it unchanged (so it is relayed verbatim).
+    A message as the chain delivered it, and if the chain left it
+    unchanged, the upstream's status line and (unless it was spooled to a
+    file) the dot-stuffed body as received, so it is relayed verbatim.
     """
 
     message: bytes
     status: bytes | None
+    wire: bytes | None = None
+
+    @property
+    def footprint(self) -> int:
+        """
+        The octets this entry keeps in memory.
+        """
+        return len(self.message) + (len(self.wire) if self.wire is not None else 0)
 
 
 class SessionFactory(ServerFactory):

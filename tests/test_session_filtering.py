@@ -92,6 +92,53 @@ def test_unchangedKeepsUpstreamStatus() -> None:
     assert h.received() == b"+OK %d octets\r\n" % len(MESSAGE) + stuff(MESSAGE)
 
 
+# A needless dot before ".x": a client reads the line as "x".
+ODDLY_STUFFED = b"Subject: s\r\n\r\n.x\r\n..dot\r\nend\r\n.\r\n"
+ODDLY_STUFFED_MESSAGE = b"Subject: s\r\n\r\nx\r\n.dot\r\nend\r\n"
+
+
+def retrieveUnchanged(h: Harness) -> bytes:
+    """
+    RETR 1 through a chain that changes nothing, the upstream sending
+    L{ODDLY_STUFFED}; return what the client received.
+    """
+    h.login()
+    h.send(b"RETR 1\r\n")
+    assert h.upstream.received() == b"UIDL 1\r\n"
+    h.upstream.reply(b"+OK 1 uid-1\r\n")
+    assert h.upstream.received() == b"RETR 1\r\n"
+    h.upstream.reply(b"+OK 40 octets\r\n" + ODDLY_STUFFED)
+    drain(h)
+    return h.received()
+
+
+def test_unchangedRelayedAsReceived() -> None:
+    """
+    An unchanged message is relayed exactly as the upstream stuffed it, not
+    unstuffed and stuffed again (the needless dot stays), while the chain
+    saw the unstuffed message; a repeated RETR from the session cache sends
+    the same bytes without asking the upstream.
+    """
+    hook = Unchanged()
+    h = Harness(hook=hook)
+    assert retrieveUnchanged(h) == b"+OK 40 octets\r\n" + ODDLY_STUFFED
+    assert hook.seen[0][1] == ODDLY_STUFFED_MESSAGE
+    h.send(b"RETR 1\r\n")
+    assert h.upstream.received() == b""
+    assert h.received() == b"+OK 40 octets\r\n" + ODDLY_STUFFED
+
+
+def test_unchangedSpooledMessageStuffedAgain() -> None:
+    """
+    Above the spool threshold the message was unstuffed into a file, so an
+    unchanged one is stuffed anew: the same message for the client.
+    """
+    hook = Unchanged()
+    h = Harness(hook=hook, chain={"spoolThreshold": 10})
+    assert retrieveUnchanged(h) == b"+OK 40 octets\r\n" + stuff(ODDLY_STUFFED_MESSAGE)
+    assert hook.seen[0][1] == ODDLY_STUFFED_MESSAGE
+
+
 def test_topIsCutFromFilteredMessage() -> None:
     """
     TOP fetches and filters the whole message (so 'TOP n 99999999' is a
