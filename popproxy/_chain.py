@@ -108,6 +108,7 @@ class FilterChain:
         threadThreshold: int = 1_000_000,
     ) -> None:
         self.entries = tuple(entries)
+        self._loggers = {e.name: Logger(namespace=f"popproxy.filter.{e.name}") for e in entries}
         self._clock = clock
         self._quarantine = quarantine
         self._runInThread = runInThread
@@ -142,7 +143,7 @@ class FilterChain:
                 upstream=retrieval.upstream,
                 session=retrieval.session,
                 partial=retrieval.partial,
-                log=Logger(namespace=f"popproxy.filter.{entry.name}"),
+                log=self._loggers[entry.name],
                 notes=tuple(notes),
                 quarantine=self._quarantine,
                 runInThread=self._runInThread,
@@ -184,24 +185,22 @@ class FilterChain:
         return raw if not message.changed and message.raw is raw else message.toBytes()
 
     async def _judge(self, entry: ChainEntry, message: Message, context: FilterContext) -> Verdict:
-        def call() -> Any:
+        try:
             result = entry.filter.filterMessage(message, context)
             if inspect.isawaitable(result):
-                return ensureDeferred(result)  # type: ignore[arg-type]
-            return result
-
-        running: Deferred[Any] = maybeDeferred(call)
-        running.addTimeout(entry.timeout, self._clock)
-        try:
-            verdict = await running
+                # Only a filter that waits can be given a time limit; one that
+                # answers at once skips the Deferred and its timer.
+                running: Deferred[Any] = ensureDeferred(result)  # type: ignore[arg-type]
+                running.addTimeout(entry.timeout, self._clock)
+                result = await running
         except (CancelledError, DeferredTimeoutError):
             raise FilterFailed(f"no verdict within {entry.timeout:g} s") from None
         except Exception as e:
             raise FilterFailed(f"{type(e).__name__}: {e}") from e
-        problem = verdictProblem(verdict)
+        problem = verdictProblem(result)
         if problem is not None:
             raise FilterFailed(problem)
-        return verdict  # type: ignore[no-any-return]
+        return result  # type: ignore[no-any-return]
 
     async def _keep(self, raw: bytes, context: FilterContext, reason: str, name: str) -> str:
         if self._quarantine is None:
