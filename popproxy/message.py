@@ -76,6 +76,9 @@ DEFAULT_MAX_DEPTH = 30
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
+#: The fields that say what a part's content is, lowercased.
+_CONTENT_FIELDS = (b"content-type", b"content-disposition", b"content-transfer-encoding")
+
 
 class EditError(Exception):
     """
@@ -203,6 +206,10 @@ class _HeaderInfo:
     dispositionValue: StructuredValue | None
     transferEncoding: str
     defects: tuple[Defect, ...]
+    #: Every Content-Type and Content-Disposition value, in order (file
+    #: names are looked for in all of them).
+    typeValues: tuple[StructuredValue, ...]
+    dispositionValues: tuple[StructuredValue, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +222,10 @@ class _Structure:
     children: tuple[Part, ...]
     layout: MultipartLayout | None
     defects: tuple[Defect, ...]
+
+
+#: The structure of every part that is neither a multipart nor a message.
+_LEAF = _Structure((), None, ())
 
 
 class Part:
@@ -353,7 +364,8 @@ class Part:
         that differs.  Names are not otherwise cleaned up: trailing dots,
         spaces and directory parts are as sent.
         """
-        typeValues, dispositionValues = self._structuredValues()
+        info = self._headerInfo()
+        typeValues, dispositionValues = info.typeValues, info.dispositionValues
         candidates: list[str] = []
         order = (
             (dispositionValues, "filename"),
@@ -507,50 +519,53 @@ class Part:
             self._block = scanHeaderBlock(self._snapshot.data, self._start, self._end)
         return self._block
 
-    def _fieldValues(self, name: bytes) -> list[bytes]:
+    def _contentFields(self) -> tuple[list[bytes], list[bytes], list[bytes]]:
+        """
+        The raw values of the Content-Type, Content-Disposition and
+        Content-Transfer-Encoding fields, in one pass over the block.
+        """
         data = self._snapshot.data
-        return [
-            data[field.valueStart : field.valueEnd]
-            for field in self._headerBlock().fields
-            if field.name.lower() == name
-        ]
-
-    def _structuredValues(self) -> tuple[list[StructuredValue], list[StructuredValue]]:
+        found: dict[bytes, list[bytes]] = {name: [] for name in _CONTENT_FIELDS}
+        for field in self._headerBlock().fields:
+            values = found.get(field.name.lower())
+            if values is not None:
+                values.append(data[field.valueStart : field.valueEnd])
         return (
-            [parseStructured(raw) for raw in self._fieldValues(b"content-type")],
-            [parseStructured(raw) for raw in self._fieldValues(b"content-disposition")],
+            found[b"content-type"],
+            found[b"content-disposition"],
+            found[b"content-transfer-encoding"],
         )
 
     def _headerInfo(self) -> _HeaderInfo:
         if self._info is not None:
             return self._info
         defects: list[Defect] = []
-        types = self._fieldValues(b"content-type")
+        types, dispositions, encodings = self._contentFields()
+        typeValues = tuple(parseStructured(raw) for raw in types)
+        dispositionValues = tuple(parseStructured(raw) for raw in dispositions)
         contentType = self._defaultType
         typeValue = None
-        if types:
-            if len(types) > 1:
+        if typeValues:
+            if len(typeValues) > 1:
                 defects.append(Defect.DUPLICATE_CONTENT_TYPE)
-            typeValue = parseStructured(types[0])
+            typeValue = typeValues[0]
             declared = mediaType(typeValue.main)
             if declared is None:
                 defects.append(Defect.INVALID_CONTENT_TYPE)
             else:
                 contentType = declared
-        dispositions = self._fieldValues(b"content-disposition")
         disposition = None
         dispositionValue = None
-        if dispositions:
-            if len(dispositions) > 1:
+        if dispositionValues:
+            if len(dispositionValues) > 1:
                 defects.append(Defect.DUPLICATE_DISPOSITION)
-            dispositionValue = parseStructured(dispositions[0])
+            dispositionValue = dispositionValues[0]
             kind = dispositionValue.main.strip().lower()
             if kind in ("inline", "attachment"):
                 disposition = kind
             elif kind:
                 disposition = "attachment"
                 defects.append(Defect.UNKNOWN_DISPOSITION)
-        encodings = self._fieldValues(b"content-transfer-encoding")
         transferEncoding = "7bit"
         if encodings:
             if len(encodings) > 1:
@@ -564,6 +579,8 @@ class Part:
             dispositionValue,
             transferEncoding,
             tuple(defects),
+            typeValues,
+            dispositionValues,
         )
         return self._info
 
@@ -577,7 +594,7 @@ class Part:
         isMultipart = contentType.startswith("multipart/")
         isMessage = contentType in ("message/rfc822", "message/global")
         if not (isMultipart or isMessage):
-            return _Structure((), None, ())
+            return _LEAF
         if len(self._path) >= self._snapshot.maxDepth:
             return _Structure((), None, (Defect.DEPTH_LIMIT,))
         defects: list[Defect] = []
