@@ -173,6 +173,7 @@ class StripPolicy:
 #: Characters that reorder what follows them on screen: "invoice\u202efdp.exe"
 #: shows as "invoiceexe.pdf".
 _BIDI_OVERRIDES = frozenset("\u202a\u202b\u202d\u202e\u2066\u2067\u2068")
+_PATH_SEPARATOR = re.compile(r"[/\\]")
 _CLSID_SUFFIX = re.compile(r"\.\{[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\}\Z")
 
 
@@ -197,7 +198,7 @@ def canonicalName(name: str) -> str:
     trailing dots and spaces Windows drops (C{"setup.exe. "} is
     C{"setup.exe"}).
     """
-    base = re.split(r"[/\\]", name)[-1]
+    base = _PATH_SEPARATOR.split(name)[-1]
     visible = "".join(char for char in base if unicodedata.category(char) != "Cf")
     folded = unicodedata.normalize("NFKC", visible).casefold()
     while True:
@@ -659,16 +660,25 @@ _UU_ENCODINGS = frozenset({"x-uuencode", "uuencode", "x-uue", "x-uu"})
 
 _BASE64_ALPHABET = string.ascii_letters + string.digits + "+/="
 _NOT_BASE64 = bytes(octet for octet in range(256) if chr(octet) not in _BASE64_ALPHABET)
+_PADDING = re.compile(rb"=+")
 
 
-def _base64Prefix(chunk: bytes) -> bytes:
+def _base64Prefix(chunk: bytes, limit: int | None = None) -> bytes:
     """
     Decode the start of a base64 text leniently, like popproxy.message:
-    junk skipped, a padding sign ends one run and starts the next.
+    junk skipped, a padding sign ends one run and starts the next.  With
+    C{limit}, what is decoded may stop once it holds the first C{limit}
+    octets.
     """
     kept = chunk.translate(None, _NOT_BASE64)
+    if b"=" in kept:
+        runs = _PADDING.split(kept)
+    else:
+        # The usual body, one run: the first whole quanta that hold
+        # C{limit} octets decode to exactly the start of the rest.
+        runs = [kept if limit is None else kept[: -(-limit // 3) * 4]]
     decoded = []
-    for run in re.split(rb"=+", kept):
+    for run in runs:
         run = run[: len(run) - len(run) % 4] if len(run) % 4 == 1 else run
         if run:
             decoded.append(binascii.a2b_base64(run + b"=" * (-len(run) % 4)))
@@ -683,7 +693,7 @@ def decodedHead(part: Part, data: bytes, limit: int = DETECT_BYTES) -> bytes:
     start, end = part.bodyRange
     encoding = part.transferEncoding
     if encoding == "base64":
-        return _base64Prefix(data[start : min(end, start + limit * 2 + 1024)])[:limit]
+        return _base64Prefix(data[start : min(end, start + limit * 2 + 1024)], limit)[:limit]
     if encoding == "quoted-printable":
         return binascii.a2b_qp(data[start : min(end, start + limit * 3)])[:limit]
     if encoding in _UU_ENCODINGS:

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from twisted.internet.defer import Deferred, ensureDeferred, fail
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
@@ -604,3 +605,20 @@ def test_nameThatReadsAsADelimiter(tmp_path: Path) -> None:
     result = verdict.message
     assert [p.path for p in result.walk()] == [(), (0,), (1,)]
     assert _text(result, (1,)).startswith("(name withheld)")
+
+
+@given(
+    st.lists(
+        st.sampled_from([b"QUJD", b"ZA", b"=", b"==", b"\r\n", b" ", b"*", b"TVqQ"]), max_size=60
+    ),
+    st.integers(0, 50),
+)
+def test_base64HeadShortcut(pieces: list[bytes], limit: int) -> None:
+    """
+    Decoding only the quanta that hold the first C{limit} octets of a
+    base64 text gives the same start as decoding all of it, padding signs,
+    junk and line breaks included.
+    """
+    module = sys.modules[type(STRIP).__module__]
+    chunk = b"".join(pieces)
+    assert module._base64Prefix(chunk, limit)[:limit] == module._base64Prefix(chunk)[:limit]
