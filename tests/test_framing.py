@@ -18,6 +18,7 @@ from popproxy._framing import (
     MultiLineScanner,
     ResponseParser,
     StatusLine,
+    _replaceLineDots,
     stuff,
     unstuff,
 )
@@ -241,3 +242,12 @@ class TestStreamingStuffing:
         unstuffer = DotUnstuffer()
         out = b"".join(unstuffer.feed(chunk) for chunk in chunked(body, cuts))
         assert out + unstuffer.finish() == unstuff(body)
+
+
+@given(messages, st.sampled_from([b"\r\n", b"\r\n.."]))
+def test_lineDotReplacementIsBytesReplace(data: bytes, replacement: bytes) -> None:
+    """
+    The regex-based replacement of line-starting dots gives exactly what
+    bytes.replace gives, on inputs dense with CR, LF and dots.
+    """
+    assert _replaceLineDots(data, replacement) == data.replace(b"\r\n.", replacement)
