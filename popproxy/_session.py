@@ -177,6 +177,48 @@ class _Relay:
         self._onFinished()
 
 
+class _UidRecorder(_Relay):
+    """
+    Relays a C{UIDL} response verbatim and notes the UIDs in it (message
+    numbers and UIDs do not change during a POP3 session).
+    """
+
+    #: A listing longer than this is relayed but not remembered.
+    MAX_ENTRIES = 20_000
+
+    def __init__(self, session: ClientSession, uids: dict[int, str]) -> None:
+        super().__init__(session, onStatus=self._statusSeen)
+        self._uids = uids
+        self._body: list[bytes] = []
+        self._bodySize = 0
+
+    def _statusSeen(self, status: StatusLine) -> None:
+        # "+OK 3 uid" (UIDL n) names one message.
+        parts = status.line.split(b" ")
+        if status.ok and len(parts) == 3:
+            self._note(parts[1], parts[2])
+
+    def bodyReceived(self, data: bytes) -> None:
+        super().bodyReceived(data)
+        self._bodySize += len(data)
+        if self._bodySize <= self.MAX_ENTRIES * 80:
+            self._body.append(data)
+
+    def responseFinished(self) -> None:
+        body = b"".join(self._body)
+        self._body = []
+        if body and self._bodySize <= self.MAX_ENTRIES * 80:
+            for entry in body.split(b"\r\n"):
+                fields = entry.split(b" ")
+                if len(fields) == 2:
+                    self._note(fields[0], fields[1])
+        super().responseFinished()
+
+    def _note(self, number: bytes, uid: bytes) -> None:
+        if number.isdigit() and 0 < len(uid) <= 70 and len(self._uids) < self.MAX_ENTRIES:
+            self._uids[int(number)] = uid.decode("ascii", "replace")
+
+
 class _Collect:
     """
     Collects one whole upstream response, then hands it to a callback.
@@ -237,6 +279,8 @@ class ClientSession(Protocol, TimeoutMixin):
         self._filtered: dict[int, _Filtered] = {}
         self._cached = 0
         self._sizes: dict[int, tuple[int, int]] = {}
+        # Message number -> UID, as the upstream listed them to the client.
+        self._uids: dict[int, str] = {}
         self._deleted: set[int] = set()
         self._apopTimestamp: bytes | None = None
         self._greeted = False
@@ -982,6 +1026,11 @@ class ClientSession(Protocol, TimeoutMixin):
             # Report the size RETR delivers for messages the chain changed.
             line = b"LIST %d" % numbers[0] if numbers else b"LIST"
             self._relay(line, not numbers, _Collect(self._listReceived))
+        elif name == b"UIDL" and self._settings.hook.active:
+            # Most clients list UIDs before they retrieve: remember them,
+            # and the chain's context needs no "UIDL n" per message.
+            line = b"UIDL %d" % numbers[0] if numbers else b"UIDL"
+            self._relay(line, not numbers, _UidRecorder(self, self._uids))
         elif numbers:
             self._relay(name + b" %d" % numbers[0])
         else:
@@ -1052,7 +1101,9 @@ class ClientSession(Protocol, TimeoutMixin):
         def uidlReceived(status: StatusLine, body: bytes) -> None:
             # "+OK 3 uid" -> "uid"
             parts = status.line.split(b" ")
-            uidl = parts[2].decode("ascii", "replace") if status.ok and len(parts) > 2 else None
+            fetchWith(parts[2].decode("ascii", "replace") if status.ok and len(parts) > 2 else None)
+
+        def fetchWith(uidl: str | None) -> None:
             context = RetrievalContext(
                 command=command,
                 index=index,
@@ -1162,7 +1213,11 @@ class ClientSession(Protocol, TimeoutMixin):
             self._reply(_message(f"-ERR [SYS/TEMP] {reason}"))
             self._commandDone()
 
-        self._relay(b"UIDL %d" % index, False, _Collect(uidlReceived))
+        known = self._uids.get(index)
+        if known is not None:
+            fetchWith(known)
+        else:
+            self._relay(b"UIDL %d" % index, False, _Collect(uidlReceived))
 
     def _oversize(self, spool: _Spool, context: RetrievalContext) -> None:
         """

@@ -139,6 +139,38 @@ def test_unchangedSpooledMessageStuffedAgain() -> None:
     assert hook.seen[0][1] == ODDLY_STUFFED_MESSAGE
 
 
+def test_uidsListedToTheClientAreReused() -> None:
+    """
+    After the client's own UIDL (relayed verbatim), RETR asks the upstream
+    for the message only: the chain's context takes the UID from the
+    listing, saving a round trip per message; "UIDL n" is remembered too.
+    """
+    hook = AddHeader()
+    h = Harness(hook=hook)
+    h.login()
+    h.send(b"UIDL\r\n")
+    assert h.upstream.received() == b"UIDL\r\n"
+    listing = b"+OK\r\n1 first-uid\r\n2 second-uid\r\n.\r\n"
+    h.upstream.reply(listing)
+    assert h.received() == listing
+    h.send(b"RETR 2\r\n")
+    assert h.upstream.received() == b"RETR 2\r\n"
+    h.upstream.reply(b"+OK %d octets\r\n" % len(MESSAGE) + stuff(MESSAGE))
+    out = b"X-Filtered: yes\r\n" + MESSAGE
+    assert h.received() == b"+OK %d octets\r\n" % len(out) + stuff(out)
+    assert hook.seen[0][0].uidl == "second-uid"
+    h.send(b"UIDL 3\r\n")
+    assert h.upstream.received() == b"UIDL 3\r\n"
+    h.upstream.reply(b"+OK 3 third-uid\r\n")
+    assert h.received() == b"+OK 3 third-uid\r\n"
+    h.send(b"RETR 3\r\n")
+    assert h.upstream.received() == b"RETR 3\r\n"
+    h.upstream.reply(b"+OK %d octets\r\n" % len(MESSAGE) + stuff(MESSAGE))
+    assert hook.seen[1][0].uidl == "third-uid"
+    h.send(b"RETR 1\r\n")
+    assert h.upstream.received() == b"RETR 1\r\n"
+
+
 def test_topIsCutFromFilteredMessage() -> None:
     """
     TOP fetches and filters the whole message (so 'TOP n 99999999' is a
