@@ -4,8 +4,9 @@ results as Markdown tables.
 
 Runs are kept raw; the tables show, per mailbox, sessions and target, the
 median of the repeated runs (errors are summed, never averaged away), then
-the ratios popproxy/nginx and popproxy/direct from those medians, all taken
-in the same run.
+the ratios popproxy/nginx and popproxy/direct (and popproxy/forward when the
+bare Twisted forwarder was measured) from those medians, all taken in the
+same run.
 """
 
 from __future__ import annotations
@@ -176,21 +177,25 @@ def ratioTables(
     subjects: Sequence[str],
 ) -> tuple[str, list[dict[str, Any]]]:
     """
-    Throughput ratios of each popproxy target to nginx and to direct, and
-    its added median RETR latency, per mailbox and N; as Markdown and as
-    records for the JSON.
+    Throughput ratios of each popproxy target to nginx, to direct and, if
+    it was measured, to the bare Twisted forwarder (its own column, left
+    out otherwise), and its added median RETR latency, per mailbox and N;
+    as Markdown and as records for the JSON.
     """
+    withForward = any(target == "forward" for _, _, target in table)
+    forwardHeader = " MB/s ÷ forward |" if withForward else ""
     out = [
-        "| mailbox | N | target | MB/s ÷ nginx | MB/s ÷ direct "
-        "| RETR p50 over direct ms | RETR p50 over nginx ms |",
-        "|---|---:|---|---:|---:|---:|---:|",
+        f"| mailbox | N | target | MB/s ÷ nginx | MB/s ÷ direct |{forwardHeader} "
+        "RETR p50 over direct ms | RETR p50 over nginx ms |",
+        "|---|---:|---|---:|---:|" + ("---:|" if withForward else "") + "---:|---:|",
     ]
     records = []
     for name, _ in mailboxes:
         for sessions in sessionCounts:
             nginx = table.get((name, sessions, "nginx"))
             direct = table.get((name, sessions, "direct"))
-            if nginx is None and direct is None:
+            forward = table.get((name, sessions, "forward"))
+            if nginx is None and direct is None and forward is None:
                 continue
             for subject in subjects:
                 row = table.get((name, sessions, subject))
@@ -205,11 +210,15 @@ def ratioTables(
                     "retrP50OverDirectMs": _over(row, direct),
                     "retrP50OverNginxMs": _over(row, nginx),
                 }
+                forwardCell = ""
+                if withForward:
+                    record["vsForward"] = _ratio(row, forward)
+                    forwardCell = f" {_times(record['vsForward'])} |"
                 records.append(record)
                 out.append(
                     f"| {name} | {sessions} | {subject} | {_times(record['vsNginx'])} "
-                    f"| {_times(record['vsDirect'])} "
-                    f"| {_signed(record['retrP50OverDirectMs'])} "
+                    f"| {_times(record['vsDirect'])} |{forwardCell} "
+                    f"{_signed(record['retrP50OverDirectMs'])} "
                     f"| {_signed(record['retrP50OverNginxMs'])} |"
                 )
     return "\n".join(out) + "\n", records

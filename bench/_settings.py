@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-#: Targets that are not popproxy.
-REFERENCES = ("direct", "nginx")
+#: Targets that are not popproxy: Dovecot alone, nginx's mail proxy, and a
+#: bare Twisted byte forwarder (L{bench._forward}; measured only when named).
+REFERENCES = ("direct", "nginx", "forward")
 
 #: The mailboxes the throughput part can use.
 THROUGHPUT_MAILBOXES = ("50k", "mixed")

@@ -1,16 +1,19 @@
 """
 The servers under test, by name, and the processes that belong to each.
 
-C{direct} is Dovecot itself, C{nginx} the reference proxy, every other name
-a popproxy started as its L{Variant} says.  L{Targets} starts and stops them
+C{direct} is Dovecot itself, C{nginx} the reference proxy, C{forward} a bare
+Twisted byte forwarder (the floor of any Twisted relay), every other name a
+popproxy started as its L{Variant} says.  L{Targets} starts and stops them
 and tells which processes count for memory (popproxy's process and its
-workers, nginx's workers) and for CPU (nginx's master as well).
+workers, nginx's workers, the forwarder's process) and for CPU (nginx's
+master as well).
 """
 
 from __future__ import annotations
 
 from bench import _process
 from bench._dovecot import DovecotServer
+from bench._forward import ForwarderProcess
 from bench._nginx import NginxMailProxy
 from bench._popproxy import PopproxyProcess
 from bench._settings import Settings
@@ -25,6 +28,7 @@ class Targets:
         self.dovecot = dovecot
         self.settings = settings
         self.nginx: NginxMailProxy | None = None
+        self.forwarder: ForwarderProcess | None = None
         self.popproxies: dict[str, PopproxyProcess] = {}
 
     def start(self, names: tuple[str, ...], connections: int) -> None:
@@ -38,6 +42,9 @@ class Targets:
                     self.dovecot.port, self.settings.nginxWorkers, connections
                 )
                 self.nginx.start()
+            elif name == "forward":
+                self.forwarder = ForwarderProcess(self.dovecot.port)
+                self.forwarder.start()
             elif name != "direct":
                 variant = self.settings.variants[name]
                 proxy = PopproxyProcess(
@@ -52,16 +59,21 @@ class Targets:
         if name == "nginx":
             assert self.nginx is not None
             return self.nginx.port
+        if name == "forward":
+            assert self.forwarder is not None
+            return self.forwarder.port
         return self.popproxies[name].port
 
     def memoryPids(self, name: str) -> list[int]:
         """
         The processes holding the sessions: popproxy's process and its
         workers (C{[proxy] workers}), nginx's workers (its master holds
-        none); none for C{direct}.
+        none), the forwarder's one process; none for C{direct}.
         """
         if name == "nginx" and self.nginx is not None:
             return self.nginx.workerPids()
+        if name == "forward" and self.forwarder is not None:
+            return [self.forwarder.pid]
         if name in self.popproxies:
             pid = self.popproxies[name].pid
             return [pid, *_process.descendantsOf(pid)]
@@ -103,3 +115,6 @@ class Targets:
         if self.nginx is not None:
             self.nginx.stop()
             self.nginx = None
+        if self.forwarder is not None:
+            self.forwarder.stop()
+            self.forwarder = None

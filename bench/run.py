@@ -6,7 +6,9 @@ The benchmark's one command: popproxy against nginx's mail proxy and Dovecot.
 It starts everything on 127.0.0.1 high ports: a private Dovecot serving the
 generated mailboxes ("direct"), nginx's mail proxy in front of it ("nginx",
 the reference), and popproxy with an empty filter chain ("popproxy", plus
-any C{--variant}, e.g. with a filter chain or another checkout).  It prints
+any C{--variant}, e.g. with a filter chain or another checkout); on request
+also a bare Twisted byte forwarder ("forward", C{--targets
+direct,nginx,forward,popproxy}), the floor of any Twisted relay.  It prints
 Markdown tables (throughput medians, the ratios popproxy/nginx and
 popproxy/direct from the same run, memory) on stdout, progress on stderr,
 and everything as JSON with C{--json}.  See docs/performance.md.  Needs
@@ -90,7 +92,11 @@ def parseArguments(argv: list[str] | None = None) -> tuple[Settings, Path | None
         help="scale the mixed mailbox (~15 MB, largest message 5 MB, at 1.0)",
     )
     add("--mailboxes", default="50k,mixed", help="throughput mailboxes (default: 50k,mixed)")
-    add("--targets", default="direct,nginx,popproxy", help="default: direct,nginx,popproxy")
+    add(
+        "--targets",
+        default="direct,nginx,popproxy",
+        help="default: direct,nginx,popproxy; also forward (a bare Twisted byte forwarder)",
+    )
     add(
         "--popproxy-source",
         type=Path,
@@ -138,7 +144,8 @@ def parseArguments(argv: list[str] | None = None) -> tuple[Settings, Path | None
         if name in REFERENCES or name in variants:
             parser.error(f"--variant {item!r}: the name {name!r} is taken")
         variants[name] = variant
-        targets.append(name)
+        if name not in targets:  # "--targets nginx,x --variant x,..." measures x once
+            targets.append(name)
     if set(mailboxes) - set(THROUGHPUT_MAILBOXES):
         parser.error(f"mailboxes are {', '.join(THROUGHPUT_MAILBOXES)}")
     for name in targets:
