@@ -400,6 +400,11 @@ class ClientSession(Protocol, TimeoutMixin):
         )
 
     def timeoutConnection(self) -> None:
+        if self._busy and not self._closing:
+            # Waiting for the upstream or the chain, which have their own
+            # time limits: the client is not idle.
+            self.setTimeout(self.timeOut)
+            return
         self._end("idle timeout (autologout)", b"-ERR [SYS/PERM] autologout: idle for too long\r\n")
 
     # Command dispatch
@@ -477,8 +482,9 @@ class ClientSession(Protocol, TimeoutMixin):
             self._reply(b"-ERR [SYS/TEMP] lost the connection to the mail server")
             self._end("upstream connection lost")
             return
+        # The idle timer keeps running (re-armed while busy, see
+        # timeoutConnection): cheaper than a new timer for every command.
         self._busy = True
-        self.setTimeout(None)
         self._handler = handler or _Relay(self)
         upstream.sendCommand(line, multiLine, self._handler)
 
@@ -1132,8 +1138,11 @@ class ClientSession(Protocol, TimeoutMixin):
             wire = spool.wire
             spool.close()
             self._busy = True
-            keepalive = _Keepalive(self, self._settings.chain.keepaliveAfter)
             processing = hook.processMessage(context, original)
+            # A chain that answered at once needs no keepalive timer.
+            keepalive = _Keepalive(
+                self, 0 if processing.called else self._settings.chain.keepaliveAfter
+            )
             processing.addCallbacks(
                 delivered,
                 failed,

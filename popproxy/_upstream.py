@@ -205,8 +205,8 @@ class UpstreamConnection(Protocol):
                 handler.statusReceived(event)
             elif event is None:
                 self._handlers.popleft()
-                if not self._handlers:
-                    self._stopTimer()
+                # Nothing outstanding: the timer stays (the next command
+                # resets it, cheaper than a new one) and ignores idleness.
                 handler.responseFinished()
             else:
                 handler.bodyReceived(event)
@@ -316,6 +316,8 @@ class UpstreamConnection(Protocol):
 
     def _timedOut(self) -> None:
         self._timer = None
+        if not self._handlers and not self._handshaking:
+            return  # idle, waiting for the client's next command
         self._abort(UpstreamTimeout("the mail server did not answer in time"))
 
 

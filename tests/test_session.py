@@ -316,6 +316,53 @@ def test_idleTimeout() -> None:
     assert b"QUIT" not in h.upstream.received()
 
 
+def test_slowResponseIsNotIdleness() -> None:
+    """
+    A response that takes longer than the idle timeout to arrive (the
+    upstream sending slowly, within its response timeout) does not log the
+    client out; once it is complete the idle timeout applies again.
+    """
+    h = Harness(idleTimeout=10, responseTimeout=8)
+    h.login()
+    h.send(b"RETR 1\r\n")
+    h.upstream.reply(b"+OK 12 octets\r\n")
+    for _ in range(5):
+        h.clock.advance(6)
+        h.upstream.reply(b"line\r\n")
+    assert not h.client.disconnecting
+    h.upstream.reply(b".\r\n")
+    assert h.received() == b"+OK 12 octets\r\n" + b"line\r\n" * 5 + b".\r\n"
+    h.clock.advance(9)
+    assert not h.client.disconnecting
+    h.clock.advance(2)
+    assert h.client.disconnecting
+    assert h.received() == b"-ERR [SYS/PERM] autologout: idle for too long\r\n"
+
+
+def test_idleUpstreamIsNotTimedOut() -> None:
+    """
+    The upstream's response timeout only counts while a response is
+    outstanding: a connection idle for longer (the client thinking) stays.
+    """
+    h = Harness(idleTimeout=600, responseTimeout=30)
+    h.login()
+    h.send(b"NOOP\r\n")
+    h.upstream.reply(b"+OK\r\n")
+    h.received()
+    h.upstream.received()
+    h.clock.advance(100)
+    h.settle()
+    assert not h.upstream.transport.disconnecting
+    h.send(b"NOOP\r\n")
+    assert h.upstream.received() == b"NOOP\r\n"
+    h.upstream.reply(b"+OK\r\n")
+    assert h.received() == b"+OK\r\n"
+    h.send(b"STAT\r\n")
+    h.clock.advance(31)
+    h.settle()
+    assert h.received() == b"-ERR [SYS/TEMP] the mail server did not answer in time\r\n"
+
+
 def test_upstreamResponseTimeout() -> None:
     """
     An upstream that does not answer within the response timeout gives the
