@@ -161,18 +161,27 @@ class _Relay:
         self._session = session
         self._onStatus = onStatus
         self._onFinished = onFinished or session._commandDone
+        self._statusLine = b""
         self.inBody = False
 
     def statusReceived(self, status: StatusLine) -> None:
         if self._onStatus is not None:
             self._onStatus(status)
-        self._session._write(status.line + b"\r\n")
-        self.inBody = True
+        # Held back to go out with the body's first piece: one send(), and
+        # one segment for the client, instead of two.
+        self._statusLine = status.line + b"\r\n"
 
     def bodyReceived(self, data: bytes) -> None:
+        if self._statusLine:
+            data = self._statusLine + data
+            self._statusLine = b""
+        self.inBody = True  # from now on the client has part of a response
         self._session._write(data)
 
     def responseFinished(self) -> None:
+        if self._statusLine:
+            self._session._write(self._statusLine)
+            self._statusLine = b""
         self.inBody = False
         self._onFinished()
 

@@ -251,6 +251,44 @@ def test_upstreamDiesBeforeAnswer() -> None:
     assert h.client.disconnecting
 
 
+def test_statusLineLeavesWithTheBody() -> None:
+    """
+    A multi-line response's status line goes out together with the first
+    piece of its body (one write, one segment), not on its own.
+    """
+    h = Harness()
+    h.login()
+    writes: list[bytes] = []
+    write = h.client.write
+
+    def recordingWrite(data: bytes) -> None:
+        writes.append(data)
+        write(data)
+
+    h.client.write = recordingWrite  # type: ignore[method-assign]
+    h.send(b"RETR 1\r\n")
+    h.upstream.reply(b"+OK 9 octets\r\n")
+    assert writes == []
+    h.upstream.reply(b"Subject: x\r\n")
+    h.upstream.reply(b"\r\nbody\r\n.\r\n")
+    assert writes == [b"+OK 9 octets\r\nSubject: x\r\n", b"\r\nbody\r\n.\r\n"]
+
+
+def test_upstreamDiesAfterStatusLine() -> None:
+    """
+    If the upstream dies after "+OK" but before any of the body, nothing of
+    the response has reached the client, so it gets -ERR [SYS/TEMP] rather
+    than a bare "+OK" and a cut connection.
+    """
+    h = Harness()
+    h.login()
+    h.send(b"RETR 1\r\n")
+    h.upstream.reply(b"+OK 100 octets\r\n")
+    h.upstream.die()
+    assert h.received().startswith(b"-ERR [SYS/TEMP] ")
+    assert h.client.disconnecting
+
+
 def test_clientLeavesWithoutQuit() -> None:
     """
     A client that disconnects without QUIT makes the proxy drop the upstream
