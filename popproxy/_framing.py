@@ -31,6 +31,8 @@ def _replaceLineDots(data: bytes, replacement: bytes) -> bytes:
     """
     C{data.replace(b"\\r\\n.", replacement)}, faster.
     """
+    # join() of a single piece returns that piece itself: no copy when
+    # there is nothing to replace.
     return replacement.join(_splitAtLineDots(data))
 
 
@@ -180,8 +182,8 @@ def unstuff(stuffed: bytes) -> bytes:
     """
     if stuffed.startswith(b"."):
         stuffed = stuffed[1:]
-    if b"\r\n." not in stuffed:  # most mail: no copy at all
-        return stuffed
+    # Most mail has no line starting with a dot: then this is one scan and
+    # returns C{stuffed} itself, no copy.
     return _replaceLineDots(stuffed, CRLF)
 
 
