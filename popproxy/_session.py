@@ -186,14 +186,30 @@ class _Relay:
         self._onFinished()
 
 
+#: A UIDL listing longer than this is not remembered.
+MAX_REMEMBERED_UIDS = 20_000
+
+
+def _noteUid(uids: dict[int, str], number: bytes, uid: bytes) -> None:
+    if number.isdigit() and 0 < len(uid) <= 70 and len(uids) < MAX_REMEMBERED_UIDS:
+        uids[int(number)] = uid.decode("ascii", "replace")
+
+
+def _noteUidListing(uids: dict[int, str], body: bytes) -> None:
+    """
+    Remember the C{number uid} lines of a UIDL listing.
+    """
+    for entry in body.split(b"\r\n"):
+        fields = entry.split(b" ")
+        if len(fields) == 2:
+            _noteUid(uids, fields[0], fields[1])
+
+
 class _UidRecorder(_Relay):
     """
     Relays a C{UIDL} response verbatim and notes the UIDs in it (message
     numbers and UIDs do not change during a POP3 session).
     """
-
-    #: A listing longer than this is relayed but not remembered.
-    MAX_ENTRIES = 20_000
 
     def __init__(self, session: ClientSession, uids: dict[int, str]) -> None:
         super().__init__(session, onStatus=self._statusSeen)
@@ -205,27 +221,19 @@ class _UidRecorder(_Relay):
         # "+OK 3 uid" (UIDL n) names one message.
         parts = status.line.split(b" ")
         if status.ok and len(parts) == 3:
-            self._note(parts[1], parts[2])
+            _noteUid(self._uids, parts[1], parts[2])
 
     def bodyReceived(self, data: bytes) -> None:
         super().bodyReceived(data)
         self._bodySize += len(data)
-        if self._bodySize <= self.MAX_ENTRIES * 80:
+        if self._bodySize <= MAX_REMEMBERED_UIDS * 80:
             self._body.append(data)
 
     def responseFinished(self) -> None:
-        body = b"".join(self._body)
+        if self._bodySize <= MAX_REMEMBERED_UIDS * 80:
+            _noteUidListing(self._uids, b"".join(self._body))
         self._body = []
-        if body and self._bodySize <= self.MAX_ENTRIES * 80:
-            for entry in body.split(b"\r\n"):
-                fields = entry.split(b" ")
-                if len(fields) == 2:
-                    self._note(fields[0], fields[1])
         super().responseFinished()
-
-    def _note(self, number: bytes, uid: bytes) -> None:
-        if number.isdigit() and 0 < len(uid) <= 70 and len(self._uids) < self.MAX_ENTRIES:
-            self._uids[int(number)] = uid.decode("ascii", "replace")
 
 
 class _Collect:
@@ -290,6 +298,7 @@ class ClientSession(Protocol, TimeoutMixin):
         self._sizes: dict[int, tuple[int, int]] = {}
         # Message number -> UID, as the upstream listed them to the client.
         self._uids: dict[int, str] = {}
+        self._uidLookups = 0
         self._deleted: set[int] = set()
         self._apopTimestamp: bytes | None = None
         self._greeted = False
@@ -1231,10 +1240,22 @@ class ClientSession(Protocol, TimeoutMixin):
             self._reply(_message(f"-ERR [SYS/TEMP] {reason}"))
             self._commandDone()
 
+        def listingReceived(status: StatusLine, body: bytes) -> None:
+            if status.ok:
+                _noteUidListing(self._uids, body)
+            fetchWith(self._uids.get(index))
+
         known = self._uids.get(index)
         if known is not None:
             fetchWith(known)
+        elif self._uidLookups == 1:
+            # A second message without a known UID: the client is fetching
+            # several, so one listing replaces a round trip per message
+            # (a client that fetches one message never pays for it).
+            self._uidLookups += 1
+            self._relay(b"UIDL", True, _Collect(listingReceived))
         else:
+            self._uidLookups += 1
             self._relay(b"UIDL %d" % index, False, _Collect(uidlReceived))
 
     def _oversize(self, spool: _Spool, context: RetrievalContext) -> None:

@@ -45,10 +45,15 @@ class AddHeader:
 
 def serveRetr(h: Harness, index: int, message: bytes = MESSAGE, uidl: bytes = b"uid-1") -> None:
     """
-    Play the upstream for the UIDL n + RETR n pair the proxy sends.
+    Play the upstream for the UIDL n (or, for a second message, the whole
+    UIDL listing) + RETR n the proxy sends.
     """
-    assert h.upstream.received() == b"UIDL %d\r\n" % index
-    h.upstream.reply(b"+OK %d %s\r\n" % (index, uidl))
+    request = h.upstream.received()
+    if request == b"UIDL\r\n":
+        h.upstream.reply(b"+OK\r\n%d %s\r\n.\r\n" % (index, uidl))
+    else:
+        assert request == b"UIDL %d\r\n" % index
+        h.upstream.reply(b"+OK %d %s\r\n" % (index, uidl))
     assert h.upstream.received() == b"RETR %d\r\n" % index
     h.upstream.reply(b"+OK %d octets\r\n" % len(message) + stuff(message))
 
@@ -169,6 +174,45 @@ def test_uidsListedToTheClientAreReused() -> None:
     assert hook.seen[1][0].uidl == "third-uid"
     h.send(b"RETR 1\r\n")
     assert h.upstream.received() == b"RETR 1\r\n"
+
+
+def test_severalRetrievalsFetchTheUidListingOnce() -> None:
+    """
+    A client that does not list UIDs itself: the first filtered RETR asks
+    "UIDL n"; the second asks for the whole listing once, and every later
+    RETR needs no UIDL round trip at all.  A refused listing still lets
+    the message through (without a UID in the chain's context).
+    """
+    hook = AddHeader()
+    h = Harness(hook=hook)
+    h.login()
+    h.send(b"RETR 1\r\n")
+    assert h.upstream.received() == b"UIDL 1\r\n"
+    h.upstream.reply(b"+OK 1 one\r\n")
+    assert h.upstream.received() == b"RETR 1\r\n"
+    h.upstream.reply(b"+OK %d octets\r\n" % len(MESSAGE) + stuff(MESSAGE))
+    h.send(b"RETR 2\r\n")
+    assert h.upstream.received() == b"UIDL\r\n"
+    h.upstream.reply(b"+OK\r\n1 one\r\n2 two\r\n3 three\r\n.\r\n")
+    assert h.upstream.received() == b"RETR 2\r\n"
+    h.upstream.reply(b"+OK %d octets\r\n" % len(MESSAGE) + stuff(MESSAGE))
+    h.send(b"RETR 3\r\n")
+    assert h.upstream.received() == b"RETR 3\r\n"
+    h.upstream.reply(b"+OK %d octets\r\n" % len(MESSAGE) + stuff(MESSAGE))
+    assert [context.uidl for context, _ in hook.seen] == ["one", "two", "three"]
+    out = b"X-Filtered: yes\r\n" + MESSAGE
+    assert h.received() == (b"+OK %d octets\r\n" % len(out) + stuff(out)) * 3
+
+    refused = Harness(hook=AddHeader())
+    refused.login()
+    for index in (1, 2):
+        refused.send(b"RETR %d\r\n" % index)
+        request = refused.upstream.received()
+        refused.upstream.reply(b"-ERR no UIDL here\r\n")
+        assert request == (b"UIDL 1\r\n" if index == 1 else b"UIDL\r\n")
+        assert refused.upstream.received() == b"RETR %d\r\n" % index
+        refused.upstream.reply(b"+OK %d octets\r\n" % len(MESSAGE) + stuff(MESSAGE))
+    assert refused.received() == (b"+OK %d octets\r\n" % len(out) + stuff(out)) * 2
 
 
 def test_topIsCutFromFilteredMessage() -> None:
