@@ -308,7 +308,10 @@ def _big(
     def fast() -> tuple[bool, str, float]:
         result = generator.run(port, account.user, account.password, "big", 1, 1, settings.timeout)
         ok = result.errorCount == 0 and result.messages == 1
-        return ok, "; ".join(result.errorSamples), result.wallSeconds
+        detail = "; ".join(result.errorSamples)
+        if ok and result.unparsed:
+            detail = "over max_size: delivered unparsed below X-Popproxy-Unchecked"
+        return ok, detail, result.wallSeconds
 
     def slow() -> tuple[bool, str, float]:
         outcome = slowRetrieve(
@@ -342,5 +345,6 @@ def _big(
         progress(
             f"  memory: {len(message) / MB:.0f} MB RETR through {name}, {client} client: "
             f"peak +{increase / MB:.1f} MB ({'verified' if ok else detail})"
+            + (f"; {detail}" if ok and detail else "")
         )
     return rows
