@@ -205,6 +205,30 @@ def _noteUidListing(uids: dict[int, str], body: bytes) -> None:
             _noteUid(uids, fields[0], fields[1])
 
 
+def _capabilities(status: StatusLine, body: bytes) -> tuple[set[bytes], set[bytes]]:
+    """
+    The capability names (upper case) and SASL mechanisms of an upstream's
+    CAPA answer; both empty if it refused CAPA.
+    """
+    if not status.ok:
+        return set(), set()
+    lines = unstuff(body).upper().split(b"\r\n")
+    names = {line.split(b" ", 1)[0] for line in lines if line}
+    sasl = {m for line in lines if line.startswith(b"SASL ") for m in line.split()[1:]}
+    return names, sasl
+
+
+def _plainCommands(authzid: bytes, authcid: bytes, password: bytes) -> list[bytes]:
+    """
+    The upstream commands of a SASL PLAIN login (RFC 4616): the response
+    as an initial response if the line allows, else after the challenge.
+    """
+    token = base64.b64encode(authzid + b"\0" + authcid + b"\0" + password)
+    if len(token) + len(b"AUTH PLAIN \r\n") <= MAX_COMMAND_LINE:
+        return [b"AUTH PLAIN " + token]
+    return [b"AUTH PLAIN", token]
+
+
 class _UidRecorder(_Relay):
     """
     Relays a C{UIDL} response verbatim and notes the UIDs in it (message
@@ -284,6 +308,9 @@ class ClientSession(Protocol, TimeoutMixin):
         self.client = "?"
         self.user: str | None = None
         self._pendingLogin: tuple[str, Route] | None = None
+        # The upstream refused USER and offers only SASL PLAIN: PASS logs
+        # in with AUTH PLAIN instead (RFC 5034).
+        self._pendingPlain = False
         self._failedLogins = 0
         self._upstream: UpstreamConnection | None = None
         self._upstreamAddress: UpstreamTarget | None = None
@@ -754,14 +781,35 @@ class ClientSession(Protocol, TimeoutMixin):
             self._reply(b"-ERR [AUTH] no mail server is configured for that user")
             return
 
-        def accepted(status: StatusLine) -> None:
+        def answered(status: StatusLine, body: bytes) -> None:
             if status.ok:
                 self._pendingLogin = (login, route)
+                self._reply(status.line)
+                self._commandDone()
+                return
+            # An upstream may offer SASL only (no USER in its CAPA): then
+            # PASS can still log in, with AUTH PLAIN.
+            self._relay(
+                b"CAPA",
+                True,
+                _Collect(lambda capa, listing: capabilities(status, capa, listing)),
+            )
+
+        def capabilities(refusal: StatusLine, status: StatusLine, body: bytes) -> None:
+            names, mechanisms = _capabilities(status, body)
+            if status.ok and b"USER" not in names and b"PLAIN" in mechanisms:
+                self._pendingLogin = (login, route)
+                self._pendingPlain = True
+                self._reply(b"+OK send PASS (the mail server takes it as AUTH PLAIN)")
+            else:
+                self._reply(refusal.line)
+            self._commandDone()
 
         def send(upstream: UpstreamConnection) -> None:
             name = route.login.encode("utf-8", "surrogateescape")
-            self._relay(b"USER " + name, False, _Relay(self, accepted))
+            self._relay(b"USER " + name, False, _Collect(answered))
 
+        self._pendingPlain = False
         self._withUpstream(route.upstream, send)
 
     def do_PASS(self, arguments: bytes) -> None:
@@ -773,6 +821,11 @@ class ClientSession(Protocol, TimeoutMixin):
             return
         login, route = self._pendingLogin
         self._pendingLogin = None
+        if self._pendingPlain:
+            self._pendingPlain = False
+            name = route.login.encode("utf-8", "surrogateescape")
+            self._loginSequence(login, route, _plainCommands(b"", name, arguments))
+            return
         self._loginSequence(login, route, [b"PASS " + arguments])
 
     def _loginSequence(self, login: str, route: Route, commands: list[bytes]) -> None:
@@ -913,16 +966,12 @@ class ClientSession(Protocol, TimeoutMixin):
         proxyAuthorization = bool(authzid) and authzid != authcid
 
         def capabilities(status: StatusLine, body: bytes) -> None:
-            lines = unstuff(body).upper().split(b"\r\n") if status.ok else []
-            sasl = {m for line in lines if line.startswith(b"SASL ") for m in line.split()[1:]}
+            _, sasl = _capabilities(status, body)
             if b"PLAIN" in sasl:
-                authcidUp = authcid if proxyAuthorization else name
-                authzidUp = name if proxyAuthorization else b""
-                token = base64.b64encode(authzidUp + b"\0" + authcidUp + b"\0" + password)
-                if len(token) + len(b"AUTH PLAIN \r\n") <= MAX_COMMAND_LINE:
-                    commands = [b"AUTH PLAIN " + token]
+                if proxyAuthorization:
+                    commands = _plainCommands(name, authcid, password)
                 else:
-                    commands = [b"AUTH PLAIN", token]
+                    commands = _plainCommands(b"", name, password)
             elif proxyAuthorization:
                 self._reply(b"-ERR [AUTH] the mail server cannot log in on behalf of another user")
                 self._commandDone()

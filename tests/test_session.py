@@ -513,6 +513,16 @@ def test_capaWhenUpstreamLacksCapa() -> None:
     assert lines[0].startswith(b"+OK") and b"TOP" not in lines and b"UIDL" not in lines
 
 
+def refuseAfterCapa(h: Harness) -> None:
+    """
+    After refusing USER, the upstream is asked for CAPA (might it take
+    AUTH PLAIN instead?): answer that it does take USER, so the refusal
+    stands.
+    """
+    assert h.upstream.received() == b"CAPA\r\n"
+    h.upstream.reply(b"+OK\r\nUSER\r\nSASL PLAIN\r\n.\r\n")
+
+
 def test_domainRoutes() -> None:
     """
     A login in a routed domain goes to that domain's server with the
@@ -529,6 +539,7 @@ def test_domainRoutes() -> None:
     assert h.upstream.address == "tcp:corp:110"
     assert h.upstream.received() == b"USER Alice\r\n"
     h.upstream.reply(b"-ERR no\r\n")
+    refuseAfterCapa(h)
     h.send(b"USER bob@else.example\r\n")
     assert h.upstream.address == "tcp:default:110"
     assert h.upstream.received() == b"USER bob@else.example\r\n"
@@ -550,6 +561,7 @@ def test_userHostOnlyToAllowedHosts() -> None:
     assert h.upstream.address == "tcp:pop.example.net:110"
     assert h.upstream.received() == b"USER carol\r\n"
     h.upstream.reply(b"-ERR\r\n")
+    refuseAfterCapa(h)
     h.received()
     h.send(b"USER carol@evil.example\r\n")
     assert h.received() == b"-ERR [AUTH] no mail server is configured for that user\r\n"

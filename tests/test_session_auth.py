@@ -1,12 +1,15 @@
 """
-Protocol tests for logins other than USER/PASS: AUTH PLAIN and LOGIN
-(RFC 5034) with translation to what the upstream offers, APOP with the
-upstream's timestamp, and the delay after failed logins.
+Protocol tests for logins other than plain USER/PASS: AUTH PLAIN and LOGIN
+(RFC 5034) with translation to what the upstream offers, USER/PASS to an
+upstream that offers only SASL, APOP with the upstream's timestamp, and
+the delay after failed logins.
 """
 
 from __future__ import annotations
 
 import base64
+
+from twisted.logger import capturedLogs, formatEvent
 
 from popproxy._config import Config, DomainRoute
 from tests.sessionharness import Harness
@@ -201,3 +204,69 @@ def test_authBeforeTlsRefused() -> None:
     h.send(b"AUTH PLAIN " + b64(b"\0a\0b") + b"\r\nAPOP a c4c9334bac560ecc979e58001b3e22fb\r\n")
     assert h.received() == b"-ERR [AUTH] TLS is required first: use STLS\r\n" * 2
     assert h.upstream.received() == b""
+
+
+SASL_ONLY_CAPA = b"+OK\r\nTOP\r\nUIDL\r\nSASL PLAIN\r\n.\r\n"
+
+
+def test_userPassToSaslOnlyUpstream() -> None:
+    """
+    USER/PASS from the client reaches an upstream that refuses USER and
+    offers only SASL PLAIN (no USER in its CAPA) as AUTH PLAIN, so such a
+    client can log in; the password is in no log event.
+    """
+    h = Harness()
+    h.received()
+    with capturedLogs() as events:
+        h.send(b"USER alice\r\n")
+        assert h.upstream.received() == b"USER alice\r\n"
+        h.upstream.reply(b"-ERR [AUTH] USER is not supported, use AUTH\r\n")
+        assert h.upstream.received() == b"CAPA\r\n"
+        h.upstream.reply(SASL_ONLY_CAPA)
+        assert h.received().startswith(b"+OK ")
+        h.send(b"PASS s3cret pw\r\n")
+        assert h.upstream.received() == b"AUTH PLAIN " + b64(b"\0alice\0s3cret pw") + b"\r\n"
+        h.upstream.reply(b"+OK Logged in.\r\n")
+    assert h.received() == b"+OK Logged in.\r\n"
+    assert h.session.state == "TRANSACTION"
+    assert not any("s3cret" in formatEvent(event) for event in events)
+
+
+def test_userRefusalStandsWhenUpstreamTakesUser() -> None:
+    """
+    If the upstream refused USER although it announces USER (or answers
+    no CAPA), its refusal reaches the client as it was, and PASS is not
+    accepted after it.
+    """
+    for capa in (PLAIN_CAPA, b"-ERR no CAPA here\r\n"):
+        h = Harness()
+        h.received()
+        h.send(b"USER mallory\r\n")
+        h.upstream.received()
+        h.upstream.reply(b"-ERR [AUTH] unknown user\r\n")
+        assert h.upstream.received() == b"CAPA\r\n"
+        h.upstream.reply(capa)
+        assert h.received() == b"-ERR [AUTH] unknown user\r\n"
+        h.send(b"PASS x\r\n")
+        assert h.received() == b"-ERR send USER first\r\n"
+        assert h.upstream.received() == b""
+
+
+def test_saslOnlyUpstreamRefusesPassword() -> None:
+    """
+    A wrong password at a SASL-only upstream is a failed login for the
+    client, as with PASS.
+    """
+    h = Harness()
+    h.received()
+    h.send(b"USER alice\r\n")
+    h.upstream.received()
+    h.upstream.reply(b"-ERR use AUTH\r\n")
+    h.upstream.received()
+    h.upstream.reply(SASL_ONLY_CAPA)
+    h.received()
+    h.send(b"PASS wrong\r\n")
+    assert h.upstream.received() == b"AUTH PLAIN " + b64(b"\0alice\0wrong") + b"\r\n"
+    h.upstream.reply(b"-ERR [AUTH] Authentication failed.\r\n")
+    assert h.received() == b"-ERR [AUTH] Authentication failed.\r\n"
+    assert h.session.state == "AUTHORIZATION"
