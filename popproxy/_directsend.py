@@ -22,10 +22,6 @@ from __future__ import annotations
 
 from twisted.internet.tcp import Connection
 
-#: Reads on an upstream connection: a bigger read means fewer reactor turns
-#: per message (Twisted reads 64 KiB at a time).
-UPSTREAM_READ_SIZE = 256 * 1024
-
 
 def sendNow(transport: object, data: bytes) -> None:
     """
@@ -49,11 +45,3 @@ def sendNow(transport: object, data: bytes) -> None:
                 return
             data = data[sent:]
     transport.write(data)  # type: ignore[attr-defined]
-
-
-def widenReads(transport: object, size: int = UPSTREAM_READ_SIZE) -> None:
-    """
-    Let C{transport} read up to C{size} octets at a time (plain TCP only).
-    """
-    if isinstance(transport, Connection):
-        transport.bufferSize = size

@@ -35,7 +35,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from popproxy._directsend import sendNow, widenReads
+from popproxy._directsend import sendNow
 from popproxy._framing import FramingError, ResponseParser, StatusLine
 from popproxy._tls import UpstreamTarget, clientCreator
 
@@ -182,7 +182,6 @@ class UpstreamConnection(Protocol):
                 setNoDelay(True)
             except OSError:  # not a TCP socket (UNIX socket, in-memory)
                 pass
-        widenReads(self.transport)
         self._parser.expect(False)
         self._handlers.append(_GreetingHandler(self))
         self._startTimer()

@@ -19,7 +19,7 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.tcp import Server
 from twisted.internet.testing import MemoryReactor, StringTransport
 
-from popproxy._directsend import sendNow, widenReads
+from popproxy._directsend import sendNow
 
 
 class Pair:
@@ -151,7 +151,6 @@ def test_otherTransportsUseWrite() -> None:
     """
     transport = StringTransport()
     sendNow(transport, b"data")
-    widenReads(transport)
     assert transport.value() == b"data"
 
 
@@ -165,14 +164,6 @@ def test_tlsConnectionUsesWrite(pair: Pair) -> None:
     sendNow(pair.transport, b"secret")
     assert written == [b"secret"]
     assert pair.readAvailable() == b""
-
-
-def test_widenReads(pair: Pair) -> None:
-    """
-    An upstream connection reads up to 256 KiB per system call.
-    """
-    widenReads(pair.transport)
-    assert pair.transport.bufferSize == 256 * 1024
 
 
 @settings(max_examples=50, deadline=None)
