@@ -188,6 +188,9 @@ class _Relay:
 
 #: A UIDL listing longer than this is not remembered.
 MAX_REMEMBERED_UIDS = 20_000
+#: A client's UIDL listing is kept (to note its UIDs) up to this size:
+#: a number, a space, a UID of at most 70 octets and CRLF per line.
+_MAX_LISTING_OCTETS = MAX_REMEMBERED_UIDS * 80
 
 
 def _noteUid(uids: dict[int, str], number: bytes, uid: bytes) -> None:
@@ -205,17 +208,15 @@ def _noteUidListing(uids: dict[int, str], body: bytes) -> None:
             _noteUid(uids, fields[0], fields[1])
 
 
-def _capabilities(status: StatusLine, body: bytes) -> tuple[set[bytes], set[bytes]]:
+def _capabilities(status: StatusLine, body: bytes) -> tuple[dict[bytes, bytes], set[bytes]]:
     """
-    The capability names (upper case) and SASL mechanisms of an upstream's
-    CAPA answer; both empty if it refused CAPA.
+    An upstream's CAPA answer: its lines by capability name (upper case)
+    and its SASL mechanisms; both empty if it refused CAPA.
     """
     if not status.ok:
-        return set(), set()
-    lines = unstuff(body).upper().split(b"\r\n")
-    names = {line.split(b" ", 1)[0] for line in lines if line}
-    sasl = {m for line in lines if line.startswith(b"SASL ") for m in line.split()[1:]}
-    return names, sasl
+        return {}, set()
+    lines = {line.split(b" ", 1)[0].upper(): line for line in unstuff(body).split(b"\r\n") if line}
+    return lines, set(lines.get(b"SASL", b"").upper().split()[1:])
 
 
 def _plainCommands(authzid: bytes, authcid: bytes, password: bytes) -> list[bytes]:
@@ -250,11 +251,11 @@ class _UidRecorder(_Relay):
     def bodyReceived(self, data: bytes) -> None:
         super().bodyReceived(data)
         self._bodySize += len(data)
-        if self._bodySize <= MAX_REMEMBERED_UIDS * 80:
+        if self._bodySize <= _MAX_LISTING_OCTETS:
             self._body.append(data)
 
     def responseFinished(self) -> None:
-        if self._bodySize <= MAX_REMEMBERED_UIDS * 80:
+        if self._bodySize <= _MAX_LISTING_OCTETS:
             _noteUidListing(self._uids, b"".join(self._body))
         self._body = []
         super().responseFinished()
@@ -658,8 +659,7 @@ class ClientSession(Protocol, TimeoutMixin):
         Run C{then} once connected to C{address}.  On failure run
         C{otherwise} (which answers the client), or tell the client why.
         """
-        self._busy = True
-        self.setTimeout(None)
+        self._busy = True  # the idle timer re-arms meanwhile (timeoutConnection)
 
         def connected(upstream: UpstreamConnection) -> None:
             self._busy = False
@@ -702,24 +702,24 @@ class ClientSession(Protocol, TimeoutMixin):
         )
 
     def _capabilitiesReceived(self, status: StatusLine, body: bytes) -> None:
-        self._sendCapabilities(unstuff(body).split(b"\r\n") if status.ok else [])
+        self._sendCapabilities(_capabilities(status, body)[0])
         self._commandDone()
 
-    def _sendCapabilities(self, upstream: list[bytes] | None) -> None:
+    def _sendCapabilities(self, upstream: dict[bytes, bytes] | None) -> None:
         """
         Send the proxy's own capability list.
 
-        @param upstream: the upstream's capability lines, or C{None} when
-            the upstream is not known yet (then TOP and UIDL, which nearly
-            every server has, are announced; the list after login is exact).
+        @param upstream: the upstream's capability lines by name (see
+            L{_capabilities}), or C{None} when the upstream is not known yet
+            (then TOP and UIDL, which nearly every server has, are
+            announced; the list after login is exact).
         """
         lines = []
         if upstream is None:
             lines += [b"TOP", b"UIDL"]
         else:
-            names = {line.split(b" ", 1)[0].upper(): line for line in upstream if line}
-            lines += [name for name in (b"TOP", b"UIDL") if name in names]
-            lines += [names[name] for name in _POLICY_CAPABILITIES if name in names]
+            lines += [name for name in (b"TOP", b"UIDL") if name in upstream]
+            lines += [upstream[name] for name in _POLICY_CAPABILITIES if name in upstream]
         loginsAllowed = self.secure or not self._tlsRequired
         if loginsAllowed:
             lines.append(b"USER")
