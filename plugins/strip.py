@@ -580,7 +580,10 @@ def _padded(size: int) -> int:
 
 # uuencoded files in text.
 
-_UU_BEGIN = re.compile(rb"^begin(-base64)?[ \t]+[0-7]{1,4}[ \t]+([^\r\n]*?)[ \t]*\r?$", re.M)
+# The name runs to the end of the line; its trailing blanks are stripped in
+# Python.  A lazy name followed by optional blanks would retry the blanks
+# after every octet of the name: quadratic in a long run of blanks.
+_UU_BEGIN = re.compile(rb"^begin(-base64)?[ \t]++[0-7]{1,4}[ \t]++([^\r\n]*+)(?=\r?\n|\r?\Z)", re.M)
 _UU_LINE = re.compile(rb"[!-`][ -`]*\r?\n?")
 _B64_LINE = re.compile(rb"[A-Za-z0-9+/=]+\r?\n?")
 _UU_END = re.compile(rb"^end[ \t]*(?:\r?\n|\Z)", re.M)
@@ -629,7 +632,7 @@ def findUuBlocks(data: bytes, start: int = 0, end: int | None = None) -> list[Uu
             continue
         closing = (_B64_END if isBase64 else _UU_END).search(data, dataStart, end)
         blockEnd = closing.end() if closing else end
-        name = begin.group(2).decode("utf-8", "replace")
+        name = begin.group(2).rstrip(b" \t").decode("utf-8", "replace")
         head = _uuHead(data, dataStart, closing.start() if closing else end, isBase64)
         blocks.append(UuBlock(begin.start(), blockEnd, name, head))
         position = blockEnd

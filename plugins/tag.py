@@ -84,7 +84,7 @@ _FIELD_NAME = re.compile(r"[!-9;-~]+")
 _USER = re.compile(r"[A-Za-z0-9._@+=-]{1,64}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
-_ENCODED_WORD = re.compile(rb"=\?[^?\s]+\?[BbQq]\?[^?\s]*\?=")
+_ENCODED_WORD = re.compile(rb"=\?[^?\s]++\?[BbQq]\?[^?\s]*+\?=")
 #: RFC 5322 section 2.1.1: lines SHOULD be at most 78 characters.
 _FOLD_AT = 78
 #: Longest header value this plugin writes (before folding).

@@ -21,8 +21,11 @@ _CLEAN_BASE64 = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
 _PADDING = re.compile(rb"=+")
 
 # RFC 2045 section 6.7 rule 3: trailing whitespace on a quoted-printable
-# line was added in transport and must be removed before decoding.
-_QP_TRAILING_SPACE = re.compile(rb"[ \t]+(?=\r?\n|\Z)")
+# line was added in transport and must be removed before decoding.  The
+# look-behind lets a run of blanks be tried from its first octet only, and
+# the possessive run is never given back: a long run of blanks that does not
+# end its line costs one pass, not one pass per blank.
+_QP_TRAILING_SPACE = re.compile(rb"(?<![ \t])[ \t]++(?=\r?\n|\Z)")
 
 # Names that promise nothing about the octets: decode those as UTF-8, which
 # also covers mislabelled 8-bit text in practice.

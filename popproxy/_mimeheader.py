@@ -27,17 +27,17 @@ from popproxy._mimedefects import Defect
 # of every continuation line (a line starting with a space or a tab), each
 # with its line end.  Group 2 is the value up to the last LF (a CR before
 # that LF still belongs to the line end).
-_FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:([^\n]*+(?:\n[ \t][^\n]*+)*+)\n?")
+_FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]++)[ \t]*+:([^\n]*+(?:\n[ \t][^\n]*+)*+)\n?")
 _FOLD = re.compile(rb"\r?\n(?=[ \t])")
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?]*)\?=")
+_ENCODED_WORD = re.compile(r"=\?([^?\s]++)\?([bBqQ])\?([^?]*+)\?=")
 # One item of a structured value: everything up to a semicolon that is not
 # inside a quoted string.  In a quoted string a backslash escapes the next
 # character; a quoted string without its closing quote runs to the end.
 _SEGMENT = re.compile(r'(?:[^";]++|"(?:[^"\\]++|\\.)*+"?)*+', re.DOTALL)
 _COMMENT = re.compile(r"\([^()]*\)")
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-_MEDIA_TYPE = re.compile(rf"\s*({_TOKEN})\s*/\s*({_TOKEN})\s*")
+_MEDIA_TYPE = re.compile(rf"\s*+({_TOKEN}+)\s*+/\s*+({_TOKEN}+)\s*+")
 _EXTENDED_NAME = re.compile(r"([^*]+)\*(?:(\d{1,6})(\*)?)?")
 
 KNOWN_TRANSFER_ENCODINGS = frozenset({"7bit", "8bit", "binary", "base64", "quoted-printable"})
