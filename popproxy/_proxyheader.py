@@ -11,6 +11,10 @@ the receiver to speak first), and C{getPeer()} already names the client the
 load balancer accepted, not the load balancer.  A connection with an invalid
 header, or whose header does not arrive in time, is closed unanswered.
 
+Of a v2 header's TLVs only C{PP2_TYPE_SSL} is read (into L{ProxyTLS}): it
+tells whether the client's connection to the balancer used TLS.  The others
+are checked for length and skipped.
+
 Reference: U{https://www.haproxy.org/download/2.9/doc/proxy-protocol.txt}.
 """
 
@@ -44,6 +48,7 @@ __all__ = [
     "ProxyHeaderFactory",
     "ProxyHeaderParser",
     "ProxyHeaderWrapper",
+    "ProxyTLS",
 ]
 
 #: Seconds a new connection has to deliver its complete PROXY header.
@@ -70,6 +75,18 @@ _TCP6 = 0x21
 
 _PORT = re.compile(rb"[0-9]{1,5}\Z")
 
+# The SSL TLV (specification, section 2.2.5): its value is a client flags
+# byte, a 32-bit verify result, then sub-TLVs.
+_PP2_TYPE_SSL = 0x20
+_PP2_SUBTYPE_SSL_VERSION = 0x21
+_PP2_SUBTYPE_SSL_CIPHER = 0x23
+_SSL_FIXED = 5
+
+#: C{client} flags of the SSL TLV.
+PP2_CLIENT_SSL = 0x01
+PP2_CLIENT_CERT_CONN = 0x02
+PP2_CLIENT_CERT_SESS = 0x04
+
 
 class InvalidProxyHeader(ValueError):
     """
@@ -78,6 +95,34 @@ class InvalidProxyHeader(ValueError):
 
 
 Address = IPv4Address | IPv6Address
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyTLS:
+    """
+    What a v2 header's SSL TLV (C{PP2_TYPE_SSL}) said about the connection
+    between the client and the load balancer.
+
+    @ivar client: the C{PP2_CLIENT_*} flags byte, unknown bits included.
+    @ivar verify: the client certificate's verification result (0: a
+        certificate was presented and verified).  It describes the
+        certificate only, not whether TLS was used.
+    @ivar version: the C{PP2_SUBTYPE_SSL_VERSION} sub-TLV (C{"TLSv1.3"}),
+        if sent.
+    @ivar cipher: the C{PP2_SUBTYPE_SSL_CIPHER} sub-TLV, if sent.
+    """
+
+    client: int
+    verify: int
+    version: str | None = None
+    cipher: str | None = None
+
+    @property
+    def encrypted(self) -> bool:
+        """
+        Whether the client reached the balancer over TLS (C{PP2_CLIENT_SSL}).
+        """
+        return bool(self.client & PP2_CLIENT_SSL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,11 +136,18 @@ class ProxyHeader:
         or C{AF_UNSPEC}): then the connection's own addresses apply.
     @ivar destination: the address the client connected to, or C{None}
         likewise.
+    @ivar local: a v2 C{LOCAL} header: the balancer's own connection (a
+        health check), relaying no client.
+    @ivar tls: the v2 SSL TLV, if the header carried one (never for v1,
+        which has no room for it, nor for C{LOCAL} or C{AF_UNSPEC}, whose
+        blocks are ignored).
     """
 
     version: int
     source: Address | None
     destination: Address | None
+    local: bool = False
+    tls: ProxyTLS | None = None
 
 
 class ProxyHeaderParser:
@@ -267,7 +319,7 @@ def _parseV2Block(command: int, familyProtocol: int, block: bytes) -> ProxyHeade
     if command == _LOCAL:
         # Health checks and the like: the specification says to use the
         # connection's own addresses and to ignore the block.
-        return ProxyHeader(2, None, None)
+        return ProxyHeader(2, None, None, local=True)
     if familyProtocol == _UNSPEC:
         return ProxyHeader(2, None, None)
     source: Address
@@ -297,22 +349,69 @@ def _parseV2Block(command: int, familyProtocol: int, block: bytes) -> ProxyHeade
             f"unsupported PROXY v2 address family/protocol 0x{familyProtocol:02x} "
             "(only TCP over IPv4 or IPv6)"
         )
-    _checkTLVs(block[size:])
-    return ProxyHeader(2, source, destination)
+    tls = None
+    for kind, value in _splitTLVs(block[size:], "TLV"):
+        if kind == _PP2_TYPE_SSL:
+            if tls is not None:
+                raise InvalidProxyHeader("PROXY v2 header has two SSL TLVs")
+            tls = _parseSSL(value)
+    return ProxyHeader(2, source, destination, tls=tls)
 
 
-def _checkTLVs(tlvs: bytes) -> None:
+def _splitTLVs(tlvs: bytes, what: str) -> list[tuple[int, bytes]]:
     """
-    Check that the TLVs after the addresses fill the block exactly; their
-    contents are not used.
+    The (type, value) pairs of a run of TLVs, which must fill C{tlvs}
+    exactly.
     """
+    found = []
     offset = 0
     while offset < len(tlvs):
         if len(tlvs) - offset < 3:
-            raise InvalidProxyHeader("PROXY v2 header ends inside a TLV")
-        offset += 3 + int.from_bytes(tlvs[offset + 1 : offset + 3], "big")
-        if offset > len(tlvs):
-            raise InvalidProxyHeader("PROXY v2 TLV runs past the end of the header")
+            raise InvalidProxyHeader(f"PROXY v2 header ends inside a {what}")
+        end = offset + 3 + int.from_bytes(tlvs[offset + 1 : offset + 3], "big")
+        if end > len(tlvs):
+            raise InvalidProxyHeader(f"PROXY v2 {what} runs past the end of the header")
+        found.append((tlvs[offset], tlvs[offset + 3 : end]))
+        offset = end
+    return found
+
+
+def _parseSSL(value: bytes) -> ProxyTLS:
+    """
+    The SSL TLV's value, which must be complete and agree with itself: a
+    client certificate or TLS details claimed without the TLS flag (or a
+    certificate on this connection without one on its session) make the
+    header invalid rather than being guessed at.
+    """
+    if len(value) < _SSL_FIXED:
+        raise InvalidProxyHeader(f"PROXY v2 SSL TLV of {len(value)} bytes is too short")
+    client = value[0]
+    verify = int.from_bytes(value[1:_SSL_FIXED], "big")
+    details: dict[int, str] = {}
+    subTLVs = _splitTLVs(value[_SSL_FIXED:], "SSL sub-TLV")
+    for kind, text in subTLVs:
+        if kind not in (_PP2_SUBTYPE_SSL_VERSION, _PP2_SUBTYPE_SSL_CIPHER):
+            continue
+        if kind in details:
+            raise InvalidProxyHeader(f"PROXY v2 SSL TLV repeats sub-TLV 0x{kind:02x}")
+        if not (text.isascii() and text.decode("ascii").isprintable()):
+            raise InvalidProxyHeader(f"PROXY v2 SSL sub-TLV 0x{kind:02x} is not printable ASCII")
+        details[kind] = text.decode("ascii")
+    if not client & PP2_CLIENT_SSL:
+        if client & (PP2_CLIENT_CERT_CONN | PP2_CLIENT_CERT_SESS) or subTLVs:
+            raise InvalidProxyHeader(
+                "PROXY v2 SSL TLV describes TLS details without the PP2_CLIENT_SSL flag"
+            )
+    elif client & PP2_CLIENT_CERT_CONN and not client & PP2_CLIENT_CERT_SESS:
+        raise InvalidProxyHeader(
+            "PROXY v2 SSL TLV has a certificate on the connection but none on the session"
+        )
+    return ProxyTLS(
+        client,
+        verify,
+        details.get(_PP2_SUBTYPE_SSL_VERSION),
+        details.get(_PP2_SUBTYPE_SSL_CIPHER),
+    )
 
 
 def _describe(address: IAddress) -> str:

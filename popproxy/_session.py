@@ -50,9 +50,10 @@ from popproxy._framing import (
     stuff,
     unstuff,
 )
+from popproxy._loginpolicy import loginsNeedTLS, originOf
 from popproxy._retrieval import MessageHook, PassThrough, RetrievalContext, TemporaryFailure
 from popproxy._routing import NoRoute, Route, Router
-from popproxy._tls import UpstreamTarget, isLoopback
+from popproxy._tls import UpstreamTarget
 from popproxy._upstream import UpstreamConnection, describeFailure, failureCode
 
 AUTHORIZATION = "AUTHORIZATION"
@@ -109,8 +110,9 @@ class SessionSettings:
     serverTLS: object | None = None
     #: The listener speaks TLS from the first byte (port 995 style).
     implicitTLS: bool = False
-    #: C{"auto"} (required unless the connection arrived on loopback),
-    #: C{"always"} or C{"never"}: whether logins need TLS first.
+    #: C{"auto"} (required unless the client is on this host, as
+    #: L{popproxy._loginpolicy} decides), C{"always"} or C{"never"}: whether
+    #: logins need TLS first.
     requireTLS: str = "auto"
     #: Seconds to hold back the answer to a failed login (slows guessing).
     loginFailureDelay: float = 1.0
@@ -345,8 +347,14 @@ class ClientSession(Protocol, TimeoutMixin):
             self.client = str(peer)
         else:
             self.client = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        self.secure = self._settings.implicitTLS
-        self._tlsRequired = self._loginsNeedTLS()
+        origin = originOf(self.transport)
+        balancerTLS = origin.balancerTLS
+        # TLS the balancer terminated is TLS already: logins need no STLS,
+        # and STLS is neither offered nor accepted, as on 995-style listeners.
+        self.secure = self._settings.implicitTLS or balancerTLS is not None
+        self._tlsRequired = loginsNeedTLS(
+            self._settings.requireTLS, self._settings.serverTLS is not None, origin
+        )
         setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
         if setNoDelay is not None:
             try:
@@ -356,6 +364,12 @@ class ClientSession(Protocol, TimeoutMixin):
         self.log.info(
             "session {session} opened by {client}", session=self.sessionId, client=self.client
         )
+        if balancerTLS is not None:
+            self.log.info(
+                "session {session}: TLS terminated by the balancer ({version})",
+                session=self.sessionId,
+                version=balancerTLS.version or "version not sent",
+            )
         self.setTimeout(self._settings.idleTimeout)
         router = self._settings.router
         if router.static and router.default is not None:
@@ -380,19 +394,6 @@ class ClientSession(Protocol, TimeoutMixin):
         self._busy = False
         self._reply(line)
         self._pump()
-
-    def _loginsNeedTLS(self) -> bool:
-        """
-        Apply the require-TLS policy to this connection.
-        """
-        settings = self._settings
-        if settings.serverTLS is None or settings.requireTLS == "never":
-            return False
-        if settings.requireTLS == "always":
-            return True
-        assert self.transport is not None
-        local = getattr(self.transport.getHost(), "host", None)
-        return not isLoopback(local)
 
     def dataReceived(self, data: bytes) -> None:
         self.bytesIn += len(data)

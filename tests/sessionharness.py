@@ -16,9 +16,10 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from popproxy._config import ChainConfig, Config
+from popproxy._proxyheader import ProxyHeaderFactory
 from popproxy._retrieval import MessageHook, PassThrough
 from popproxy._routing import Router
-from popproxy._session import ClientSession, SessionSettings
+from popproxy._session import ClientSession, SessionFactory, SessionSettings
 from popproxy._tls import UpstreamTarget
 from popproxy._upstream import UpstreamConnection
 
@@ -112,6 +113,10 @@ class Harness:
     implicitTLS: bool = False
     requireTLS: str = "auto"
     localAddress: str = "127.0.0.1"
+    peerAddress: str = "127.0.0.1"
+    #: A PROXY header: the session sits behind the haproxy: wrapper, on a
+    #: connection from peerAddress to localAddress that starts with it.
+    proxyHeader: bytes | None = None
     loginFailureDelay: float = 0.0
     #: [chain] settings to use instead of the defaults (e.g. top,
     #: keepaliveAfter, spoolThreshold).
@@ -133,14 +138,25 @@ class Harness:
             loginFailureDelay=self.loginFailureDelay,
             chain=replace(ChainConfig(), **self.chain),  # type: ignore[arg-type]
         )
-        self.session = ClientSession(self.settings)
         self.client = ClosingTransport(
             self.clock,
-            IPv4Address("TCP", "127.0.0.1", 40000),
+            IPv4Address("TCP", self.peerAddress, 40000),
             IPv4Address("TCP", self.localAddress, 110),
         )
-        self.client.protocol = self.session
-        self.session.makeConnection(self.client)
+        if self.proxyHeader is None:
+            self.session = ClientSession(self.settings)
+            self.client.protocol = self.session
+            self.session.makeConnection(self.client)
+            return
+        wrapper = ProxyHeaderFactory(SessionFactory(self.settings), self.clock).buildProtocol(
+            self.client.getPeer()
+        )
+        assert wrapper is not None
+        self.client.protocol = wrapper
+        wrapper.makeConnection(self.client)
+        wrapper.dataReceived(self.proxyHeader)
+        assert isinstance(wrapper.wrappedProtocol, ClientSession)
+        self.session = wrapper.wrappedProtocol
 
     def connect(self, target: UpstreamTarget) -> Deferred[UpstreamConnection]:
         address = target.endpoint

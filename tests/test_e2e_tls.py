@@ -2,7 +2,8 @@
 End-to-end TLS and logins through `twistd -n popproxy`: verified TLS to a
 real Dovecot (STLS and implicit), refusal of bad upstream certificates with
 no credential sent, TLS towards real clients in every mode they support,
-AUTH PLAIN (curl) and APOP (poplib), and STARTTLS command injection.
+AUTH PLAIN (curl) and APOP (poplib), STARTTLS command injection, and
+require = "auto" behind a haproxy: listener.
 """
 
 from __future__ import annotations
@@ -269,3 +270,87 @@ def test_requireTlsBeforeLogin(
         assert b"USER\r\n" in b"".join(client.multiline(b"CAPA"))
         client.login(dovecot.user, dovecot.password)
         client.quit()
+
+
+def test_requireAutoBehindHaproxy(
+    rawPop3: Any, testCertificates: GeneratedCertificates, popproxyFactory: Any
+) -> None:
+    """
+    Through a real `haproxy:` listener on loopback with a certificate and
+    require = "auto": a v2 header claiming 127.0.0.1 as destination for a
+    remote client does not exempt it (CAPA offers STLS and no USER, USER is
+    refused); a v2 header whose SSL TLV says the balancer terminated TLS
+    lets the client log in without STLS (CAPA offers USER, not STLS) and
+    fetch its mail; a plain loopback client on a tcp: listener of the same
+    proxy still logs in without TLS.
+    """
+    from tests.peers.ports import freePort
+    from tests.test_proxyheader import PP2_CLIENT_SSL, readUntil, sslTLV, tlv, v2TCP4
+
+    message = b"Subject: hi\r\n\r\nbody\r\n"
+    server = rawPop3(messages=[message], user="u", password="p")
+    plainPort = freePort()
+    certificate = testCertificates.localhost
+    proxy = popproxyFactory(
+        "\n".join(
+            [
+                "[proxy]",
+                'listen = ["haproxy:tcp:{PORT}:interface=127.0.0.1",'
+                f' "tcp:{plainPort}:interface=127.0.0.1"]',
+                "login_failure_delay = 0",
+                "[upstream]",
+                f'default = "tcp:127.0.0.1:{server.port}"',
+                "[tls]",
+                f'certificate = "{certificate.chain}"',
+                f'key = "{certificate.privateKey}"',
+                'require = "auto"',
+            ]
+        )
+    )
+
+    def session(port: int, header: bytes) -> tuple[socket.socket, bytearray]:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock.sendall(header)
+        buffer = bytearray()
+        assert readUntil(sock, buffer, b"\r\n").startswith(b"+OK")
+        return sock, buffer
+
+    def capa(sock: socket.socket, buffer: bytearray) -> list[bytes]:
+        sock.sendall(b"CAPA\r\n")
+        return readUntil(sock, buffer, b"\r\n.\r\n").split(b"\r\n")[1:-2]
+
+    claimed = v2TCP4("203.0.113.7", "127.0.0.1", 51234, 110)
+    sock, buffer = session(proxy.port, claimed)
+    with sock:
+        lines = capa(sock, buffer)
+        assert b"STLS" in lines and b"USER" not in lines
+        sock.sendall(b"USER u\r\n")
+        refusal = readUntil(sock, buffer, b"\r\n")
+        assert refusal == b"-ERR [AUTH] TLS is required first: use STLS\r\n"
+
+    terminated = v2TCP4(
+        "203.0.113.8", "192.0.2.10", 51235, 995, sslTLV(PP2_CLIENT_SSL, 0, tlv(0x21, b"TLSv1.3"))
+    )
+    sock, buffer = session(proxy.port, terminated)
+    with sock:
+        lines = capa(sock, buffer)
+        assert b"STLS" not in lines and b"USER" in lines
+        sock.sendall(b"STLS\r\n")
+        assert readUntil(sock, buffer, b"\r\n") == b"-ERR TLS is already active\r\n"
+        sock.sendall(b"USER u\r\nPASS p\r\nRETR 1\r\n")
+        assert readUntil(sock, buffer, b"+OK logged in\r\n").startswith(b"+OK")
+        assert readUntil(sock, buffer, b"\r\n.\r\n") == b"+OK %d octets\r\n%s.\r\n" % (
+            len(message),
+            message,
+        )
+        sock.sendall(b"QUIT\r\n")
+        assert readUntil(sock, buffer, b"\r\n").startswith(b"+OK")
+
+    sock, buffer = session(plainPort, b"")
+    with sock:
+        sock.sendall(b"USER u\r\nPASS p\r\n")
+        assert readUntil(sock, buffer, b"+OK logged in\r\n").startswith(b"+OK")
+
+    log = proxy.log()
+    assert "opened by 203.0.113.8:51235" in log, log
+    assert "TLS terminated by the balancer (TLSv1.3)" in log, log

@@ -12,6 +12,7 @@ import ipaddress
 import socket
 import struct
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from popproxy._proxyheader import (
     ProxyHeaderFactory,
     ProxyHeaderParser,
     ProxyHeaderWrapper,
+    ProxyTLS,
 )
 from popproxy._routing import Router
 from popproxy._session import ClientSession, SessionFactory, SessionSettings
@@ -86,6 +88,16 @@ def v2TCP6(source: str, destination: str, sport: int, dport: int, tlvs: bytes = 
     return v2(1, 0x21, block + tlvs)
 
 
+PP2_CLIENT_SSL, PP2_CLIENT_CERT_CONN, PP2_CLIENT_CERT_SESS = 0x01, 0x02, 0x04
+
+
+def sslTLV(client: int, verify: int = 0, subTLVs: bytes = b"") -> bytes:
+    """
+    A PP2_TYPE_SSL TLV: client flags, verify result, sub-TLVs.
+    """
+    return tlv(0x20, struct.pack("!BI", client, verify) + subTLVs)
+
+
 SOME_TLVS = tlv(0x01, b"pop3") + tlv(0x02, b"mail.example.org") + tlv(0x04, b"") + tlv(0x05, b"x")
 
 VALID = {
@@ -118,8 +130,11 @@ VALID = {
             2, IPv6Address("TCP", "2001:db8::7", 0), IPv6Address("TCP", "2001:db8::a", 65535)
         ),
     ),
-    "v2 LOCAL": (v2(0, 0x11, b"\x00" * 12 + b"ignored"), ProxyHeader(2, None, None)),
-    "v2 LOCAL UNSPEC": (v2(0, 0x00, b""), ProxyHeader(2, None, None)),
+    "v2 LOCAL": (
+        v2(0, 0x11, b"\x00" * 12 + b"ignored"),
+        ProxyHeader(2, None, None, local=True),
+    ),
+    "v2 LOCAL UNSPEC": (v2(0, 0x00, b""), ProxyHeader(2, None, None, local=True)),
     "v2 PROXY UNSPEC": (v2(1, 0x00, b"whatever"), ProxyHeader(2, None, None)),
 }
 
@@ -268,7 +283,7 @@ def validHeaders(draw: st.DrawFn) -> tuple[bytes, ProxyHeader]:
         return b"PROXY UNKNOWN\r\n", ProxyHeader(1, None, None)
     if kind == "v2-local":
         block = draw(st.binary(max_size=64))
-        return v2(0, draw(st.integers(0, 255)), block), ProxyHeader(2, None, None)
+        return v2(0, draw(st.integers(0, 255)), block), ProxyHeader(2, None, None, local=True)
     hosts = v4 if kind.endswith("4") else v6
     source, destination = draw(hosts), draw(hosts)
     address = IPv4Address if kind.endswith("4") else IPv6Address
@@ -280,12 +295,18 @@ def validHeaders(draw: st.DrawFn) -> tuple[bytes, ProxyHeader]:
     if kind.startswith("v1"):
         line = f"PROXY TCP{kind[-1]} {source} {destination} {sport} {dport}\r\n"
         return line.encode("ascii"), expected
+    # Any TLV but SSL (0x20), whose contents are checked (tested below).
+    otherTypes = st.integers(0, 255).filter(lambda kind: kind != 0x20)
     tlvs = b"".join(
         tlv(tlvType, value)
         for tlvType, value in draw(
-            st.lists(st.tuples(st.integers(0, 255), st.binary(max_size=40)), max_size=4)
+            st.lists(st.tuples(otherTypes, st.binary(max_size=40)), max_size=4)
         )
     )
+    if draw(st.booleans()):
+        version = draw(st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=12))
+        tlvs += sslTLV(PP2_CLIENT_SSL, 0, tlv(0x21, version.encode("ascii")))
+        expected = replace(expected, tls=ProxyTLS(PP2_CLIENT_SSL, 0, version))
     build = v2TCP4 if kind == "v2-4" else v2TCP6
     return build(source, destination, sport, dport, tlvs), expected
 
@@ -322,6 +343,200 @@ def test_anySplitSameResult(
             after += remaining
     assert headers == [expected]
     assert after == payload
+
+
+# The SSL TLV (PP2_TYPE_SSL, 0x20)
+
+TLS13 = tlv(0x21, b"TLSv1.3")
+CIPHER = tlv(0x23, b"TLS_AES_256_GCM_SHA384")
+
+SSL_VALID: dict[str, tuple[bytes, ProxyTLS | None]] = {
+    # What HAProxy's send-proxy-v2-ssl sends for a TLS client.
+    "TLS with version": (sslTLV(PP2_CLIENT_SSL, 0, TLS13), ProxyTLS(1, 0, "TLSv1.3")),
+    "TLS among other TLVs": (
+        tlv(0x01, b"pop3") + sslTLV(PP2_CLIENT_SSL, 0, TLS13 + CIPHER) + tlv(0x05, b"id"),
+        ProxyTLS(1, 0, "TLSv1.3", "TLS_AES_256_GCM_SHA384"),
+    ),
+    "TLS with verified client certificate": (
+        sslTLV(0x07, 0, TLS13 + tlv(0x22, b"caf\xc3\xa9 \x00") + CIPHER),
+        ProxyTLS(7, 0, "TLSv1.3", "TLS_AES_256_GCM_SHA384"),
+    ),
+    "TLS, certificate not verified": (sslTLV(0x05, 18), ProxyTLS(5, 18)),
+    # The specification's reading: verify is non-zero without a certificate.
+    "TLS, no certificate, verify non-zero": (sslTLV(PP2_CLIENT_SSL, 1), ProxyTLS(1, 1)),
+    "TLS with unknown flag bits": (sslTLV(0x81), ProxyTLS(0x81, 0)),
+    # HAProxy sends the TLV for plain-text clients too, with no flag set.
+    "plain client": (sslTLV(0), ProxyTLS(0, 0)),
+    "plain client, verify non-zero": (sslTLV(0, 1), ProxyTLS(0, 1)),
+    "no SSL TLV": (tlv(0x01, b"pop3"), None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SSL_VALID))
+def test_sslTLVParsed(name: str) -> None:
+    """
+    A v2 header's SSL TLV becomes a frozen ProxyTLS on the header, the same
+    whether the header arrives in one read or byte by byte; C{encrypted}
+    is the PP2_CLIENT_SSL flag.
+    """
+    tlvs, expected = SSL_VALID[name]
+    data = v2TCP4("203.0.113.7", "127.0.0.1", 51234, 110, tlvs)
+    header, remaining = ProxyHeaderParser().feed(data + b"CAPA\r\n")
+    assert header is not None and remaining == b"CAPA\r\n"
+    assert header.tls == expected
+    if expected is not None:
+        assert header.tls is not None
+        assert header.tls.encrypted == bool(expected.client & PP2_CLIENT_SSL)
+        with pytest.raises(AttributeError):
+            header.tls.client = 1  # type: ignore[misc]
+    parser = ProxyHeaderParser()
+    for index in range(len(data) - 1):
+        assert parser.feed(data[index : index + 1]) == (None, b"")
+    assert parser.feed(data[-1:]) == (header, b"")
+
+
+def test_sslTLVOnTCP6() -> None:
+    """
+    The SSL TLV is read after IPv6 addresses too.
+    """
+    data = v2TCP6("2001:db8::7", "::1", 1, 110, sslTLV(PP2_CLIENT_SSL, 0, TLS13))
+    header, _ = ProxyHeaderParser().feed(data)
+    assert header is not None and header.tls == ProxyTLS(1, 0, "TLSv1.3")
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        v2(0, 0x11, b"\x00" * 12 + sslTLV(PP2_CLIENT_SSL)),
+        v2(1, 0x00, sslTLV(PP2_CLIENT_SSL)),
+    ],
+    ids=["LOCAL", "PROXY UNSPEC"],
+)
+def test_sslTLVIgnoredWhereBlockIs(header: bytes) -> None:
+    """
+    In a LOCAL or AF_UNSPEC header, whose block the specification says to
+    ignore, an SSL TLV says nothing: the header has no TLS information.
+    """
+    parsed, _ = ProxyHeaderParser().feed(header)
+    assert parsed is not None and parsed.tls is None
+
+
+SSL_INVALID = {
+    "empty": tlv(0x20, b""),
+    "shorter than flags and verify": tlv(0x20, b"\x01\x00\x00\x00"),
+    "sub-TLV truncated": sslTLV(PP2_CLIENT_SSL, 0, b"\x21\x00"),
+    "sub-TLV past the end": sslTLV(PP2_CLIENT_SSL, 0, b"\x21\x00\x09TLSv1.3"),
+    "two SSL TLVs": sslTLV(PP2_CLIENT_SSL) + sslTLV(PP2_CLIENT_SSL),
+    "certificate without TLS": sslTLV(PP2_CLIENT_CERT_CONN | PP2_CLIENT_CERT_SESS),
+    "session certificate without TLS": sslTLV(PP2_CLIENT_CERT_SESS),
+    "connection certificate without session": sslTLV(PP2_CLIENT_SSL | PP2_CLIENT_CERT_CONN),
+    "version without TLS": sslTLV(0, 0, TLS13),
+    "version twice": sslTLV(PP2_CLIENT_SSL, 0, TLS13 + tlv(0x21, b"TLSv1.2")),
+    "version with CRLF": sslTLV(PP2_CLIENT_SSL, 0, tlv(0x21, b"TLSv1.3\r\nX")),
+    "version not ASCII": sslTLV(PP2_CLIENT_SSL, 0, tlv(0x21, b"TLSv1.3\xff")),
+    "cipher with ESC": sslTLV(PP2_CLIENT_SSL, 0, tlv(0x23, b"\x1b[2J")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SSL_INVALID))
+def test_sslTLVInvalid(name: str) -> None:
+    """
+    An SSL TLV that is cut short, repeated, contradicts itself (TLS details
+    without the TLS flag) or carries unprintable text makes the whole
+    header invalid: the connection is refused rather than guessed at.
+    """
+    data = v2TCP4("203.0.113.7", "127.0.0.1", 51234, 110, SSL_INVALID[name])
+    with pytest.raises(InvalidProxyHeader) as raised:
+        ProxyHeaderParser().feed(data)
+    assert str(raised.value)
+
+
+def parseOutcome(data: bytes) -> tuple[ProxyHeader | None, bytes] | str:
+    try:
+        return ProxyHeaderParser().feed(data)
+    except InvalidProxyHeader:
+        return "invalid"
+
+
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        st.builds(lambda value: b"\x20" + value, st.binary(max_size=300)),
+        st.builds(
+            lambda flags, rest: tlv(0x20, bytes([flags]) + rest),
+            st.integers(0, 255),
+            st.binary(max_size=60),
+        ),
+    ),
+    st.binary(max_size=20),
+    st.integers(0, 400),
+)
+def test_arbitraryTLVBytes(tlvs: bytes, payload: bytes, cut: int) -> None:
+    """
+    Whatever bytes follow the addresses, the parser either refuses the
+    header with InvalidProxyHeader or returns one having consumed exactly
+    the length the header declared (the payload comes back whole), and
+    splitting the input into two reads changes nothing.
+    """
+    data = v2TCP4("203.0.113.7", "127.0.0.1", 51234, 110, tlvs)
+    whole = parseOutcome(data + payload)
+    if whole != "invalid":
+        assert isinstance(whole, tuple) and whole[0] is not None
+        assert whole[1] == payload
+    parser = ProxyHeaderParser()
+    split: tuple[ProxyHeader | None, bytes] | str
+    try:
+        header, rest = parser.feed(data[:cut])
+        if header is None:
+            header, rest = parser.feed(data[cut:] + payload)
+        else:
+            rest += data[cut:] + payload
+        split = (header, rest)
+    except InvalidProxyHeader:
+        split = "invalid"
+    assert split == whole
+
+
+@given(
+    st.integers(0, 255),
+    st.integers(0, 2**32 - 1),
+    st.lists(
+        st.tuples(st.sampled_from([0x21, 0x22, 0x23, 0x24, 0x25, 0x7F]), st.binary(max_size=16)),
+        max_size=4,
+    ),
+)
+def test_sslTLVRules(client: int, verify: int, subTLVs: list[tuple[int, bytes]]) -> None:
+    """
+    For any flags, verify value and sub-TLVs, the header is accepted exactly
+    when the SSL TLV is consistent (no certificate or TLS details without
+    PP2_CLIENT_SSL, no connection certificate without a session one, the
+    version and cipher sent at most once and printable), and then the
+    value holds the flags, verify result, version and cipher sent.
+    """
+    known = [(kind, value) for kind, value in subTLVs if kind in (0x21, 0x23)]
+    kinds = [kind for kind, _ in known]
+    printable = all(value.isascii() and value.decode().isprintable() for _, value in known)
+    encrypted = bool(client & PP2_CLIENT_SSL)
+    consistent = (
+        len(kinds) == len(set(kinds))
+        and printable
+        and (encrypted or (not client & 0x06 and not subTLVs))
+        and not (encrypted and client & PP2_CLIENT_CERT_CONN and not client & PP2_CLIENT_CERT_SESS)
+    )
+    block = sslTLV(client, verify, b"".join(tlv(kind, value) for kind, value in subTLVs))
+    outcome = parseOutcome(v2TCP4("203.0.113.7", "127.0.0.1", 1, 110, block))
+    if not consistent:
+        assert outcome == "invalid"
+        return
+    assert isinstance(outcome, tuple) and outcome[0] is not None
+    values = dict(known)
+    assert outcome[0].tls == ProxyTLS(
+        client,
+        verify,
+        values[0x21].decode() if 0x21 in values else None,
+        values[0x23].decode() if 0x23 in values else None,
+    )
+    assert outcome[0].tls.encrypted == encrypted
 
 
 # The wrapper, with a recording protocol
