@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, maybeDeferred
 from twisted.internet.defer import TimeoutError as DeferredTimeoutError
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 
+from popproxy._printable import PrintableLogger
 from popproxy._retrieval import RetrievalContext, TemporaryFailure
 from popproxy._verdicts import Deliver, FilterContext, Replace, Rewrite, TempFail, Verdict
 from popproxy.message import Message
@@ -97,7 +97,9 @@ class FilterChain:
         thread before the filters run.
     """
 
-    log = Logger()
+    #: Filters' logs, and this one, escape every text field: file names,
+    #: subjects and reasons come from the messages.
+    log = PrintableLogger()
 
     def __init__(
         self,
@@ -108,7 +110,9 @@ class FilterChain:
         threadThreshold: int = 1_000_000,
     ) -> None:
         self.entries = tuple(entries)
-        self._loggers = {e.name: Logger(namespace=f"popproxy.filter.{e.name}") for e in entries}
+        self._loggers = {
+            e.name: PrintableLogger(namespace=f"popproxy.filter.{e.name}") for e in entries
+        }
         self._clock = clock
         self._quarantine = quarantine
         self._runInThread = runInThread

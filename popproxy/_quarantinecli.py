@@ -6,7 +6,9 @@ The quarantine command line: find quarantined items and get originals back.
     popproxy-quarantine ... export ID [-o FILE]
     popproxy-quarantine ... purge [--older-than DAYS] [--max-bytes N] [--dry-run]
 
-Also available as C{python -m popproxy quarantine ...}.
+Also available as C{python -m popproxy quarantine ...}.  Listings print
+control and bidi characters of records as escapes; C{show} prints the
+record as JSON, which escapes them too.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import TextIO
 
 from popproxy._config import ConfigError, loadConfig
+from popproxy._printable import printable
 from popproxy._quarantine import DirectoryQuarantine, Record
 
 
@@ -48,10 +51,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _line(record: Record) -> str:
+    """
+    One item's listing line, its text escaped: user names and reasons
+    (which name attachments) come from clients and senders, and must not
+    drive the terminal of whoever reads the listing.
+    """
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(record.time))
     return (
-        f"{record.id}  {when}  {record.user or '-'}  {record.plugin or '-'}  "
-        f"{record.size}  {record.reason}"
+        f"{printable(record.id)}  {when}  {printable(record.user or '-')}  "
+        f"{printable(record.plugin or '-')}  {record.size}  {printable(record.reason)}"
     )
 
 

@@ -31,7 +31,6 @@ from typing import IO
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPullProducer, IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol, ServerFactory, connectionDone
-from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -50,7 +49,18 @@ from popproxy._framing import (
     stuff,
     unstuff,
 )
+from popproxy._loginlines import (
+    MAX_SASL_LINE,
+    LoginCommands,
+    RefusedValue,
+    apopLogin,
+    passLogin,
+    plainLogin,
+    userLogin,
+    userPassLogin,
+)
 from popproxy._loginpolicy import loginsNeedTLS, originOf
+from popproxy._printable import PrintableLogger
 from popproxy._retrieval import MessageHook, PassThrough, RetrievalContext, TemporaryFailure
 from popproxy._routing import NoRoute, Route, Router
 from popproxy._tls import UpstreamTarget
@@ -82,10 +92,6 @@ _DIGEST = re.compile(rb"[0-9a-fA-F]{32}\Z")
 
 #: SASL mechanisms offered to clients (RFC 5034).
 MECHANISMS = (b"PLAIN", b"LOGIN")
-
-#: Longest SASL client response line accepted (RFC 5034 lifts the 255
-#: octet limit for them).
-MAX_SASL_LINE = 8192
 
 #: Capabilities relayed verbatim from the upstream: they describe the
 #: upstream mailbox's policy, which applies through the proxy as well.
@@ -221,17 +227,6 @@ def _capabilities(status: StatusLine, body: bytes) -> tuple[dict[bytes, bytes], 
     return lines, set(lines.get(b"SASL", b"").upper().split()[1:])
 
 
-def _plainCommands(authzid: bytes, authcid: bytes, password: bytes) -> list[bytes]:
-    """
-    The upstream commands of a SASL PLAIN login (RFC 4616): the response
-    as an initial response if the line allows, else after the challenge.
-    """
-    token = base64.b64encode(authzid + b"\0" + authcid + b"\0" + password)
-    if len(token) + len(b"AUTH PLAIN \r\n") <= MAX_COMMAND_LINE:
-        return [b"AUTH PLAIN " + token]
-    return [b"AUTH PLAIN", token]
-
-
 class _UidRecorder(_Relay):
     """
     Relays a C{UIDL} response verbatim and notes the UIDs in it (message
@@ -293,7 +288,9 @@ class ClientSession(Protocol, TimeoutMixin):
     One client's POP3 session.
     """
 
-    log = Logger()
+    #: Every text field of its events is escaped: user names and AUTH
+    #: identities come from the client.
+    log = PrintableLogger()
 
     def __init__(self, settings: SessionSettings) -> None:
         self._settings = settings
@@ -781,6 +778,11 @@ class ClientSession(Protocol, TimeoutMixin):
         except NoRoute:
             self._reply(b"-ERR [AUTH] no mail server is configured for that user")
             return
+        try:
+            user = userLogin(route.login.encode("utf-8", "surrogateescape"))
+        except RefusedValue as refused:
+            self._refuseValue(login, refused)
+            return
 
         def answered(status: StatusLine, body: bytes) -> None:
             if status.ok:
@@ -807,8 +809,7 @@ class ClientSession(Protocol, TimeoutMixin):
             self._commandDone()
 
         def send(upstream: UpstreamConnection) -> None:
-            name = route.login.encode("utf-8", "surrogateescape")
-            self._relay(b"USER " + name, False, _Collect(answered))
+            self._relay(user.lines[0], False, _Collect(answered))
 
         self._pendingPlain = False
         self._withUpstream(route.upstream, send)
@@ -822,27 +823,34 @@ class ClientSession(Protocol, TimeoutMixin):
             return
         login, route = self._pendingLogin
         self._pendingLogin = None
-        if self._pendingPlain:
-            self._pendingPlain = False
-            name = route.login.encode("utf-8", "surrogateescape")
-            self._loginSequence(login, route, _plainCommands(b"", name, arguments))
+        plain, self._pendingPlain = self._pendingPlain, False
+        try:
+            if plain:
+                name = route.login.encode("utf-8", "surrogateescape")
+                commands = plainLogin(b"", name, arguments)
+            else:
+                commands = passLogin(arguments)
+        except RefusedValue as refused:
+            self._refuseValue(login, refused)
             return
-        self._loginSequence(login, route, [b"PASS " + arguments])
+        self._loginSequence(login, route, commands)
 
-    def _loginSequence(self, login: str, route: Route, commands: list[bytes]) -> None:
+    def _loginSequence(self, login: str, route: Route, commands: LoginCommands) -> None:
         """
         Send login commands upstream in turn, each after the previous one was
         accepted (C{+OK} or a SASL continuation); the last answer, or the
         first refusal, decides and is relayed to the client.
+
+        @param commands: made by L{popproxy._loginlines}, which refuses
+            values that would not stay one value of one line.
         """
+        lines = commands.lines
 
         def step(index: int) -> None:
-            self._relay(
-                commands[index], False, _Collect(lambda status, body: answered(index, status))
-            )
+            self._relay(lines[index], False, _Collect(lambda status, body: answered(index, status)))
 
         def answered(index: int, status: StatusLine) -> None:
-            if (status.ok or status.continuation) and index + 1 < len(commands):
+            if (status.ok or status.continuation) and index + 1 < len(lines):
                 step(index + 1)
             else:
                 self._loginAnswered(status, login, route)
@@ -866,6 +874,27 @@ class ClientSession(Protocol, TimeoutMixin):
             # The upstream wants more SASL steps than PLAIN has: give up.
             status = StatusLine(b"-ERR [AUTH] the mail server's login failed")
             self._dropUpstream()
+        self._loginFailed(status, login)
+
+    def _refuseValue(self, login: str, refused: RefusedValue) -> None:
+        """
+        A login value cannot go upstream (see L{popproxy._loginlines}):
+        refuse the login, with nothing of it sent, as a failed login.
+        """
+        self.log.warn(
+            "session {session}: login values refused for {user}: {reason}",
+            session=self.sessionId,
+            user=login,
+            reason=str(refused),
+        )
+        self._busy = True  # nothing else is answered until the refusal is
+        self._loginFailed(StatusLine(_message(f"-ERR [AUTH] {refused}")), login)
+
+    def _loginFailed(self, status: StatusLine, login: str) -> None:
+        """
+        Count a failed login and relay C{status} after the failure delay;
+        hang up once there were too many.
+        """
         self._failedLogins += 1
         self.log.info(
             "session {session}: login failed for {user}", session=self.sessionId, user=login
@@ -965,20 +994,28 @@ class ClientSession(Protocol, TimeoutMixin):
             return
         name = route.login.encode("utf-8", "surrogateescape")
         proxyAuthorization = bool(authzid) and authzid != authcid
+        # Both translations are made (and their values checked) before the
+        # upstream hears anything; its CAPA then chooses one.
+        try:
+            if proxyAuthorization:
+                plain = plainLogin(name, authcid, password)
+            else:
+                plain = plainLogin(b"", name, password)
+            userPass = userPassLogin(name, password)
+        except RefusedValue as refused:
+            self._refuseValue(identity, refused)
+            return
 
         def capabilities(status: StatusLine, body: bytes) -> None:
             _, sasl = _capabilities(status, body)
             if b"PLAIN" in sasl:
-                if proxyAuthorization:
-                    commands = _plainCommands(name, authcid, password)
-                else:
-                    commands = _plainCommands(b"", name, password)
+                commands = plain
             elif proxyAuthorization:
                 self._reply(b"-ERR [AUTH] the mail server cannot log in on behalf of another user")
                 self._commandDone()
                 return
             else:
-                commands = [b"USER " + name, b"PASS " + password]
+                commands = userPass
             self._loginSequence(identity, route, commands)
 
         def send(upstream: UpstreamConnection) -> None:
@@ -1014,8 +1051,12 @@ class ClientSession(Protocol, TimeoutMixin):
             # The digest covers the timestamp of the connection we showed.
             self._reply(b"-ERR [SYS/TEMP] the mail server connection was reset; reconnect")
             return
-        upstreamName = route.login.encode("utf-8", "surrogateescape")
-        self._loginSequence(login, route, [b"APOP " + upstreamName + b" " + digest])
+        try:
+            commands = apopLogin(route.login.encode("utf-8", "surrogateescape"), digest)
+        except RefusedValue as refused:
+            self._refuseValue(login, refused)
+            return
+        self._loginSequence(login, route, commands)
 
     def do_QUIT(self, arguments: bytes) -> None:
         if arguments:

@@ -82,6 +82,34 @@ def test_cliListShowExport(tmp_path: Path) -> None:
     assert main(["--dir", str(tmp_path / "q"), "show", "nope"], io.StringIO()) == 1
 
 
+def test_cliEscapesControlCharacters(tmp_path: Path) -> None:
+    """
+    A user name with an ESC sequence and a file name with U+202E (right-to-
+    left override) are kept raw in the record but listed as escapes, so
+    they cannot drive the terminal of whoever runs list; show prints JSON,
+    which escapes them too; --user still matches the raw name.
+    """
+    user = "\x1b[2J\x1b]0;owned\x07mallory"
+    quarantine = DirectoryQuarantine(tmp_path)
+    results: list[object] = []
+    reason = "blocked extension .exe: invoice\u202efdp.exe\r"
+    quarantine.store(PART, context(user), reason, "strip").addBoth(results.append)
+    identifier = results[0]
+    assert isinstance(identifier, str)
+    assert [r.user for r in quarantine.records()] == [user]
+    out = io.StringIO()
+    assert main(["--dir", str(tmp_path), "list", "--user", user], out) == 0
+    listing = out.getvalue()
+    assert "  \\x1b[2J\\x1b]0;owned\\x07mallory  strip  " in listing
+    assert listing.endswith("  blocked extension .exe: invoice\\u202efdp.exe\\x0d\n")
+    assert listing.count("\n") == 1
+    assert not any(character in listing for character in "\x1b\x07\r\u202e")
+    out = io.StringIO()
+    assert main(["--dir", str(tmp_path), "show", identifier], out) == 0
+    assert not any(character in out.getvalue() for character in "\x1b\x07\r\u202e")
+    assert json.loads(out.getvalue())["user"] == user
+
+
 def test_cliFindsDirectoryInConfig(tmp_path: Path) -> None:
     """
     --config reads [chain] quarantine from twistd.conf.
