@@ -620,9 +620,11 @@ def _inspectArchive(
         budget.declared += member.file_size
     if budget.declared > policy.maxInflated:
         return f"archive inflating to more than {policy.maxInflated} bytes"
-    if streamed and _overlapping(members):
-        # Read in the order they are stored, a stream goes forward only;
-        # members that overlap (a zip bomb's trick) would make it start over.
+    if _overlapping(members):
+        # A zip bomb's trick.  Read as a stream, each would make it start
+        # over; and each member listed on the same data inflates it anew
+        # (from a deflate stream that may begin with megabytes of empty
+        # blocks, which cost time but count no octets).
         return _unreadable(policy, f"unreadable archive{_at(where)}: overlapping members")
     for member in sorted(files, key=lambda member: member.header_offset):
         path = where + member.filename

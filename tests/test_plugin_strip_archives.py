@@ -343,6 +343,50 @@ def test_overlappingMembersInAMemberArchive(tmp_path: Path) -> None:
     assert judgeMeasured(raw, tmp_path, unreadable="allow")[0] == Deliver()
 
 
+def overlappingDeflated(content: bytes, emptyBlocks: int, listings: int) -> bytes:
+    """
+    A zip whose one deflated member, C{content}, starts with
+    C{emptyBlocks} empty deflate blocks (five octets each, no output) and
+    is listed C{listings} times in the central directory.
+    """
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    data = b"\x00\x00\x00\xff\xff" * emptyBlocks
+    data += compressor.compress(content) + compressor.flush()
+    crc, size = zlib.crc32(content), len(content)
+    header = struct.pack(
+        "<4sHHHHHIIIHH", b"PK\x03\x04", 20, 0, 8, 0, 0x21, crc, len(data), size, 5, 0
+    )
+    central = struct.pack(
+        "<4sHHHHHHIIIHHHHHII",
+        b"PK\x01\x02", 20, 20, 0, 8, 0, 0x21, crc, len(data), size, 5, 0, 0, 0, 0, 0, 0,
+    )  # fmt: skip
+    directory = (central + b"a.txt") * listings
+    end = struct.pack(
+        "<4sHHHHIIH", b"PK\x05\x06", 0, 0, listings, listings, len(directory),
+        len(header) + 5 + len(data), 0,
+    )  # fmt: skip
+    return header + b"a.txt" + data + directory + end
+
+
+@pytest.mark.timeout(30)
+def test_overlappingMembersInTheAttachedArchive(tmp_path: Path) -> None:
+    """
+    An attached zip listing one member 1,000 times, whose deflate data
+    starts with 2 MB of empty blocks (inflating each listing would go
+    through them anew: seconds of work yielding no octet to count), is
+    unreadable without inflating any: removed by default, delivered with
+    C{unreadable = "allow"}.  Listed once, the same member is read.
+    """
+    raw = attached(overlappingDeflated(b"hello", 400_000, 1000))
+    verdict, _ = judgeMeasured(raw, tmp_path)
+    assert isinstance(verdict, Rewrite)
+    assert verdict.note == "removed data.zip (unreadable archive: overlapping members)"
+    assert judgeMeasured(raw, tmp_path, unreadable="allow")[0] == Deliver()
+    once = attached(overlappingDeflated(strip_corpus.peExecutable(), 400_000, 1))
+    verdict, _ = judgeMeasured(once, tmp_path)
+    assert isinstance(verdict, Rewrite) and "a.txt: detected Windows" in verdict.note
+
+
 # The stream itself.
 
 
