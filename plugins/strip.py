@@ -416,7 +416,9 @@ def _endRecords(tail: bytes) -> tuple[int, int, int] | None:
         directory starts in C{tail} (negative: before it), and its size;
         None without an end record.
     """
-    at = tail.rfind(b"PK\x05\x06", max(0, len(tail) - 65558))
+    at = len(tail) - 22
+    if at < 0 or tail[at : at + 4] != b"PK\x05\x06" or tail[-2:] != b"\x00\x00":
+        at = tail.rfind(b"PK\x05\x06", max(0, len(tail) - 65558))
     if at < 0 or at + 22 > len(tail):
         return None
     entries, size = struct.unpack_from("<HI", tail, at + 10)

@@ -432,3 +432,59 @@ def test_memberStreamReadsLikeAFile(
         if octets:
             furthest = max(furthest, stream.tell())
     assert budget.inflated >= furthest
+
+
+def withZip64End(data: bytes, commentLength: int) -> bytes:
+    """
+    The zip C{data} with zip64 end records before its end record, which
+    then defers to them (its counts and offsets all ones).
+    """
+    at = len(data) - 22 - commentLength
+    _, _, _, _, entries, size, offset, _ = struct.unpack_from("<4sHHHHIIH", data, at)
+    zip64End = struct.pack(
+        "<4sQHHIIQQQQ", b"PK\x06\x06", 44, 45, 45, 0, 0, entries, entries, size, offset
+    )
+    locator = struct.pack("<4sIQI", b"PK\x06\x07", 0, at, 1)
+    end = struct.pack(
+        "<4sHHHHIIH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, commentLength
+    )
+    return data[:at] + zip64End + locator + end + data[at + 22 :]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.integers(0, 30),
+    st.binary(max_size=300) | st.sampled_from([b"PK\x05\x06" * 5, b"x" * 65535]),
+    st.booleans(),
+    st.integers(0, 200_000),
+)
+def test_endRecordsAreReadAsZipfileReadsThem(
+    count: int, comment: bytes, zip64: bool, prefix: int
+) -> None:
+    """
+    The end records read before C{zipfile} parses a directory say what
+    C{zipfile} then finds: as many entries, the same directory start and
+    size, from the archive's last octets alone (with or without zip64
+    records, a comment of any length; one that holds the end record's
+    signature makes C{zipfile} refuse the archive).
+    """
+    module = stripModule()
+    buffer = io.BytesIO()
+    buffer.write(bytes(prefix))
+    with zipfile.ZipFile(buffer, "w", allowZip64=True) as archive:
+        for i in range(count):
+            archive.writestr(f"f{i}.txt", b"x" * i)
+        archive.comment = comment
+    data = buffer.getvalue()
+    if zip64:
+        data = withZip64End(data, len(comment))
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as parsed:
+            expected = (len(parsed.infolist()), parsed.start_dir)
+    except zipfile.BadZipFile:
+        return  # a comment holding the end signature: unreadable whatever the records say
+    keep = module._TAIL_BYTES
+    tail = data[-keep:]
+    entries, start, size = module._endRecords(tail)
+    assert entries == expected[0]
+    assert start + len(data) - len(tail) == expected[1]
