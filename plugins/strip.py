@@ -33,9 +33,10 @@ import struct
 import unicodedata
 import uuid
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import IO, Any
 
 import puremagic
 from twisted.internet.defer import maybeDeferred
@@ -335,38 +336,217 @@ def detectionReason(head: bytes, policy: StripPolicy) -> str | None:
 
 
 # Zip archives.
+#
+# The attached archive is in memory: it is the part's decoded content.  Its
+# members are never held whole: the first DETECT_BYTES of each are read to
+# check their type, and a member that is itself an archive is read as a
+# stream (_MemberStream) that keeps only its last octets, where a zip keeps
+# its directory.  Every octet read out of a member is counted against
+# max_inflated as it is read, so lying headers cost nothing extra.
 
 _ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
 _ZIP_TYPES = frozenset(
     {"application/zip", "application/x-zip", "application/x-zip-compressed", "multipart/x-zip"}
 )
 
+#: The largest central directory a member archive may have: it is kept in
+#: memory while the archive's members are checked.  A member archive with a
+#: larger one cannot be checked (C{unreadable} decides).
+NESTED_DIRECTORY_BYTES = 256 * 1024
+
+#: What a member archive's stream keeps of its end: the central directory
+#: and the end records after it (at most 22 + 65535 octets of end record
+#: and comment, 20 + 56 of zip64 records).
+_TAIL_BYTES = NESTED_DIRECTORY_BYTES + 66 * 1024
+
+#: How much of a member is inflated at a time while looking for its end or
+#: skipping to a place in it.
+_CHUNK_BYTES = 64 * 1024
+
+
+class _Refused(Exception):
+    """
+    A limit was reached while reading an attachment's archives: the
+    attachment is removed, whatever C{unreadable} says.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _Uninspectable(Exception):
+    """
+    A member archive cannot be read as a stream: C{unreadable} decides.
+    """
+
 
 @dataclass
 class _Budget:
     """
-    What opening one attachment's archives has cost so far.
+    What opening one attachment's archives has cost so far: the members
+    listed, the inflated sizes their headers declare, and the octets
+    actually read out of members (each time they are read).
     """
 
     members: int = 0
+    declared: int = 0
     inflated: int = 0
 
+    def spend(self, octets: int, limit: int) -> None:
+        """
+        Count C{octets} read out of a member; stop everything once more
+        than C{limit} have been.
+        """
+        self.inflated += octets
+        if self.inflated > limit:
+            raise _Refused(f"archive inflating to more than {limit} bytes")
 
-def _declaredEntries(data: bytes) -> int | None:
+
+def _endRecords(tail: bytes) -> tuple[int, int, int] | None:
     """
-    The number of entries the end-of-central-directory record of a zip
-    archive declares, read before C{zipfile} builds an object per entry.
+    What the end records of a zip archive say, found where C{zipfile}
+    looks for them, read before it builds an object per entry.
+
+    @param tail: the archive's last octets (at least L{_TAIL_BYTES}, or all
+        of it).
+    @return: the number of entries (as declared, or as many directory
+        entry signatures as the directory holds if that is more: the
+        declared number is not what C{zipfile} goes by), where the central
+        directory starts in C{tail} (negative: before it), and its size;
+        None without an end record.
     """
-    at = data.rfind(b"PK\x05\x06", max(0, len(data) - 65557))
-    if at < 0 or at + 22 > len(data):
+    at = len(tail) - 22
+    if at < 0 or tail[at : at + 4] != b"PK\x05\x06" or tail[-2:] != b"\x00\x00":
+        at = tail.rfind(b"PK\x05\x06", max(0, len(tail) - 65558))
+    if at < 0 or at + 22 > len(tail):
         return None
-    total = struct.unpack_from("<H", data, at + 10)[0]
-    if total != 0xFFFF or at < 20 or data[at - 20 : at - 16] != b"PK\x06\x07":
-        return int(total)
-    (zip64End,) = struct.unpack_from("<Q", data, at - 12)
-    if zip64End + 40 > len(data) or data[zip64End : zip64End + 4] != b"PK\x06\x06":
-        return None
-    return int(struct.unpack_from("<Q", data, zip64End + 32)[0])
+    entries, size = struct.unpack_from("<HI", tail, at + 10)
+    start = at - size
+    zip64 = tail[at - 20 : at - 16] == b"PK\x06\x07" and tail[at - 76 : at - 72] == b"PK\x06\x06"
+    if at >= 76 and zip64:
+        entries, size = struct.unpack_from("<QQ", tail, at - 76 + 32)
+        start = at - 76 - size
+    if start >= 0:
+        entries = max(entries, tail.count(b"PK\x01\x02", start, start + size))
+    return int(entries), int(start), int(size)
+
+
+class _MemberStream(io.RawIOBase):
+    """
+    An archive member read as a seekable file, so that C{zipfile} can open
+    the archive it holds without it being held whole.
+
+    Reads going forward come from one inflating stream.  Once the end has
+    been reached, the last C{keep} octets are kept and reads there are
+    answered from them.  Going back before them opens the member afresh
+    and inflates it again up to the place asked for.  Every octet taken
+    from the inflating stream is counted in the budget, so going back is
+    paid for like the first reading.
+    """
+
+    def __init__(
+        self,
+        open: Callable[[], IO[bytes]],
+        budget: _Budget,
+        limit: int,
+        keep: int = _TAIL_BYTES,
+    ) -> None:
+        super().__init__()
+        self._open = open
+        self._budget = budget
+        self._limit = limit
+        self._keep = keep
+        self._stream: IO[bytes] | None = None
+        self._streamAt = 0
+        self._at = 0
+        self._size: int | None = None
+        self._recent: deque[bytes] = deque()
+        self._recentSize = 0
+        #: The member's last C{keep} octets, once its end has been reached.
+        self.tail = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._at
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_END:
+            offset += self._end()
+        elif whence == io.SEEK_CUR:
+            offset += self._at
+        if offset < 0:
+            raise OSError("seek before the start of an archive member")
+        self._at = offset
+        return offset
+
+    def read(self, size: int | None = -1) -> bytes:
+        end = self._end() if size is None or size < 0 else self._at + size
+        if self._size is not None:
+            end = min(end, self._size)
+            tailStart = self._size - len(self.tail)
+            if self._at >= tailStart:
+                data = self.tail[self._at - tailStart : max(end, self._at) - tailStart]
+                self._at += len(data)
+                return data
+        if end - self._at > self._keep:
+            raise _Uninspectable(f"a read of {end - self._at} octets")
+        if self._at < self._streamAt:
+            self._rewind()
+        while self._streamAt < self._at:
+            if not self._pull(min(_CHUNK_BYTES, self._at - self._streamAt)):
+                return b""
+        data = self._pull(end - self._at) if end > self._at else b""
+        self._at += len(data)
+        return data
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+        super().close()
+
+    def _end(self) -> int:
+        """
+        The member's size, inflating it to its end the first time.
+        """
+        while self._size is None:
+            self._pull(_CHUNK_BYTES)
+        return self._size
+
+    def _pull(self, count: int) -> bytes:
+        if self._stream is None:
+            self._stream = self._open()
+        data = self._stream.read(count)
+        self._budget.spend(len(data), self._limit)
+        self._streamAt += len(data)
+        if self._size is None:
+            # Not yet at the end: every octet so far was read in order
+            # from the start; keep the last ones.
+            self._recent.append(data)
+            self._recentSize += len(data)
+            while self._recentSize - len(self._recent[0]) >= self._keep:
+                self._recentSize -= len(self._recent.popleft())
+            if len(data) < count:
+                self._size = self._streamAt
+                tail = b"".join(self._recent)
+                self.tail = tail[-self._keep :] if len(tail) > self._keep else tail
+                self._recent.clear()
+        return data
+
+    def _rewind(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+        self._streamAt = 0
+        if self._size is None:
+            self._recent.clear()
+            self._recentSize = 0
 
 
 def _looksLikeArchive(name: str) -> bool:
@@ -381,19 +561,51 @@ def inspectZip(
 
     Member names are checked like attachment names; the first octets of
     each member are checked like an attachment's; member archives are
-    opened in turn up to C{maxNesting} levels.  Nothing is inflated before
-    the declared sizes of every member of an archive fit in what is left
-    of C{maxInflated}, and a member is never inflated beyond its declared
-    size, so a zip bomb costs its compressed size and a few chunks.
+    opened in turn up to C{maxNesting} levels, read as streams.  Nothing
+    is inflated before the declared sizes of every member of an archive
+    fit in what is left of C{maxInflated}; then every octet actually read
+    out of a member is counted against it, and reading stops as soon as
+    it is exceeded.  A zip bomb costs its compressed size and a few
+    chunks, and memory stays within a few hundred KiB per level of
+    nesting whatever the members inflate to.
+    """
+    try:
+        return _inspectArchive(io.BytesIO(data), data, policy, budget, depth, where)
+    except _Refused as refused:
+        return refused.reason
+
+
+def _inspectArchive(
+    file: IO[bytes] | _MemberStream,
+    tail: bytes,
+    policy: StripPolicy,
+    budget: _Budget,
+    depth: int,
+    where: str,
+) -> str | None:
+    """
+    L{inspectZip} for an archive in C{file}, whose last octets are
+    C{tail}.
     """
     if depth > policy.maxNesting:
         return f"archives nested more than {policy.maxNesting} deep"
-    declared = _declaredEntries(data)
-    if declared is not None and budget.members + declared > policy.maxMembers:
+    records = _endRecords(tail)
+    if records is not None and budget.members + records[0] > policy.maxMembers:
         return f"archive with more than {policy.maxMembers} files"
+    streamed = isinstance(file, _MemberStream)
+    if streamed and records is not None and records[2] > NESTED_DIRECTORY_BYTES:
+        return _unreadable(
+            policy,
+            f"unreadable archive{_at(where)}: "
+            f"central directory over {NESTED_DIRECTORY_BYTES} bytes",
+        )
     try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
+        archive = zipfile.ZipFile(file)
         members = archive.infolist()
+    except _Refused:
+        raise
+    except _Uninspectable as e:
+        return _unreadable(policy, f"unreadable archive{_at(where)}: {e}")
     except Exception as e:  # every way zipfile refuses an archive; policy below
         return _unreadable(policy, f"unreadable archive{_at(where)}: {type(e).__name__}")
     budget.members += len(members)
@@ -407,10 +619,16 @@ def inspectZip(
         reason = nameReason(member.filename, policy)
         if reason is not None:
             return f"archive member {displayName(where + member.filename)}: {reason}"
-        budget.inflated += member.file_size
-    if budget.inflated > policy.maxInflated:
+        budget.declared += member.file_size
+    if budget.declared > policy.maxInflated:
         return f"archive inflating to more than {policy.maxInflated} bytes"
-    for member in files:
+    if _overlapping(members):
+        # A zip bomb's trick.  Read as a stream, each would make it start
+        # over; and each member listed on the same data inflates it anew
+        # (from a deflate stream that may begin with megabytes of empty
+        # blocks, which cost time but count no octets).
+        return _unreadable(policy, f"unreadable archive{_at(where)}: overlapping members")
+    for member in sorted(files, key=lambda member: member.header_offset):
         path = where + member.filename
         if member.flag_bits & 0x1:
             if policy.encrypted == "strip":
@@ -428,6 +646,19 @@ def inspectZip(
     return None
 
 
+def _overlapping(members: Iterable[zipfile.ZipInfo]) -> bool:
+    """
+    Whether some member starts before the one stored before it ends (its
+    30-octet local header and compressed data, at least).
+    """
+    end = 0
+    for member in sorted(members, key=lambda member: member.header_offset):
+        if member.header_offset < end:
+            return True
+        end = member.header_offset + 30 + member.compress_size
+    return False
+
+
 def _inspectMember(
     archive: zipfile.ZipFile,
     member: zipfile.ZipInfo,
@@ -436,25 +667,33 @@ def _inspectMember(
     budget: _Budget,
     depth: int,
 ) -> str | None:
-    try:
-        with archive.open(member) as opened:
-            head = opened.read(DETECT_BYTES)
-            nested = policy.archives and (
-                head.startswith(_ZIP_SIGNATURES) or _looksLikeArchive(member.filename)
-            )
-            if nested and depth >= policy.maxNesting:
-                return f"archives nested more than {policy.maxNesting} deep"
-            # Bounded by the member's declared size, already within budget.
-            rest = opened.read() if nested else b""
-    except Exception as e:  # a damaged member; policy below
-        return _unreadable(policy, f"archive member {displayName(path)}: {type(e).__name__}")
-    if policy.detect:
-        reason = detectionReason(head, policy)
-        if reason is not None:
-            return f"archive member {displayName(path)}: {reason}"
-    if nested:
-        return inspectZip(head + rest, policy, budget, depth + 1, path + "/")
-    return None
+    stream = _MemberStream(lambda: archive.open(member), budget, policy.maxInflated)
+    with stream:
+        try:
+            head = stream.read(DETECT_BYTES)
+        except _Refused:
+            raise
+        except Exception as e:  # a damaged member; policy below
+            return _unreadable(policy, f"archive member {displayName(path)}: {type(e).__name__}")
+        nested = policy.archives and (
+            head.startswith(_ZIP_SIGNATURES) or _looksLikeArchive(member.filename)
+        )
+        if nested and depth >= policy.maxNesting:
+            return f"archives nested more than {policy.maxNesting} deep"
+        if policy.detect:
+            reason = detectionReason(head, policy)
+            if reason is not None:
+                return f"archive member {displayName(path)}: {reason}"
+        if not nested:
+            return None
+        try:
+            # Inflated once to its end, keeping only the last octets.
+            stream.seek(0, io.SEEK_END)
+        except _Refused:
+            raise
+        except Exception as e:  # a damaged member; policy below
+            return _unreadable(policy, f"archive member {displayName(path)}: {type(e).__name__}")
+        return _inspectArchive(stream, stream.tail, policy, budget, depth + 1, path + "/")
 
 
 def _unreadable(policy: StripPolicy, reason: str) -> str | None:
