@@ -579,6 +579,8 @@ def loadObservedChain(
         None if keeper is None else _ObservedQuarantine(keeper, observations),
         runInThread,
         threadThreshold=config.chain.threadThreshold,
+        limits=config.chain.limits,
+        overLimits=config.chain.overLimits if keeper is not None else "deliver",
     )
     return ObservedChain(chain, observations, keeper)
 
