@@ -29,6 +29,9 @@ from popproxy._mimedefects import Defect
 # with its line end.  Group 2 is the value up to the last LF (a CR before
 # that LF still belongs to the line end).
 _FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:([^\n]*+(?:\n[ \t][^\n]*+)*+)\n?")
+# Any number of whole fields, each with its line end (for skipping the
+# fields beyond the limit without a step per field).
+_FIELDS = re.compile(rb"(?:[\x21-\x39\x3b-\x7e]+[ \t]*:[^\n]*+(?:\n[ \t][^\n]*+)*+\n)*+")
 _FOLD = re.compile(rb"\r?\n(?=[ \t])")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?]*)\?=")
@@ -111,6 +114,15 @@ def scanHeaderBlock(data: bytes, start: int, end: int, maxFields: int | None = N
     # a short Subject.  Only stray lines before the first field (an mbox
     # envelope line, leading continuations) are taken one at a time.
     while pos < end:
+        if room == 0:
+            # Past the limit: whole fields are skipped in one match (none
+            # kept), up to whatever ends the block or is no complete line.
+            skipped = _FIELDS.match(data, pos, end)
+            if skipped is not None and skipped.end() > pos:
+                if Defect.HEADER_FIELD_LIMIT not in defects:
+                    defects.append(Defect.HEADER_FIELD_LIMIT)
+                pos = skipped.end()
+                continue
         first = data[pos]
         if first == 0x0A or (first == 0x0D and pos + 1 < end and data[pos + 1] == 0x0A):
             return HeaderBlock(
