@@ -549,8 +549,10 @@ class Part:
     def _hasTooManyEncodedWords(self) -> bool:
         data = self._snapshot.data
         limit = self._snapshot.limits.maxEncodedWords
+        # Counting "=?" in place first spares a copy of every field value.
         return any(
-            hasMoreEncodedWords(data[field.valueStart : field.valueEnd], limit)
+            data.count(b"=?", field.valueStart, field.valueEnd) > limit
+            and hasMoreEncodedWords(data[field.valueStart : field.valueEnd], limit)
             for field in self._headerBlock().fields
         )
 
