@@ -7,7 +7,8 @@ error policy, keeps replaced originals in the quarantine, and returns the
 bytes to deliver (the very same object when no filter changed anything) or
 fails with L{TemporaryFailure}.  A filter that raises, hangs or returns
 garbage is logged with its name and the message's UIDL and handled by its
-policy: never a crashed session, never a silent pass.
+policy: never a crashed session, never a silent pass.  A message over the
+parse limits reaches no filter: it meets the C{over_limits} policy.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, may
 from twisted.internet.defer import TimeoutError as DeferredTimeoutError
 from twisted.internet.interfaces import IReactorTime
 
+from popproxy._mimelimits import LimitExceeded, ParseLimits
+from popproxy._mimewrite import textPart
 from popproxy._printable import PrintableLogger
 from popproxy._retrieval import RetrievalContext, TemporaryFailure
 from popproxy._verdicts import Deliver, FilterContext, Replace, Rewrite, TempFail, Verdict
@@ -36,6 +39,16 @@ UNCHECKED_HEADER = "X-Popproxy-Unchecked"
 
 #: Header added to a notice that replaced a quarantined original.
 QUARANTINE_HEADER = "X-Popproxy-Quarantine-Id"
+
+#: What a message over a parse limit can get: delivered untouched with an
+#: L{UNCHECKED_HEADER}, or replaced by a notice with the original quarantined.
+OVER_LIMITS = ("deliver", "quarantine")
+
+#: The parse limits of a chain that is given none.
+DEFAULT_LIMITS = ParseLimits()
+
+#: The name quarantine records and logs give the over-limit policy.
+LIMITS_NAME = "parse-limits"
 
 
 @dataclass(frozen=True)
@@ -95,6 +108,11 @@ class FilterChain:
         CPU-heavy parse of big messages), returning a Deferred.
     @param threadThreshold: messages at least this big are parsed in a
         thread before the filters run.
+    @param limits: the parse limits every message is checked against
+        before any filter sees it.
+    @param overLimits: what a message over them gets (L{OVER_LIMITS}); it
+        never becomes a temporary failure, which every retry would repeat.
+        C{"quarantine"} needs a quarantine.
     """
 
     #: Filters' logs, and this one, escape every text field: file names,
@@ -108,7 +126,13 @@ class FilterChain:
         quarantine: Any = None,
         runInThread: Callable[[Callable[[], Any]], Deferred[Any]] = runHere,
         threadThreshold: int = 1_000_000,
+        limits: ParseLimits = DEFAULT_LIMITS,
+        overLimits: str = "deliver",
     ) -> None:
+        if overLimits not in OVER_LIMITS:
+            raise ValueError(f"overLimits must be one of {OVER_LIMITS}, not {overLimits!r}")
+        if overLimits == "quarantine" and quarantine is None:
+            raise ValueError("overLimits='quarantine' needs a quarantine")
         self.entries = tuple(entries)
         self._loggers = {
             e.name: PrintableLogger(namespace=f"popproxy.filter.{e.name}") for e in entries
@@ -117,6 +141,8 @@ class FilterChain:
         self._quarantine = quarantine
         self._runInThread = runInThread
         self._threadThreshold = threadThreshold
+        self._limits = limits
+        self._overLimits = overLimits
 
     @property
     def active(self) -> bool:
@@ -132,10 +158,13 @@ class FilterChain:
         @raise TemporaryFailure: a filter asked for it, or failed under the
             C{tempfail} policy.
         """
+        limits = self._limits
         if len(raw) >= self._threadThreshold:
-            message = await self._runInThread(lambda: _parsed(raw))
+            message, exceeded = await self._runInThread(lambda: _parsed(raw, limits))
         else:
-            message = Message.fromBytes(raw)
+            message, exceeded = _parsed(raw, limits)
+        if exceeded is not None:
+            return await self._overLimit(retrieval, raw, message, exceeded)
         notes: list[tuple[str, str]] = []
         for entry in self.entries:
             context = FilterContext(
@@ -188,6 +217,42 @@ class FilterChain:
                 message = verdict.notice.withHeaderAdded(QUARANTINE_HEADER, identifier)
         return raw if not message.changed and message.raw is raw else message.toBytes()
 
+    async def _overLimit(
+        self, retrieval: RetrievalContext, raw: bytes, message: Message, exceeded: LimitExceeded
+    ) -> bytes:
+        """
+        Apply the C{over_limits} policy to a message no filter may see.
+        """
+        reason = f"message exceeds parse limit {exceeded.limit} ({exceeded.value})"
+        self.log.warn(
+            "{command} {index} (UIDL {uidl}) not filtered: {reason} at part {path}; "
+            "over_limits: {policy}",
+            command=retrieval.command,
+            index=retrieval.index,
+            uidl=retrieval.uidl,
+            reason=reason,
+            path=".".join(str(index) for index in exceeded.path) or "top",
+            policy=self._overLimits,
+        )
+        if self._overLimits == "deliver":
+            return message.withHeaderAdded(UNCHECKED_HEADER, reason).toBytes()
+        context = FilterContext(
+            command=retrieval.command,
+            index=retrieval.index,
+            uidl=retrieval.uidl,
+            user=retrieval.user,
+            client=retrieval.client,
+            upstream=retrieval.upstream,
+            session=retrieval.session,
+            partial=retrieval.partial,
+            log=self.log,
+            quarantine=self._quarantine,
+            runInThread=self._runInThread,
+        )
+        identifier = await self._keep(raw, context, reason, LIMITS_NAME)
+        notice = _overLimitNotice(message, reason)
+        return notice.withHeaderAdded(QUARANTINE_HEADER, identifier).toBytes()
+
     async def _judge(self, entry: ChainEntry, message: Message, context: FilterContext) -> Verdict:
         try:
             result = entry.filter.filterMessage(message, context)
@@ -221,12 +286,35 @@ class FilterChain:
         return str(identifier)
 
 
-def _parsed(raw: bytes) -> Message:
+def _parsed(raw: bytes, limits: ParseLimits) -> tuple[Message, LimitExceeded | None]:
     """
-    A message with its whole MIME tree built (done in a thread for big
-    messages, so other sessions are not blocked).
+    A message with its whole MIME tree built up to the limits, and the
+    first limit it goes over, if any (done in a thread for big messages, so
+    other sessions are not blocked).
     """
-    message = Message.fromBytes(raw)
-    for _ in message.walk():
-        pass
-    return message
+    message = Message.fromBytes(raw, limits=limits)
+    try:
+        message.checkLimits()
+    except LimitExceeded as e:
+        return message, e
+    return message, None
+
+
+def _overLimitNotice(message: Message, reason: str) -> Message:
+    """
+    What stands in for a message over a parse limit: its identifying
+    header fields and a text saying why it is not delivered.
+    """
+    eol = message.lineEnding
+    head = b""
+    for name in ("From", "To", "Cc", "Date", "Message-ID", "Subject"):
+        for value in message.headers.rawValues(name):
+            head += name.encode("ascii") + b":" + value + eol
+    text = (
+        f"This message was not delivered: its structure goes beyond what the mail gateway "
+        f"checks ({reason}).\n"
+        "The whole message is kept in quarantine under the id in the "
+        "X-Popproxy-Quarantine-Id header of this notice; ask your administrator if you "
+        "need it.\n"
+    )
+    return Message.fromBytes(head + b"MIME-Version: 1.0" + eol + textPart(text, lineEnding=eol))

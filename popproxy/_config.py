@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from popproxy._mimelimits import LIMIT_KEYS, ParseLimits
 from popproxy._tls import (
     TLS_MODES,
     ServerTLS,
@@ -131,6 +132,9 @@ class ChainConfig:
         cuts it (consistent with RETR); C{"partial"}: TOP's partial message
         is filtered as such.
     @ivar threadThreshold: messages at least this big are parsed in a thread.
+    @ivar limits: the parse limits of every filtered message.
+    @ivar overLimits: what a message over them gets: C{"deliver"} (untouched,
+        with a header) or C{"quarantine"} (replaced by a notice).
     """
 
     pluginDirs: tuple[Path, ...] = ()
@@ -143,6 +147,12 @@ class ChainConfig:
     spoolThreshold: int = 4 * 1024 * 1024
     maxSize: int = 100 * 1024 * 1024
     oversize: str = "deliver"
+    limits: ParseLimits = ParseLimits()
+    overLimits: str = "deliver"
+
+
+#: What a message over a parse limit can get.
+OVER_LIMITS = ("deliver", "quarantine")
 
 
 @dataclass(frozen=True)
@@ -415,7 +425,23 @@ def parseConfig(text: str, source: str = "<config>", base: Path | None = None) -
     spoolThreshold = chainTable.integer("spool_threshold", 4 * 1024 * 1024, minimum=0)
     maxSize = chainTable.integer("max_size", 100 * 1024 * 1024, minimum=0)
     oversize = chainTable.string("oversize", "deliver")
+    defaults = ParseLimits()
+    limits = ParseLimits(
+        **{
+            attribute: chainTable.integer(
+                key, getattr(defaults, attribute), minimum=0 if attribute == "maxDepth" else 1
+            )
+            for attribute, key in LIMIT_KEYS.items()
+        }
+    )
+    overLimits = chainTable.string("over_limits", "deliver")
     chainTable.finish()
+    if overLimits not in OVER_LIMITS:
+        raise ConfigError(f"{source}: [chain] over_limits: must be deliver or quarantine")
+    if overLimits == "quarantine" and not quarantine:
+        raise ConfigError(
+            f"{source}: [chain] over_limits: quarantine needs [chain] quarantine to be set"
+        )
     if oversize not in ("deliver", "tempfail"):
         raise ConfigError(f"{source}: [chain] oversize: must be deliver or tempfail")
     if top not in TOP_MODES:
@@ -431,6 +457,8 @@ def parseConfig(text: str, source: str = "<config>", base: Path | None = None) -
         spoolThreshold=spoolThreshold,
         maxSize=maxSize,
         oversize=oversize,
+        limits=limits,
+        overLimits=overLimits,
     )
     filterList = data.get("filter", [])
     if not isinstance(filterList, list):

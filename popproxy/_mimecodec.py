@@ -19,6 +19,7 @@ _NOT_BASE64_OR_PAD = bytes(b for b in range(256) if b not in _BASE64_ALPHABET + 
 _WHITESPACE = b" \t\r\n"
 _CLEAN_BASE64 = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
 _PADDING = re.compile(rb"=+")
+_SPLIT_SLICE = 32768
 
 # RFC 2045 section 6.7 rule 3: trailing whitespace on a quoted-printable
 # line was added in transport and must be removed before decoding.  The
@@ -48,7 +49,18 @@ def decodeBase64(data: bytes) -> bytes:
     kept = data.translate(None, _NOT_BASE64_OR_PAD)
     if b"=" not in kept:
         return _decodeRun(kept)
-    return b"".join(_decodeRun(run) for run in _PADDING.split(kept))
+    # Split a slice at a time (each ending at a padding sign, so no run is
+    # cut): splitting all at once would hold every run and every decoded
+    # run as an object of its own, about 20 times the input for a body of
+    # "QQ==" quanta.
+    out = bytearray()
+    start, end = 0, len(kept)
+    while start < end:
+        stop = kept.find(b"=", min(start + _SPLIT_SLICE, end))
+        stop = end if stop == -1 else stop
+        out += b"".join([_decodeRun(run) for run in _PADDING.split(kept[start:stop])])
+        start = stop
+    return bytes(out)
 
 
 def _decodeRun(run: bytes) -> bytes:

@@ -55,5 +55,20 @@ class Defect(StrEnum):
     ENCODED_CONTAINER = "encoded multipart or message"
     #: The nesting limit was reached: this part is kept as an opaque leaf.
     DEPTH_LIMIT = "depth limit reached"
+    #: A multipart has more parts than the part limit: the parts beyond it
+    #: are not built (the rest of the body reads as the epilogue).
+    PART_LIMIT = "part limit reached"
+    #: A header block has more fields than the limit: the fields beyond it
+    #: are not kept (the block still ends where it ends).
+    HEADER_FIELD_LIMIT = "header field limit reached"
+    #: A Content-Type or Content-Disposition field has more parameters than
+    #: the limit: the ones beyond it are not read.
+    PARAMETER_LIMIT = "parameter limit reached"
+    #: An RFC 2231 parameter has more continuations than the limit: the
+    #: pieces beyond it are not joined.
+    CONTINUATION_LIMIT = "continuation limit reached"
+    #: A field value has more RFC 2047 encoded-words than the limit: the
+    #: words beyond it are shown as written.
+    ENCODED_WORD_LIMIT = "encoded-word limit reached"
     #: The base64 body has characters outside the alphabet or bad padding.
     BAD_BASE64 = "bad base64"

@@ -15,6 +15,7 @@ L{clean} turns the escapes into U+FFFD for everything shown to filters.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -28,6 +29,9 @@ from popproxy._mimedefects import Defect
 # with its line end.  Group 2 is the value up to the last LF (a CR before
 # that LF still belongs to the line end).
 _FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]++)[ \t]*+:([^\n]*+(?:\n[ \t][^\n]*+)*+)\n?")
+# Any number of whole fields, each with its line end (for skipping the
+# fields beyond the limit without a step per field).
+_FIELDS = re.compile(rb"(?:[\x21-\x39\x3b-\x7e]++[ \t]*+:[^\n]*+(?:\n[ \t][^\n]*+)*+\n)*+")
 _FOLD = re.compile(rb"\r?\n(?=[ \t])")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _ENCODED_WORD = re.compile(r"=\?([^?\s]++)\?([bBqQ])\?([^?]*+)\?=")
@@ -87,7 +91,7 @@ class HeaderBlock:
     defects: tuple[Defect, ...]
 
 
-def scanHeaderBlock(data: bytes, start: int, end: int) -> HeaderBlock:
+def scanHeaderBlock(data: bytes, start: int, end: int, maxFields: int | None = None) -> HeaderBlock:
     """
     Find the fields of the header block at C{data[start:end]}.
 
@@ -95,9 +99,14 @@ def scanHeaderBlock(data: bytes, start: int, end: int) -> HeaderBlock:
     end.  The block ends at the first empty line, at the first line that is
     neither a field nor a continuation (a missing separator: that line
     starts the body), or at C{end}.
+
+    @param maxFields: keep at most this many fields; the scan still finds
+        where the block ends, and records L{Defect.HEADER_FIELD_LIMIT} if
+        there were more.
     """
     fields: list[Field] = []
     defects: list[Defect] = []
+    room = end if maxFields is None else maxFields
     insertAt = -1
     pos = start
     # One step per field, not per line: a single match takes a field with
@@ -105,6 +114,15 @@ def scanHeaderBlock(data: bytes, start: int, end: int) -> HeaderBlock:
     # a short Subject.  Only stray lines before the first field (an mbox
     # envelope line, leading continuations) are taken one at a time.
     while pos < end:
+        if room == 0:
+            # Past the limit: whole fields are skipped in one match (none
+            # kept), up to whatever ends the block or is no complete line.
+            skipped = _FIELDS.match(data, pos, end)
+            if skipped is not None and skipped.end() > pos:
+                if Defect.HEADER_FIELD_LIMIT not in defects:
+                    defects.append(Defect.HEADER_FIELD_LIMIT)
+                pos = skipped.end()
+                continue
         first = data[pos]
         if first == 0x0A or (first == 0x0D and pos + 1 < end and data[pos + 1] == 0x0A):
             return HeaderBlock(
@@ -143,7 +161,11 @@ def scanHeaderBlock(data: bytes, start: int, end: int) -> HeaderBlock:
         fieldEnd = match.end()
         if fieldEnd != valueEnd and valueEnd > valueStart and data[valueEnd - 1] == 0x0D:
             valueEnd -= 1
-        fields.append(Field(match.group(1), pos, valueStart, valueEnd, fieldEnd))
+        if room > 0:
+            room -= 1
+            fields.append(Field(match.group(1), pos, valueStart, valueEnd, fieldEnd))
+        elif Defect.HEADER_FIELD_LIMIT not in defects:
+            defects.append(Defect.HEADER_FIELD_LIMIT)
         pos = fieldEnd
     return HeaderBlock(
         start, tuple(fields), insertAt if insertAt != -1 else end, end, end, tuple(defects)
@@ -162,8 +184,29 @@ def unfold(raw: bytes) -> str:
     undecodable octets kept as surrogate escapes.
     """
     if b"\n" in raw:
-        raw = _FOLD.sub(b"", raw)
+        raw = _unfoldOctets(raw)
     return raw.strip(b" \t\r\n").decode("utf-8", "surrogateescape")
+
+
+#: Unfolding works on slices of this many octets at most: a substitution
+#: holds every piece between matches as an object of its own (ten times
+#: the input for a value folded every few octets).
+_UNFOLD_SLICE = 32768
+_NOT_LINE_END = re.compile(rb"[^\r\n]")
+
+
+def _unfoldOctets(raw: bytes) -> bytes:
+    if len(raw) <= _UNFOLD_SLICE:
+        return _FOLD.sub(b"", raw)
+    pieces = []
+    start, end = 0, len(raw)
+    while start < end:
+        # Cut after an octet that is no line end: no fold spans the cut.
+        found = _NOT_LINE_END.search(raw, min(start + _UNFOLD_SLICE, end) - 1)
+        stop = end if found is None else found.end()
+        pieces.append(_FOLD.sub(b"", raw[start:stop]))
+        start = stop
+    return b"".join(pieces)
 
 
 def clean(text: str) -> str:
@@ -175,25 +218,33 @@ def clean(text: str) -> str:
     return _SURROGATE.sub("\ufffd", text)
 
 
-def decodeEncodedWords(text: str) -> str:
+def decodeEncodedWords(text: str, maxWords: int | None = None) -> str:
     """
     Decode RFC 2047 encoded-words wherever they appear, as lenient clients
     do (also inside quoted strings and without surrounding whitespace).
     Whitespace between adjacent encoded-words is dropped; adjacent words in
     the same charset are joined before decoding, so a character split
     across two words survives.
+
+    @param maxWords: decode at most this many words; the text after the
+        last one decoded is kept as written.
     """
     if "=?" not in text:
         return text
     pieces: list[str] = []
     pendingCharset: str | None = None
-    pendingOctets = b""
+    # A list, not repeated bytes concatenation: thousands of adjacent words
+    # in one charset would otherwise be copied over and over.
+    pendingOctets: list[bytes] = []
     pos = 0
-    for match in _ENCODED_WORD.finditer(text):
+    matches = _ENCODED_WORD.finditer(text)
+    if maxWords is not None:
+        matches = itertools.islice(matches, maxWords)
+    for match in matches:
         between = text[pos : match.start()]
         if pendingCharset is None or between.strip(" \t\r\n"):
             if pendingCharset is not None:
-                pieces.append(decodeText(pendingOctets, pendingCharset))
+                pieces.append(decodeText(b"".join(pendingOctets), pendingCharset))
                 pendingCharset = None
             pieces.append(between)
         charset = match.group(1).split("*", 1)[0]
@@ -203,25 +254,37 @@ def decodeEncodedWords(text: str) -> str:
         else:
             octets = decodeQEncoding(encoded)
         if pendingCharset is not None and pendingCharset.lower() == charset.lower():
-            pendingOctets += octets
+            pendingOctets.append(octets)
         else:
             if pendingCharset is not None:
-                pieces.append(decodeText(pendingOctets, pendingCharset))
+                pieces.append(decodeText(b"".join(pendingOctets), pendingCharset))
             pendingCharset = charset
-            pendingOctets = octets
+            pendingOctets = [octets]
         pos = match.end()
     if pendingCharset is not None:
-        pieces.append(decodeText(pendingOctets, pendingCharset))
+        pieces.append(decodeText(b"".join(pendingOctets), pendingCharset))
     pieces.append(text[pos:])
     return "".join(pieces)
 
 
-def decodeValue(raw: bytes) -> str:
+def decodeValue(raw: bytes, maxWords: int | None = None) -> str:
     """
-    A field value as a filter reads it: unfolded, encoded-words decoded,
-    undecodable octets shown as U+FFFD.
+    A field value as a filter reads it: unfolded, encoded-words decoded (at
+    most C{maxWords} of them), undecodable octets shown as U+FFFD.
     """
-    return clean(decodeEncodedWords(clean(unfold(raw))))
+    return clean(decodeEncodedWords(clean(unfold(raw)), maxWords))
+
+
+def hasMoreEncodedWords(raw: bytes, limit: int) -> bool:
+    """
+    Whether the field value C{raw} holds more than C{limit} encoded-words.
+    Counting stops at the first one beyond the limit.
+    """
+    if raw.count(b"=?") <= limit:
+        return False  # every encoded-word starts with "=?"
+    text = unfold(raw)
+    beyond = itertools.islice(_ENCODED_WORD.finditer(text), limit, limit + 1)
+    return any(True for _ in beyond)
 
 
 class RawParameter(NamedTuple):
@@ -244,10 +307,25 @@ def splitParameters(text: str) -> tuple[str, list[RawParameter]]:
     parameters.  Semicolons inside quoted strings do not split; an
     unterminated quoted string runs to the end.
     """
+    main, found, _ = splitParametersWithin(text, None)
+    return main, found
+
+
+def splitParametersWithin(text: str, limit: int | None) -> tuple[str, list[RawParameter], bool]:
+    """
+    L{splitParameters}, reading at most C{limit} items after the first.
+
+    @return: the first item, the parameters, and whether there were more
+        items than C{limit} (those are not split or read).
+    """
+    # Splitting stops one item beyond the limit: that item, if any, holds
+    # the whole unread rest.
+    cut = -1 if limit is None else limit + 1
+    segments: list[str]
     if '"' in text:
         segments = []
         position = 0
-        while True:
+        while limit is None or len(segments) < limit + 2:
             found = _SEGMENT.match(text, position)
             assert found is not None  # it matches the empty string too
             segments.append(found.group())
@@ -256,7 +334,10 @@ def splitParameters(text: str) -> tuple[str, list[RawParameter]]:
             if position > len(text):
                 break
     else:
-        segments = text.split(";")
+        segments = text.split(";", cut)
+    exceeded = limit is not None and len(segments) > limit + 1
+    if limit is not None:
+        del segments[limit + 1 :]
     parameters: list[RawParameter] = []
     for segment in segments[1:]:
         name, equals, value = segment.partition("=")
@@ -269,7 +350,7 @@ def splitParameters(text: str) -> tuple[str, list[RawParameter]]:
             parameters.append(RawParameter(name, unquoted, literal))
         else:
             parameters.append(RawParameter(name, value, value))
-    return segments[0], parameters
+    return segments[0], parameters, exceeded
 
 
 def _unquote(quoted: str) -> tuple[str, str]:
@@ -324,6 +405,19 @@ def parameters(raw: list[RawParameter]) -> list[Parameter]:
     continuations (C{name*0*=}, C{name*1=} ...), joined in index order.
     Plain parameters come first, in order, then the extended ones.
     """
+    return parametersWithin(raw, None)[0]
+
+
+def parametersWithin(
+    raw: list[RawParameter], maxContinuations: int | None
+) -> tuple[list[Parameter], bool]:
+    """
+    L{parameters}, joining at most C{maxContinuations} pieces per name (the
+    first ones found; later pieces of that name are ignored).
+
+    @return: the parameters, and whether some name had more pieces.
+    """
+    exceeded = False
     plain: list[Parameter] = []
     extended: list[Parameter] = []
     continued: dict[str, dict[int, tuple[str, bool]]] = {}
@@ -338,11 +432,15 @@ def parameters(raw: list[RawParameter]) -> list[Parameter]:
             extended.append(Parameter(base, value, True, value))
         else:
             pieces = continued.setdefault(base, {})
-            pieces.setdefault(int(match.group(2)), (parameter.value, match.group(3) is not None))
+            index = int(match.group(2))
+            if maxContinuations is not None and len(pieces) >= maxContinuations:
+                exceeded = exceeded or index not in pieces
+                continue
+            pieces.setdefault(index, (parameter.value, match.group(3) is not None))
     for base, pieces in continued.items():
         value = _decodeExtended([pieces[index] for index in sorted(pieces)])
         extended.append(Parameter(base, value, True, value))
-    return plain + extended
+    return plain + extended, exceeded
 
 
 def _decodeExtended(pieces: list[tuple[str, bool]]) -> str:
@@ -360,17 +458,17 @@ def _decodeExtended(pieces: list[tuple[str, bool]]) -> str:
             charset = parts[0]
             pieces = [(parts[2], True), *pieces[1:]]
     out: list[str] = []
-    octets = b""
+    octets: list[bytes] = []
     for text, encoded in pieces:
         if encoded:
-            octets += unquote_to_bytes(text.encode("utf-8", "surrogateescape"))
+            octets.append(unquote_to_bytes(text.encode("utf-8", "surrogateescape")))
             continue
         if octets:
-            out.append(decodeText(octets, charset))
-            octets = b""
+            out.append(decodeText(b"".join(octets), charset))
+            octets = []
         out.append(text)
     if octets:
-        out.append(decodeText(octets, charset))
+        out.append(decodeText(b"".join(octets), charset))
     return "".join(out)
 
 
@@ -382,10 +480,13 @@ class StructuredValue:
     @ivar main: the part before the first semicolon, comments removed,
         whitespace stripped, not lowercased.
     @ivar parameters: in order (see L{parameters}).
+    @ivar defects: the limits parsing stopped at
+        (L{Defect.PARAMETER_LIMIT}, L{Defect.CONTINUATION_LIMIT}).
     """
 
     main: str
     parameters: tuple[Parameter, ...]
+    defects: tuple[Defect, ...] = ()
 
     def mapping(self) -> dict[str, str]:
         """
@@ -418,25 +519,35 @@ class StructuredValue:
 CACHED_VALUE_LENGTH = 200
 
 
-def parseStructured(raw: bytes) -> StructuredValue:
+def parseStructured(
+    raw: bytes, maxParameters: int | None = None, maxContinuations: int | None = None
+) -> StructuredValue:
     """
-    Parse a structured field value with parameters.
+    Parse a structured field value with parameters, reading at most
+    C{maxParameters} items and joining at most C{maxContinuations} RFC
+    2231 pieces per parameter (see L{StructuredValue.defects}).
 
     Mail repeats the same few short values (C{text/plain; charset=utf-8})
     in part after part and message after message; those are parsed once
     and the (immutable) result is shared.
     """
     if len(raw) <= CACHED_VALUE_LENGTH:
-        return _parseStructuredCached(raw)
-    return _parseStructured(raw)
+        return _parseStructuredCached(raw, maxParameters, maxContinuations)
+    return _parseStructured(raw, maxParameters, maxContinuations)
 
 
-def _parseStructured(raw: bytes) -> StructuredValue:
-    main, rawParameters = splitParameters(unfold(raw))
+def _parseStructured(
+    raw: bytes, maxParameters: int | None = None, maxContinuations: int | None = None
+) -> StructuredValue:
+    main, rawParameters, tooMany = splitParametersWithin(unfold(raw), maxParameters)
     if "(" in main:
         main = _COMMENT.sub("", main)
     main = main.strip(" \t")
-    return StructuredValue(main, tuple(parameters(rawParameters)))
+    resolved, tooLong = parametersWithin(rawParameters, maxContinuations)
+    defects = ((Defect.PARAMETER_LIMIT,) if tooMany else ()) + (
+        (Defect.CONTINUATION_LIMIT,) if tooLong else ()
+    )
+    return StructuredValue(main, tuple(resolved), defects)
 
 
 _parseStructuredCached = functools.lru_cache(maxsize=1024)(_parseStructured)
@@ -478,7 +589,7 @@ def normalizeTransferEncoding(raw: bytes) -> tuple[str, tuple[Defect, ...]]:
     return normalized, tuple(defects)
 
 
-def filenameForms(parameter: Parameter) -> list[str]:
+def filenameForms(parameter: Parameter, maxWords: int | None = None) -> list[str]:
     """
     Every way a client might show one filename parameter: decoded RFC 2047
     encoded-words (inside quotes: clients do decode them) before the value
@@ -488,6 +599,6 @@ def filenameForms(parameter: Parameter) -> list[str]:
     forms: list[str] = []
     for text in (parameter.value, parameter.literal):
         text = clean(text)
-        forms.append(clean(decodeEncodedWords(text)))
+        forms.append(clean(decodeEncodedWords(text, maxWords)))
         forms.append(text)
     return forms

@@ -5,8 +5,8 @@ epilogue lie (RFC 2046 section 5.1.1), as offsets into the message.
 A delimiter line is C{--boundary}, optionally C{--} (the close delimiter),
 optionally followed by spaces and tabs (transport padding), then the line
 end.  The line end before a delimiter line belongs to the delimiter, not to
-the part before it.  One regular expression pass per multipart finds every
-candidate line, however large the body.
+the part before it.  One pass per multipart finds every candidate line,
+however large the body, and stops early once the part limit is passed.
 """
 
 from __future__ import annotations
@@ -43,7 +43,9 @@ class MultipartLayout:
     @ivar parts: the encapsulated parts in order (may be empty).
     @ivar preambleEnd: the preamble is C{[bodyStart, preambleEnd)}.
     @ivar epilogueStart: the epilogue is C{[epilogueStart, bodyEnd)}; equal
-        to the body end when there is no close delimiter.
+        to the body end when there is no close delimiter.  When the part
+        limit cut the multipart short, the unread rest from the first
+        delimiter line beyond the limit is the epilogue.
     @ivar found: at least one delimiter line was found.
     @ivar defects: what was wrong.
     """
@@ -96,10 +98,16 @@ def _lineEndBefore(data: bytes, position: int, floor: int) -> int:
     return position
 
 
-def splitMultipart(data: bytes, start: int, end: int, boundary: bytes) -> MultipartLayout:
+def splitMultipart(
+    data: bytes, start: int, end: int, boundary: bytes, maxParts: int | None = None
+) -> MultipartLayout:
     """
     Find the parts of the multipart body C{data[start:end]} delimited by
     C{boundary}.  C{start} must be at the start of a line.
+
+    @param maxParts: find at most this many parts: the scan stops at the
+        delimiter line of the next one, which starts the epilogue, and
+        L{Defect.PART_LIMIT} is recorded.
     """
     opens: list[tuple[int, int]] = []
     close: tuple[int, int] | None = None
@@ -108,6 +116,12 @@ def splitMultipart(data: bytes, start: int, end: int, boundary: bytes) -> Multip
         if rest.endswith(b"\r"):
             rest = rest[:-1]
         rest = rest.rstrip(b" \t")
+        if rest == b"" and maxParts is not None and len(opens) == maxParts:
+            # The first part beyond the limit: treat its delimiter line as
+            # the end, so the last part kept is whole.
+            defects.append(Defect.PART_LIMIT)
+            close = (lineStart, lineStart)
+            break
         if rest == b"":
             opens.append((lineStart, lineEnd))
         elif rest == b"--":

@@ -555,7 +555,10 @@ def loadObservedChain(
         configured quarantine cannot be created.
     """
     configured = config.chain.quarantine
-    built = buildChain(replace(config, chain=replace(config.chain, quarantine=None)), reactor)
+    # Only the loaded entries are taken from this chain: it is built
+    # without the quarantine, so without the policy that needs one.
+    withoutQuarantine = replace(config.chain, quarantine=None, overLimits="deliver")
+    built = buildChain(replace(config, chain=withoutQuarantine), reactor)
 
     def runInThread(function: Callable[[], Any]) -> Deferred[Any]:
         return deferToThreadPool(reactor, reactor.getThreadPool(), function)
@@ -579,6 +582,8 @@ def loadObservedChain(
         None if keeper is None else _ObservedQuarantine(keeper, observations),
         runInThread,
         threadThreshold=config.chain.threadThreshold,
+        limits=config.chain.limits,
+        overLimits=config.chain.overLimits if keeper is not None else "deliver",
     )
     return ObservedChain(chain, observations, keeper)
 

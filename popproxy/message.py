@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 from popproxy._mimecodec import decodeBase64, decodeQuotedPrintable, decodeText, isCleanBase64
@@ -59,20 +59,31 @@ from popproxy._mimeheader import (
     clean,
     decodeValue,
     filenameForms,
+    hasMoreEncodedWords,
     mediaType,
     normalizeTransferEncoding,
     parseStructured,
     scanHeaderBlock,
 )
+from popproxy._mimelimits import LIMIT_DEFECTS, LIMIT_KEYS, LimitExceeded, ParseLimits
 from popproxy._mimesplice import RangeGone, Splice, applySplices, translateRange
 from popproxy._mimestructure import MultipartLayout, splitMultipart
 from popproxy._mimewrite import encodeField, textPart
 
-__all__ = ["Defect", "EditError", "Headers", "Message", "Part", "textPart"]
+__all__ = [
+    "Defect",
+    "EditError",
+    "Headers",
+    "LimitExceeded",
+    "Message",
+    "ParseLimits",
+    "Part",
+    "textPart",
+]
 
 #: Default nesting limit: levels of multipart or message/rfc822 below the
 #: top that are parsed; deeper content is an opaque leaf.
-DEFAULT_MAX_DEPTH = 30
+DEFAULT_MAX_DEPTH = ParseLimits().maxDepth
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
@@ -95,15 +106,15 @@ class _Snapshot:
     in, which is what lets a later state map them.
     """
 
-    __slots__ = ("data", "lineage", "history", "maxDepth")
+    __slots__ = ("data", "lineage", "history", "limits")
 
     def __init__(
-        self, data: bytes, lineage: object, history: tuple[Splice, ...], maxDepth: int
+        self, data: bytes, lineage: object, history: tuple[Splice, ...], limits: ParseLimits
     ) -> None:
         self.data = data
         self.lineage = lineage
         self.history = history
-        self.maxDepth = maxDepth
+        self.limits = limits
 
 
 class Headers:
@@ -112,11 +123,12 @@ class Headers:
     to case; repeated fields are all kept, in order.
     """
 
-    __slots__ = ("_data", "_block")
+    __slots__ = ("_data", "_block", "_maxWords")
 
-    def __init__(self, data: bytes, block: HeaderBlock) -> None:
+    def __init__(self, data: bytes, block: HeaderBlock, maxWords: int | None = None) -> None:
         self._data = data
         self._block = block
+        self._maxWords = maxWords
 
     def _matching(self, name: str) -> list[Field]:
         try:
@@ -134,8 +146,10 @@ class Headers:
     def values(self, name: str) -> tuple[str, ...]:
         """
         Every value of the fields called C{name}, in order, unfolded, RFC
-        2047 encoded-words decoded, 8-bit octets read as UTF-8 (U+FFFD
-        where that fails).
+        2047 encoded-words decoded (up to the message's
+        C{maxEncodedWords} per value; the rest as written), 8-bit octets
+        read as UTF-8 (U+FFFD where that fails).  A block with more fields
+        than the message's C{maxHeaderFields} shows only that many.
         """
         return tuple(self._decoded(field) for field in self._matching(name))
 
@@ -179,7 +193,7 @@ class Headers:
         return self._block.start, self._block.end
 
     def _decoded(self, field: Field) -> str:
-        return decodeValue(self._data[field.valueStart : field.valueEnd])
+        return decodeValue(self._data[field.valueStart : field.valueEnd], self._maxWords)
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and bool(self._matching(name))
@@ -305,7 +319,9 @@ class Part:
         """
         This part's own header fields.
         """
-        return Headers(self._snapshot.data, self._headerBlock())
+        return Headers(
+            self._snapshot.data, self._headerBlock(), self._snapshot.limits.maxEncodedWords
+        )
 
     @property
     def contentType(self) -> str:
@@ -366,6 +382,7 @@ class Part:
         """
         info = self._headerInfo()
         typeValues, dispositionValues = info.typeValues, info.dispositionValues
+        maxWords = self._snapshot.limits.maxEncodedWords
         candidates: list[str] = []
         order = (
             (dispositionValues, "filename"),
@@ -382,7 +399,7 @@ class Part:
                         if extended:
                             candidates.append(clean(parameter.value))
                         else:
-                            candidates.extend(filenameForms(parameter))
+                            candidates.extend(filenameForms(parameter, maxWords))
         return tuple(dict.fromkeys(candidate for candidate in candidates if candidate))
 
     @property
@@ -498,10 +515,13 @@ class Part:
     def defects(self) -> tuple[Defect, ...]:
         """
         What was wrong with this part (not with its descendants), in the
-        order found.  Checking base64 bodies makes this cost one pass over
-        the body of a base64 leaf.
+        order found, including the parse limits it reached.  Checking
+        base64 bodies makes this cost one pass over the body of a base64
+        leaf.
         """
         found = [*self._headerBlock().defects, *self._headerInfo().defects]
+        if self._hasTooManyEncodedWords():
+            found.append(Defect.ENCODED_WORD_LIMIT)
         structure = self._structure()
         found.extend(structure.defects)
         if (
@@ -512,11 +532,37 @@ class Part:
             found.append(Defect.BAD_BASE64)
         return tuple(dict.fromkeys(found))
 
+    def _limitReached(self) -> str | None:
+        """
+        The first parse limit this part (not its descendants) reaches, by
+        attribute name (C{"maxParts"} ...), or C{None}.
+        """
+        found = [*self._headerBlock().defects, *self._headerInfo().defects]
+        if self._hasTooManyEncodedWords():
+            found.append(Defect.ENCODED_WORD_LIMIT)
+        found.extend(self._structure().defects)
+        for defect in found:
+            if defect in LIMIT_DEFECTS:
+                return LIMIT_DEFECTS[defect]
+        return None
+
+    def _hasTooManyEncodedWords(self) -> bool:
+        data = self._snapshot.data
+        limit = self._snapshot.limits.maxEncodedWords
+        # Counting "=?" in place first spares a copy of every field value.
+        return any(
+            data.count(b"=?", field.valueStart, field.valueEnd) > limit
+            and hasMoreEncodedWords(data[field.valueStart : field.valueEnd], limit)
+            for field in self._headerBlock().fields
+        )
+
     # Lazy parsing.
 
     def _headerBlock(self) -> HeaderBlock:
         if self._block is None:
-            self._block = scanHeaderBlock(self._snapshot.data, self._start, self._end)
+            self._block = scanHeaderBlock(
+                self._snapshot.data, self._start, self._end, self._snapshot.limits.maxHeaderFields
+            )
         return self._block
 
     def _contentFields(self) -> tuple[list[bytes], list[bytes], list[bytes]]:
@@ -541,8 +587,16 @@ class Part:
             return self._info
         defects: list[Defect] = []
         types, dispositions, encodings = self._contentFields()
-        typeValues = tuple(parseStructured(raw) for raw in types)
-        dispositionValues = tuple(parseStructured(raw) for raw in dispositions)
+        limits = self._snapshot.limits
+        typeValues = tuple(
+            parseStructured(raw, limits.maxParameters, limits.maxContinuations) for raw in types
+        )
+        dispositionValues = tuple(
+            parseStructured(raw, limits.maxParameters, limits.maxContinuations)
+            for raw in dispositions
+        )
+        for value in typeValues + dispositionValues:
+            defects.extend(value.defects)
         contentType = self._defaultType
         typeValue = None
         if typeValues:
@@ -595,7 +649,7 @@ class Part:
         isMessage = contentType in ("message/rfc822", "message/global")
         if not (isMultipart or isMessage):
             return _LEAF
-        if len(self._path) >= self._snapshot.maxDepth:
+        if len(self._path) >= self._snapshot.limits.maxDepth:
             return _Structure((), None, (Defect.DEPTH_LIMIT,))
         defects: list[Defect] = []
         if self.transferEncoding not in IDENTITY_TRANSFER_ENCODINGS:
@@ -612,7 +666,9 @@ class Part:
         if not boundary:
             defects.append(Defect.MISSING_BOUNDARY)
             return _Structure((), None, tuple(defects))
-        layout = splitMultipart(self._snapshot.data, bodyStart, self._end, boundary)
+        layout = splitMultipart(
+            self._snapshot.data, bodyStart, self._end, boundary, self._snapshot.limits.maxParts
+        )
         defects.extend(layout.defects)
         if not layout.found:
             return _Structure((), None, tuple(defects))
@@ -635,24 +691,35 @@ class Message:
 
     __slots__ = ("_raw", "_snapshot", "_block", "_root")
 
-    def __init__(self, raw: bytes, *, maxDepth: int = DEFAULT_MAX_DEPTH) -> None:
+    def __init__(
+        self, raw: bytes, *, maxDepth: int | None = None, limits: ParseLimits | None = None
+    ) -> None:
         if not isinstance(raw, bytes):
             raw = bytes(raw)
+        limits = limits or ParseLimits()
+        if maxDepth is not None and maxDepth != limits.maxDepth:
+            limits = replace(limits, maxDepth=maxDepth)
         self._raw = raw
-        self._snapshot = _Snapshot(raw, object(), (), maxDepth)
+        self._snapshot = _Snapshot(raw, object(), (), limits)
         self._block: HeaderBlock | None = None
         self._root: Part | None = None
 
     @classmethod
-    def fromBytes(cls, raw: bytes, *, maxDepth: int = DEFAULT_MAX_DEPTH) -> Message:
+    def fromBytes(
+        cls, raw: bytes, *, maxDepth: int | None = None, limits: ParseLimits | None = None
+    ) -> Message:
         """
         Wrap a message's octets.  Nothing is parsed yet.
 
-        @param maxDepth: how many levels of multipart or message/rfc822
-            nesting below the top are parsed; deeper content becomes an
-            opaque leaf with L{Defect.DEPTH_LIMIT}.
+        @param limits: how much of the message is built (default:
+            L{ParseLimits}C{()}).  Parsing stops at each limit and records
+            a defect where it stopped (L{Defect.PART_LIMIT} ...);
+            L{checkLimits} tells whether the message goes over any.
+        @param maxDepth: replaces C{limits.maxDepth}: how many levels of
+            multipart or message/rfc822 nesting below the top are parsed;
+            deeper content becomes an opaque leaf with L{Defect.DEPTH_LIMIT}.
         """
-        return cls(raw, maxDepth=maxDepth)
+        return cls(raw, maxDepth=maxDepth, limits=limits)
 
     @classmethod
     def _derived(cls, raw: bytes, snapshot: _Snapshot) -> Message:
@@ -692,7 +759,34 @@ class Message:
         """
         The nesting limit this message was created with (edits keep it).
         """
-        return self._snapshot.maxDepth
+        return self._snapshot.limits.maxDepth
+
+    @property
+    def limits(self) -> ParseLimits:
+        """
+        The parse limits this message was created with (edits keep them).
+        """
+        return self._snapshot.limits
+
+    def checkLimits(self) -> None:
+        """
+        Walk the whole tree, in order, and stop at the first parse limit
+        the message goes over.  Nothing beyond a limit is built: a
+        multipart splits into at most C{maxParts} parts, a header block
+        keeps at most C{maxHeaderFields} fields, and so on.
+
+        @raise LimitExceeded: naming the limit and the part where it was
+            reached.
+        """
+        limits = self._snapshot.limits
+        count = -1  # the top-level part is not counted
+        for part in self.walk():
+            count += 1
+            if count > limits.maxParts:
+                raise LimitExceeded("max_parts", limits.maxParts, part.path)
+            reached = part._limitReached()
+            if reached is not None:
+                raise LimitExceeded(LIMIT_KEYS[reached], getattr(limits, reached), part.path)
 
     @property
     def lineEnding(self) -> bytes:
@@ -712,7 +806,7 @@ class Message:
     def _headerBlock(self) -> HeaderBlock:
         if self._block is None:
             data = self._snapshot.data
-            self._block = scanHeaderBlock(data, 0, len(data))
+            self._block = scanHeaderBlock(data, 0, len(data), self._snapshot.limits.maxHeaderFields)
         return self._block
 
     @property
@@ -721,7 +815,9 @@ class Message:
         The top-level header fields.  Reading them does not look at the
         body.
         """
-        return Headers(self._snapshot.data, self._headerBlock())
+        return Headers(
+            self._snapshot.data, self._headerBlock(), self._snapshot.limits.maxEncodedWords
+        )
 
     @property
     def root(self) -> Part:
@@ -933,7 +1029,7 @@ class Message:
             newData,
             self._snapshot.lineage,
             self._snapshot.history + tuple(splices),
-            self._snapshot.maxDepth,
+            self._snapshot.limits,
         )
         return Message._derived(self._raw, snapshot)
 

@@ -135,7 +135,15 @@ def buildChain(config: Config, reactor: Any) -> FilterChain:
             raise ConfigError(
                 f"{config.source}: [chain] quarantine: {config.chain.quarantine}: {e.strerror}"
             ) from None
-    return FilterChain(entries, reactor, quarantine, runInThread, config.chain.threadThreshold)
+    return FilterChain(
+        entries,
+        reactor,
+        quarantine,
+        runInThread,
+        config.chain.threadThreshold,
+        limits=config.chain.limits,
+        overLimits=config.chain.overLimits,
+    )
 
 
 class Listener(StreamServerEndpointService):

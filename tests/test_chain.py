@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
-from twisted.logger import capturedLogs, formatEvent
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from zope.interface import implementer
 
 from popproxy._chain import QUARANTINE_HEADER, UNCHECKED_HEADER, ChainEntry, FilterChain
@@ -28,7 +28,8 @@ from popproxy.interfaces import (
     Rewrite,
     TempFail,
 )
-from popproxy.message import Message
+from popproxy.message import Message, ParseLimits
+from popproxy.testing import runChain
 
 RAW = b"From: a@example.com\r\nSubject: hello\r\n\r\nbody\r\n"
 CONTEXT = RetrievalContext("RETR", 3, None, "alice", "127.0.0.1:5", "tcp:u:110", "s1", "uid-3")
@@ -283,3 +284,208 @@ def test_missingMethodCaughtAtLoad(tmp_path: Path) -> None:
     )
     with pytest.raises(PluginError, match="filterMessage"):
         loadFilter("typo.py", {}, tmp_path)
+
+
+# Messages over the parse limits (the over_limits policy).
+
+SHIPPED_PLUGINS = Path(__file__).resolve().parent.parent / "plugins"
+
+
+def manyParts(count: int) -> bytes:
+    parts = b"".join(
+        b"--b\r\nContent-Type: text/plain\r\n\r\npart %d\r\n" % i for i in range(count)
+    )
+    return (
+        b"From: a@example.com\r\nSubject: many\r\n"
+        b"Content-Type: multipart/mixed; boundary=b\r\n\r\n" + parts + b"--b--\r\n"
+    )
+
+
+OVER_LIMITS = [
+    pytest.param(manyParts(4), ParseLimits(maxParts=3), "max_parts (3)", id="parts"),
+    pytest.param(
+        b"Content-Type: message/rfc822\r\n\r\nContent-Type: message/rfc822\r\n\r\nhi\r\n",
+        ParseLimits(maxDepth=1),
+        "max_depth (1)",
+        id="depth",
+    ),
+    pytest.param(
+        b"A: 1\r\nB: 2\r\nC: 3\r\n\r\nbody\r\n",
+        ParseLimits(maxHeaderFields=2),
+        "max_header_fields (2)",
+        id="fields",
+    ),
+    pytest.param(
+        b"Content-Type: text/plain; a=1; b=2; c=3\r\n\r\nbody\r\n",
+        ParseLimits(maxParameters=2),
+        "max_parameters (2)",
+        id="parameters",
+    ),
+    pytest.param(
+        b"Content-Disposition: attachment; filename*0=a; filename*1=b; filename*2=c\r\n\r\n",
+        ParseLimits(maxContinuations=2),
+        "max_continuations (2)",
+        id="continuations",
+    ),
+    pytest.param(
+        b"Subject: =?utf-8?q?a?= =?utf-8?q?b?= =?utf-8?q?c?=\r\n\r\nbody\r\n",
+        ParseLimits(maxEncodedWords=2),
+        "max_encoded_words (2)",
+        id="encoded-words",
+    ),
+]
+
+
+@pytest.mark.parametrize("threadThreshold", [1_000_000, 0], ids=["inline", "in-thread"])
+@pytest.mark.parametrize("raw, limits, reason", OVER_LIMITS)
+def test_overLimitsDeliverUnchecked(
+    raw: bytes, limits: ParseLimits, reason: str, threadThreshold: int
+) -> None:
+    """
+    By default a message over any parse limit reaches no filter and is
+    delivered untouched below a header naming the limit, with a warning in
+    the log; whether it was parsed in a thread or not.
+    """
+    seen = Recorder("strip", lambda m, c: Deliver())
+    chain = chainOf(seen, limits=limits, threadThreshold=threadThreshold)
+    with capturedLogs() as events:
+        results = run(chain, raw)
+    assert results == [
+        f"{UNCHECKED_HEADER}: message exceeds parse limit {reason}\r\n".encode() + raw
+    ]
+    assert seen.seen == []
+    (logged,) = [formatEvent(e) for e in events if e.get("log_level") == LogLevel.warn]
+    assert f"RETR 3 (UIDL uid-3) not filtered: message exceeds parse limit {reason}" in logged
+    assert logged.endswith("over_limits: deliver")
+
+
+def test_withinLimitsIsFiltered() -> None:
+    """
+    A message exactly at every limit is filtered as usual and, unchanged,
+    delivered as the very bytes received.
+    """
+    raw = manyParts(3)
+    seen = Recorder("strip", lambda m, c: Deliver())
+    assert run(chainOf(seen, limits=ParseLimits(maxParts=3, maxHeaderFields=3)), raw) == [raw]
+    assert len(seen.seen) == 1
+
+
+@pytest.mark.parametrize("raw, limits, reason", OVER_LIMITS)
+def test_overLimitsQuarantine(tmp_path: Path, raw: bytes, limits: ParseLimits, reason: str) -> None:
+    """
+    With over_limits = "quarantine" the original is kept whole and the
+    client gets a notice naming the limit and carrying the quarantine id;
+    no filter runs and nothing is a temporary failure.
+    """
+    quarantine = DirectoryQuarantine(tmp_path / "q")
+    seen = Recorder("strip", lambda m, c: Deliver())
+    chain = chainOf(seen, limits=limits, overLimits="quarantine", quarantine=quarantine)
+    (out,) = run(chain, raw)
+    assert isinstance(out, bytes)
+    assert seen.seen == []
+    notice = Message.fromBytes(out)
+    identifier = notice.headers.get(QUARANTINE_HEADER)
+    assert identifier is not None
+    record = quarantine.get(identifier)
+    assert quarantine.original(record) == raw
+    assert (record.reason, record.plugin, record.uidl) == (
+        f"message exceeds parse limit {reason}",
+        "parse-limits",
+        "uid-3",
+    )
+    assert f"parse limit {reason}" in notice.root.text()
+    assert "quarantine" in notice.root.text()
+
+
+def test_overLimitsNoticeKeepsIdentifyingHeaders(tmp_path: Path) -> None:
+    """
+    The notice keeps the original's From and Subject, so the user can tell
+    which message it stands for.
+    """
+    chain = chainOf(
+        limits=ParseLimits(maxParts=3),
+        overLimits="quarantine",
+        quarantine=DirectoryQuarantine(tmp_path / "q"),
+    )
+    (out,) = run(chain, manyParts(4))
+    notice = Message.fromBytes(out)
+    assert (notice.headers.get("From"), notice.headers.get("Subject")) == (
+        "a@example.com",
+        "many",
+    )
+
+
+@pytest.mark.parametrize(
+    "options, problem",
+    [
+        ({"overLimits": "quarantine"}, "needs a quarantine"),
+        ({"overLimits": "tempfail"}, "overLimits must be one of"),
+    ],
+)
+def test_overLimitsPolicyChecked(options: dict[str, Any], problem: str) -> None:
+    """
+    A policy that could end in a temporary failure (quarantine without a
+    quarantine, or tempfail) is refused when the chain is built.
+    """
+    with pytest.raises(ValueError, match=problem):
+        chainOf(**options)
+
+
+def shippedChain(tmp_path: Path, chain: str) -> Path:
+    config = tmp_path / "twistd.conf"
+    config.write_text(
+        f"""
+[chain]
+plugin_dirs = ["{SHIPPED_PLUGINS}"]
+quarantine = "quarantine"
+{chain}
+
+[[filter]]
+plugin = "strip"
+
+[[filter]]
+plugin = "scan"
+on_error = "tempfail"
+settings = {{ address = "unix:{tmp_path}/no-clamd.sock", on_failure = "tempfail" }}
+"""
+    )
+    return config
+
+
+@pytest.mark.timeout(120)
+def test_hundredThousandPartsThroughTheShippedChain(tmp_path: Path) -> None:
+    """
+    The 4 MB message of 100,000 small parts, which made scan stream every
+    part to clamd and could never be fetched, is delivered at once under
+    the default limits: untouched, with the Unchecked header, no filter
+    having seen it (scan would have failed without a clamd) and no
+    temporary failure.
+    """
+    raw = manyParts(100_000)
+    assert len(raw) > 4_000_000
+    result = runChain(shippedChain(tmp_path, ""), raw)
+    assert result.tempFailReason is None
+    assert result.filters == ()
+    assert (
+        result.output
+        == b"X-Popproxy-Unchecked: message exceeds parse limit max_parts (1000)\r\n" + raw
+    )
+
+
+def test_overLimitsQuarantineThroughTheConfiguration(tmp_path: Path) -> None:
+    """
+    [chain] max_parts and over_limits = "quarantine" from the file reach
+    the chain the daemon runs: the original goes to the quarantine whole,
+    the client gets the notice, no filter runs.
+    """
+    config = shippedChain(tmp_path, 'max_parts = 3\nover_limits = "quarantine"')
+    raw = manyParts(4)
+    result = runChain(config, raw)
+    assert result.filters == ()
+    assert [(q.original, q.reason, q.plugin) for q in result.quarantined] == [
+        (raw, "message exceeds parse limit max_parts (3)", "parse-limits")
+    ]
+    assert result.message is not None
+    assert result.message.headers.get(QUARANTINE_HEADER) == result.quarantined[0].identifier
+    within = manyParts(3)
+    assert [f.name for f in runChain(config, within).filters] == ["strip", "scan"]

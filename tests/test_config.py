@@ -30,6 +30,7 @@ from popproxy._config import (
     parseConfig,
 )
 from popproxy._routing import NoRoute, Router
+from popproxy.message import ParseLimits
 from popproxy.tap import Options, buildConfig
 
 SHIPPED = Path(__file__).parent.parent / "twistd.conf"
@@ -955,3 +956,61 @@ def test_neverAnOpenRelay(
         assert any(login.lower().endswith(sep + hostOf[endpoint]) for sep in separators)
     if endpoint == default:
         assert sent == login
+
+
+def test_parseLimitKeys() -> None:
+    """
+    The [chain] parse-limit keys and over_limits are read into the chain
+    settings; left out, they are the documented defaults.
+    """
+    chain = parseConfig(
+        """
+[chain]
+quarantine = "q"
+max_parts = 200
+max_depth = 0
+max_header_fields = 300
+max_parameters = 40
+max_continuations = 20
+max_encoded_words = 500
+over_limits = "quarantine"
+""",
+        SOURCE,
+    ).chain
+    assert chain.limits == ParseLimits(
+        maxParts=200,
+        maxDepth=0,
+        maxHeaderFields=300,
+        maxParameters=40,
+        maxContinuations=20,
+        maxEncodedWords=500,
+    )
+    assert chain.overLimits == "quarantine"
+    defaults = parseConfig("[chain]\n", SOURCE).chain
+    assert (defaults.limits, defaults.overLimits) == (ParseLimits(), "deliver")
+
+
+@pytest.mark.parametrize(
+    "text, fragments",
+    [
+        ("max_parts = 0", ("[chain] max_parts", "at least 1", "not 0")),
+        ("max_depth = -1", ("[chain] max_depth", "at least 0")),
+        ('max_encoded_words = "many"', ("[chain] max_encoded_words", "must be an integer")),
+        ("max_parameters = 1.5", ("[chain] max_parameters", "must be an integer")),
+        ('over_limits = "tempfail"', ("[chain] over_limits", "deliver or quarantine")),
+        ('over_limits = "quarantine"', ("[chain] over_limits", "needs [chain] quarantine")),
+        ("max_part = 10", ("[chain] max_part", "unknown key")),
+    ],
+)
+def test_parseLimitKeyErrors(text: str, fragments: tuple[str, ...]) -> None:
+    """
+    A bad limit or policy stops start-up with one line naming the key; a
+    misspelt key is still an unknown key, and a policy that would need a
+    quarantine that is not configured is refused.
+    """
+    with pytest.raises(ConfigError) as raised:
+        parseConfig(f"[chain]\n{text}\n", SOURCE)
+    message = str(raised.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message

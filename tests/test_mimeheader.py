@@ -268,3 +268,45 @@ def test_cachedParseMatchesParsing(text: str) -> None:
         fresh = _mimeheader._parseStructured(raw)
         assert parseStructured(raw) == fresh
         assert parseStructured(raw) == fresh
+
+
+@settings(max_examples=1000)
+@given(headerBytes, st.integers(1, 6))
+def test_fieldLimitKeepsTheBlockBounds(data: bytes, limit: int) -> None:
+    """
+    Scanning under a field limit keeps the first fields the unlimited scan
+    finds and none after, finds the same block end, body start and
+    insertion point, and adds HEADER_FIELD_LIMIT exactly when fields were
+    left out.
+    """
+    whole = scanHeaderBlock(data, 0, len(data))
+    limited = scanHeaderBlock(data, 0, len(data), limit)
+    assert limited.fields == whole.fields[:limit]
+    assert (limited.end, limited.bodyStart, limited.insertAt) == (
+        whole.end,
+        whole.bodyStart,
+        whole.insertAt,
+    )
+    over = len(whole.fields) > limit
+    assert set(limited.defects) == set(whole.defects) | (
+        {Defect.HEADER_FIELD_LIMIT} if over else set()
+    )
+
+
+@settings(max_examples=1000)
+@given(valueTexts, st.integers(1, 6))
+def test_parameterLimitReadsAPrefix(text: str, limit: int) -> None:
+    """
+    Splitting under a parameter limit gives the first item and a prefix of
+    the parameters the unlimited split gives, all of them when it says
+    nothing was left out, and never more than the limit.
+    """
+    main, whole = splitParameters(text)
+    limitedMain, limited, exceeded = _mimeheader.splitParametersWithin(text, limit)
+    assert limitedMain == main
+    assert len(limited) <= limit
+    assert limited == whole[: len(limited)]
+    if not exceeded:
+        assert limited == whole
+    else:
+        assert text.count(";") > limit
