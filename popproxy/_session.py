@@ -125,6 +125,9 @@ class SessionSettings:
     #: How RETR and TOP go through the filter chain: TOP mode, keepalive,
     #: per-session cache, spooling and size limits (the [chain] settings).
     chain: ChainConfig = ChainConfig()
+    #: Called when a session has ended and dropped what it held (the
+    #: proxy gives freed memory back to the system then).
+    sessionClosed: Callable[[], None] | None = None
 
 
 def _message(text: str) -> bytes:
@@ -442,6 +445,8 @@ class ClientSession(Protocol, TimeoutMixin):
             bytesIn=self.bytesIn,
             bytesOut=self.bytesOut,
         )
+        if self._settings.sessionClosed is not None:
+            self._settings.sessionClosed()
 
     def timeoutConnection(self) -> None:
         if self._busy and not self._closing:

@@ -27,6 +27,7 @@ from twisted.python import usage
 
 from popproxy._chain import ChainEntry, FilterChain
 from popproxy._config import Config, ConfigError, checkConfig, loadConfig
+from popproxy._memorytrim import MemoryTrimmer, glibcTrim
 from popproxy._plugins import PluginError, loadFilter
 from popproxy._proxyheader import ProxyHeaderFactory
 from popproxy._quarantine import DirectoryQuarantine
@@ -242,6 +243,7 @@ def sessionFactories(
         chain=config.chain,
         serverTLS=serverTLS,
         requireTLS=config.tls.require,
+        sessionClosed=MemoryTrimmer(reactor, glibcTrim()).sessionClosed,
     )
     factory = SessionFactory(settings)
     secure = SessionFactory(replace(settings, implicitTLS=True))

@@ -5,6 +5,7 @@ StringTransports, time on a task.Clock.  No sockets, no reactor.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from twisted.internet.address import IPv4Address
@@ -121,6 +122,8 @@ class Harness:
     #: [chain] settings to use instead of the defaults (e.g. top,
     #: keepaliveAfter, spoolThreshold).
     chain: dict[str, object] = field(default_factory=dict)
+    #: Called when the session has ended (SessionSettings.sessionClosed).
+    sessionClosed: Callable[[], None] | None = None
 
     def __post_init__(self) -> None:
         self.clock = Clock()
@@ -137,6 +140,7 @@ class Harness:
             requireTLS=self.requireTLS,
             loginFailureDelay=self.loginFailureDelay,
             chain=replace(ChainConfig(), **self.chain),  # type: ignore[arg-type]
+            sessionClosed=self.sessionClosed,
         )
         self.client = ClosingTransport(
             self.clock,
