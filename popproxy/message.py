@@ -912,9 +912,7 @@ class Message:
             else:
                 edit = self._replacement(target, bytes(newPart))
             inner = (
-                [other for other in planned if other[: len(path)] == path]
-                if path in below
-                else []
+                [other for other in planned if other[: len(path)] == path] if path in below else []
             )
             start, end, replacement = edit
             if newPart is not None and self._spliced(data, start, end, inner, planned) == (

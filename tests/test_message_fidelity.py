@@ -216,7 +216,6 @@ class TestSplicing:
         assert stale.toBytes() == fresh.toBytes()
         assert stale.raw is raw
 
-
     @relaxed
     @given(
         mimeMessages(multipart=True, maxParts=4),
