@@ -137,9 +137,10 @@ _SYNC_EACH = 8
 def _makeDurable(directory: Path, files: Sequence[Path]) -> None:
     """
     Make the contents of C{files}, all in C{directory}'s file system,
-    durable.
+    durable: each flushed on its own, or everything in the file system at
+    once when there are many (or none are named).
     """
-    if _syncfs is not None and len(files) > _SYNC_EACH:
+    if _syncfs is not None and (len(files) > _SYNC_EACH or not files):
         descriptor = os.open(directory, os.O_RDONLY)
         try:
             if _syncfs(descriptor) != 0:
@@ -256,7 +257,9 @@ class DirectoryQuarantine:
         Write the records (and blobs) not kept yet: every new file to a
         temporary name, then all of them made durable at once, then the
         blobs renamed into place before the records that name them, so a
-        record never names a missing blob.
+        record never names a missing blob, then the new names made durable
+        (the directories flushed, or the file system synced again when
+        the blobs went into many directories).
         """
         records = self.directory / "records"
         blobs: dict[Path, Path] = {}
@@ -285,8 +288,12 @@ class DirectoryQuarantine:
         finally:
             for temporary in temporaries:
                 temporary.unlink(missing_ok=True)
-        for directory in {blob.parent for blob in blobs} | ({records} if renames else set()):
-            _syncDirectory(directory)
+        directories = {blob.parent for blob in blobs} | ({records} if renames else set())
+        if _syncfs is not None and len(directories) > _SYNC_EACH:
+            _makeDurable(self.directory, [])
+        else:
+            for directory in directories:
+                _syncDirectory(directory)
         return [identifier for identifier, _, _ in items]
 
     @staticmethod
