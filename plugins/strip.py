@@ -46,6 +46,8 @@ from popproxy.interfaces import (
     Deliver,
     FilterContext,
     IMessageFilter,
+    IPartQuarantine,
+    RemovedPart,
     Replace,
     Rewrite,
     TempFail,
@@ -1235,35 +1237,67 @@ class Strip:
                 note="no quarantine",
             )
         data = message.toBytes()
-        edited = message
+        removed = [
+            RemovedPart(data[slice(*finding.part.range)], finding.part.path, finding.reason)
+            for finding in findings
+        ]
+        try:
+            identifiers = await self._quarantined(quarantine, message, removed, context)
+        except Exception:
+            context.log.failure(
+                "cannot quarantine {filename} ({reason}) and {more} more removed parts",
+                filename=findings[0].filename,
+                reason=findings[0].reason,
+                more=len(findings) - 1,
+            )
+            return TempFail(
+                "the quarantine cannot keep a removed attachment, try again later",
+                note="quarantine failed",
+            )
+        if context.runInThread is not None and len(message.raw) >= THREAD_THRESHOLD:
+            edited = await context.runInThread(
+                lambda: self._removed(message, data, findings, identifiers)
+            )
+        else:
+            edited = self._removed(message, data, findings, identifiers)
         notes = []
-        for finding in findings:
-            start, end = finding.part.range
-            try:
-                identifier = await maybeDeferred(
-                    quarantine.store, data[start:end], context, finding.reason, plugin=self.name
-                )
-            except Exception:
-                context.log.failure(
-                    "cannot quarantine {filename} ({reason})",
-                    filename=finding.filename,
-                    reason=finding.reason,
-                )
-                return TempFail(
-                    "the quarantine cannot keep a removed attachment, try again later",
-                    note="quarantine failed",
-                )
-            edited = self._removed(edited, data, finding, str(identifier))
+        for finding, identifier in zip(findings, identifiers, strict=True):
             context.log.info(
                 "removed {filename} ({reason}), quarantined as {quarantineId}",
                 filename=finding.filename,
                 reason=finding.reason,
-                quarantineId=str(identifier),
+                quarantineId=identifier,
             )
             notes.append(f"removed {finding.filename} ({finding.reason})")
         if any(finding.signed for finding in findings):
             notes.append("signature broken")
         return Rewrite(edited, note=_shortened("; ".join(notes)))
+
+    async def _quarantined(
+        self,
+        quarantine: Any,
+        message: Message,
+        removed: list[RemovedPart],
+        context: FilterContext,
+    ) -> list[str]:
+        """
+        Keep every removed part, all at once where the quarantine can (then
+        each under an id derived from the message and the part, so a retry
+        of this message writes nothing new), else one by one.
+        """
+        if IPartQuarantine.providedBy(quarantine):
+            identifiers = await maybeDeferred(
+                quarantine.storeParts, message.raw, removed, context, plugin=self.name
+            )
+            return [str(identifier) for identifier in identifiers]
+        return [
+            str(
+                await maybeDeferred(
+                    quarantine.store, part.original, context, part.reason, plugin=self.name
+                )
+            )
+            for part in removed
+        ]
 
     def _noticeText(self, finding: Finding, identifier: str, withheld: bool = False) -> str:
         text = self.policy.notice.format(
@@ -1275,20 +1309,32 @@ class Strip:
             text += "\n"
         return text + (SIGNATURE_BROKEN if finding.signed else "")
 
-    def _removed(self, message: Message, data: bytes, finding: Finding, identifier: str) -> Message:
+    def _removed(
+        self, message: Message, data: bytes, findings: list[Finding], identifiers: list[str]
+    ) -> Message:
         """
-        C{message} with C{finding}'s part replaced by its notice (or its
-        uuencoded blocks cut out).  Should a name in the notice read as a
-        delimiter line of the message (a name chosen to break it), the
-        notice goes without the names.
+        C{message} with each finding's part replaced by its notice (or its
+        uuencoded blocks cut out), in one edit however many there are.
+        Should a name in a notice read as a delimiter line of the message
+        (a name chosen to break it), that notice goes without the names.
         """
+        pairs = list(zip(findings, identifiers, strict=True))
         try:
-            return message.withPartReplaced(
-                finding.part, self._replacement(message, data, finding, identifier)
+            return message.withPartsEdited(
+                (finding.part, self._replacement(message, data, finding, identifier))
+                for finding, identifier in pairs
             )
         except EditError:
-            replacement = self._replacement(message, data, finding, identifier, withheld=True)
-            return message.withPartReplaced(finding.part, replacement)
+            pass
+        edits = []
+        for finding, identifier in pairs:
+            replacement = self._replacement(message, data, finding, identifier)
+            try:
+                message.withPartReplaced(finding.part, replacement)
+            except EditError:
+                replacement = self._replacement(message, data, finding, identifier, withheld=True)
+            edits.append((finding.part, replacement))
+        return message.withPartsEdited(edits)
 
     def _replacement(
         self,

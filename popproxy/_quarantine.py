@@ -11,18 +11,26 @@ Every file is written to a temporary name, flushed to disk and renamed, so
 a reader never sees half a file; a write that fails (disk full,
 permissions) fails the store, and the chain then refuses to deliver the
 stripped message (the client gets -ERR [SYS/TEMP], the original stays on
-the server).  Nothing is ever deleted except by L{Quarantine.purge}, the
+the server).
+
+The parts removed from one message are kept together (L{IPartQuarantine}):
+each under an id derived from the message and the part
+(L{partRecordId}), so a retry of the same message finds them kept and
+writes nothing new; their files are made durable by one sync of the
+file system instead of one per file, so thousands of parts cost no more
+than their octets.  Nothing is ever deleted except by L{Quarantine.purge}, the
 documented cleanup (C{popproxy quarantine purge}).
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +39,7 @@ from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from popproxy._chain import runHere
-from popproxy.interfaces import FilterContext, IQuarantine
+from popproxy.interfaces import FilterContext, IPartQuarantine, RemovedPart
 
 
 @dataclass(frozen=True)
@@ -79,7 +87,85 @@ def _writeAtomically(path: Path, data: bytes) -> None:
         raise
 
 
-@implementer(IQuarantine)
+def partRecordId(message: bytes, part: RemovedPart, context: FilterContext, plugin: str) -> str:
+    """
+    The id of the record of C{part}, removed from C{message} by C{plugin}:
+    the same whenever the same message is filtered again.
+
+    The message is named by the upstream, the user and its UIDL when the
+    upstream has UIDL (an upstream never gives a UIDL to another message
+    of the same mailbox), else by the SHA-256 of its octets; the part by
+    its path, the reason and the SHA-256 of its octets (a part cut short
+    in a TOP preview is not the part a RETR removes).
+    """
+    if context.uidl is not None:
+        messageName = ["uidl", context.upstream, context.user, context.uidl]
+    else:
+        messageName = ["sha256", hashlib.sha256(message).hexdigest()]
+    name = [
+        *messageName,
+        plugin,
+        ".".join(map(str, part.path)),
+        part.reason,
+        hashlib.sha256(part.original).hexdigest(),
+    ]
+    digest = hashlib.sha256(json.dumps(name).encode("utf-8")).hexdigest()
+    return "p" + digest[:31]
+
+
+def _loadSyncfs() -> Callable[[int], int] | None:
+    """
+    C{syncfs(2)}, which Python's C{os} does not offer, where the C library
+    has it (Linux).
+    """
+    try:
+        function = ctypes.CDLL(None, use_errno=True).syncfs
+    except (AttributeError, OSError):
+        return None
+    function.argtypes = [ctypes.c_int]
+    function.restype = ctypes.c_int
+    return function  # type: ignore[no-any-return]
+
+
+_syncfs = _loadSyncfs()
+
+#: Up to this many new files, each is synced on its own; beyond, one sync
+#: of the file system is cheaper than a journal commit per file.
+_SYNC_EACH = 8
+
+
+def _makeDurable(directory: Path, files: Sequence[Path]) -> None:
+    """
+    Make the contents of C{files}, all in C{directory}'s file system,
+    durable: each flushed on its own, or everything in the file system at
+    once when there are many (or none are named).
+    """
+    if _syncfs is not None and (len(files) > _SYNC_EACH or not files):
+        descriptor = os.open(directory, os.O_RDONLY)
+        try:
+            if _syncfs(descriptor) != 0:
+                error = ctypes.get_errno()
+                raise OSError(error, os.strerror(error), str(directory))
+        finally:
+            os.close(descriptor)
+        return
+    for path in files:
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+
+def _syncDirectory(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+@implementer(IPartQuarantine)
 class DirectoryQuarantine:
     """
     A quarantine in a local directory (created if missing, mode 0700).
@@ -134,6 +220,89 @@ class DirectoryQuarantine:
         record = json.dumps(metadata, indent=2, sort_keys=True).encode("utf-8")
         _writeAtomically(self.directory / "records" / f"{identifier}.json", record)
         return identifier
+
+    def storeParts(
+        self,
+        message: bytes,
+        parts: Sequence[RemovedPart],
+        context: FilterContext,
+        plugin: str = "",
+    ) -> Deferred[list[str]]:
+        now = time.time()
+        items = []
+        for part in parts:
+            identifier = partRecordId(message, part, context, plugin)
+            metadata = {
+                "id": identifier,
+                "time": now,
+                "reason": part.reason,
+                "plugin": plugin,
+                "user": context.user,
+                "uidl": context.uidl,
+                "upstream": context.upstream,
+                "command": context.command,
+                "index": context.index,
+                "client": context.client,
+                "session": context.session,
+                "notes": dict(context.notes),
+                "path": list(part.path),
+                "size": len(part.original),
+                "headers": _headerBlock(part.original),
+            }
+            items.append((identifier, part.original, metadata))
+        return self._runInThread(lambda: self._writeParts(items))
+
+    def _writeParts(self, items: list[tuple[str, bytes, dict[str, Any]]]) -> list[str]:
+        """
+        Write the records (and blobs) not kept yet: every new file to a
+        temporary name, then all of them made durable at once, then the
+        blobs renamed into place before the records that name them, so a
+        record never names a missing blob, then the new names made durable
+        (the directories flushed, or the file system synced again when
+        the blobs went into many directories).
+        """
+        records = self.directory / "records"
+        blobs: dict[Path, Path] = {}
+        renames: dict[Path, Path] = {}
+        temporaries: list[Path] = []
+        try:
+            for identifier, original, metadata in items:
+                digest = hashlib.sha256(original).hexdigest()
+                blob = self.blobPath(digest)
+                record = records / f"{identifier}.json"
+                if blob not in blobs and not blob.exists():
+                    blob.parent.mkdir(exist_ok=True, mode=0o700)
+                    blobs[blob] = self._temporary(blob, original, temporaries)
+                if record in renames or record.exists():
+                    continue
+                metadata["sha256"] = digest
+                octets = json.dumps(metadata, indent=2, sort_keys=True).encode("utf-8")
+                renames[record] = self._temporary(record, octets, temporaries)
+            if not temporaries:
+                return [identifier for identifier, _, _ in items]
+            _makeDurable(self.directory, temporaries)
+            for blob, temporary in blobs.items():
+                os.replace(temporary, blob)
+            for record, temporary in renames.items():
+                os.replace(temporary, record)
+        finally:
+            for temporary in temporaries:
+                temporary.unlink(missing_ok=True)
+        directories = {blob.parent for blob in blobs} | ({records} if renames else set())
+        if _syncfs is not None and len(directories) > _SYNC_EACH:
+            _makeDurable(self.directory, [])
+        else:
+            for directory in directories:
+                _syncDirectory(directory)
+        return [identifier for identifier, _, _ in items]
+
+    @staticmethod
+    def _temporary(path: Path, data: bytes, temporaries: list[Path]) -> Path:
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        temporaries.append(temporary)
+        with open(temporary, "wb") as file:
+            file.write(data)
+        return temporary
 
     # Reading (the CLI)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,12 +29,14 @@ from zope.interface.verify import verifyObject
 from popproxy._chain import ChainEntry, FilterChain, verdictProblem
 from popproxy._config import Config, ConfigError, loadConfig
 from popproxy._plugins import PluginError, loadFilter
-from popproxy._quarantine import DirectoryQuarantine
+from popproxy._quarantine import DirectoryQuarantine, partRecordId
 from popproxy._retrieval import RetrievalContext, TemporaryFailure
 from popproxy.interfaces import (
     FilterContext,
     IMessageFilter,
+    IPartQuarantine,
     IQuarantine,
+    RemovedPart,
     Replace,
     Rewrite,
     TempFail,
@@ -90,12 +92,14 @@ class QuarantinedMessage:
     plugin: str = ""
 
 
-@implementer(IQuarantine)
+@implementer(IPartQuarantine)
 class MemoryQuarantine:
     """
     A quarantine that only remembers what it was given (ids
-    C{memory-1}, C{memory-2}, ...): for tests, and for trying a policy
-    without writing to the real quarantine.
+    C{memory-1}, C{memory-2}, ...; parts stored with C{storeParts} get the
+    ids a directory quarantine would give them, and are kept once):
+    for tests, and for trying a policy without writing to the real
+    quarantine.
     """
 
     def __init__(self) -> None:
@@ -106,6 +110,25 @@ class MemoryQuarantine:
         identifier = f"memory-{next(self._ids)}"
         self.stored.append(QuarantinedMessage(identifier, original, context, reason, plugin))
         return identifier
+
+    def storeParts(
+        self,
+        message: bytes,
+        parts: Sequence[RemovedPart],
+        context: FilterContext,
+        plugin: str = "",
+    ) -> list[str]:
+        kept = {item.identifier for item in self.stored}
+        identifiers = []
+        for part in parts:
+            identifier = partRecordId(message, part, context, plugin)
+            if identifier not in kept:
+                kept.add(identifier)
+                self.stored.append(
+                    QuarantinedMessage(identifier, part.original, context, part.reason, plugin)
+                )
+            identifiers.append(identifier)
+        return identifiers
 
 
 # Contexts and plugins.
@@ -451,7 +474,7 @@ class _ObservedFilter:
             observation.outcomes.append(outcome)
 
 
-@implementer(IQuarantine)
+@implementer(IPartQuarantine)
 class _ObservedQuarantine:
     """
     A quarantine, wrapped to record what it kept.
@@ -474,6 +497,37 @@ class _ObservedQuarantine:
 
         storing = maybeDeferred(self._quarantine.store, original, context, reason, plugin)
         return storing.addCallback(stored)
+
+    def storeParts(
+        self,
+        message: bytes,
+        parts: Sequence[RemovedPart],
+        context: FilterContext,
+        plugin: str = "",
+    ) -> Deferred[list[str]]:
+        def stored(identifiers: list[object]) -> list[str]:
+            observation = self._observations.get(context.session)
+            for identifier, part in zip(identifiers, parts, strict=True):
+                if observation is not None:
+                    observation.quarantined.append(
+                        QuarantinedMessage(
+                            str(identifier), part.original, context, part.reason, plugin
+                        )
+                    )
+            return [str(identifier) for identifier in identifiers]
+
+        if IPartQuarantine.providedBy(self._quarantine):
+            storing = maybeDeferred(self._quarantine.storeParts, message, parts, context, plugin)
+            return storing.addCallback(stored)
+        return ensureDeferred(self._storeEach(parts, context, plugin)).addCallback(stored)
+
+    async def _storeEach(
+        self, parts: Sequence[RemovedPart], context: FilterContext, plugin: str
+    ) -> list[object]:
+        return [
+            await maybeDeferred(self._quarantine.store, part.original, context, part.reason, plugin)
+            for part in parts
+        ]
 
 
 class ObservedChain:

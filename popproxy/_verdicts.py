@@ -54,6 +54,23 @@ class FilterContext:
 
 
 @dataclass(frozen=True)
+class RemovedPart:
+    """
+    One part a filter removes from a message, to be kept in the quarantine
+    (see L{popproxy.interfaces.IPartQuarantine}).
+
+    @ivar original: the part's octets as they were in the message, header
+        lines included.
+    @ivar path: where it was (L{popproxy.message.Part.path}).
+    @ivar reason: why it was removed, in a few words.
+    """
+
+    original: bytes = field(repr=False)
+    path: tuple[int, ...]
+    reason: str
+
+
+@dataclass(frozen=True)
 class Verdict:
     """
     Base of all verdicts.

@@ -11,17 +11,28 @@ See docs/writing-plugins.md.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from zope.interface import Attribute, Interface
 
-from popproxy._verdicts import Deliver, FilterContext, Replace, Rewrite, TempFail, Verdict
+from popproxy._verdicts import (
+    Deliver,
+    FilterContext,
+    RemovedPart,
+    Replace,
+    Rewrite,
+    TempFail,
+    Verdict,
+)
 
 __all__ = [
     "Deliver",
     "FilterContext",
     "IMessageFilter",
+    "IPartQuarantine",
     "IQuarantine",
+    "RemovedPart",
     "Replace",
     "Rewrite",
     "TempFail",
@@ -59,4 +70,27 @@ class IQuarantine(Interface):
         @return: a Deferred firing with (or directly) the quarantine id,
             which notices may show; failing means the original could not be
             kept, so the message must not be replaced.
+        """
+
+
+class IPartQuarantine(IQuarantine):
+    """
+    A quarantine that keeps many removed parts of one message at once, each
+    as its own record under an id derived from the message and the part
+    (see docs/quarantine.md): storing the same parts of the same message
+    again, as a retry does, finds them kept and writes nothing.
+    """
+
+    def storeParts(
+        message: bytes, parts: Sequence[RemovedPart], context: FilterContext, plugin: str = ""
+    ) -> Any:
+        """
+        Keep every one of C{parts}, removed from C{message} (the message's
+        octets as the filter received them: they name the message when the
+        upstream has no UIDL) by C{plugin}.
+
+        @return: a Deferred firing with (or directly) the ids, one per part
+            and in order; failing means some may not be kept, so the
+            message must not be delivered without them (storing them again
+            later keeps each once).
         """

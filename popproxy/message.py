@@ -45,7 +45,7 @@ parsed in a worker thread can be read in the reactor thread afterwards.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 
@@ -909,8 +909,13 @@ class Message:
             or C{newPart} contains a line starting with the delimiter of an
             enclosing multipart (it would change the structure).
         """
-        target = self._locate(part)
-        newPart = bytes(newPart)
+        return self.withPartsEdited([(part, bytes(newPart))])
+
+    def _replacement(self, target: Part, newPart: bytes) -> tuple[int, int, bytes]:
+        """
+        The splice that replaces C{target}, a part of this message, with
+        C{newPart}; see L{withPartReplaced}.
+        """
         for ancestor in self._ancestors(target):
             boundary = ancestor._boundaryOctets()
             if boundary is None:
@@ -921,7 +926,7 @@ class Message:
                     f"the new part contains the delimiter of the multipart at {ancestor.path!r}"
                 )
         start, end = target.range
-        return self._edited([(start, end, self._separatorBefore(target) + newPart)])
+        return start, end, self._separatorBefore(target) + newPart
 
     def _separatorBefore(self, part: Part) -> bytes:
         """
@@ -953,7 +958,98 @@ class Message:
             only part of its multipart (replace it instead, e.g. with a
             L{textPart} notice), or not (or no longer) in this message.
         """
-        target = self._locate(part)
+        return self.withPartsEdited([(part, None)])
+
+    def withPartsRemoved(self, parts: Iterable[Part]) -> Message:
+        """
+        Remove many parts at once, as L{withPartRemoved} would one after
+        another; see L{withPartsEdited}.
+        """
+        return self.withPartsEdited((part, None) for part in parts)
+
+    def withPartsEdited(self, edits: Iterable[tuple[Part, bytes | None]]) -> Message:
+        """
+        Make many part edits at once: C{(part, newPart)} replaces C{part}
+        as L{withPartReplaced} does, C{(part, None)} removes it as
+        L{withPartRemoved} does.
+
+        The result is, octet for octet, that of making the edits one after
+        another in the order given, and an edit the sequence would refuse
+        raises the same L{EditError} (a part edited twice, a part inside
+        one an earlier edit replaced or removed, the last part of a
+        multipart removed...); replacing a part after editing some of its
+        descendants replaces the result.  (One difference: where an edit
+        changes how a neighbour is read, for example when the last part of
+        a multipart without a close delimiter is removed and the part
+        before it takes the line end that preceded the delimiter, the
+        sequence cannot address that neighbour any more; the batch edits
+        every part as it is in this message.)  But the message is split once
+        and its octets are spliced once: the cost is one pass over the
+        message and sorting the edits, however many there are, where a
+        chain of single edits splits the message again after every edit.
+        """
+        data = self._snapshot.data
+        # What the edits splice, in this message's offsets, by the path of
+        # the part they edit; the proper prefixes of those paths; how many
+        # parts each multipart lost so far.
+        planned: dict[tuple[int, ...], tuple[int, int, bytes]] = {}
+        below: set[tuple[int, ...]] = set()
+        removed: dict[tuple[int, ...], int] = {}
+        for part, newPart in edits:
+            target = self._locate(part)
+            path = target.path
+            if any(path[:depth] in planned for depth in range(len(path) + 1)):
+                raise EditError(
+                    f"the part at {part.path!r} was replaced or removed by an earlier edit"
+                )
+            if newPart is None:
+                edit = self._removal(target, removed.get(path[:-1], 0))
+                removed[path[:-1]] = removed.get(path[:-1], 0) + 1
+            else:
+                edit = self._replacement(target, bytes(newPart))
+            inner = (
+                [other for other in planned if other[: len(path)] == path] if path in below else []
+            )
+            start, end, replacement = edit
+            if newPart is not None and self._spliced(data, start, end, inner, planned) == (
+                replacement
+            ):
+                # Changes nothing, so it removes nothing either: later
+                # edits may still address this part.
+                continue
+            for other in inner:
+                del planned[other]
+            planned[path] = edit
+            below.update(path[:depth] for depth in range(len(path)))
+        return self._edited(list(planned.values()))
+
+    @staticmethod
+    def _spliced(
+        data: bytes,
+        start: int,
+        end: int,
+        inner: list[tuple[int, ...]],
+        planned: dict[tuple[int, ...], tuple[int, int, bytes]],
+    ) -> bytes:
+        """
+        C{data[start:end]} with the planned edits of the parts at C{inner}
+        (all inside that range) applied.
+        """
+        pieces = []
+        position = start
+        for editStart, editEnd, replacement in sorted(planned[path] for path in inner):
+            pieces.append(data[position:editStart])
+            pieces.append(replacement)
+            position = editEnd
+        pieces.append(data[position:end])
+        return b"".join(pieces)
+
+    def _removal(self, target: Part, alreadyRemoved: int) -> tuple[int, int, bytes]:
+        """
+        The splice that removes C{target}, a part of this message, when
+        C{alreadyRemoved} of its siblings are being removed too; see
+        L{withPartRemoved}.
+        """
         if not target.path:
             raise EditError("the top-level part cannot be removed; use withBytes")
         parent = self.partAt(target.path[:-1])
@@ -963,10 +1059,10 @@ class Message:
                 "the message inside a message/rfc822 part cannot be removed alone; "
                 "remove or replace the message/rfc822 part"
             )
-        if len(layout.parts) == 1:
+        if len(layout.parts) - alreadyRemoved <= 1:
             raise EditError("the only part of a multipart cannot be removed; replace it")
         encapsulated = layout.parts[target.path[-1]]
-        return self._edited([(encapsulated.delimiterStart, encapsulated.nextDelimiter, b"")])
+        return encapsulated.delimiterStart, encapsulated.nextDelimiter, b""
 
     def _ancestors(self, part: Part) -> list[Part]:
         ancestors = []

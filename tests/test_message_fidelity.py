@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from popproxy.message import Defect, Message, Part, textPart
+from popproxy.message import Defect, EditError, Message, Part, textPart
 from popproxy.testing import mimeMessages
 
 CORPUS = sorted((Path(__file__).parent / "mime_corpus").glob("*.eml"))
@@ -215,6 +215,76 @@ class TestSplicing:
             fresh = fresh.withPartReplaced(fresh.partAt(part.path), notice)
         assert stale.toBytes() == fresh.toBytes()
         assert stale.raw is raw
+
+    @relaxed
+    @given(
+        mimeMessages(multipart=True, maxParts=4),
+        st.booleans(),
+        st.data(),
+    )
+    def test_batchEditIsTheSequenceOfSingleEdits(
+        self, raw: bytes, headerFirst: bool, data: st.DataObject
+    ) -> None:
+        """
+        Editing many parts at once (withPartsEdited) gives octet for octet
+        what the same edits made one after another give, whatever the
+        parts (leaves, multiparts, embedded messages, the top-level part,
+        the same part twice, a part and its ancestor in either order) and
+        whatever the edits (removals, notices, empty or arbitrary octets,
+        replacements that change nothing); and when the sequence refuses an
+        edit by one of the rules (a part gone with an earlier edit, the only
+        part of a multipart, a delimiter in the new octets...), so does the
+        batch.  Parts found before an
+        earlier edit (a header added) are mapped the same way by both.
+        """
+        message = Message.fromBytes(raw)
+        parts = list(message.walk())
+        base = message.withHeaderAdded("X-Scanned", "yes") if headerFirst else message
+        replacement = st.one_of(
+            st.none(),
+            st.just(textPart("removed", lineEnding=message.lineEnding)),
+            st.just(b""),
+            st.just(b"same"),
+            mimeish,
+        )
+        chosen = data.draw(
+            st.lists(st.tuples(st.sampled_from(parts), replacement), min_size=1, max_size=6)
+        )
+        # Sometimes a replacement that changes nothing: the part's octets.
+        edits = [
+            (part, message.toBytes()[slice(*part.range)] if new == b"same" else new)
+            for part, new in chosen
+        ]
+        sequence: Message | None = base
+        refusal = ""
+        for part, new in edits:
+            assert sequence is not None
+            try:
+                if new is None:
+                    sequence = sequence.withPartRemoved(part)
+                else:
+                    sequence = sequence.withPartReplaced(part, new)
+            except EditError as e:
+                sequence, refusal = None, str(e)
+                break
+        try:
+            batch: Message | None = base.withPartsEdited(edits)
+        except EditError:
+            batch = None
+        if batch is None:
+            assert sequence is None
+            return
+        if sequence is None:
+            # The one difference, documented: an edit can change how a
+            # neighbour is read (the last part of a multipart without a
+            # close delimiter takes the line end before a removed
+            # delimiter), so the sequence no longer finds it; the batch
+            # edits the parts as they are in the message it is given.
+            assert "is no longer a part of this message" in refusal, refusal
+            return
+        assert batch.toBytes() == sequence.toBytes()
+        assert batch.changed == sequence.changed
+        assert batch.raw is raw
 
 
 class TestCorpus:

@@ -1,7 +1,8 @@
 """
 Tests for the quarantine store and its command line: exact originals,
-content-addressed blobs, records with the original's headers, failures
-that refuse instead of losing, listing, export and the purge cleanup.
+content-addressed blobs, records with the original's headers, the parts
+of one message kept at once under ids a retry finds again, failures that
+refuse instead of losing, listing, export and the purge cleanup.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 from twisted.python.failure import Failure
 
+import popproxy._quarantine as module
 from popproxy._quarantine import DirectoryQuarantine
 from popproxy._quarantinecli import main
-from popproxy.interfaces import FilterContext
+from popproxy.interfaces import FilterContext, RemovedPart
 
 PART = b'Content-Type: application/octet-stream; name="x.exe"\r\n\r\nTVqQAAMAAAAEAAAA\r\n'
 
@@ -46,6 +49,67 @@ def test_storeKeepsExactBytesOnce(tmp_path: Path) -> None:
     assert len(list((tmp_path / "blobs").rglob("*"))) == 2  # one subdirectory, one blob
     assert records[0].headers == 'Content-Type: application/octet-stream; name="x.exe"'
     assert (records[0].plugin, records[0].uidl) == ("strip", "u-1")
+
+
+def storedParts(
+    quarantine: DirectoryQuarantine, message: bytes, parts: list[RemovedPart], uidl: str | None
+) -> list[str]:
+    results: list[object] = []
+    ctx = FilterContext("RETR", 1, "alice", "127.0.0.1:1", "tcp:u:110", "s1", uidl=uidl)
+    quarantine.storeParts(message, parts, ctx, "strip").addBoth(results.append)
+    assert isinstance(results[0], list), results
+    return results[0]
+
+
+def test_storePartsOneRecordEachOnce(tmp_path: Path) -> None:
+    """
+    Parts stored together get one record each, with the part's path and
+    octets, readable by the CLI's reader; storing them again for the same
+    message (same UIDL, or without UIDL the same octets) returns the same
+    ids and writes nothing; the same part of another message is a record
+    of its own, sharing the blob.  No temporary file is left behind.
+    """
+    quarantine = DirectoryQuarantine(tmp_path)
+    parts = [
+        RemovedPart(PART, (1,), "blocked extension .exe"),
+        RemovedPart(PART.replace(b"x.exe", b"y.exe"), (2, 0), "blocked extension .exe"),
+    ]
+    ids = storedParts(quarantine, b"message", parts, "u-1")
+    assert len(set(ids)) == 2
+    assert [record.data["path"] for record in map(quarantine.get, ids)] == [[1], [2, 0]]
+    assert [quarantine.original(quarantine.get(i)) for i in ids] == [p.original for p in parts]
+    before = sorted(path.stat().st_mtime_ns for path in tmp_path.rglob("*.json"))
+    assert storedParts(quarantine, b"other octets, same UIDL", parts, "u-1") == ids
+    assert sorted(path.stat().st_mtime_ns for path in tmp_path.rglob("*.json")) == before
+    noUidl = storedParts(quarantine, b"message", parts, None)
+    assert storedParts(quarantine, b"message", parts, None) == noUidl
+    assert storedParts(quarantine, b"another message", parts, None) != noUidl
+    assert len(list(quarantine.records())) == 6
+    assert len([path for path in (tmp_path / "blobs").rglob("*") if path.is_file()]) == 2
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_manyPartsSyncTheFileSystemTwice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    Past a handful of new files, a batch is made durable with two syncs of
+    the file system (the contents before the renames, the names after),
+    not a flush per file or per directory.
+    """
+    calls: list[int] = []
+    flushes: list[int] = []
+    real = module._syncfs
+    assert real is not None, "no syncfs on this system"
+
+    def syncfs(descriptor: int) -> int:
+        calls.append(descriptor)
+        return real(descriptor)
+
+    monkeypatch.setattr(module, "_syncfs", syncfs)
+    monkeypatch.setattr(module.os, "fsync", flushes.append)
+    parts = [RemovedPart(PART + b"%d" % index, (index,), "r") for index in range(50)]
+    ids = storedParts(DirectoryQuarantine(tmp_path), b"m", parts, "u-1")
+    assert len(set(ids)) == 50 and len(list((tmp_path / "records").iterdir())) == 50
+    assert len(calls) == 2 and flushes == []
 
 
 def test_unwritableFailsTheStoreEvenAsRoot(tmp_path: Path) -> None:
