@@ -434,7 +434,9 @@ def parseConfig(text: str, source: str = "<config>", base: Path | None = None) -
             for attribute, key in LIMIT_KEYS.items()
         }
     )
-    overLimits = chainTable.string("over_limits", "deliver")
+    # A filter gateway must not be bypassed by padding a message past a
+    # limit: with a quarantine to keep the original, that is the default.
+    overLimits = chainTable.string("over_limits", "quarantine" if quarantine else "deliver")
     chainTable.finish()
     if overLimits not in OVER_LIMITS:
         raise ConfigError(f"{source}: [chain] over_limits: must be deliver or quarantine")

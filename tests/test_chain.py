@@ -456,18 +456,27 @@ settings = {{ address = "unix:{tmp_path}/no-clamd.sock", on_failure = "tempfail"
 def test_hundredThousandPartsThroughTheShippedChain(tmp_path: Path) -> None:
     """
     The 4 MB message of 100,000 small parts, which made scan stream every
-    part to clamd and could never be fetched, is delivered at once under
-    the default limits: untouched, with the Unchecked header, no filter
-    having seen it (scan would have failed without a clamd) and no
-    temporary failure.
+    part to clamd and could never be fetched, is answered at once under
+    the default limits, no filter having seen it (scan would have failed
+    without a clamd) and no temporary failure: with a quarantine (the
+    default policy then) the original is kept whole and a notice delivered;
+    with over_limits = "deliver" it arrives untouched below the Unchecked
+    header.
     """
     raw = manyParts(100_000)
     assert len(raw) > 4_000_000
     result = runChain(shippedChain(tmp_path, ""), raw)
     assert result.tempFailReason is None
     assert result.filters == ()
+    assert [(q.original, q.reason) for q in result.quarantined] == [
+        (raw, "message exceeds parse limit max_parts (1000)")
+    ]
+    assert result.output is not None and b"X-Popproxy-Quarantine-Id: " in result.output
+    delivered = runChain(shippedChain(tmp_path, 'over_limits = "deliver"'), raw)
+    assert delivered.tempFailReason is None
+    assert delivered.filters == ()
     assert (
-        result.output
+        delivered.output
         == b"X-Popproxy-Unchecked: message exceeds parse limit max_parts (1000)\r\n" + raw
     )
 

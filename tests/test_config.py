@@ -961,7 +961,9 @@ def test_neverAnOpenRelay(
 def test_parseLimitKeys() -> None:
     """
     The [chain] parse-limit keys and over_limits are read into the chain
-    settings; left out, they are the documented defaults.
+    settings; left out, they are the documented defaults (over_limits:
+    quarantine when there is a quarantine, so padding a message past a limit
+    does not carry it past the filters).
     """
     chain = parseConfig(
         """
@@ -988,6 +990,8 @@ over_limits = "quarantine"
     assert chain.overLimits == "quarantine"
     defaults = parseConfig("[chain]\n", SOURCE).chain
     assert (defaults.limits, defaults.overLimits) == (ParseLimits(), "deliver")
+    kept = parseConfig('[chain]\nquarantine = "q"\n', SOURCE).chain
+    assert kept.overLimits == "quarantine"
 
 
 @pytest.mark.parametrize(
