@@ -120,7 +120,7 @@ class FilterChain:
         clock: IReactorTime,
         quarantine: Any = None,
         runInThread: Callable[[Callable[[], Any]], Deferred[Any]] = runHere,
-        threadThreshold: int = 1_000_000,
+        threadThreshold: int = 64 * 1024,
         threads: FilterThreads | None = None,
     ) -> None:
         self.entries = tuple(entries)
