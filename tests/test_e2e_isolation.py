@@ -123,6 +123,7 @@ class NoopTimer:
         self.client.quit()
 
 
+@pytest.mark.timeout(120)
 @pytest.mark.parametrize(("offload", "onError"), [(False, "deliver"), (True, "tempfail")])
 def test_loopingFilterIsStoppedAndStallsNobody(
     offload: bool, onError: str, rawPop3: Any, popproxyFactory: Any, tmp_path: Path
