@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -54,6 +54,23 @@ class FilterInterrupted(BaseException):
 
 
 _QUEUED, _RUNNING, _DONE = "queued", "running", "done"
+
+
+def _runHere(function: Callable[[], T]) -> Deferred[T]:
+    """
+    C{function}'s result as a fired Deferred, like C{maybeDeferred} except
+    that L{FilterInterrupted} goes on up: caught here, it would let the
+    interrupted work carry on.
+    """
+    try:
+        result = function()
+    except FilterInterrupted:
+        raise
+    except BaseException:
+        return fail(Failure())
+    if isinstance(result, Deferred):
+        return result
+    return succeed(result)
 
 
 class _Call:
@@ -116,7 +133,7 @@ class FilterThreads:
         and under its caller's time limit.
         """
         if getattr(self._local, "inPool", False):
-            return maybeDeferred(function)
+            return _runHere(function)
         call = _Call(function)
         call.pool = self
         with self._lock:

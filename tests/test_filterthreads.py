@@ -205,6 +205,29 @@ def test_workOffloadedFromAPoolThreadRunsInline(reactor: Reactor) -> None:
     assert first == second != threading.get_ident()
 
 
+def test_interruptingNestedWorkStopsItsCaller(reactor: Reactor) -> None:
+    """
+    Work offloaded from a pool thread (run inline there) that is
+    interrupted does not swallow the interruption: the work that offloaded
+    it stops too, instead of carrying on in a loop.
+    """
+    threads = pool(reactor)
+    spinner = Spinner()
+    rounds: list[int] = []
+
+    def outer() -> None:
+        while True:
+            rounds.append(1)
+            threads.run(spinner)
+
+    running = threads.run(outer)
+    assert spinner.started.wait(10)
+    running.cancel()
+    assert reactor.pump(threads.run(threading.get_ident)) == spinner.thread
+    assert len(rounds) == 1
+    assert spinner.cpuSpent(0.3) == 0
+
+
 def test_interruptionIsNotAnException(reactor: Reactor) -> None:
     """
     The interruption is a BaseException: work that catches every
