@@ -145,8 +145,10 @@ DETECT_BYTES = 65536
 _NOTICE_FIELDS = frozenset({"filename", "reason", "id"})
 
 
-#: Messages at least this big are checked in a thread.
-THREAD_THRESHOLD = 256 * 1024
+#: Messages at least this big are checked in a thread (a 255 KB message of
+#: 4,000 tiny parts took 0.7 s to check, on the reactor thread below the
+#: old 256 KiB; 64 KiB of them about 0.18 s).
+THREAD_THRESHOLD = 64 * 1024
 
 
 @dataclass(frozen=True)

@@ -9,19 +9,25 @@ fails with L{TemporaryFailure}.  A filter that raises, hangs or returns
 garbage is logged with its name and the message's UIDL and handled by its
 policy: never a crashed session, never a silent pass.  A message over the
 parse limits reaches no filter: it meets the C{over_limits} policy.
+
+With L{FilterThreads}, a filter's synchronous C{filterMessage} and the work
+it offloads with C{context.runInThread} run off the reactor thread and are
+stopped (interrupted in their thread) when the filter's timeout passes.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, maybeDeferred
 from twisted.internet.defer import TimeoutError as DeferredTimeoutError
 from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 
+from popproxy._filterthreads import FilterThreads
 from popproxy._mimelimits import LimitExceeded, ParseLimits
 from popproxy._mimewrite import textPart
 from popproxy._printable import PrintableLogger
@@ -71,7 +77,13 @@ class ChainEntry:
 class FilterFailed(Exception):
     """
     A filter raised, timed out or answered something that is not a verdict.
+
+    @ivar timedOut: it gave no verdict within its timeout.
     """
+
+    def __init__(self, reason: str, timedOut: bool = False) -> None:
+        super().__init__(reason)
+        self.timedOut = timedOut
 
 
 def verdictProblem(answer: object) -> str | None:
@@ -113,6 +125,9 @@ class FilterChain:
     @param overLimits: what a message over them gets (L{OVER_LIMITS}); it
         never becomes a temporary failure, which every retry would repeat.
         C{"quarantine"} needs a quarantine.
+    @param threads: where filters' synchronous calls and offloaded work
+        run, stopped at the filter's timeout; C{None}: synchronous calls
+        run in the caller's thread and C{runInThread} is given to filters.
     """
 
     #: Filters' logs, and this one, escape every text field: file names,
@@ -125,9 +140,10 @@ class FilterChain:
         clock: IReactorTime,
         quarantine: Any = None,
         runInThread: Callable[[Callable[[], Any]], Deferred[Any]] = runHere,
-        threadThreshold: int = 1_000_000,
+        threadThreshold: int = 64 * 1024,
         limits: ParseLimits = DEFAULT_LIMITS,
         overLimits: str = "deliver",
+        threads: FilterThreads | None = None,
     ) -> None:
         if overLimits not in OVER_LIMITS:
             raise ValueError(f"overLimits must be one of {OVER_LIMITS}, not {overLimits!r}")
@@ -143,6 +159,7 @@ class FilterChain:
         self._threadThreshold = threadThreshold
         self._limits = limits
         self._overLimits = overLimits
+        self.threads = threads
 
     @property
     def active(self) -> bool:
@@ -184,19 +201,13 @@ class FilterChain:
             try:
                 verdict = await self._judge(entry, message, context)
             except FilterFailed as e:
-                self.log.error(
-                    "filter {filter} failed on {command} {index} (UIDL {uidl}): {error}",
-                    filter=entry.name,
-                    command=retrieval.command,
-                    index=retrieval.index,
-                    uidl=retrieval.uidl,
-                    error=str(e),
-                )
+                self._logFailure(entry, retrieval, e)
                 if entry.onError == "tempfail":
                     raise TemporaryFailure(f"filter {entry.name} failed, try again later") from e
-                message = message.withHeaderAdded(
-                    UNCHECKED_HEADER, f"{entry.name} failed: {str(e)[:100]}"
-                )
+                # A fixed phrase: what went wrong inside is for the log, not
+                # for the recipient's mail.
+                outcome = "timed out" if e.timedOut else "failed"
+                message = message.withHeaderAdded(UNCHECKED_HEADER, f"{entry.name} {outcome}")
                 continue
             if verdict.note:
                 notes.append((entry.name, verdict.note))
@@ -253,23 +264,98 @@ class FilterChain:
         notice = _overLimitNotice(message, reason)
         return notice.withHeaderAdded(QUARANTINE_HEADER, identifier).toBytes()
 
+    def _logFailure(self, entry: ChainEntry, retrieval: RetrievalContext, e: FilterFailed) -> None:
+        format = "filter {filter} failed on {command} {index} (UIDL {uidl}): {error}"
+        cause = e.__cause__
+        if cause is not None:
+            # With the traceback: the exception's text stays in the log.
+            self.log.failure(
+                format,
+                failure=Failure(cause),
+                filter=entry.name,
+                command=retrieval.command,
+                index=retrieval.index,
+                uidl=retrieval.uidl,
+                error=str(e),
+            )
+            return
+        self.log.error(
+            format,
+            filter=entry.name,
+            command=retrieval.command,
+            index=retrieval.index,
+            uidl=retrieval.uidl,
+            error=str(e),
+        )
+
     async def _judge(self, entry: ChainEntry, message: Message, context: FilterContext) -> Verdict:
         try:
-            result = entry.filter.filterMessage(message, context)
-            if inspect.isawaitable(result):
-                # Only a filter that waits can be given a time limit; one that
-                # answers at once skips the Deferred and its timer.
-                running: Deferred[Any] = ensureDeferred(result)  # type: ignore[arg-type]
-                running.addTimeout(entry.timeout, self._clock)
-                result = await running
+            if self.threads is None:
+                result = entry.filter.filterMessage(message, context)
+                if inspect.isawaitable(result):
+                    # Only a filter that waits can be given a time limit; one
+                    # that answers at once skips the Deferred and its timer.
+                    running: Deferred[Any] = ensureDeferred(result)  # type: ignore[arg-type]
+                    running.addTimeout(entry.timeout, self._clock)
+                    result = await running
+            else:
+                result = await self._answerInThreads(entry, message, context, self.threads)
         except (CancelledError, DeferredTimeoutError):
-            raise FilterFailed(f"no verdict within {entry.timeout:g} s") from None
+            raise FilterFailed(f"no verdict within {entry.timeout:g} s", timedOut=True) from None
         except Exception as e:
             raise FilterFailed(f"{type(e).__name__}: {e}") from e
         problem = verdictProblem(result)
         if problem is not None:
             raise FilterFailed(problem)
         return result  # type: ignore[no-any-return]
+
+    async def _answerInThreads(
+        self, entry: ChainEntry, message: Message, context: FilterContext, threads: FilterThreads
+    ) -> Any:
+        """
+        The filter's answer, with everything it computes kept off the
+        reactor where it can be and stopped at its timeout.
+
+        A coroutine function runs on the reactor thread (it awaits I/O the
+        reactor does); any other C{filterMessage} is called in a filter
+        thread.  Work either kind offloads with C{context.runInThread}
+        runs in a filter thread too, cancelled at the filter's deadline.
+        """
+        deadline = self._clock.seconds() + entry.timeout
+        offloaded: list[Deferred[Any]] = []
+
+        def runInThread(function: Callable[[], T]) -> Deferred[T]:
+            work = threads.run(function)
+            if not work.called:
+                # Not already run inline (from a filter thread): bound it.
+                work.addTimeout(max(0.0, deadline - self._clock.seconds()), self._clock)
+                offloaded.append(work)
+            return work
+
+        context = replace(context, runInThread=runInThread)
+        filterMessage = entry.filter.filterMessage
+
+        async def answer() -> Any:
+            if inspect.iscoroutinefunction(filterMessage):
+                result = filterMessage(message, context)
+            else:
+                result = await threads.run(lambda: filterMessage(message, context))
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+
+        running = ensureDeferred(answer())
+        running.addTimeout(entry.timeout, self._clock)
+        try:
+            return await running
+        finally:
+            # Work the filter started and no longer waits for is stopped.
+            for work in offloaded:
+                if not work.called:
+                    work.cancel()
+                    work.addErrback(
+                        lambda failure: failure.trap(DeferredTimeoutError, CancelledError) and None
+                    )
 
     async def _keep(self, raw: bytes, context: FilterContext, reason: str, name: str) -> str:
         if self._quarantine is None:

@@ -140,7 +140,7 @@ class ChainConfig:
     pluginDirs: tuple[Path, ...] = ()
     quarantine: Path | None = None
     top: str = "full"
-    threadThreshold: int = 1_000_000
+    threadThreshold: int = 64 * 1024
     keepaliveAfter: float = 20.0
     keepaliveInterval: float = 5.0
     cacheBytes: int = 1024 * 1024
@@ -418,7 +418,7 @@ def parseConfig(text: str, source: str = "<config>", base: Path | None = None) -
     pluginDirs = chainTable.strings("plugin_dirs", ("plugins",))
     quarantine = chainTable.string("quarantine")
     top = chainTable.string("top", "full")
-    threadThreshold = chainTable.integer("thread_threshold", 1_000_000, minimum=0)
+    threadThreshold = chainTable.integer("thread_threshold", 64 * 1024, minimum=0)
     keepaliveAfter = chainTable.number("keepalive_after", 20.0, minimum=0)
     keepaliveInterval = chainTable.number("keepalive_interval", 5.0, minimum=0.05)
     cacheBytes = chainTable.integer("cache_bytes", 1024 * 1024, minimum=0)

@@ -422,6 +422,35 @@ class _Observation:
     quarantined: list[QuarantinedMessage] = field(default_factory=list)
 
 
+def _observed(entry: ChainEntry, observations: dict[str, _Observation]) -> Any:
+    """
+    The entry's filter, observed, of the same kind: a coroutine function
+    stays one, so the chain runs it where it would run the filter itself
+    (a coroutine on the reactor thread, anything else in a filter thread).
+    """
+    observed = _ObservedFilter(entry, observations)
+    if inspect.iscoroutinefunction(entry.filter.filterMessage):
+        return _ObservedCoroutine(observed)
+    return observed
+
+
+@implementer(IMessageFilter)
+class _ObservedCoroutine:
+    """
+    An L{_ObservedFilter} whose filter is a coroutine function.
+    """
+
+    def __init__(self, observed: _ObservedFilter) -> None:
+        self.name = observed.name
+        self._observed = observed
+
+    async def filterMessage(self, message: Message, context: FilterContext) -> Any:
+        answer = self._observed.filterMessage(message, context)
+        if isinstance(answer, Deferred):
+            return await answer
+        return answer
+
+
 @implementer(IMessageFilter)
 class _ObservedFilter:
     """
@@ -627,7 +656,7 @@ def loadObservedChain(
             keeper = quarantine
     observations: dict[str, _Observation] = {}
     entries = [
-        ChainEntry(entry.name, _ObservedFilter(entry, observations), entry.timeout, entry.onError)
+        ChainEntry(entry.name, _observed(entry, observations), entry.timeout, entry.onError)
         for entry in built.entries
     ]
     chain = FilterChain(
@@ -638,6 +667,7 @@ def loadObservedChain(
         threadThreshold=config.chain.threadThreshold,
         limits=config.chain.limits,
         overLimits=config.chain.overLimits if keeper is not None else "deliver",
+        threads=built.threads,
     )
     return ObservedChain(chain, observations, keeper)
 

@@ -49,7 +49,8 @@ class FilterContext:
     notes: tuple[tuple[str, str], ...] = ()
     quarantine: Any = field(default=None, compare=False, repr=False)
     #: Runs a callable off the reactor thread and returns a Deferred with
-    #: its result: use it for CPU-heavy work so other sessions go on.
+    #: its result: use it for CPU-heavy work so other sessions go on.  In
+    #: the daemon the work is interrupted at the filter's timeout.
     runInThread: Any = field(default=None, compare=False, repr=False)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from zope.interface import Attribute, Interface
 
+from popproxy._filterthreads import FilterInterrupted
 from popproxy._verdicts import (
     Deliver,
     FilterContext,
@@ -29,6 +30,7 @@ from popproxy._verdicts import (
 __all__ = [
     "Deliver",
     "FilterContext",
+    "FilterInterrupted",
     "IMessageFilter",
     "IPartQuarantine",
     "IQuarantine",
@@ -50,6 +52,11 @@ class IMessageFilter(Interface):
     def filterMessage(message: Any, context: FilterContext) -> Any:
         """
         Judge one message.
+
+        A plain method is called in one of the chain's filter threads (it
+        must not call the reactor); a coroutine function runs on the
+        reactor thread.  Past the entry's timeout, what runs in a filter
+        thread is interrupted with L{FilterInterrupted}.
 
         @param message: a L{popproxy.message.Message}.
         @return: a L{Verdict}, a Deferred firing with one, or an awaitable

@@ -19,6 +19,7 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import clientFromString, serverFromString
+from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.protocol import ServerFactory
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -27,6 +28,7 @@ from twisted.python import usage
 
 from popproxy._chain import ChainEntry, FilterChain
 from popproxy._config import Config, ConfigError, checkConfig, loadConfig
+from popproxy._filterthreads import FilterThreads
 from popproxy._memorytrim import MemoryTrimmer, glibcTrim
 from popproxy._plugins import PluginError, loadFilter
 from popproxy._proxyheader import ProxyHeaderFactory
@@ -144,7 +146,22 @@ def buildChain(config: Config, reactor: Any) -> FilterChain:
         config.chain.threadThreshold,
         limits=config.chain.limits,
         overLimits=config.chain.overLimits,
+        threads=filterThreadsFor(reactor),
     )
+
+
+def filterThreadsFor(reactor: Any) -> FilterThreads | None:
+    """
+    The threads where filters compute, stopped when the reactor stops; none
+    for a reactor without threads (the test kit's inline one), where
+    filters run in the caller's thread.
+    """
+    threaded = IReactorThreads.providedBy(reactor)
+    if not threaded:
+        return None
+    threads = FilterThreads(reactor.callFromThread, reactor)
+    reactor.addSystemEventTrigger("during", "shutdown", threads.stop)
+    return threads
 
 
 class Listener(StreamServerEndpointService):

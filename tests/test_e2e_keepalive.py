@@ -21,8 +21,10 @@ from popproxy.interfaces import IMessageFilter, Deliver
 @implementer(IMessageFilter)
 class Slow:
     name = "slow"
-    def filterMessage(self, message, context):
-        return deferLater(reactor, 3.0, Deliver)
+    async def filterMessage(self, message, context):
+        # A coroutine: its code runs on the reactor thread, where timers
+        # may be set (a plain method would run in a filter thread).
+        return await deferLater(reactor, 3.0, Deliver)
 
 def makeFilter(settings):
     return Slow()

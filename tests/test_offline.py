@@ -281,10 +281,9 @@ def test_filterErrorsUnderEachPolicy(corpus: Path) -> None:
     assert status == 1
     assert "| policy: error (ValueError: boom; on_error=deliver) | changed, " in out
     assert "filter errors: policy 1" in out
-    assert (
-        UNCHECKED_HEADER.encode() + b": policy failed: ValueError: boom"
-        in (corpus / "o" / "crash.eml").read_bytes()
-    )
+    delivered = (corpus / "o" / "crash.eml").read_bytes()
+    assert delivered.startswith(UNCHECKED_HEADER.encode() + b": policy failed\r\n")
+    assert b"boom" not in delivered
     config = writeConfig(corpus)
     status, out, _ = run("-c", config, crash)
     assert status == 1

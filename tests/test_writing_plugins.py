@@ -377,7 +377,7 @@ def test_runChainOutcomes(tmp_path: Path) -> None:
     assert [f.kind for f in busy.filters] == ["TempFail"]
     hung = runChain(config, mail("hang"))
     assert hung.filters[0].error == "no verdict within 3 s"
-    assert hung.output is not None and b"X-Popproxy-Unchecked: pick failed" in hung.output
+    assert hung.output is not None and b"X-Popproxy-Unchecked: pick timed out\r\n" in hung.output
     replaced = runChain(config, mail("spam"), makeContext(user="bob"))
     assert [(kept.identifier, kept.reason, kept.context.user) for kept in replaced.quarantined] == [
         ("memory-1", "bad", "bob")
