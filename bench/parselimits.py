@@ -25,12 +25,13 @@ if __package__ in (None, ""):
 from popproxy.message import LimitExceeded, Message, ParseLimits  # noqa: E402
 
 EOL = b"\r\n"
-UNLIMITED = ParseLimits(10**9, 10**9, 10**9, 10**9, 10**9, 10**9)
+UNLIMITED = ParseLimits(10**9, 10**9, 10**9, 10**9, 10**9, 10**9, 10**9)
 
 
 def shapes() -> Iterator[tuple[str, bytes]]:
     """
-    The hostile shapes, each about a megabyte.
+    The hostile shapes, each about a megabyte (the header fields spread over
+    parts: as many as every limit but the total allows).
     """
     fields = b"".join(b"X-F%d: v" % i + EOL for i in range(100_000))
     yield "100,000 header fields", fields + EOL + b"body" + EOL
@@ -52,6 +53,13 @@ def shapes() -> Iterator[tuple[str, bytes]]:
     yield "base64 of QQ== quanta", base64 + (b"QQ==" * 19 + EOL) * (1_000_000 // 78)
     yield "base64, ==== and blanks", base64 + (b"QUJD====" + b" " * 68 + EOL) * (1_000_000 // 78)
     parts = b"".join(b"--b\r\n\r\nx\r\n" for _ in range(100_000))
+    multipart = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+    block = b"X: v\r\n" * 1_000
+    spread = b"".join(b"--b\r\n" + block + b"\r\nx\r\n" for _ in range(1_000))
+    yield "1,000 parts x 1,000 fields", multipart + spread + b"--b--\r\n"
+    block = b"X: v\r\n" * 5
+    spread = b"".join(b"--b\r\n" + block + b"\r\nx\r\n" for _ in range(10_000))
+    yield "10,000 parts x 5 fields", multipart + spread + b"--b--\r\n"
     yield (
         "100,000 tiny parts",
         b"Content-Type: multipart/mixed; boundary=b\r\n\r\n" + parts + b"--b--\r\n",

@@ -61,6 +61,10 @@ class Defect(StrEnum):
     #: A header block has more fields than the limit: the fields beyond it
     #: are not kept (the block still ends where it ends).
     HEADER_FIELD_LIMIT = "header field limit reached"
+    #: The message's header blocks together have more fields than the
+    #: total limit: this block keeps only what was left of it (blocks
+    #: scanned later keep none).
+    TOTAL_HEADER_FIELD_LIMIT = "total header field limit reached"
     #: A Content-Type or Content-Disposition field has more parameters than
     #: the limit: the ones beyond it are not read.
     PARAMETER_LIMIT = "parameter limit reached"

@@ -91,7 +91,13 @@ class HeaderBlock:
     defects: tuple[Defect, ...]
 
 
-def scanHeaderBlock(data: bytes, start: int, end: int, maxFields: int | None = None) -> HeaderBlock:
+def scanHeaderBlock(
+    data: bytes,
+    start: int,
+    end: int,
+    maxFields: int | None = None,
+    limitDefect: Defect = Defect.HEADER_FIELD_LIMIT,
+) -> HeaderBlock:
     """
     Find the fields of the header block at C{data[start:end]}.
 
@@ -100,9 +106,12 @@ def scanHeaderBlock(data: bytes, start: int, end: int, maxFields: int | None = N
     neither a field nor a continuation (a missing separator: that line
     starts the body), or at C{end}.
 
-    @param maxFields: keep at most this many fields; the scan still finds
-        where the block ends, and records L{Defect.HEADER_FIELD_LIMIT} if
+    @param maxFields: keep at most this many fields (may be 0); the scan
+        still finds where the block ends, and records C{limitDefect} if
         there were more.
+    @param limitDefect: the defect recorded when C{maxFields} cut the
+        block short (L{Defect.TOTAL_HEADER_FIELD_LIMIT} when it is what is
+        left of the message's total).
     """
     fields: list[Field] = []
     defects: list[Defect] = []
@@ -119,8 +128,8 @@ def scanHeaderBlock(data: bytes, start: int, end: int, maxFields: int | None = N
             # kept), up to whatever ends the block or is no complete line.
             skipped = _FIELDS.match(data, pos, end)
             if skipped is not None and skipped.end() > pos:
-                if Defect.HEADER_FIELD_LIMIT not in defects:
-                    defects.append(Defect.HEADER_FIELD_LIMIT)
+                if limitDefect not in defects:
+                    defects.append(limitDefect)
                 pos = skipped.end()
                 continue
         first = data[pos]
@@ -164,8 +173,8 @@ def scanHeaderBlock(data: bytes, start: int, end: int, maxFields: int | None = N
         if room > 0:
             room -= 1
             fields.append(Field(match.group(1), pos, valueStart, valueEnd, fieldEnd))
-        elif Defect.HEADER_FIELD_LIMIT not in defects:
-            defects.append(Defect.HEADER_FIELD_LIMIT)
+        elif limitDefect not in defects:
+            defects.append(limitDefect)
         pos = fieldEnd
     return HeaderBlock(
         start, tuple(fields), insertAt if insertAt != -1 else end, end, end, tuple(defects)

@@ -1,7 +1,8 @@
 """
 How much of a message the MIME model builds: the limits on parts, nesting,
-header fields, parameters, RFC 2231 continuations and RFC 2047 encoded
-words, and the error that says which one a message goes over.
+header fields (per block and in all), parameters, RFC 2231 continuations
+and RFC 2047 encoded words, and the error that says which one a message
+goes over.
 
 The parsers stop building at a limit and record a defect on the part where
 they stopped; L{popproxy.message.Message.checkLimits} walks a whole message
@@ -19,6 +20,10 @@ relays, and bound the work and memory a crafted message can cost:
   - C{max_header_fields} 1000 per header block: a message that crossed
     fifty relays (Postfix's C{hopcount_limit}) with DKIM, ARC and list
     headers has a few hundred at most.
+  - C{max_total_header_fields} 10000 over every header block of the
+    message: a thousand parts with a handful of fields each and a long
+    top-level header.  This is what bounds the memory a message of tiny
+    fields costs (about 200 octets per field kept, however short).
   - C{max_parameters} 100 per Content-Type or Content-Disposition field,
     counting every C{name=value} item (each RFC 2231 piece is one): real
     fields carry fewer than ten.
@@ -50,6 +55,9 @@ class ParseLimits:
     @ivar maxParameters: C{name=value} items read per structured field.
     @ivar maxContinuations: RFC 2231 pieces joined per parameter.
     @ivar maxEncodedWords: RFC 2047 encoded-words decoded per field value.
+    @ivar maxTotalHeaderFields: fields kept over every header block of the
+        message together, in the order the blocks are scanned (last, so
+        that positional arguments keep their meaning).
     """
 
     maxParts: int = 1000
@@ -58,6 +66,7 @@ class ParseLimits:
     maxParameters: int = 100
     maxContinuations: int = 50
     maxEncodedWords: int = 1000
+    maxTotalHeaderFields: int = 10000
 
     def __post_init__(self) -> None:
         for each in fields(self):
@@ -75,6 +84,7 @@ LIMIT_KEYS = {
     "maxParts": "max_parts",
     "maxDepth": "max_depth",
     "maxHeaderFields": "max_header_fields",
+    "maxTotalHeaderFields": "max_total_header_fields",
     "maxParameters": "max_parameters",
     "maxContinuations": "max_continuations",
     "maxEncodedWords": "max_encoded_words",
@@ -85,6 +95,7 @@ LIMIT_DEFECTS = {
     Defect.PART_LIMIT: "maxParts",
     Defect.DEPTH_LIMIT: "maxDepth",
     Defect.HEADER_FIELD_LIMIT: "maxHeaderFields",
+    Defect.TOTAL_HEADER_FIELD_LIMIT: "maxTotalHeaderFields",
     Defect.PARAMETER_LIMIT: "maxParameters",
     Defect.CONTINUATION_LIMIT: "maxContinuations",
     Defect.ENCODED_WORD_LIMIT: "maxEncodedWords",

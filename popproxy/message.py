@@ -106,7 +106,7 @@ class _Snapshot:
     in, which is what lets a later state map them.
     """
 
-    __slots__ = ("data", "lineage", "history", "limits")
+    __slots__ = ("data", "lineage", "history", "limits", "fieldsLeft")
 
     def __init__(
         self, data: bytes, lineage: object, history: tuple[Splice, ...], limits: ParseLimits
@@ -115,6 +115,27 @@ class _Snapshot:
         self.lineage = lineage
         self.history = history
         self.limits = limits
+        #: What is left of C{limits.maxTotalHeaderFields}: every header
+        #: block of these octets draws on it as it is scanned.
+        self.fieldsLeft = limits.maxTotalHeaderFields
+
+    def scanHeaderBlock(self, start: int, end: int) -> HeaderBlock:
+        """
+        The header block at C{data[start:end]}, keeping at most
+        C{maxHeaderFields} fields and no more than the message has left of
+        C{maxTotalHeaderFields}.  Blocks draw on the total in the order they
+        are scanned (document order when the whole tree is walked); a block
+        cut short by the total records L{Defect.TOTAL_HEADER_FIELD_LIMIT}.
+        """
+        perBlock = self.limits.maxHeaderFields
+        if self.fieldsLeft < perBlock:
+            block = scanHeaderBlock(
+                self.data, start, end, self.fieldsLeft, Defect.TOTAL_HEADER_FIELD_LIMIT
+            )
+        else:
+            block = scanHeaderBlock(self.data, start, end, perBlock)
+        self.fieldsLeft -= len(block.fields)
+        return block
 
 
 class Headers:
@@ -560,9 +581,7 @@ class Part:
 
     def _headerBlock(self) -> HeaderBlock:
         if self._block is None:
-            self._block = scanHeaderBlock(
-                self._snapshot.data, self._start, self._end, self._snapshot.limits.maxHeaderFields
-            )
+            self._block = self._snapshot.scanHeaderBlock(self._start, self._end)
         return self._block
 
     def _contentFields(self) -> tuple[list[bytes], list[bytes], list[bytes]]:
@@ -773,7 +792,8 @@ class Message:
         Walk the whole tree, in order, and stop at the first parse limit
         the message goes over.  Nothing beyond a limit is built: a
         multipart splits into at most C{maxParts} parts, a header block
-        keeps at most C{maxHeaderFields} fields, and so on.
+        keeps at most C{maxHeaderFields} fields and the blocks together at
+        most C{maxTotalHeaderFields}, and so on.
 
         @raise LimitExceeded: naming the limit and the part where it was
             reached.
@@ -805,8 +825,7 @@ class Message:
 
     def _headerBlock(self) -> HeaderBlock:
         if self._block is None:
-            data = self._snapshot.data
-            self._block = scanHeaderBlock(data, 0, len(data), self._snapshot.limits.maxHeaderFields)
+            self._block = self._snapshot.scanHeaderBlock(0, len(self._snapshot.data))
         return self._block
 
     @property

@@ -333,6 +333,12 @@ OVER_LIMITS = [
         id="fields",
     ),
     pytest.param(
+        manyParts(4),
+        ParseLimits(maxTotalHeaderFields=6),
+        "max_total_header_fields (6)",
+        id="total-fields",
+    ),
+    pytest.param(
         b"Content-Type: text/plain; a=1; b=2; c=3\r\n\r\nbody\r\n",
         ParseLimits(maxParameters=2),
         "max_parameters (2)",
@@ -383,7 +389,8 @@ def test_withinLimitsIsFiltered() -> None:
     """
     raw = manyParts(3)
     seen = Recorder("strip", lambda m, c: Deliver())
-    assert run(chainOf(seen, limits=ParseLimits(maxParts=3, maxHeaderFields=3)), raw) == [raw]
+    limits = ParseLimits(maxParts=3, maxHeaderFields=3, maxTotalHeaderFields=6)
+    assert run(chainOf(seen, limits=limits), raw) == [raw]
     assert len(seen.seen) == 1
 
 
@@ -496,6 +503,44 @@ def test_hundredThousandPartsThroughTheShippedChain(tmp_path: Path) -> None:
         delivered.output
         == b"X-Popproxy-Unchecked: message exceeds parse limit max_parts (1000)\r\n" + raw
     )
+
+
+@pytest.mark.timeout(120)
+def test_partsOfTinyFieldsThroughTheShippedChain(tmp_path: Path) -> None:
+    """
+    A 6 MB message of 1,000 parts of 1,000 six-octet header fields each,
+    inside every per-block limit, goes over max_total_header_fields: with
+    over_limits = "deliver" it is delivered at once, untouched, with the
+    Unchecked header, no filter having seen it and no temporary failure.
+    """
+    block = b"X: v\r\n" * 1_000
+    parts = b"".join(b"--b\r\n" + block + b"\r\nx\r\n" for _ in range(1_000))
+    raw = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n" + parts + b"--b--\r\n"
+    assert len(raw) > 6_000_000
+    result = runChain(shippedChain(tmp_path, 'over_limits = "deliver"'), raw)
+    assert result.tempFailReason is None
+    assert result.filters == ()
+    assert result.output == (
+        b"X-Popproxy-Unchecked: message exceeds parse limit max_total_header_fields\r\n"
+        b" (10000)\r\n" + raw
+    )
+
+
+def test_totalHeaderFieldsQuarantineThroughTheConfiguration(tmp_path: Path) -> None:
+    """
+    [chain] max_total_header_fields from the file reaches the chain the
+    daemon runs: a message with more fields over all its parts is
+    quarantined whole under that limit's name, one with as many is
+    filtered.
+    """
+    config = shippedChain(tmp_path, 'max_total_header_fields = 6\nover_limits = "quarantine"')
+    raw = manyParts(4)
+    result = runChain(config, raw)
+    assert result.filters == ()
+    assert [(q.original, q.reason) for q in result.quarantined] == [
+        (raw, "message exceeds parse limit max_total_header_fields (6)")
+    ]
+    assert [f.name for f in runChain(config, manyParts(3)).filters] == ["strip", "scan"]
 
 
 def test_overLimitsQuarantineThroughTheConfiguration(tmp_path: Path) -> None:

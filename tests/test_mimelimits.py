@@ -91,7 +91,8 @@ def test_defaultsAndNames() -> None:
         limits.maxParameters,
         limits.maxContinuations,
         limits.maxEncodedWords,
-    ) == (1000, 30, 1000, 100, 50, 1000)
+        limits.maxTotalHeaderFields,
+    ) == (1000, 30, 1000, 100, 50, 1000, 10000)
     assert sorted(LIMIT_KEYS.values()) == sorted(
         [
             "max_parts",
@@ -100,6 +101,7 @@ def test_defaultsAndNames() -> None:
             "max_parameters",
             "max_continuations",
             "max_encoded_words",
+            "max_total_header_fields",
         ]
     )
     assert sorted(LIMIT_DEFECTS.values()) == sorted(LIMIT_KEYS)
@@ -108,7 +110,13 @@ def test_defaultsAndNames() -> None:
 
 @pytest.mark.parametrize(
     "changes",
-    [{"maxParts": 0}, {"maxHeaderFields": -1}, {"maxDepth": -1}, {"maxParameters": True}],
+    [
+        {"maxParts": 0},
+        {"maxHeaderFields": -1},
+        {"maxDepth": -1},
+        {"maxParameters": True},
+        {"maxTotalHeaderFields": 0},
+    ],
 )
 def test_invalidLimits(changes: dict[str, object]) -> None:
     """
@@ -203,6 +211,111 @@ def test_headerFieldLimit(count: int, limit: int) -> None:
     assert (Defect.HEADER_FIELD_LIMIT in message.root.defects) is over
     exceeded = refusal(raw, ParseLimits(maxHeaderFields=limit))
     assert (exceeded.limit if exceeded else None) == ("max_header_fields" if over else None)
+
+
+def fieldsInParts(counts: list[int]) -> bytes:
+    """
+    A multipart whose part C{i} has C{counts[i]} header fields named
+    C{P<i>-<j>} (its top-level block has one field, the Content-Type).
+    """
+    parts = b"".join(
+        b"--b\r\n"
+        + b"".join(b"P%d-%d: v\r\n" % (i, j) for j in range(count))
+        + b"\r\nbody %d\r\n" % i
+        for i, count in enumerate(counts)
+    )
+    return b"Content-Type: multipart/mixed; boundary=b\r\n\r\n" + parts + b"--b--\r\n"
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 8), max_size=12), st.integers(1, 10), st.integers(1, 40))
+def test_totalHeaderFieldLimit(counts: list[int], perBlock: int, total: int) -> None:
+    """
+    Walked in order, every header block keeps its fields up to its own
+    limit and up to what is left of the message's total; the first block
+    the total cuts short records TOTAL_HEADER_FIELD_LIMIT (later ones keep
+    nothing), one cut by its own limit HEADER_FIELD_LIMIT, and checkLimits
+    names the first limit reached, at that part.  Reading everything again
+    counts nothing twice.
+    """
+    raw = fieldsInParts(counts)
+    limits = ParseLimits(maxHeaderFields=perBlock, maxTotalHeaderFields=total)
+    message = Message.fromBytes(raw, limits=limits)
+    left = total - 1
+    expected: list[tuple[tuple[str, ...], Defect | None]] = []
+    first: tuple[str, tuple[int, ...]] | None = None
+    for i, count in enumerate(counts):
+        kept = min(count, perBlock, left)
+        defect = None
+        if count > kept:
+            defect = (
+                Defect.HEADER_FIELD_LIMIT if left >= perBlock else Defect.TOTAL_HEADER_FIELD_LIMIT
+            )
+            if first is None:
+                key = "max_header_fields" if left >= perBlock else "max_total_header_fields"
+                first = (key, (i,))
+        left -= kept
+        expected.append((tuple(f"P{i}-{j}" for j in range(kept)), defect))
+    for _ in range(2):
+        found = [
+            (
+                part.headers.names(),
+                next((d for d in part.defects if d in LIMIT_DEFECTS), None),
+            )
+            for part in message.root.children
+        ]
+        assert found == expected
+    assert [part.body() for part in message.root.children] == [
+        b"body %d" % i for i in range(len(counts))
+    ]
+    exceeded = refusal(raw, limits)
+    assert ((exceeded.limit, exceeded.path) if exceeded else None) == first
+    if first is None:
+        message.checkLimits()
+
+
+def test_totalHeaderFieldLimitWhateverTheReadingOrder() -> None:
+    """
+    Blocks draw on the total in the order they are read: a filter reading
+    the last part first gets its fields, an earlier part then gets what is
+    left; the message is over the total either way and checkLimits says so
+    (at the part the total cut, which is the last one when read in order).
+    """
+    raw = fieldsInParts([3, 3, 3])
+    limits = ParseLimits(maxTotalHeaderFields=7)
+    message = Message.fromBytes(raw, limits=limits)
+    first, second, last = message.root.children
+    assert last.headers.names() == ("P2-0", "P2-1", "P2-2")
+    assert first.headers.names() == ("P0-0", "P0-1", "P0-2")
+    assert second.headers.names() == ()
+    assert Defect.TOTAL_HEADER_FIELD_LIMIT in second.defects
+    with pytest.raises(LimitExceeded) as caught:
+        message.checkLimits()
+    assert (caught.value.limit, caught.value.value, caught.value.path) == (
+        "max_total_header_fields",
+        7,
+        (1,),
+    )
+    inOrder = refusal(raw, limits)
+    assert inOrder is not None and (inOrder.limit, inOrder.path) == (
+        "max_total_header_fields",
+        (2,),
+    )
+
+
+def test_editedMessageCountsAfresh() -> None:
+    """
+    An edit re-parses the new octets under a total of their own: the
+    fields of the message before the edit are not counted against it.
+    """
+    raw = fieldsInParts([3, 3])
+    limits = ParseLimits(maxTotalHeaderFields=7)
+    message = Message.fromBytes(raw, limits=limits)
+    message.checkLimits()
+    edited = message.withPartRemoved(message.root.children[0])
+    assert edited.limits == limits
+    edited.checkLimits()
+    assert [part.headers.names() for part in edited.root.children] == [("P1-0", "P1-1", "P1-2")]
 
 
 @settings(max_examples=40, deadline=None)
@@ -319,6 +432,11 @@ HOSTILE = [
     pytest.param(lambda: multipart(100_000), "max_parts", id="100000-parts"),
     pytest.param(lambda: nested(5_000), "max_depth", id="5000-levels"),
     pytest.param(lambda: headerFields(100_000), "max_header_fields", id="100000-fields"),
+    pytest.param(
+        lambda: fieldsInParts([1_000] * 1_000),
+        "max_total_header_fields",
+        id="1000-parts-of-1000-fields",
+    ),
     pytest.param(lambda: parameterField(80_000), "max_parameters", id="80000-parameters"),
     pytest.param(lambda: parameterField(60_000, quoted=True), "max_parameters", id="60000-quoted"),
     pytest.param(lambda: continuations(50_000), "max_parameters", id="50000-continuations"),
