@@ -185,6 +185,17 @@ def manyFields(count: int = 100_000) -> bytes:
     )
 
 
+def manyPartsOfFields(parts: int, fields: int) -> bytes:
+    """
+    C{parts} parts of C{fields} six-octet header fields each: within every
+    per-block limit, over the message's total.
+    """
+    block = b"X: v\r\n" * fields
+    return _multipart(
+        f"{parts} parts of {fields} fields", [block + b"\r\nx\r\n" for _ in range(parts)]
+    )
+
+
 def manyParameters(count: int = 20_000) -> bytes:
     """
     A text part whose Content-Type has C{count} parameters, folded one per
@@ -283,9 +294,15 @@ _PLAN: tuple[tuple[str, str, Callable[[], bytes]], ...] = (
         "zip in zip, 95 MB inner member with sprinkled noise",
         lambda: zipInZip(noise=75_000),
     ),
+    ("exe-parts-999", "999 tiny .exe parts (within max_parts)", lambda: manyExeParts(999)),
     ("exe-parts-5000", "5,000 tiny .exe parts", manyExeParts),
     ("text-parts-100k", "100,000 small text parts", manyTextParts),
     ("fields-100k", "100,000 header fields", manyFields),
+    (
+        "fields-1000x1000",
+        "1,000 parts of 1,000 tiny header fields each",
+        lambda: manyPartsOfFields(1000, 1000),
+    ),
     ("parameters-20k", "20,000 Content-Type parameters", manyParameters),
     ("rfc2231-20k", "RFC 2231 file name in 20,000 continuations", rfc2231Continuations),
     ("rfc2047-20k", "Subject and file name of 20,000 encoded words", rfc2047Words),

@@ -763,7 +763,7 @@ def test_fiveThousandExecutables(tmp_path: Path) -> None:
     """
     raw = manyExecutables(5000)
     assert 340_000 < len(raw) < 400_000
-    raw = Message.fromBytes(raw, limits=ParseLimits(maxParts=30_000))
+    raw = Message.fromBytes(raw, limits=ParseLimits(maxParts=30_000, maxTotalHeaderFields=30_000))
     verdict = judge(loadStrip(), raw, DirectoryQuarantine(tmp_path / "q"), uidl="uid-1")
     assert isinstance(verdict, Rewrite)
     assert len(recordFiles(tmp_path / "q")) == 5000
@@ -778,7 +778,9 @@ def test_twentyThousandExecutables(tmp_path: Path) -> None:
     20,000 of them (1.4 MB) also get through, with as many records; the
     cost grows with the number of parts, not with its square.
     """
-    raw = Message.fromBytes(manyExecutables(20000), limits=ParseLimits(maxParts=30_000))
+    raw = Message.fromBytes(
+        manyExecutables(20000), limits=ParseLimits(maxParts=30_000, maxTotalHeaderFields=30_000)
+    )
     verdict = judge(loadStrip(), raw, DirectoryQuarantine(tmp_path / "q"), uidl="uid-1")
     assert isinstance(verdict, Rewrite)
     assert len(recordFiles(tmp_path / "q")) == 20000
