@@ -4,8 +4,10 @@ The scan filter: virus scanning with clamd.
 Each message is streamed to clamd with its INSTREAM command: by default
 every decoded leaf part on its own, so base64-encoded malware is found
 whatever clamd's own MIME support does; or the whole raw message; or both.
-An infected part is stored in the quarantine and replaced by a short
-notice; an infected message body is replaced whole (the chain quarantines
+The infected parts of a message are stored in the quarantine together,
+each under an id derived from the message and the part (a retry of the
+message stores nothing twice), and replaced by short notices in one
+edit; an infected message body is replaced whole (the chain quarantines
 the original).  When clamd cannot scan (unreachable, too slow, an error, a
 stream over the size limit) the configured policy decides: a temporary
 failure, or delivery marked unchecked.  A message is never called clean
@@ -51,6 +53,8 @@ from popproxy.interfaces import (
     Deliver,
     FilterContext,
     IMessageFilter,
+    IPartQuarantine,
+    RemovedPart,
     Replace,
     Rewrite,
     TempFail,
@@ -731,15 +735,15 @@ class VirusScan:
                     "a virus was found but there is no quarantine to keep it, try again later",
                     note=f"virus {_names(findings.infected[0][1])}, no quarantine",
                 )
-            for part, names in findings.infected:
-                replaced = await self._quarantinePart(edited, message, part, names, context)
-                if replaced is None:
-                    return TempFail(
-                        "the quarantine cannot keep an infected part, try again later",
-                        note=f"virus {_names(names)}, quarantine failed",
-                    )
-                edited = replaced
+            for _, names in findings.infected:
                 removed += names
+            replaced = await self._quarantineParts(message, findings.infected, context)
+            if replaced is None:
+                return TempFail(
+                    "the quarantine cannot keep an infected part, try again later",
+                    note=f"virus {_names(tuple(dict.fromkeys(removed)))}, quarantine failed",
+                )
+            edited = replaced
 
         if settings.mode == "both" and not findings.clamdDown:
             # clamd's own MIME decoding sees what a part-by-part scan cannot
@@ -824,41 +828,68 @@ class VirusScan:
         else:
             findings.infected.append((part, result.names))
 
-    async def _quarantinePart(
+    async def _quarantineParts(
         self,
-        edited: Message,
-        original: Message,
-        part: Part,
-        names: tuple[str, ...],
+        message: Message,
+        infected: list[tuple[Part, tuple[str, ...]]],
         context: FilterContext,
     ) -> Message | None:
         """
-        Keep the infected part (its exact octets, headers included) in the
-        quarantine and return C{edited} with a notice in its place; None if
-        the quarantine could not keep it.
+        Keep every infected part (its exact octets, headers included) in the
+        quarantine and return C{message} with a notice in place of each,
+        made in one edit; None if the quarantine could not keep them.
+
+        The parts are kept all at once where the quarantine can, each under
+        an id derived from the message and the part, so a retry of the same
+        message finds them kept and writes nothing new.
         """
-        target = _removable(original, part)
-        start, end = target.range
+        # The part each finding removes, with every signature found in it.
+        targets: dict[tuple[int, ...], tuple[Part, Part, tuple[str, ...]]] = {}
+        for part, names in infected:
+            target = _removable(message, part)
+            if target.path in targets:
+                first, _, before = targets[target.path]
+                targets[target.path] = (first, target, tuple(dict.fromkeys(before + names)))
+            else:
+                targets[target.path] = (part, target, names)
+        data = message.toBytes()
+        removed = [
+            RemovedPart(data[slice(*target.range)], target.path, f"virus found: {_names(names)}")
+            for _, target, names in targets.values()
+        ]
+        quarantine = context.quarantine
         try:
-            identifier = await maybeDeferred(
-                context.quarantine.store,
-                original.toBytes()[start:end],
-                context,
-                f"virus found: {_names(names)}",
-                self.name,
-            )
+            if IPartQuarantine.providedBy(quarantine):
+                kept = await maybeDeferred(
+                    quarantine.storeParts, message.raw, removed, context, plugin=self.name
+                )
+                identifiers = [str(identifier) for identifier in kept]
+            else:
+                identifiers = [
+                    str(
+                        await maybeDeferred(
+                            quarantine.store, item.original, context, item.reason, self.name
+                        )
+                    )
+                    for item in removed
+                ]
         except Exception:
             context.log.failure(
-                "cannot quarantine an infected part (UIDL {uidl})", uidl=context.uidl
+                "cannot quarantine {count} infected part(s) (UIDL {uidl})",
+                count=len(removed),
+                uidl=context.uidl,
             )
             return None
-        notice = self._settings.notice.format(
-            virus=_names(names),
-            filename=_printable(target.filename or part.filename or "(no name)", 200),
-            id=identifier,
-            part=_partLabel(target),
-        )
-        return edited.withPartReplaced(target, textPart(notice, lineEnding=original.lineEnding))
+        edits = []
+        for (part, target, names), identifier in zip(targets.values(), identifiers, strict=True):
+            notice = self._settings.notice.format(
+                virus=_names(names),
+                filename=_printable(target.filename or part.filename or "(no name)", 200),
+                id=identifier,
+                part=_partLabel(target),
+            )
+            edits.append((target, textPart(notice, lineEnding=message.lineEnding)))
+        return message.withPartsEdited(edits)
 
     def _replaceWhole(
         self, message: Message, context: FilterContext, names: tuple[str, ...]

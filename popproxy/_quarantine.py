@@ -13,13 +13,16 @@ permissions) fails the store, and the chain then refuses to deliver the
 stripped message (the client gets -ERR [SYS/TEMP], the original stays on
 the server).
 
-The parts removed from one message are kept together (L{IPartQuarantine}):
-each under an id derived from the message and the part
-(L{partRecordId}), so a retry of the same message finds them kept and
-writes nothing new; their files are made durable by one sync of the
-file system instead of one per file, so thousands of parts cost no more
-than their octets.  Nothing is ever deleted except by L{Quarantine.purge}, the
-documented cleanup (C{popproxy quarantine purge}).
+Every record's id is derived from what it keeps, never random: a whole
+message (or anything a filter stores on its own) from the message, the
+plugin, the reason and the original's octets (L{storeRecordId}); the
+parts removed from one message, kept together (L{IPartQuarantine}), from
+the message and the part (L{partRecordId}).  A retry of the same message
+finds its records kept and writes nothing new.  The parts' files are made
+durable by one sync of the file system instead of one per file, so
+thousands of parts cost no more than their octets.  Nothing is ever
+deleted except by L{Quarantine.purge}, the documented cleanup
+(C{popproxy quarantine purge}).
 """
 
 from __future__ import annotations
@@ -74,17 +77,39 @@ def _headerBlock(original: bytes, limit: int = 4096) -> str:
     return head.decode("utf-8", "replace")
 
 
-def _writeAtomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(temporary, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+def _messageName(message: bytes, context: FilterContext) -> list[str]:
+    """
+    What names a message in a record id: the upstream, the user and its
+    UIDL when the upstream has UIDL (an upstream never gives a UIDL to
+    another message of the same mailbox), else the SHA-256 of its octets.
+    """
+    if context.uidl is not None:
+        return ["uidl", context.upstream, context.user, context.uidl]
+    return ["sha256", hashlib.sha256(message).hexdigest()]
+
+
+def _hashedId(prefix: str, name: list[str]) -> str:
+    digest = hashlib.sha256(json.dumps(name).encode("utf-8")).hexdigest()
+    return prefix + digest[:31]
+
+
+def storeRecordId(original: bytes, context: FilterContext, reason: str, plugin: str) -> str:
+    """
+    The id of the record of C{original} (a whole message replaced by a
+    notice, or whatever a filter keeps with C{store}), kept by C{plugin}
+    for C{reason}: the same whenever the same message is filtered again.
+
+    The message is named as in L{partRecordId} (by C{original} itself
+    when the upstream has no UIDL); the record by the plugin, the reason
+    and the SHA-256 of C{original} (a message cut short in a TOP preview
+    is not the message a RETR replaces).
+    """
+    digest = hashlib.sha256(original).hexdigest()
+    if context.uidl is not None:
+        messageName = _messageName(original, context)
+    else:
+        messageName = ["sha256", digest]
+    return _hashedId("m", ["store", *messageName, plugin, reason, digest])
 
 
 def partRecordId(message: bytes, part: RemovedPart, context: FilterContext, plugin: str) -> str:
@@ -98,19 +123,14 @@ def partRecordId(message: bytes, part: RemovedPart, context: FilterContext, plug
     its path, the reason and the SHA-256 of its octets (a part cut short
     in a TOP preview is not the part a RETR removes).
     """
-    if context.uidl is not None:
-        messageName = ["uidl", context.upstream, context.user, context.uidl]
-    else:
-        messageName = ["sha256", hashlib.sha256(message).hexdigest()]
     name = [
-        *messageName,
+        *_messageName(message, context),
         plugin,
         ".".join(map(str, part.path)),
         part.reason,
         hashlib.sha256(part.original).hexdigest(),
     ]
-    digest = hashlib.sha256(json.dumps(name).encode("utf-8")).hexdigest()
-    return "p" + digest[:31]
+    return _hashedId("p", name)
 
 
 def _loadSyncfs() -> Callable[[int], int] | None:
@@ -191,7 +211,7 @@ class DirectoryQuarantine:
     def store(
         self, original: bytes, context: FilterContext, reason: str, plugin: str = ""
     ) -> Deferred[str]:
-        identifier = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(5)
+        identifier = storeRecordId(original, context, reason, plugin)
         metadata = {
             "id": identifier,
             "time": time.time(),
@@ -208,18 +228,10 @@ class DirectoryQuarantine:
             "size": len(original),
             "headers": _headerBlock(original),
         }
-        return self._runInThread(lambda: self._write(identifier, original, metadata))
-
-    def _write(self, identifier: str, original: bytes, metadata: dict[str, Any]) -> str:
-        digest = hashlib.sha256(original).hexdigest()
-        blob = self.blobPath(digest)
-        if not blob.exists():
-            blob.parent.mkdir(exist_ok=True, mode=0o700)
-            _writeAtomically(blob, original)
-        metadata["sha256"] = digest
-        record = json.dumps(metadata, indent=2, sort_keys=True).encode("utf-8")
-        _writeAtomically(self.directory / "records" / f"{identifier}.json", record)
-        return identifier
+        # Written as the parts of a message are: nothing if the record is
+        # already kept, else the blob renamed into place before the record.
+        items = [(identifier, original, metadata)]
+        return self._runInThread(lambda: self._writeParts(items)[0])
 
     def storeParts(
         self,

@@ -13,7 +13,6 @@ is recorded).  It needs nothing beyond popproxy's own dependencies.
 from __future__ import annotations
 
 import inspect
-import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,7 +28,7 @@ from zope.interface.verify import verifyObject
 from popproxy._chain import ChainEntry, FilterChain, verdictProblem
 from popproxy._config import Config, ConfigError, loadConfig
 from popproxy._plugins import PluginError, loadFilter
-from popproxy._quarantine import DirectoryQuarantine, partRecordId
+from popproxy._quarantine import DirectoryQuarantine, partRecordId, storeRecordId
 from popproxy._retrieval import RetrievalContext, TemporaryFailure
 from popproxy.interfaces import (
     FilterContext,
@@ -95,20 +94,20 @@ class QuarantinedMessage:
 @implementer(IPartQuarantine)
 class MemoryQuarantine:
     """
-    A quarantine that only remembers what it was given (ids
-    C{memory-1}, C{memory-2}, ...; parts stored with C{storeParts} get the
-    ids a directory quarantine would give them, and are kept once):
-    for tests, and for trying a policy without writing to the real
-    quarantine.
+    A quarantine that only remembers what it was given, under the ids a
+    directory quarantine would give (derived from the message, see
+    docs/quarantine.md) and, as there, once: storing the same thing of
+    the same message again adds nothing.  For tests, and for trying a
+    policy without writing to the real quarantine.
     """
 
     def __init__(self) -> None:
         self.stored: list[QuarantinedMessage] = []
-        self._ids = itertools.count(1)
 
     def store(self, original: bytes, context: FilterContext, reason: str, plugin: str = "") -> str:
-        identifier = f"memory-{next(self._ids)}"
-        self.stored.append(QuarantinedMessage(identifier, original, context, reason, plugin))
+        identifier = storeRecordId(original, context, reason, plugin)
+        if all(item.identifier != identifier for item in self.stored):
+            self.stored.append(QuarantinedMessage(identifier, original, context, reason, plugin))
         return identifier
 
     def storeParts(

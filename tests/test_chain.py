@@ -7,6 +7,7 @@ each policy, garbage verdicts, the quarantine seam.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -303,6 +304,46 @@ def test_missingMethodCaughtAtLoad(tmp_path: Path) -> None:
         loadFilter("typo.py", {}, tmp_path)
 
 
+def test_replacedMessageRetriedIsKeptOnce(tmp_path: Path) -> None:
+    """
+    A message replaced by a notice whose retrieval then fails in a later
+    filter is kept once however often the client retries: the retries
+    find the record of the first run (its time unchanged) and deliver the
+    same notice with the same id.  The same octets under another UIDL are
+    another message, kept in a record of their own.
+    """
+
+    def notice(message: Message, context: FilterContext) -> Replace:
+        return Replace(
+            Message.fromBytes(b"Subject: removed\r\n\r\nA message was removed.\r\n"),
+            reason="virus Eicar",
+        )
+
+    attempts: list[str | None] = []
+
+    def busyOnce(message: Message, context: FilterContext) -> Any:
+        attempts.append(context.uidl)
+        return TempFail("spamd busy") if len(attempts) == 1 else Deliver()
+
+    quarantine = DirectoryQuarantine(tmp_path / "q")
+    chain = chainOf(Recorder("scan", notice), Recorder("spam", busyOnce), quarantine=quarantine)
+    [failed] = run(chain)
+    assert failed.check(TemporaryFailure)
+    [record] = quarantine.records()
+    first, again = run(chain)[0], run(chain)[0]
+    assert first == again
+    assert first.startswith(f"{QUARANTINE_HEADER}: {record.id}\r\n".encode())
+    assert list(quarantine.records()) == [record]
+    assert len(list((tmp_path / "q" / "records").iterdir())) == 1
+
+    other: list[Any] = []
+    chain.processMessage(replace(CONTEXT, uidl="uid-4"), RAW).addBoth(other.append)
+    records = list(quarantine.records())
+    assert len(records) == 2 and records[0] == record
+    assert [(r.uidl, quarantine.original(r)) for r in records] == [("uid-3", RAW), ("uid-4", RAW)]
+    assert other[0].startswith(f"{QUARANTINE_HEADER}: {records[1].id}\r\n".encode())
+
+
 # Messages over the parse limits (the over_limits policy).
 
 SHIPPED_PLUGINS = Path(__file__).resolve().parent.parent / "plugins"
@@ -419,6 +460,22 @@ def test_overLimitsQuarantine(tmp_path: Path, raw: bytes, limits: ParseLimits, r
     )
     assert f"parse limit {reason}" in notice.root.text()
     assert "quarantine" in notice.root.text()
+
+
+def test_overLimitsQuarantineRetriedIsKeptOnce(tmp_path: Path) -> None:
+    """
+    A message over the parse limits retrieved again (a client retrying)
+    gets the same notice with the same quarantine id, and the quarantine
+    still holds one record of it.
+    """
+    quarantine = DirectoryQuarantine(tmp_path / "q")
+    chain = chainOf(limits=ParseLimits(maxParts=3), overLimits="quarantine", quarantine=quarantine)
+    [first] = run(chain, manyParts(4))
+    [again] = run(chain, manyParts(4))
+    assert first == again
+    [record] = quarantine.records()
+    assert Message.fromBytes(first).headers.get(QUARANTINE_HEADER) == record.id
+    assert quarantine.original(record) == manyParts(4)
 
 
 def test_overLimitsNoticeKeepsIdentifyingHeaders(tmp_path: Path) -> None:

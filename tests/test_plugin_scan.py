@@ -29,10 +29,11 @@ from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from popproxy._plugins import PluginError, _loadFile, loadFilter
 from popproxy._quarantine import DirectoryQuarantine, Record
-from popproxy.interfaces import Replace, Rewrite, TempFail
+from popproxy.interfaces import IQuarantine, Replace, Rewrite, TempFail
 from popproxy.message import Message
 from popproxy.testing import (
     MemoryQuarantine,
@@ -385,10 +386,89 @@ def test_quarantineFailureTempfails() -> None:
         def store(self, *args: Any, **kwargs: Any) -> Any:
             raise OSError("disk full")
 
+        def storeParts(self, *args: Any, **kwargs: Any) -> Any:
+            raise OSError("disk full")
+
     virusScan, _ = fakeFilter(findEicar)
     context = makeContext(quarantine=BrokenQuarantine())
     result = runFilter(virusScan, buildMessage(eicarAttachment()), context)
     assert isinstance(result.verdict, TempFail)
+    assert result.verdict.note == "virus Test.EICAR, quarantine failed"
+
+
+def infectedTwice() -> bytes:
+    """A message with two infected attachments (one inside a nested multipart) among clean parts."""
+    nested = (
+        b"Content-Type: multipart/mixed; boundary=inner\r\n\r\n"
+        b"--inner\r\n" + attachmentPart(eicar(), "second.com") + b"\r\n--inner--\r\n"
+    )
+    return buildMessage(TEXT, eicarAttachment(), PDF, nested)
+
+
+def test_infectedPartsRetriedAreKeptOnce(tmp_path: Path) -> None:
+    """
+    The infected parts of a message are kept in one batch, a record each, and replaced by
+    notices naming their ids; scanning the same message (same UIDL) again, as a retry does,
+    delivers the same octets and finds the records kept (nothing rewritten).  The same
+    message under another UIDL gets records of its own.
+    """
+    virusScan, _ = fakeFilter(findEicar)
+    quarantine = DirectoryQuarantine(tmp_path / "q")
+    raw = infectedTwice()
+    first = runFilter(virusScan, raw, makeContext(quarantine=quarantine))
+    records = {record.id: record for record in quarantine.records()}
+    message = Message.fromBytes(raw)
+    originals = [message.partAt(path) for path in ((1,), (3, 0))]
+    assert sorted(quarantine.original(r) for r in records.values()) == sorted(
+        raw[slice(*part.range)] for part in originals
+    )
+    assert sorted(r.data["path"] for r in records.values()) == [[1], [3, 0]]
+    assert first.output is not None and eicar() not in first.output
+    stamp, rest = splitStamp(first.output)
+    assert stamp == "popproxy/clamd; infected parts replaced (Test.EICAR)"
+    delivered = Message.fromBytes(rest)
+    for record in records.values():
+        assert record.id in delivered.partAt(tuple(record.data["path"])).text()
+    assert rest.startswith(raw[: originals[0].range[0]])
+    assert rest.endswith(raw[originals[1].range[1] :])
+
+    again = runFilter(virusScan, raw, makeContext(quarantine=quarantine))
+    assert again.output == first.output
+    assert {record.id: record for record in quarantine.records()} == records
+
+    other = runFilter(virusScan, raw, makeContext(quarantine=quarantine, uidl="uidl-2"))
+    assert other.output != first.output
+    assert len(list(quarantine.records())) == 4
+    assert not list((tmp_path / "q").rglob("*.tmp"))
+
+
+def test_quarantineWithoutBatchesKeepsPartsOneByOne() -> None:
+    """
+    A quarantine offering only store (no storeParts) still keeps every infected part, one
+    call each, and the notices name the ids it gave.
+    """
+
+    @implementer(IQuarantine)
+    class OneByOne:
+        def __init__(self) -> None:
+            self.kept: list[tuple[bytes, str, str]] = []
+
+        def store(self, original: bytes, context: Any, reason: str, plugin: str = "") -> str:
+            self.kept.append((original, reason, plugin))
+            return f"one-{len(self.kept)}"
+
+    virusScan, _ = fakeFilter(findEicar)
+    quarantine = OneByOne()
+    raw = infectedTwice()
+    result = runFilter(virusScan, raw, makeContext(quarantine=quarantine))
+    message = Message.fromBytes(raw)
+    assert quarantine.kept == [
+        (raw[slice(*message.partAt(path).range)], "virus found: Test.EICAR", "scan")
+        for path in ((1,), (3, 0))
+    ]
+    delivered = Message.fromBytes(splitStamp(result.output)[1])
+    assert "one-1" in delivered.partAt((1,)).text()
+    assert "one-2" in delivered.partAt((3, 0)).text()
 
 
 def test_bothModeScansWhatWouldBeDelivered() -> None:
@@ -624,6 +704,35 @@ def test_eicarBodyReplacesTheWholeMessage(clamd: ClamdPeer, tmp_path: Path) -> N
     assert notice.headers.get("Message-ID") == "<eicar@example.com>"
     assert f"{EICAR_SIGNATURE}.UNOFFICIAL" in notice.root.text()
     assert eicar() not in delivery.output
+
+
+def test_infectedPartsRetriedAgainstRealClamdAreKeptOnce(clamd: ClamdPeer, tmp_path: Path) -> None:
+    """
+    Real clamd finds EICAR in two parts of a message; retrieving it again (another chain
+    run on the same quarantine, same UIDL) delivers the same octets and leaves the same two
+    records, while the same octets under another UIDL get two records of their own.
+    """
+    raw = infectedTwice()
+    q = tmp_path / "q"
+    [[first]], [[again, other]] = (
+        runChains(Case({"address": clamd.tcpAddress}, (raw,), quarantine=q)),
+        runChains(Case({"address": clamd.tcpAddress}, (raw, raw), quarantine=q)),
+    )
+    assert first.output is not None, first.tempfail
+    assert again.output == first.output
+    assert other.output is not None and other.output != first.output
+    kept = quarantined(q)
+    assert sorted((record.uidl, record.data["path"]) for _, record in kept.values()) == [
+        ("uidl-1", [1]),
+        ("uidl-1", [3, 0]),
+        ("uidl-2", [1]),
+        ("uidl-2", [3, 0]),
+    ]
+    delivered = Message.fromBytes(splitStamp(first.output)[1])
+    for identifier, (original, record) in kept.items():
+        if record.uidl == "uidl-1":
+            assert identifier in delivered.partAt(tuple(record.data["path"])).text()
+            assert eicar() in base64.b64decode(original.split(b"\r\n\r\n", 1)[1])
 
 
 def test_cleanMessagesAreStampedAndOtherwiseUntouched(clamd: ClamdPeer, tmp_path: Path) -> None:

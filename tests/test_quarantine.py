@@ -7,8 +7,10 @@ refuse instead of losing, listing, export and the purge cleanup.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import os
 import time
 from pathlib import Path
 
@@ -19,6 +21,7 @@ import popproxy._quarantine as module
 from popproxy._quarantine import DirectoryQuarantine
 from popproxy._quarantinecli import main
 from popproxy.interfaces import FilterContext, RemovedPart
+from popproxy.testing import MemoryQuarantine
 
 PART = b'Content-Type: application/octet-stream; name="x.exe"\r\n\r\nTVqQAAMAAAAEAAAA\r\n'
 
@@ -49,6 +52,85 @@ def test_storeKeepsExactBytesOnce(tmp_path: Path) -> None:
     assert len(list((tmp_path / "blobs").rglob("*"))) == 2  # one subdirectory, one blob
     assert records[0].headers == 'Content-Type: application/octet-stream; name="x.exe"'
     assert (records[0].plugin, records[0].uidl) == ("strip", "u-1")
+
+
+def test_storeSameMessageOnce(tmp_path: Path) -> None:
+    """
+    Storing the same original of the same message again (same user,
+    upstream and UIDL, plugin and reason), as a retry does, returns the
+    same id and writes nothing: the record keeps the time of the first
+    store.  Another UIDL, reason or plugin is a record of its own (the
+    blob is shared); without UIDL the octets name the message.  The
+    in-memory quarantine of the test kit gives the very same ids, once.
+    """
+    quarantine = DirectoryQuarantine(tmp_path)
+    first = stored(quarantine, PART)
+    assert first.startswith("m") and len(first) == 32
+    before = {path: path.stat().st_mtime_ns for path in tmp_path.rglob("*") if path.is_file()}
+    time.sleep(0.01)
+    assert stored(quarantine, PART) == first
+    after = {path: path.stat().st_mtime_ns for path in tmp_path.rglob("*") if path.is_file()}
+    assert after == before
+    [record] = quarantine.records()
+    assert record.id == first and record.uidl == "u-1"
+
+    def storedAs(ctx: FilterContext, reason: str = "r", plugin: str = "strip") -> str:
+        results: list[object] = []
+        quarantine.store(PART, ctx, reason, plugin).addBoth(results.append)
+        assert isinstance(results[0], str), results
+        return results[0]
+
+    other = FilterContext("RETR", 1, "alice", "127.0.0.1:1", "tcp:u:110", "s2", uidl="u-2")
+    noUidl = FilterContext("RETR", 1, "alice", "127.0.0.1:1", "tcp:u:110", "s3", uidl=None)
+    ids = [
+        storedAs(other),
+        storedAs(other, reason="another reason"),
+        storedAs(other, plugin="scan"),
+        storedAs(noUidl),
+    ]
+    assert len({first, *ids}) == 5
+    assert storedAs(noUidl) == ids[-1]
+    assert len(list(quarantine.records())) == 5
+    assert len([path for path in (tmp_path / "blobs").rglob("*") if path.is_file()]) == 1
+    assert not list(tmp_path.rglob("*.tmp"))
+
+    memory = MemoryQuarantine()
+    assert memory.store(PART, context(), "blocked extension .exe", "strip") == first
+    assert memory.store(PART, context(), "blocked extension .exe", "strip") == first
+    assert memory.store(PART, other, "r", "strip") == ids[0]
+    assert [item.identifier for item in memory.stored] == [first, ids[0]]
+
+
+def test_storeIsDurableBeforeItAnswers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    A store writes the blob and the record to temporary names, flushes
+    both to disk, renames the blob into place before the record naming
+    it, and flushes the directories holding the new names.
+    """
+    events: list[tuple[str, str]] = []
+    realFsync, realReplace = module.os.fsync, module.os.replace
+
+    def fsync(descriptor: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{descriptor}")))
+        realFsync(descriptor)
+
+    def replace(source: str | Path, target: str | Path) -> None:
+        events.append(("rename", str(target)))
+        realReplace(source, target)
+
+    monkeypatch.setattr(module.os, "fsync", fsync)
+    monkeypatch.setattr(module.os, "replace", replace)
+    identifier = stored(DirectoryQuarantine(tmp_path), PART)
+    digest = hashlib.sha256(PART).hexdigest()
+    blob = str(tmp_path / "blobs" / digest[:2] / digest)
+    record = str(tmp_path / "records" / f"{identifier}.json")
+    flushed = [name for kind, name in events[:2] if kind == "fsync"]
+    assert len(flushed) == 2 and all(name.endswith(".tmp") for name in flushed)
+    assert events[2:4] == [("rename", blob), ("rename", record)]
+    assert sorted(events[4:]) == [
+        ("fsync", str(tmp_path / "blobs" / digest[:2])),
+        ("fsync", str(tmp_path / "records")),
+    ]
 
 
 def storedParts(
