@@ -53,7 +53,7 @@ from popproxy.interfaces import (
     TempFail,
     Verdict,
 )
-from popproxy.message import EditError, Message, Part, textPart
+from popproxy.message import EditError, LimitExceeded, Message, ParseLimits, Part, textPart
 
 # The default policy.
 
@@ -179,6 +179,10 @@ class StripPolicy:
 #: shows as "invoiceexe.pdf".
 _BIDI_OVERRIDES = frozenset("\u202a\u202b\u202d\u202e\u2066\u2067\u2068")
 _PATH_SEPARATOR = re.compile(r"[/\\]")
+#: What Windows drops from the end of a file name, and the NTFS stream
+#: suffix it ignores.
+_DROPPED_AT_END = frozenset(". \t\r\n\x00\u00a0\u3000")
+_NTFS_STREAM = "::$data"
 _CLSID_SUFFIX = re.compile(r"\.\{[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\}\Z")
 
 
@@ -206,13 +210,15 @@ def canonicalName(name: str) -> str:
     base = _PATH_SEPARATOR.split(name)[-1]
     visible = "".join(char for char in base if unicodedata.category(char) != "Cf")
     folded = unicodedata.normalize("NFKC", visible).casefold()
+    # Move an end index back instead of slicing on every step: a name of
+    # many ". ::$data" repetitions would otherwise be copied once per step.
+    end = len(folded)
     while True:
-        trimmed = folded.rstrip(". \t\r\n\x00\u00a0\u3000")
-        if trimmed.endswith("::$data"):
-            trimmed = trimmed[: -len("::$data")]
-        if trimmed == folded:
-            return trimmed
-        folded = trimmed
+        while end and folded[end - 1] in _DROPPED_AT_END:
+            end -= 1
+        if not folded.endswith(_NTFS_STREAM, 0, end):
+            return folded[:end]
+        end -= len(_NTFS_STREAM)
 
 
 def nameReason(name: str, policy: StripPolicy) -> str | None:
@@ -222,9 +228,14 @@ def nameReason(name: str, policy: StripPolicy) -> str | None:
     is an C{.exe} and an entry like C{tar.gz} works.
     """
     canonical = canonicalName(name)
-    pieces = canonical.split(".")
-    for start in range(len(pieces) - 1, 0, -1):
-        extension = ".".join(pieces[start:])
+    # Only a suffix as long as the longest blocked extension can match:
+    # look at the dots in that tail, shortest suffix first, never at the
+    # rest of a name of thousands of dots.
+    longest = max(map(len, policy.extensions), default=0)
+    floor = max(len(canonical) - longest - 1, 0)
+    dot = len(canonical)
+    while (dot := canonical.rfind(".", floor, dot)) != -1:
+        extension = canonical[dot + 1 :]
         if extension in policy.extensions:
             return f"blocked extension .{extension}"
     if _CLSID_SUFFIX.search(canonical):
@@ -1012,7 +1023,7 @@ def findBlocked(message: Message, policy: StripPolicy, nesting: int = 0) -> list
     """
     data = message.toBytes()
     findings: list[Finding] = []
-    maxDepth = message.maxDepth
+    limits = message.limits
 
     def visit(part: Part, container: Part | None, signed: bool) -> None:
         if part.isMultipart:
@@ -1020,7 +1031,7 @@ def findBlocked(message: Message, policy: StripPolicy, nesting: int = 0) -> list
             for child in part.children:
                 visit(child, None, inSigned)
             return
-        judged = _judgePart(part, data, policy, maxDepth, nesting)
+        judged = _judgePart(part, data, policy, limits, nesting)
         if judged is not None:
             # A file that is the whole of an attached message takes the
             # message/rfc822 part with it, not just the body under it.
@@ -1040,7 +1051,7 @@ def findBlocked(message: Message, policy: StripPolicy, nesting: int = 0) -> list
 
 
 def _judgePart(
-    part: Part, data: bytes, policy: StripPolicy, maxDepth: int, nesting: int
+    part: Part, data: bytes, policy: StripPolicy, limits: ParseLimits, nesting: int
 ) -> tuple[str, str] | None:
     """
     The name to show and the reason if the part must go, or None.
@@ -1058,6 +1069,7 @@ def _judgePart(
         return shown, f"blocked content type {contentType}"
     isMessage = contentType in ("message/rfc822", "message/global")
     isContainer = isMessage or contentType.startswith("multipart/")
+    maxDepth = limits.maxDepth
     if isContainer and len(part.path) >= maxDepth:
         return shown, "nested too deeply to be checked"
     if isMessage and part.children:
@@ -1067,7 +1079,13 @@ def _judgePart(
         # it anyway): check the message inside, remove it whole.
         if nesting >= maxDepth:
             return shown, "nested too deeply to be checked"
-        inner = Message.fromBytes(decodedPayload(part, data), maxDepth=maxDepth)
+        inner = Message.fromBytes(decodedPayload(part, data), limits=limits)
+        try:
+            # The chain checked the outer message only: an attached message
+            # past a limit would hide whatever lies beyond it.
+            inner.checkLimits()
+        except LimitExceeded as e:
+            return shown, f"attached message too complex to check ({e.limit})"
         found = findBlocked(inner, policy, nesting + 1)
         if found:
             return shown, f"attached message holds {found[0].filename} ({found[0].reason})"

@@ -291,3 +291,15 @@ def buildMessageText(body: bytes) -> bytes:
     A plain text part with C{body}.
     """
     return b"Content-Type: text/plain\r\n\r\n" + body
+
+
+def test_stripFileNamesOfManyDotsAndStreams() -> None:
+    """
+    strip's name check on a megabyte of dots with no blocked extension, and
+    on a megabyte of repeated NTFS stream suffixes and trailing dots, looks
+    only at the suffixes a blocked extension could be.
+    """
+    strip = loadPlugin("strip")
+    assert nameReason("a." * (MEGABYTE // 2) + "txt", strip.policy) is None
+    assert nameReason("a." * (MEGABYTE // 2) + "exe", strip.policy) == "blocked extension .exe"
+    assert canonicalName("x.exe" + ". ::$data" * (MEGABYTE // 9)) == "x.exe"

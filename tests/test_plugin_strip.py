@@ -11,6 +11,7 @@ generated messages.
 
 from __future__ import annotations
 
+import base64
 import os
 import sys
 import time
@@ -785,3 +786,48 @@ def test_twentyThousandExecutables(tmp_path: Path) -> None:
     assert isinstance(verdict, Rewrite)
     assert len(recordFiles(tmp_path / "q")) == 20000
     assert len(noticeIds(verdict.message)) == 20000
+
+
+def encodedAttachedMessage(textParts: int) -> bytes:
+    """
+    A message whose base64-encoded message/rfc822 attachment holds
+    C{textParts} text parts and then an C{evil.exe}.
+    """
+    parts = [b"--in\r\nContent-Type: text/plain\r\n\r\nx\r\n"] * textParts
+    parts.append(
+        b"--in\r\nContent-Type: application/octet-stream\r\n"
+        b"Content-Disposition: attachment; filename=evil.exe\r\n\r\nMZ\r\n"
+    )
+    inner = (
+        b"From: a@example.com\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: multipart/mixed; boundary=in\r\n\r\n" + b"".join(parts) + b"--in--\r\n"
+    )
+    encoded = base64.encodebytes(inner).replace(b"\n", b"\r\n")
+    return (
+        b"From: a@example.com\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: multipart/mixed; boundary=out\r\n\r\n"
+        b"--out\r\nContent-Type: text/plain\r\n\r\nhi\r\n"
+        b"--out\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        + encoded
+        + b"--out--\r\n"
+    )
+
+
+@pytest.mark.parametrize("textParts", [10, 1001])
+def test_encodedAttachedMessageOverTheLimits(textParts: int) -> None:
+    """
+    An encoded attached message is checked under the message's parse
+    limits: its .exe is found among a few parts, and one that hides it
+    beyond max_parts (the outer message being within every limit) is
+    removed whole as too complex to check, never delivered.
+    """
+    raw = encodedAttachedMessage(textParts)
+    Message.fromBytes(raw).checkLimits()
+    strip = loadStrip()
+    module = sys.modules[type(strip).__module__]
+    findings = module.findBlocked(Message.fromBytes(raw), strip.policy)
+    assert [finding.reason for finding in findings] == [
+        "attached message holds evil.exe (blocked extension .exe)"
+        if textParts == 10
+        else "attached message too complex to check (max_parts)"
+    ]
