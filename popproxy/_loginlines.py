@@ -13,10 +13,16 @@ step and before any line is built, by L{checkedValue}, and the only way to
 make the lines of a login is through the functions of this module, which
 return a L{LoginCommands}.
 
-Bounds: a value may have at most L{MAX_VALUE} octets, so that it fits a
-C{USER} or C{PASS} line within RFC 2449's 255 octets (CRLF included)
-whichever way the proxy translates the login; every line built is checked
-against that limit, and a PLAIN response against L{MAX_SASL_LINE}.
+Bounds depend on the line that carries a value.  In a C{USER}, C{PASS} or
+C{APOP} line a value may have at most L{MAX_VALUE} octets, what fits RFC
+2449's 255 octets (CRLF included).  A SASL PLAIN login has no bound per
+value: its response goes as an initial response when the C{AUTH PLAIN}
+line fits in 255 octets, else alone on a line of at most L{MAX_SASL_LINE}
+octets after the server's challenge, and is refused only when it does not
+fit that (so long passwords, such as application tokens, log in with
+PLAIN).  A caller that may send either translation builds the PLAIN one
+first, which checks every value for CR, LF and NUL, and builds the
+C{USER}/C{PASS} one, with its tighter bound, only once it is chosen.
 """
 
 from __future__ import annotations
@@ -53,23 +59,25 @@ class LoginCommands:
     lines: tuple[bytes, ...]
 
 
-def checkedValue(value: bytes, what: str) -> bytes:
+def checkedValue(value: bytes, what: str, bound: int | None = MAX_VALUE) -> bytes:
     """
     C{value} if it may go upstream as one value of one command line.
 
     @param what: how the client would call it ("user name", "password").
-    @raise RefusedValue: it holds CR, LF or NUL, or is over L{MAX_VALUE}.
+    @param bound: the most octets it may have, or C{None} when only the
+        line carrying it is bounded (a SASL response: see L{plainLogin}).
+    @raise RefusedValue: it holds CR, LF or NUL, or is over C{bound}.
     """
     if any(octet in value for octet in _FORBIDDEN):
         raise RefusedValue(f"the {what} contains a control character (CR, LF or NUL)")
-    if len(value) > MAX_VALUE:
-        raise RefusedValue(f"the {what} is longer than {MAX_VALUE} octets")
+    if bound is not None and len(value) > bound:
+        raise RefusedValue(f"the {what} is longer than {bound} octets")
     return value
 
 
-def _line(*parts: bytes, limit: int = MAX_COMMAND_LINE) -> bytes:
+def _line(*parts: bytes) -> bytes:
     line = b" ".join(parts)
-    if len(line) + 2 > limit:
+    if len(line) + 2 > MAX_COMMAND_LINE:
         raise RefusedValue("the login does not fit in one command line")
     return line
 
@@ -106,12 +114,18 @@ def apopLogin(name: bytes, digest: bytes) -> LoginCommands:
 def plainLogin(authzid: bytes, authcid: bytes, password: bytes) -> LoginCommands:
     """
     A SASL PLAIN login (RFC 4616): the response as an initial response if
-    the line allows, else after the server's challenge.
+    the C{AUTH PLAIN} line fits in 255 octets, else after the server's
+    challenge, alone on a line of at most L{MAX_SASL_LINE} octets.  The
+    values are bounded by that line only, not by L{MAX_VALUE}.
     """
-    checkedValue(authzid, "authorization identity")
-    checkedValue(authcid, "user name")
-    checkedValue(password, "password")
+    checkedValue(authzid, "authorization identity", bound=None)
+    checkedValue(authcid, "user name", bound=None)
+    checkedValue(password, "password", bound=None)
     token = base64.b64encode(authzid + b"\0" + authcid + b"\0" + password)
     if len(token) + len(b"AUTH PLAIN \r\n") <= MAX_COMMAND_LINE:
         return LoginCommands((b"AUTH PLAIN " + token,))
-    return LoginCommands((b"AUTH PLAIN", _line(token, limit=MAX_SASL_LINE)))
+    if len(token) + len(b"\r\n") > MAX_SASL_LINE:
+        raise RefusedValue(
+            f"the login does not fit in one SASL response line of {MAX_SASL_LINE} octets"
+        )
+    return LoginCommands((b"AUTH PLAIN", token))

@@ -999,14 +999,16 @@ class ClientSession(Protocol, TimeoutMixin):
             return
         name = route.login.encode("utf-8", "surrogateescape")
         proxyAuthorization = bool(authzid) and authzid != authcid
-        # Both translations are made (and their values checked) before the
-        # upstream hears anything; its CAPA then chooses one.
+        # The PLAIN translation is made first: it checks every value for CR,
+        # LF and NUL before the upstream hears anything (CAPA included).
+        # USER/PASS, whose lines bound each value to 248 octets, is made
+        # only if CAPA shows it is needed, so a long password (a token)
+        # still logs in where the upstream offers PLAIN.
         try:
             if proxyAuthorization:
                 plain = plainLogin(name, authcid, password)
             else:
                 plain = plainLogin(b"", name, password)
-            userPass = userPassLogin(name, password)
         except RefusedValue as refused:
             self._refuseValue(identity, refused)
             return
@@ -1020,7 +1022,11 @@ class ClientSession(Protocol, TimeoutMixin):
                 self._commandDone()
                 return
             else:
-                commands = userPass
+                try:
+                    commands = userPassLogin(name, password)
+                except RefusedValue as refused:
+                    self._refuseValue(identity, refused)
+                    return
             self._loginSequence(identity, route, commands)
 
         def send(upstream: UpstreamConnection) -> None:

@@ -24,13 +24,33 @@ from popproxy._loginlines import (
 
 DIGEST = b"c4c9334bac560ecc979e58001b3e22fb"
 
-values = st.binary(max_size=MAX_VALUE + 20)
+#: Arbitrary octets, values around the USER/PASS bound, and long values
+#: (tokens used as passwords) whose PLAIN response nears the SASL bound.
+values = st.one_of(
+    st.binary(max_size=MAX_VALUE + 20),
+    st.integers(MAX_VALUE - 3, MAX_VALUE + 3).map(lambda size: b"v" * size),
+    st.integers(1900, 3100).map(lambda size: b"t" * size),
+)
+
+
+def clean(*values: bytes) -> bool:
+    return all(b"\r" not in v and b"\n" not in v and b"\0" not in v for v in values)
 
 
 def acceptable(*values: bytes) -> bool:
-    return all(
-        len(v) <= MAX_VALUE and b"\r" not in v and b"\n" not in v and b"\0" not in v for v in values
-    )
+    """
+    What a USER, PASS or APOP line may carry.
+    """
+    return clean(*values) and all(len(v) <= MAX_VALUE for v in values)
+
+
+def plainAcceptable(authzid: bytes, authcid: bytes, password: bytes) -> bool:
+    """
+    What a PLAIN login may carry: clean values whose base64 response fits
+    a SASL line with its CRLF.
+    """
+    size = len(authzid) + len(authcid) + len(password) + 2
+    return clean(authzid, authcid, password) and 4 * -(-size // 3) + 2 <= MAX_SASL_LINE
 
 
 def test_boundIsWhatFitsInAUserLine() -> None:
@@ -74,26 +94,63 @@ def test_plainInitialResponseOrAfterChallenge() -> None:
     assert len(long.lines[1]) + 2 <= MAX_SASL_LINE
 
 
+def test_plainInitialResponseBound() -> None:
+    """
+    The longest PLAIN response sent with the command makes an AUTH PLAIN
+    line of at most 255 octets with its CRLF; one octet more of password
+    moves it after the challenge.
+    """
+    # 180 octets encode to 240 base64 characters: 11 + 240 + 2 = 253.
+    fits = plainLogin(b"", b"alice", b"p" * (180 - 7))
+    assert len(fits.lines) == 1
+    assert len(fits.lines[0]) + 2 == 253
+    over = plainLogin(b"", b"alice", b"p" * (181 - 7))
+    assert over.lines[0] == b"AUTH PLAIN"
+    assert base64.b64decode(over.lines[1]) == b"\0alice\0" + b"p" * (181 - 7)
+
+
+def test_plainBoundIsTheSaslLineNotTheValue() -> None:
+    """
+    A password far over 248 octets (an application token) goes as PLAIN
+    after the challenge; the bound is the response line: 6,141 octets of
+    response encode to 8,188 characters (8,190 with CRLF), one octet more
+    is refused with the reason.
+    """
+    token = plainLogin(b"", b"alice", b"t" * 1000)
+    assert token.lines == (b"AUTH PLAIN", base64.b64encode(b"\0alice\0" + b"t" * 1000))
+    longest = plainLogin(b"", b"alice", b"t" * (6141 - 7))
+    assert len(longest.lines[1]) + 2 == 8190 <= MAX_SASL_LINE
+    with pytest.raises(RefusedValue, match="does not fit in one SASL response line of 8192"):
+        plainLogin(b"", b"alice", b"t" * (6142 - 7))
+    # The USER/PASS translation of the same password is refused.
+    with pytest.raises(RefusedValue, match="password is longer than 248 octets"):
+        userPassLogin(b"alice", b"t" * 1000)
+
+
 @given(authzid=values, authcid=values, password=values)
 def test_plainCarriesExactlyTheValuesOrRefuses(
     authzid: bytes, authcid: bytes, password: bytes
 ) -> None:
     """
-    For any values, a PLAIN login is refused exactly when a value is
-    unacceptable; otherwise its lines hold no CR, LF or NUL, fit their
-    bounds, and the upstream decodes exactly the three values.
+    For any values, a PLAIN login is refused exactly when a value holds
+    CR, LF or NUL or the response would not fit a SASL line; otherwise its
+    lines hold no CR, LF or NUL, the command line fits 255 octets, the
+    response line 8192, and the upstream decodes exactly the three values.
     """
     try:
         commands = plainLogin(authzid, authcid, password)
     except RefusedValue:
-        assert not acceptable(authzid, authcid, password)
+        assert not plainAcceptable(authzid, authcid, password)
         return
-    assert acceptable(authzid, authcid, password)
+    assert plainAcceptable(authzid, authcid, password)
+    assert 1 <= len(commands.lines) <= 2
     for line in commands.lines:
         assert b"\r" not in line and b"\n" not in line and b"\0" not in line
+        assert len(line) + 2 <= MAX_SASL_LINE
     token = commands.lines[-1].removeprefix(b"AUTH PLAIN ")
     assert base64.b64decode(token, validate=True).split(b"\0") == [authzid, authcid, password]
     assert all(len(line) + 2 <= 255 for line in commands.lines if line.startswith(b"AUTH"))
+    assert (len(commands.lines) == 1) == (len(b"AUTH PLAIN " + token + b"\r\n") <= 255)
 
 
 @given(name=values, password=values)

@@ -1,9 +1,11 @@
 """
 Protocol tests for the values a client's login sends upstream: a CR, LF or
-NUL in a decoded value, or a value too long for its line, is refused with
--ERR [AUTH] before any of it is sent, counts as a failed login, and one
-client login never becomes more upstream commands than its translation;
-log events show client-supplied names escaped.
+NUL in a decoded value is refused with -ERR [AUTH] before the upstream
+hears anything; a value too long for the line that would carry it (248
+octets in USER/PASS, the SASL line for AUTH PLAIN) is refused with none of
+it sent; a refusal counts as a failed login, and one client login never
+becomes more upstream commands than its translation; log events show
+client-supplied names escaped.
 """
 
 from __future__ import annotations
@@ -66,7 +68,14 @@ def serve(h: Harness, kind: str) -> list[bytes]:
 
 
 def clean(*values: bytes) -> bool:
-    return all(len(v) <= MAX_VALUE and not {13, 10, 0} & set(v) for v in values)
+    return all(not {13, 10, 0} & set(v) for v in values)
+
+
+def short(*values: bytes) -> bool:
+    """
+    Each value fits a USER or PASS line (255 octets with CRLF).
+    """
+    return all(len(v) <= MAX_VALUE for v in values)
 
 
 def plainLines(authzid: bytes, authcid: bytes, password: bytes) -> list[bytes]:
@@ -79,14 +88,18 @@ def plainLines(authzid: bytes, authcid: bytes, password: bytes) -> list[bytes]:
 def translated(kind: str, authzid: bytes, user: bytes, password: bytes) -> list[bytes]:
     """
     What an upstream of this kind must receive for an AUTH with these
-    values: nothing when a value is refused, else CAPA and the login.
+    values: nothing when a value holds CR, LF or NUL, else CAPA and the
+    login: AUTH PLAIN if offered (any length the SASL line takes), else
+    USER/PASS if each value fits its line (248 octets), else nothing more.
     """
     proxy = bool(authzid) and authzid != user
     if not clean(*((authzid, user, password) if proxy else (user, password))):
         return []
     if kind != "userpass":
         return [b"CAPA"] + plainLines(authzid if proxy else b"", user, password)
-    return [b"CAPA"] if proxy else [b"CAPA", b"USER " + user, b"PASS " + password]
+    if proxy or not short(user, password):
+        return [b"CAPA"]
+    return [b"CAPA", b"USER " + user, b"PASS " + password]
 
 
 def assertWellFormed(lines: list[bytes], most: int = 3) -> None:
@@ -140,9 +153,11 @@ def test_manyPairsInOneAuthAreOneFailedLogin() -> None:
 
 def test_nulAndOverlongValuesRefused() -> None:
     """
-    A NUL in an AUTH LOGIN user name, and a password one octet over the
-    bound, are refused with a reason; a password at the bound goes through
-    in a PASS line of exactly 255 octets.
+    A NUL in an AUTH LOGIN user name is refused before the upstream hears
+    anything; a password one octet over 248, to an upstream that takes
+    only USER/PASS, is refused after its CAPA with no USER or PASS sent; a
+    password at the bound goes through in a PASS line of exactly 255
+    octets.
     """
     h = harness()
     h.send(b"AUTH LOGIN " + b64(b"al\0ice") + b"\r\n" + b64(b"pw") + b"\r\n")
@@ -150,14 +165,66 @@ def test_nulAndOverlongValuesRefused() -> None:
         b"+ UGFzc3dvcmQ6\r\n"
         b"-ERR [AUTH] the user name contains a control character (CR, LF or NUL)\r\n"
     )
-    h.send(b"AUTH PLAIN\r\n")
-    h.send(b64(b"\0alice\0" + b"p" * (MAX_VALUE + 1)) + b"\r\n")
-    assert h.received() == b"+ \r\n-ERR [AUTH] the password is longer than 248 octets\r\n"
     assert h.upstream.received() == b""
     h.send(b"AUTH PLAIN\r\n")
+    h.send(b64(b"\0alice\0" + b"p" * (MAX_VALUE + 1)) + b"\r\n")
+    assert serve(h, "userpass") == [b"CAPA"]
+    assert h.received() == b"+ \r\n-ERR [AUTH] the password is longer than 248 octets\r\n"
+    h.send(b"AUTH PLAIN\r\n")
     h.send(b64(b"\0alice\0" + b"p" * MAX_VALUE) + b"\r\n")
-    h.received()
     assert serve(h, "userpass") == [b"CAPA", b"USER alice", b"PASS " + b"p" * MAX_VALUE]
+    assert h.received() == b"+ \r\n-ERR [AUTH] no\r\n"
+
+
+#: A password of 1,000 printable octets, spaces included.
+TOKEN = (bytes(range(32, 127)) * 11)[:1000]
+
+
+def test_longPasswordLogsInWithPlain() -> None:
+    """
+    A 1,000-octet password (an application token) sent with AUTH PLAIN
+    reaches an upstream that offers PLAIN as exactly one AUTH PLAIN
+    exchange, its response the exact base64 of the client's values, and
+    the login succeeds.
+    """
+    assert len(TOKEN) == 1000
+    for capa in (CAPAS["sasl"], CAPAS["saslonly"]):
+        h = harness()
+        h.send(b"AUTH PLAIN\r\n")
+        assert h.received() == b"+ \r\n"
+        h.send(b64(b"\0alice\0" + TOKEN) + b"\r\n")
+        assert h.upstream.received() == b"CAPA\r\n"
+        h.upstream.reply(capa)
+        assert h.upstream.received() == b"AUTH PLAIN\r\n"
+        h.upstream.reply(b"+ \r\n")
+        assert h.upstream.received() == b64(b"\0alice\0" + TOKEN) + b"\r\n"
+        h.upstream.reply(b"+OK logged in\r\n")
+        assert h.received() == b"+OK logged in\r\n"
+        assert h.upstream.received() == b""
+        assert h.session.state == "TRANSACTION"
+        assert h.session._failedLogins == 0
+
+
+def test_longPasswordToUserPassUpstreamRefused() -> None:
+    """
+    The same 1,000-octet password to an upstream without SASL PLAIN is
+    refused after its CAPA with the USER/PASS bound as the reason: no USER
+    or PASS reaches the upstream, the refusal counts as a failed login,
+    and the session goes on.
+    """
+    h = harness()
+    h.send(b"AUTH PLAIN\r\n")
+    assert h.received() == b"+ \r\n"
+    h.send(b64(b"\0alice\0" + TOKEN) + b"\r\n")
+    assert h.upstream.received() == b"CAPA\r\n"
+    h.upstream.reply(CAPAS["userpass"])
+    h.settle()
+    assert h.upstream.received() == b""
+    assert h.received() == b"-ERR [AUTH] the password is longer than 248 octets\r\n"
+    assert h.session._failedLogins == 1
+    assert h.session.state == "AUTHORIZATION"
+    h.send(b"NOOP\r\n")
+    assert h.received() == b"-ERR NOOP is not valid in the AUTHORIZATION state\r\n"
 
 
 def test_refusalWaitsForTheFailureDelay() -> None:
@@ -176,10 +243,12 @@ def test_refusalWaitsForTheFailureDelay() -> None:
     )
 
 
-#: Arbitrary octets, commands spliced in with line ends and NULs, and
-#: clean values around the length bound.
+#: Arbitrary octets, commands spliced in with line ends and NULs, clean
+#: values around the USER/PASS bound, and long ones (tokens as passwords)
+#: that only AUTH PLAIN can carry.
 values = st.one_of(
     st.binary(max_size=MAX_VALUE + 8),
+    st.integers(900, 2000).map(lambda size: b"t" * size),
     st.lists(
         st.sampled_from(
             [b"\r\n", b"\r", b"\n", b"\0", b" ", b"DELE 1", b"QUIT", b"USER a", b"PASS b", b"alice"]
@@ -216,7 +285,8 @@ def test_authPlainSendsOnlyItsTranslation(
             fits = len(line) <= 255
         else:
             # After the challenge, as a client sends it (a response sent
-            # with the command is framed with the command's bound).
+            # with the command is framed with the command's bound); the
+            # longest, 3 * 2,000 octets, is 8,004 base64 characters.
             h.send(b"AUTH PLAIN\r\n")
             h.send(b64(decoded) + b"\r\n")
             fits = True
