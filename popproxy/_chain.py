@@ -12,7 +12,9 @@ parse limits reaches no filter: it meets the C{over_limits} policy.
 
 With L{FilterThreads}, a filter's synchronous C{filterMessage} and the work
 it offloads with C{context.runInThread} run off the reactor thread and are
-stopped (interrupted in their thread) when the filter's timeout passes.
+stopped (interrupted in their thread) when the filter's timeout passes; the
+synchronous call gets a context whose quarantine and log hand their work
+to the reactor thread (L{popproxy._threadcontext}).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from popproxy._mimelimits import LimitExceeded, ParseLimits
 from popproxy._mimewrite import textPart
 from popproxy._printable import PrintableLogger
 from popproxy._retrieval import RetrievalContext, TemporaryFailure
+from popproxy._threadcontext import threadContext
 from popproxy._verdicts import Deliver, FilterContext, Replace, Rewrite, TempFail, Verdict
 from popproxy.message import Message
 
@@ -325,9 +328,12 @@ class FilterChain:
         offloaded: list[Deferred[Any]] = []
 
         def runInThread(function: Callable[[], T]) -> Deferred[T]:
+            if threads.inPool():
+                # Run inline in the filter thread, under the time limit of
+                # the call that offloads it: no timer may be set from here.
+                return threads.run(function)
             work = threads.run(function)
             if not work.called:
-                # Not already run inline (from a filter thread): bound it.
                 work.addTimeout(max(0.0, deadline - self._clock.seconds()), self._clock)
                 offloaded.append(work)
             return work
@@ -339,7 +345,9 @@ class FilterChain:
             if inspect.iscoroutinefunction(filterMessage):
                 result = filterMessage(message, context)
             else:
-                result = await threads.run(lambda: filterMessage(message, context))
+                # Its quarantine and log reach the reactor from the thread.
+                inThread = threadContext(context, threads)
+                result = await threads.run(lambda: filterMessage(message, inThread))
             if inspect.isawaitable(result):
                 result = await result
             return result

@@ -11,18 +11,26 @@ decoder) is stopped when it returns, which is soon because every parser
 the filters use is linear and messages are size-bounded.  Work that
 catches L{FilterInterrupted} (a bare C{except:}) and goes on cannot be
 stopped: after L{GRACE} seconds its thread is written off (logged, and
-replaced so the pool keeps its size).
+replaced so the pool keeps its size).  Written-off threads still use the
+CPU, so there may be only so many (by default as many as the pool's
+threads): while that many are still running, every new call fails at once
+with L{FilterThreadsExhausted}, until one of them ends.
+
+Work in a pool thread must not touch the reactor; L{FilterThreads.inPool}
+tells it where it is, and L{FilterThreads.callInReactor} runs a call on
+the reactor thread and waits for its result.
 """
 
 from __future__ import annotations
 
 import ctypes
+import queue
 import threading
 from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -37,6 +45,10 @@ SIZE = 4
 #: written off and replaced.
 GRACE = 2.0
 
+#: Seconds a pool thread waiting for the reactor thread sleeps between
+#: checks, so that an interruption reaches it meanwhile.
+_POLL = 0.05
+
 _setAsyncExc = ctypes.pythonapi.PyThreadState_SetAsyncExc
 _setAsyncExc.argtypes = (ctypes.c_ulong, ctypes.py_object)
 _setAsyncExc.restype = ctypes.c_int
@@ -50,6 +62,13 @@ class FilterInterrupted(BaseException):
     Raised inside filter work whose call was cancelled (its filter ran out
     of time).  A C{BaseException}, so C{except Exception} in a filter does
     not swallow it.
+    """
+
+
+class FilterThreadsExhausted(Exception):
+    """
+    The pool takes no call: too many of its threads were written off (their
+    work ignored its interruption) and are still running.
     """
 
 
@@ -99,6 +118,8 @@ class FilterThreads:
     @param callFromThread: hands a call to the reactor thread (the
         reactor's C{callFromThread}).
     @param clock: when to write off a thread that ignores its interruption.
+    @param maxLost: how many written-off threads may still be running
+        before calls are refused (by default C{size}).
     """
 
     log = Logger()
@@ -109,11 +130,13 @@ class FilterThreads:
         clock: IReactorTime,
         size: int = SIZE,
         grace: float = GRACE,
+        maxLost: int | None = None,
     ) -> None:
         self._callFromThread = callFromThread
         self._clock = clock
         self._size = size
         self._grace = grace
+        self._maxLost = size if maxLost is None else maxLost
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._queue: deque[_Call] = deque()
@@ -123,6 +146,54 @@ class FilterThreads:
         self._local = threading.local()
         #: Threads written off: their work ignored its interruption.
         self.lost = 0
+        # The written-off threads still running.
+        self._lostThreads: set[int] = set()
+
+    @property
+    def stillLost(self) -> int:
+        """
+        How many written-off threads are still running.
+        """
+        with self._lock:
+            return len(self._lostThreads)
+
+    def inPool(self) -> bool:
+        """
+        Whether the caller runs in one of the pool's threads (where it must
+        not touch the reactor).
+        """
+        return bool(getattr(self._local, "inPool", False))
+
+    def callFromThread(self, function: Callable[..., Any], *args: Any) -> None:
+        """
+        Hand C{function(*args)} to the reactor thread, not waiting for it.
+        """
+        self._callFromThread(function, *args)
+
+    def callInReactor(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """
+        From a pool thread: call C{function} on the reactor thread and wait
+        for its result (the result of the Deferred it returns); its
+        exception is raised here.
+
+        Unlike Twisted's C{blockingCallFromThread}, the wait can be
+        interrupted: the work waiting stops at its filter's timeout (the
+        call itself goes on in the reactor thread).
+        """
+        results: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+        def call() -> None:
+            maybeDeferred(function, *args, **kwargs).addBoth(results.put)
+
+        self._callFromThread(call)
+        while True:
+            try:
+                result = results.get(timeout=_POLL)
+            except queue.Empty:
+                continue
+            if isinstance(result, Failure):
+                result.raiseException()
+            return result
 
     def run(self, function: Callable[[], T]) -> Deferred[T]:
         """
@@ -132,13 +203,15 @@ class FilterThreads:
         function runs at once in that thread: it is already off the reactor
         and under its caller's time limit.
         """
-        if getattr(self._local, "inPool", False):
+        if self.inPool():
             return _runHere(function)
         call = _Call(function)
         call.pool = self
         with self._lock:
             if self._stopping:
                 raise RuntimeError("the filter threads are stopped")
+            if len(self._lostThreads) >= self._maxLost:
+                return fail(self._exhausted())
             self._queue.append(call)
             if self._idle == 0 and self._working() < self._size:
                 self._startThread()
@@ -173,6 +246,9 @@ class FilterThreads:
                 self._idle -= 1
                 if self._stopping or me not in self._threads:
                     self._threads.pop(me, None)
+                    if me in self._lostThreads:
+                        self._lostThreads.discard(me)
+                        self._callFromThread(self._lostThreadEnded)
                     return
                 call = self._queue.popleft()
                 call.state = _RUNNING
@@ -229,19 +305,52 @@ class FilterThreads:
             _setAsyncExc(call.thread, FilterInterrupted)
         self._clock.callLater(self._grace, self._writeOffIfStuck, call)
 
+    def _exhausted(self) -> FilterThreadsExhausted:
+        return FilterThreadsExhausted(
+            f"no filter thread: {len(self._lostThreads)} written-off threads whose work"
+            " ignored its interruption are still running"
+        )
+
     def _writeOffIfStuck(self, call: _Call) -> None:
+        refused: list[_Call] = []
         with self._lock:
             if call.state != _RUNNING or call.thread is None:
                 return
             # The thread leaves the pool; it ends by itself if its work ever
-            # returns.  A new thread takes its place.
+            # returns.  A new thread takes its place, unless too many are
+            # lost already: then no call is taken, not even those waiting.
             self._threads.pop(call.thread, None)
+            self._lostThreads.add(call.thread)
             self.lost += 1
-            if self._queue and self._idle == 0:
+            full = len(self._lostThreads) >= self._maxLost
+            if full:
+                refused = list(self._queue)
+                self._queue.clear()
+                for waiting in refused:
+                    waiting.state = _DONE
+            elif self._queue and self._idle == 0:
                 self._startThread()
+            stillLost = len(self._lostThreads)
+            exhausted = self._exhausted()
         self.log.error(
             "filter work ignored its interruption for {grace} s: its thread is given up"
-            " and still uses the CPU ({lost} so far)",
+            " and still uses the CPU ({lost} so far, {stillLost} still running)",
             grace=self._grace,
             lost=self.lost,
+            stillLost=stillLost,
+        )
+        if full:
+            self.log.critical(
+                "{stillLost} written-off filter threads are still running: every filter"
+                " call fails at once (under its filter's on_error policy) until one ends",
+                stillLost=stillLost,
+            )
+        for waiting in refused:
+            waiting.deferred.errback(Failure(exhausted))
+
+    def _lostThreadEnded(self) -> None:
+        self.log.warn(
+            "a written-off filter thread ended: its work returned at last"
+            " ({stillLost} still running)",
+            stillLost=self.stillLost,
         )

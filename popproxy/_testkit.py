@@ -514,7 +514,7 @@ class _ObservedQuarantine:
 
     def store(
         self, original: bytes, context: FilterContext, reason: str, plugin: str = ""
-    ) -> Deferred[str]:
+    ) -> Deferred[str] | str:
         def stored(identifier: object) -> str:
             observation = self._observations.get(context.session)
             if observation is not None:
@@ -523,8 +523,12 @@ class _ObservedQuarantine:
                 )
             return str(identifier)
 
-        storing = maybeDeferred(self._quarantine.store, original, context, reason, plugin)
-        return storing.addCallback(stored)
+        # An answer given at once is passed on as one, as a synchronous
+        # filter gets it in the daemon.
+        storing = self._quarantine.store(original, context, reason, plugin)
+        if isinstance(storing, Deferred):
+            return storing.addCallback(stored)
+        return stored(storing)
 
     def storeParts(
         self,
@@ -532,7 +536,7 @@ class _ObservedQuarantine:
         parts: Sequence[RemovedPart],
         context: FilterContext,
         plugin: str = "",
-    ) -> Deferred[list[str]]:
+    ) -> Deferred[list[str]] | list[str]:
         def stored(identifiers: list[object]) -> list[str]:
             observation = self._observations.get(context.session)
             for identifier, part in zip(identifiers, parts, strict=True):
@@ -545,8 +549,10 @@ class _ObservedQuarantine:
             return [str(identifier) for identifier in identifiers]
 
         if IPartQuarantine.providedBy(self._quarantine):
-            storing = maybeDeferred(self._quarantine.storeParts, message, parts, context, plugin)
-            return storing.addCallback(stored)
+            storing = self._quarantine.storeParts(message, parts, context, plugin)
+            if isinstance(storing, Deferred):
+                return storing.addCallback(stored)
+            return stored(storing)
         return ensureDeferred(self._storeEach(parts, context, plugin)).addCallback(stored)
 
     async def _storeEach(

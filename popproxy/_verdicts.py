@@ -28,13 +28,18 @@ class FilterContext:
     @ivar partial: the message is incomplete (a TOP preview filtered as
         such): a missing body part does not mean it was removed.
     @ivar session: the session id, as in the logs.
-    @ivar log: a logger for the filter; its events name the filter.
+    @ivar log: a logger for the filter; its events name the filter.  Safe
+        to use from the filter thread a synchronous C{filterMessage} runs
+        in: its events are handed to the reactor thread.
     @ivar notes: what earlier filters in the chain said they did, by
         filter name (see L{Verdict.note}).
     @ivar quarantine: the L{IQuarantine} where a filter must store what it
         removes (a part it strips) before returning its verdict, or C{None}
         when none is configured (then a filter that would remove something
-        should answer L{TempFail}, so nothing is ever lost).
+        should answer L{TempFail}, so nothing is ever lost).  In the
+        filter thread of a synchronous C{filterMessage}, its C{store} and
+        C{storeParts} run on the reactor thread and return the ids
+        themselves (not a Deferred), raising if the store fails.
     """
 
     command: str
@@ -50,7 +55,9 @@ class FilterContext:
     quarantine: Any = field(default=None, compare=False, repr=False)
     #: Runs a callable off the reactor thread and returns a Deferred with
     #: its result: use it for CPU-heavy work so other sessions go on.  In
-    #: the daemon the work is interrupted at the filter's timeout.
+    #: the daemon the work is interrupted at the filter's timeout.  Called
+    #: from a synchronous C{filterMessage} (already in a filter thread), the
+    #: work runs at once, in that thread, under the filter's time limit.
     runInThread: Any = field(default=None, compare=False, repr=False)
 
 

@@ -76,7 +76,11 @@ class IQuarantine(Interface):
 
         @return: a Deferred firing with (or directly) the quarantine id,
             which notices may show; failing means the original could not be
-            kept, so the message must not be replaced.
+            kept, so the message must not be replaced.  A synchronous
+            C{filterMessage} (a plain C{def}, run in a filter thread) gets
+            the id itself, never a Deferred: its context's quarantine does
+            the store on the reactor thread and waits for it (a failure is
+            raised in the filter).
         """
 
 
@@ -99,5 +103,6 @@ class IPartQuarantine(IQuarantine):
         @return: a Deferred firing with (or directly) the ids, one per part
             and in order; failing means some may not be kept, so the
             message must not be delivered without them (storing them again
-            later keeps each once).
+            later keeps each once).  A synchronous C{filterMessage} gets the
+            list itself, as with L{IQuarantine.store}.
         """

@@ -11,16 +11,31 @@ test's (see L{tests.test_filterthreads.Reactor}).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
-from twisted.logger import capturedLogs
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import LogEvent, capturedLogs, formatEvent, globalLogPublisher
+from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from popproxy._chain import UNCHECKED_HEADER, ChainEntry, FilterChain
 from popproxy._filterthreads import FilterThreads
+from popproxy._quarantine import DirectoryQuarantine
 from popproxy._retrieval import RetrievalContext, TemporaryFailure
-from popproxy.interfaces import Deliver, FilterContext, IMessageFilter, Rewrite, Verdict
+from popproxy.interfaces import (
+    Deliver,
+    FilterContext,
+    IMessageFilter,
+    IQuarantine,
+    RemovedPart,
+    Rewrite,
+    TempFail,
+    Verdict,
+)
 from popproxy.message import Message
 from tests.test_filterthreads import Reactor, Spinner
 
@@ -33,9 +48,11 @@ def reactor() -> Reactor:
     return Reactor()
 
 
-def chainOf(reactor: Reactor, *entries: ChainEntry, size: int = 1) -> FilterChain:
+def chainOf(
+    reactor: Reactor, *entries: ChainEntry, size: int = 1, quarantine: Any = None
+) -> FilterChain:
     threads = FilterThreads(reactor.callFromThread, reactor.clock, size=size)
-    return FilterChain(list(entries), reactor.clock, threads=threads)
+    return FilterChain(list(entries), reactor.clock, quarantine, threads=threads)
 
 
 def run(reactor: Reactor, chain: FilterChain, advance: float = 0.0) -> Any:
@@ -72,8 +89,8 @@ class Spinning:
 
     name = "spin"
 
-    def __init__(self, offload: bool = False) -> None:
-        self.spinner = Spinner()
+    def __init__(self, offload: bool = False, swallow: bool = False) -> None:
+        self.spinner = Spinner(swallow)
         self.offload = offload
 
     def filterMessage(self, message: Message, context: FilterContext) -> Any:
@@ -186,3 +203,215 @@ def test_workNotWaitedForIsStoppedWithItsFilter(reactor: Reactor) -> None:
     assert run(reactor, chain) is RAW
     assert reactor.pump(chain.threads.run(threading.get_ident)) == spinner.thread
     assert spinner.cpuSpent(0.3) == 0
+
+
+class RecordingQuarantine(DirectoryQuarantine):
+    """
+    A directory quarantine noting the thread its stores are called in; its
+    files are written in a real thread pool, whose results reach the
+    reactor thread through its C{callFromThread}.
+    """
+
+    def __init__(self, directory: Path, reactor: Reactor, pool: ThreadPool) -> None:
+        self.storeThreads: list[int] = []
+        self.startThreads: list[int] = []
+
+        def runInThread(function: Callable[[], Any]) -> Deferred[Any]:
+            self.startThreads.append(threading.get_ident())
+            return deferToThreadPool(reactor, pool, function)  # type: ignore[arg-type]
+
+        super().__init__(directory, runInThread)
+
+    def store(
+        self, original: bytes, context: FilterContext, reason: str, plugin: str = ""
+    ) -> Deferred[str]:
+        self.storeThreads.append(threading.get_ident())
+        return super().store(original, context, reason, plugin)
+
+    def storeParts(
+        self, message: bytes, parts: Sequence[RemovedPart], context: FilterContext, plugin: str = ""
+    ) -> Deferred[list[str]]:
+        self.storeThreads.append(threading.get_ident())
+        return super().storeParts(message, parts, context, plugin)
+
+
+@implementer(IMessageFilter)
+class SynchronousKeeper:
+    """
+    A synchronous filter that keeps the body in the quarantine twice (with
+    C{store} and C{storeParts}), logs, and shows the ids it got.
+    """
+
+    name = "keeper"
+
+    def __init__(self) -> None:
+        self.thread = 0
+
+    def filterMessage(self, message: Message, context: FilterContext) -> Verdict:
+        self.thread = threading.get_ident()
+        body = message.raw[message.raw.index(b"\r\n\r\n") + 4 :]
+        identifier = context.quarantine.store(body, context, "kept whole", self.name)
+        [partId] = context.quarantine.storeParts(
+            message.raw, [RemovedPart(body, (1,), "kept as a part")], context, self.name
+        )
+        context.log.info(
+            "kept {identifier} and {partId} {text}",
+            identifier=identifier,
+            partId=partId,
+            text="of\nnote",
+        )
+        edited = message.withHeaderAdded("X-Kept", f"{identifier} {partId}")
+        return Rewrite(edited)
+
+
+def test_synchronousFilterStoresAndLogsThroughTheReactorThread(
+    reactor: Reactor, tmp_path: Path
+) -> None:
+    """
+    A synchronous filter, in its filter thread, stores with the quarantine
+    and logs: it gets the record ids at once (no Deferred), the records
+    are on disk, and every store call, the start of the file writes and
+    the log observer ran in the reactor thread, not the filter's; the log
+    still escapes what it is given.
+    """
+    pool = ThreadPool(minthreads=1, maxthreads=2)
+    pool.start()
+    quarantine = RecordingQuarantine(tmp_path, reactor, pool)
+    keeper = SynchronousKeeper()
+    seen: list[tuple[int, LogEvent]] = []
+
+    def observer(event: LogEvent) -> None:
+        seen.append((threading.get_ident(), event))
+
+    globalLogPublisher.addObserver(observer)
+    try:
+        out = run(reactor, chainOf(reactor, ChainEntry("keeper", keeper), quarantine=quarantine))
+    finally:
+        globalLogPublisher.removeObserver(observer)
+        pool.stop()
+    identifier, partId = (Message.fromBytes(out).headers.get("X-Kept") or "").split()
+    assert quarantine.original(quarantine.get(identifier)) == b"body\r\n"
+    assert quarantine.get(partId).reason == "kept as a part"
+    me = threading.get_ident()
+    assert keeper.thread not in (0, me)
+    assert quarantine.storeThreads == [me, me]
+    assert quarantine.startThreads == [me, me]
+    [(thread, event)] = [
+        (thread, event)
+        for thread, event in seen
+        if event.get("log_namespace") == "popproxy.filter.keeper"
+    ]
+    assert thread == me
+    assert formatEvent(event) == f"kept {identifier} and {partId} of\\x0anote"
+
+
+@implementer(IMessageFilter)
+class FailingStore:
+    """
+    A synchronous filter whose quarantine store fails: it sees the error
+    as an exception and answers TempFail with it.
+    """
+
+    name = "failing"
+
+    def filterMessage(self, message: Message, context: FilterContext) -> Verdict:
+        try:
+            context.quarantine.store(message.raw, context, "kept", self.name)
+        except OSError as e:
+            return TempFail(f"cannot keep it: {e.strerror}")
+        return Deliver()
+
+
+def test_synchronousFilterSeesAFailedStoreAsAnException(reactor: Reactor) -> None:
+    """
+    A store that fails raises its exception in the synchronous filter's
+    thread (a sync filter gets no Deferred to look at), so the filter can
+    answer for it.
+    """
+
+    @implementer(IQuarantine)
+    class DiskFull:
+        def store(
+            self, original: bytes, context: FilterContext, reason: str, plugin: str = ""
+        ) -> Any:
+            return fail(OSError(28, "No space left on device"))
+
+    chain = chainOf(reactor, ChainEntry("failing", FailingStore()), quarantine=DiskFull())
+    failure = run(reactor, chain)
+    assert failure.check(TemporaryFailure)
+    assert str(failure.value) == "cannot keep it: No space left on device"
+
+
+def test_synchronousFilterSetsNoTimerFromItsThread(reactor: Reactor) -> None:
+    """
+    Work a synchronous filter offloads with context.runInThread runs at once
+    in its filter thread, under the filter's own time limit: even when the
+    work answers with a Deferred still waiting, no timer is set from the
+    filter thread (the clock belongs to the reactor thread).
+    """
+    timers: list[int] = []
+    callLater = reactor.clock.callLater
+
+    def recordingCallLater(*args: Any, **kwargs: Any) -> Any:
+        timers.append(threading.get_ident())
+        return callLater(*args, **kwargs)
+
+    reactor.clock.callLater = recordingCallLater  # type: ignore[method-assign]
+    results: list[object] = []
+
+    @implementer(IMessageFilter)
+    class Offloading:
+        name = "offloading"
+
+        def filterMessage(self, message: Message, context: FilterContext) -> Verdict:
+            context.runInThread(lambda: 42).addCallback(results.append)
+            results.append(context.runInThread(Deferred).called)
+            return Deliver()
+
+    assert run(reactor, chainOf(reactor, ChainEntry("offloading", Offloading()))) is RAW
+    assert results == [42, False]
+    assert timers and set(timers) == {threading.get_ident()}
+
+
+def test_tooManyLostThreadsFailFiltersAtOnceUntilOneEnds(reactor: Reactor) -> None:
+    """
+    A filter that swallows its interruption costs a thread; once as many
+    threads as the pool has are lost (here one), the next message's filter
+    fails at once under its on_error policy, with a loud log, instead of a
+    new thread being started; when the lost thread's work finally returns,
+    filters run again.
+    """
+    spinning = Spinning(swallow=True)
+    chain = chainOf(reactor, ChainEntry("spin", spinning, timeout=2.0, onError="deliver"))
+    threads = chain.threads
+    assert threads is not None
+    tagged = chainOf(reactor, ChainEntry("tagger", Tagger(), onError="deliver"))
+    tagged.threads = threads
+    try:
+        with capturedLogs():
+            assert run(reactor, chain, advance=2.0).startswith(b"X-Popproxy-Unchecked: spin")
+        running = threading.active_count()
+        with capturedLogs() as events:
+            reactor.clock.advance(2.0)
+            out = run(reactor, tagged)
+        assert out == UNCHECKED_HEADER.encode() + b": tagger failed\r\n" + RAW
+        assert threading.active_count() == running
+        assert spinning.spinner.cpuSpent(0.2) > 0
+        logged = [formatEvent(e) for e in events]
+        assert any("every filter call fails at once" in line for line in logged)
+        assert any(
+            "filter tagger failed" in line and "written-off threads" in line for line in logged
+        )
+    finally:
+        spinning.spinner.release.set()
+    with capturedLogs() as events:
+        reactor.pumpUntil(
+            lambda: any("written-off filter thread ended" in formatEvent(e) for e in events)
+        )
+    assert threads.stillLost == 0
+    out = run(reactor, tagged)
+    # (The new thread may reuse the ended one's id.)
+    assert Message.fromBytes(out).headers.get("X-Thread") not in (
+        None,
+        str(threading.get_ident()),
+    )

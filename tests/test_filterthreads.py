@@ -16,12 +16,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 
-from popproxy._filterthreads import FilterInterrupted, FilterThreads
+from popproxy._filterthreads import FilterInterrupted, FilterThreads, FilterThreadsExhausted
 
 
 class Reactor:
@@ -69,8 +69,10 @@ def reactor() -> Reactor:
     return Reactor()
 
 
-def pool(reactor: Reactor, size: int = 1) -> FilterThreads:
-    return FilterThreads(reactor.callFromThread, reactor.clock, size=size, grace=2.0)
+def pool(reactor: Reactor, size: int = 1, maxLost: int | None = None) -> FilterThreads:
+    return FilterThreads(
+        reactor.callFromThread, reactor.clock, size=size, grace=2.0, maxLost=maxLost
+    )
 
 
 class Spinner:
@@ -166,9 +168,9 @@ def test_workThatIgnoresItsInterruptionIsWrittenOff(reactor: Reactor) -> None:
     """
     Work that catches the interruption and goes on cannot be stopped: after
     the grace period it is logged, its thread leaves the pool and a new one
-    serves the next calls.
+    serves the next calls (while fewer than maxLost threads are lost).
     """
-    threads = pool(reactor)
+    threads = pool(reactor, maxLost=2)
     spinner = Spinner(swallow=True)
     try:
         running = threads.run(spinner)
@@ -252,3 +254,75 @@ def test_interruptionIsNotAnException(reactor: Reactor) -> None:
     assert caught == []
     assert issubclass(FilterInterrupted, BaseException)
     assert not issubclass(FilterInterrupted, Exception)
+
+
+def test_lostThreadsAreCappedAndTheirEndIsNoticed(reactor: Reactor) -> None:
+    """
+    Once as many threads are written off as the pool may lose (by default
+    its size, here one), calls waiting and new calls fail at once with
+    L{FilterThreadsExhausted}, and no new thread is started; when the lost
+    thread's work returns at last, calls run again.
+    """
+    threads = pool(reactor)
+    spinner = Spinner(swallow=True)
+    try:
+        running = threads.run(spinner)
+        assert spinner.started.wait(10)
+        running.cancel()
+        waiting = threads.run(threading.get_ident)
+        before = threading.active_count()
+        with capturedLogs() as events:
+            reactor.clock.advance(2)
+        assert threads.lost == threads.stillLost == 1
+        assert any("every filter call fails at once" in formatEvent(e) for e in events)
+        assert reactor.pump(waiting).check(FilterThreadsExhausted)
+        refused = threads.run(threading.get_ident)
+        assert refused.called
+        assert reactor.pump(refused).check(FilterThreadsExhausted)
+        assert threading.active_count() == before
+    finally:
+        spinner.release.set()
+    with capturedLogs():
+        reactor.pumpUntil(lambda: threads.stillLost == 0)
+    assert isinstance(reactor.pump(threads.run(threading.get_ident)), int)
+    assert threads.lost == 1
+
+
+def test_waitingForTheReactorCanBeInterrupted(reactor: Reactor) -> None:
+    """
+    Work waiting in callInReactor for a Deferred that never fires is still
+    stopped when its call is cancelled: its thread serves the next call.
+    """
+    threads = pool(reactor)
+    asked = threading.Event()
+
+    def waitForever() -> Deferred[None]:
+        asked.set()
+        return Deferred()
+
+    running = threads.run(lambda: threads.callInReactor(waitForever))
+    reactor.pumpUntil(asked.is_set)
+    running.cancel()
+    assert reactor.pump(running).check(CancelledError)
+    assert reactor.pump(threads.run(lambda: "free")) == "free"
+    reactor.clock.advance(2)
+    assert threads.lost == 0
+
+
+def test_callInReactorRunsThereAndReturnsTheResult(reactor: Reactor) -> None:
+    """
+    From a pool thread, callInReactor runs the call in the reactor thread
+    and returns what its Deferred fires with, or raises its error.
+    """
+    threads = pool(reactor)
+
+    def fromPool() -> tuple[bool, int, str]:
+        where = threads.callInReactor(threading.get_ident)
+        try:
+            threads.callInReactor(lambda: fail(ValueError("refused")))
+        except ValueError as e:
+            error = str(e)
+        return threads.inPool(), where, error
+
+    assert reactor.pump(threads.run(fromPool)) == (True, threading.get_ident(), "refused")
+    assert not threads.inPool()

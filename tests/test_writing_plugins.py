@@ -390,3 +390,35 @@ def test_runChainOutcomes(tmp_path: Path) -> None:
     retried = runChain(config, mail("spam"), makeContext(user="bob"))
     assert retried.output == replaced.output
     assert not (tmp_path / "q").exists()
+
+
+def test_synchronousFilterGetsQuarantineIdsDirectly(tmp_path: Path) -> None:
+    """
+    A plain def filterMessage that keeps something with context.quarantine
+    gets the id itself, not a Deferred, under runChain and runFilter as in
+    the daemon (where the store is done on the reactor thread for it).
+    """
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "keep.py").write_text(
+        "from zope.interface import implementer\n"
+        "from popproxy.interfaces import IMessageFilter, RemovedPart, Rewrite\n"
+        "@implementer(IMessageFilter)\n"
+        "class Keep:\n"
+        "    name = 'keep'\n"
+        "    def filterMessage(self, message, context):\n"
+        "        whole = context.quarantine.store(message.raw, context, 'kept', self.name)\n"
+        "        [part] = context.quarantine.storeParts(\n"
+        "            message.raw, [RemovedPart(b'x', (1,), 'part')], context, self.name)\n"
+        "        return Rewrite(message.withHeaderAdded('X-Kept', whole + ' ' + part))\n"
+        "def makeFilter(settings):\n"
+        "    return Keep()\n"
+    )
+    config = tmp_path / "twistd.conf"
+    config.write_text('[chain]\nquarantine = "q"\n[[filter]]\nplugin = "keep"\n')
+    raw = buildMessage()
+    result = runChain(config, raw)
+    ids = [kept.identifier for kept in result.quarantined]
+    assert result.output == b"X-Kept: " + " ".join(ids).encode() + b"\r\n" + raw
+    assert [kept.reason for kept in result.quarantined] == ["kept", "part"]
+    alone = runFilter(loadFilter("plugins/keep.py", {}, tmp_path), raw)
+    assert alone.output is not None and alone.output.startswith(b"X-Kept: m")
