@@ -187,20 +187,7 @@ class FilterChain:
             return await self._overLimit(retrieval, raw, message, exceeded)
         notes: list[tuple[str, str]] = []
         for entry in self.entries:
-            context = FilterContext(
-                command=retrieval.command,
-                index=retrieval.index,
-                uidl=retrieval.uidl,
-                user=retrieval.user,
-                client=retrieval.client,
-                upstream=retrieval.upstream,
-                session=retrieval.session,
-                partial=retrieval.partial,
-                log=self._loggers[entry.name],
-                notes=tuple(notes),
-                quarantine=self._quarantine,
-                runInThread=self._runInThread,
-            )
+            context = self._context(retrieval, self._loggers[entry.name], tuple(notes))
             try:
                 verdict = await self._judge(entry, message, context)
             except FilterFailed as e:
@@ -250,7 +237,19 @@ class FilterChain:
         )
         if self._overLimits == "deliver":
             return message.withHeaderAdded(UNCHECKED_HEADER, reason).toBytes()
-        context = FilterContext(
+        context = self._context(retrieval, self.log, ())
+        identifier = await self._keep(raw, context, reason, LIMITS_NAME)
+        notice = _overLimitNotice(message, reason)
+        return notice.withHeaderAdded(QUARANTINE_HEADER, identifier).toBytes()
+
+    def _context(
+        self, retrieval: RetrievalContext, log: Any, notes: tuple[tuple[str, str], ...]
+    ) -> FilterContext:
+        """
+        What a filter (or the chain itself, keeping an original) is told
+        about the retrieval at hand.
+        """
+        return FilterContext(
             command=retrieval.command,
             index=retrieval.index,
             uidl=retrieval.uidl,
@@ -259,13 +258,11 @@ class FilterChain:
             upstream=retrieval.upstream,
             session=retrieval.session,
             partial=retrieval.partial,
-            log=self.log,
+            log=log,
+            notes=notes,
             quarantine=self._quarantine,
             runInThread=self._runInThread,
         )
-        identifier = await self._keep(raw, context, reason, LIMITS_NAME)
-        notice = _overLimitNotice(message, reason)
-        return notice.withHeaderAdded(QUARANTINE_HEADER, identifier).toBytes()
 
     def _logFailure(self, entry: ChainEntry, retrieval: RetrievalContext, e: FilterFailed) -> None:
         format = "filter {filter} failed on {command} {index} (UIDL {uidl}): {error}"

@@ -212,22 +212,7 @@ class DirectoryQuarantine:
         self, original: bytes, context: FilterContext, reason: str, plugin: str = ""
     ) -> Deferred[str]:
         identifier = storeRecordId(original, context, reason, plugin)
-        metadata = {
-            "id": identifier,
-            "time": time.time(),
-            "reason": reason,
-            "plugin": plugin,
-            "user": context.user,
-            "uidl": context.uidl,
-            "upstream": context.upstream,
-            "command": context.command,
-            "index": context.index,
-            "client": context.client,
-            "session": context.session,
-            "notes": dict(context.notes),
-            "size": len(original),
-            "headers": _headerBlock(original),
-        }
+        metadata = _recordFields(identifier, time.time(), reason, plugin, context, original)
         # Written as the parts of a message are: nothing if the record is
         # already kept, else the blob renamed into place before the record.
         items = [(identifier, original, metadata)]
@@ -244,23 +229,8 @@ class DirectoryQuarantine:
         items = []
         for part in parts:
             identifier = partRecordId(message, part, context, plugin)
-            metadata = {
-                "id": identifier,
-                "time": now,
-                "reason": part.reason,
-                "plugin": plugin,
-                "user": context.user,
-                "uidl": context.uidl,
-                "upstream": context.upstream,
-                "command": context.command,
-                "index": context.index,
-                "client": context.client,
-                "session": context.session,
-                "notes": dict(context.notes),
-                "path": list(part.path),
-                "size": len(part.original),
-                "headers": _headerBlock(part.original),
-            }
+            metadata = _recordFields(identifier, now, part.reason, plugin, context, part.original)
+            metadata["path"] = list(part.path)
             items.append((identifier, part.original, metadata))
         return self._runInThread(lambda: self._writeParts(items))
 
@@ -393,3 +363,33 @@ class DirectoryQuarantine:
             if record.sha256 not in referenced:
                 self.blobPath(record.sha256).unlink(missing_ok=True)
         return removed
+
+
+def _recordFields(
+    identifier: str,
+    when: float,
+    reason: str,
+    plugin: str,
+    context: FilterContext,
+    original: bytes,
+) -> dict[str, Any]:
+    """
+    The fields of one record: what was kept, why, by which filter, from
+    which retrieval.
+    """
+    return {
+        "id": identifier,
+        "time": when,
+        "reason": reason,
+        "plugin": plugin,
+        "user": context.user,
+        "uidl": context.uidl,
+        "upstream": context.upstream,
+        "command": context.command,
+        "index": context.index,
+        "client": context.client,
+        "session": context.session,
+        "notes": dict(context.notes),
+        "size": len(original),
+        "headers": _headerBlock(original),
+    }
