@@ -114,14 +114,22 @@ def endpointHost(description: str) -> str | None:
 
 
 def isLoopback(host: str | None) -> bool:
+    """
+    Whether C{host} (an address, bracketed or not, or C{localhost}) is this
+    machine's loopback, including an IPv4 loopback address as a C{tcp6}
+    listener sees it (C{::ffff:127.0.0.1}).
+    """
     if host is None:
         return False
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        address = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
 
 
 def resolveUpstreamTls(endpoint: str, tls: UpstreamTls) -> UpstreamTls:

@@ -54,6 +54,7 @@ def test_defaultModes() -> None:
     assert resolveUpstreamTls("tls:pop.example.com:995", UpstreamTls()).mode == "implicit"
     assert resolveUpstreamTls("tcp:10.0.0.1:110", UpstreamTls(mode="none")).mode == "none"
     assert isLoopback("::1") and not isLoopback("10.0.0.1")
+    assert isLoopback("::ffff:127.0.0.1") and not isLoopback("::ffff:10.0.0.1")
 
 
 def test_impossibleSettings() -> None:
