@@ -31,6 +31,10 @@ class RetrievalContext:
 
     @ivar command: C{"RETR"} or C{"TOP"}.
     @ivar lines: the body line count asked for by TOP, else C{None}.
+    @ivar partial: the message is incomplete (a TOP relayed as such, with
+        C{[chain] top = "partial"}): filters must not treat a missing body
+        part as removed.  A TOP in C{"full"} mode filters the whole message
+        and is not partial, so it gets exactly what RETR gets.
     """
 
     command: str
@@ -41,14 +45,7 @@ class RetrievalContext:
     upstream: str
     session: str
     uidl: str | None = None
-
-    @property
-    def partial(self) -> bool:
-        """
-        The message is incomplete (TOP): filters must not treat a missing
-        body part as removed.
-        """
-        return self.command == "TOP"
+    partial: bool = False
 
 
 class MessageHook(Protocol):

@@ -1239,6 +1239,7 @@ class ClientSession(Protocol, TimeoutMixin):
                 upstream=str(self._upstreamAddress or ""),
                 session=self.sessionId,
                 uidl=uidl,
+                partial=partial,
             )
             spool = _Spool(self._settings.chain.spoolThreshold, lambda s: received(context, s))
             self._relay(fetch, True, spool)

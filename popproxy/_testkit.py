@@ -593,8 +593,8 @@ class ObservedChain:
     async def run(self, raw: bytes, context: FilterContext | None = None) -> ChainResult:
         """
         Run the chain over C{raw} as a retrieval described by C{context}
-        (by default L{makeContext}C{()}; C{partial} follows its command, as
-        in the daemon).
+        (by default L{makeContext}C{()}; its C{partial} is what filters see,
+        as in the daemon, where only a TOP with C{top = "partial"} is).
 
         @raise ValueError: a run for the same session has not ended.
         """
@@ -610,6 +610,7 @@ class ObservedChain:
             upstream=context.upstream,
             session=context.session,
             uidl=context.uidl,
+            partial=context.partial,
         )
         self._observations[context.session] = _Observation()
         try:
