@@ -18,8 +18,7 @@ so no client stores a truncated message as complete.
 
 from __future__ import annotations
 
-import base64
-import binascii
+import functools
 import itertools
 import re
 import tempfile
@@ -36,6 +35,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from popproxy import __version__
+from popproxy._capabilities import UpstreamCapabilities
 from popproxy._config import ChainConfig
 from popproxy._directsend import sendNow
 from popproxy._framing import (
@@ -49,20 +49,23 @@ from popproxy._framing import (
     stuff,
     unstuff,
 )
-from popproxy._loginlines import (
-    MAX_SASL_LINE,
-    LoginCommands,
-    RefusedValue,
-    apopLogin,
-    passLogin,
-    plainLogin,
-    userLogin,
-    userPassLogin,
+from popproxy._loginlines import MAX_SASL_LINE, LoginCommands
+from popproxy._loginplan import (
+    LoginPlan,
+    LoginRefusal,
+    NeedCapabilities,
+    passAsPlain,
+    planApop,
+    planPass,
+    planSasl,
+    planUser,
+    saslIdentity,
 )
 from popproxy._loginpolicy import loginsNeedTLS, originOf
 from popproxy._printable import PrintableLogger
 from popproxy._retrieval import MessageHook, PassThrough, RetrievalContext, TemporaryFailure
 from popproxy._routing import NoRoute, Route, Router
+from popproxy._sasl import MECHANISMS, Challenge, Credentials, SaslServer, SaslStep
 from popproxy._tls import UpstreamTarget
 from popproxy._upstream import UpstreamConnection, describeFailure, failureCode
 
@@ -89,9 +92,6 @@ MAX_QUEUED = 64
 _NUMBER = re.compile(rb"[0-9]{1,9}\Z")
 _TIMESTAMP = re.compile(rb"<[!-;=?-~]+>")
 _DIGEST = re.compile(rb"[0-9a-fA-F]{32}\Z")
-
-#: SASL mechanisms offered to clients (RFC 5034).
-MECHANISMS = (b"PLAIN", b"LOGIN")
 
 #: Capabilities relayed verbatim from the upstream: they describe the
 #: upstream mailbox's policy, which applies through the proxy as well.
@@ -219,17 +219,6 @@ def _noteUidListing(uids: dict[int, str], body: bytes) -> None:
             _noteUid(uids, fields[0], fields[1])
 
 
-def _capabilities(status: StatusLine, body: bytes) -> tuple[dict[bytes, bytes], set[bytes]]:
-    """
-    An upstream's CAPA answer: its lines by capability name (upper case)
-    and its SASL mechanisms; both empty if it refused CAPA.
-    """
-    if not status.ok:
-        return {}, set()
-    lines = {line.split(b" ", 1)[0].upper(): line for line in unstuff(body).split(b"\r\n") if line}
-    return lines, set(lines.get(b"SASL", b"").upper().split()[1:])
-
-
 class _UidRecorder(_Relay):
     """
     Relays a C{UIDL} response verbatim and notes the UIDs in it (message
@@ -322,7 +311,7 @@ class ClientSession(Protocol, TimeoutMixin):
         self._waiters: list[Deferred[UpstreamConnection]] = []
         self._handler: _Relay | _Collect | _Spool | None = None
         self._throttled = False
-        self._saslStep: Callable[[bytes], None] | None = None
+        self._sasl = SaslServer()
         self._filtered: dict[int, _Filtered] = {}
         self._cached = 0
         self._sizes: dict[int, tuple[int, int]] = {}
@@ -431,7 +420,7 @@ class ClientSession(Protocol, TimeoutMixin):
         self._cached = 0
         self._sizes.clear()
         self._handler = None
-        self._saslStep = None
+        self._sasl.reset()
         self._waiters = []
         self.log.info(
             "session {session} closed: {ending}; client={client} user={user} "
@@ -473,15 +462,11 @@ class ClientSession(Protocol, TimeoutMixin):
             self.transport.resumeProducing()  # type: ignore[attr-defined]
 
     def _dispatch(self, command: CommandLine) -> None:
-        if self._saslStep is not None:
-            step, self._saslStep = self._saslStep, None
+        if self._sasl.waiting:
             self._framer.maxLine = MAX_COMMAND_LINE
-            if command.tooLong:
-                self._reply(b"-ERR [AUTH] authentication response too long")
-            elif command.line == b"*":
-                self._reply(b"-ERR authentication cancelled")
-            else:
-                step(command.line)
+            self._answerSasl(
+                self._sasl.tooLong() if command.tooLong else self._sasl.feed(command.line)
+            )
             return
         self.commands += 1
         if command.tooLong:
@@ -705,15 +690,15 @@ class ClientSession(Protocol, TimeoutMixin):
         )
 
     def _capabilitiesReceived(self, status: StatusLine, body: bytes) -> None:
-        self._sendCapabilities(_capabilities(status, body)[0])
+        self._sendCapabilities(UpstreamCapabilities.fromResponse(status, body))
         self._commandDone()
 
-    def _sendCapabilities(self, upstream: dict[bytes, bytes] | None) -> None:
+    def _sendCapabilities(self, upstream: UpstreamCapabilities | None) -> None:
         """
         Send the proxy's own capability list.
 
-        @param upstream: the upstream's capability lines by name (see
-            L{_capabilities}), or C{None} when the upstream is not known yet
+        @param upstream: the upstream's capabilities, or C{None} when the
+            upstream is not known yet
             (then TOP and UIDL, which nearly every server has, are
             announced; the list after login is exact).
         """
@@ -722,7 +707,8 @@ class ClientSession(Protocol, TimeoutMixin):
             lines += [b"TOP", b"UIDL"]
         else:
             lines += [name for name in (b"TOP", b"UIDL") if name in upstream]
-            lines += [upstream[name] for name in _POLICY_CAPABILITIES if name in upstream]
+            policy = (upstream.line(name) for name in _POLICY_CAPABILITIES)
+            lines += [line for line in policy if line is not None]
         loginsAllowed = self.secure or not self._tlsRequired
         if loginsAllowed:
             lines.append(b"USER")
@@ -770,6 +756,16 @@ class ClientSession(Protocol, TimeoutMixin):
             return True
         return False
 
+    def _routeFor(self, login: str) -> Route | None:
+        """
+        The route of C{login}, or C{None} (and -ERR sent) if there is none.
+        """
+        try:
+            return self._settings.router.route(login)
+        except NoRoute:
+            self._reply(b"-ERR [AUTH] no mail server is configured for that user")
+            return None
+
     def do_USER(self, arguments: bytes) -> None:
         if self._refuseWithoutTLS():
             return
@@ -778,46 +774,44 @@ class ClientSession(Protocol, TimeoutMixin):
             return
         login = arguments.decode("utf-8", "surrogateescape")
         self._pendingLogin = None
-        try:
-            route = self._settings.router.route(login)
-        except NoRoute:
-            self._reply(b"-ERR [AUTH] no mail server is configured for that user")
+        route = self._routeFor(login)
+        if route is None:
             return
-        try:
-            user = userLogin(route.login.encode("utf-8", "surrogateescape"))
-        except RefusedValue as refused:
-            self._refuseValue(login, refused)
+        user = planUser(route)
+        if isinstance(user, LoginRefusal):
+            self._refuseLogin(login, user)
             return
-
-        def answered(status: StatusLine, body: bytes) -> None:
-            if status.ok:
-                self._pendingLogin = (login, route)
-                self._reply(status.line)
-                self._commandDone()
-                return
-            # An upstream may offer SASL only (no USER in its CAPA): then
-            # PASS can still log in, with AUTH PLAIN.
-            self._relay(
-                b"CAPA",
-                True,
-                _Collect(lambda capa, listing: capabilities(status, capa, listing)),
-            )
-
-        def capabilities(refusal: StatusLine, status: StatusLine, body: bytes) -> None:
-            names, mechanisms = _capabilities(status, body)
-            if status.ok and b"USER" not in names and b"PLAIN" in mechanisms:
-                self._pendingLogin = (login, route)
-                self._pendingPlain = True
-                self._reply(b"+OK send PASS (the mail server takes it as AUTH PLAIN)")
-            else:
-                self._reply(refusal.line)
-            self._commandDone()
-
-        def send(upstream: UpstreamConnection) -> None:
-            self._relay(user.lines[0], False, _Collect(answered))
-
         self._pendingPlain = False
-        self._withUpstream(route.upstream, send)
+        self._withUpstream(route.upstream, functools.partial(self._sendUser, login, route, user))
+
+    def _sendUser(
+        self, login: str, route: Route, user: LoginCommands, upstream: UpstreamConnection
+    ) -> None:
+        self._relay(
+            user.lines[0], False, _Collect(functools.partial(self._userAnswered, login, route))
+        )
+
+    def _userAnswered(self, login: str, route: Route, status: StatusLine, body: bytes) -> None:
+        if status.ok:
+            self._pendingLogin = (login, route)
+            self._reply(status.line)
+            self._commandDone()
+            return
+        # An upstream may offer SASL only (no USER in its CAPA): then PASS
+        # can still log in, with AUTH PLAIN.
+        collect = _Collect(functools.partial(self._userRefusedCapabilities, login, route, status))
+        self._relay(b"CAPA", True, collect)
+
+    def _userRefusedCapabilities(
+        self, login: str, route: Route, refusal: StatusLine, status: StatusLine, body: bytes
+    ) -> None:
+        if passAsPlain(UpstreamCapabilities.fromResponse(status, body)):
+            self._pendingLogin = (login, route)
+            self._pendingPlain = True
+            self._reply(b"+OK send PASS (the mail server takes it as AUTH PLAIN)")
+        else:
+            self._reply(refusal.line)
+        self._commandDone()
 
     def do_PASS(self, arguments: bytes) -> None:
         # RFC 1939: the whole rest of the line is the password, spaces too.
@@ -829,38 +823,38 @@ class ClientSession(Protocol, TimeoutMixin):
         login, route = self._pendingLogin
         self._pendingLogin = None
         plain, self._pendingPlain = self._pendingPlain, False
-        try:
-            if plain:
-                name = route.login.encode("utf-8", "surrogateescape")
-                commands = plainLogin(b"", name, arguments)
-            else:
-                commands = passLogin(arguments)
-        except RefusedValue as refused:
-            self._refuseValue(login, refused)
-            return
-        self._loginSequence(login, route, commands)
+        self._followPlan(login, route, planPass(route, arguments, plain))
 
-    def _loginSequence(self, login: str, route: Route, commands: LoginCommands) -> None:
+    def _followPlan(self, login: str, route: Route, plan: LoginPlan) -> None:
         """
-        Send login commands upstream in turn, each after the previous one was
+        Send a planned login upstream, or refuse it.
+        """
+        if isinstance(plan, LoginRefusal):
+            self._refuseLogin(login, plan)
+        elif isinstance(plan, LoginCommands):
+            self._sendLogin(login, route, plan.lines)
+        else:
+            raise AssertionError(f"a login plan still needs capabilities: {plan!r}")
+
+    def _sendLogin(self, login: str, route: Route, lines: tuple[bytes, ...]) -> None:
+        """
+        Send login lines upstream in turn, each after the previous one was
         accepted (C{+OK} or a SASL continuation); the last answer, or the
         first refusal, decides and is relayed to the client.
 
-        @param commands: made by L{popproxy._loginlines}, which refuses
-            values that would not stay one value of one line.
+        @param lines: of a L{LoginCommands} made by L{popproxy._loginlines},
+            which refuses values that would not stay one value of one line.
         """
-        lines = commands.lines
+        answered = functools.partial(self._loginLineAnswered, login, route, lines[1:])
+        self._relay(lines[0], False, _Collect(answered))
 
-        def step(index: int) -> None:
-            self._relay(lines[index], False, _Collect(lambda status, body: answered(index, status)))
-
-        def answered(index: int, status: StatusLine) -> None:
-            if (status.ok or status.continuation) and index + 1 < len(lines):
-                step(index + 1)
-            else:
-                self._loginAnswered(status, login, route)
-
-        step(0)
+    def _loginLineAnswered(
+        self, login: str, route: Route, rest: tuple[bytes, ...], status: StatusLine, body: bytes
+    ) -> None:
+        if (status.ok or status.continuation) and rest:
+            self._sendLogin(login, route, rest)
+        else:
+            self._loginAnswered(status, login, route)
 
     def _loginAnswered(self, status: StatusLine, login: str, route: Route) -> None:
         if status.ok:
@@ -881,19 +875,24 @@ class ClientSession(Protocol, TimeoutMixin):
             self._dropUpstream()
         self._loginFailed(status, login)
 
-    def _refuseValue(self, login: str, refused: RefusedValue) -> None:
+    def _refuseLogin(self, login: str, refusal: LoginRefusal) -> None:
         """
-        A login value cannot go upstream (see L{popproxy._loginlines}):
-        refuse the login, with nothing of it sent, as a failed login.
+        A login cannot go upstream (see L{popproxy._loginplan}): refuse it,
+        with nothing of it sent; a value the proxy cannot send counts as a
+        failed login.
         """
+        if not refusal.failedLogin:
+            self._reply(refusal.line)
+            self._commandDone()
+            return
         self.log.warn(
             "session {session}: login values refused for {user}: {reason}",
             session=self.sessionId,
             user=login,
-            reason=str(refused),
+            reason=refusal.reason,
         )
         self._busy = True  # nothing else is answered until the refusal is
-        self._loginFailed(StatusLine(_message(f"-ERR [AUTH] {refused}")), login)
+        self._loginFailed(StatusLine(refusal.line), login)
 
     def _loginFailed(self, status: StatusLine, login: str) -> None:
         """
@@ -904,22 +903,23 @@ class ClientSession(Protocol, TimeoutMixin):
         self.log.info(
             "session {session}: login failed for {user}", session=self.sessionId, user=login
         )
-
-        def relay() -> None:
-            if self._closing:
-                return
-            self._reply(status.line)
-            # Hang up on a guesser once the reason has been relayed.
-            if self._failedLogins >= self._settings.maxFailedLogins:
-                self._busy = False
-                self._end(f"{self._failedLogins} failed logins")
-            else:
-                self._commandDone()
-
         if self._settings.loginFailureDelay > 0:
-            self._settings.clock.callLater(self._settings.loginFailureDelay, relay)
+            self._settings.clock.callLater(
+                self._settings.loginFailureDelay, self._relayLoginFailure, status
+            )
         else:
-            relay()
+            self._relayLoginFailure(status)
+
+    def _relayLoginFailure(self, status: StatusLine) -> None:
+        if self._closing:
+            return
+        self._reply(status.line)
+        # Hang up on a guesser once the reason has been relayed.
+        if self._failedLogins >= self._settings.maxFailedLogins:
+            self._busy = False
+            self._end(f"{self._failedLogins} failed logins")
+        else:
+            self._commandDone()
 
     def do_AUTH(self, arguments: bytes) -> None:
         if not arguments:
@@ -927,112 +927,48 @@ class ClientSession(Protocol, TimeoutMixin):
             return
         if self._refuseWithoutTLS():
             return
-        mechanism, _, initial = arguments.partition(b" ")
-        mechanism = mechanism.upper()
-        if mechanism == b"PLAIN":
-            if initial:
-                self._plainResponse(initial)
-            else:
-                self._challenge(b"", self._plainResponse)
-        elif mechanism == b"LOGIN":
-            if initial:
-                self._loginName(initial)
-            else:
-                self._challenge(b"VXNlcm5hbWU6", self._loginName)  # "Username:"
-        else:
-            self._reply(b"-ERR unsupported authentication mechanism")
+        self._answerSasl(self._sasl.start(arguments))
 
-    def _challenge(self, challenge: bytes, step: Callable[[bytes], None]) -> None:
-        self._framer.maxLine = MAX_SASL_LINE
-        self._saslStep = step
-        self._reply(b"+ " + challenge)
-
-    def _decode(self, response: bytes) -> bytes | None:
+    def _answerSasl(self, step: SaslStep) -> None:
         """
-        A base64 SASL response, or C{None} (and -ERR sent) if it is not.
+        Answer the client as the SASL exchange says: a challenge (its
+        response may be a longer line), a refusal, or log in.
         """
-        if response == b"=":
-            return b""
-        try:
-            return base64.b64decode(response, validate=True)
-        except (binascii.Error, ValueError):
-            self._reply(b"-ERR [AUTH] invalid base64 in the authentication response")
-            return None
-
-    def _plainResponse(self, response: bytes) -> None:
-        decoded = self._decode(response)
-        if decoded is None:
+        if isinstance(step, Credentials):
+            self._authenticate(step)
             return
-        fields = decoded.split(b"\0")
-        if len(fields) != 3 or not fields[1]:
-            self._reply(b"-ERR [AUTH] malformed PLAIN response")
-            return
-        authzid, authcid, password = fields
-        self._authenticate(authzid, authcid, password)
+        if isinstance(step, Challenge):
+            self._framer.maxLine = MAX_SASL_LINE
+        self._reply(step.line)
 
-    def _loginName(self, response: bytes) -> None:
-        name = self._decode(response)
-        if name is None:
-            return
-        if not name:
-            self._reply(b"-ERR [AUTH] empty user name")
-            return
-
-        def password(response: bytes) -> None:
-            secret = self._decode(response)
-            if secret is not None:
-                self._authenticate(b"", name, secret)
-
-        self._challenge(b"UGFzc3dvcmQ6", password)  # "Password:"
-
-    def _authenticate(self, authzid: bytes, authcid: bytes, password: bytes) -> None:
+    def _authenticate(self, credentials: Credentials) -> None:
         """
         Log in upstream with SASL PLAIN if it offers it, else USER/PASS.
         The authorization identity, if given, else the authentication
         identity, chooses the route.
         """
-        identity = (authzid or authcid).decode("utf-8", "surrogateescape")
-        try:
-            route = self._settings.router.route(identity)
-        except NoRoute:
-            self._reply(b"-ERR [AUTH] no mail server is configured for that user")
+        identity = saslIdentity(credentials)
+        route = self._routeFor(identity)
+        if route is None:
             return
-        name = route.login.encode("utf-8", "surrogateescape")
-        proxyAuthorization = bool(authzid) and authzid != authcid
-        # The PLAIN translation is made first: it checks every value for CR,
-        # LF and NUL before the upstream hears anything (CAPA included).
-        # USER/PASS, whose lines bound each value to 248 octets, is made
-        # only if CAPA shows it is needed, so a long password (a token)
-        # still logs in where the upstream offers PLAIN.
-        try:
-            if proxyAuthorization:
-                plain = plainLogin(name, authcid, password)
-            else:
-                plain = plainLogin(b"", name, password)
-        except RefusedValue as refused:
-            self._refuseValue(identity, refused)
-            return
+        plan = planSasl(route, credentials, None)
+        if isinstance(plan, NeedCapabilities):
+            ask = functools.partial(self._askCapabilities, identity, route, credentials)
+            self._withUpstream(route.upstream, ask)
+        else:
+            self._followPlan(identity, route, plan)
 
-        def capabilities(status: StatusLine, body: bytes) -> None:
-            _, sasl = _capabilities(status, body)
-            if b"PLAIN" in sasl:
-                commands = plain
-            elif proxyAuthorization:
-                self._reply(b"-ERR [AUTH] the mail server cannot log in on behalf of another user")
-                self._commandDone()
-                return
-            else:
-                try:
-                    commands = userPassLogin(name, password)
-                except RefusedValue as refused:
-                    self._refuseValue(identity, refused)
-                    return
-            self._loginSequence(identity, route, commands)
+    def _askCapabilities(
+        self, identity: str, route: Route, credentials: Credentials, upstream: UpstreamConnection
+    ) -> None:
+        answered = functools.partial(self._saslCapabilities, identity, route, credentials)
+        self._relay(b"CAPA", True, _Collect(answered))
 
-        def send(upstream: UpstreamConnection) -> None:
-            self._relay(b"CAPA", True, _Collect(capabilities))
-
-        self._withUpstream(route.upstream, send)
+    def _saslCapabilities(
+        self, identity: str, route: Route, credentials: Credentials, status: StatusLine, body: bytes
+    ) -> None:
+        capabilities = UpstreamCapabilities.fromResponse(status, body)
+        self._followPlan(identity, route, planSasl(route, credentials, capabilities))
 
     def do_APOP(self, arguments: bytes) -> None:
         if self._refuseWithoutTLS():
@@ -1045,29 +981,30 @@ class ClientSession(Protocol, TimeoutMixin):
             self._reply(b"-ERR APOP needs a name and an MD5 digest")
             return
         login = name.decode("utf-8", "surrogateescape")
-        try:
-            route = self._settings.router.route(login)
-        except NoRoute:
-            self._reply(b"-ERR [AUTH] no mail server is configured for that user")
+        route = self._routeFor(login)
+        if route is None:
             return
-        upstream = self._upstream
-        greeting = upstream.greeting if upstream is not None else None
-        if (
-            upstream is None
-            or not upstream.connected
-            or route.upstream != self._upstreamAddress
-            or greeting is None
-            or self._apopTimestamp not in greeting.line
-        ):
+        if not self._showedGreetingOf(route):
             # The digest covers the timestamp of the connection we showed.
             self._reply(b"-ERR [SYS/TEMP] the mail server connection was reset; reconnect")
             return
-        try:
-            commands = apopLogin(route.login.encode("utf-8", "surrogateescape"), digest)
-        except RefusedValue as refused:
-            self._refuseValue(login, refused)
-            return
-        self._loginSequence(login, route, commands)
+        self._followPlan(login, route, planApop(route, digest))
+
+    def _showedGreetingOf(self, route: Route) -> bool:
+        """
+        Whether the connection to C{route}'s upstream is up and is the one
+        whose APOP timestamp the client was shown.
+        """
+        upstream = self._upstream
+        greeting = upstream.greeting if upstream is not None else None
+        return (
+            upstream is not None
+            and bool(upstream.connected)
+            and route.upstream == self._upstreamAddress
+            and greeting is not None
+            and self._apopTimestamp is not None
+            and self._apopTimestamp in greeting.line
+        )
 
     def do_QUIT(self, arguments: bytes) -> None:
         if arguments:
