@@ -58,6 +58,23 @@ class NeedCapabilities:
     """
 
 
+@dataclass(frozen=True, slots=True)
+class PendingPass:
+    """
+    The upstream accepted C{USER} (or will take C{PASS} as SASL PLAIN): the
+    client's C{PASS} finishes the login.
+
+    @ivar login: the name the client sent.
+    @ivar route: where it goes.
+    @ivar asPlain: the upstream refused C{USER} and offers SASL PLAIN only
+        (see L{passAsPlain}).
+    """
+
+    login: str
+    route: Route
+    asPlain: bool = False
+
+
 LoginPlan = LoginCommands | LoginRefusal | NeedCapabilities
 
 NOT_ON_BEHALF = LoginRefusal(
@@ -130,14 +147,14 @@ def passAsPlain(capabilities: UpstreamCapabilities) -> bool:
     return b"USER" not in capabilities and capabilities.offersPlain()
 
 
-def planPass(route: Route, password: bytes, asPlain: bool) -> LoginCommands | LoginRefusal:
+def planPass(pending: PendingPass, password: bytes) -> LoginCommands | LoginRefusal:
     """
     The lines that finish a C{USER}/C{PASS} login: C{PASS}, or a SASL PLAIN
     login when the upstream refused C{USER} (see L{passAsPlain}).
     """
     try:
-        if asPlain:
-            return plainLogin(b"", _upstreamName(route), password)
+        if pending.asPlain:
+            return plainLogin(b"", _upstreamName(pending.route), password)
         return passLogin(password)
     except RefusedValue as refused:
         return _refused(refused)

@@ -102,7 +102,9 @@ class SaslServer:
     """
 
     def __init__(self) -> None:
-        self._next: Callable[[bytes], SaslStep] | None = None
+        # The step the next response goes to, unbound: the server holds no
+        # reference to itself, so a closed session frees it at once.
+        self._next: Callable[[SaslServer, bytes], SaslStep] | None = None
         self._name = b""
 
     @property
@@ -116,11 +118,11 @@ class SaslServer:
         mechanism, _, initial = arguments.partition(b" ")
         mechanism = mechanism.upper()
         if mechanism == b"PLAIN":
-            return self._plain(initial) if initial else self._challenge(b"", self._plain)
+            return self._plain(initial) if initial else self._challenge(b"", SaslServer._plain)
         if mechanism == b"LOGIN":
-            return (
-                self._loginName(initial) if initial else self._challenge(_USERNAME, self._loginName)
-            )
+            if initial:
+                return self._loginName(initial)
+            return self._challenge(_USERNAME, SaslServer._loginName)
         return UNSUPPORTED
 
     def feed(self, response: bytes) -> SaslStep:
@@ -132,7 +134,7 @@ class SaslServer:
             raise RuntimeError("no challenge is waiting for a response")
         if response == b"*":
             return CANCELLED
-        return step(response)
+        return step(self, response)
 
     def tooLong(self) -> SaslRefusal:
         """
@@ -148,7 +150,9 @@ class SaslServer:
         self._next = None
         self._name = b""
 
-    def _challenge(self, challenge: bytes, then: Callable[[bytes], SaslStep]) -> Challenge:
+    def _challenge(
+        self, challenge: bytes, then: Callable[[SaslServer, bytes], SaslStep]
+    ) -> Challenge:
         self._next = then
         return Challenge(b"+ " + challenge)
 
@@ -165,7 +169,7 @@ class SaslServer:
         if not name:
             return EMPTY_NAME
         self._name = name
-        return self._challenge(_PASSWORD, self._loginPassword)
+        return self._challenge(_PASSWORD, SaslServer._loginPassword)
 
     def _loginPassword(self, response: bytes) -> SaslStep:
         name, self._name = self._name, b""

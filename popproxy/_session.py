@@ -54,6 +54,7 @@ from popproxy._loginplan import (
     LoginPlan,
     LoginRefusal,
     NeedCapabilities,
+    PendingPass,
     passAsPlain,
     planApop,
     planPass,
@@ -299,10 +300,7 @@ class ClientSession(Protocol, TimeoutMixin):
         self.sessionId = f"{next(_sessionIds):x}"
         self.client = "?"
         self.user: str | None = None
-        self._pendingLogin: tuple[str, Route] | None = None
-        # The upstream refused USER and offers only SASL PLAIN: PASS logs
-        # in with AUTH PLAIN instead (RFC 5034).
-        self._pendingPlain = False
+        self._pendingLogin: PendingPass | None = None
         self._failedLogins = 0
         self._upstream: UpstreamConnection | None = None
         self._upstreamAddress: UpstreamTarget | None = None
@@ -420,7 +418,6 @@ class ClientSession(Protocol, TimeoutMixin):
         self._cached = 0
         self._sizes.clear()
         self._handler = None
-        self._sasl.reset()
         self._waiters = []
         self.log.info(
             "session {session} closed: {ending}; client={client} user={user} "
@@ -428,7 +425,7 @@ class ClientSession(Protocol, TimeoutMixin):
             session=self.sessionId,
             ending=self._ending,
             client=self.client,
-            user=self.user or (self._pendingLogin[0] if self._pendingLogin else None),
+            user=self.user or (self._pendingLogin.login if self._pendingLogin else None),
             upstream=str(self._upstreamAddress) if self._upstreamAddress else None,
             commands=self.commands,
             bytesIn=self.bytesIn,
@@ -781,7 +778,6 @@ class ClientSession(Protocol, TimeoutMixin):
         if isinstance(user, LoginRefusal):
             self._refuseLogin(login, user)
             return
-        self._pendingPlain = False
         self._withUpstream(route.upstream, functools.partial(self._sendUser, login, route, user))
 
     def _sendUser(
@@ -793,7 +789,7 @@ class ClientSession(Protocol, TimeoutMixin):
 
     def _userAnswered(self, login: str, route: Route, status: StatusLine, body: bytes) -> None:
         if status.ok:
-            self._pendingLogin = (login, route)
+            self._pendingLogin = PendingPass(login, route)
             self._reply(status.line)
             self._commandDone()
             return
@@ -806,8 +802,9 @@ class ClientSession(Protocol, TimeoutMixin):
         self, login: str, route: Route, refusal: StatusLine, status: StatusLine, body: bytes
     ) -> None:
         if passAsPlain(UpstreamCapabilities.fromResponse(status, body)):
-            self._pendingLogin = (login, route)
-            self._pendingPlain = True
+            # The upstream refused USER and offers only SASL PLAIN: PASS
+            # logs in with AUTH PLAIN instead (RFC 5034).
+            self._pendingLogin = PendingPass(login, route, asPlain=True)
             self._reply(b"+OK send PASS (the mail server takes it as AUTH PLAIN)")
         else:
             self._reply(refusal.line)
@@ -820,10 +817,8 @@ class ClientSession(Protocol, TimeoutMixin):
         if self._pendingLogin is None:
             self._reply(b"-ERR send USER first")
             return
-        login, route = self._pendingLogin
-        self._pendingLogin = None
-        plain, self._pendingPlain = self._pendingPlain, False
-        self._followPlan(login, route, planPass(route, arguments, plain))
+        pending, self._pendingLogin = self._pendingLogin, None
+        self._followPlan(pending.login, pending.route, planPass(pending, arguments))
 
     def _followPlan(self, login: str, route: Route, plan: LoginPlan) -> None:
         """

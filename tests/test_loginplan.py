@@ -18,6 +18,7 @@ from popproxy._loginplan import (
     LoginPlan,
     LoginRefusal,
     NeedCapabilities,
+    PendingPass,
     passAsPlain,
     planApop,
     planPass,
@@ -181,7 +182,7 @@ def test_planPass(route: Route, password: bytes, asPlain: bool, plan: LoginPlan)
     PASS carries the password, or becomes SASL PLAIN for an upstream that
     refused USER; a value that cannot go is refused as a failed login.
     """
-    assert planPass(route, password, asPlain) == plan
+    assert planPass(PendingPass("ann", route, asPlain), password) == plan
 
 
 @pytest.mark.parametrize(

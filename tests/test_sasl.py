@@ -8,6 +8,8 @@ empty response (RFC 5034).
 from __future__ import annotations
 
 import base64
+import gc
+import weakref
 
 import pytest
 from hypothesis import given
@@ -105,6 +107,22 @@ def test_reset() -> None:
     server.start(b"LOGIN " + b64(b"ann"))
     server.reset()
     assert not server.waiting
+
+
+def test_noSelfReference() -> None:
+    """
+    A server waiting for a response is freed as soon as it is dropped, with
+    no cycle left for the collector.
+    """
+    server = SaslServer()
+    server.start(b"LOGIN " + b64(b"ann"))
+    reference = weakref.ref(server)
+    gc.disable()
+    try:
+        del server
+        assert reference() is None
+    finally:
+        gc.enable()
 
 
 def test_feedWithoutChallenge() -> None:
