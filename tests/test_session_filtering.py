@@ -435,9 +435,9 @@ def test_closedSessionDropsItsCache() -> None:
     h.login()
     h.send(b"RETR 1\r\n")
     serveRetr(h, 1)
-    assert h.session._filtered
+    assert h.session._mailbox.cachedIndexes
     h.client.dropped(Failure(Exception("client went away")))
-    assert not h.session._filtered and not h.session._sizes
+    assert not h.session._mailbox.cachedIndexes and not h.session._mailbox.rewritesListings
     assert h.upstream.connection.onLost is None
 
 
@@ -453,8 +453,8 @@ def test_cacheKeepsWithinBudget() -> None:
     for index in (1, 2, 3):
         h.send(b"RETR %d\r\n" % index)
         serveRetr(h, index, uidl=b"u%d" % index)
-    assert sorted(h.session._filtered) == [2, 3]
-    assert h.session._cached == 2 * len(out)
+    assert sorted(h.session._mailbox.cachedIndexes) == [2, 3]
+    assert h.session._mailbox.cachedBytes == 2 * len(out)
     h.received()
     h.send(b"RETR 3\r\n")
     assert h.upstream.received() == b""
