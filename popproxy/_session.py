@@ -1105,23 +1105,14 @@ class ClientSession(Protocol, TimeoutMixin):
             self._mailbox.reset()
             self._relay(b"RSET")
 
-    def _listing(self, name: bytes, arguments: bytes) -> None:
+    def do_LIST(self, arguments: bytes) -> None:
         numbers = self._messageNumbers(arguments, 0, 1)
         if numbers is None:
             return
-        if name == b"LIST" and self._mailbox.rewritesListings:
-            # Report the size RETR delivers for messages the chain changed.
-            line = b"LIST %d" % numbers[0] if numbers else b"LIST"
-            self._relay(line, not numbers, _Collect(self._listReceived))
-        elif name == b"UIDL" and self._settings.hook.active:
-            # Most clients list UIDs before they retrieve: remember them,
-            # and the chain's context needs no "UIDL n" per message.
-            line = b"UIDL %d" % numbers[0] if numbers else b"UIDL"
-            self._relay(line, not numbers, _UidRecorder(self, self._mailbox))
-        elif numbers:
-            self._relay(name + b" %d" % numbers[0])
-        else:
-            self._relay(name, multiLine=True)
+        line = b"LIST %d" % numbers[0] if numbers else b"LIST"
+        # Report the size RETR delivers for messages the chain changed.
+        handler = _Collect(self._listReceived) if self._mailbox.rewritesListings else None
+        self._relay(line, not numbers, handler)
 
     def _listReceived(self, status: StatusLine, body: bytes) -> None:
         if not status.ok:
@@ -1133,11 +1124,15 @@ class ClientSession(Protocol, TimeoutMixin):
             self._write(status.line + b"\r\n" + listing + b".\r\n")
         self._commandDone()
 
-    def do_LIST(self, arguments: bytes) -> None:
-        self._listing(b"LIST", arguments)
-
     def do_UIDL(self, arguments: bytes) -> None:
-        self._listing(b"UIDL", arguments)
+        numbers = self._messageNumbers(arguments, 0, 1)
+        if numbers is None:
+            return
+        line = b"UIDL %d" % numbers[0] if numbers else b"UIDL"
+        # Most clients list UIDs before they retrieve: remember them, and
+        # the chain's context needs no "UIDL n" per message.
+        handler = _UidRecorder(self, self._mailbox) if self._settings.hook.active else None
+        self._relay(line, not numbers, handler)
 
     def do_DELE(self, arguments: bytes) -> None:
         numbers = self._messageNumbers(arguments, 1, 1)
