@@ -1109,19 +1109,24 @@ class ClientSession(Protocol, TimeoutMixin):
         numbers = self._messageNumbers(arguments, 0, 1)
         if numbers is None:
             return
-        line = b"LIST %d" % numbers[0] if numbers else b"LIST"
-        # Report the size RETR delivers for messages the chain changed.
-        handler = _Collect(self._listReceived) if self._mailbox.rewritesListings else None
-        self._relay(line, not numbers, handler)
-
-    def _listReceived(self, status: StatusLine, body: bytes) -> None:
-        if not status.ok:
-            self._reply(status.line)
-        elif not body:
-            self._reply(self._mailbox.rewriteListLine(status.line))
+        if not self._mailbox.rewritesListings:
+            self._relay(b"LIST %d" % numbers[0] if numbers else b"LIST", not numbers)
+        elif numbers:
+            # Report the size RETR delivers for messages the chain changed.
+            self._relay(b"LIST %d" % numbers[0], False, _Collect(self._listLineReceived))
         else:
+            self._relay(b"LIST", True, _Collect(self._listingReceived))
+
+    def _listLineReceived(self, status: StatusLine, body: bytes) -> None:
+        self._reply(self._mailbox.rewriteListLine(status.line) if status.ok else status.line)
+        self._commandDone()
+
+    def _listingReceived(self, status: StatusLine, body: bytes) -> None:
+        if status.ok:
             listing = self._mailbox.rewriteListing(body)
             self._write(status.line + b"\r\n" + listing + b".\r\n")
+        else:
+            self._reply(status.line)
         self._commandDone()
 
     def do_UIDL(self, arguments: bytes) -> None:

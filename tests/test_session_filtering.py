@@ -284,6 +284,26 @@ def test_listAndStatReportFilteredSizes() -> None:
     assert h.received() == b"+OK\r\n+OK 1 500\r\n"
 
 
+def test_emptyListingAfterFilteringIsTerminated() -> None:
+    """
+    A LIST whose listing is empty (every message deleted) after the chain
+    changed a message still ends with the terminating dot line, so the
+    client does not wait for it forever.
+    """
+    h = Harness(hook=AddHeader())
+    h.login()
+    h.send(b"RETR 1\r\n")
+    serveRetr(h, 1)
+    h.send(b"DELE 1\r\n")
+    assert h.upstream.received() == b"DELE 1\r\n"
+    h.upstream.reply(b"+OK\r\n")
+    h.received()
+    h.send(b"LIST\r\n")
+    assert h.upstream.received() == b"LIST\r\n"
+    h.upstream.reply(b"+OK 0 messages\r\n.\r\n")
+    assert h.received() == b"+OK 0 messages\r\n.\r\n"
+
+
 def test_hookTemporaryFailure() -> None:
     """
     A hook failing with TemporaryFailure gives -ERR [SYS/TEMP] and nothing
