@@ -63,6 +63,7 @@ from popproxy._loginplan import (
     saslIdentity,
 )
 from popproxy._loginpolicy import loginsNeedTLS, originOf
+from popproxy._mailboxview import MAX_LISTING_OCTETS, MailboxView
 from popproxy._printable import PrintableLogger
 from popproxy._retrieval import MessageHook, PassThrough, RetrievalContext, TemporaryFailure
 from popproxy._routing import NoRoute, Route, Router
@@ -198,55 +199,32 @@ class _Relay:
         self._onFinished()
 
 
-#: A UIDL listing longer than this is not remembered.
-MAX_REMEMBERED_UIDS = 20_000
-#: A client's UIDL listing is kept (to note its UIDs) up to this size:
-#: a number, a space, a UID of at most 70 octets and CRLF per line.
-_MAX_LISTING_OCTETS = MAX_REMEMBERED_UIDS * 80
-
-
-def _noteUid(uids: dict[int, str], number: bytes, uid: bytes) -> None:
-    if number.isdigit() and 0 < len(uid) <= 70 and len(uids) < MAX_REMEMBERED_UIDS:
-        uids[int(number)] = uid.decode("ascii", "replace")
-
-
-def _noteUidListing(uids: dict[int, str], body: bytes) -> None:
-    """
-    Remember the C{number uid} lines of a UIDL listing.
-    """
-    for entry in body.split(b"\r\n"):
-        fields = entry.split(b" ")
-        if len(fields) == 2:
-            _noteUid(uids, fields[0], fields[1])
-
-
 class _UidRecorder(_Relay):
     """
     Relays a C{UIDL} response verbatim and notes the UIDs in it (message
     numbers and UIDs do not change during a POP3 session).
     """
 
-    def __init__(self, session: ClientSession, uids: dict[int, str]) -> None:
+    def __init__(self, session: ClientSession, mailbox: MailboxView[_Filtered]) -> None:
         super().__init__(session, onStatus=self._statusSeen)
-        self._uids = uids
+        self._mailbox = mailbox
         self._body: list[bytes] = []
         self._bodySize = 0
 
     def _statusSeen(self, status: StatusLine) -> None:
         # "+OK 3 uid" (UIDL n) names one message.
-        parts = status.line.split(b" ")
-        if status.ok and len(parts) == 3:
-            _noteUid(self._uids, parts[1], parts[2])
+        if status.ok:
+            self._mailbox.noteUidAnswer(status.line)
 
     def bodyReceived(self, data: bytes) -> None:
         super().bodyReceived(data)
         self._bodySize += len(data)
-        if self._bodySize <= _MAX_LISTING_OCTETS:
+        if self._bodySize <= MAX_LISTING_OCTETS:
             self._body.append(data)
 
     def responseFinished(self) -> None:
-        if self._bodySize <= _MAX_LISTING_OCTETS:
-            _noteUidListing(self._uids, b"".join(self._body))
+        if self._bodySize <= MAX_LISTING_OCTETS:
+            self._mailbox.noteUidListing(b"".join(self._body))
         self._body = []
         super().responseFinished()
 
@@ -310,13 +288,7 @@ class ClientSession(Protocol, TimeoutMixin):
         self._handler: _Relay | _Collect | _Spool | None = None
         self._throttled = False
         self._sasl = SaslServer()
-        self._filtered: dict[int, _Filtered] = {}
-        self._cached = 0
-        self._sizes: dict[int, tuple[int, int]] = {}
-        # Message number -> UID, as the upstream listed them to the client.
-        self._uids: dict[int, str] = {}
-        self._uidLookups = 0
-        self._deleted: set[int] = set()
+        self._mailbox: MailboxView[_Filtered] = MailboxView(settings.chain.cacheBytes)
         self._apopTimestamp: bytes | None = None
         self._greeted = False
         self._ending = "client closed the connection"
@@ -414,9 +386,7 @@ class ClientSession(Protocol, TimeoutMixin):
             self._upstream = None
         # Drop what the session holds, so a closed session frees its
         # filtered messages now rather than when the cycle collector runs.
-        self._filtered.clear()
-        self._cached = 0
-        self._sizes.clear()
+        self._mailbox.clear()
         self._handler = None
         self._waiters = []
         self.log.info(
@@ -1049,23 +1019,14 @@ class ClientSession(Protocol, TimeoutMixin):
     def do_STAT(self, arguments: bytes) -> None:
         if self._numbers(arguments, 0, 0) is None:
             return
-        if not self._sizes:
+        if self._mailbox.rewritesListings:
+            self._relay(b"STAT", False, _Collect(self._statReceived))
+        else:
             self._relay(b"STAT")
-            return
 
-        def received(status: StatusLine, body: bytes) -> None:
-            parts = status.line.split(b" ")
-            if status.ok and len(parts) >= 3 and parts[2].isdigit():
-                change = sum(
-                    filtered - original
-                    for index, (filtered, original) in self._sizes.items()
-                    if index not in self._deleted
-                )
-                parts[2] = b"%d" % max(0, int(parts[2]) + change)
-            self._reply(b" ".join(parts))
-            self._commandDone()
-
-        self._relay(b"STAT", False, _Collect(received))
+    def _statReceived(self, status: StatusLine, body: bytes) -> None:
+        self._reply(self._mailbox.rewriteStat(status.line) if status.ok else status.line)
+        self._commandDone()
 
     def do_NOOP(self, arguments: bytes) -> None:
         if self._numbers(arguments, 0, 0) is not None:
@@ -1073,50 +1034,42 @@ class ClientSession(Protocol, TimeoutMixin):
 
     def do_RSET(self, arguments: bytes) -> None:
         if self._numbers(arguments, 0, 0) is not None:
-            self._deleted.clear()
+            self._mailbox.reset()
             self._relay(b"RSET")
 
-    def _listing(self, name: bytes, arguments: bytes) -> None:
+    def do_LIST(self, arguments: bytes) -> None:
         numbers = self._messageNumbers(arguments, 0, 1)
         if numbers is None:
             return
-        if name == b"LIST" and self._sizes:
-            # Report the size RETR delivers for messages the chain changed.
-            line = b"LIST %d" % numbers[0] if numbers else b"LIST"
-            self._relay(line, not numbers, _Collect(self._listReceived))
-        elif name == b"UIDL" and self._settings.hook.active:
-            # Most clients list UIDs before they retrieve: remember them,
-            # and the chain's context needs no "UIDL n" per message.
-            line = b"UIDL %d" % numbers[0] if numbers else b"UIDL"
-            self._relay(line, not numbers, _UidRecorder(self, self._uids))
+        if not self._mailbox.rewritesListings:
+            self._relay(b"LIST %d" % numbers[0] if numbers else b"LIST", not numbers)
         elif numbers:
-            self._relay(name + b" %d" % numbers[0])
+            # Report the size RETR delivers for messages the chain changed.
+            self._relay(b"LIST %d" % numbers[0], False, _Collect(self._listLineReceived))
         else:
-            self._relay(name, multiLine=True)
+            self._relay(b"LIST", True, _Collect(self._listingReceived))
 
-    def _listReceived(self, status: StatusLine, body: bytes) -> None:
-        if not status.ok:
-            self._reply(status.line)
-        elif not body:
-            parts = status.line.split(b" ")
-            if len(parts) >= 3 and parts[1].isdigit() and int(parts[1]) in self._sizes:
-                parts[2] = b"%d" % self._sizes[int(parts[1])][0]
-            self._reply(b" ".join(parts))
-        else:
-            lines = []
-            for entry in body.split(b"\r\n")[:-1]:
-                fields = entry.split(b" ")
-                if len(fields) >= 2 and fields[0].isdigit() and int(fields[0]) in self._sizes:
-                    fields[1] = b"%d" % self._sizes[int(fields[0])][0]
-                lines.append(b" ".join(fields) + b"\r\n")
-            self._write(status.line + b"\r\n" + b"".join(lines) + b".\r\n")
+    def _listLineReceived(self, status: StatusLine, body: bytes) -> None:
+        self._reply(self._mailbox.rewriteListLine(status.line) if status.ok else status.line)
         self._commandDone()
 
-    def do_LIST(self, arguments: bytes) -> None:
-        self._listing(b"LIST", arguments)
+    def _listingReceived(self, status: StatusLine, body: bytes) -> None:
+        if status.ok:
+            listing = self._mailbox.rewriteListing(body)
+            self._write(status.line + b"\r\n" + listing + b".\r\n")
+        else:
+            self._reply(status.line)
+        self._commandDone()
 
     def do_UIDL(self, arguments: bytes) -> None:
-        self._listing(b"UIDL", arguments)
+        numbers = self._messageNumbers(arguments, 0, 1)
+        if numbers is None:
+            return
+        line = b"UIDL %d" % numbers[0] if numbers else b"UIDL"
+        # Most clients list UIDs before they retrieve: remember them, and
+        # the chain's context needs no "UIDL n" per message.
+        handler = _UidRecorder(self, self._mailbox) if self._settings.hook.active else None
+        self._relay(line, not numbers, handler)
 
     def do_DELE(self, arguments: bytes) -> None:
         numbers = self._messageNumbers(arguments, 1, 1)
@@ -1125,7 +1078,7 @@ class ClientSession(Protocol, TimeoutMixin):
 
             def answered(status: StatusLine) -> None:
                 if status.ok:
-                    self._deleted.add(index)
+                    self._mailbox.markDeleted(index)
 
             self._relay(b"DELE %d" % index, False, _Relay(self, answered))
 
@@ -1145,7 +1098,7 @@ class ClientSession(Protocol, TimeoutMixin):
         if not hook.active:
             self._relay(line, multiLine=True)
             return
-        cached = self._filtered.get(index)
+        cached = self._mailbox.cached(index)
         if cached is not None:
             self._deliver(cached, command, lines)
             self._commandDone()
@@ -1221,7 +1174,7 @@ class ClientSession(Protocol, TimeoutMixin):
                 changed = True
             entry = _Filtered(message, None) if changed else _Filtered(original, status.line, wire)
             if not partial:
-                self._remember(index, entry, len(original))
+                self._mailbox.remember(index, entry, len(entry.message), len(original))
             if keepalive.started:
                 out = topOf(message, lines or 0) if command == "TOP" and not partial else message
                 self._write(_continueStuffed(out[len(keepalive.sent) :]))
@@ -1277,20 +1230,15 @@ class ClientSession(Protocol, TimeoutMixin):
 
         def listingReceived(status: StatusLine, body: bytes) -> None:
             if status.ok:
-                _noteUidListing(self._uids, body)
-            fetchWith(self._uids.get(index))
+                self._mailbox.noteUidListing(body)
+            fetchWith(self._mailbox.uidOf(index))
 
-        known = self._uids.get(index)
+        known = self._mailbox.uidOf(index)
         if known is not None:
             fetchWith(known)
-        elif self._uidLookups == 1:
-            # A second message without a known UID: the client is fetching
-            # several, so one listing replaces a round trip per message
-            # (a client that fetches one message never pays for it).
-            self._uidLookups += 1
+        elif self._mailbox.lookupWholeListing():
             self._relay(b"UIDL", True, _Collect(listingReceived))
         else:
-            self._uidLookups += 1
             self._relay(b"UIDL %d" % index, False, _Collect(uidlReceived))
 
     def _oversize(self, spool: _Spool, context: RetrievalContext) -> None:
@@ -1343,24 +1291,6 @@ class ClientSession(Protocol, TimeoutMixin):
             self.transport.registerProducer(_UpstreamThrottle(self._upstream), True)  # type: ignore[attr-defined]
             self._throttled = True
         self._commandDone()
-
-    def _remember(self, index: int, entry: _Filtered, originalSize: int) -> None:
-        """
-        Keep a filtered message for repeated RETR/TOP (within the session's
-        memory budget) and its size for LIST and STAT.
-        """
-        self._sizes[index] = (len(entry.message), originalSize)
-        budget = self._settings.chain.cacheBytes
-        if entry.footprint > budget:
-            return
-        previous = self._filtered.pop(index, None)
-        if previous is not None:
-            self._cached -= previous.footprint
-        self._filtered[index] = entry
-        self._cached += entry.footprint
-        while self._cached > budget:
-            oldest = self._filtered.pop(next(iter(self._filtered)))
-            self._cached -= oldest.footprint
 
     def _deliver(self, entry: _Filtered, command: str, lines: int | None) -> None:
         message = entry.message

@@ -284,6 +284,26 @@ def test_listAndStatReportFilteredSizes() -> None:
     assert h.received() == b"+OK\r\n+OK 1 500\r\n"
 
 
+def test_emptyListingAfterFilteringIsTerminated() -> None:
+    """
+    A LIST whose listing is empty (every message deleted) after the chain
+    changed a message still ends with the terminating dot line, so the
+    client does not wait for it forever.
+    """
+    h = Harness(hook=AddHeader())
+    h.login()
+    h.send(b"RETR 1\r\n")
+    serveRetr(h, 1)
+    h.send(b"DELE 1\r\n")
+    assert h.upstream.received() == b"DELE 1\r\n"
+    h.upstream.reply(b"+OK\r\n")
+    h.received()
+    h.send(b"LIST\r\n")
+    assert h.upstream.received() == b"LIST\r\n"
+    h.upstream.reply(b"+OK 0 messages\r\n.\r\n")
+    assert h.received() == b"+OK 0 messages\r\n.\r\n"
+
+
 def test_hookTemporaryFailure() -> None:
     """
     A hook failing with TemporaryFailure gives -ERR [SYS/TEMP] and nothing
@@ -435,9 +455,9 @@ def test_closedSessionDropsItsCache() -> None:
     h.login()
     h.send(b"RETR 1\r\n")
     serveRetr(h, 1)
-    assert h.session._filtered
+    assert h.session._mailbox.cachedIndexes
     h.client.dropped(Failure(Exception("client went away")))
-    assert not h.session._filtered and not h.session._sizes
+    assert not h.session._mailbox.cachedIndexes and not h.session._mailbox.rewritesListings
     assert h.upstream.connection.onLost is None
 
 
@@ -453,8 +473,8 @@ def test_cacheKeepsWithinBudget() -> None:
     for index in (1, 2, 3):
         h.send(b"RETR %d\r\n" % index)
         serveRetr(h, index, uidl=b"u%d" % index)
-    assert sorted(h.session._filtered) == [2, 3]
-    assert h.session._cached == 2 * len(out)
+    assert sorted(h.session._mailbox.cachedIndexes) == [2, 3]
+    assert h.session._mailbox.cachedBytes == 2 * len(out)
     h.received()
     h.send(b"RETR 3\r\n")
     assert h.upstream.received() == b""
