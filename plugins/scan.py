@@ -959,14 +959,12 @@ class VirusScan:
         return Rewrite(message.withHeaderAdded(settings.header, value), note="; ".join(notes))
 
 
-def makeFilter(settings: Mapping[str, Any]) -> VirusScan:
+def makeFilter(settings: Mapping[str, Any], reactor: IReactorTime) -> VirusScan:
     """
-    Build the filter from its settings, talking to clamd through the
-    running reactor.
+    Build the filter from its settings, talking to clamd through
+    C{reactor} (the one the chain runs on: its clock times the scans).
     """
     parsed = parseSettings(settings)
-    from twisted.internet import reactor
-
     try:
         endpoint = clientFromString(reactor, parsed.address)
     except (ValueError, TypeError, KeyError) as e:

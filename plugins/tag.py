@@ -771,19 +771,16 @@ class TagFilter:
         return Rewrite(tagged, note=note)
 
 
-def makeFilter(settings: Mapping[str, Any]) -> TagFilter:
+def makeFilter(settings: Mapping[str, Any], reactor: IReactorTime) -> TagFilter:
     """
-    Build the filter from the C{settings} table of its C{[[filter]]} entry.
+    Build the filter from the C{settings} table of its C{[[filter]]} entry;
+    it talks to spamd through C{reactor}, the one the chain runs on.
 
     @raise ValueError: a bad setting or spamd address (stops start-up).
     """
     checked = parseSettings(settings)
     if not checked.spamd:
         return TagFilter(checked)
-    # The composition root of a plugin: the running reactor is the one
-    # twistd (or popproxy-filter) installed.
-    from twisted.internet import reactor
-
     endpoint = clientFromString(reactor, checked.spamd)
     client = SpamdClient(endpoint, reactor, checked.timeout, checked.user)
     return TagFilter(checked, client)
