@@ -57,6 +57,7 @@ from popproxy.interfaces import (
     RemovedPart,
     Replace,
     Rewrite,
+    SettingsReader,
     TempFail,
     Verdict,
 )
@@ -510,32 +511,7 @@ class ScanSettings:
     subject: str = DEFAULT_SUBJECT
 
 
-# Setting name in the configuration -> attribute of ScanSettings.
-_SETTING_NAMES = {
-    "address": "address",
-    "mode": "mode",
-    "max_stream": "maxStream",
-    "max_connections": "maxConnections",
-    "timeout": "timeout",
-    "on_failure": "onFailure",
-    "on_oversize": "onOversize",
-    "header": "header",
-    "stamp_clean": "stampClean",
-    "notice": "notice",
-    "message_notice": "messageNotice",
-    "subject": "subject",
-}
-
-
-def _positiveInt(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a whole number of at least 1, not {value!r}")
-    return value
-
-
-def _checkTemplate(name: str, template: object) -> str:
-    if not isinstance(template, str):
-        raise ValueError(f"{name} must be text, not {template!r}")
+def _checkTemplate(name: str, template: str) -> str:
     allowed = _TEMPLATE_FIELDS[name]
     try:
         for _, fieldName, _, _ in string.Formatter().parse(template):
@@ -558,36 +534,34 @@ def parseSettings(settings: Mapping[str, Any]) -> ScanSettings:
 
     @raise ValueError: an unknown setting, or a value that cannot be used.
     """
-    unknown = sorted(set(settings) - set(_SETTING_NAMES))
-    if unknown:
-        raise ValueError(f"unknown setting {unknown[0]!r} (known: {', '.join(_SETTING_NAMES)})")
-    values: dict[str, Any] = {}
-    for key, value in settings.items():
-        values[_SETTING_NAMES[key]] = value
-    parsed = ScanSettings(**values)
-    if not isinstance(parsed.address, str) or ":" not in parsed.address:
+    read = SettingsReader(settings)
+    default = ScanSettings()
+    address = read.string("address", default.address)
+    if ":" not in address:
         raise ValueError(
             f"address must be a client endpoint string such as 'unix:/run/clamav/clamd.ctl' "
-            f"or 'tcp:127.0.0.1:3310', not {parsed.address!r}"
+            f"or 'tcp:127.0.0.1:3310', not {address!r}"
         )
-    if parsed.mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}, not {parsed.mode!r}")
-    _positiveInt("max_stream", parsed.maxStream)
-    _positiveInt("max_connections", parsed.maxConnections)
-    timeout = parsed.timeout
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
-        raise ValueError(f"timeout must be a number of seconds above 0, not {timeout!r}")
-    for name, policy in (("on_failure", parsed.onFailure), ("on_oversize", parsed.onOversize)):
-        if policy not in FAILURE_POLICIES:
-            raise ValueError(f"{name} must be 'tempfail' or 'deliver', not {policy!r}")
-    header = parsed.header
-    if not isinstance(header, str) or not header or not set(header) <= _FIELD_NAME_CHARACTERS:
+    header = read.string("header", default.header)
+    if not header or not set(header) <= _FIELD_NAME_CHARACTERS:
         raise ValueError(f"header must be a header field name, not {header!r}")
-    if not isinstance(parsed.stampClean, bool):
-        raise ValueError(f"stamp_clean must be true or false, not {parsed.stampClean!r}")
-    _checkTemplate("notice", parsed.notice)
-    _checkTemplate("message_notice", parsed.messageNotice)
-    _checkTemplate("subject", parsed.subject)
+    parsed = ScanSettings(
+        address=address,
+        mode=read.choice("mode", default.mode, MODES),
+        maxStream=read.integer("max_stream", default.maxStream, minimum=1),
+        maxConnections=read.integer("max_connections", default.maxConnections, minimum=1),
+        timeout=read.number("timeout", default.timeout, above=0),
+        onFailure=read.choice("on_failure", default.onFailure, FAILURE_POLICIES),
+        onOversize=read.choice("on_oversize", default.onOversize, FAILURE_POLICIES),
+        header=header,
+        stampClean=read.boolean("stamp_clean", default.stampClean),
+        notice=_checkTemplate("notice", read.string("notice", default.notice)),
+        messageNotice=_checkTemplate(
+            "message_notice", read.string("message_notice", default.messageNotice)
+        ),
+        subject=_checkTemplate("subject", read.string("subject", default.subject)),
+    )
+    read.finish()
     return parsed
 
 
@@ -959,14 +933,12 @@ class VirusScan:
         return Rewrite(message.withHeaderAdded(settings.header, value), note="; ".join(notes))
 
 
-def makeFilter(settings: Mapping[str, Any]) -> VirusScan:
+def makeFilter(settings: Mapping[str, Any], reactor: IReactorTime) -> VirusScan:
     """
-    Build the filter from its settings, talking to clamd through the
-    running reactor.
+    Build the filter from its settings, talking to clamd through
+    C{reactor} (the one the chain runs on: its clock times the scans).
     """
     parsed = parseSettings(settings)
-    from twisted.internet import reactor
-
     try:
         endpoint = clientFromString(reactor, parsed.address)
     except (ValueError, TypeError, KeyError) as e:

@@ -50,6 +50,7 @@ from popproxy.interfaces import (
     RemovedPart,
     Replace,
     Rewrite,
+    SettingsReader,
     TempFail,
     Verdict,
 )
@@ -1426,38 +1427,31 @@ def makeFilter(settings: Mapping[str, Any]) -> Strip:
 
     @raise ValueError: an unknown setting, or a value of the wrong kind.
     """
-    unknown = sorted(set(settings) - set(SETTINGS))
-    if unknown:
-        raise ValueError(f"unknown setting {unknown[0]!r} (known: {', '.join(SETTINGS)})")
+    read = SettingsReader(settings)
     default = StripPolicy()
     policy = StripPolicy(
-        extensions=_extensions(settings.get("extensions", DEFAULT_EXTENSIONS)),
-        contentTypes=_contentTypes(settings.get("content_types", DEFAULT_CONTENT_TYPES)),
-        detect=_flag(settings, "detect", default.detect),
-        archives=_flag(settings, "archives", default.archives),
-        maxNesting=_count(settings, "max_nesting", default.maxNesting, minimum=1),
-        maxMembers=_count(settings, "max_members", default.maxMembers, minimum=1),
-        maxInflated=_count(settings, "max_inflated", default.maxInflated, minimum=1),
-        encrypted=_choice(settings, "encrypted", default.encrypted, ("allow", "strip")),
-        unreadable=_choice(settings, "unreadable", default.unreadable, ("strip", "allow")),
-        uuencode=_flag(settings, "uuencode", default.uuencode),
-        tnef=_flag(settings, "tnef", default.tnef),
-        maxSize=_count(settings, "max_size", default.maxSize, minimum=0),
-        signed=_choice(settings, "signed", default.signed, ("strip", "replace")),
-        notice=_notice(settings.get("notice", default.notice)),
+        extensions=_extensions(read.strings("extensions", DEFAULT_EXTENSIONS)),
+        contentTypes=_contentTypes(read.strings("content_types", DEFAULT_CONTENT_TYPES)),
+        detect=read.boolean("detect", default.detect),
+        archives=read.boolean("archives", default.archives),
+        maxNesting=read.integer("max_nesting", default.maxNesting, minimum=1),
+        maxMembers=read.integer("max_members", default.maxMembers, minimum=1),
+        maxInflated=read.integer("max_inflated", default.maxInflated, minimum=1),
+        encrypted=read.choice("encrypted", default.encrypted, ("allow", "strip")),
+        unreadable=read.choice("unreadable", default.unreadable, ("strip", "allow")),
+        uuencode=read.boolean("uuencode", default.uuencode),
+        tnef=read.boolean("tnef", default.tnef),
+        maxSize=read.integer("max_size", default.maxSize, minimum=0),
+        signed=read.choice("signed", default.signed, ("strip", "replace")),
+        notice=_notice(read.value("notice", default.notice)),
     )
+    read.finish()
     return Strip(policy)
 
 
-def _strings(value: object, setting: str) -> list[str]:
-    if not isinstance(value, list | tuple) or not all(isinstance(item, str) for item in value):
-        raise ValueError(f"{setting} must be a list of strings, not {value!r}")
-    return list(value)
-
-
-def _extensions(value: object) -> frozenset[str]:
+def _extensions(items: tuple[str, ...]) -> frozenset[str]:
     extensions = set()
-    for item in _strings(value, "extensions"):
+    for item in items:
         extension = item.strip().lstrip(".").casefold()
         if not extension or re.search(r"[\s/\\]", extension):
             raise ValueError(f"extensions: {item!r} is not a file extension")
@@ -1465,36 +1459,14 @@ def _extensions(value: object) -> frozenset[str]:
     return frozenset(extensions)
 
 
-def _contentTypes(value: object) -> frozenset[str]:
+def _contentTypes(items: tuple[str, ...]) -> frozenset[str]:
     types = set()
-    for item in _strings(value, "content_types"):
+    for item in items:
         contentType = item.strip().lower()
         if not re.fullmatch(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+", contentType):
             raise ValueError(f"content_types: {item!r} is not a type/subtype")
         types.add(contentType)
     return frozenset(types)
-
-
-def _flag(settings: Mapping[str, Any], name: str, default: bool) -> bool:
-    value = settings.get(name, default)
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be true or false, not {value!r}")
-    return value
-
-
-def _count(settings: Mapping[str, Any], name: str, default: int, minimum: int) -> int:
-    value = settings.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be a whole number, {minimum} or more, not {value!r}")
-    return value
-
-
-def _choice(settings: Mapping[str, Any], name: str, default: str, choices: Iterable[str]) -> str:
-    value = settings.get(name, default)
-    allowed = tuple(choices)
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, not {value!r}")
-    return str(value)
 
 
 def _notice(value: object) -> str:

@@ -18,8 +18,6 @@ plugin API only (C{popproxy.interfaces}, C{popproxy.message}) plus Twisted.
 
 from __future__ import annotations
 
-import base64
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -35,8 +33,16 @@ from twisted.internet.protocol import Protocol as StreamProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from popproxy.interfaces import Deliver, FilterContext, IMessageFilter, Rewrite, TempFail, Verdict
-from popproxy.message import Message
+from popproxy.interfaces import (
+    Deliver,
+    FilterContext,
+    IMessageFilter,
+    Rewrite,
+    SettingsReader,
+    TempFail,
+    Verdict,
+)
+from popproxy.message import Message, encodedWords
 
 __all__ = [
     "HeaderTemplate",
@@ -76,9 +82,7 @@ SPAM_SCORE = "X-Spam-Score"
 SPAM_STATUS = "X-Spam-Status"
 _SPAM_HEADERS = (SPAM_FLAG, SPAM_SCORE, SPAM_STATUS)
 
-_SETTINGS = frozenset(
-    {"spamd", "user", "timeout", "max_size", "threshold", "on_failure", "headers", "subject_rules"}
-)
+_DEFAULT_RULE_TABLES = [{"prefix": p, "when": w} for p, w in DEFAULT_SUBJECT_RULES]
 # RFC 5322 ftext; the plugin only ever owns X- fields.
 _FIELD_NAME = re.compile(r"[!-9;-~]+")
 _USER = re.compile(r"[A-Za-z0-9._@+=-]{1,64}")
@@ -224,15 +228,6 @@ class TagSettings:
     subjectRules: tuple[SubjectRule, ...] = ()
 
 
-def _number(settings: Mapping[str, Any], key: str, default: float | None) -> float | None:
-    value = settings.get(key, default)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"{key} must be a number, not {value!r}")
-    return float(value)
-
-
 def _prefix(value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"subject_rules: prefix must be a non-empty string, not {value!r}")
@@ -248,40 +243,39 @@ def parseSettings(settings: Mapping[str, Any]) -> TagSettings:
 
     @raise ValueError: an unknown key or a bad value (stops start-up).
     """
-    unknown = sorted(set(settings) - _SETTINGS)
-    if unknown:
-        raise ValueError(f"unknown setting {unknown[0]!r} (known: {', '.join(sorted(_SETTINGS))})")
-    spamd = settings.get("spamd", DEFAULT_SPAMD)
-    if not isinstance(spamd, str):
-        raise ValueError(f"spamd must be an endpoint string or '', not {spamd!r}")
-    user = settings.get("user", DEFAULT_USER)
-    if not isinstance(user, str) or not _USER.fullmatch(user):
+    read = SettingsReader(settings)
+    spamd = read.string("spamd", DEFAULT_SPAMD).strip()
+    user = read.string("user", DEFAULT_USER)
+    if not _USER.fullmatch(user):
         raise ValueError(f"user must be a plain user name for spamd, not {user!r}")
-    timeout = _number(settings, "timeout", DEFAULT_TIMEOUT)
-    if timeout is None or timeout <= 0:
-        raise ValueError(f"timeout must be more than 0 seconds, not {timeout!r}")
-    maxSize = settings.get("max_size", DEFAULT_MAX_SIZE)
-    if isinstance(maxSize, bool) or not isinstance(maxSize, int) or maxSize < 1:
-        raise ValueError(f"max_size must be a whole number of octets, 1 or more, not {maxSize!r}")
-    threshold = _number(settings, "threshold", None)
-    onFailure = settings.get("on_failure", "deliver")
-    if onFailure not in ON_FAILURE:
-        raise ValueError(f"on_failure must be 'deliver' or 'tempfail', not {onFailure!r}")
-    headerTable = settings.get("headers", DEFAULT_HEADERS)
-    if not isinstance(headerTable, Mapping):
-        raise ValueError("headers must be a table of header name = value template")
+    checked = TagSettings(
+        spamd=spamd,
+        user=user,
+        timeout=read.number("timeout", DEFAULT_TIMEOUT, above=0),
+        maxSize=read.integer("max_size", DEFAULT_MAX_SIZE, minimum=1),
+        threshold=read.number("threshold", None),
+        onFailure=read.choice("on_failure", "deliver", ON_FAILURE),
+        headers=_headers(read.table("headers", DEFAULT_HEADERS), spamd),
+        subjectRules=_subjectRules(read.value("subject_rules", _DEFAULT_RULE_TABLES)),
+    )
+    read.finish()
+    return checked
+
+
+def _headers(table: Mapping[str, Any], spamd: str) -> tuple[HeaderTemplate, ...]:
     headers = []
     seen: set[str] = set()
-    for name, template in headerTable.items():
+    for name, template in table.items():
         if not isinstance(name, str) or not isinstance(template, str):
             raise ValueError(f"headers: {name!r} = {template!r} is not name = text")
         if name.lower() in seen or (spamd and name.lower() in (h.lower() for h in _SPAM_HEADERS)):
             raise ValueError(f"headers: {name} is set twice (the X-Spam- fields are spamd's)")
         seen.add(name.lower())
         headers.append(HeaderTemplate(name, template))
-    ruleList = settings.get(
-        "subject_rules", [{"prefix": p, "when": w} for p, w in DEFAULT_SUBJECT_RULES]
-    )
+    return tuple(headers)
+
+
+def _subjectRules(ruleList: object) -> tuple[SubjectRule, ...]:
     if not isinstance(ruleList, list):
         raise ValueError("subject_rules must be a list of {prefix = ..., when = ...} tables")
     rules = []
@@ -292,16 +286,7 @@ def parseSettings(settings: Mapping[str, Any]) -> TagSettings:
         if not isinstance(when, str):
             raise ValueError(f"subject_rules: when must be a string, not {when!r}")
         rules.append(SubjectRule.fromSetting(_prefix(rule["prefix"]), when.strip()))
-    return TagSettings(
-        spamd=spamd.strip(),
-        user=user,
-        timeout=timeout,
-        maxSize=maxSize,
-        threshold=threshold,
-        onFailure=onFailure,
-        headers=tuple(headers),
-        subjectRules=tuple(rules),
-    )
+    return tuple(rules)
 
 
 # Text helpers.
@@ -317,24 +302,6 @@ def _oneLine(text: str) -> str:
 
 def _capped(text: str) -> str:
     return text if len(text) <= _MAX_VALUE else text[: _MAX_VALUE - 3] + "..."
-
-
-def _encodedWords(text: str) -> bytes:
-    """
-    C{text} as RFC 2047 encoded-words (UTF-8, base64), each within 75
-    characters, separated by spaces (which decoders drop between words).
-    """
-    words: list[bytes] = []
-    chunk = b""
-    for char in text:
-        octets = char.encode("utf-8", "replace")
-        if chunk and len(chunk) + len(octets) > 45:
-            words.append(chunk)
-            chunk = b""
-        chunk += octets
-    if chunk:
-        words.append(chunk)
-    return b" ".join(b"=?utf-8?b?" + base64.b64encode(word) + b"?=" for word in words)
 
 
 # The subject.
@@ -380,7 +347,7 @@ def withSubjectPrefixes(message: Message, prefixes: Sequence[str]) -> tuple[Mess
         # Whitespace between two encoded-words is dropped when decoding,
         # so the space before an encoded rest goes inside the prefix.
         spaced = _ENCODED_WORD.match(rest) is not None
-        prefix = _encodedWords(text + " " if spaced else text)
+        prefix = b" ".join(encodedWords(text + " " if spaced else text))
     startsBlank = value[:1] in (b" ", b"\t") or re.match(rb"\r?\n[ \t]", value) is not None
     if not value:
         newValue = b" " + prefix
@@ -771,19 +738,16 @@ class TagFilter:
         return Rewrite(tagged, note=note)
 
 
-def makeFilter(settings: Mapping[str, Any]) -> TagFilter:
+def makeFilter(settings: Mapping[str, Any], reactor: IReactorTime) -> TagFilter:
     """
-    Build the filter from the C{settings} table of its C{[[filter]]} entry.
+    Build the filter from the C{settings} table of its C{[[filter]]} entry;
+    it talks to spamd through C{reactor}, the one the chain runs on.
 
     @raise ValueError: a bad setting or spamd address (stops start-up).
     """
     checked = parseSettings(settings)
     if not checked.spamd:
         return TagFilter(checked)
-    # The composition root of a plugin: the running reactor is the one
-    # twistd (or popproxy-filter) installed.
-    from twisted.internet import reactor
-
     endpoint = clientFromString(reactor, checked.spamd)
     client = SpamdClient(endpoint, reactor, checked.timeout, checked.user)
     return TagFilter(checked, client)

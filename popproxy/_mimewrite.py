@@ -74,21 +74,32 @@ def _folded(name: str, value: str, lineEnding: bytes) -> bytes:
 
 def _encoded(name: str, value: str, lineEnding: bytes) -> bytes:
     # Each line holds one word: the first after "Name: ", the others after
-    # a space; a word's octets are what its base64 text can carry.
-    budget = _wordOctets(_FOLD_AT - len(name) - 2)
+    # a space.
+    encoded = encodedWords(value, firstRoom=_FOLD_AT - len(name) - 2)
+    return name.encode("ascii") + b": " + (lineEnding + b" ").join(encoded) + lineEnding
+
+
+def encodedWords(text: str, firstRoom: int = 75) -> list[bytes]:
+    """
+    C{text} as RFC 2047 encoded-words (UTF-8, base64), each at most 75
+    characters long and the first at most C{firstRoom}; a character is
+    never split between two words.  Join them with spaces (decoders drop
+    the whitespace between two encoded-words) or with folds.
+    """
+    # A word's octets are what its base64 text can carry.
+    budget = _wordOctets(firstRoom)
     words: list[bytes] = []
     chunk = b""
-    for char in value:
+    for char in text:
         octets = char.encode("utf-8", "replace")
         if chunk and len(chunk) + len(octets) > budget:
             words.append(chunk)
             chunk = b""
-            budget = _wordOctets(_FOLD_AT - 1)
+            budget = _wordOctets(75)
         chunk += octets
     if chunk:
         words.append(chunk)
-    encoded = [b"=?utf-8?b?" + base64.b64encode(word) + b"?=" for word in words]
-    return name.encode("ascii") + b": " + (lineEnding + b" ").join(encoded) + lineEnding
+    return [b"=?utf-8?b?" + base64.b64encode(word) + b"?=" for word in words]
 
 
 def _wordOctets(room: int) -> int:

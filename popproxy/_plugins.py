@@ -9,17 +9,20 @@ A chain entry names its plugin in one of three ways:
   - a path to a C{.py} file (relative to the configuration file);
   - an importable C{"module:object"}.
 
-A file or shipped plugin module provides C{makeFilter(settings)}.  The
-object found is either a filter already (it provides L{IMessageFilter}; it
-then takes no settings) or a factory called with the entry's settings table
-that returns one.  Whatever comes out is checked with C{verifyObject}, so a
-typo fails at start-up, not at the first message.
+A file or shipped plugin module provides C{makeFilter(settings)} or
+C{makeFilter(settings, reactor)}.  The object found is either a filter
+already (it provides L{IMessageFilter}; it then takes no settings) or a
+factory called with the entry's settings table, and with the reactor the
+chain runs on when it takes a second positional argument, that returns one.
+Whatever comes out is checked with C{verifyObject}, so a typo fails at
+start-up, not at the first message.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import re
 import sys
 from collections.abc import Mapping
@@ -106,14 +109,53 @@ def _findObject(spec: str, base: Path, pluginDirs: tuple[Path, ...]) -> Any:
     return factory
 
 
+def takesReactor(factory: Any) -> bool:
+    """
+    Whether C{factory} is called C{factory(settings, reactor)}: it takes a
+    second positional argument that is required or named C{reactor}.  A
+    factory whose signature cannot be read takes the settings alone.
+    """
+    try:
+        parameters = list(inspect.signature(factory).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    positional = [
+        p
+        for p in parameters
+        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    ]
+    if len(positional) < 2:
+        return False
+    second = positional[1]
+    return second.default is inspect.Parameter.empty or second.name == "reactor"
+
+
+def _build(spec: str, factory: Any, settings: Mapping[str, Any], reactor: Any) -> Any:
+    arguments: tuple[Any, ...] = (dict(settings),)
+    if takesReactor(factory):
+        if reactor is None:
+            raise PluginError(f"{spec} takes a reactor and none was given")
+        arguments += (reactor,)
+    try:
+        return factory(*arguments)
+    except (ValueError, TypeError, KeyError) as e:
+        raise PluginError(f"{spec} rejects its settings: {e}") from None
+    except Exception as e:
+        raise PluginError(f"{spec} fails to start: {type(e).__name__}: {e}") from None
+
+
 def loadFilter(
     spec: str,
     settings: Mapping[str, Any],
     base: Path,
     pluginDirs: tuple[Path, ...] = (),
+    reactor: Any = None,
 ) -> Any:
     """
     The filter an entry of the chain describes.
+
+    @param reactor: the reactor the chain runs on, handed to a factory
+        that takes one (C{makeFilter(settings, reactor)}).
 
     @raise PluginError: it cannot be found, loaded or built, rejects its
         settings, or does not provide L{IMessageFilter}.
@@ -124,12 +166,7 @@ def loadFilter(
             raise PluginError(f"{spec} is a ready filter and takes no settings")
         candidate = found
     elif callable(found):
-        try:
-            candidate = found(dict(settings))
-        except (ValueError, TypeError, KeyError) as e:
-            raise PluginError(f"{spec} rejects its settings: {e}") from None
-        except Exception as e:
-            raise PluginError(f"{spec} fails to start: {type(e).__name__}: {e}") from None
+        candidate = _build(spec, found, settings, reactor)
     else:
         raise PluginError(f"{spec} is neither a filter nor a factory of filters")
     try:

@@ -162,6 +162,7 @@ def loadPlugin(
     *,
     base: Path | None = None,
     pluginDirs: tuple[Path, ...] = (),
+    reactor: Any = None,
 ) -> Any:
     """
     Load a filter exactly as a C{[[filter]]} entry of the configuration
@@ -172,10 +173,16 @@ def loadPlugin(
     @param base: what relative paths are relative to (the configuration
         file's directory in the daemon; here the current directory by
         default).
+    @param reactor: what a C{makeFilter(settings, reactor)} factory gets:
+        by default a fresh L{InlineReactor} (a L{Clock} that only moves
+        when told, with work "in threads" done at once), so nothing waits
+        for a running reactor.
     @raise PluginError: the plugin cannot be found or loaded, rejects its
         settings, or does not provide L{IMessageFilter}.
     """
-    return loadFilter(str(plugin), settings or {}, base or Path.cwd(), pluginDirs)
+    if reactor is None:
+        reactor = InlineReactor()
+    return loadFilter(str(plugin), settings or {}, base or Path.cwd(), pluginDirs, reactor)
 
 
 # One filter.

@@ -6,7 +6,8 @@ A filter plugin is an object providing L{IMessageFilter}.  The chain calls
 C{filterMessage(message, context)} for every message a client retrieves;
 the method returns a verdict (L{Deliver}, L{Rewrite}, L{Replace},
 L{TempFail}) directly, as a Deferred, or from a coroutine (C{async def}).
-See docs/writing-plugins.md.
+Its factory checks the entry's settings with L{SettingsReader}.  See
+docs/writing-plugins.md.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from zope.interface import Attribute, Interface
 
 from popproxy._filterthreads import FilterInterrupted
+from popproxy._settings import SettingsError, SettingsReader
 from popproxy._verdicts import (
     Deliver,
     FilterContext,
@@ -37,6 +39,8 @@ __all__ = [
     "RemovedPart",
     "Replace",
     "Rewrite",
+    "SettingsError",
+    "SettingsReader",
     "TempFail",
     "Verdict",
 ]

@@ -68,7 +68,7 @@ from popproxy._mimeheader import (
 from popproxy._mimelimits import LIMIT_DEFECTS, LIMIT_KEYS, LimitExceeded, ParseLimits
 from popproxy._mimesplice import RangeGone, Splice, applySplices, translateRange
 from popproxy._mimestructure import MultipartLayout, splitMultipart
-from popproxy._mimewrite import encodeField, textPart
+from popproxy._mimewrite import encodedWords, encodeField, textPart
 
 __all__ = [
     "Defect",
@@ -78,6 +78,8 @@ __all__ = [
     "Message",
     "ParseLimits",
     "Part",
+    "encodeField",
+    "encodedWords",
     "textPart",
 ]
 

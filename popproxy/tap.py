@@ -122,7 +122,9 @@ def buildChain(config: Config, reactor: Any) -> FilterChain:
     entries = []
     for number, entry in enumerate(config.filters, 1):
         try:
-            found = loadFilter(entry.plugin, entry.settings, config.base, config.chain.pluginDirs)
+            found = loadFilter(
+                entry.plugin, entry.settings, config.base, config.chain.pluginDirs, reactor
+            )
         except PluginError as e:
             raise ConfigError(f"{config.source}: [filter #{number}] plugin: {e}") from None
         entries.append(ChainEntry(entry.name or found.name, found, entry.timeout, entry.onError))

@@ -539,7 +539,7 @@ def test_badSettingsStopStartUp(settings: Mapping[str, Any], complaint: str) -> 
     Each unusable setting is refused when the plugin is loaded, naming the setting.
     """
     with pytest.raises(PluginError, match=complaint):
-        loadFilter("scan", settings, Path("."), ())
+        loadFilter("scan", settings, Path("."), (), Clock())
 
 
 # Through the filter chain against real clamd, in a subprocess with a running reactor.
@@ -558,7 +558,7 @@ from popproxy._retrieval import RetrievalContext, TemporaryFailure
 
 
 async def runCase(reactor, case):
-    scanFilter = loadFilter("scan", case["settings"], Path("."), ())
+    scanFilter = loadFilter("scan", case["settings"], Path("."), (), reactor)
     quarantine = DirectoryQuarantine(Path(case["quarantine"])) if case["quarantine"] else None
     entry = ChainEntry(scanFilter.name, scanFilter, timeout=case["chainTimeout"])
     chain = FilterChain([entry], reactor, quarantine)

@@ -102,7 +102,7 @@ def contextWith(notes: Sequence[tuple[str, str]] = (), *, partial: bool = False)
 
 def load(settings: dict[str, Any]) -> Any:
     """The tag filter, loaded exactly as the configuration loads C{plugin = "tag"}."""
-    return loadFilter("tag", settings, Path("."), ())
+    return loadFilter("tag", settings, Path("."), (), Clock())
 
 
 def judge(tag: Any, raw: bytes, notes: Sequence[tuple[str, str]] = (), **kw: Any) -> Verdict:
@@ -582,7 +582,7 @@ from popproxy.message import Message
 
 async def main(reactor):
     job = json.load(sys.stdin)
-    tag = loadFilter("tag", job["settings"], Path("."), ())
+    tag = loadFilter("tag", job["settings"], Path("."), (), reactor)
     results = []
     for encoded in job["messages"]:
         raw = base64.b64decode(encoded)

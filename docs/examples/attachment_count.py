@@ -17,7 +17,14 @@ from typing import Any
 
 from zope.interface import implementer
 
-from popproxy.interfaces import Deliver, FilterContext, IMessageFilter, Rewrite, Verdict
+from popproxy.interfaces import (
+    Deliver,
+    FilterContext,
+    IMessageFilter,
+    Rewrite,
+    SettingsReader,
+    Verdict,
+)
 from popproxy.message import Message, Part
 
 DEFAULT_HEADER = "X-Attachment-Count"
@@ -79,13 +86,10 @@ def makeFilter(settings: Mapping[str, Any]) -> AttachmentCount:
     Build the filter from its settings; a ValueError stops popproxy at
     start-up with a message naming the entry.
     """
-    unknown = sorted(set(settings) - {"header", "min"})
-    if unknown:
-        raise ValueError(f"unknown setting {unknown[0]!r} (known: header, min)")
-    header = settings.get("header", DEFAULT_HEADER)
+    read = SettingsReader(settings)
+    header = read.value("header", DEFAULT_HEADER)
     if not isinstance(header, str) or not _FIELD_NAME.fullmatch(header):
         raise ValueError(f"header must be a header field name, not {header!r}")
-    minimum = settings.get("min", 0)
-    if isinstance(minimum, bool) or not isinstance(minimum, int) or minimum < 0:
-        raise ValueError(f"min must be a whole number, 0 or more, not {minimum!r}")
+    minimum = read.integer("min", 0, minimum=0)
+    read.finish()  # names a key no line above asked for: a typo
     return AttachmentCount(header, minimum)
