@@ -21,11 +21,9 @@ from __future__ import annotations
 import functools
 import itertools
 import re
-import tempfile
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPullProducer, IPushProducer, IReactorTime
@@ -43,11 +41,9 @@ from popproxy._framing import (
     CommandFramer,
     CommandLine,
     DotStuffer,
-    DotUnstuffer,
     FramingError,
     StatusLine,
     stuff,
-    unstuff,
 )
 from popproxy._loginlines import MAX_SASL_LINE, LoginCommands
 from popproxy._loginplan import (
@@ -65,7 +61,21 @@ from popproxy._loginplan import (
 from popproxy._loginpolicy import loginsNeedTLS, originOf
 from popproxy._mailboxview import MAX_LISTING_OCTETS, MailboxView
 from popproxy._printable import PrintableLogger
-from popproxy._retrieval import MessageHook, PassThrough, RetrievalContext, TemporaryFailure
+from popproxy._retrieval import MessageHook, PassThrough, RetrievalContext
+from popproxy._retrievalflow import (
+    ChunkSource,
+    Continuation,
+    Cut,
+    Delivery,
+    Filtered,
+    Relayed,
+    RetrievalFlow,
+    RetrievalRequest,
+    Spool,
+    Streamed,
+    WholeMessage,
+    continueStuffed,
+)
 from popproxy._routing import NoRoute, Route, Router
 from popproxy._sasl import MECHANISMS, Challenge, Credentials, SaslServer, SaslStep
 from popproxy._tls import UpstreamTarget
@@ -205,7 +215,7 @@ class _UidRecorder(_Relay):
     numbers and UIDs do not change during a POP3 session).
     """
 
-    def __init__(self, session: ClientSession, mailbox: MailboxView[_Filtered]) -> None:
+    def __init__(self, session: ClientSession, mailbox: MailboxView[Filtered]) -> None:
         super().__init__(session, onStatus=self._statusSeen)
         self._mailbox = mailbox
         self._body: list[bytes] = []
@@ -285,10 +295,10 @@ class ClientSession(Protocol, TimeoutMixin):
         self._connecting: Deferred[UpstreamConnection] | None = None
         self._connectingAddress: UpstreamTarget | None = None
         self._waiters: list[Deferred[UpstreamConnection]] = []
-        self._handler: _Relay | _Collect | _Spool | None = None
+        self._handler: _Relay | _Collect | Spool | None = None
         self._throttled = False
         self._sasl = SaslServer()
-        self._mailbox: MailboxView[_Filtered] = MailboxView(settings.chain.cacheBytes)
+        self._mailbox: MailboxView[Filtered] = MailboxView(settings.chain.cacheBytes)
         self._apopTimestamp: bytes | None = None
         self._greeted = False
         self._ending = "client closed the connection"
@@ -473,7 +483,7 @@ class ClientSession(Protocol, TimeoutMixin):
         self,
         line: bytes,
         multiLine: bool = False,
-        handler: _Relay | _Collect | _Spool | None = None,
+        handler: _Relay | _Collect | Spool | None = None,
     ) -> None:
         """
         Send C{line} upstream and relay the response to the client.
@@ -1094,186 +1104,89 @@ class ClientSession(Protocol, TimeoutMixin):
             self._retrieve(b"TOP %d %d" % (index, lines), "TOP", index, lines)
 
     def _retrieve(self, line: bytes, command: str, index: int, lines: int | None) -> None:
-        hook = self._settings.hook
-        if not hook.active:
+        if not self._settings.hook.active:
             self._relay(line, multiLine=True)
             return
-        cached = self._mailbox.cached(index)
-        if cached is not None:
-            self._deliver(cached, command, lines)
-            self._commandDone()
-            return
-        partial = command == "TOP" and self._settings.chain.top == "partial"
-        # RETR, and TOP in "full" mode, fetch and filter the whole message,
-        # so TOP shows the headers RETR will deliver (tags included) and
-        # "TOP n 99999999" (fetchmail) is a full retrieval through the chain.
-        fetch = line if partial else b"RETR %d" % index
-
-        def uidlReceived(status: StatusLine, body: bytes) -> None:
-            # "+OK 3 uid" -> "uid"
-            parts = status.line.split(b" ")
-            fetchWith(parts[2].decode("ascii", "replace") if status.ok and len(parts) > 2 else None)
-
-        def fetchWith(uidl: str | None) -> None:
-            context = RetrievalContext(
-                command=command,
-                index=index,
-                lines=lines,
-                user=self.user or "",
-                client=self.client,
-                upstream=str(self._upstreamAddress or ""),
-                session=self.sessionId,
-                uidl=uidl,
-                partial=partial,
-            )
-            spool = _Spool(self._settings.chain.spoolThreshold, lambda s: received(context, s))
-            self._relay(fetch, True, spool)
-
-        def received(context: RetrievalContext, spool: _Spool) -> None:
-            status = spool.status
-            assert status is not None
-            if not status.ok:
-                spool.close()
-                self._reply(status.line)
-                self._commandDone()
-                return
-            if spool.size > self._settings.chain.maxSize:
-                self._oversize(spool, context)
-                return
-            original = spool.read()
-            wire = spool.wire
-            spool.close()
-            self._busy = True
-            processing = hook.processMessage(context, original)
-            # A chain that answered at once needs no keepalive timer.
-            keepalive = _Keepalive(
-                self, 0 if processing.called else self._settings.chain.keepaliveAfter
-            )
-            processing.addCallbacks(
-                delivered,
-                failed,
-                callbackArgs=(status, original, wire, keepalive),
-                errbackArgs=(keepalive,),
-            )
-
-        def delivered(
-            message: bytes,
-            status: StatusLine,
-            original: bytes,
-            wire: bytes | None,
-            keepalive: _Keepalive,
-        ) -> None:
-            if self._closing:
-                keepalive.stop()
-                return
-            changed = message is not original and message != original
-            if keepalive.stop():
-                # Part of a header line is already on the wire: finish it
-                # and deliver the message below it.
-                message = keepalive.prefix + b"\r\n" + message
-                changed = True
-            entry = _Filtered(message, None) if changed else _Filtered(original, status.line, wire)
-            if not partial:
-                self._mailbox.remember(index, entry, len(entry.message), len(original))
-            if keepalive.started:
-                out = topOf(message, lines or 0) if command == "TOP" and not partial else message
-                self._write(_continueStuffed(out[len(keepalive.sent) :]))
-            elif (
-                not partial
-                and command == "RETR"
-                and entry.wire is None
-                and len(message) > self._settings.chain.spoolThreshold
-            ):
-                # Big: stuff and send in chunks, never a second whole copy.
-                statusLine = entry.status or _message(f"+OK {len(message)} octets")
-                self._write(statusLine + b"\r\n")
-                self._send(_ChunkSource(memoryview(message)), b"")
-                return
-            else:
-                self._deliver(entry, "RETR" if partial else command, None if partial else lines)
-            self._commandDone()
-
-        def failed(failure: Failure, keepalive: _Keepalive) -> None:
-            started = keepalive.stop()
-            if self._closing:
-                return
-            if failure.check(TemporaryFailure):
-                reason = str(failure.value)
-            else:
-                self.log.failure(
-                    "session {session}: filtering {command} {index} failed",
-                    failure,
-                    session=self.sessionId,
-                    command=command,
-                    index=index,
-                )
-                reason = "the message could not be filtered"
-            if started:
-                # "+OK" is out already: cut the response off (no final dot),
-                # so the client cannot store it; the message stays upstream.
-                self.log.warn(
-                    "session {session}: {command} {index} failed after keepalive began: "
-                    "{reason}; connection closed",
-                    session=self.sessionId,
-                    command=command,
-                    index=index,
-                    reason=reason,
-                )
-                self._closing = True
-                self._ending = f"filter failed during keepalive: {reason}"
-                self._dropUpstream()
-                assert self.transport is not None
-                self.transport.loseConnection()
-                return
-            self._reply(_message(f"-ERR [SYS/TEMP] {reason}"))
-            self._commandDone()
-
-        def listingReceived(status: StatusLine, body: bytes) -> None:
-            if status.ok:
-                self._mailbox.noteUidListing(body)
-            fetchWith(self._mailbox.uidOf(index))
-
-        known = self._mailbox.uidOf(index)
-        if known is not None:
-            fetchWith(known)
-        elif self._mailbox.lookupWholeListing():
-            self._relay(b"UIDL", True, _Collect(listingReceived))
-        else:
-            self._relay(b"UIDL %d" % index, False, _Collect(uidlReceived))
-
-    def _oversize(self, spool: _Spool, context: RetrievalContext) -> None:
-        """
-        A message above the maximum size is not parsed: by policy it is
-        delivered untouched below a header saying so (streamed from the
-        spool file), or refused for now.
-        """
-        self.log.warn(
-            "session {session}: {command} {index} (UIDL {uidl}) is {size} octets, over "
-            "max_size: {policy}",
-            session=self.sessionId,
-            command=context.command,
-            index=context.index,
-            uidl=context.uidl,
-            size=spool.size,
-            policy=self._settings.chain.oversize,
+        self._busy = True
+        flow = RetrievalFlow(
+            RetrievalRequest(command, index, lines, self._contextFor(command, index, lines)),
+            hook=self._settings.hook,
+            mailbox=self._mailbox,
+            chain=self._settings.chain,
+            upstream=self,
+            write=self._write,
+            clock=self._settings.clock,
+            closing=self._isClosing,
         )
-        if self._settings.chain.oversize == "tempfail":
-            spool.close()
-            self._reply(b"-ERR [SYS/TEMP] the message is too large to be filtered")
-            self._commandDone()
-            return
-        header = _message(f"X-Popproxy-Unchecked: too large to filter ({spool.size} octets)\r\n")
-        if context.command == "TOP" and context.lines is not None:
-            # Cut from the spooled original, without parsing it.
-            message = header + topOf(spool.head(1 << 20), context.lines)
-            spool.close()
-            self._write(b"+OK top of message follows\r\n" + stuff(message))
-            self._commandDone()
-            return
-        self._write(_message(f"+OK {spool.size + len(header)} octets\r\n"))
-        self._send(spool, header)
+        retrieving = Deferred.fromCoroutine(flow.run())
+        retrieving.addCallbacks(self._sendDelivery, self._retrievalBroke)
 
-    def _send(self, source: _ChunkSource | _Spool, prefix: bytes) -> None:
+    def _contextFor(self, command: str, index: int, lines: int | None) -> RetrievalContext:
+        return RetrievalContext(
+            command=command,
+            index=index,
+            lines=lines,
+            user=self.user or "",
+            client=self.client,
+            upstream=str(self._upstreamAddress or ""),
+            session=self.sessionId,
+        )
+
+    def _isClosing(self) -> bool:
+        return self._closing
+
+    def collect(self, line: bytes, multiLine: bool) -> Deferred[tuple[StatusLine, bytes]]:
+        """
+        Send C{line} upstream and fire with its whole answer (see
+        L{popproxy._retrievalflow.UpstreamRequests}).
+        """
+        answered: Deferred[tuple[StatusLine, bytes]] = Deferred()
+        self._relay(line, multiLine, _Collect(functools.partial(_fireWith, answered)))
+        return answered
+
+    def spool(self, line: bytes, into: Spool) -> Deferred[Spool]:
+        """
+        Send C{line} upstream and receive its multi-line answer C{into}.
+        """
+        self._relay(line, True, into)
+        return into.finished
+
+    def _sendDelivery(self, delivery: Delivery | None) -> None:
+        """
+        The send step: the only place a retrieval's answer is dot-stuffed
+        and written.
+        """
+        if delivery is None or self._closing:
+            return
+        if isinstance(delivery, Streamed):
+            self._write(delivery.status + b"\r\n")
+            self._send(delivery.source, delivery.prefix)
+            return
+        if isinstance(delivery, Cut):
+            self._cut(delivery.reason)
+            return
+        if isinstance(delivery, Relayed):
+            self._write(delivery.status + b"\r\n" + delivery.wire)
+        elif isinstance(delivery, WholeMessage):
+            self._write(delivery.status + b"\r\n" + stuff(delivery.message))
+        elif isinstance(delivery, Continuation):
+            self._write(continueStuffed(delivery.rest))
+        else:
+            self._reply(delivery.line)
+        self._commandDone()
+
+    def _cut(self, reason: str) -> None:
+        self._closing = True
+        self._ending = f"filter failed during keepalive: {reason}"
+        self._dropUpstream()
+        assert self.transport is not None
+        self.transport.loseConnection()
+
+    def _retrievalBroke(self, failure: Failure) -> None:
+        self.log.failure("session {session}: retrieval failed", failure, session=self.sessionId)
+        self._end("retrieval failed", b"-ERR [SYS/TEMP] the message could not be retrieved\r\n")
+
+    def _send(self, source: ChunkSource | Spool, prefix: bytes) -> None:
         """
         Stream a big message to the client, dot-stuffed chunk by chunk, as
         fast as the client reads (a pull producer on its transport).
@@ -1292,132 +1205,6 @@ class ClientSession(Protocol, TimeoutMixin):
             self._throttled = True
         self._commandDone()
 
-    def _deliver(self, entry: _Filtered, command: str, lines: int | None) -> None:
-        message = entry.message
-        if command == "TOP":
-            self._write(b"+OK top of message follows\r\n" + stuff(topOf(message, lines or 0)))
-            return
-        if entry.status is not None and entry.wire is not None:
-            # Unchanged: relayed exactly as the upstream sent it.
-            self._write(entry.status + b"\r\n" + entry.wire)
-            return
-        status = entry.status or _message(f"+OK {len(message)} octets")
-        self._write(status + b"\r\n" + stuff(message))
-
-
-class _Spool:
-    """
-    Receives a multi-line response body.  Up to C{threshold} octets it is
-    kept in memory as it came off the wire, so a message no filter changes
-    can be relayed verbatim without being stuffed again (L{wire}); beyond
-    that it is unstuffed as it arrives into a temporary file, so a big
-    message costs memory only when (and if) it is parsed.
-
-    @ivar size: the size of the unstuffed message (known once complete).
-    @ivar wire: once complete, the body exactly as received (dot-stuffed,
-        terminating line included) if it was kept in memory, else L{None}.
-    """
-
-    def __init__(self, threshold: int, done: Callable[[_Spool], None]) -> None:
-        self._threshold = threshold
-        self._done = done
-        self._received: list[bytes] = []
-        self._receivedSize = 0
-        self._message = b""
-        self._unstuffer = DotUnstuffer()
-        self._held = b""
-        self._file: IO[bytes] | None = None
-        self.size = 0
-        self.wire: bytes | None = None
-        self.status: StatusLine | None = None
-        self.inBody = False
-
-    def statusReceived(self, status: StatusLine) -> None:
-        self.status = status
-
-    def bodyReceived(self, data: bytes) -> None:
-        if self._file is not None:
-            self._unstuffToFile(data)
-            return
-        self._received.append(data)
-        self._receivedSize += len(data)
-        if self._receivedSize > self._threshold:
-            self._file = tempfile.TemporaryFile(prefix="popproxy-spool-")
-            received, self._received = self._received, []
-            for part in received:
-                self._unstuffToFile(part)
-
-    def responseFinished(self) -> None:
-        if self._file is not None:
-            rest = self._unstuffer.finish()
-            self._file.write(rest)
-            self.size += len(rest)
-        else:
-            self.wire = b"".join(self._received)
-            self._received = []
-            # The last piece ends with the terminating ".CRLF" line.
-            self._message = unstuff(self.wire[:-3])
-            self.size = len(self._message)
-        self._done(self)
-
-    def _unstuffToFile(self, data: bytes) -> None:
-        # The terminating ".CRLF" ends the last piece: hold 3 octets back.
-        assert self._file is not None
-        buffered = self._held + data
-        self._held = buffered[-3:]
-        out = self._unstuffer.feed(buffered[:-3])
-        self._file.write(out)
-        self.size += len(out)
-
-    def read(self) -> bytes:
-        """
-        The whole (unstuffed) message.
-        """
-        if self._file is None:
-            return self._message
-        self._file.seek(0)
-        return self._file.read()
-
-    def head(self, size: int) -> bytes:
-        if self._file is None:
-            return self._message[:size]
-        self._file.seek(0)
-        return self._file.read(size)
-
-    def chunks(self, size: int = 65536) -> Iterator[bytes]:
-        if self._file is None:
-            message = self._message
-            for start in range(0, len(message), size):
-                yield message[start : start + size]
-            return
-        self._file.seek(0)
-        while chunk := self._file.read(size):
-            yield chunk
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        self._received = []
-        self._message = b""
-        self.wire = None
-
-
-class _ChunkSource:
-    """
-    A message in memory, handed out in chunks (without copying it).
-    """
-
-    def __init__(self, data: memoryview) -> None:
-        self._data = data
-
-    def chunks(self, size: int = 65536) -> Iterator[bytes]:
-        for start in range(0, len(self._data), size):
-            yield bytes(self._data[start : start + size])
-
-    def close(self) -> None:
-        self._data.release()
-
 
 @implementer(IPullProducer)
 class _Sender:
@@ -1426,7 +1213,7 @@ class _Sender:
     time the transport asks for more.
     """
 
-    def __init__(self, session: ClientSession, source: _ChunkSource | _Spool, prefix: bytes):
+    def __init__(self, session: ClientSession, source: ChunkSource | Spool, prefix: bytes):
         self._session = session
         self._source = source
         self._chunks = source.chunks()
@@ -1454,97 +1241,6 @@ class _Sender:
         self._source.close()
 
 
-class _Keepalive:
-    """
-    Keeps a client from timing out while a slow filter chain runs.
-
-    After C{after} seconds it sends the C{+OK} line and starts a header
-    line, C{X-Popproxy-Wait:}, adding one character to it every few
-    seconds.  Real clients' read timeouts are reset by every byte, and the
-    line becomes a harmless header of the delivered message, so nothing
-    sent early can corrupt it.  A chain that fails after that can only cut
-    the connection (no final dot), so the client stores nothing.
-    """
-
-    def __init__(self, session: ClientSession, after: float) -> None:
-        self._session = session
-        self._interval = session._settings.chain.keepaliveInterval
-        self.prefix = b""
-        self.sent = b""
-        self.started = False
-        self._call: object | None = None
-        if after > 0:
-            self._call = session._settings.clock.callLater(after, self._begin)
-
-    def _begin(self) -> None:
-        self.started = True
-        self.prefix = b"X-Popproxy-Wait: "
-        self._session._write(b"+OK message follows\r\n" + self.prefix)
-        self._call = self._session._settings.clock.callLater(self._interval, self._tick)
-
-    def _tick(self) -> None:
-        self.prefix += b"."
-        self._session._write(b".")
-        self._call = self._session._settings.clock.callLater(self._interval, self._tick)
-
-    def stop(self) -> bool:
-        """
-        Stop; return whether anything was sent.
-        """
-        call = self._call
-        if call is not None and call.active():  # type: ignore[attr-defined]
-            call.cancel()  # type: ignore[attr-defined]
-        self._call = None
-        self.sent = self.prefix
-        return self.started
-
-
-def _continueStuffed(rest: bytes) -> bytes:
-    """
-    Dot-stuff the rest of a message whose first bytes (part of a header
-    line, never at a line start) are already on the wire.
-    """
-    return stuff(b"x" + rest)[1:]
-
-
-def topOf(message: bytes, lines: int) -> bytes:
-    """
-    The headers, the empty line and the first C{lines} body lines of
-    C{message} (RFC 1939 TOP).
-    """
-    end = message.find(b"\r\n\r\n")
-    if end == -1:
-        return message
-    headerEnd = end + 4
-    position = headerEnd
-    for _ in range(lines):
-        following = message.find(b"\r\n", position)
-        if following == -1:
-            return message
-        position = following + 2
-    return message[:position]
-
-
-@dataclass(frozen=True, slots=True)
-class _Filtered:
-    """
-    A message as the chain delivered it, and if the chain left it
-    unchanged, the upstream's status line and (unless it was spooled to a
-    file) the dot-stuffed body as received, so it is relayed verbatim.
-    """
-
-    message: bytes
-    status: bytes | None
-    wire: bytes | None = None
-
-    @property
-    def footprint(self) -> int:
-        """
-        The octets this entry keeps in memory.
-        """
-        return len(self.message) + (len(self.wire) if self.wire is not None else 0)
-
-
 class SessionFactory(ServerFactory):
     """
     Makes a L{ClientSession} for each client connection.
@@ -1557,3 +1253,9 @@ class SessionFactory(ServerFactory):
         session = ClientSession(self.settings)
         session.factory = self
         return session
+
+
+def _fireWith(
+    answered: Deferred[tuple[StatusLine, bytes]], status: StatusLine, body: bytes
+) -> None:
+    answered.callback((status, body))

@@ -13,7 +13,7 @@ from twisted.python.failure import Failure
 
 from popproxy._framing import stuff
 from popproxy._retrieval import RetrievalContext, TemporaryFailure
-from popproxy._session import topOf
+from popproxy._retrievalflow import topOf
 from tests.sessionharness import Harness
 
 MESSAGE = b"Subject: s\r\n\r\n.dot\r\nline 2\r\nline 3\r\n"

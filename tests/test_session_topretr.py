@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred, succeed
 
 from popproxy._framing import stuff
 from popproxy._retrieval import RetrievalContext
-from popproxy._session import topOf
+from popproxy._retrievalflow import topOf
 from tests.sessionharness import Harness
 
 GTUBE = b"XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"

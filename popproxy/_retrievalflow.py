@@ -1,0 +1,560 @@
+"""
+One filtered RETR or TOP, from the request to what the client gets.
+
+L{RetrievalFlow} takes one retrieval (message number, TOP line count), the
+filter chain's L{MessageHook}, the session's L{MailboxView} and narrow
+callables to ask the upstream for a response (L{UpstreamRequests}), and
+produces one frozen L{Delivery}: the upstream's answer relayed verbatim, a
+message to dot-stuff and send, a message to stream from memory or from the
+spool file, a refusal line, or a cut.  It owns the TOP mode, the oversize
+policy, the keepalive and the spool; it never holds the session and never
+dot-stuffs: the session's send step does that, at the wire boundary.
+
+The keepalive is the one thing here that writes to the client (through the
+C{write} callable it is given): header bytes sent while a slow chain runs,
+which become part of the delivered message.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import IO, Protocol
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.python.failure import Failure
+
+from popproxy._config import ChainConfig
+from popproxy._framing import DotUnstuffer, StatusLine, stuff, unstuff
+from popproxy._mailboxview import MailboxView
+from popproxy._printable import PrintableLogger
+from popproxy._retrieval import MessageHook, RetrievalContext, TemporaryFailure
+
+log = PrintableLogger()
+
+#: The status line of every TOP answer the proxy writes itself.
+TOP_STATUS = b"+OK top of message follows"
+
+#: How much of an oversize message TOP cuts its answer from.
+_OVERSIZE_TOP_HEAD = 1 << 20
+
+
+def _message(text: str) -> bytes:
+    return text.encode("ascii")
+
+
+# What the client gets: one frozen value per retrieval.
+
+
+@dataclass(frozen=True, slots=True)
+class Relayed:
+    """
+    The upstream's answer exactly as received: C{status} and the
+    dot-stuffed C{wire} body, terminating line included.
+    """
+
+    status: bytes
+    wire: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class WholeMessage:
+    """
+    A message (not dot-stuffed) to send below C{status}.
+    """
+
+    status: bytes
+    message: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Continuation:
+    """
+    The rest of a message whose first bytes the keepalive sent already
+    (part of a header line, never at a line start).
+    """
+
+    rest: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Streamed:
+    """
+    A big message streamed from C{source} below C{status}, C{prefix} first
+    (not dot-stuffed); the sender closes C{source} when done.
+    """
+
+    status: bytes
+    source: ChunkSource | Spool
+    prefix: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """
+    One C{-ERR} (or the upstream's own) line; the message stays upstream.
+    """
+
+    line: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Cut:
+    """
+    C{+OK} is out already and the message cannot follow: the connection is
+    closed without the terminating line, so no client stores it.
+    """
+
+    reason: str
+
+
+Delivery = Relayed | WholeMessage | Continuation | Streamed | Refusal | Cut
+
+
+@dataclass(frozen=True, slots=True)
+class Filtered:
+    """
+    A message as the chain delivered it, and if the chain left it
+    unchanged, the upstream's status line and (unless it was spooled to a
+    file) the dot-stuffed body as received, so it is relayed verbatim.
+    """
+
+    message: bytes
+    status: bytes | None
+    wire: bytes | None = None
+
+    @property
+    def footprint(self) -> int:
+        """
+        The octets this entry keeps in memory.
+        """
+        return len(self.message) + (len(self.wire) if self.wire is not None else 0)
+
+
+def deliveryOf(entry: Filtered, command: str, lines: int | None) -> Delivery:
+    """
+    What the client gets for C{command} (C{"RETR"} or C{"TOP"} with
+    C{lines}) from a filtered (or cached) message.
+    """
+    if command == "TOP":
+        return WholeMessage(TOP_STATUS, topOf(entry.message, lines or 0))
+    if entry.status is not None and entry.wire is not None:
+        return Relayed(entry.status, entry.wire)
+    return WholeMessage(entry.status or _message(f"+OK {len(entry.message)} octets"), entry.message)
+
+
+def topOf(message: bytes, lines: int) -> bytes:
+    """
+    The headers, the empty line and the first C{lines} body lines of
+    C{message} (RFC 1939 TOP).
+    """
+    end = message.find(b"\r\n\r\n")
+    if end == -1:
+        return message
+    headerEnd = end + 4
+    position = headerEnd
+    for _ in range(lines):
+        following = message.find(b"\r\n", position)
+        if following == -1:
+            return message
+        position = following + 2
+    return message[:position]
+
+
+def continueStuffed(rest: bytes) -> bytes:
+    """
+    Dot-stuff the rest of a message whose first bytes (part of a header
+    line, never at a line start) are already on the wire.
+    """
+    return stuff(b"x" + rest)[1:]
+
+
+class Spool:
+    """
+    Receives a multi-line response body.  Up to C{threshold} octets it is
+    kept in memory as it came off the wire, so a message no filter changes
+    can be relayed verbatim without being stuffed again (L{wire}); beyond
+    that it is unstuffed as it arrives into a temporary file, so a big
+    message costs memory only when (and if) it is parsed.
+
+    @ivar finished: fires with this spool once the response is complete.
+    @ivar size: the size of the unstuffed message (known once complete).
+    @ivar wire: once complete, the body exactly as received (dot-stuffed,
+        terminating line included) if it was kept in memory, else L{None}.
+    """
+
+    def __init__(self, threshold: int) -> None:
+        self._threshold = threshold
+        self.finished: Deferred[Spool] = Deferred()
+        self._received: list[bytes] = []
+        self._receivedSize = 0
+        self._message = b""
+        self._unstuffer = DotUnstuffer()
+        self._held = b""
+        self._file: IO[bytes] | None = None
+        self.size = 0
+        self.wire: bytes | None = None
+        self.status: StatusLine | None = None
+        self.inBody = False
+
+    def statusReceived(self, status: StatusLine) -> None:
+        self.status = status
+
+    def bodyReceived(self, data: bytes) -> None:
+        if self._file is not None:
+            self._unstuffToFile(data)
+            return
+        self._received.append(data)
+        self._receivedSize += len(data)
+        if self._receivedSize > self._threshold:
+            self._file = tempfile.TemporaryFile(prefix="popproxy-spool-")
+            received, self._received = self._received, []
+            for part in received:
+                self._unstuffToFile(part)
+
+    def responseFinished(self) -> None:
+        if self._file is not None:
+            rest = self._unstuffer.finish()
+            self._file.write(rest)
+            self.size += len(rest)
+        else:
+            self.wire = b"".join(self._received)
+            self._received = []
+            # The last piece ends with the terminating ".CRLF" line.
+            self._message = unstuff(self.wire[:-3])
+            self.size = len(self._message)
+        self.finished.callback(self)
+
+    def _unstuffToFile(self, data: bytes) -> None:
+        # The terminating ".CRLF" ends the last piece: hold 3 octets back.
+        assert self._file is not None
+        buffered = self._held + data
+        self._held = buffered[-3:]
+        out = self._unstuffer.feed(buffered[:-3])
+        self._file.write(out)
+        self.size += len(out)
+
+    def read(self) -> bytes:
+        """
+        The whole (unstuffed) message.
+        """
+        if self._file is None:
+            return self._message
+        self._file.seek(0)
+        return self._file.read()
+
+    def head(self, size: int) -> bytes:
+        if self._file is None:
+            return self._message[:size]
+        self._file.seek(0)
+        return self._file.read(size)
+
+    def chunks(self, size: int = 65536) -> Iterator[bytes]:
+        if self._file is None:
+            message = self._message
+            for start in range(0, len(message), size):
+                yield message[start : start + size]
+            return
+        self._file.seek(0)
+        while chunk := self._file.read(size):
+            yield chunk
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._received = []
+        self._message = b""
+        self.wire = None
+
+
+class ChunkSource:
+    """
+    A message in memory, handed out in chunks (without copying it).
+    """
+
+    def __init__(self, data: memoryview) -> None:
+        self._data = data
+
+    def chunks(self, size: int = 65536) -> Iterator[bytes]:
+        for start in range(0, len(self._data), size):
+            yield bytes(self._data[start : start + size])
+
+    def close(self) -> None:
+        self._data.release()
+
+
+class Keepalive:
+    """
+    Keeps a client from timing out while a slow filter chain runs.
+
+    After C{after} seconds it sends the C{+OK} line and starts a header
+    line, C{X-Popproxy-Wait:}, adding one character to it every
+    C{interval} seconds.  Real clients' read timeouts are reset by every
+    byte, and the line becomes a harmless header of the delivered message,
+    so nothing sent early can corrupt it.  A chain that fails after that
+    can only cut the connection (no final dot), so the client stores
+    nothing.
+    """
+
+    def __init__(
+        self, write: Callable[[bytes], None], clock: IReactorTime, after: float, interval: float
+    ) -> None:
+        self._write = write
+        self._clock = clock
+        self._interval = interval
+        self.prefix = b""
+        self.sent = b""
+        self.started = False
+        self._call: IDelayedCall | None = None
+        if after > 0:
+            self._call = clock.callLater(after, self._begin)
+
+    def _begin(self) -> None:
+        self.started = True
+        self.prefix = b"X-Popproxy-Wait: "
+        self._write(b"+OK message follows\r\n" + self.prefix)
+        self._call = self._clock.callLater(self._interval, self._tick)
+
+    def _tick(self) -> None:
+        self.prefix += b"."
+        self._write(b".")
+        self._call = self._clock.callLater(self._interval, self._tick)
+
+    def stop(self) -> bool:
+        """
+        Stop; return whether anything was sent.
+        """
+        call = self._call
+        if call is not None and call.active():
+            call.cancel()
+        self._call = None
+        self.sent = self.prefix
+        return self.started
+
+
+class UpstreamRequests(Protocol):
+    """
+    What a retrieval needs from the upstream link.
+    """
+
+    def collect(self, line: bytes, multiLine: bool) -> Deferred[tuple[StatusLine, bytes]]:
+        """
+        Send C{line}; fire with the status and the body (unstuffed framing
+        left as received, without the terminating line).
+        """
+        ...
+
+    def spool(self, line: bytes, into: Spool) -> Deferred[Spool]:
+        """
+        Send C{line} and receive its multi-line answer into C{into}.
+        """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RetrievalRequest:
+    """
+    One RETR or TOP as the client asked for it.
+
+    @ivar context: what the chain is told, without the UID (looked up here).
+    """
+
+    command: str
+    index: int
+    lines: int | None
+    context: RetrievalContext
+
+
+class RetrievalFlow:
+    """
+    One RETR or TOP through the filter chain: L{run} yields its L{Delivery}.
+    """
+
+    def __init__(
+        self,
+        request: RetrievalRequest,
+        *,
+        hook: MessageHook,
+        mailbox: MailboxView[Filtered],
+        chain: ChainConfig,
+        upstream: UpstreamRequests,
+        write: Callable[[bytes], None],
+        clock: IReactorTime,
+        closing: Callable[[], bool],
+    ) -> None:
+        """
+        @param write: sends keepalive bytes to the client as they are due.
+        @param closing: whether the session has ended meanwhile (its answer
+            is then dropped and nothing is cached).
+        """
+        self._request = request
+        self._hook = hook
+        self._mailbox = mailbox
+        self._chain = chain
+        self._upstream = upstream
+        self._write = write
+        self._clock = clock
+        self._closing = closing
+        # RETR, and TOP in "full" mode, fetch and filter the whole message,
+        # so TOP shows the headers RETR will deliver (tags included) and
+        # "TOP n 99999999" (fetchmail) is a full retrieval through the chain.
+        self._partial = request.command == "TOP" and chain.top == "partial"
+
+    async def run(self) -> Delivery | None:
+        """
+        Retrieve, filter and decide what the client gets; L{None} when the
+        session ended meanwhile.
+        """
+        request = self._request
+        cached = self._mailbox.cached(request.index)
+        if cached is not None:
+            return deliveryOf(cached, request.command, request.lines)
+        uid = await self._uid()
+        context = replace(request.context, uidl=uid, partial=self._partial)
+        spool = await self._upstream.spool(self._fetchLine(), Spool(self._chain.spoolThreshold))
+        status = spool.status
+        assert status is not None
+        if not status.ok:
+            spool.close()
+            return Refusal(status.line)
+        if spool.size > self._chain.maxSize:
+            return self._oversize(spool, context)
+        return await self._filter(spool, status, context)
+
+    def _fetchLine(self) -> bytes:
+        request = self._request
+        if self._partial:
+            return b"TOP %d %d" % (request.index, request.lines or 0)
+        return b"RETR %d" % request.index
+
+    async def _uid(self) -> str | None:
+        """
+        The message's UID for the chain's context: remembered, or from the
+        whole listing (which is then remembered), or from C{UIDL n}.
+        """
+        index = self._request.index
+        known = self._mailbox.uidOf(index)
+        if known is not None:
+            return known
+        if self._mailbox.lookupWholeListing():
+            status, body = await self._upstream.collect(b"UIDL", True)
+            if status.ok:
+                self._mailbox.noteUidListing(body)
+            return self._mailbox.uidOf(index)
+        status, body = await self._upstream.collect(b"UIDL %d" % index, False)
+        # "+OK 3 uid" -> "uid"
+        parts = status.line.split(b" ")
+        return parts[2].decode("ascii", "replace") if status.ok and len(parts) > 2 else None
+
+    def _oversize(self, spool: Spool, context: RetrievalContext) -> Delivery:
+        """
+        A message above the maximum size is not parsed: by policy it is
+        delivered untouched below a header saying so (streamed from the
+        spool file), or refused for now.
+        """
+        log.warn(
+            "session {session}: {command} {index} (UIDL {uidl}) is {size} octets, over "
+            "max_size: {policy}",
+            session=context.session,
+            command=context.command,
+            index=context.index,
+            uidl=context.uidl,
+            size=spool.size,
+            policy=self._chain.oversize,
+        )
+        if self._chain.oversize == "tempfail":
+            spool.close()
+            return Refusal(b"-ERR [SYS/TEMP] the message is too large to be filtered")
+        header = _message(f"X-Popproxy-Unchecked: too large to filter ({spool.size} octets)\r\n")
+        if context.command == "TOP" and context.lines is not None:
+            # Cut from the spooled original, without parsing it.
+            message = header + topOf(spool.head(_OVERSIZE_TOP_HEAD), context.lines)
+            spool.close()
+            return WholeMessage(TOP_STATUS, message)
+        return Streamed(_message(f"+OK {spool.size + len(header)} octets"), spool, header)
+
+    async def _filter(
+        self, spool: Spool, status: StatusLine, context: RetrievalContext
+    ) -> Delivery | None:
+        original = spool.read()
+        wire = spool.wire
+        spool.close()
+        processing = self._hook.processMessage(context, original)
+        # A chain that answered at once needs no keepalive timer.
+        after = 0 if processing.called else self._chain.keepaliveAfter
+        keepalive = Keepalive(self._write, self._clock, after, self._chain.keepaliveInterval)
+        try:
+            message = await processing
+        except Exception:
+            return self._failed(Failure(), keepalive)
+        return self._delivered(message, status, original, wire, keepalive)
+
+    def _delivered(
+        self,
+        message: bytes,
+        status: StatusLine,
+        original: bytes,
+        wire: bytes | None,
+        keepalive: Keepalive,
+    ) -> Delivery | None:
+        if self._closing():
+            keepalive.stop()
+            return None
+        request = self._request
+        changed = message is not original and message != original
+        if keepalive.stop():
+            # Part of a header line is already on the wire: finish it and
+            # deliver the message below it.
+            message = keepalive.prefix + b"\r\n" + message
+            changed = True
+        entry = Filtered(message, None) if changed else Filtered(original, status.line, wire)
+        if not self._partial:
+            self._mailbox.remember(request.index, entry, len(entry.message), len(original))
+        if keepalive.started:
+            wholeTop = request.command == "TOP" and not self._partial
+            out = topOf(message, request.lines or 0) if wholeTop else message
+            return Continuation(out[len(keepalive.sent) :])
+        if self._partial:
+            return deliveryOf(entry, "RETR", None)
+        if (
+            request.command == "RETR"
+            and entry.wire is None
+            and len(message) > self._chain.spoolThreshold
+        ):
+            # Big: stuff and send in chunks, never a second whole copy.
+            statusLine = entry.status or _message(f"+OK {len(message)} octets")
+            return Streamed(statusLine, ChunkSource(memoryview(message)))
+        return deliveryOf(entry, request.command, request.lines)
+
+    def _failed(self, failure: Failure, keepalive: Keepalive) -> Delivery | None:
+        started = keepalive.stop()
+        if self._closing():
+            return None
+        context = self._request
+        if failure.check(TemporaryFailure):
+            reason = str(failure.value)
+        else:
+            log.failure(
+                "session {session}: filtering {command} {index} failed",
+                failure,
+                session=context.context.session,
+                command=context.command,
+                index=context.index,
+            )
+            reason = "the message could not be filtered"
+        if not started:
+            return Refusal(_message(f"-ERR [SYS/TEMP] {reason}"))
+        # "+OK" is out already: cut the response off (no final dot), so the
+        # client cannot store it; the message stays upstream.
+        log.warn(
+            "session {session}: {command} {index} failed after keepalive began: "
+            "{reason}; connection closed",
+            session=context.context.session,
+            command=context.command,
+            index=context.index,
+            reason=reason,
+        )
+        return Cut(reason)
