@@ -337,13 +337,19 @@ class Keepalive:
 
 class UpstreamRequests(Protocol):
     """
-    What a retrieval needs from the upstream link.
+    What a retrieval needs from the upstream link
+    (L{popproxy._upstreamlink.UpstreamLink}).
     """
 
-    def collect(self, line: bytes, multiLine: bool) -> Deferred[tuple[StatusLine, bytes]]:
+    def shortCommand(self, line: bytes) -> Deferred[StatusLine]:
         """
-        Send C{line}; fire with the status and the body (unstuffed framing
-        left as received, without the terminating line).
+        Send C{line}; fire with the status line of its one-line answer.
+        """
+        ...
+
+    def longCommand(self, line: bytes) -> Deferred[tuple[StatusLine, bytes]]:
+        """
+        Send C{line}; fire with the status line and the body of its answer.
         """
         ...
 
@@ -440,11 +446,11 @@ class RetrievalFlow:
         if known is not None:
             return known
         if self._mailbox.lookupWholeListing():
-            status, body = await self._upstream.collect(b"UIDL", True)
+            status, body = await self._upstream.longCommand(b"UIDL")
             if status.ok:
                 self._mailbox.noteUidListing(body)
             return self._mailbox.uidOf(index)
-        status, body = await self._upstream.collect(b"UIDL %d" % index, False)
+        status = await self._upstream.shortCommand(b"UIDL %d" % index)
         # "+OK 3 uid" -> "uid"
         parts = status.line.split(b" ")
         return parts[2].decode("ascii", "replace") if status.ok and len(parts) > 2 else None

@@ -80,6 +80,7 @@ from popproxy._routing import NoRoute, Route, Router
 from popproxy._sasl import MECHANISMS, Challenge, Credentials, SaslServer, SaslStep
 from popproxy._tls import UpstreamTarget
 from popproxy._upstream import UpstreamConnection, describeFailure, failureCode
+from popproxy._upstreamlink import Collector, UpstreamLink
 
 AUTHORIZATION = "AUTHORIZATION"
 TRANSACTION = "TRANSACTION"
@@ -295,7 +296,8 @@ class ClientSession(Protocol, TimeoutMixin):
         self._connecting: Deferred[UpstreamConnection] | None = None
         self._connectingAddress: UpstreamTarget | None = None
         self._waiters: list[Deferred[UpstreamConnection]] = []
-        self._handler: _Relay | _Collect | Spool | None = None
+        self._handler: _Relay | _Collect | Spool | Collector | None = None
+        self._link = UpstreamLink(self._relay)
         self._throttled = False
         self._sasl = SaslServer()
         self._mailbox: MailboxView[Filtered] = MailboxView(settings.chain.cacheBytes)
@@ -483,7 +485,7 @@ class ClientSession(Protocol, TimeoutMixin):
         self,
         line: bytes,
         multiLine: bool = False,
-        handler: _Relay | _Collect | Spool | None = None,
+        handler: _Relay | _Collect | Spool | Collector | None = None,
     ) -> None:
         """
         Send C{line} upstream and relay the response to the client.
@@ -625,25 +627,31 @@ class ClientSession(Protocol, TimeoutMixin):
         C{otherwise} (which answers the client), or tell the client why.
         """
         self._busy = True  # the idle timer re-arms meanwhile (timeoutConnection)
+        self._ensureUpstream(address).addCallbacks(
+            self._upstreamReady,
+            self._upstreamFailed,
+            callbackArgs=(then,),
+            errbackArgs=(otherwise,),
+        )
 
-        def connected(upstream: UpstreamConnection) -> None:
-            self._busy = False
-            if not self._closing:
-                then(upstream)
-                self._pump()
+    def _upstreamReady(
+        self, upstream: UpstreamConnection, then: Callable[[UpstreamConnection], None]
+    ) -> None:
+        self._busy = False
+        if not self._closing:
+            then(upstream)
+            self._pump()
 
-        def failed(failure: Failure) -> None:
-            self._busy = False
-            if self._closing:
-                return
-            if otherwise is not None:
-                otherwise()
-            else:
-                code = failureCode(failure)
-                self._reply(_message(f"-ERR [{code}] {describeFailure(failure)}"))
-            self._commandDone()
-
-        self._ensureUpstream(address).addCallbacks(connected, failed)
+    def _upstreamFailed(self, failure: Failure, otherwise: Callable[[], None] | None) -> None:
+        self._busy = False
+        if self._closing:
+            return
+        if otherwise is not None:
+            otherwise()
+        else:
+            code = failureCode(failure)
+            self._reply(_message(f"-ERR [{code}] {describeFailure(failure)}"))
+        self._commandDone()
 
     # AUTHORIZATION state
 
@@ -1113,7 +1121,7 @@ class ClientSession(Protocol, TimeoutMixin):
             hook=self._settings.hook,
             mailbox=self._mailbox,
             chain=self._settings.chain,
-            upstream=self,
+            upstream=self._link,
             write=self._write,
             clock=self._settings.clock,
             closing=self._isClosing,
@@ -1134,22 +1142,6 @@ class ClientSession(Protocol, TimeoutMixin):
 
     def _isClosing(self) -> bool:
         return self._closing
-
-    def collect(self, line: bytes, multiLine: bool) -> Deferred[tuple[StatusLine, bytes]]:
-        """
-        Send C{line} upstream and fire with its whole answer (see
-        L{popproxy._retrievalflow.UpstreamRequests}).
-        """
-        answered: Deferred[tuple[StatusLine, bytes]] = Deferred()
-        self._relay(line, multiLine, _Collect(functools.partial(_fireWith, answered)))
-        return answered
-
-    def spool(self, line: bytes, into: Spool) -> Deferred[Spool]:
-        """
-        Send C{line} upstream and receive its multi-line answer C{into}.
-        """
-        self._relay(line, True, into)
-        return into.finished
 
     def _sendDelivery(self, delivery: Delivery | None) -> None:
         """
@@ -1253,9 +1245,3 @@ class SessionFactory(ServerFactory):
         session = ClientSession(self.settings)
         session.factory = self
         return session
-
-
-def _fireWith(
-    answered: Deferred[tuple[StatusLine, bytes]], status: StatusLine, body: bytes
-) -> None:
-    answered.callback((status, body))

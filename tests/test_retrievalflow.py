@@ -57,11 +57,13 @@ class FakeUpstream:
     listing: bytes = b"1 uid-one\r\n2 uid-two\r\n"
     sent: list[bytes] = field(default_factory=list)
 
-    def collect(self, line: bytes, multiLine: bool) -> Deferred[tuple[StatusLine, bytes]]:
+    def shortCommand(self, line: bytes) -> Deferred[StatusLine]:
         self.sent.append(line)
-        if multiLine:
-            return succeed((StatusLine(b"+OK"), self.listing))
-        return succeed((StatusLine(self.uidAnswer), b""))
+        return succeed(StatusLine(self.uidAnswer))
+
+    def longCommand(self, line: bytes) -> Deferred[tuple[StatusLine, bytes]]:
+        self.sent.append(line)
+        return succeed((StatusLine(b"+OK"), self.listing))
 
     def spool(self, line: bytes, into: Spool) -> Deferred[Spool]:
         self.sent.append(line)
