@@ -14,6 +14,11 @@ sends them, and a session that ends any other way drops the upstream
 connection without QUIT, so the upstream server deletes nothing.  A
 retrieval that fails half-way is cut off without the terminating dot line,
 so no client stores a truncated message as complete.
+
+What one filtered RETR or TOP delivers is decided by
+L{popproxy._retrievalflow.RetrievalFlow}, which asks the upstream through
+L{popproxy._upstreamlink.UpstreamLink}; the session's send step
+(C{_sendDelivery}) is the only place that dot-stuffs and writes it.
 """
 
 from __future__ import annotations
