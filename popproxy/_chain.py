@@ -32,6 +32,7 @@ from twisted.python.failure import Failure
 from popproxy._filterthreads import FilterThreads
 from popproxy._mimelimits import LimitExceeded, ParseLimits
 from popproxy._mimewrite import textPart
+from popproxy._outcome import ChainOutcome, FilterFailed, FilterStep, OverLimit
 from popproxy._printable import PrintableLogger
 from popproxy._retrieval import RetrievalContext, TemporaryFailure
 from popproxy._threadcontext import threadContext
@@ -75,18 +76,6 @@ class ChainEntry:
     filter: Any
     timeout: float = 30.0
     onError: str = "tempfail"
-
-
-class FilterFailed(Exception):
-    """
-    A filter raised, timed out or answered something that is not a verdict.
-
-    @ivar timedOut: it gave no verdict within its timeout.
-    """
-
-    def __init__(self, reason: str, timedOut: bool = False) -> None:
-        super().__init__(reason)
-        self.timedOut = timedOut
 
 
 def verdictProblem(answer: object) -> str | None:
@@ -178,6 +167,13 @@ class FilterChain:
         @raise TemporaryFailure: a filter asked for it, or failed under the
             C{tempfail} policy.
         """
+        return (await self.outcome(retrieval, raw)).delivered()
+
+    async def outcome(self, retrieval: RetrievalContext, raw: bytes) -> ChainOutcome:
+        """
+        Run every filter over C{raw} and say what each did and what is to
+        be delivered.
+        """
         limits = self._limits
         if len(raw) >= self._threadThreshold:
             message, exceeded = await self._runInThread(lambda: _parsed(raw, limits))
@@ -185,42 +181,65 @@ class FilterChain:
             message, exceeded = _parsed(raw, limits)
         if exceeded is not None:
             return await self._overLimit(retrieval, raw, message, exceeded)
+        base = self._context(retrieval, self.log, ())
         notes: list[tuple[str, str]] = []
+        steps: list[FilterStep] = []
         for entry in self.entries:
-            context = self._context(retrieval, self._loggers[entry.name], tuple(notes))
+            context = replace(base, log=self._loggers[entry.name], notes=tuple(notes))
             try:
                 verdict = await self._judge(entry, message, context)
             except FilterFailed as e:
                 self._logFailure(entry, retrieval, e)
+                steps.append(FilterStep(entry.name, None, str(e), entry.onError, e.timedOut))
                 if entry.onError == "tempfail":
-                    raise TemporaryFailure(f"filter {entry.name} failed, try again later") from e
-                # A fixed phrase: what went wrong inside is for the log, not
-                # for the recipient's mail.
-                outcome = "timed out" if e.timedOut else "failed"
-                message = message.withHeaderAdded(UNCHECKED_HEADER, f"{entry.name} {outcome}")
+                    return ChainOutcome.failing(
+                        f"filter {entry.name} failed, try again later", steps
+                    )
+                message = message.withHeaderAdded(
+                    UNCHECKED_HEADER, f"{entry.name} {steps[-1].failure}"
+                )
                 continue
             if verdict.note:
                 notes.append((entry.name, verdict.note))
-                self.log.info(
-                    "filter {filter} on {command} {index} (UIDL {uidl}): {note}",
-                    filter=entry.name,
-                    command=retrieval.command,
-                    index=retrieval.index,
-                    uidl=retrieval.uidl,
-                    note=verdict.note,
-                )
-            if isinstance(verdict, TempFail):
-                raise TemporaryFailure(verdict.reason)
-            if isinstance(verdict, Rewrite):
-                message = verdict.message
-            elif isinstance(verdict, Replace):
+                self._logNote(entry, retrieval, verdict.note)
+            step, applied, failure = await self._apply(entry, verdict, raw, message, context)
+            steps.append(step)
+            if failure is not None:
+                return ChainOutcome.failing(failure, steps)
+            message = applied
+        unchanged = not message.changed and message.raw is raw
+        return ChainOutcome.delivering(raw, None if unchanged else message.toBytes(), steps)
+
+    async def _apply(
+        self,
+        entry: ChainEntry,
+        verdict: Verdict,
+        raw: bytes,
+        message: Message,
+        context: FilterContext,
+    ) -> tuple[FilterStep, Message, str | None]:
+        """
+        Apply one filter's verdict to the message as it stands: what the
+        step records, the message after it, and the reason for a temporary
+        failure if the verdict (or keeping its original) is one.
+        """
+        step = FilterStep(entry.name, verdict, None, entry.onError)
+        if isinstance(verdict, TempFail):
+            return step, message, verdict.reason
+        if isinstance(verdict, Rewrite):
+            return step, verdict.message, None
+        if isinstance(verdict, Replace):
+            try:
                 identifier = await self._keep(raw, context, verdict.reason, entry.name)
-                message = verdict.notice.withHeaderAdded(QUARANTINE_HEADER, identifier)
-        return raw if not message.changed and message.raw is raw else message.toBytes()
+            except TemporaryFailure as e:
+                return step, message, str(e)
+            notice = verdict.notice.withHeaderAdded(QUARANTINE_HEADER, identifier)
+            return replace(step, quarantineId=identifier), notice, None
+        return step, message, None
 
     async def _overLimit(
         self, retrieval: RetrievalContext, raw: bytes, message: Message, exceeded: LimitExceeded
-    ) -> bytes:
+    ) -> ChainOutcome:
         """
         Apply the C{over_limits} policy to a message no filter may see.
         """
@@ -235,12 +254,20 @@ class FilterChain:
             path=".".join(str(index) for index in exceeded.path) or "top",
             policy=self._overLimits,
         )
+        overLimit = OverLimit(reason, self._overLimits)
         if self._overLimits == "deliver":
-            return message.withHeaderAdded(UNCHECKED_HEADER, reason).toBytes()
+            output = message.withHeaderAdded(UNCHECKED_HEADER, reason).toBytes()
+            return replace(ChainOutcome.delivering(raw, output), overLimit=overLimit)
         context = self._context(retrieval, self.log, ())
-        identifier = await self._keep(raw, context, reason, LIMITS_NAME)
-        notice = _overLimitNotice(message, reason)
-        return notice.withHeaderAdded(QUARANTINE_HEADER, identifier).toBytes()
+        try:
+            identifier = await self._keep(raw, context, reason, LIMITS_NAME)
+        except TemporaryFailure as e:
+            return replace(ChainOutcome.failing(str(e)), overLimit=overLimit)
+        notice = _overLimitNotice(message, reason).withHeaderAdded(QUARANTINE_HEADER, identifier)
+        return replace(
+            ChainOutcome.delivering(raw, notice.toBytes()),
+            overLimit=replace(overLimit, quarantineId=identifier),
+        )
 
     def _context(
         self, retrieval: RetrievalContext, log: Any, notes: tuple[tuple[str, str], ...]
@@ -262,6 +289,16 @@ class FilterChain:
             notes=notes,
             quarantine=self._quarantine,
             runInThread=self._runInThread,
+        )
+
+    def _logNote(self, entry: ChainEntry, retrieval: RetrievalContext, note: str) -> None:
+        self.log.info(
+            "filter {filter} on {command} {index} (UIDL {uidl}): {note}",
+            filter=entry.name,
+            command=retrieval.command,
+            index=retrieval.index,
+            uidl=retrieval.uidl,
+            note=note,
         )
 
     def _logFailure(self, entry: ChainEntry, retrieval: RetrievalContext, e: FilterFailed) -> None:
