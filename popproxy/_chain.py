@@ -3,9 +3,12 @@ The filter chain: runs the configured filters, in order, over one message.
 
 L{FilterChain} is the relay's L{MessageHook}: it receives the dot-unstuffed
 message bytes of a RETR or TOP, runs each filter with its own timeout and
-error policy, keeps replaced originals in the quarantine, and returns the
-bytes to deliver (the very same object when no filter changed anything) or
-fails with L{TemporaryFailure}.  A filter that raises, hangs or returns
+error policy, keeps replaced originals in the quarantine, and says what it
+did in a frozen L{ChainOutcome} (L{FilterChain.outcome}): one step per
+filter, and the bytes to deliver (the very same object when no filter
+changed anything) or the reason for a temporary failure.  Every verdict is
+applied in one place (L{FilterChain._apply}); C{processMessage} gives the
+session the bytes or fails with L{TemporaryFailure}.  A filter that raises, hangs or returns
 garbage is logged with its name and the message's UIDL and handled by its
 policy: never a crashed session, never a silent pass.  A message over the
 parse limits reaches no filter: it meets the C{over_limits} policy.
@@ -186,54 +189,55 @@ class FilterChain:
         steps: list[FilterStep] = []
         for entry in self.entries:
             context = replace(base, log=self._loggers[entry.name], notes=tuple(notes))
+            answer: Verdict | FilterFailed
             try:
-                verdict = await self._judge(entry, message, context)
+                answer = await self._judge(entry, message, context)
             except FilterFailed as e:
                 self._logFailure(entry, retrieval, e)
-                steps.append(FilterStep(entry.name, None, str(e), entry.onError, e.timedOut))
-                if entry.onError == "tempfail":
-                    return ChainOutcome.failing(
-                        f"filter {entry.name} failed, try again later", steps
-                    )
-                message = message.withHeaderAdded(
-                    UNCHECKED_HEADER, f"{entry.name} {steps[-1].failure}"
-                )
-                continue
-            if verdict.note:
-                notes.append((entry.name, verdict.note))
-                self._logNote(entry, retrieval, verdict.note)
-            step, applied, failure = await self._apply(entry, verdict, raw, message, context)
+                answer = e
+            if isinstance(answer, Verdict) and answer.note:
+                notes.append((entry.name, answer.note))
+                self._logNote(entry, retrieval, answer.note)
+            step, message, failure = await self._apply(entry, answer, raw, message, context)
             steps.append(step)
             if failure is not None:
                 return ChainOutcome.failing(failure, steps)
-            message = applied
         unchanged = not message.changed and message.raw is raw
         return ChainOutcome.delivering(raw, None if unchanged else message.toBytes(), steps)
 
     async def _apply(
         self,
         entry: ChainEntry,
-        verdict: Verdict,
+        answer: Verdict | FilterFailed,
         raw: bytes,
         message: Message,
         context: FilterContext,
     ) -> tuple[FilterStep, Message, str | None]:
         """
-        Apply one filter's verdict to the message as it stands: what the
-        step records, the message after it, and the reason for a temporary
-        failure if the verdict (or keeping its original) is one.
+        Apply one filter's answer (a verdict, or its failure under its
+        policy) to the message as it stands: what the step records, the
+        message after it, and the reason for a temporary failure if the
+        answer (or keeping the original it replaces) is one.
         """
-        step = FilterStep(entry.name, verdict, None, entry.onError)
-        if isinstance(verdict, TempFail):
-            return step, message, verdict.reason
-        if isinstance(verdict, Rewrite):
-            return step, verdict.message, None
-        if isinstance(verdict, Replace):
+        if isinstance(answer, FilterFailed):
+            step = FilterStep(entry.name, None, str(answer), entry.onError, answer.timedOut)
+            if entry.onError == "tempfail":
+                return step, message, f"filter {entry.name} failed, try again later"
+            # A fixed phrase: what went wrong inside is for the log, not
+            # for the recipient's mail.
+            marked = message.withHeaderAdded(UNCHECKED_HEADER, f"{entry.name} {step.failure}")
+            return step, marked, None
+        step = FilterStep(entry.name, answer, None, entry.onError)
+        if isinstance(answer, TempFail):
+            return step, message, answer.reason
+        if isinstance(answer, Rewrite):
+            return step, answer.message, None
+        if isinstance(answer, Replace):
             try:
-                identifier = await self._keep(raw, context, verdict.reason, entry.name)
+                identifier = await self._keep(raw, context, answer.reason, entry.name)
             except TemporaryFailure as e:
                 return step, message, str(e)
-            notice = verdict.notice.withHeaderAdded(QUARANTINE_HEADER, identifier)
+            notice = answer.notice.withHeaderAdded(QUARANTINE_HEADER, identifier)
             return replace(step, quarantineId=identifier), notice, None
         return step, message, None
 
