@@ -3,9 +3,12 @@ The filter chain: runs the configured filters, in order, over one message.
 
 L{FilterChain} is the relay's L{MessageHook}: it receives the dot-unstuffed
 message bytes of a RETR or TOP, runs each filter with its own timeout and
-error policy, keeps replaced originals in the quarantine, and returns the
-bytes to deliver (the very same object when no filter changed anything) or
-fails with L{TemporaryFailure}.  A filter that raises, hangs or returns
+error policy, keeps replaced originals in the quarantine, and says what it
+did in a frozen L{ChainOutcome} (L{FilterChain.outcome}): one step per
+filter, and the bytes to deliver (the very same object when no filter
+changed anything) or the reason for a temporary failure.  Every verdict is
+applied in one place (L{FilterChain._apply}); C{processMessage} gives the
+session the bytes or fails with L{TemporaryFailure}.  A filter that raises, hangs or returns
 garbage is logged with its name and the message's UIDL and handled by its
 policy: never a crashed session, never a silent pass.  A message over the
 parse limits reaches no filter: it meets the C{over_limits} policy.
@@ -32,6 +35,7 @@ from twisted.python.failure import Failure
 from popproxy._filterthreads import FilterThreads
 from popproxy._mimelimits import LimitExceeded, ParseLimits
 from popproxy._mimewrite import textPart
+from popproxy._outcome import ChainOutcome, FilterFailed, FilterStep, OverLimit
 from popproxy._printable import PrintableLogger
 from popproxy._retrieval import RetrievalContext, TemporaryFailure
 from popproxy._threadcontext import threadContext
@@ -75,18 +79,6 @@ class ChainEntry:
     filter: Any
     timeout: float = 30.0
     onError: str = "tempfail"
-
-
-class FilterFailed(Exception):
-    """
-    A filter raised, timed out or answered something that is not a verdict.
-
-    @ivar timedOut: it gave no verdict within its timeout.
-    """
-
-    def __init__(self, reason: str, timedOut: bool = False) -> None:
-        super().__init__(reason)
-        self.timedOut = timedOut
 
 
 def verdictProblem(answer: object) -> str | None:
@@ -178,6 +170,13 @@ class FilterChain:
         @raise TemporaryFailure: a filter asked for it, or failed under the
             C{tempfail} policy.
         """
+        return (await self.outcome(retrieval, raw)).delivered()
+
+    async def outcome(self, retrieval: RetrievalContext, raw: bytes) -> ChainOutcome:
+        """
+        Run every filter over C{raw} and say what each did and what is to
+        be delivered.
+        """
         limits = self._limits
         if len(raw) >= self._threadThreshold:
             message, exceeded = await self._runInThread(lambda: _parsed(raw, limits))
@@ -185,42 +184,66 @@ class FilterChain:
             message, exceeded = _parsed(raw, limits)
         if exceeded is not None:
             return await self._overLimit(retrieval, raw, message, exceeded)
+        base = self._context(retrieval, self.log, ())
         notes: list[tuple[str, str]] = []
+        steps: list[FilterStep] = []
         for entry in self.entries:
-            context = self._context(retrieval, self._loggers[entry.name], tuple(notes))
+            context = replace(base, log=self._loggers[entry.name], notes=tuple(notes))
+            answer: Verdict | FilterFailed
             try:
-                verdict = await self._judge(entry, message, context)
+                answer = await self._judge(entry, message, context)
             except FilterFailed as e:
                 self._logFailure(entry, retrieval, e)
-                if entry.onError == "tempfail":
-                    raise TemporaryFailure(f"filter {entry.name} failed, try again later") from e
-                # A fixed phrase: what went wrong inside is for the log, not
-                # for the recipient's mail.
-                outcome = "timed out" if e.timedOut else "failed"
-                message = message.withHeaderAdded(UNCHECKED_HEADER, f"{entry.name} {outcome}")
-                continue
-            if verdict.note:
-                notes.append((entry.name, verdict.note))
-                self.log.info(
-                    "filter {filter} on {command} {index} (UIDL {uidl}): {note}",
-                    filter=entry.name,
-                    command=retrieval.command,
-                    index=retrieval.index,
-                    uidl=retrieval.uidl,
-                    note=verdict.note,
-                )
-            if isinstance(verdict, TempFail):
-                raise TemporaryFailure(verdict.reason)
-            if isinstance(verdict, Rewrite):
-                message = verdict.message
-            elif isinstance(verdict, Replace):
-                identifier = await self._keep(raw, context, verdict.reason, entry.name)
-                message = verdict.notice.withHeaderAdded(QUARANTINE_HEADER, identifier)
-        return raw if not message.changed and message.raw is raw else message.toBytes()
+                answer = e
+            if isinstance(answer, Verdict) and answer.note:
+                notes.append((entry.name, answer.note))
+                self._logNote(entry, retrieval, answer.note)
+            step, message, failure = await self._apply(entry, answer, raw, message, context)
+            steps.append(step)
+            if failure is not None:
+                return ChainOutcome.failing(failure, steps)
+        unchanged = not message.changed and message.raw is raw
+        return ChainOutcome.delivering(raw, None if unchanged else message.toBytes(), steps)
+
+    async def _apply(
+        self,
+        entry: ChainEntry,
+        answer: Verdict | FilterFailed,
+        raw: bytes,
+        message: Message,
+        context: FilterContext,
+    ) -> tuple[FilterStep, Message, str | None]:
+        """
+        Apply one filter's answer (a verdict, or its failure under its
+        policy) to the message as it stands: what the step records, the
+        message after it, and the reason for a temporary failure if the
+        answer (or keeping the original it replaces) is one.
+        """
+        if isinstance(answer, FilterFailed):
+            step = FilterStep(entry.name, None, str(answer), entry.onError, answer.timedOut)
+            if entry.onError == "tempfail":
+                return step, message, f"filter {entry.name} failed, try again later"
+            # A fixed phrase: what went wrong inside is for the log, not
+            # for the recipient's mail.
+            marked = message.withHeaderAdded(UNCHECKED_HEADER, f"{entry.name} {step.failure}")
+            return step, marked, None
+        step = FilterStep(entry.name, answer, None, entry.onError)
+        if isinstance(answer, TempFail):
+            return step, message, answer.reason
+        if isinstance(answer, Rewrite):
+            return step, answer.message, None
+        if isinstance(answer, Replace):
+            try:
+                identifier = await self._keep(raw, context, answer.reason, entry.name)
+            except TemporaryFailure as e:
+                return step, message, str(e)
+            notice = answer.notice.withHeaderAdded(QUARANTINE_HEADER, identifier)
+            return replace(step, quarantineId=identifier), notice, None
+        return step, message, None
 
     async def _overLimit(
         self, retrieval: RetrievalContext, raw: bytes, message: Message, exceeded: LimitExceeded
-    ) -> bytes:
+    ) -> ChainOutcome:
         """
         Apply the C{over_limits} policy to a message no filter may see.
         """
@@ -235,12 +258,20 @@ class FilterChain:
             path=".".join(str(index) for index in exceeded.path) or "top",
             policy=self._overLimits,
         )
+        overLimit = OverLimit(reason, self._overLimits)
         if self._overLimits == "deliver":
-            return message.withHeaderAdded(UNCHECKED_HEADER, reason).toBytes()
+            output = message.withHeaderAdded(UNCHECKED_HEADER, reason).toBytes()
+            return replace(ChainOutcome.delivering(raw, output), overLimit=overLimit)
         context = self._context(retrieval, self.log, ())
-        identifier = await self._keep(raw, context, reason, LIMITS_NAME)
-        notice = _overLimitNotice(message, reason)
-        return notice.withHeaderAdded(QUARANTINE_HEADER, identifier).toBytes()
+        try:
+            identifier = await self._keep(raw, context, reason, LIMITS_NAME)
+        except TemporaryFailure as e:
+            return replace(ChainOutcome.failing(str(e)), overLimit=overLimit)
+        notice = _overLimitNotice(message, reason).withHeaderAdded(QUARANTINE_HEADER, identifier)
+        return replace(
+            ChainOutcome.delivering(raw, notice.toBytes()),
+            overLimit=replace(overLimit, quarantineId=identifier),
+        )
 
     def _context(
         self, retrieval: RetrievalContext, log: Any, notes: tuple[tuple[str, str], ...]
@@ -262,6 +293,16 @@ class FilterChain:
             notes=notes,
             quarantine=self._quarantine,
             runInThread=self._runInThread,
+        )
+
+    def _logNote(self, entry: ChainEntry, retrieval: RetrievalContext, note: str) -> None:
+        self.log.info(
+            "filter {filter} on {command} {index} (UIDL {uidl}): {note}",
+            filter=entry.name,
+            command=retrieval.command,
+            index=retrieval.index,
+            uidl=retrieval.uidl,
+            note=note,
         )
 
     def _logFailure(self, entry: ChainEntry, retrieval: RetrievalContext, e: FilterFailed) -> None:

@@ -6,8 +6,9 @@ answered.
 This is the test support plugin authors get from L{popproxy.testing}
 (L{makeContext}, L{loadPlugin}, L{runFilter}, L{runChain}) and the engine
 of the offline runner C{popproxy-filter} (L{loadObservedChain}, which runs
-the daemon's own L{FilterChain} with each filter wrapped so that its answer
-is recorded).  It needs nothing beyond popproxy's own dependencies.
+the daemon's own L{FilterChain} and reads each filter's answer from the
+chain's L{ChainOutcome}, with what goes to the quarantine recorded).  It
+needs nothing beyond popproxy's own dependencies.
 """
 
 from __future__ import annotations
@@ -18,18 +19,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, maybeDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from popproxy._chain import ChainEntry, FilterChain, verdictProblem
+from popproxy._chain import FilterChain, verdictProblem
 from popproxy._config import Config, ConfigError, loadConfig
+from popproxy._outcome import FilterStep
 from popproxy._plugins import PluginError, loadFilter
 from popproxy._quarantine import DirectoryQuarantine, partRecordId, storeRecordId
-from popproxy._retrieval import RetrievalContext, TemporaryFailure
+from popproxy._retrieval import RetrievalContext
 from popproxy.interfaces import (
     FilterContext,
     IMessageFilter,
@@ -356,34 +358,10 @@ class InlineReactor(Clock):
 # A whole configured chain, observed.
 
 
-@dataclass(frozen=True)
-class FilterOutcome:
-    """
-    What one filter of the chain answered.
-
-    @ivar name: the entry's name (as in the logs).
-    @ivar verdict: its verdict, or C{None} if it failed.
-    @ivar error: why it failed (raised, timed out, answered garbage); the
-        chain then applied C{onError}.
-    @ivar onError: the entry's policy, C{"tempfail"} or C{"deliver"}.
-    """
-
-    name: str
-    verdict: Verdict | None
-    error: str | None = None
-    onError: str = "tempfail"
-
-    @property
-    def kind(self) -> str:
-        """
-        C{"Deliver"}, C{"Rewrite"}, C{"Replace"}, C{"TempFail"} or
-        C{"error"}.
-        """
-        return "error" if self.verdict is None else type(self.verdict).__name__
-
-    @property
-    def note(self) -> str:
-        return "" if self.verdict is None else self.verdict.note
+#: What one filter of the chain answered (L{FilterStep}: its C{name},
+#: C{verdict}, C{error}, C{onError}, C{kind} and C{note}), read from the
+#: chain's own outcome.
+FilterOutcome = FilterStep
 
 
 @dataclass(frozen=True)
@@ -421,92 +399,10 @@ class ChainResult:
 @dataclass
 class _Observation:
     """
-    What has been seen of one run so far.
+    What has gone to the quarantine in one run so far.
     """
 
-    outcomes: list[FilterOutcome] = field(default_factory=list)
     quarantined: list[QuarantinedMessage] = field(default_factory=list)
-
-
-def _observed(entry: ChainEntry, observations: dict[str, _Observation]) -> Any:
-    """
-    The entry's filter, observed, of the same kind: a coroutine function
-    stays one, so the chain runs it where it would run the filter itself
-    (a coroutine on the reactor thread, anything else in a filter thread).
-    """
-    observed = _ObservedFilter(entry, observations)
-    if inspect.iscoroutinefunction(entry.filter.filterMessage):
-        return _ObservedCoroutine(observed)
-    return observed
-
-
-@implementer(IMessageFilter)
-class _ObservedCoroutine:
-    """
-    An L{_ObservedFilter} whose filter is a coroutine function.
-    """
-
-    def __init__(self, observed: _ObservedFilter) -> None:
-        self.name = observed.name
-        self._observed = observed
-
-    async def filterMessage(self, message: Message, context: FilterContext) -> Any:
-        answer = self._observed.filterMessage(message, context)
-        if isinstance(answer, Deferred):
-            return await answer
-        return answer
-
-
-@implementer(IMessageFilter)
-class _ObservedFilter:
-    """
-    A chain entry's filter, wrapped to record its raw answer before the
-    chain judges it.
-    """
-
-    def __init__(self, entry: ChainEntry, observations: dict[str, _Observation]) -> None:
-        self.name = entry.filter.name
-        self._entry = entry
-        self._observations = observations
-
-    def filterMessage(self, message: Message, context: FilterContext) -> Any:
-        try:
-            answer = _callFilter(self._entry.filter, message, context)
-        except Exception as e:
-            self._record(context.session, None, e)
-            raise
-        if not isinstance(answer, Deferred):
-            self._record(context.session, answer, None)
-            return answer
-
-        def answered(value: object) -> object:
-            self._record(context.session, value, None)
-            return value
-
-        def failed(failure: Failure) -> Failure:
-            self._record(context.session, None, failure.value)
-            return failure
-
-        return answer.addCallbacks(answered, failed)
-
-    def _record(self, session: str, answer: object, error: BaseException | None) -> None:
-        entry = self._entry
-        if error is not None:
-            if isinstance(error, CancelledError):
-                text = f"no verdict within {entry.timeout:g} s"
-            else:
-                text = f"{type(error).__name__}: {error}"
-            outcome = FilterOutcome(entry.name, None, text, entry.onError)
-        else:
-            problem = verdictProblem(answer)
-            if problem is None:
-                assert isinstance(answer, Verdict)
-                outcome = FilterOutcome(entry.name, answer, None, entry.onError)
-            else:
-                outcome = FilterOutcome(entry.name, None, problem, entry.onError)
-        observation = self._observations.get(session)
-        if observation is not None:
-            observation.outcomes.append(outcome)
 
 
 @implementer(IPartQuarantine)
@@ -574,7 +470,8 @@ class _ObservedQuarantine:
 class ObservedChain:
     """
     The daemon's L{FilterChain} for a configuration, with every filter's
-    answer and every original kept in the quarantine recorded.  Build it
+    answer (the steps of its outcome) and everything kept in the quarantine
+    recorded.  Build it
     with L{loadObservedChain}.
 
     Runs may overlap if their contexts name different sessions.
@@ -621,13 +518,12 @@ class ObservedChain:
         )
         self._observations[context.session] = _Observation()
         try:
-            output: bytes | None = await self.chain.run(retrieval, raw)
-            reason = None
-        except TemporaryFailure as e:
-            output, reason = None, str(e)
+            outcome = await self.chain.outcome(retrieval, raw)
         finally:
             seen = self._observations.pop(context.session)
-        return ChainResult(raw, output, reason, tuple(seen.outcomes), tuple(seen.quarantined))
+        return ChainResult(
+            raw, outcome.output, outcome.tempFailure, outcome.steps, tuple(seen.quarantined)
+        )
 
 
 def loadObservedChain(
@@ -636,7 +532,7 @@ def loadObservedChain(
     """
     Load the filter chain of a configuration as the daemon does (with
     L{popproxy.tap.buildChain}: the same plugin loading, order, names,
-    timeouts, error policies and thread threshold), with each filter
+    timeouts, error policies and thread threshold), with its quarantine
     observed.
 
     @param reactor: the chain's clock and thread pool: the real reactor,
@@ -668,12 +564,8 @@ def loadObservedChain(
         else:
             keeper = quarantine
     observations: dict[str, _Observation] = {}
-    entries = [
-        ChainEntry(entry.name, _observed(entry, observations), entry.timeout, entry.onError)
-        for entry in built.entries
-    ]
     chain = FilterChain(
-        entries,
+        list(built.entries),
         reactor,
         None if keeper is None else _ObservedQuarantine(keeper, observations),
         runInThread,
