@@ -28,7 +28,7 @@ def importedModules(tree: ast.Module, modules: set[str]) -> set[str]:
     C{import popproxy.x}, C{from popproxy.x import y} and
     C{from popproxy import x} where C{x} is a module.
     """
-    found = set()
+    found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
