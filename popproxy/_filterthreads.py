@@ -190,10 +190,28 @@ class FilterThreads:
             try:
                 result = results.get(timeout=_POLL)
             except queue.Empty:
+                self._raiseIfInterrupted()
                 continue
             if isinstance(result, Failure):
                 result.raiseException()
             return result
+
+    def _raiseIfInterrupted(self) -> None:
+        """
+        Raise L{FilterInterrupted} in a waiting pool thread whose call was
+        cancelled.  The exception sent to the thread is lost when it lands
+        in a garbage-collector callback or a C{__del__} (Python only reports
+        exceptions raised there), and the wait must end anyway.
+        """
+        me = threading.get_ident()
+        with self._lock:
+            call = self._threads.get(me)
+            if call is None or not call.interrupted or call.state != _RUNNING:
+                return
+            # Whether or not it was lost, none is pending after this: the
+            # call gets exactly one FilterInterrupted, the one raised here.
+            _clearAsyncExc(me, None)
+        raise FilterInterrupted()
 
     def run(self, function: Callable[[], T]) -> Deferred[T]:
         """

@@ -26,6 +26,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from popproxy._assembly import buildChain
 from popproxy._chain import FilterChain, verdictProblem
 from popproxy._config import Config, ConfigError, loadConfig
 from popproxy._outcome import FilterStep
@@ -44,7 +45,6 @@ from popproxy.interfaces import (
     Verdict,
 )
 from popproxy.message import Message
-from popproxy.tap import buildChain
 
 __all__ = [
     "ChainResult",
@@ -531,7 +531,7 @@ def loadObservedChain(
 ) -> ObservedChain:
     """
     Load the filter chain of a configuration as the daemon does (with
-    L{popproxy.tap.buildChain}: the same plugin loading, order, names,
+    L{popproxy._assembly.buildChain}: the same plugin loading, order, names,
     timeouts, error policies and thread threshold), with its quarantine
     observed.
 

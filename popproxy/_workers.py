@@ -1,14 +1,16 @@
 """
-Several processes serving the same listening sockets, so sessions (and the
-CPU-heavy filtering they do) spread over more than one core: one Python
-process runs on one core at a time (the GIL).
+One worker process (C{python -m popproxy._workers}): several processes
+serving the same listening sockets, so sessions (and the CPU-heavy filtering
+they do) spread over more than one core: one Python process runs on one core
+at a time (the GIL).
 
 With C{[proxy] workers = N}, the twistd process listens as usual (binding
-privileged ports before dropping privileges), then starts N - 1 worker
-processes that adopt the same listening sockets; the kernel hands each new
-connection to one of the N processes.  Workers run the same configuration
-and filter chain, log through the main process (each line prefixed with the
-worker's number), are restarted if they die, and are stopped with it.
+privileged ports before dropping privileges), then its
+L{popproxy._workerpool.WorkerPool} starts N - 1 worker processes that adopt
+the same listening sockets; the kernel hands each new connection to one of
+the N processes.  Each worker builds the same chain and session factories
+from the same configuration (with L{popproxy._assembly}) and logs to its
+standard output, which the main process relays.
 """
 
 from __future__ import annotations
@@ -19,163 +21,10 @@ import signal
 import socket
 import sys
 from pathlib import Path
-from typing import Any
 
-from twisted.application.service import Service
-from twisted.internet import tcp
-from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.protocol import ProcessProtocol
-from twisted.logger import Logger
-from twisted.python.failure import Failure
-
-from popproxy._config import Config
-
-log = Logger(namespace="popproxy.workers")
-
-#: Seconds before a crashed worker is started again.
-RESTART_DELAY = 1.0
-#: Seconds a worker gets to finish after SIGTERM before SIGKILL.
-STOP_TIMEOUT = 10.0
-
-
-class _OneAcceptPort(tcp.Port):
-    """
-    A listening port that accepts one connection per wake-up.
-
-    Twisted accepts a whole burst at once (up to 100 and growing), so with
-    several processes on one socket whichever wakes first takes every
-    pending client.  One at a time lets each woken process take one, which
-    spreads connections (and their CPU) over the processes; POP3 sessions
-    are long, so the extra wake-ups cost nothing that matters.
-    """
-
-    @property  # type: ignore[override]
-    def numberAccepts(self) -> int:
-        return 1
-
-    @numberAccepts.setter
-    def numberAccepts(self, value: int) -> None:
-        pass
-
-
-def acceptOneAtATime(port: Any) -> None:
-    """
-    Make a TCP listening port accept one connection per wake-up (see
-    L{_OneAcceptPort}); other kinds of ports are left alone.
-    """
-    if type(port) is tcp.Port:
-        port.__class__ = _OneAcceptPort
-
-
-class _WorkerProcess(ProcessProtocol):
-    """
-    One worker: relays its log lines and reports its end.
-    """
-
-    def __init__(self, pool: WorkerPool, number: int) -> None:
-        self.pool = pool
-        self.number = number
-        self.ended: Deferred[None] = Deferred()
-        self._buffer = b""
-
-    def outReceived(self, data: bytes) -> None:
-        self._buffer += data
-        *lines, self._buffer = self._buffer.split(b"\n")
-        for line in lines:
-            if line.strip():
-                log.info(
-                    "worker {number}: {line}",
-                    number=self.number,
-                    line=line.decode("utf-8", "replace"),
-                )
-
-    errReceived = outReceived
-
-    def processEnded(self, reason: Failure) -> None:
-        self.ended.callback(None)
-        self.pool._ended(self, reason)
-
-
-class WorkerPool(Service):
-    """
-    Starts, restarts and stops the worker processes of the main process.
-
-    @param listeners: the main process's L{tap.Listener} services; their
-        sockets are handed to the workers once they listen.
-    """
-
-    def __init__(self, reactor: Any, config: Config, listeners: list[Any]) -> None:
-        self._reactor = reactor
-        self._config = config
-        self._listeners = listeners
-        self._workers: dict[int, _WorkerProcess] = {}
-
-    def startService(self) -> None:
-        super().startService()
-        for listener in self._listeners:
-            acceptOneAtATime(listener.port)
-        for number in range(1, self._config.workers):
-            self._spawn(number)
-
-    def _arguments(self, number: int) -> tuple[list[str], dict[int, int | str]]:
-        config = self._config
-        arguments = [sys.executable, "-m", "popproxy._workers", "--number", str(number)]
-        if config.source != "<command line>":
-            arguments += ["--config", str(Path(config.source).resolve())]
-        if "upstream" in config.overridden and config.upstream:
-            arguments += ["--upstream", config.upstream]
-        childFDs: dict[int, int | str] = {0: "w", 1: "r", 2: "r"}
-        plain = len(config.listen)
-        for index, listener in enumerate(self._listeners):
-            descriptor = listener.port.fileno()
-            kind, position = ("plain", index) if index < plain else ("tls", index - plain)
-            arguments += ["--adopt", f"{descriptor}:{kind}:{position}"]
-            childFDs[descriptor] = descriptor
-        return arguments, childFDs
-
-    def _spawn(self, number: int) -> None:
-        arguments, childFDs = self._arguments(number)
-        worker = _WorkerProcess(self, number)
-        self._workers[number] = worker
-        self._reactor.spawnProcess(
-            worker, sys.executable, arguments, env=dict(os.environ), childFDs=childFDs
-        )
-        log.info("started worker {number}", number=number)
-
-    def _ended(self, worker: _WorkerProcess, reason: Failure) -> None:
-        if self._workers.get(worker.number) is worker:
-            del self._workers[worker.number]
-        if self.running:
-            log.warn(
-                "worker {number} ended ({reason}); starting it again",
-                number=worker.number,
-                reason=reason.getErrorMessage(),
-            )
-            self._reactor.callLater(RESTART_DELAY, self._respawn, worker.number)
-
-    def _respawn(self, number: int) -> None:
-        if self.running and number not in self._workers:
-            self._spawn(number)
-
-    def stopService(self) -> Deferred[Any]:
-        super().stopService()
-        endings = []
-        for worker in list(self._workers.values()):
-            endings.append(worker.ended)
-            try:
-                worker.transport.signalProcess("TERM")  # type: ignore[union-attr]
-            except Exception:  # already gone
-                pass
-            self._reactor.callLater(STOP_TIMEOUT, _kill, worker)
-        return DeferredList(endings)
-
-
-def _kill(worker: _WorkerProcess) -> None:
-    if not worker.ended.called:
-        try:
-            worker.transport.signalProcess("KILL")  # type: ignore[union-attr]
-        except Exception:
-            pass
+from popproxy._assembly import buildChain, sessionFactories, wrappedFactory
+from popproxy._config import Config, loadConfig
+from popproxy._workerpool import acceptOneAtATime
 
 
 def _dieWithParent() -> None:
@@ -206,9 +55,6 @@ def main(argv: list[str] | None = None) -> None:
 
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner, textFileLogObserver
-
-    from popproxy._config import loadConfig
-    from popproxy.tap import buildChain, sessionFactories, wrappedFactory
 
     globalLogBeginner.beginLoggingTo(
         [textFileLogObserver(sys.stdout, timeFormat="")], redirectStandardIO=False

@@ -21,6 +21,7 @@ from twisted.internet.task import Clock
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 
+from popproxy import _filterthreads
 from popproxy._filterthreads import FilterInterrupted, FilterThreads, FilterThreadsExhausted
 
 
@@ -293,6 +294,32 @@ def test_waitingForTheReactorCanBeInterrupted(reactor: Reactor) -> None:
     Work waiting in callInReactor for a Deferred that never fires is still
     stopped when its call is cancelled: its thread serves the next call.
     """
+    threads = pool(reactor)
+    asked = threading.Event()
+
+    def waitForever() -> Deferred[None]:
+        asked.set()
+        return Deferred()
+
+    running = threads.run(lambda: threads.callInReactor(waitForever))
+    reactor.pumpUntil(asked.is_set)
+    running.cancel()
+    assert reactor.pump(running).check(CancelledError)
+    assert reactor.pump(threads.run(lambda: "free")) == "free"
+    reactor.clock.advance(2)
+    assert threads.lost == 0
+
+
+def test_waitEndsWhenTheInterruptionIsLost(
+    reactor: Reactor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    Work waiting in callInReactor stops when its call is cancelled even if
+    the exception sent to its thread never arrives (lost in a garbage
+    collector callback, where Python only reports it): the wait checks for
+    the cancellation itself, and the thread serves the next call.
+    """
+    monkeypatch.setattr(_filterthreads, "_setAsyncExc", lambda thread, exception: 1)
     threads = pool(reactor)
     asked = threading.Event()
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from twisted.internet.task import Clock
 
-from popproxy import tap
+from popproxy import _assembly
 from popproxy._config import Config
 from popproxy._memorytrim import TRIM_DELAY, MemoryTrimmer, glibcTrim
 from tests.sessionharness import Harness
@@ -113,8 +113,8 @@ def test_proxySessionsTrimAfterClosing(monkeypatch: pytest.MonkeyPatch) -> None:
     """
     clock = Clock()
     trim = _Recorder(clock)
-    monkeypatch.setattr(tap, "glibcTrim", lambda: trim)
-    factory, secure, _ = tap.sessionFactories(Config(upstream="tcp:127.0.0.1:110"), clock)
+    monkeypatch.setattr(_assembly, "glibcTrim", lambda: trim)
+    factory, secure, _ = _assembly.sessionFactories(Config(upstream="tcp:127.0.0.1:110"), clock)
     assert factory.settings.sessionClosed is not None
     factory.settings.sessionClosed()
     secure.settings.sessionClosed()  # type: ignore[misc]

@@ -2,7 +2,7 @@
 Tests for popproxy._proxyheader: the sans-IO PROXY v1/v2 parser, the
 wrapper that holds a session back until the header is complete (over
 in-memory transports, with a real ClientSession), the haproxy: listener in
-tap.serviceFromConfig, and one end-to-end run of twistd behind a PROXY
+_assembly.serviceFromConfig, and one end-to-end run of twistd behind a PROXY
 header sent over a real socket.
 """
 
@@ -29,6 +29,7 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from zope.interface.verify import verifyObject
 
+from popproxy._assembly import serviceFromConfig
 from popproxy._config import Config
 from popproxy._proxyheader import (
     HEADER_TIMEOUT,
@@ -44,7 +45,6 @@ from popproxy._routing import Router
 from popproxy._session import ClientSession, SessionFactory, SessionSettings
 from popproxy._tls import UpstreamTarget
 from popproxy._upstream import UpstreamConnection
-from popproxy.tap import serviceFromConfig
 from tests.peers.proxy import ProxyProcess, twistdCommand
 from tests.peers.rawpop3 import dotStuff
 from tests.sessionharness import ClosingTransport, FakeUpstream
@@ -865,7 +865,7 @@ def test_sessionClosedAfterHeaderEndsOnce() -> None:
     assert rig.upstreams[0].transport.disconnecting
 
 
-# tap.serviceFromConfig
+# _assembly.serviceFromConfig
 
 
 def test_haproxyListener() -> None:

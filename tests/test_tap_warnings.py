@@ -1,6 +1,7 @@
 """
-Start-up warnings of popproxy.tap: every place where credentials may cross
-the network in clear, or unverified, is logged when the service is built.
+Start-up warnings of the proxy service (popproxy._assembly): every place
+where credentials may cross the network in clear, or unverified, is logged
+when the service is built.
 """
 
 from __future__ import annotations
@@ -8,8 +9,8 @@ from __future__ import annotations
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs, formatEvent
 
+from popproxy._assembly import serviceFromConfig
 from popproxy._config import parseConfig
-from popproxy.tap import serviceFromConfig
 
 
 def warnings(text: str) -> list[str]:
@@ -55,7 +56,7 @@ def test_defaultBacklog() -> None:
     TCP and SSL listeners get a large listen backlog unless they set one
     (Twisted's 50 overflows when hundreds of clients connect at once).
     """
-    from popproxy.tap import DEFAULT_BACKLOG, withBacklog
+    from popproxy._assembly import DEFAULT_BACKLOG, withBacklog
 
     assert withBacklog("tcp:110") == f"tcp:110:backlog={DEFAULT_BACKLOG}"
     assert withBacklog("tcp:110:backlog=5") == "tcp:110:backlog=5"

@@ -1,0 +1,259 @@
+"""
+Tests for popproxy._assembly, the composition root: from a checked
+configuration it builds the filter chain and its threads, the session
+factories, the listeners and the service tree twistd runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet.interfaces import IReactorThreads
+from twisted.internet.testing import MemoryReactorClock
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from zope.interface import alsoProvides
+
+from popproxy import _assembly
+from popproxy._assembly import (
+    Listener,
+    buildChain,
+    filterThreadsFor,
+    listenerFor,
+    serviceFromConfig,
+    sessionFactories,
+    wrappedFactory,
+)
+from popproxy._config import Config, ConfigError, DemoConfig, TlsConfig, parseConfig
+from popproxy._filterthreads import FilterThreads
+from popproxy._proxyheader import ProxyHeaderFactory
+from popproxy._retrieval import PassThrough
+from popproxy._session import SessionFactory
+from popproxy._testkit import InlineReactor
+from popproxy._tls import ServerTLS
+from popproxy._workerpool import WorkerPool
+from tests.peers.certs import GeneratedCertificates
+
+MARK = (
+    "from zope.interface import implementer\n"
+    "from popproxy.interfaces import IMessageFilter, Deliver\n"
+    "@implementer(IMessageFilter)\n"
+    "class Mark:\n"
+    "    name = 'mark'\n"
+    "    def __init__(self, level): self.level = level\n"
+    "    def filterMessage(self, message, context): return Deliver()\n"
+    "def makeFilter(settings):\n"
+    "    return Mark(int(settings.get('level', 1)))\n"
+)
+
+
+class ThreadedReactor(MemoryReactorClock):
+    """
+    A memory reactor that says it has threads, and keeps the system event
+    triggers it is given.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        alsoProvides(self, IReactorThreads)
+        self.triggers: list[tuple[str, str, Callable[[], Any]]] = []
+
+    def addSystemEventTrigger(  # type: ignore[override]
+        self, phase: str, eventType: str, callable: Callable[[], Any], *args: Any, **kw: Any
+    ) -> tuple[str, str, Callable[[], Any]]:
+        trigger = (phase, eventType, callable)
+        self.triggers.append(trigger)
+        return trigger
+
+    def callFromThread(self, callable: Callable[..., Any], *args: object, **kwargs: object) -> None:
+        callable(*args, **kwargs)
+
+
+def configWithPlugins(tmp_path: Path, text: str) -> Config:
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "mark.py").write_text(MARK)
+    return parseConfig(
+        '[upstream]\ndefault = "tcp:127.0.0.1:110"\n' + text, "test.conf", base=tmp_path
+    )
+
+
+def test_buildChainLoadsFiltersInOrder(tmp_path: Path) -> None:
+    """
+    Every [[filter]] becomes a chain entry, in the file's order, with its
+    settings, its name (the plugin's own unless the entry names it), its
+    timeout and its error policy.
+    """
+    config = configWithPlugins(
+        tmp_path,
+        '[[filter]]\nplugin = "mark"\nsettings = { level = 2 }\n'
+        '[[filter]]\nplugin = "plugins/mark.py"\nname = "second"\ntimeout = 5.0\n'
+        'on_error = "deliver"\n',
+    )
+    chain = buildChain(config, InlineReactor())
+    described = [(e.name, e.filter.level, e.timeout, e.onError) for e in chain.entries]
+    assert described == [("mark", 2, 30.0, "tempfail"), ("second", 1, 5.0, "deliver")]
+
+
+def test_buildChainNamesTheBadFilter(tmp_path: Path) -> None:
+    """
+    A plugin that cannot be loaded is a configuration error naming the file
+    and the entry's position.
+    """
+    config = configWithPlugins(
+        tmp_path, '[[filter]]\nplugin = "mark"\n[[filter]]\nplugin = "nosuch"\n'
+    )
+    with pytest.raises(ConfigError, match=r"test.conf: \[filter #2\] plugin: .*nosuch"):
+        buildChain(config, InlineReactor())
+
+
+def test_buildChainQuarantineUnusable(tmp_path: Path) -> None:
+    """
+    A quarantine directory that cannot be created is a configuration error
+    naming it.
+    """
+    (tmp_path / "file").write_text("not a directory")
+    config = configWithPlugins(tmp_path, '[chain]\nquarantine = "file/q"\n')
+    with pytest.raises(ConfigError, match=r"\[chain\] quarantine: .*file/q"):
+        buildChain(config, InlineReactor())
+
+
+def test_filterThreadsStoppedAtShutdown() -> None:
+    """
+    A reactor with threads gets filter threads, stopped during its
+    shutdown; the chain built on it computes in them.
+    """
+    reactor = ThreadedReactor()
+    threads = filterThreadsFor(reactor)
+    assert isinstance(threads, FilterThreads)
+    ((phase, event, stop),) = reactor.triggers
+    assert (phase, event, stop) == ("during", "shutdown", threads.stop)
+    chain = buildChain(Config(upstream="tcp:127.0.0.1:110"), ThreadedReactor())
+    assert isinstance(chain.threads, FilterThreads)
+
+
+def test_noFilterThreadsWithoutReactorThreads() -> None:
+    """
+    A reactor without threads (the test kit's inline one) gets none:
+    filters then run in the caller's thread.
+    """
+    assert filterThreadsFor(InlineReactor()) is None
+    assert buildChain(Config(), InlineReactor()).threads is None
+
+
+def test_sessionFactoriesPlainAndImplicitTLS() -> None:
+    """
+    The two session factories share one chain and differ only in speaking
+    TLS from the first byte; without a certificate there is no server TLS.
+    """
+    chain = buildChain(Config(), InlineReactor())
+    plain, secure, serverTLS = sessionFactories(
+        Config(upstream="tcp:127.0.0.1:110"), MemoryReactorClock(), chain
+    )
+    assert serverTLS is None
+    assert (plain.settings.implicitTLS, secure.settings.implicitTLS) == (False, True)
+    assert plain.settings.hook is chain and secure.settings.hook is chain
+    alone, _, _ = sessionFactories(Config(upstream="tcp:127.0.0.1:110"), MemoryReactorClock())
+    assert isinstance(alone.settings.hook, PassThrough)
+
+
+def test_sessionFactoriesWithCertificate(testCertificates: GeneratedCertificates) -> None:
+    """
+    With a [tls] certificate both session factories offer the proxy's
+    certificate, which is also returned for the implicit-TLS listeners.
+    """
+    plain, secure, serverTLS = sessionFactories(
+        withCertificate(testCertificates), MemoryReactorClock()
+    )
+    assert isinstance(serverTLS, ServerTLS)
+    assert plain.settings.serverTLS is serverTLS and secure.settings.serverTLS is serverTLS
+
+
+def withCertificate(certificates: GeneratedCertificates) -> Config:
+    return Config(
+        upstream="tcp:127.0.0.1:110",
+        tls=TlsConfig(
+            certificate=certificates.localhost.chain, key=certificates.localhost.privateKey
+        ),
+    )
+
+
+def test_wrappedFactory(testCertificates: GeneratedCertificates) -> None:
+    """
+    C{haproxy:} listeners read the PROXY header first, on the endpoint
+    after the prefix; implicit-TLS ones wrap TLS around the sessions;
+    others get the session factory itself.
+    """
+    reactor = MemoryReactorClock()
+    factory, _, serverTLS = sessionFactories(withCertificate(testCertificates), reactor)
+    assert wrappedFactory(reactor, "tcp:110", factory, None) == ("tcp:110", factory)
+    description, proxied = wrappedFactory(reactor, "haproxy:tcp:110", factory, None)
+    assert description == "tcp:110"
+    assert isinstance(proxied, ProxyHeaderFactory) and proxied.wrappedFactory is factory
+    _, secured = wrappedFactory(reactor, "tcp:995", factory, serverTLS)
+    assert isinstance(secured, TLSMemoryBIOFactory) and secured.wrappedFactory is factory
+
+
+def test_listenerFailsWithOneLine(capsys: pytest.CaptureFixture[str]) -> None:
+    """
+    A listener that cannot listen stops start-up with one line naming it,
+    not a traceback.
+    """
+    reactor = MemoryReactorClock()
+    factory, _, _ = sessionFactories(Config(upstream="tcp:127.0.0.1:110"), reactor)
+    listener = listenerFor(reactor, "unix:/nonexistent/dir/p.sock", factory, None)
+    listener.endpoint = _RefusingEndpoint()
+    with pytest.raises(SystemExit):
+        listener.privilegedStartService()
+    assert capsys.readouterr().err == (
+        "popproxy: cannot listen on unix:/nonexistent/dir/p.sock: no permission\n"
+    )
+
+
+class _RefusingEndpoint:
+    def listen(self, factory: object) -> Any:
+        raise PermissionError("no permission")
+
+
+def test_serviceFromConfig() -> None:
+    """
+    The service tree holds one listener per plain and per implicit-TLS
+    listen description, a worker pool when workers > 1, and the demo
+    server when [demo] is set.
+    """
+    config = Config(
+        upstream="tcp:127.0.0.1:110",
+        listen=("tcp:1110:interface=127.0.0.1", "tcp:1111:interface=127.0.0.1"),
+        workers=2,
+        demo=DemoConfig(),
+    )
+    services = list(serviceFromConfig(config, MemoryReactorClock()))
+    listeners = [s for s in services if isinstance(s, Listener)]
+    assert [listener.description for listener in listeners] == [
+        "tcp:1110:interface=127.0.0.1",
+        "tcp:1111:interface=127.0.0.1",
+        DemoConfig().listen,
+    ]
+    assert isinstance(listeners[0].factory, SessionFactory)
+    assert [type(s) for s in services].count(WorkerPool) == 1
+    assert not any(
+        isinstance(s, WorkerPool) for s in serviceFromConfig(Config(), MemoryReactorClock())
+    )
+
+
+def test_memoryTrimmerWired(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    Each session factory tells the memory trimmer, which gives memory back
+    with the platform's trim, when a session has ended.
+    """
+    made: list[object] = []
+
+    def glibcTrim() -> None:
+        made.append("trim")
+
+    monkeypatch.setattr(_assembly, "glibcTrim", glibcTrim)
+    factory, _, _ = sessionFactories(Config(upstream="tcp:127.0.0.1:110"), MemoryReactorClock())
+    assert made == ["trim"]
+    assert factory.settings.sessionClosed is not None

@@ -1,0 +1,157 @@
+"""
+Tests for popproxy._workerpool, the main process's side of workers = N:
+the command lines and sockets it hands to worker processes, restarting a
+worker that dies, stopping them all, and accepting one connection per
+wake-up (the processes themselves run in tests/test_workers.py).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet import tcp
+from twisted.internet.error import ProcessTerminated
+from twisted.internet.protocol import ServerFactory
+from twisted.internet.task import Clock
+from twisted.logger import capturedLogs, formatEvent
+from twisted.python.failure import Failure
+
+from popproxy._config import Config, TlsConfig
+from popproxy._workerpool import (
+    RESTART_DELAY,
+    STOP_TIMEOUT,
+    WorkerPool,
+    acceptOneAtATime,
+)
+
+
+@dataclass
+class FakeTransport:
+    signals: list[str] = field(default_factory=list)
+
+    def signalProcess(self, name: str) -> None:
+        self.signals.append(name)
+
+
+class ProcessReactor(Clock):
+    """
+    A clock that records the processes it is asked to spawn.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spawned: list[tuple[Any, list[str], dict[int, int | str]]] = []
+
+    def spawnProcess(
+        self, protocol: Any, executable: str, args: list[str], env: Any, childFDs: Any
+    ) -> None:
+        protocol.makeConnection(FakeTransport())
+        self.spawned.append((protocol, args, childFDs))
+
+
+@dataclass
+class FakePort:
+    descriptor: int
+
+    def fileno(self) -> int:
+        return self.descriptor
+
+
+@dataclass
+class FakeListener:
+    port: Any
+
+
+def startedPool(config: Config, listeners: list[Any]) -> tuple[WorkerPool, ProcessReactor]:
+    reactor = ProcessReactor()
+    pool = WorkerPool(reactor, config, listeners)
+    pool.startService()
+    return pool, reactor
+
+
+def test_workerCommandLines() -> None:
+    """
+    N - 1 workers run C{python -m popproxy._workers} with their number,
+    the configuration and command-line upstream, and every listening socket
+    (plain ones first, then the implicit-TLS ones), each kept open in the
+    child under its own descriptor.
+    """
+    config = Config(
+        source="/etc/popproxy/twistd.conf",
+        workers=3,
+        listen=("tcp:110",),
+        tls=TlsConfig(listen=("tcp:995",)),
+    ).withOverrides(upstream="tcp:pop.example.com:110")
+    _, reactor = startedPool(config, [FakeListener(FakePort(7)), FakeListener(FakePort(8))])
+    commands = [args for _, args, _ in reactor.spawned]
+    assert commands == [
+        [
+            *[sys.executable, "-m", "popproxy._workers", "--number", str(number)],
+            *["--config", "/etc/popproxy/twistd.conf"],
+            *["--upstream", "tcp:pop.example.com:110"],
+            *["--adopt", "7:plain:0", "--adopt", "8:tls:0"],
+        ]
+        for number in (1, 2)
+    ]
+    childFDs = reactor.spawned[0][2]
+    assert childFDs == {0: "w", 1: "r", 2: "r", 7: 7, 8: 8}
+
+
+def test_workerLogRelayed() -> None:
+    """
+    A worker's output is logged line by line, whatever the chunks it
+    arrives in, each line prefixed with the worker's number.
+    """
+    _, reactor = startedPool(Config(workers=2, listen=()), [])
+    worker, _, _ = reactor.spawned[0]
+    with capturedLogs() as events:
+        worker.outReceived(b"first li")
+        worker.errReceived(b"ne\n\nsecond line\nthi")
+    assert [formatEvent(e) for e in events] == ["worker 1: first line", "worker 1: second line"]
+
+
+def test_deadWorkerStartsAgain() -> None:
+    """
+    A worker that dies is started again RESTART_DELAY seconds later, with
+    the same number.
+    """
+    pool, reactor = startedPool(Config(workers=2, listen=()), [])
+    worker, _, _ = reactor.spawned[0]
+    worker.processEnded(Failure(ProcessTerminated(signal=9)))
+    reactor.advance(RESTART_DELAY)
+    assert len(reactor.spawned) == 2
+    assert reactor.spawned[1][1][3:5] == ["--number", "1"]
+
+
+def test_stopTermsThenKills() -> None:
+    """
+    Stopping the pool sends every worker SIGTERM, SIGKILL to one still
+    running STOP_TIMEOUT seconds later, and does not start them again.
+    """
+    pool, reactor = startedPool(Config(workers=3, listen=()), [])
+    (first, _, _), (second, _, _) = reactor.spawned
+    stopped = pool.stopService()
+    first.processEnded(Failure(ProcessTerminated(signal=15)))
+    reactor.advance(STOP_TIMEOUT)
+    assert first.transport.signals == ["TERM"]
+    assert second.transport.signals == ["TERM", "KILL"]
+    second.processEnded(Failure(ProcessTerminated(signal=9)))
+    assert stopped.called
+    reactor.advance(RESTART_DELAY)
+    assert len(reactor.spawned) == 2
+
+
+def test_acceptOneAtATime() -> None:
+    """
+    A TCP listening port takes one connection per wake-up, even when
+    Twisted sets its burst size; other ports are left alone.
+    """
+    port = tcp.Port(0, ServerFactory(), interface="127.0.0.1")
+    acceptOneAtATime(port)
+    port.numberAccepts = 100
+    assert port.numberAccepts == 1
+    other = FakePort(3)
+    acceptOneAtATime(other)
+    assert type(other) is FakePort
