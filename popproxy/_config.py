@@ -627,6 +627,76 @@ def loadConfig(path: Path) -> Config:
     return parseConfig(text, str(path), path.parent)
 
 
+def _checkEndpoint(
+    source: str, where: str, description: str, builder: Callable[[str], object]
+) -> None:
+    """
+    Build (not connect) the endpoint C{description} with C{builder}.
+    """
+    try:
+        builder(description)
+    except Exception as e:  # endpoint parsers raise many kinds of errors
+        reason = str(e) or type(e).__name__
+        raise ConfigError(f"{source}: {where}: bad endpoint {description!r}: {reason}") from None
+
+
+def _checkUpstreamTls(source: str, where: str, endpoint: str, tls: UpstreamTls) -> None:
+    """
+    Check that the TLS settings C{tls} can work for the upstream C{endpoint}.
+    """
+    try:
+        resolved = resolveUpstreamTls(endpoint, tls)
+    except TlsSettingsError as e:
+        raise ConfigError(f"{source}: {where}: {e}") from None
+    if resolved.caFile is not None and not resolved.caFile.is_file():
+        raise ConfigError(f"{source}: {where}: ca_file {resolved.caFile} is not a file")
+
+
+def _checkUpstreams(config: Config, checkClient: Callable[[str], object]) -> None:
+    """
+    Check every upstream endpoint and its TLS settings.
+    """
+    source = config.source
+    if config.upstream is not None:
+        where = "--upstream" if "upstream" in config.overridden else "[upstream] default"
+        _checkEndpoint(source, where, config.upstream, checkClient)
+        _checkUpstreamTls(source, "[upstream] tls", config.upstream, config.upstreamTls)
+    for number, route in enumerate(config.routes, 1):
+        _checkEndpoint(source, f"[route #{number}] upstream", route.upstream, checkClient)
+        _checkUpstreamTls(source, f"[route #{number}] tls", route.upstream, route.tls)
+    for host, description in config.userHost.allowed.items():
+        where = f"[user_host] allowed.{host}"
+        _checkEndpoint(source, where, description, checkClient)
+        _checkUpstreamTls(source, where, description, config.upstreamTls)
+
+
+def _checkServerTls(config: Config, checkServer: Callable[[str], object]) -> None:
+    """
+    Check the implicit-TLS listeners and that the certificate and key load.
+    """
+    for description in config.tls.listen:
+        _checkEndpoint(config.source, "[tls] listen", description, checkServer)
+    if config.tls.certificate is not None:
+        try:
+            ServerTLS(config.tls.certificate, config.tls.key, minimumVersion(config.tls.minVersion))
+        except (OSError, TlsSettingsError) as e:
+            reason = f"{e.filename}: {e.strerror}" if isinstance(e, OSError) else str(e)
+            raise ConfigError(f"{config.source}: [tls] certificate: {reason}") from None
+
+
+def _checkDemo(config: Config, checkServer: Callable[[str], object]) -> None:
+    """
+    Check the demo upstream's listener and mailbox directory.
+    """
+    if config.demo is None:
+        return
+    _checkEndpoint(config.source, "[demo] listen", config.demo.listen, checkServer)
+    if config.demo.mailbox is not None and not config.demo.mailbox.is_dir():
+        raise ConfigError(
+            f"{config.source}: [demo] mailbox: {config.demo.mailbox} is not a directory"
+        )
+
+
 def checkConfig(
     config: Config,
     checkServer: Callable[[str], object],
@@ -640,53 +710,14 @@ def checkConfig(
         bad one), e.g. C{lambda s: serverFromString(reactor, s)}.
     @param checkClient: the same for client endpoint strings.
     """
-    source = config.source
-
-    def check(where: str, description: str, builder: Callable[[str], object]) -> None:
-        try:
-            builder(description)
-        except Exception as e:  # endpoint parsers raise many kinds of errors
-            reason = str(e) or type(e).__name__
-            raise ConfigError(
-                f"{source}: {where}: bad endpoint {description!r}: {reason}"
-            ) from None
-
+    where = "--listen" if "listen" in config.overridden else "[proxy] listen"
     for description in config.listen:
-        where = "--listen" if "listen" in config.overridden else "[proxy] listen"
-        check(where, description, checkServer)
-
-    def checkTls(where: str, endpoint: str, tls: UpstreamTls) -> None:
-        try:
-            resolved = resolveUpstreamTls(endpoint, tls)
-        except TlsSettingsError as e:
-            raise ConfigError(f"{source}: {where}: {e}") from None
-        if resolved.caFile is not None and not resolved.caFile.is_file():
-            raise ConfigError(f"{source}: {where}: ca_file {resolved.caFile} is not a file")
-
-    if config.upstream is not None:
-        where = "--upstream" if "upstream" in config.overridden else "[upstream] default"
-        check(where, config.upstream, checkClient)
-        checkTls("[upstream] tls", config.upstream, config.upstreamTls)
-    for number, route in enumerate(config.routes, 1):
-        check(f"[route #{number}] upstream", route.upstream, checkClient)
-        checkTls(f"[route #{number}] tls", route.upstream, route.tls)
-    for host, description in config.userHost.allowed.items():
-        check(f"[user_host] allowed.{host}", description, checkClient)
-        checkTls(f"[user_host] allowed.{host}", description, config.upstreamTls)
-    for description in config.tls.listen:
-        check("[tls] listen", description, checkServer)
-    if config.tls.certificate is not None:
-        try:
-            ServerTLS(config.tls.certificate, config.tls.key, minimumVersion(config.tls.minVersion))
-        except (OSError, TlsSettingsError) as e:
-            reason = f"{e.filename}: {e.strerror}" if isinstance(e, OSError) else str(e)
-            raise ConfigError(f"{source}: [tls] certificate: {reason}") from None
-    if config.demo is not None:
-        check("[demo] listen", config.demo.listen, checkServer)
-        if config.demo.mailbox is not None and not config.demo.mailbox.is_dir():
-            raise ConfigError(f"{source}: [demo] mailbox: {config.demo.mailbox} is not a directory")
+        _checkEndpoint(config.source, where, description, checkServer)
+    _checkUpstreams(config, checkClient)
+    _checkServerTls(config, checkServer)
+    _checkDemo(config, checkServer)
     if config.upstream is None and not config.routes and not config.userHost.enabled:
         raise ConfigError(
-            f"{source}: [upstream] default: missing (and no [[route]] or [user_host]); "
+            f"{config.source}: [upstream] default: missing (and no [[route]] or [user_host]); "
             "set it or pass --upstream"
         )
