@@ -294,73 +294,121 @@ def _upstreamTls(table: _Table, base: Path, inherited: UpstreamTls) -> UpstreamT
     )
 
 
-def parseConfig(text: str, source: str = "<config>", base: Path | None = None) -> Config:
+@dataclass(frozen=True)
+class ProxySettings:
     """
-    Turn TOML text into a L{Config}, checking keys and types (not endpoints).
-
-    @param base: the directory relative paths in the file are relative to.
+    The C{[proxy]} table: where clients connect and how sessions behave.
     """
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{source}: not valid TOML: {e}") from None
-    base = base or Path.cwd()
-    known = {"proxy", "upstream", "route", "user_host", "demo", "tls", "chain", "filter"}
-    for key in data:
-        if key not in known:
-            raise ConfigError(f"{source}: [{key}]: unknown section")
 
-    proxy = _Table(source, "proxy", data.get("proxy", {}))
-    listen = proxy.strings("listen", DEFAULT_LISTEN)
-    idleTimeout = proxy.number("idle_timeout", 600.0, minimum=1)
-    maxFailedLogins = proxy.integer("max_failed_logins", 3, minimum=1)
-    loginFailureDelay = proxy.number("login_failure_delay", 1.0, minimum=0)
-    workers = proxy.integer("workers", 1, minimum=1)
+    listen: tuple[str, ...] = DEFAULT_LISTEN
+    idleTimeout: float = 600.0
+    maxFailedLogins: int = 3
+    loginFailureDelay: float = 1.0
+    workers: int = 1
+
+
+@dataclass(frozen=True)
+class UpstreamSettings:
+    """
+    The C{[upstream]} table: the default upstream and how to reach upstreams.
+    """
+
+    default: str | None = None
+    tls: UpstreamTls = UpstreamTls()
+    connectTimeout: float = 30.0
+    responseTimeout: float = 120.0
+
+
+#: The top-level tables a configuration file may have.
+SECTIONS = ("proxy", "upstream", "route", "user_host", "demo", "tls", "chain", "filter")
+
+
+def readProxy(source: str, data: Any) -> ProxySettings:
+    """
+    Read the C{[proxy]} table.
+    """
+    proxy = _Table(source, "proxy", data)
+    settings = ProxySettings(
+        listen=proxy.strings("listen", DEFAULT_LISTEN),
+        idleTimeout=proxy.number("idle_timeout", 600.0, minimum=1),
+        maxFailedLogins=proxy.integer("max_failed_logins", 3, minimum=1),
+        loginFailureDelay=proxy.number("login_failure_delay", 1.0, minimum=0),
+        workers=proxy.integer("workers", 1, minimum=1),
+    )
     proxy.finish()
+    return settings
 
-    upstreamTable = _Table(source, "upstream", data.get("upstream", {}))
-    upstream = upstreamTable.string("default")
-    upstreamTls = _upstreamTls(upstreamTable, base, UpstreamTls())
-    connectTimeout = upstreamTable.number("connect_timeout", 30.0, minimum=0.1)
-    responseTimeout = upstreamTable.number("response_timeout", 120.0, minimum=0.1)
-    upstreamTable.finish()
 
-    routeList = data.get("route", [])
-    if not isinstance(routeList, list):
+def readUpstream(source: str, data: Any, base: Path) -> UpstreamSettings:
+    """
+    Read the C{[upstream]} table.
+    """
+    table = _Table(source, "upstream", data)
+    settings = UpstreamSettings(
+        default=table.string("default"),
+        tls=_upstreamTls(table, base, UpstreamTls()),
+        connectTimeout=table.number("connect_timeout", 30.0, minimum=0.1),
+        responseTimeout=table.number("response_timeout", 120.0, minimum=0.1),
+    )
+    table.finish()
+    return settings
+
+
+def _readRoute(source: str, number: int, entry: Any, base: Path, tls: UpstreamTls) -> DomainRoute:
+    """
+    Read one C{[[route]]} entry (domain lower-cased, not yet checked for
+    duplicates); unset TLS keys are inherited from C{tls}.
+    """
+    table = _Table(source, f"route #{number}", entry)
+    domain = table.string("domain")
+    target = table.string("upstream")
+    login = table.string("login", "keep")
+    routeTls = _upstreamTls(table, base, tls)
+    table.finish()
+    if not domain:
+        raise ConfigError(f"{source}: [route #{number}] domain: missing")
+    if not target:
+        raise ConfigError(f"{source}: [route #{number}] upstream: missing")
+    if login not in LOGIN_REWRITES:
+        raise ConfigError(
+            f"{source}: [route #{number}] login: must be one of "
+            f"{', '.join(LOGIN_REWRITES)}, not {login!r}"
+        )
+    domain = domain.lower()
+    if "@" in domain:
+        raise ConfigError(
+            f"{source}: [route #{number}] domain: write {domain.lstrip('@')!r}, without @"
+        )
+    return DomainRoute(domain, target, login, routeTls)
+
+
+def readRoutes(source: str, data: Any, base: Path, tls: UpstreamTls) -> tuple[DomainRoute, ...]:
+    """
+    Read the C{[[route]]} array; C{tls} is the C{[upstream]} TLS settings
+    every route inherits.
+    """
+    if not isinstance(data, list):
         raise ConfigError(f"{source}: [[route]] must be an array of tables")
-    routes = []
+    routes: list[DomainRoute] = []
     seen: set[str] = set()
-    for number, entry in enumerate(routeList, 1):
-        table = _Table(source, f"route #{number}", entry)
-        domain = table.string("domain")
-        target = table.string("upstream")
-        login = table.string("login", "keep")
-        routeTls = _upstreamTls(table, base, upstreamTls)
-        table.finish()
-        if not domain:
-            raise ConfigError(f"{source}: [route #{number}] domain: missing")
-        if not target:
-            raise ConfigError(f"{source}: [route #{number}] upstream: missing")
-        if login not in LOGIN_REWRITES:
-            raise ConfigError(
-                f"{source}: [route #{number}] login: must be one of "
-                f"{', '.join(LOGIN_REWRITES)}, not {login!r}"
-            )
-        domain = domain.lower()
-        if "@" in domain:
-            raise ConfigError(
-                f"{source}: [route #{number}] domain: write {domain.lstrip('@')!r}, without @"
-            )
-        if domain in seen:
-            raise ConfigError(f"{source}: [route #{number}] domain: {domain!r} routed twice")
-        seen.add(domain)
-        routes.append(DomainRoute(domain, target, login, routeTls))
+    for number, entry in enumerate(data, 1):
+        route = _readRoute(source, number, entry, base, tls)
+        if route.domain in seen:
+            raise ConfigError(f"{source}: [route #{number}] domain: {route.domain!r} routed twice")
+        seen.add(route.domain)
+        routes.append(route)
+    return tuple(routes)
 
-    userHostTable = _Table(source, "user_host", data.get("user_host", {}))
-    enabled = userHostTable.boolean("enabled", False)
-    separators = userHostTable.strings("separators", ("@", "#"))
-    allowed = userHostTable.table("allowed")
-    userHostTable.finish()
+
+def readUserHost(source: str, data: Any) -> UserHostRouting:
+    """
+    Read the C{[user_host]} table.
+    """
+    table = _Table(source, "user_host", data)
+    enabled = table.boolean("enabled", False)
+    separators = table.strings("separators", ("@", "#"))
+    allowed = table.table("allowed")
+    table.finish()
     for separator in separators:
         if len(separator) != 1:
             raise ConfigError(
@@ -373,131 +421,194 @@ def parseConfig(text: str, source: str = "<config>", base: Path | None = None) -
             )
     if enabled and not allowed:
         raise ConfigError(f"{source}: [user_host] allowed: enabled but no host is allowed")
-    userHost = UserHostRouting(
+    return UserHostRouting(
         enabled, separators, {host.lower(): target for host, target in allowed.items()}
     )
 
-    demo = None
-    if "demo" in data:
-        demoTable = _Table(source, "demo", data["demo"])
-        enabledDemo = demoTable.boolean("enabled", True)
-        demoListen = demoTable.string("listen", DemoConfig.listen)
-        demoUser = demoTable.string("user", DemoConfig.user)
-        demoPassword = demoTable.string("password", DemoConfig.password)
-        mailbox = demoTable.string("mailbox")
-        demoTable.finish()
-        if enabledDemo:
-            demo = DemoConfig(
-                demoListen, demoUser, demoPassword, (base / mailbox) if mailbox else None
-            )
 
-    tlsTable = _Table(source, "tls", data.get("tls", {}))
-    certificate = tlsTable.string("certificate")
-    key = tlsTable.string("key")
-    minVersion = tlsTable.string("min_version", "1.2")
-    require = tlsTable.string("require", "auto")
-    tlsListen = tlsTable.strings("listen", ())
-    tlsTable.finish()
+def readDemo(source: str, data: Any, base: Path) -> DemoConfig | None:
+    """
+    Read the C{[demo]} table (C{None}: absent or disabled).
+    """
+    if data is None:
+        return None
+    table = _Table(source, "demo", data)
+    enabled = table.boolean("enabled", True)
+    listen = table.string("listen", DemoConfig.listen)
+    user = table.string("user", DemoConfig.user)
+    password = table.string("password", DemoConfig.password)
+    mailbox = table.string("mailbox")
+    table.finish()
+    if not enabled:
+        return None
+    return DemoConfig(listen, user, password, (base / mailbox) if mailbox else None)
+
+
+def readTls(source: str, data: Any, base: Path) -> TlsConfig:
+    """
+    Read the C{[tls]} table (TLS towards clients).
+    """
+    table = _Table(source, "tls", data)
+    certificate = table.string("certificate")
+    key = table.string("key")
+    minVersion = table.string("min_version", "1.2")
+    require = table.string("require", "auto")
+    listen = table.strings("listen", ())
+    table.finish()
     if minVersion not in ("1.2", "1.3"):
         raise ConfigError(f'{source}: [tls] min_version: must be "1.2" or "1.3"')
     if require not in REQUIRE_TLS:
         raise ConfigError(
             f"{source}: [tls] require: must be one of {', '.join(REQUIRE_TLS)}, not {require!r}"
         )
-    if (tlsListen or key) and not certificate:
+    if (listen or key) and not certificate:
         raise ConfigError(f"{source}: [tls] certificate: missing")
-    tls = TlsConfig(
+    return TlsConfig(
         certificate=(base / certificate) if certificate else None,
         key=(base / key) if key else None,
         minVersion=minVersion,
         require=require,
-        listen=tlsListen,
+        listen=listen,
     )
 
-    chainTable = _Table(source, "chain", data.get("chain", {}))
-    pluginDirs = chainTable.strings("plugin_dirs", ("plugins",))
-    quarantine = chainTable.string("quarantine")
-    top = chainTable.string("top", "full")
-    threadThreshold = chainTable.integer("thread_threshold", 64 * 1024, minimum=0)
-    keepaliveAfter = chainTable.number("keepalive_after", 20.0, minimum=0)
-    keepaliveInterval = chainTable.number("keepalive_interval", 5.0, minimum=0.05)
-    cacheBytes = chainTable.integer("cache_bytes", 1024 * 1024, minimum=0)
-    spoolThreshold = chainTable.integer("spool_threshold", 4 * 1024 * 1024, minimum=0)
-    maxSize = chainTable.integer("max_size", 100 * 1024 * 1024, minimum=0)
-    oversize = chainTable.string("oversize", "deliver")
+
+def _readParseLimits(table: _Table) -> ParseLimits:
+    """
+    Read the parse-limit keys of the C{[chain]} table (see L{LIMIT_KEYS}).
+    """
     defaults = ParseLimits()
-    limits = ParseLimits(
+    return ParseLimits(
         **{
-            attribute: chainTable.integer(
+            attribute: table.integer(
                 key, getattr(defaults, attribute), minimum=0 if attribute == "maxDepth" else 1
             )
             for attribute, key in LIMIT_KEYS.items()
         }
     )
-    # A filter gateway must not be bypassed by padding a message past a
-    # limit: with a quarantine to keep the original, that is the default.
-    overLimits = chainTable.string("over_limits", "quarantine" if quarantine else "deliver")
-    chainTable.finish()
-    if overLimits not in OVER_LIMITS:
+
+
+def _checkChain(source: str, chain: ChainConfig) -> None:
+    """
+    Check the C{[chain]} choices that are words, once every key is read.
+    """
+    if chain.overLimits not in OVER_LIMITS:
         raise ConfigError(f"{source}: [chain] over_limits: must be deliver or quarantine")
-    if overLimits == "quarantine" and not quarantine:
+    if chain.overLimits == "quarantine" and chain.quarantine is None:
         raise ConfigError(
             f"{source}: [chain] over_limits: quarantine needs [chain] quarantine to be set"
         )
-    if oversize not in ("deliver", "tempfail"):
+    if chain.oversize not in ("deliver", "tempfail"):
         raise ConfigError(f"{source}: [chain] oversize: must be deliver or tempfail")
-    if top not in TOP_MODES:
+    if chain.top not in TOP_MODES:
         raise ConfigError(f"{source}: [chain] top: must be one of {', '.join(TOP_MODES)}")
+
+
+def readChain(source: str, data: Any, base: Path) -> ChainConfig:
+    """
+    Read the C{[chain]} table, its parse limits included.
+    """
+    table = _Table(source, "chain", data)
+    pluginDirs = table.strings("plugin_dirs", ("plugins",))
+    quarantine = table.string("quarantine")
     chain = ChainConfig(
         pluginDirs=tuple(base / directory for directory in pluginDirs),
         quarantine=(base / quarantine) if quarantine else None,
-        top=top,
-        threadThreshold=threadThreshold,
-        keepaliveAfter=keepaliveAfter,
-        keepaliveInterval=keepaliveInterval,
-        cacheBytes=cacheBytes,
-        spoolThreshold=spoolThreshold,
-        maxSize=maxSize,
-        oversize=oversize,
-        limits=limits,
-        overLimits=overLimits,
+        top=table.string("top", "full"),
+        threadThreshold=table.integer("thread_threshold", 64 * 1024, minimum=0),
+        keepaliveAfter=table.number("keepalive_after", 20.0, minimum=0),
+        keepaliveInterval=table.number("keepalive_interval", 5.0, minimum=0.05),
+        cacheBytes=table.integer("cache_bytes", 1024 * 1024, minimum=0),
+        spoolThreshold=table.integer("spool_threshold", 4 * 1024 * 1024, minimum=0),
+        maxSize=table.integer("max_size", 100 * 1024 * 1024, minimum=0),
+        oversize=table.string("oversize", "deliver"),
+        limits=_readParseLimits(table),
+        # A filter gateway must not be bypassed by padding a message past a
+        # limit: with a quarantine to keep the original, that is the default.
+        overLimits=table.string("over_limits", "quarantine" if quarantine else "deliver"),
     )
-    filterList = data.get("filter", [])
-    if not isinstance(filterList, list):
-        raise ConfigError(f"{source}: [[filter]] must be an array of tables")
-    filters = []
-    for number, entry in enumerate(filterList, 1):
-        table = _Table(source, f"filter #{number}", entry)
-        plugin = table.string("plugin")
-        name = table.string("name")
-        timeout = table.number("timeout", 30.0, minimum=0.001)
-        onError = table.string("on_error", "tempfail")
-        settings = table.table("settings")
-        table.finish()
-        if not plugin:
-            raise ConfigError(f"{source}: [filter #{number}] plugin: missing")
-        if onError not in ON_ERROR:
-            raise ConfigError(
-                f"{source}: [filter #{number}] on_error: must be one of {', '.join(ON_ERROR)}"
-            )
-        filters.append(FilterConfig(plugin, name, timeout, onError, settings))
+    table.finish()
+    _checkChain(source, chain)
+    return chain
 
+
+def _readFilter(source: str, number: int, entry: Any) -> FilterConfig:
+    """
+    Read one C{[[filter]]} entry.
+    """
+    table = _Table(source, f"filter #{number}", entry)
+    plugin = table.string("plugin")
+    name = table.string("name")
+    timeout = table.number("timeout", 30.0, minimum=0.001)
+    onError = table.string("on_error", "tempfail")
+    settings = table.table("settings")
+    table.finish()
+    if not plugin:
+        raise ConfigError(f"{source}: [filter #{number}] plugin: missing")
+    if onError not in ON_ERROR:
+        raise ConfigError(
+            f"{source}: [filter #{number}] on_error: must be one of {', '.join(ON_ERROR)}"
+        )
+    return FilterConfig(plugin, name, timeout, onError, settings)
+
+
+def readFilters(source: str, data: Any) -> tuple[FilterConfig, ...]:
+    """
+    Read the C{[[filter]]} array, in chain order.
+    """
+    if not isinstance(data, list):
+        raise ConfigError(f"{source}: [[filter]] must be an array of tables")
+    return tuple(_readFilter(source, number, entry) for number, entry in enumerate(data, 1))
+
+
+def _loadToml(text: str, source: str) -> dict[str, Any]:
+    """
+    Parse TOML text, refusing unknown top-level sections.
+    """
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source}: not valid TOML: {e}") from None
+    for key in data:
+        if key not in SECTIONS:
+            raise ConfigError(f"{source}: [{key}]: unknown section")
+    return data
+
+
+def parseConfig(text: str, source: str = "<config>", base: Path | None = None) -> Config:
+    """
+    Turn TOML text into a L{Config}, checking keys and types (not endpoints).
+
+    Each table has its own reader; they run in the order of L{SECTIONS}, so
+    with several mistakes the same one is reported first every time.
+
+    @param base: the directory relative paths in the file are relative to.
+    """
+    data = _loadToml(text, source)
+    base = base or Path.cwd()
+    proxy = readProxy(source, data.get("proxy", {}))
+    upstream = readUpstream(source, data.get("upstream", {}), base)
+    routes = readRoutes(source, data.get("route", []), base, upstream.tls)
+    userHost = readUserHost(source, data.get("user_host", {}))
+    demo = readDemo(source, data.get("demo"), base)
+    tls = readTls(source, data.get("tls", {}), base)
+    chain = readChain(source, data.get("chain", {}), base)
+    filters = readFilters(source, data.get("filter", []))
     return Config(
         source=source,
         base=base,
-        filters=tuple(filters),
+        filters=filters,
         chain=chain,
         tls=tls,
-        listen=listen,
-        idleTimeout=idleTimeout,
-        maxFailedLogins=maxFailedLogins,
-        loginFailureDelay=loginFailureDelay,
-        workers=workers,
-        upstream=upstream,
-        upstreamTls=upstreamTls,
-        connectTimeout=connectTimeout,
-        responseTimeout=responseTimeout,
-        routes=tuple(routes),
+        listen=proxy.listen,
+        idleTimeout=proxy.idleTimeout,
+        maxFailedLogins=proxy.maxFailedLogins,
+        loginFailureDelay=proxy.loginFailureDelay,
+        workers=proxy.workers,
+        upstream=upstream.default,
+        upstreamTls=upstream.tls,
+        connectTimeout=upstream.connectTimeout,
+        responseTimeout=upstream.responseTimeout,
+        routes=routes,
         userHost=userHost,
         demo=demo,
     )
@@ -516,6 +627,76 @@ def loadConfig(path: Path) -> Config:
     return parseConfig(text, str(path), path.parent)
 
 
+def _checkEndpoint(
+    source: str, where: str, description: str, builder: Callable[[str], object]
+) -> None:
+    """
+    Build (not connect) the endpoint C{description} with C{builder}.
+    """
+    try:
+        builder(description)
+    except Exception as e:  # endpoint parsers raise many kinds of errors
+        reason = str(e) or type(e).__name__
+        raise ConfigError(f"{source}: {where}: bad endpoint {description!r}: {reason}") from None
+
+
+def _checkUpstreamTls(source: str, where: str, endpoint: str, tls: UpstreamTls) -> None:
+    """
+    Check that the TLS settings C{tls} can work for the upstream C{endpoint}.
+    """
+    try:
+        resolved = resolveUpstreamTls(endpoint, tls)
+    except TlsSettingsError as e:
+        raise ConfigError(f"{source}: {where}: {e}") from None
+    if resolved.caFile is not None and not resolved.caFile.is_file():
+        raise ConfigError(f"{source}: {where}: ca_file {resolved.caFile} is not a file")
+
+
+def _checkUpstreams(config: Config, checkClient: Callable[[str], object]) -> None:
+    """
+    Check every upstream endpoint and its TLS settings.
+    """
+    source = config.source
+    if config.upstream is not None:
+        where = "--upstream" if "upstream" in config.overridden else "[upstream] default"
+        _checkEndpoint(source, where, config.upstream, checkClient)
+        _checkUpstreamTls(source, "[upstream] tls", config.upstream, config.upstreamTls)
+    for number, route in enumerate(config.routes, 1):
+        _checkEndpoint(source, f"[route #{number}] upstream", route.upstream, checkClient)
+        _checkUpstreamTls(source, f"[route #{number}] tls", route.upstream, route.tls)
+    for host, description in config.userHost.allowed.items():
+        where = f"[user_host] allowed.{host}"
+        _checkEndpoint(source, where, description, checkClient)
+        _checkUpstreamTls(source, where, description, config.upstreamTls)
+
+
+def _checkServerTls(config: Config, checkServer: Callable[[str], object]) -> None:
+    """
+    Check the implicit-TLS listeners and that the certificate and key load.
+    """
+    for description in config.tls.listen:
+        _checkEndpoint(config.source, "[tls] listen", description, checkServer)
+    if config.tls.certificate is not None:
+        try:
+            ServerTLS(config.tls.certificate, config.tls.key, minimumVersion(config.tls.minVersion))
+        except (OSError, TlsSettingsError) as e:
+            reason = f"{e.filename}: {e.strerror}" if isinstance(e, OSError) else str(e)
+            raise ConfigError(f"{config.source}: [tls] certificate: {reason}") from None
+
+
+def _checkDemo(config: Config, checkServer: Callable[[str], object]) -> None:
+    """
+    Check the demo upstream's listener and mailbox directory.
+    """
+    if config.demo is None:
+        return
+    _checkEndpoint(config.source, "[demo] listen", config.demo.listen, checkServer)
+    if config.demo.mailbox is not None and not config.demo.mailbox.is_dir():
+        raise ConfigError(
+            f"{config.source}: [demo] mailbox: {config.demo.mailbox} is not a directory"
+        )
+
+
 def checkConfig(
     config: Config,
     checkServer: Callable[[str], object],
@@ -529,53 +710,14 @@ def checkConfig(
         bad one), e.g. C{lambda s: serverFromString(reactor, s)}.
     @param checkClient: the same for client endpoint strings.
     """
-    source = config.source
-
-    def check(where: str, description: str, builder: Callable[[str], object]) -> None:
-        try:
-            builder(description)
-        except Exception as e:  # endpoint parsers raise many kinds of errors
-            reason = str(e) or type(e).__name__
-            raise ConfigError(
-                f"{source}: {where}: bad endpoint {description!r}: {reason}"
-            ) from None
-
+    where = "--listen" if "listen" in config.overridden else "[proxy] listen"
     for description in config.listen:
-        where = "--listen" if "listen" in config.overridden else "[proxy] listen"
-        check(where, description, checkServer)
-
-    def checkTls(where: str, endpoint: str, tls: UpstreamTls) -> None:
-        try:
-            resolved = resolveUpstreamTls(endpoint, tls)
-        except TlsSettingsError as e:
-            raise ConfigError(f"{source}: {where}: {e}") from None
-        if resolved.caFile is not None and not resolved.caFile.is_file():
-            raise ConfigError(f"{source}: {where}: ca_file {resolved.caFile} is not a file")
-
-    if config.upstream is not None:
-        where = "--upstream" if "upstream" in config.overridden else "[upstream] default"
-        check(where, config.upstream, checkClient)
-        checkTls("[upstream] tls", config.upstream, config.upstreamTls)
-    for number, route in enumerate(config.routes, 1):
-        check(f"[route #{number}] upstream", route.upstream, checkClient)
-        checkTls(f"[route #{number}] tls", route.upstream, route.tls)
-    for host, description in config.userHost.allowed.items():
-        check(f"[user_host] allowed.{host}", description, checkClient)
-        checkTls(f"[user_host] allowed.{host}", description, config.upstreamTls)
-    for description in config.tls.listen:
-        check("[tls] listen", description, checkServer)
-    if config.tls.certificate is not None:
-        try:
-            ServerTLS(config.tls.certificate, config.tls.key, minimumVersion(config.tls.minVersion))
-        except (OSError, TlsSettingsError) as e:
-            reason = f"{e.filename}: {e.strerror}" if isinstance(e, OSError) else str(e)
-            raise ConfigError(f"{source}: [tls] certificate: {reason}") from None
-    if config.demo is not None:
-        check("[demo] listen", config.demo.listen, checkServer)
-        if config.demo.mailbox is not None and not config.demo.mailbox.is_dir():
-            raise ConfigError(f"{source}: [demo] mailbox: {config.demo.mailbox} is not a directory")
+        _checkEndpoint(config.source, where, description, checkServer)
+    _checkUpstreams(config, checkClient)
+    _checkServerTls(config, checkServer)
+    _checkDemo(config, checkServer)
     if config.upstream is None and not config.routes and not config.userHost.enabled:
         raise ConfigError(
-            f"{source}: [upstream] default: missing (and no [[route]] or [user_host]); "
+            f"{config.source}: [upstream] default: missing (and no [[route]] or [user_host]); "
             "set it or pass --upstream"
         )

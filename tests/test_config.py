@@ -19,17 +19,31 @@ from twisted.python.usage import UsageError
 
 from popproxy._config import (
     DEFAULT_LISTEN,
+    SECTIONS,
     ChainConfig,
     Config,
     ConfigError,
     DemoConfig,
     DomainRoute,
+    FilterConfig,
+    ProxySettings,
+    TlsConfig,
+    UpstreamSettings,
     UserHostRouting,
     checkConfig,
     loadConfig,
     parseConfig,
+    readChain,
+    readDemo,
+    readFilters,
+    readProxy,
+    readRoutes,
+    readTls,
+    readUpstream,
+    readUserHost,
 )
 from popproxy._routing import NoRoute, Router
+from popproxy._tls import UpstreamTls
 from popproxy.message import ParseLimits
 from popproxy.tap import Options, buildConfig
 
@@ -1021,3 +1035,109 @@ def test_parseLimitKeyErrors(text: str, fragments: tuple[str, ...]) -> None:
     assert "\n" not in message
     for fragment in fragments:
         assert fragment in message
+
+
+# Each TOML table has its own reader returning its own frozen value.
+
+
+def test_readersGiveDefaultsForEmptyTables() -> None:
+    """
+    Every reader, given an empty (absent) table, returns the same defaults
+    L{Config} has, so parseConfig of an empty file is their composition.
+    """
+    base = Path("/srv")
+    assert readProxy(SOURCE, {}) == ProxySettings()
+    assert readUpstream(SOURCE, {}, base) == UpstreamSettings()
+    assert readRoutes(SOURCE, [], base, UpstreamTls()) == ()
+    assert readUserHost(SOURCE, {}) == UserHostRouting()
+    assert readDemo(SOURCE, None, base) is None
+    assert readTls(SOURCE, {}, base) == TlsConfig()
+    assert readChain(SOURCE, {}, base) == ChainConfig(pluginDirs=(base / "plugins",))
+    assert readFilters(SOURCE, []) == ()
+    empty = parseConfig("", SOURCE, base)
+    assert (empty.listen, empty.idleTimeout, empty.workers) == (
+        ProxySettings().listen,
+        ProxySettings().idleTimeout,
+        ProxySettings().workers,
+    )
+    assert empty.upstream is None and empty.upstreamTls == UpstreamSettings().tls
+
+
+def test_readProxyIsItsOwnValue() -> None:
+    """
+    L{readProxy} reads only C{[proxy]} keys into a frozen L{ProxySettings}.
+    """
+    settings = readProxy(SOURCE, {"listen": "tcp:110", "workers": 2, "idle_timeout": 30})
+    assert settings == ProxySettings(listen=("tcp:110",), idleTimeout=30.0, workers=2)
+    with pytest.raises(ConfigError, match=r"\[proxy\] upstream: unknown key"):
+        readProxy(SOURCE, {"upstream": "tcp:pop:110"})
+
+
+def test_readRoutesInheritsUpstreamTls() -> None:
+    """
+    Routes inherit the TLS settings they are given (those of C{[upstream]})
+    for the keys they do not set, and relative paths resolve against base.
+    """
+    inherited = UpstreamTls(mode="implicit", verify=False)
+    routes = readRoutes(
+        SOURCE,
+        [{"domain": "Corp.Example", "upstream": "tcp:a:995", "ca_file": "ca.pem"}],
+        Path("/srv"),
+        inherited,
+    )
+    assert routes == (
+        DomainRoute(
+            "corp.example",
+            "tcp:a:995",
+            "keep",
+            UpstreamTls(mode="implicit", verify=False, caFile=Path("/srv/ca.pem")),
+        ),
+    )
+
+
+def test_readDemoDisabledIsNone() -> None:
+    """
+    A C{[demo]} table with C{enabled = false} reads as no demo, yet its
+    keys are still checked.
+    """
+    assert readDemo(SOURCE, {"enabled": False}, Path("/srv")) is None
+    with pytest.raises(ConfigError, match=r"\[demo\] port: unknown key"):
+        readDemo(SOURCE, {"enabled": False, "port": 1}, Path("/srv"))
+
+
+def test_readChainOverLimitsFollowsQuarantine() -> None:
+    """
+    L{readChain} defaults C{over_limits} to quarantine exactly when a
+    quarantine directory is set, and reads the parse limits with it.
+    """
+    chain = readChain(SOURCE, {"quarantine": "q", "max_parts": 5}, Path("/srv"))
+    assert chain.quarantine == Path("/srv/q")
+    assert chain.overLimits == "quarantine"
+    assert chain.limits == ParseLimits(maxParts=5)
+    assert readChain(SOURCE, {}, Path("/srv")).overLimits == "deliver"
+
+
+def test_readFiltersInOrder() -> None:
+    """
+    L{readFilters} returns one L{FilterConfig} per entry, in chain order.
+    """
+    filters = readFilters(SOURCE, [{"plugin": "a"}, {"plugin": "b", "on_error": "deliver"}])
+    assert filters == (FilterConfig("a"), FilterConfig("b", onError="deliver"))
+
+
+def test_sectionsAreTheKnownTables() -> None:
+    """
+    Every table with a reader is a known section; anything else is refused.
+    """
+    assert set(SECTIONS) == {
+        "proxy",
+        "upstream",
+        "route",
+        "user_host",
+        "demo",
+        "tls",
+        "chain",
+        "filter",
+    }
+    with pytest.raises(ConfigError, match=r"\[proxies\]: unknown section"):
+        parseConfig("[proxies]\n", SOURCE)
