@@ -18,7 +18,9 @@ so no client stores a truncated message as complete.
 What one filtered RETR or TOP delivers is decided by
 L{popproxy._retrievalflow.RetrievalFlow}, which asks the upstream through
 L{popproxy._upstreamlink.UpstreamLink}; the session's send step
-(C{_sendDelivery}) is the only place that dot-stuffs and writes it.
+(C{_sendDelivery}) is the only place that dot-stuffs and writes it.  The
+commands that answer from what the upstream said (login steps, CAPA, and
+STAT, LIST, DELE, QUIT) are C{async} methods awaiting the same link.
 """
 
 from __future__ import annotations
