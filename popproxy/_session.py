@@ -18,7 +18,9 @@ so no client stores a truncated message as complete.
 What one filtered RETR or TOP delivers is decided by
 L{popproxy._retrievalflow.RetrievalFlow}, which asks the upstream through
 L{popproxy._upstreamlink.UpstreamLink}; the session's send step
-(C{_sendDelivery}) is the only place that dot-stuffs and writes it.
+(C{_sendDelivery}) is the only place that dot-stuffs and writes it.  The
+commands that answer from what the upstream said (login steps, CAPA, and
+STAT, LIST, DELE, QUIT) are C{async} methods awaiting the same link.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import functools
 import itertools
 import re
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred
@@ -177,19 +179,15 @@ class _Relay:
     Relays one upstream response to the client as it arrives.
 
     @ivar onStatus: called with the status line before it is relayed.
-    @ivar onFinished: called instead of the session's C{_commandDone} once
-        the response is complete.
     """
 
     def __init__(
         self,
         session: ClientSession,
         onStatus: Callable[[StatusLine], None] | None = None,
-        onFinished: Callable[[], None] | None = None,
     ) -> None:
         self._session = session
         self._onStatus = onStatus
-        self._onFinished = onFinished or session._commandDone
         self._statusLine = b""
         self.inBody = False
 
@@ -212,7 +210,7 @@ class _Relay:
             self._session._write(self._statusLine)
             self._statusLine = b""
         self.inBody = False
-        self._onFinished()
+        self._session._commandDone()
 
 
 class _UidRecorder(_Relay):
@@ -243,31 +241,6 @@ class _UidRecorder(_Relay):
             self._mailbox.noteUidListing(b"".join(self._body))
         self._body = []
         super().responseFinished()
-
-
-class _Collect:
-    """
-    Collects one whole upstream response, then hands it to a callback.
-    """
-
-    def __init__(self, done: Callable[[StatusLine, bytes], None]) -> None:
-        self._done = done
-        self._status: StatusLine | None = None
-        self._parts: list[bytes] = []
-        self.inBody = False
-
-    def statusReceived(self, status: StatusLine) -> None:
-        self._status = status
-
-    def bodyReceived(self, data: bytes) -> None:
-        self._parts.append(data)
-
-    def responseFinished(self) -> None:
-        assert self._status is not None
-        body = b"".join(self._parts)
-        self._parts = []
-        # The last piece ends with the terminating ".\r\n" line.
-        self._done(self._status, body[:-3] if self._status.ok and body else b"")
 
 
 class ClientSession(Protocol, TimeoutMixin):
@@ -301,7 +274,7 @@ class ClientSession(Protocol, TimeoutMixin):
         self._connecting: Deferred[UpstreamConnection] | None = None
         self._connectingAddress: UpstreamTarget | None = None
         self._waiters: list[Deferred[UpstreamConnection]] = []
-        self._handler: _Relay | _Collect | Spool | Collector | None = None
+        self._handler: _Relay | Spool | Collector | None = None
         self._link = UpstreamLink(self._relay)
         self._throttled = False
         self._sasl = SaslServer()
@@ -490,7 +463,7 @@ class ClientSession(Protocol, TimeoutMixin):
         self,
         line: bytes,
         multiLine: bool = False,
-        handler: _Relay | _Collect | Spool | Collector | None = None,
+        handler: _Relay | Spool | Collector | None = None,
     ) -> None:
         """
         Send C{line} upstream and relay the response to the client.
@@ -505,6 +478,18 @@ class ClientSession(Protocol, TimeoutMixin):
         self._busy = True
         self._handler = handler or _Relay(self)
         upstream.sendCommand(line, multiLine, self._handler)
+
+    def _run(self, exchange: Coroutine[Deferred[object], object, None]) -> None:
+        """
+        Run one command's exchange with the upstream (an C{async} method
+        that awaits L{UpstreamLink} requests) up to its first request now,
+        and on as each answer arrives.
+        """
+        Deferred.fromCoroutine(exchange).addErrback(self._exchangeBroke)
+
+    def _exchangeBroke(self, failure: Failure) -> None:
+        self.log.failure("session {session}: command failed", failure, session=self.sessionId)
+        self._end("command failed", b"-ERR [SYS/TEMP] the command failed\r\n")
 
     def _end(self, why: str, lastWords: bytes = b"") -> None:
         """
@@ -674,14 +659,19 @@ class ClientSession(Protocol, TimeoutMixin):
         # An upstream that cannot be reached still gets the client an answer:
         # the proxy's own list.
         self._withUpstream(
-            address,
-            lambda upstream: self._relay(b"CAPA", True, _Collect(self._capabilitiesReceived)),
-            lambda: self._sendCapabilities(None),
+            address, self._relayCapabilities, functools.partial(self._sendCapabilities, None)
         )
 
-    def _capabilitiesReceived(self, status: StatusLine, body: bytes) -> None:
-        self._sendCapabilities(UpstreamCapabilities.fromResponse(status, body))
+    def _relayCapabilities(self, upstream: UpstreamConnection) -> None:
+        self._run(self._capabilities())
+
+    async def _capabilities(self) -> None:
+        self._sendCapabilities(await self._upstreamCapabilities())
         self._commandDone()
+
+    async def _upstreamCapabilities(self) -> UpstreamCapabilities:
+        status, body = await self._link.longCommand(b"CAPA")
+        return UpstreamCapabilities.fromResponse(status, body)
 
     def _sendCapabilities(self, upstream: UpstreamCapabilities | None) -> None:
         """
@@ -776,31 +766,22 @@ class ClientSession(Protocol, TimeoutMixin):
     def _sendUser(
         self, login: str, route: Route, user: LoginCommands, upstream: UpstreamConnection
     ) -> None:
-        self._relay(
-            user.lines[0], False, _Collect(functools.partial(self._userAnswered, login, route))
-        )
+        self._run(self._user(login, route, user.lines[0]))
 
-    def _userAnswered(self, login: str, route: Route, status: StatusLine, body: bytes) -> None:
+    async def _user(self, login: str, route: Route, line: bytes) -> None:
+        status = await self._link.shortCommand(line)
         if status.ok:
             self._pendingLogin = PendingPass(login, route)
             self._reply(status.line)
-            self._commandDone()
-            return
         # An upstream may offer SASL only (no USER in its CAPA): then PASS
         # can still log in, with AUTH PLAIN.
-        collect = _Collect(functools.partial(self._userRefusedCapabilities, login, route, status))
-        self._relay(b"CAPA", True, collect)
-
-    def _userRefusedCapabilities(
-        self, login: str, route: Route, refusal: StatusLine, status: StatusLine, body: bytes
-    ) -> None:
-        if passAsPlain(UpstreamCapabilities.fromResponse(status, body)):
+        elif passAsPlain(await self._upstreamCapabilities()):
             # The upstream refused USER and offers only SASL PLAIN: PASS
             # logs in with AUTH PLAIN instead (RFC 5034).
             self._pendingLogin = PendingPass(login, route, asPlain=True)
             self._reply(b"+OK send PASS (the mail server takes it as AUTH PLAIN)")
         else:
-            self._reply(refusal.line)
+            self._reply(status.line)
         self._commandDone()
 
     def do_PASS(self, arguments: bytes) -> None:
@@ -820,11 +801,11 @@ class ClientSession(Protocol, TimeoutMixin):
         if isinstance(plan, LoginRefusal):
             self._refuseLogin(login, plan)
         elif isinstance(plan, LoginCommands):
-            self._sendLogin(login, route, plan.lines)
+            self._run(self._logIn(login, route, plan.lines))
         else:
             raise AssertionError(f"a login plan still needs capabilities: {plan!r}")
 
-    def _sendLogin(self, login: str, route: Route, lines: tuple[bytes, ...]) -> None:
+    async def _logIn(self, login: str, route: Route, lines: tuple[bytes, ...]) -> None:
         """
         Send login lines upstream in turn, each after the previous one was
         accepted (C{+OK} or a SASL continuation); the last answer, or the
@@ -833,16 +814,11 @@ class ClientSession(Protocol, TimeoutMixin):
         @param lines: of a L{LoginCommands} made by L{popproxy._loginlines},
             which refuses values that would not stay one value of one line.
         """
-        answered = functools.partial(self._loginLineAnswered, login, route, lines[1:])
-        self._relay(lines[0], False, _Collect(answered))
-
-    def _loginLineAnswered(
-        self, login: str, route: Route, rest: tuple[bytes, ...], status: StatusLine, body: bytes
-    ) -> None:
-        if (status.ok or status.continuation) and rest:
-            self._sendLogin(login, route, rest)
-        else:
-            self._loginAnswered(status, login, route)
+        for line in lines:
+            status = await self._link.shortCommand(line)
+            if not (status.ok or status.continuation):
+                break
+        self._loginAnswered(status, login, route)
 
     def _loginAnswered(self, status: StatusLine, login: str, route: Route) -> None:
         if status.ok:
@@ -949,13 +925,10 @@ class ClientSession(Protocol, TimeoutMixin):
     def _askCapabilities(
         self, identity: str, route: Route, credentials: Credentials, upstream: UpstreamConnection
     ) -> None:
-        answered = functools.partial(self._saslCapabilities, identity, route, credentials)
-        self._relay(b"CAPA", True, _Collect(answered))
+        self._run(self._saslLogin(identity, route, credentials))
 
-    def _saslCapabilities(
-        self, identity: str, route: Route, credentials: Credentials, status: StatusLine, body: bytes
-    ) -> None:
-        capabilities = UpstreamCapabilities.fromResponse(status, body)
+    async def _saslLogin(self, identity: str, route: Route, credentials: Credentials) -> None:
+        capabilities = await self._upstreamCapabilities()
         self._followPlan(identity, route, planSasl(route, credentials, capabilities))
 
     def do_APOP(self, arguments: bytes) -> None:
@@ -1006,18 +979,17 @@ class ClientSession(Protocol, TimeoutMixin):
         # the client marked with DELE; its answer says whether that worked.
         self.state = UPDATE
         self._queue.clear()
+        self._run(self._quit())
 
-        def answered(status: StatusLine) -> None:
-            self._ending = "client quit" if status.ok else "client quit; upstream update failed"
-
-        def finished() -> None:
-            self._busy = False
-            self._closing = True
-            self._dropUpstream()
-            assert self.transport is not None
-            self.transport.loseConnection()
-
-        self._relay(b"QUIT", False, _Relay(self, answered, finished))
+    async def _quit(self) -> None:
+        status = await self._link.shortCommand(b"QUIT")
+        self._ending = "client quit" if status.ok else "client quit; upstream update failed"
+        self._reply(status.line)
+        self._busy = False
+        self._closing = True
+        self._dropUpstream()
+        assert self.transport is not None
+        self.transport.loseConnection()
 
     # TRANSACTION state
 
@@ -1043,11 +1015,12 @@ class ClientSession(Protocol, TimeoutMixin):
         if self._numbers(arguments, 0, 0) is None:
             return
         if self._mailbox.rewritesListings:
-            self._relay(b"STAT", False, _Collect(self._statReceived))
+            self._run(self._stat())
         else:
             self._relay(b"STAT")
 
-    def _statReceived(self, status: StatusLine, body: bytes) -> None:
+    async def _stat(self) -> None:
+        status = await self._link.shortCommand(b"STAT")
         self._reply(self._mailbox.rewriteStat(status.line) if status.ok else status.line)
         self._commandDone()
 
@@ -1068,15 +1041,17 @@ class ClientSession(Protocol, TimeoutMixin):
             self._relay(b"LIST %d" % numbers[0] if numbers else b"LIST", not numbers)
         elif numbers:
             # Report the size RETR delivers for messages the chain changed.
-            self._relay(b"LIST %d" % numbers[0], False, _Collect(self._listLineReceived))
+            self._run(self._listLine(numbers[0]))
         else:
-            self._relay(b"LIST", True, _Collect(self._listingReceived))
+            self._run(self._listing())
 
-    def _listLineReceived(self, status: StatusLine, body: bytes) -> None:
+    async def _listLine(self, index: int) -> None:
+        status = await self._link.shortCommand(b"LIST %d" % index)
         self._reply(self._mailbox.rewriteListLine(status.line) if status.ok else status.line)
         self._commandDone()
 
-    def _listingReceived(self, status: StatusLine, body: bytes) -> None:
+    async def _listing(self) -> None:
+        status, body = await self._link.longCommand(b"LIST")
         if status.ok:
             listing = self._mailbox.rewriteListing(body)
             self._write(status.line + b"\r\n" + listing + b".\r\n")
@@ -1097,13 +1072,14 @@ class ClientSession(Protocol, TimeoutMixin):
     def do_DELE(self, arguments: bytes) -> None:
         numbers = self._messageNumbers(arguments, 1, 1)
         if numbers is not None:
-            index = numbers[0]
+            self._run(self._delete(numbers[0]))
 
-            def answered(status: StatusLine) -> None:
-                if status.ok:
-                    self._mailbox.markDeleted(index)
-
-            self._relay(b"DELE %d" % index, False, _Relay(self, answered))
+    async def _delete(self, index: int) -> None:
+        status = await self._link.shortCommand(b"DELE %d" % index)
+        if status.ok:
+            self._mailbox.markDeleted(index)
+        self._reply(status.line)
+        self._commandDone()
 
     def do_RETR(self, arguments: bytes) -> None:
         numbers = self._messageNumbers(arguments, 1, 1)

@@ -675,3 +675,25 @@ def test_capaWithUnreachableUpstream() -> None:
     reply = h.received()
     assert reply.startswith(b"+OK capability list follows\r\nTOP\r\nUIDL\r\n")
     assert reply.endswith(b".\r\n-ERR NOOP is not valid in the AUTHORIZATION state\r\n")
+
+
+def test_brokenExchangeEndsTheSession() -> None:
+    """
+    A command whose handling of the upstream's answer fails (a bug) ends
+    the session with a temporary -ERR and a logged failure, instead of
+    leaving the client waiting for an answer that never comes.
+    """
+    h = Harness()
+    h.login()
+
+    def broken(index: int) -> None:
+        raise RuntimeError("bug")
+
+    h.session._mailbox.markDeleted = broken  # type: ignore[method-assign]
+    with capturedLogs() as events:
+        h.send(b"DELE 1\r\n")
+        h.upstream.reply(b"+OK marked\r\n")
+    assert h.received() == b"-ERR [SYS/TEMP] the command failed\r\n"
+    assert h.client.disconnecting
+    assert h.upstream.transport.disconnecting
+    assert any("command failed" in formatEvent(event) for event in events)
