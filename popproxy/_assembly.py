@@ -14,6 +14,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
@@ -43,6 +44,32 @@ from popproxy._workerpool import WorkerPool
 log = Logger(namespace="popproxy")
 
 
+def reactorThreads(reactor: Any) -> Callable[[Callable[[], Any]], Deferred[Any]]:
+    """
+    How the chain and the quarantine run blocking work: in C{reactor}'s
+    thread pool.
+    """
+
+    def runInThread(function: Callable[[], Any]) -> Deferred[Any]:
+        return deferToThreadPool(reactor, reactor.getThreadPool(), function)
+
+    return runInThread
+
+
+def directoryQuarantine(
+    source: str, directory: Path, runInThread: Callable[[Callable[[], Any]], Deferred[Any]]
+) -> DirectoryQuarantine:
+    """
+    The directory quarantine of a configuration.
+
+    @raise ConfigError: it cannot be created, naming the file and the key.
+    """
+    try:
+        return DirectoryQuarantine(directory, runInThread)
+    except OSError as e:
+        raise ConfigError(f"{source}: [chain] quarantine: {directory}: {e.strerror}") from None
+
+
 def buildChain(config: Config, reactor: Any) -> FilterChain:
     """
     Load every configured filter, in order.
@@ -59,17 +86,10 @@ def buildChain(config: Config, reactor: Any) -> FilterChain:
             raise ConfigError(f"{config.source}: [filter #{number}] plugin: {e}") from None
         entries.append(ChainEntry(entry.name or found.name, found, entry.timeout, entry.onError))
 
-    def runInThread(function: Callable[[], Any]) -> Deferred[Any]:
-        return deferToThreadPool(reactor, reactor.getThreadPool(), function)
-
+    runInThread = reactorThreads(reactor)
     quarantine = None
     if config.chain.quarantine is not None:
-        try:
-            quarantine = DirectoryQuarantine(config.chain.quarantine, runInThread)
-        except OSError as e:
-            raise ConfigError(
-                f"{config.source}: [chain] quarantine: {config.chain.quarantine}: {e.strerror}"
-            ) from None
+        quarantine = directoryQuarantine(config.source, config.chain.quarantine, runInThread)
     return FilterChain(
         entries,
         reactor,

@@ -25,13 +25,13 @@ C{PP2_CLIENT_SSL}) counts as TLS under every policy.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
 from twisted.internet.interfaces import ITransport
 from twisted.protocols.policies import ProtocolWrapper
 
 from popproxy._proxyheader import ProxyHeader, ProxyHeaderWrapper, ProxyTLS
+from popproxy._tls import isLoopback
 
 __all__ = ["ConnectionOrigin", "loginsNeedTLS", "originOf"]
 
@@ -41,16 +41,8 @@ _MAX_WRAPPERS = 8
 
 
 def _isLoopback(host: str | None) -> bool:
-    if host is None:
-        return False
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        # A tcp6 listener sees IPv4 clients as ::ffff:a.b.c.d.
-        return address.ipv4_mapped.is_loopback
-    return address.is_loopback
+    # A socket address is numeric: a name there says nothing about the peer.
+    return host != "localhost" and isLoopback(host)
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,8 +40,8 @@ _ENCODED_WORD = re.compile(r"=\?([^?\s]++)\?([bBqQ])\?([^?]*+)\?=")
 # character; a quoted string without its closing quote runs to the end.
 _SEGMENT = re.compile(r'(?:[^";]++|"(?:[^"\\]++|\\.)*+"?)*+', re.DOTALL)
 _COMMENT = re.compile(r"\([^()]*\)")
-_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-_MEDIA_TYPE = re.compile(rf"\s*+({_TOKEN}+)\s*+/\s*+({_TOKEN}+)\s*+")
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]"
+_MEDIA_TYPE = re.compile(rf"\s*+({_TOKEN}++)\s*+/\s*+({_TOKEN}++)\s*+")
 _EXTENDED_NAME = re.compile(r"([^*]+)\*(?:(\d{1,6})(\*)?)?")
 
 KNOWN_TRANSFER_ENCODINGS = frozenset({"7bit", "8bit", "binary", "base64", "quoted-printable"})

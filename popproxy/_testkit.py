@@ -21,17 +21,16 @@ from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.internet.task import Clock
-from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from popproxy._assembly import buildChain
+from popproxy._assembly import buildChain, directoryQuarantine, reactorThreads
 from popproxy._chain import FilterChain, verdictProblem
-from popproxy._config import Config, ConfigError, loadConfig
+from popproxy._config import Config, loadConfig
 from popproxy._outcome import FilterStep
 from popproxy._plugins import PluginError, loadFilter
-from popproxy._quarantine import DirectoryQuarantine, partRecordId, storeRecordId
+from popproxy._quarantine import partRecordId, storeRecordId
 from popproxy._retrieval import RetrievalContext
 from popproxy.interfaces import (
     FilterContext,
@@ -552,15 +551,13 @@ def loadObservedChain(
     withoutQuarantine = replace(config.chain, quarantine=None, overLimits="deliver")
     built = buildChain(replace(config, chain=withoutQuarantine), reactor)
 
-    def runInThread(function: Callable[[], Any]) -> Deferred[Any]:
-        return deferToThreadPool(reactor, reactor.getThreadPool(), function)
-
+    runInThread = reactorThreads(reactor)
     keeper: Any = None
     if configured is not None:
         if quarantine == "memory":
             keeper = MemoryQuarantine()
         elif quarantine == "configured":
-            keeper = _directoryQuarantine(config.source, configured, runInThread)
+            keeper = directoryQuarantine(config.source, configured, runInThread)
         else:
             keeper = quarantine
     observations: dict[str, _Observation] = {}
@@ -575,15 +572,6 @@ def loadObservedChain(
         threads=built.threads,
     )
     return ObservedChain(chain, observations, keeper)
-
-
-def _directoryQuarantine(
-    source: str, directory: Path, runInThread: Callable[[Callable[[], Any]], Deferred[Any]]
-) -> DirectoryQuarantine:
-    try:
-        return DirectoryQuarantine(directory, runInThread)
-    except OSError as e:
-        raise ConfigError(f"{source}: [chain] quarantine: {directory}: {e.strerror}") from None
 
 
 def runChain(configPath: Path, raw: bytes, context: FilterContext | None = None) -> ChainResult:
