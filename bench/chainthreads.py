@@ -35,11 +35,11 @@ from twisted.internet.threads import deferToThreadPool  # noqa: E402
 from bench._corpus import Mailbox, mailbox50k, mixedMailbox  # noqa: E402
 from popproxy._chain import ChainEntry, FilterChain  # noqa: E402
 from popproxy._filterthreads import FilterThreads  # noqa: E402
-from popproxy._retrieval import RetrievalContext  # noqa: E402
+from popproxy.interfaces import FilterContext  # noqa: E402
 from popproxy.testing import loadPlugin  # noqa: E402
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "examples" / "attachment_count.py"
-CONTEXT = RetrievalContext("RETR", 1, None, "alice", "127.0.0.1:5", "tcp:u:110", "bench", "u1")
+CONTEXT = FilterContext("RETR", 1, "alice", "127.0.0.1:5", "tcp:u:110", "bench", "u1")
 
 
 def _chain(reactor: Any, filters: Sequence[Any], threads: FilterThreads | None) -> FilterChain:

@@ -37,7 +37,7 @@ from popproxy._mimelimits import LimitExceeded, ParseLimits
 from popproxy._mimewrite import textPart
 from popproxy._outcome import ChainOutcome, FilterFailed, FilterStep, OverLimit
 from popproxy._printable import PrintableLogger
-from popproxy._retrieval import RetrievalContext, TemporaryFailure
+from popproxy._retrieval import TemporaryFailure
 from popproxy._threadcontext import threadContext
 from popproxy._verdicts import Deliver, FilterContext, Replace, Rewrite, TempFail, Verdict
 from popproxy.message import Message
@@ -160,10 +160,10 @@ class FilterChain:
     def active(self) -> bool:
         return bool(self.entries)
 
-    def processMessage(self, context: RetrievalContext, message: bytes) -> Deferred[bytes]:
+    def processMessage(self, context: FilterContext, message: bytes) -> Deferred[bytes]:
         return ensureDeferred(self.run(context, message))
 
-    async def run(self, retrieval: RetrievalContext, raw: bytes) -> bytes:
+    async def run(self, retrieval: FilterContext, raw: bytes) -> bytes:
         """
         Run every filter over C{raw}; return the bytes to deliver.
 
@@ -172,7 +172,7 @@ class FilterChain:
         """
         return (await self.outcome(retrieval, raw)).delivered()
 
-    async def outcome(self, retrieval: RetrievalContext, raw: bytes) -> ChainOutcome:
+    async def outcome(self, retrieval: FilterContext, raw: bytes) -> ChainOutcome:
         """
         Run every filter over C{raw} and say what each did and what is to
         be delivered.
@@ -242,7 +242,7 @@ class FilterChain:
         return step, message, None
 
     async def _overLimit(
-        self, retrieval: RetrievalContext, raw: bytes, message: Message, exceeded: LimitExceeded
+        self, retrieval: FilterContext, raw: bytes, message: Message, exceeded: LimitExceeded
     ) -> ChainOutcome:
         """
         Apply the C{over_limits} policy to a message no filter may see.
@@ -274,28 +274,22 @@ class FilterChain:
         )
 
     def _context(
-        self, retrieval: RetrievalContext, log: Any, notes: tuple[tuple[str, str], ...]
+        self, retrieval: FilterContext, log: Any, notes: tuple[tuple[str, str], ...]
     ) -> FilterContext:
         """
         What a filter (or the chain itself, keeping an original) is told
-        about the retrieval at hand.
+        about the retrieval at hand: the chain's quarantine and thread
+        runner, whatever the caller's context held.
         """
-        return FilterContext(
-            command=retrieval.command,
-            index=retrieval.index,
-            uidl=retrieval.uidl,
-            user=retrieval.user,
-            client=retrieval.client,
-            upstream=retrieval.upstream,
-            session=retrieval.session,
-            partial=retrieval.partial,
+        return replace(
+            retrieval,
             log=log,
             notes=notes,
             quarantine=self._quarantine,
             runInThread=self._runInThread,
         )
 
-    def _logNote(self, entry: ChainEntry, retrieval: RetrievalContext, note: str) -> None:
+    def _logNote(self, entry: ChainEntry, retrieval: FilterContext, note: str) -> None:
         self.log.info(
             "filter {filter} on {command} {index} (UIDL {uidl}): {note}",
             filter=entry.name,
@@ -305,7 +299,7 @@ class FilterChain:
             note=note,
         )
 
-    def _logFailure(self, entry: ChainEntry, retrieval: RetrievalContext, e: FilterFailed) -> None:
+    def _logFailure(self, entry: ChainEntry, retrieval: FilterContext, e: FilterFailed) -> None:
         format = "filter {filter} failed on {command} {index} (UIDL {uidl}): {error}"
         cause = e.__cause__
         if cause is not None:

@@ -30,7 +30,8 @@ from popproxy._config import ChainConfig
 from popproxy._framing import DotUnstuffer, StatusLine, stuff, unstuff
 from popproxy._mailboxview import MailboxView
 from popproxy._printable import PrintableLogger
-from popproxy._retrieval import MessageHook, RetrievalContext, TemporaryFailure
+from popproxy._retrieval import MessageHook, TemporaryFailure
+from popproxy._verdicts import FilterContext
 
 log = PrintableLogger()
 
@@ -371,7 +372,7 @@ class RetrievalRequest:
     command: str
     index: int
     lines: int | None
-    context: RetrievalContext
+    context: FilterContext
 
 
 class RetrievalFlow:
@@ -455,7 +456,7 @@ class RetrievalFlow:
         parts = status.line.split(b" ")
         return parts[2].decode("ascii", "replace") if status.ok and len(parts) > 2 else None
 
-    def _oversize(self, spool: Spool, context: RetrievalContext) -> Delivery:
+    def _oversize(self, spool: Spool, context: FilterContext) -> Delivery:
         """
         A message above the maximum size is not parsed: by policy it is
         delivered untouched below a header saying so (streamed from the
@@ -483,7 +484,7 @@ class RetrievalFlow:
         return Streamed(_message(f"+OK {spool.size + len(header)} octets"), spool, header)
 
     async def _filter(
-        self, spool: Spool, status: StatusLine, context: RetrievalContext
+        self, spool: Spool, status: StatusLine, context: FilterContext
     ) -> Delivery | None:
         original = spool.read()
         wire = spool.wire

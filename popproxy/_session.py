@@ -68,7 +68,7 @@ from popproxy._loginplan import (
 from popproxy._loginpolicy import loginsNeedTLS, originOf
 from popproxy._mailboxview import MAX_LISTING_OCTETS, MailboxView
 from popproxy._printable import PrintableLogger
-from popproxy._retrieval import MessageHook, PassThrough, RetrievalContext
+from popproxy._retrieval import MessageHook, PassThrough
 from popproxy._retrievalflow import (
     ChunkSource,
     Continuation,
@@ -88,6 +88,7 @@ from popproxy._sasl import MECHANISMS, Challenge, Credentials, SaslServer, SaslS
 from popproxy._tls import UpstreamTarget
 from popproxy._upstream import UpstreamConnection, describeFailure, failureCode
 from popproxy._upstreamlink import Collector, UpstreamLink
+from popproxy._verdicts import FilterContext
 
 AUTHORIZATION = "AUTHORIZATION"
 TRANSACTION = "TRANSACTION"
@@ -1110,8 +1111,8 @@ class ClientSession(Protocol, TimeoutMixin):
         retrieving = Deferred.fromCoroutine(flow.run())
         retrieving.addCallbacks(self._sendDelivery, self._retrievalBroke)
 
-    def _contextFor(self, command: str, index: int, lines: int | None) -> RetrievalContext:
-        return RetrievalContext(
+    def _contextFor(self, command: str, index: int, lines: int | None) -> FilterContext:
+        return FilterContext(
             command=command,
             index=index,
             lines=lines,

@@ -31,7 +31,6 @@ from popproxy._config import Config, loadConfig
 from popproxy._outcome import FilterStep
 from popproxy._plugins import PluginError, loadFilter
 from popproxy._quarantine import partRecordId, storeRecordId
-from popproxy._retrieval import RetrievalContext
 from popproxy.interfaces import (
     FilterContext,
     IMessageFilter,
@@ -497,27 +496,17 @@ class ObservedChain:
         """
         Run the chain over C{raw} as a retrieval described by C{context}
         (by default L{makeContext}C{()}; its C{partial} is what filters see,
-        as in the daemon, where only a TOP with C{top = "partial"} is).
+        as in the daemon, where only a TOP with C{top = "partial"} is; its
+        log, notes, quarantine and C{runInThread} are the chain's own).
 
         @raise ValueError: a run for the same session has not ended.
         """
         context = context or makeContext()
         if context.session in self._observations:
             raise ValueError(f"session {context.session!r} is already running")
-        retrieval = RetrievalContext(
-            command=context.command,
-            index=context.index,
-            lines=None,
-            user=context.user,
-            client=context.client,
-            upstream=context.upstream,
-            session=context.session,
-            uidl=context.uidl,
-            partial=context.partial,
-        )
         self._observations[context.session] = _Observation()
         try:
-            outcome = await self.chain.outcome(retrieval, raw)
+            outcome = await self.chain.outcome(context, raw)
         finally:
             seen = self._observations.pop(context.session)
         return ChainResult(

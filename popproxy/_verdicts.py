@@ -25,8 +25,11 @@ class FilterContext:
     @ivar user: the login name the client used.
     @ivar client: the client's address, C{"host:port"}.
     @ivar upstream: the upstream server, as configured.
-    @ivar partial: the message is incomplete (a TOP preview filtered as
-        such): a missing body part does not mean it was removed.
+    @ivar partial: the message is incomplete (a TOP relayed as such, with
+        C{[chain] top = "partial"}): a missing body part does not mean it
+        was removed.  A TOP in C{"full"} mode filters the whole message and
+        is not partial, so it gets exactly what RETR gets.
+    @ivar lines: the body line count a TOP asked for, else C{None}.
     @ivar session: the session id, as in the logs.
     @ivar log: a logger for the filter; its events name the filter.  Safe
         to use from the filter thread a synchronous C{filterMessage} runs
@@ -50,6 +53,7 @@ class FilterContext:
     session: str
     uidl: str | None = None
     partial: bool = False
+    lines: int | None = None
     log: Logger = field(default_factory=Logger, compare=False, repr=False)
     notes: tuple[tuple[str, str], ...] = ()
     quarantine: Any = field(default=None, compare=False, repr=False)

@@ -20,7 +20,7 @@ from zope.interface import implementer
 from popproxy._chain import QUARANTINE_HEADER, UNCHECKED_HEADER, ChainEntry, FilterChain
 from popproxy._plugins import PluginError, loadFilter
 from popproxy._quarantine import DirectoryQuarantine
-from popproxy._retrieval import RetrievalContext, TemporaryFailure
+from popproxy._retrieval import TemporaryFailure
 from popproxy.interfaces import (
     Deliver,
     FilterContext,
@@ -33,7 +33,7 @@ from popproxy.message import Message, ParseLimits
 from popproxy.testing import runChain
 
 RAW = b"From: a@example.com\r\nSubject: hello\r\n\r\nbody\r\n"
-CONTEXT = RetrievalContext("RETR", 3, None, "alice", "127.0.0.1:5", "tcp:u:110", "s1", "uid-3")
+CONTEXT = FilterContext("RETR", 3, "alice", "127.0.0.1:5", "tcp:u:110", "s1", "uid-3")
 
 
 @implementer(IMessageFilter)
@@ -105,6 +105,40 @@ def test_orderAndRewrite() -> None:
         "RETR",
         3,
     )
+
+
+def test_filtersSeeTheRetrievalsOwnContext() -> None:
+    """
+    The context a filter gets is the one the retrieval made (every field,
+    a TOP's line count included) with the chain's own quarantine and thread
+    runner and the filter's own logger, whatever the caller's context held.
+    """
+    quarantine = object()
+    seen = Recorder("seen", lambda m, c: Deliver())
+    chain = chainOf(seen, quarantine=quarantine)
+    retrieval = FilterContext(
+        "TOP",
+        2,
+        "bob",
+        "c:1",
+        "up",
+        "s9",
+        uidl="u-2",
+        partial=True,
+        lines=5,
+        notes=(("x", "y"),),
+        quarantine="not this one",
+        runInThread="nor this",
+    )
+    results: list[Any] = []
+    chain.processMessage(retrieval, RAW).addBoth(results.append)
+    assert results == [RAW]
+    ((_, context),) = seen.seen
+    assert context == replace(retrieval, notes=())
+    assert context.lines == 5
+    assert context.quarantine is quarantine
+    assert context.runInThread is chain._runInThread
+    assert context.log is chain._loggers["seen"]
 
 
 def test_deferredAndCoroutineFilters() -> None:

@@ -25,7 +25,7 @@ from zope.interface import implementer
 from popproxy._chain import UNCHECKED_HEADER, ChainEntry, FilterChain
 from popproxy._filterthreads import FilterThreads
 from popproxy._quarantine import DirectoryQuarantine
-from popproxy._retrieval import RetrievalContext, TemporaryFailure
+from popproxy._retrieval import TemporaryFailure
 from popproxy.interfaces import (
     Deliver,
     FilterContext,
@@ -40,7 +40,7 @@ from popproxy.message import Message
 from tests.test_filterthreads import Reactor, Spinner
 
 RAW = b"From: a@example.com\r\nSubject: hello\r\n\r\nbody\r\n"
-CONTEXT = RetrievalContext("RETR", 3, None, "alice", "127.0.0.1:5", "tcp:u:110", "s1", "uid-3")
+CONTEXT = FilterContext("RETR", 3, "alice", "127.0.0.1:5", "tcp:u:110", "s1", "uid-3")
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from zope.interface import implementer
 
 from popproxy._chain import QUARANTINE_HEADER, UNCHECKED_HEADER, ChainEntry, FilterChain
 from popproxy._outcome import ChainOutcome, FilterFailed, FilterStep, OverLimit
-from popproxy._retrieval import RetrievalContext, TemporaryFailure
+from popproxy._retrieval import TemporaryFailure
 from popproxy.interfaces import (
     Deliver,
     FilterContext,
@@ -32,7 +32,7 @@ from popproxy.message import Message, ParseLimits
 from popproxy.testing import MemoryQuarantine
 
 RAW = b"From: a@example.com\r\nSubject: hello\r\n\r\nbody\r\n"
-CONTEXT = RetrievalContext("RETR", 3, None, "alice", "127.0.0.1:5", "tcp:u:110", "s1", "uid-3")
+CONTEXT = FilterContext("RETR", 3, "alice", "127.0.0.1:5", "tcp:u:110", "s1", "uid-3")
 NOTICE = Message.fromBytes(b"Subject: removed\r\n\r\nThe message was removed.\r\n")
 
 

@@ -554,7 +554,8 @@ from twisted.logger import globalLogBeginner, textFileLogObserver
 from popproxy._chain import ChainEntry, FilterChain
 from popproxy._plugins import loadFilter
 from popproxy._quarantine import DirectoryQuarantine
-from popproxy._retrieval import RetrievalContext, TemporaryFailure
+from popproxy._retrieval import TemporaryFailure
+from popproxy.interfaces import FilterContext
 
 
 async def runCase(reactor, case):
@@ -564,8 +565,8 @@ async def runCase(reactor, case):
     chain = FilterChain([entry], reactor, quarantine)
 
     async def one(index, raw):
-        retrieval = RetrievalContext(
-            "RETR", index, None, "alice", "127.0.0.1:50000", "tcp:127.0.0.1:110", "test",
+        retrieval = FilterContext(
+            "RETR", index, "alice", "127.0.0.1:50000", "tcp:127.0.0.1:110", "test",
             f"uidl-{index}",
         )
         started = time.monotonic()

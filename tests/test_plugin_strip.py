@@ -31,7 +31,7 @@ from zope.interface import implementer
 from popproxy._chain import QUARANTINE_HEADER, ChainEntry, FilterChain
 from popproxy._plugins import PluginError, loadFilter
 from popproxy._quarantine import DirectoryQuarantine, Record
-from popproxy._retrieval import RetrievalContext, TemporaryFailure
+from popproxy._retrieval import TemporaryFailure
 from popproxy.interfaces import (
     Deliver,
     FilterContext,
@@ -59,7 +59,7 @@ from tests.strip_corpus import Case
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "plugins" / "strip.md"
 CASES = strip_corpus.cases()
-RETRIEVAL = RetrievalContext("RETR", 1, None, "alice", "127.0.0.1:5", "tcp:u:110", "s1", "uid-1")
+RETRIEVAL = FilterContext("RETR", 1, "alice", "127.0.0.1:5", "tcp:u:110", "s1", "uid-1")
 
 
 def loadStrip(**settings: Any) -> Any:

@@ -51,7 +51,6 @@ from plugins.tag import (
 )
 from popproxy._chain import ChainEntry, FilterChain
 from popproxy._plugins import PluginError, loadFilter
-from popproxy._retrieval import RetrievalContext
 from popproxy.interfaces import Deliver, FilterContext, Rewrite, TempFail, Verdict
 from popproxy.message import Message
 from popproxy.testing import mimeMessages
@@ -299,7 +298,7 @@ def test_notesReachTheTagFilterThroughTheChain() -> None:
         ],
         Clock(),
     )
-    retrieval = RetrievalContext("RETR", 1, None, "alice", "127.0.0.1:4", "up", "s1")
+    retrieval = FilterContext("RETR", 1, "alice", "127.0.0.1:4", "up", "s1")
     results: list[bytes] = []
     chain.processMessage(retrieval, HAM).addCallback(results.append)
     assert results == [tagged(HAM, NOTES)]

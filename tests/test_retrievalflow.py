@@ -14,7 +14,7 @@ from twisted.internet.task import Clock
 from popproxy._config import ChainConfig
 from popproxy._framing import StatusLine, stuff
 from popproxy._mailboxview import MailboxView
-from popproxy._retrieval import RetrievalContext, TemporaryFailure
+from popproxy._retrieval import TemporaryFailure
 from popproxy._retrievalflow import (
     TOP_STATUS,
     ChunkSource,
@@ -33,6 +33,7 @@ from popproxy._retrievalflow import (
     deliveryOf,
     topOf,
 )
+from popproxy.interfaces import FilterContext
 
 MESSAGE = b"Subject: hi\r\nFrom: a@example.com\r\n\r\nline 1\r\n.dotted\r\nline 3\r\n"
 
@@ -83,10 +84,10 @@ class FakeHook:
     """
 
     answer: object = None
-    contexts: list[RetrievalContext] = field(default_factory=list)
+    contexts: list[FilterContext] = field(default_factory=list)
     active: bool = True
 
-    def processMessage(self, context: RetrievalContext, message: bytes) -> Deferred[bytes]:
+    def processMessage(self, context: FilterContext, message: bytes) -> Deferred[bytes]:
         self.contexts.append(context)
         if self.answer is None:
             return succeed(message)
@@ -108,7 +109,7 @@ class Run:
     closed: bool = False
 
     def start(self, command: str = "RETR", index: int = 1, lines: int | None = None) -> Deferred:
-        context = RetrievalContext(
+        context = FilterContext(
             command=command,
             index=index,
             lines=lines,

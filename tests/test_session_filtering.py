@@ -12,8 +12,9 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 
 from popproxy._framing import stuff
-from popproxy._retrieval import RetrievalContext, TemporaryFailure
+from popproxy._retrieval import TemporaryFailure
 from popproxy._retrievalflow import topOf
+from popproxy.interfaces import FilterContext
 from tests.sessionharness import Harness
 
 MESSAGE = b"Subject: s\r\n\r\n.dot\r\nline 2\r\nline 3\r\n"
@@ -30,9 +31,9 @@ class AddHeader:
         self.failWith = failWith
         self.wait = wait
         self.pending: list[Deferred[bytes]] = []
-        self.seen: list[tuple[RetrievalContext, bytes]] = []
+        self.seen: list[tuple[FilterContext, bytes]] = []
 
-    def processMessage(self, context: RetrievalContext, message: bytes) -> Deferred[bytes]:
+    def processMessage(self, context: FilterContext, message: bytes) -> Deferred[bytes]:
         self.seen.append((context, message))
         if self.failWith is not None:
             return fail(self.failWith)
@@ -87,7 +88,7 @@ def test_unchangedKeepsUpstreamStatus() -> None:
     """
 
     class Nothing(AddHeader):
-        def processMessage(self, context: RetrievalContext, message: bytes) -> Deferred[bytes]:
+        def processMessage(self, context: FilterContext, message: bytes) -> Deferred[bytes]:
             return succeed(message)
 
     h = Harness(hook=Nothing())
@@ -395,7 +396,7 @@ BIG = b"Subject: big\r\n\r\n" + b"".join(b".line %d\r\n" % n for n in range(400)
 
 
 class Unchanged(AddHeader):
-    def processMessage(self, context: RetrievalContext, message: bytes) -> Deferred[bytes]:
+    def processMessage(self, context: FilterContext, message: bytes) -> Deferred[bytes]:
         self.seen.append((context, message))
         return succeed(message)
 

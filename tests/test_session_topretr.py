@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from twisted.internet.defer import Deferred, succeed
 
 from popproxy._framing import stuff
-from popproxy._retrieval import RetrievalContext
 from popproxy._retrievalflow import topOf
+from popproxy.interfaces import FilterContext
 from tests.sessionharness import Harness
 
 GTUBE = b"XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
@@ -43,9 +43,9 @@ class StampingHook:
     """
 
     active = True
-    seen: list[tuple[RetrievalContext, bytes]] = field(default_factory=list)
+    seen: list[tuple[FilterContext, bytes]] = field(default_factory=list)
 
-    def processMessage(self, context: RetrievalContext, message: bytes) -> Deferred[bytes]:
+    def processMessage(self, context: FilterContext, message: bytes) -> Deferred[bytes]:
         self.seen.append((context, message))
         if context.partial:
             return succeed(b"X-Checked: unchecked (partial message)\r\n" + message)
