@@ -39,7 +39,15 @@ from popproxy._outcome import ChainOutcome, FilterFailed, FilterStep, OverLimit
 from popproxy._printable import PrintableLogger
 from popproxy._retrieval import TemporaryFailure
 from popproxy._threadcontext import threadContext
-from popproxy._verdicts import Deliver, FilterContext, Replace, Rewrite, TempFail, Verdict
+from popproxy._verdicts import (
+    Deliver,
+    FilterContext,
+    Replace,
+    Rewrite,
+    TempFail,
+    Verdict,
+    contextWith,
+)
 from popproxy.message import Message
 
 T = TypeVar("T")
@@ -184,11 +192,10 @@ class FilterChain:
             message, exceeded = _parsed(raw, limits)
         if exceeded is not None:
             return await self._overLimit(retrieval, raw, message, exceeded)
-        base = self._context(retrieval, self.log, ())
         notes: list[tuple[str, str]] = []
         steps: list[FilterStep] = []
         for entry in self.entries:
-            context = replace(base, log=self._loggers[entry.name], notes=tuple(notes))
+            context = self._context(retrieval, self._loggers[entry.name], tuple(notes))
             answer: Verdict | FilterFailed
             try:
                 answer = await self._judge(entry, message, context)
@@ -281,7 +288,7 @@ class FilterChain:
         about the retrieval at hand: the chain's quarantine and thread
         runner, whatever the caller's context held.
         """
-        return replace(
+        return contextWith(
             retrieval,
             log=log,
             notes=notes,
@@ -370,7 +377,7 @@ class FilterChain:
                 offloaded.append(work)
             return work
 
-        context = replace(context, runInThread=runInThread)
+        context = contextWith(context, runInThread=runInThread)
         filterMessage = entry.filter.filterMessage
 
         async def answer() -> Any:

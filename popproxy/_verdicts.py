@@ -5,7 +5,7 @@ frozen values crossing the plugin API.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from twisted.logger import Logger
@@ -63,6 +63,29 @@ class FilterContext:
     #: from a synchronous C{filterMessage} (already in a filter thread), the
     #: work runs at once, in that thread, under the filter's time limit.
     runInThread: Any = field(default=None, compare=False, repr=False)
+
+
+#: The names of L{FilterContext}'s fields.
+_CONTEXT_FIELDS = frozenset(f.name for f in fields(FilterContext))
+
+
+def contextWith(context: FilterContext, **changes: Any) -> FilterContext:
+    """
+    C{dataclasses.replace(context, **changes)} at a fifth of its cost: the
+    chain makes one or two per filter per message.  The fields are copied
+    as they are, which is all C{__init__} does: L{FilterContext} has no
+    C{__post_init__}, no C{InitVar} and no C{__slots__}.
+
+    @raise TypeError: a name in C{changes} is not a field.
+    """
+    if not changes.keys() <= _CONTEXT_FIELDS:
+        unknown = ", ".join(sorted(changes.keys() - _CONTEXT_FIELDS))
+        raise TypeError(f"FilterContext has no field {unknown}")
+    copy = object.__new__(FilterContext)
+    state = copy.__dict__
+    state.update(context.__dict__)
+    state.update(changes)
+    return copy
 
 
 @dataclass(frozen=True)
