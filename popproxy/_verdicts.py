@@ -12,6 +12,11 @@ from twisted.logger import Logger
 
 from popproxy.message import Message
 
+#: The logger of a context made without one: what C{Logger()} called from
+#: here gives, made once (a context is made for every RETR and TOP, and a
+#: logger that finds its namespace costs as much as the rest of it).
+_DEFAULT_LOG = Logger(namespace=__name__)
+
 
 @dataclass(frozen=True)
 class FilterContext:
@@ -54,7 +59,7 @@ class FilterContext:
     uidl: str | None = None
     partial: bool = False
     lines: int | None = None
-    log: Logger = field(default_factory=Logger, compare=False, repr=False)
+    log: Logger = field(default=_DEFAULT_LOG, compare=False, repr=False)
     notes: tuple[tuple[str, str], ...] = ()
     quarantine: Any = field(default=None, compare=False, repr=False)
     #: Runs a callable off the reactor thread and returns a Deferred with

@@ -45,3 +45,14 @@ def test_contextWithRefusesUnknownFields() -> None:
     """
     with pytest.raises(TypeError, match="no field colour"):
         contextWith(CONTEXT, colour="red")
+
+
+def test_contextWithoutLogHasTheModulesLogger() -> None:
+    """
+    A context made without a log gets the logger C{Logger()} gives there
+    (namespace C{popproxy._verdicts}, the global publisher), made once.
+    """
+    made = FilterContext("RETR", 1, "alice", "c:1", "up", "s1")
+    assert made.log.namespace == "popproxy._verdicts"
+    assert made.log.observer is Logger().observer
+    assert made.log is FilterContext("RETR", 2, "bob", "c:2", "up", "s2").log
