@@ -2,17 +2,20 @@
 A session's login commands carried to the upstream: L{LoginExchange} routes
 the login name, connects to its upstream, sends the planned lines (see
 L{popproxy._loginplan}) and says how each command ended, as a frozen
-L{LoginAnswer}.  The session decides what an answer does to its state (logged
-in, a failed login to count and delay).  It is given the router, the
-upstream slot and link, never the session.
+L{LoginAnswer}.  A failed login's answer comes only after the failure
+delay (L{FailedLogins}), saying whether the session should hang up.  It is
+given the router, the upstream slot and link and the failure counter, never
+the session.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Awaitable
+from dataclasses import dataclass, replace
 
 from twisted.python.failure import Failure
 
+from popproxy._failedlogins import FailedLogins
 from popproxy._framing import StatusLine
 from popproxy._loginlines import LoginCommands
 from popproxy._loginplan import (
@@ -52,6 +55,8 @@ class LoginAnswer:
     @ivar loggedIn: the upstream accepted the login.
     @ivar failed: it counts (and is delayed) as a failed login.
     @ivar upstream: where the login went, for the log.
+    @ivar hangUp: there were too many failed logins: the session ends once
+        C{line} is sent.
     """
 
     line: bytes
@@ -59,6 +64,7 @@ class LoginAnswer:
     loggedIn: bool = False
     failed: bool = False
     upstream: str = ""
+    hangUp: bool = False
 
 
 class LoginExchange:
@@ -71,13 +77,39 @@ class LoginExchange:
     log = PrintableLogger()
 
     def __init__(
-        self, router: Router, slot: UpstreamSlot, link: UpstreamLink, session: str
+        self,
+        router: Router,
+        slot: UpstreamSlot,
+        link: UpstreamLink,
+        failures: FailedLogins,
+        session: str,
     ) -> None:
         self._router = router
+        self._failures = failures
         self._slot = slot
         self._link = link
         self._session = session
         self.pending: PendingPass | None = None
+
+    @property
+    def failedLogins(self) -> int:
+        """
+        Failed logins in this session so far.
+        """
+        return self._failures.count
+
+    async def paced(self, login: Awaitable[LoginAnswer]) -> LoginAnswer:
+        """
+        The answer of C{login} (one of the login methods below); a failed
+        login's only after the failure delay, saying whether to hang up.
+        """
+        answer = await login
+        if not answer.failed:
+            return answer
+        self.log.info(
+            "session {session}: login failed for {user}", session=self._session, user=answer.login
+        )
+        return replace(answer, hangUp=await self._failures.record())
 
     async def user(self, login: str) -> LoginAnswer:
         """

@@ -31,13 +31,10 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections import deque
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from collections.abc import Coroutine
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol, ServerFactory, connectionDone
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
@@ -45,6 +42,7 @@ from twisted.python.failure import Failure
 from popproxy import __version__
 from popproxy._capabilities import UpstreamCapabilities, proxyCapabilities
 from popproxy._clientwire import ClientWire
+from popproxy._commandqueue import CommandQueue
 from popproxy._commandsyntax import (
     AUTHORIZATION,
     TRANSACTION,
@@ -53,16 +51,16 @@ from popproxy._commandsyntax import (
     parseMessageNumbers,
     parseNumbers,
 )
-from popproxy._config import ChainConfig
-from popproxy._framing import MAX_COMMAND_LINE, CommandFramer, CommandLine, FramingError
+from popproxy._failedlogins import FailedLogins
+from popproxy._framing import MAX_COMMAND_LINE, CommandLine, FramingError
 from popproxy._listings import ListingExchange
 from popproxy._loginexchange import LoginAnswer, LoginExchange
 from popproxy._loginlines import MAX_SASL_LINE
-from popproxy._loginpolicy import loginsNeedTLS, originOf
+from popproxy._loginpolicy import loginSecurity
 from popproxy._mailboxview import MailboxView
 from popproxy._printable import PrintableLogger
 from popproxy._responserelay import Relay, UidRecorder
-from popproxy._retrieval import MessageHook, PassThrough, RetrievalContext
+from popproxy._retrieval import RetrievalContext
 from popproxy._retrievalflow import (
     Cut,
     Delivery,
@@ -72,20 +70,24 @@ from popproxy._retrievalflow import (
     Spool,
     Streamed,
 )
-from popproxy._routing import Router
 from popproxy._sasl import MECHANISMS, Challenge, Credentials, SaslServer, SaslStep
+from popproxy._sessionsettings import SessionSettings
 from popproxy._tls import UpstreamTarget
 from popproxy._upstream import UpstreamConnection, describeFailure
 from popproxy._upstreamlink import Collector, UpstreamLink
 from popproxy._upstreamslot import UpstreamSlot
 
-__all__ = ["AUTHORIZATION", "TRANSACTION", "UPDATE", "ClientSession", "SessionFactory"]
+__all__ = [
+    "AUTHORIZATION",
+    "TRANSACTION",
+    "UPDATE",
+    "ClientSession",
+    "SessionFactory",
+    "SessionSettings",
+]
 
 #: Seconds a cut-off client gets to read what was relayed before it.
 LINGER = 60.0
-
-#: Pipelined command lines held before the proxy stops reading the client.
-MAX_QUEUED = 64
 
 _TIMESTAMP = re.compile(rb"<[!-;=?-~]+>")
 _DIGEST = re.compile(rb"[0-9a-fA-F]{32}\Z")
@@ -94,36 +96,6 @@ _sessionIds = itertools.count(1)
 
 #: What an upstream response is handed to.
 Handler = Relay | Spool | Collector
-
-
-@dataclass(frozen=True, slots=True)
-class SessionSettings:
-    """
-    What every session of one listener shares (read-only).
-    """
-
-    router: Router
-    connect: Callable[[UpstreamTarget], Deferred[UpstreamConnection]]
-    clock: IReactorTime
-    hook: MessageHook = PassThrough()
-    idleTimeout: float = 600.0
-    maxFailedLogins: int = 3
-    #: The proxy's certificate: STLS is offered when set.
-    serverTLS: object | None = None
-    #: The listener speaks TLS from the first byte (port 995 style).
-    implicitTLS: bool = False
-    #: C{"auto"} (required unless the client is on this host, as
-    #: L{popproxy._loginpolicy} decides), C{"always"} or C{"never"}: whether
-    #: logins need TLS first.
-    requireTLS: str = "auto"
-    #: Seconds to hold back the answer to a failed login (slows guessing).
-    loginFailureDelay: float = 1.0
-    #: How RETR and TOP go through the filter chain: TOP mode, keepalive,
-    #: per-session cache, spooling and size limits (the [chain] settings).
-    chain: ChainConfig = ChainConfig()
-    #: Called when a session has ended and dropped what it held (the
-    #: proxy gives freed memory back to the system then).
-    sessionClosed: Callable[[], None] | None = None
 
 
 class ClientSession(Protocol, TimeoutMixin):
@@ -138,11 +110,9 @@ class ClientSession(Protocol, TimeoutMixin):
     def __init__(self, settings: SessionSettings) -> None:
         self._settings = settings
         self.callLater = settings.clock.callLater  # type: ignore[method-assign,assignment]
-        self._framer = CommandFramer()
-        self._queue: deque[CommandLine] = deque()
+        self._queue = CommandQueue(self._pauseReading, self._resumeReading)
         self._pumping = False
         self._busy = False
-        self._readingPaused = False
         self._closing = False
         self.state = AUTHORIZATION
         self.secure = False
@@ -150,7 +120,6 @@ class ClientSession(Protocol, TimeoutMixin):
         self.sessionId = f"{next(_sessionIds):x}"
         self.client = "?"
         self.user: str | None = None
-        self._failedLogins = 0
         self._handler: Handler | None = None
         self._wire = ClientWire()
         self._write = self._wire.write
@@ -164,7 +133,12 @@ class ClientSession(Protocol, TimeoutMixin):
             lost=self._upstreamLost,
         )
         self._link = UpstreamLink(self._relay)
-        self._login = LoginExchange(settings.router, self._slot, self._link, self.sessionId)
+        failures = FailedLogins(
+            settings.clock, settings.loginFailureDelay, settings.maxFailedLogins
+        )
+        self._login = LoginExchange(
+            settings.router, self._slot, self._link, failures, self.sessionId
+        )
         self._sasl = SaslServer()
         self._mailbox: MailboxView[Filtered] = MailboxView(settings.chain.cacheBytes)
         self._listings = ListingExchange(self._link, self._mailbox)
@@ -179,14 +153,13 @@ class ClientSession(Protocol, TimeoutMixin):
         assert self.transport is not None
         self._wire.attach(self.transport)
         self.client = _describePeer(self.transport.getPeer())
-        origin = originOf(self.transport)
-        balancerTLS = origin.balancerTLS
-        # TLS the balancer terminated is TLS already: logins need no STLS,
-        # and STLS is neither offered nor accepted, as on 995-style listeners.
-        self.secure = self._settings.implicitTLS or balancerTLS is not None
-        self._tlsRequired = loginsNeedTLS(
-            self._settings.requireTLS, self._settings.serverTLS is not None, origin
+        security = loginSecurity(
+            self.transport,
+            implicitTLS=self._settings.implicitTLS,
+            requireTLS=self._settings.requireTLS,
+            haveCertificate=self._settings.serverTLS is not None,
         )
+        self.secure, self._tlsRequired = security.secure, security.tlsRequired
         setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
         if setNoDelay is not None:
             try:
@@ -196,11 +169,11 @@ class ClientSession(Protocol, TimeoutMixin):
         self.log.info(
             "session {session} opened by {client}", session=self.sessionId, client=self.client
         )
-        if balancerTLS is not None:
+        if security.balancerTLS is not None:
             self.log.info(
                 "session {session}: TLS terminated by the balancer ({version})",
                 session=self.sessionId,
-                version=balancerTLS.version or "version not sent",
+                version=security.balancerTLS.version or "version not sent",
             )
         self.setTimeout(self._settings.idleTimeout)
         router = self._settings.router
@@ -233,17 +206,20 @@ class ClientSession(Protocol, TimeoutMixin):
         if not self._busy:
             self.resetTimeout()
         try:
-            lines = self._framer.feed(data)
+            self._queue.feed(data)
         except FramingError:
             self._queue.clear()
             self._end("client sent an overlong line", b"-ERR line too long, closing\r\n")
             return
-        self._queue.extend(lines)
-        if len(self._queue) > MAX_QUEUED and not self._readingPaused:
-            self._readingPaused = True
-            assert self.transport is not None
-            self.transport.pauseProducing()  # type: ignore[attr-defined]
         self._pump()
+
+    def _pauseReading(self) -> None:
+        assert self.transport is not None
+        self.transport.pauseProducing()  # type: ignore[attr-defined]
+
+    def _resumeReading(self) -> None:
+        assert self.transport is not None
+        self.transport.resumeProducing()  # type: ignore[attr-defined]
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.connected = False
@@ -317,17 +293,15 @@ class ClientSession(Protocol, TimeoutMixin):
         self._pumping = True
         try:
             while self._queue and not self._busy and not self._closing:
-                self._dispatch(self._queue.popleft())
+                self._dispatch(self._queue.take())
         finally:
             self._pumping = False
-        if self._readingPaused and len(self._queue) < MAX_QUEUED // 2 and not self._closing:
-            self._readingPaused = False
-            assert self.transport is not None
-            self.transport.resumeProducing()  # type: ignore[attr-defined]
+        if not self._closing:
+            self._queue.caughtUp()
 
     def _dispatch(self, command: CommandLine) -> None:
         if self._sasl.waiting:
-            self._framer.maxLine = MAX_COMMAND_LINE
+            self._queue.framer.maxLine = MAX_COMMAND_LINE
             self._answerSasl(
                 self._sasl.tooLong() if command.tooLong else self._sasl.feed(command.line)
             )
@@ -495,8 +469,7 @@ class ClientSession(Protocol, TimeoutMixin):
         # commands it pipelined behind STLS arrived in clear text and may
         # have been injected by a man in the middle: they are discarded,
         # never executed once TLS is up (the CVE-2011-0411 class).
-        self._queue.clear()
-        self._framer.reset()
+        self._queue.restart()
         self._login.pending = None
         self.secure = True
         assert self.transport is not None
@@ -555,7 +528,7 @@ class ClientSession(Protocol, TimeoutMixin):
             self._logIn(self._login.sasl(step))
             return
         if isinstance(step, Challenge):
-            self._framer.maxLine = MAX_SASL_LINE
+            self._queue.framer.maxLine = MAX_SASL_LINE
         self._reply(step.line)
 
     def _logIn(self, exchange: Coroutine[Deferred[Any], Any, LoginAnswer]) -> None:
@@ -563,13 +536,11 @@ class ClientSession(Protocol, TimeoutMixin):
         Run one login command's exchange and act on how it ended.
         """
         self._busy = True
-        Deferred.fromCoroutine(exchange).addCallbacks(self._loginAnswered, self._exchangeBroke)
+        answering = Deferred.fromCoroutine(self._login.paced(exchange))
+        answering.addCallbacks(self._loginAnswered, self._exchangeBroke)
 
     def _loginAnswered(self, answer: LoginAnswer) -> None:
         if self._closing:
-            return
-        if answer.failed:
-            self._loginFailed(answer)
             return
         if answer.loggedIn:
             self.state = TRANSACTION
@@ -581,53 +552,25 @@ class ClientSession(Protocol, TimeoutMixin):
                 upstream=answer.upstream,
             )
         self._reply(answer.line)
-        self._commandDone()
-
-    def _loginFailed(self, answer: LoginAnswer) -> None:
-        """
-        Count a failed login and relay its answer after the failure delay;
-        hang up once there were too many.
-        """
-        self._failedLogins += 1
-        self.log.info(
-            "session {session}: login failed for {user}", session=self.sessionId, user=answer.login
-        )
-        if self._settings.loginFailureDelay > 0:
-            self._settings.clock.callLater(
-                self._settings.loginFailureDelay, self._relayLoginFailure, answer.line
-            )
-        else:
-            self._relayLoginFailure(answer.line)
-
-    def _relayLoginFailure(self, line: bytes) -> None:
-        if self._closing:
-            return
-        self._reply(line)
-        # Hang up on a guesser once the reason has been relayed.
-        if self._failedLogins >= self._settings.maxFailedLogins:
-            self._busy = False
-            self._end(f"{self._failedLogins} failed logins")
+        if answer.hangUp:
+            # Hang up on a guesser once the reason has been relayed.
+            self._end(f"{self._login.failedLogins} failed logins")
         else:
             self._commandDone()
 
     # TRANSACTION state
 
-    def _numbers(self, arguments: bytes, minimum: int, maximum: int) -> list[int] | None:
-        numbers = parseNumbers(arguments, minimum, maximum)
-        if isinstance(numbers, bytes):
-            self._reply(numbers)
+    def _numbers(self, parsed: list[int] | bytes) -> list[int] | None:
+        """
+        Parsed command arguments, or C{None} once the refusal is sent.
+        """
+        if isinstance(parsed, bytes):
+            self._reply(parsed)
             return None
-        return numbers
-
-    def _messageNumbers(self, arguments: bytes, minimum: int, maximum: int) -> list[int] | None:
-        numbers = parseMessageNumbers(arguments, minimum, maximum)
-        if isinstance(numbers, bytes):
-            self._reply(numbers)
-            return None
-        return numbers
+        return parsed
 
     def do_STAT(self, arguments: bytes) -> None:
-        if self._numbers(arguments, 0, 0) is None:
+        if self._numbers(parseNumbers(arguments, 0, 0)) is None:
             return
         if self._mailbox.rewritesListings:
             self._answer(self._listings.stat())
@@ -635,16 +578,16 @@ class ClientSession(Protocol, TimeoutMixin):
             self._relay(b"STAT")
 
     def do_NOOP(self, arguments: bytes) -> None:
-        if self._numbers(arguments, 0, 0) is not None:
+        if self._numbers(parseNumbers(arguments, 0, 0)) is not None:
             self._relay(b"NOOP")
 
     def do_RSET(self, arguments: bytes) -> None:
-        if self._numbers(arguments, 0, 0) is not None:
+        if self._numbers(parseNumbers(arguments, 0, 0)) is not None:
             self._mailbox.reset()
             self._relay(b"RSET")
 
     def do_LIST(self, arguments: bytes) -> None:
-        numbers = self._messageNumbers(arguments, 0, 1)
+        numbers = self._numbers(parseMessageNumbers(arguments, 0, 1))
         if numbers is None:
             return
         if not self._mailbox.rewritesListings:
@@ -656,7 +599,7 @@ class ClientSession(Protocol, TimeoutMixin):
             self._answer(self._listings.listing())
 
     def do_UIDL(self, arguments: bytes) -> None:
-        numbers = self._messageNumbers(arguments, 0, 1)
+        numbers = self._numbers(parseMessageNumbers(arguments, 0, 1))
         if numbers is None:
             return
         line = b"UIDL %d" % numbers[0] if numbers else b"UIDL"
@@ -668,17 +611,17 @@ class ClientSession(Protocol, TimeoutMixin):
         self._relay(line, not numbers, handler)
 
     def do_DELE(self, arguments: bytes) -> None:
-        numbers = self._messageNumbers(arguments, 1, 1)
+        numbers = self._numbers(parseMessageNumbers(arguments, 1, 1))
         if numbers is not None:
             self._answer(self._listings.delete(numbers[0]))
 
     def do_RETR(self, arguments: bytes) -> None:
-        numbers = self._messageNumbers(arguments, 1, 1)
+        numbers = self._numbers(parseMessageNumbers(arguments, 1, 1))
         if numbers is not None:
             self._retrieve(b"RETR %d" % numbers[0], "RETR", numbers[0], None)
 
     def do_TOP(self, arguments: bytes) -> None:
-        numbers = self._messageNumbers(arguments, 2, 2)
+        numbers = self._numbers(parseMessageNumbers(arguments, 2, 2))
         if numbers is not None:
             index, lines = numbers
             self._retrieve(b"TOP %d %d" % (index, lines), "TOP", index, lines)
