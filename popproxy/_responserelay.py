@@ -61,7 +61,8 @@ class Relay:
 class UidRecorder(Relay, Generic[EntryT]):
     """
     Relays a C{UIDL} response verbatim and notes the UIDs in it (message
-    numbers and UIDs do not change during a POP3 session).
+    numbers and UIDs do not change during a POP3 session): from the body of
+    a listing (C{UIDL}), or from the status line of C{UIDL n}.
     """
 
     def __init__(
@@ -69,8 +70,13 @@ class UidRecorder(Relay, Generic[EntryT]):
         write: Callable[[bytes], None],
         done: Callable[[], None],
         mailbox: MailboxView[EntryT],
+        listing: bool,
     ) -> None:
-        super().__init__(write, done, onStatus=self._statusSeen)
+        """
+        @param listing: the answer to C{UIDL} (a listing whose status line
+            names no message, whatever its text), not to C{UIDL n}.
+        """
+        super().__init__(write, done, onStatus=None if listing else self._statusSeen)
         self._mailbox = mailbox
         self._body: list[bytes] = []
         self._bodySize = 0

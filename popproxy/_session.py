@@ -607,7 +607,7 @@ class ClientSession(Protocol, TimeoutMixin):
         if self._settings.hook.active:
             # Most clients list UIDs before they retrieve: remember them,
             # and the chain's context needs no "UIDL n" per message.
-            handler = UidRecorder(self._write, self._commandDone, self._mailbox)
+            handler = UidRecorder(self._write, self._commandDone, self._mailbox, not numbers)
         self._relay(line, not numbers, handler)
 
     def do_DELE(self, arguments: bytes) -> None:

@@ -84,7 +84,10 @@ class UpstreamSlot:
             self._waiters.append(waiter)
             return waiter
         if self._connecting is not None:
-            self._connecting.cancel()
+            # Superseded: its failure says nothing about its upstream.
+            superseded, self._connecting = self._connecting, None
+            self._connectingAddress = None
+            superseded.cancel()
         if self.connection is not None:
             self.drop()
         self._waiters.append(waiter)
@@ -94,12 +97,13 @@ class UpstreamSlot:
         return waiter
 
     def _connected(self, result: UpstreamConnection | Failure, address: UpstreamTarget) -> None:
-        if self._connectingAddress == address:
+        current = self._connectingAddress == address
+        if current:
             self._connecting = None
             self._connectingAddress = None
         waiters, self._waiters = self._waiters, []
         if isinstance(result, Failure):
-            if not self._closing():
+            if current and not self._closing():
                 self.log.warn(
                     "session {session}: cannot use upstream {upstream}: {reason}",
                     session=self._session,
