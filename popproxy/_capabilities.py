@@ -60,3 +60,45 @@ class UpstreamCapabilities:
         Whether SASL PLAIN logins are accepted.
         """
         return b"PLAIN" in self.mechanisms
+
+
+#: Capabilities relayed verbatim from the upstream: they describe the
+#: upstream mailbox's policy, which applies through the proxy as well.
+POLICY_CAPABILITIES = (b"LOGIN-DELAY", b"EXPIRE")
+
+
+def proxyCapabilities(
+    upstream: UpstreamCapabilities | None,
+    *,
+    mechanisms: tuple[bytes, ...],
+    loginsAllowed: bool,
+    offerSTLS: bool,
+    implementation: bytes,
+) -> bytes:
+    """
+    The proxy's own CAPA answer, status line to terminating line.
+
+    @param upstream: the upstream's capabilities, or C{None} when the
+        upstream is not known yet (then TOP and UIDL, which nearly every
+        server has, are announced; the list after login is exact).
+    @param mechanisms: the SASL mechanisms the proxy takes from clients.
+    @param loginsAllowed: whether USER and SASL are announced (not when
+        logins need TLS first).
+    @param offerSTLS: whether STLS is announced.
+    @param implementation: the IMPLEMENTATION line's value.
+    """
+    lines = []
+    if upstream is None:
+        lines += [b"TOP", b"UIDL"]
+    else:
+        lines += [name for name in (b"TOP", b"UIDL") if name in upstream]
+        policy = (upstream.line(name) for name in POLICY_CAPABILITIES)
+        lines += [line for line in policy if line is not None]
+    if loginsAllowed:
+        lines.append(b"USER")
+        lines.append(b"SASL " + b" ".join(mechanisms))
+    if offerSTLS:
+        lines.append(b"STLS")
+    lines += [b"PIPELINING", b"RESP-CODES", b"AUTH-RESP-CODE", b"IMPLEMENTATION " + implementation]
+    listed = b"".join(line + b"\r\n" for line in lines)
+    return b"+OK capability list follows\r\n" + listed + b".\r\n"

@@ -2,7 +2,9 @@
 Deciding, from what a client connection itself shows, whether it may log in
 without STLS (the C{[tls] require} policy).
 
-L{originOf} reads a session's transport once, when the session starts: the
+L{loginSecurity} decides, once per session, whether TLS protects the
+connection already and whether logins must wait for it.  L{originOf} reads a
+session's transport once, when the session starts: the
 addresses of the real TCP connection underneath any wrappers, and the PROXY
 header if the connection came through a C{haproxy:} listener.  The
 resulting L{ConnectionOrigin} is a frozen value; L{loginsNeedTLS} and its
@@ -33,7 +35,7 @@ from twisted.protocols.policies import ProtocolWrapper
 from popproxy._proxyheader import ProxyHeader, ProxyHeaderWrapper, ProxyTLS
 from popproxy._tls import isLoopback
 
-__all__ = ["ConnectionOrigin", "loginsNeedTLS", "originOf"]
+__all__ = ["ConnectionOrigin", "LoginSecurity", "loginSecurity", "loginsNeedTLS", "originOf"]
 
 #: How many protocol wrappers (PROXY header, TLS) may sit between a session
 #: and its TCP connection; more is not a connection this module understands.
@@ -120,3 +122,40 @@ def loginsNeedTLS(require: str, haveCertificate: bool, origin: ConnectionOrigin)
     if require == "always":
         return True
     return not origin.local
+
+
+@dataclass(frozen=True, slots=True)
+class LoginSecurity:
+    """
+    How one session's logins are protected, decided when it starts.
+
+    @ivar secure: TLS protects the connection already: an implicit-TLS
+        listener, or TLS the balancer terminated (then logins need no STLS,
+        and STLS is neither offered nor accepted).
+    @ivar tlsRequired: logins must wait for TLS.
+    @ivar balancerTLS: the PROXY header's SSL TLV, if the balancer
+        terminated TLS.
+    """
+
+    secure: bool
+    tlsRequired: bool
+    balancerTLS: ProxyTLS | None = None
+
+
+def loginSecurity(
+    transport: ITransport, *, implicitTLS: bool, requireTLS: str, haveCertificate: bool
+) -> LoginSecurity:
+    """
+    How logins on the connection under C{transport} are protected.
+
+    @param implicitTLS: the listener speaks TLS from the first byte.
+    @param requireTLS: the C{[tls] require} policy.
+    @param haveCertificate: the proxy has a certificate (STLS is possible).
+    """
+    origin = originOf(transport)
+    balancerTLS = origin.balancerTLS
+    return LoginSecurity(
+        secure=implicitTLS or balancerTLS is not None,
+        tlsRequired=loginsNeedTLS(requireTLS, haveCertificate, origin),
+        balancerTLS=balancerTLS,
+    )

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred
 
+from popproxy._capabilities import UpstreamCapabilities
 from popproxy._framing import StatusLine
 
 if TYPE_CHECKING:
@@ -86,6 +87,13 @@ class UpstreamLink:
         collector = Collector()
         self._send(line, True, collector)
         return collector.finished
+
+    async def capabilities(self) -> UpstreamCapabilities:
+        """
+        Ask the upstream's capabilities (C{CAPA}); none if it refuses.
+        """
+        status, body = await self.longCommand(b"CAPA")
+        return UpstreamCapabilities.fromResponse(status, body)
 
     def spool(self, line: bytes, into: Spool) -> Deferred[Spool]:
         """

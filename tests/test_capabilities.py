@@ -10,7 +10,7 @@ import dataclasses
 
 import pytest
 
-from popproxy._capabilities import UpstreamCapabilities
+from popproxy._capabilities import UpstreamCapabilities, proxyCapabilities
 from popproxy._framing import StatusLine
 
 OK = StatusLine(b"+OK capability list follows")
@@ -74,3 +74,129 @@ def test_frozen() -> None:
         capabilities.mechanisms = frozenset({b"PLAIN"})  # type: ignore[misc]
     assert capabilities == UpstreamCapabilities.fromLines((b"USER",))
     assert hash(capabilities) == hash(UpstreamCapabilities.fromLines((b"USER",)))
+
+
+def proxyAnswer(
+    upstream: UpstreamCapabilities | None,
+    loginsAllowed: bool = True,
+    offerSTLS: bool = False,
+) -> list[bytes]:
+    """
+    The proxy's CAPA answer as lines, after checking its framing.
+    """
+    answer = proxyCapabilities(
+        upstream,
+        mechanisms=(b"PLAIN", b"LOGIN"),
+        loginsAllowed=loginsAllowed,
+        offerSTLS=offerSTLS,
+        implementation=b"popproxy 0.1",
+    )
+    assert answer.startswith(b"+OK capability list follows\r\n")
+    assert answer.endswith(b"\r\n.\r\n")
+    return answer.split(b"\r\n")[1:-2]
+
+
+#: The lines every proxy CAPA answer ends with.
+TAIL = [b"PIPELINING", b"RESP-CODES", b"AUTH-RESP-CODE", b"IMPLEMENTATION popproxy 0.1"]
+
+
+def test_proxyCapabilitiesBeforeLogin() -> None:
+    """
+    Before the upstream is known, TOP and UIDL are announced, with the
+    proxy's own USER and SASL mechanisms, exactly in this form.
+    """
+    answer = proxyCapabilities(
+        None,
+        mechanisms=(b"PLAIN", b"LOGIN"),
+        loginsAllowed=True,
+        offerSTLS=False,
+        implementation=b"popproxy 0.1",
+    )
+    assert answer == (
+        b"+OK capability list follows\r\n"
+        b"TOP\r\nUIDL\r\nUSER\r\nSASL PLAIN LOGIN\r\n"
+        b"PIPELINING\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nIMPLEMENTATION popproxy 0.1\r\n"
+        b".\r\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("upstream", "relayed"),
+    [
+        ((b"TOP", b"UIDL", b"USER"), [b"TOP", b"UIDL"]),
+        ((b"uidl", b"USER"), [b"UIDL"]),
+        ((b"USER",), []),
+        ((), []),
+    ],
+)
+def test_proxyCapabilitiesTopUidlAsUpstream(
+    upstream: tuple[bytes, ...], relayed: list[bytes]
+) -> None:
+    """
+    Once the upstream's capabilities are known, TOP and UIDL are announced
+    only if it lists them.
+    """
+    lines = proxyAnswer(UpstreamCapabilities.fromLines(upstream))
+    assert lines == relayed + [b"USER", b"SASL PLAIN LOGIN"] + TAIL
+
+
+def test_proxyCapabilitiesPolicyRelayedVerbatim() -> None:
+    """
+    The upstream's LOGIN-DELAY and EXPIRE lines reach the client as the
+    upstream wrote them; its own SASL, STLS, USER and other extensions do
+    not (the proxy answers those itself).
+    """
+    upstream = UpstreamCapabilities.fromLines(
+        (
+            b"TOP",
+            b"Login-Delay 900 USER",
+            b"EXPIRE NEVER",
+            b"SASL CRAM-MD5 GSSAPI",
+            b"STLS",
+            b"X-SECRET-EXTENSION",
+        )
+    )
+    lines = proxyAnswer(upstream)
+    assert (
+        lines
+        == [b"TOP", b"Login-Delay 900 USER", b"EXPIRE NEVER", b"USER"]
+        + [b"SASL PLAIN LOGIN"]
+        + TAIL
+    )
+
+
+def test_proxyCapabilitiesLoginsNotAllowed() -> None:
+    """
+    When logins need TLS first, neither USER nor SASL is announced, and
+    STLS is, if offered.
+    """
+    assert (
+        proxyAnswer(None, loginsAllowed=False, offerSTLS=True)
+        == [
+            b"TOP",
+            b"UIDL",
+            b"STLS",
+        ]
+        + TAIL
+    )
+    assert proxyAnswer(None, loginsAllowed=False) == [b"TOP", b"UIDL"] + TAIL
+
+
+def test_proxyCapabilitiesSTLSOnlyWhenOffered() -> None:
+    """
+    STLS is announced exactly when the proxy offers it, whatever the
+    upstream says about its own.
+    """
+    upstream = UpstreamCapabilities.fromLines((b"STLS", b"TOP"))
+    assert b"STLS" not in proxyAnswer(upstream)
+    assert (
+        proxyAnswer(None, offerSTLS=True)
+        == [
+            b"TOP",
+            b"UIDL",
+            b"USER",
+            b"SASL PLAIN LOGIN",
+            b"STLS",
+        ]
+        + TAIL
+    )

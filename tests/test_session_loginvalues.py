@@ -145,7 +145,7 @@ def test_manyPairsInOneAuthAreOneFailedLogin() -> None:
         assert h.received() == b"+ \r\n"
         h.send(b64(b"\0alice\0x" + guesses) + b"\r\n")
         assert h.received().startswith(b"-ERR [AUTH] the password contains a control")
-        assert h.session._failedLogins == attempt + 1
+        assert h.session._login.failedLogins == attempt + 1
     h.settle()
     assert h.client.closedBy is not None
     assert h.upstream.received() == b""
@@ -202,7 +202,7 @@ def test_longPasswordLogsInWithPlain() -> None:
         assert h.received() == b"+OK logged in\r\n"
         assert h.upstream.received() == b""
         assert h.session.state == "TRANSACTION"
-        assert h.session._failedLogins == 0
+        assert h.session._login.failedLogins == 0
 
 
 def test_longPasswordToUserPassUpstreamRefused() -> None:
@@ -221,7 +221,7 @@ def test_longPasswordToUserPassUpstreamRefused() -> None:
     h.settle()
     assert h.upstream.received() == b""
     assert h.received() == b"-ERR [AUTH] the password is longer than 248 octets\r\n"
-    assert h.session._failedLogins == 1
+    assert h.session._login.failedLogins == 1
     assert h.session.state == "AUTHORIZATION"
     h.send(b"NOOP\r\n")
     assert h.received() == b"-ERR NOOP is not valid in the AUTHORIZATION state\r\n"

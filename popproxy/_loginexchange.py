@@ -1,0 +1,249 @@
+"""
+A session's login commands carried to the upstream: L{LoginExchange} routes
+the login name, connects to its upstream, sends the planned lines (see
+L{popproxy._loginplan}) and says how each command ended, as a frozen
+L{LoginAnswer}.  A failed login's answer comes only after the failure
+delay (L{FailedLogins}), saying whether the session should hang up.  It is
+given the router, the upstream slot and link and the failure counter, never
+the session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from dataclasses import dataclass, replace
+
+from twisted.python.failure import Failure
+
+from popproxy._failedlogins import FailedLogins
+from popproxy._framing import StatusLine
+from popproxy._loginlines import LoginCommands
+from popproxy._loginplan import (
+    LoginPlan,
+    LoginRefusal,
+    NeedCapabilities,
+    PendingPass,
+    passAsPlain,
+    planApop,
+    planPass,
+    planSasl,
+    planUser,
+    saslIdentity,
+)
+from popproxy._printable import PrintableLogger
+from popproxy._routing import NoRoute, Route, Router
+from popproxy._sasl import Credentials
+from popproxy._upstream import describeFailure, failureCode
+from popproxy._upstreamlink import UpstreamLink
+from popproxy._upstreamslot import UpstreamSlot
+
+#: The client's answer when its login name has no route.
+NO_ROUTE = b"-ERR [AUTH] no mail server is configured for that user"
+
+#: The client's answer to an APOP whose digest covers a greeting that is no
+#: longer the upstream connection's.
+GREETING_GONE = b"-ERR [SYS/TEMP] the mail server connection was reset; reconnect"
+
+
+@dataclass(frozen=True, slots=True)
+class LoginAnswer:
+    """
+    How one login command ended.
+
+    @ivar line: what the client is told (without CRLF).
+    @ivar login: the login name it was for (empty if not that far).
+    @ivar loggedIn: the upstream accepted the login.
+    @ivar failed: it counts (and is delayed) as a failed login.
+    @ivar upstream: where the login went, for the log.
+    @ivar hangUp: there were too many failed logins: the session ends once
+        C{line} is sent.
+    """
+
+    line: bytes
+    login: str = ""
+    loggedIn: bool = False
+    failed: bool = False
+    upstream: str = ""
+    hangUp: bool = False
+
+
+class LoginExchange:
+    """
+    Carries one session's USER/PASS, AUTH and APOP logins upstream.
+
+    @ivar pending: the login waiting for its C{PASS}, if any.
+    """
+
+    log = PrintableLogger()
+
+    def __init__(
+        self,
+        router: Router,
+        slot: UpstreamSlot,
+        link: UpstreamLink,
+        failures: FailedLogins,
+        session: str,
+    ) -> None:
+        self._router = router
+        self._failures = failures
+        self._slot = slot
+        self._link = link
+        self._session = session
+        self.pending: PendingPass | None = None
+
+    @property
+    def failedLogins(self) -> int:
+        """
+        Failed logins in this session so far.
+        """
+        return self._failures.count
+
+    async def paced(self, login: Awaitable[LoginAnswer]) -> LoginAnswer:
+        """
+        The answer of C{login} (one of the login methods below); a failed
+        login's only after the failure delay, saying whether to hang up.
+        """
+        answer = await login
+        if not answer.failed:
+            return answer
+        self.log.info(
+            "session {session}: login failed for {user}", session=self._session, user=answer.login
+        )
+        return replace(answer, hangUp=await self._failures.record())
+
+    async def user(self, login: str) -> LoginAnswer:
+        """
+        C{USER login}: start a USER/PASS login at the route's upstream.
+        """
+        self.pending = None
+        route = self._route(login)
+        if isinstance(route, LoginAnswer):
+            return route
+        user = planUser(route)
+        if isinstance(user, LoginRefusal):
+            return self._refused(login, user)
+        unreachable = await self._connectTo(route)
+        if unreachable is not None:
+            return unreachable
+        status = await self._link.shortCommand(user.lines[0])
+        if status.ok:
+            self.pending = PendingPass(login, route)
+            return LoginAnswer(status.line, login)
+        if passAsPlain(await self._link.capabilities()):
+            # The upstream refused USER and offers only SASL PLAIN: PASS
+            # logs in with AUTH PLAIN instead (RFC 5034).
+            self.pending = PendingPass(login, route, asPlain=True)
+            return LoginAnswer(b"+OK send PASS (the mail server takes it as AUTH PLAIN)", login)
+        return LoginAnswer(status.line, login)
+
+    async def password(self, password: bytes) -> LoginAnswer:
+        """
+        C{PASS password}: finish the pending USER/PASS login.
+        """
+        pending, self.pending = self.pending, None
+        if pending is None:
+            return LoginAnswer(b"-ERR send USER first")
+        return await self._follow(pending.login, pending.route, planPass(pending, password))
+
+    async def sasl(self, credentials: Credentials) -> LoginAnswer:
+        """
+        A finished SASL exchange: log in upstream with SASL PLAIN if it
+        offers it, else USER/PASS.  The authorization identity, if given,
+        else the authentication identity, chooses the route.
+        """
+        identity = saslIdentity(credentials)
+        route = self._route(identity)
+        if isinstance(route, LoginAnswer):
+            return route
+        plan = planSasl(route, credentials, None)
+        if isinstance(plan, NeedCapabilities):
+            unreachable = await self._connectTo(route)
+            if unreachable is not None:
+                return unreachable
+            plan = planSasl(route, credentials, await self._link.capabilities())
+        return await self._follow(identity, route, plan)
+
+    async def apop(self, login: str, digest: bytes, timestamp: bytes) -> LoginAnswer:
+        """
+        C{APOP login digest}, the digest made over C{timestamp}: relayed
+        only over the upstream connection whose greeting showed it.
+        """
+        route = self._route(login)
+        if isinstance(route, LoginAnswer):
+            return route
+        if not self._showedGreeting(route, timestamp):
+            return LoginAnswer(GREETING_GONE)
+        return await self._follow(login, route, planApop(route, digest))
+
+    def _route(self, login: str) -> Route | LoginAnswer:
+        try:
+            return self._router.route(login)
+        except NoRoute:
+            return LoginAnswer(NO_ROUTE)
+
+    def _showedGreeting(self, route: Route, timestamp: bytes) -> bool:
+        connection = self._slot.connection
+        greeting = connection.greeting if connection is not None else None
+        return (
+            self._slot.isUsable(route.upstream)
+            and greeting is not None
+            and timestamp in greeting.line
+        )
+
+    async def _connectTo(self, route: Route) -> LoginAnswer | None:
+        """
+        Connect to C{route}'s upstream; on failure, the answer saying why.
+        """
+        try:
+            await self._slot.ensure(route.upstream)
+        except Exception:
+            failure = Failure()
+            return LoginAnswer(f"-ERR [{failureCode(failure)}] {describeFailure(failure)}".encode())
+        return None
+
+    async def _follow(self, login: str, route: Route, plan: LoginPlan) -> LoginAnswer:
+        """
+        Send a planned login upstream, or refuse it.
+        """
+        if isinstance(plan, LoginRefusal):
+            return self._refused(login, plan)
+        if not isinstance(plan, LoginCommands):
+            raise AssertionError(f"a login plan still needs capabilities: {plan!r}")
+        return await self._logIn(login, route, plan.lines)
+
+    async def _logIn(self, login: str, route: Route, lines: tuple[bytes, ...]) -> LoginAnswer:
+        """
+        Send login lines upstream in turn, each after the previous one was
+        accepted (C{+OK} or a SASL continuation); the last answer, or the
+        first refusal, decides.
+
+        @param lines: of a L{LoginCommands} made by L{popproxy._loginlines},
+            which refuses values that would not stay one value of one line.
+        """
+        status = StatusLine(b"-ERR [AUTH] nothing to send")
+        for line in lines:
+            status = await self._link.shortCommand(line)
+            if not (status.ok or status.continuation):
+                break
+        upstream = str(route.upstream)
+        if status.ok:
+            return LoginAnswer(status.line, login, loggedIn=True, upstream=upstream)
+        if status.continuation:
+            # The upstream wants more SASL steps than PLAIN has: give up.
+            self._slot.drop()
+            return LoginAnswer(b"-ERR [AUTH] the mail server's login failed", login, failed=True)
+        return LoginAnswer(status.line, login, failed=True, upstream=upstream)
+
+    def _refused(self, login: str, refusal: LoginRefusal) -> LoginAnswer:
+        """
+        A login that cannot go upstream: nothing of it is sent; a value the
+        proxy cannot send counts as a failed login.
+        """
+        if refusal.failedLogin:
+            self.log.warn(
+                "session {session}: login values refused for {user}: {reason}",
+                session=self._session,
+                user=login,
+                reason=refusal.reason,
+            )
+        return LoginAnswer(refusal.line, login, failed=refusal.failedLogin)

@@ -1,0 +1,50 @@
+"""
+What every session of one listener shares: L{SessionSettings}, a frozen
+value built once per listener by L{popproxy._assembly} (the router, the
+upstream connector, the clock, the filter chain's hook and the session
+limits) and read by each L{popproxy._session.ClientSession}.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+
+from popproxy._config import ChainConfig
+from popproxy._retrieval import MessageHook, PassThrough
+from popproxy._routing import Router
+from popproxy._tls import UpstreamTarget
+from popproxy._upstream import UpstreamConnection
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    """
+    What every session of one listener shares (read-only).
+    """
+
+    router: Router
+    connect: Callable[[UpstreamTarget], Deferred[UpstreamConnection]]
+    clock: IReactorTime
+    hook: MessageHook = PassThrough()
+    idleTimeout: float = 600.0
+    maxFailedLogins: int = 3
+    #: The proxy's certificate: STLS is offered when set.
+    serverTLS: object | None = None
+    #: The listener speaks TLS from the first byte (port 995 style).
+    implicitTLS: bool = False
+    #: C{"auto"} (required unless the client is on this host, as
+    #: L{popproxy._loginpolicy} decides), C{"always"} or C{"never"}: whether
+    #: logins need TLS first.
+    requireTLS: str = "auto"
+    #: Seconds to hold back the answer to a failed login (slows guessing).
+    loginFailureDelay: float = 1.0
+    #: How RETR and TOP go through the filter chain: TOP mode, keepalive,
+    #: per-session cache, spooling and size limits (the [chain] settings).
+    chain: ChainConfig = ChainConfig()
+    #: Called when a session has ended and dropped what it held (the
+    #: proxy gives freed memory back to the system then).
+    sessionClosed: Callable[[], None] | None = None
