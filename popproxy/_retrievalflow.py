@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import IO, Protocol
 
 from twisted.internet.defer import Deferred
@@ -31,7 +31,7 @@ from popproxy._framing import DotUnstuffer, StatusLine, stuff, unstuff
 from popproxy._mailboxview import MailboxView
 from popproxy._printable import PrintableLogger
 from popproxy._retrieval import MessageHook, TemporaryFailure
-from popproxy._verdicts import FilterContext
+from popproxy._verdicts import FilterContext, contextWith
 
 log = PrintableLogger()
 
@@ -420,7 +420,7 @@ class RetrievalFlow:
         if cached is not None:
             return deliveryOf(cached, request.command, request.lines)
         uid = await self._uid()
-        context = replace(request.context, uidl=uid, partial=self._partial)
+        context = contextWith(request.context, uidl=uid, partial=self._partial)
         spool = await self._upstream.spool(self._fetchLine(), Spool(self._chain.spoolThreshold))
         status = spool.status
         assert status is not None
