@@ -54,7 +54,7 @@ from popproxy._plugins import PluginError, loadFilter
 from popproxy._retrieval import RetrievalContext
 from popproxy.interfaces import Deliver, FilterContext, Rewrite, TempFail, Verdict
 from popproxy.message import Message
-from popproxy.testing import mimeMessages
+from popproxy.strategies import mimeMessages
 from tests.peers.ports import freePort
 from tests.peers.spamd import SpamdServer
 
