@@ -39,7 +39,7 @@ from popproxy._routing import Router
 from popproxy._session import SessionFactory, SessionSettings
 from popproxy._tls import ServerTLS, endpointHost, isLoopback, minimumVersion
 from popproxy._upstream import UpstreamConnector
-from popproxy._workerpool import WorkerPool
+from popproxy._workerpool import WorkerLaunch, WorkerPool
 
 log = Logger(namespace="popproxy")
 
@@ -206,7 +206,7 @@ def sessionFactories(
             config.tls.certificate, config.tls.key, minimumVersion(config.tls.minVersion)
         )
     settings = SessionSettings(
-        router=Router(config),
+        router=Router(config.routing),
         connect=connector.connect,
         clock=reactor,  # type: ignore[arg-type]
         idleTimeout=config.idleTimeout,
@@ -237,7 +237,7 @@ def serviceFromConfig(
     for listener in listeners:
         listener.setServiceParent(top)
     if config.workers > 1:
-        WorkerPool(reactor, config, listeners).setServiceParent(top)
+        WorkerPool(reactor, WorkerLaunch.fromConfig(config), listeners).setServiceParent(top)
     if config.demo is not None:
         from popproxy.demo import defaultMailboxPath, demoServerFactory
 
@@ -252,7 +252,7 @@ def _warnAboutPlainText(config: Config, serverTLS: ServerTLS | None) -> None:
     """
     Log, at start-up, every place where credentials may cross in clear.
     """
-    router = Router(config)
+    router = Router(config.routing)
     targets = list(router.targets())
     for target in targets:
         if not target.tls.verify:

@@ -151,6 +151,29 @@ class ChainConfig:
     overLimits: str = "deliver"
 
 
+@dataclass(frozen=True)
+class RoutingSettings:
+    """
+    What the router needs from C{[upstream]}, C{[[route]]} and
+    C{[user_host]}: the default upstream, the TLS settings upstreams
+    inherit, the domain routes and the C{user@host} rules.
+    """
+
+    default: str | None = None
+    upstreamTls: UpstreamTls = UpstreamTls()
+    routes: tuple[DomainRoute, ...] = ()
+    userHost: UserHostRouting = field(default_factory=UserHostRouting)
+
+    def target(self, endpoint: str, tls: UpstreamTls | None = None) -> UpstreamTarget:
+        """
+        The upstream C{endpoint} with its TLS settings resolved (C{tls}, or
+        those of C{[upstream]}).
+
+        @raise TlsSettingsError: the settings cannot work for it.
+        """
+        return UpstreamTarget(endpoint, resolveUpstreamTls(endpoint, tls or self.upstreamTls))
+
+
 #: What a message over a parse limit can get.
 OVER_LIMITS = ("deliver", "quarantine")
 
@@ -182,6 +205,13 @@ class Config:
     #: Settings given as command-line flags rather than in the file.
     overridden: frozenset[str] = frozenset()
 
+    @property
+    def routing(self) -> RoutingSettings:
+        """
+        What the router needs (after the command-line flags).
+        """
+        return RoutingSettings(self.upstream, self.upstreamTls, self.routes, self.userHost)
+
     def target(self, endpoint: str, tls: UpstreamTls | None = None) -> UpstreamTarget:
         """
         The upstream C{endpoint} with its TLS settings resolved (C{tls}, or
@@ -189,7 +219,7 @@ class Config:
 
         @raise TlsSettingsError: the settings cannot work for it.
         """
-        return UpstreamTarget(endpoint, resolveUpstreamTls(endpoint, tls or self.upstreamTls))
+        return self.routing.target(endpoint, tls)
 
     def withOverrides(self, listen: tuple[str, ...] = (), upstream: str | None = None) -> Config:
         """

@@ -118,54 +118,28 @@ def scanHeaderBlock(
     room = end if maxFields is None else maxFields
     insertAt = -1
     pos = start
-    # One step per field, not per line: a single match takes a field with
-    # its continuation lines, so a long folded Received costs no more than
-    # a short Subject.  Only stray lines before the first field (an mbox
-    # envelope line, leading continuations) are taken one at a time.
+    # One match per field with its continuation lines (a long folded Received
+    # costs no more than a short Subject); stray lines go to helpers.
     while pos < end:
         if room == 0:
-            # Past the limit: whole fields are skipped in one match (none
-            # kept), up to whatever ends the block or is no complete line.
-            skipped = _FIELDS.match(data, pos, end)
-            if skipped is not None and skipped.end() > pos:
-                if limitDefect not in defects:
-                    defects.append(limitDefect)
-                pos = skipped.end()
+            skipped = _skipFields(data, pos, end)
+            if skipped > pos:
+                _record(defects, limitDefect)
+                pos = skipped
                 continue
         first = data[pos]
         if first == 0x0A or (first == 0x0D and pos + 1 < end and data[pos + 1] == 0x0A):
-            return HeaderBlock(
-                start,
-                tuple(fields),
-                insertAt if insertAt != -1 else pos,
-                pos,
-                pos + 1 if first == 0x0A else pos + 2,
-                tuple(defects),
-            )
-        if first in (0x20, 0x09):
-            # A field takes its own continuations: this line precedes any.
-            if Defect.FIRST_LINE_IS_CONTINUATION not in defects:
-                defects.append(Defect.FIRST_LINE_IS_CONTINUATION)
-            pos = _nextLine(data, pos, end)
-            continue
+            bodyStart = pos + 1 if first == 0x0A else pos + 2
+            return _block(start, fields, insertAt, pos, bodyStart, defects)
         match = _FIELD.match(data, pos, end)
         if match is None:
-            if pos == 0 and data.startswith(b"From "):
-                # An mbox envelope line at the top of the message; not a
-                # field, but part of the block.
-                pos = _nextLine(data, pos, end)
-                continue
-            defects.append(Defect.MISSING_HEADER_BODY_SEPARATOR)
-            return HeaderBlock(
-                start,
-                tuple(fields),
-                insertAt if insertAt != -1 else pos,
-                pos,
-                pos,
-                tuple(defects),
-            )
-        if insertAt == -1:
-            insertAt = pos
+            stray = _strayLineEnd(data, pos, end, defects)
+            if stray == -1:
+                defects.append(Defect.MISSING_HEADER_BODY_SEPARATOR)
+                return _block(start, fields, insertAt, pos, pos, defects)
+            pos = stray
+            continue
+        insertAt = pos if insertAt == -1 else insertAt
         valueStart, valueEnd = match.span(2)
         fieldEnd = match.end()
         if fieldEnd != valueEnd and valueEnd > valueStart and data[valueEnd - 1] == 0x0D:
@@ -173,11 +147,60 @@ def scanHeaderBlock(
         if room > 0:
             room -= 1
             fields.append(Field(match.group(1), pos, valueStart, valueEnd, fieldEnd))
-        elif limitDefect not in defects:
-            defects.append(limitDefect)
+        else:
+            _record(defects, limitDefect)
         pos = fieldEnd
+    return _block(start, fields, insertAt, end, end, defects)
+
+
+def _skipFields(data: bytes, pos: int, end: int) -> int:
+    """
+    Past the limit: where the whole fields from C{pos} on end (none kept),
+    skipped in one match up to whatever ends the block or is no complete
+    line; C{pos} if there is no such field.
+    """
+    skipped = _FIELDS.match(data, pos, end)
+    return pos if skipped is None else skipped.end()
+
+
+def _strayLineEnd(data: bytes, pos: int, end: int, defects: list[Defect]) -> int:
+    """
+    Where the line at C{pos}, which is neither empty nor a field, ends if
+    it still belongs to the block, or -1: a continuation line with no
+    field before it (a field takes its own continuations, so this one
+    precedes any), or an mbox envelope line (C{From }) at the top of the
+    message.
+    """
+    if data[pos] in (0x20, 0x09):
+        _record(defects, Defect.FIRST_LINE_IS_CONTINUATION)
+        return _nextLine(data, pos, end)
+    if pos == 0 and data.startswith(b"From "):
+        return _nextLine(data, pos, end)
+    return -1
+
+
+def _record(defects: list[Defect], defect: Defect) -> None:
+    """
+    Add C{defect} to C{defects} unless it is there already.
+    """
+    if defect not in defects:
+        defects.append(defect)
+
+
+def _block(
+    start: int,
+    fields: list[Field],
+    insertAt: int,
+    end: int,
+    bodyStart: int,
+    defects: list[Defect],
+) -> HeaderBlock:
+    """
+    The block found: a new field goes before its first field or, without
+    one, where its header lines end.
+    """
     return HeaderBlock(
-        start, tuple(fields), insertAt if insertAt != -1 else end, end, end, tuple(defects)
+        start, tuple(fields), insertAt if insertAt != -1 else end, end, bodyStart, tuple(defects)
     )
 
 

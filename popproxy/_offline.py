@@ -34,7 +34,7 @@ from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublish
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from popproxy._config import ConfigError, loadConfig
+from popproxy._config import Config, ConfigError, loadConfig
 from popproxy._testkit import (
     ChainResult,
     InlineReactor,
@@ -425,25 +425,7 @@ def main(
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
     try:
-        options = _parser(prog, out).parse_args(sys.argv[1:] if argv is None else list(argv))
-        messages = findMessages(options.paths)
-        configPath = Path(options.config)
-        output = Path(options.output) if options.output else None
-        if output is not None:
-            if output.exists() and not output.is_dir():
-                raise UsageError(f"--output {output}: not a directory")
-            if output.resolve() in _sourceDirectories(messages):
-                raise UsageError(f"--output {output}: would overwrite the input messages")
-        config = loadConfig(configPath)
-        if options.quarantine and config.chain.quarantine is None:
-            raise UsageError(f"--quarantine: {configPath} has no [chain] quarantine")
-        if reactor is None:
-            from twisted.internet import reactor as globalReactor
-
-            reactor = globalReactor
-        chain = loadObservedChain(config, reactor, "configured" if options.quarantine else "memory")
-        if output is not None:
-            output.mkdir(parents=True, exist_ok=True)
+        setup = _setUp(sys.argv[1:] if argv is None else list(argv), prog, out, reactor)
     except _Exit as e:
         return e.status
     except (UsageError, ConfigError) as e:
@@ -452,16 +434,86 @@ def main(
     except OSError as e:
         err.write(f"{prog}: {e.filename}: {e.strerror}\n")
         return 2
+    summary = _filterAllLogged(setup, out, err)
+    if summary is None:
+        err.write(f"{prog}: interrupted\n")
+        return 1
+    out.write("--\n")
+    for line in summary.lines(setup.chain.names, _quarantineNote(setup)):
+        out.write(line + "\n")
+    if setup.output is not None:
+        out.write(f"{summary.written} message(s) written to {setup.output}\n")
+    return 0 if summary.ok else 1
 
-    if config.chain.quarantine is None:
-        quarantineNote = "(but no [chain] quarantine is configured)"
-    elif options.quarantine:
-        quarantineNote = f"stored in {config.chain.quarantine}"
-    else:
-        quarantineNote = (
-            f"would be kept in {config.chain.quarantine} (offline: nothing was written there; "
-            "--quarantine writes)"
-        )
+
+@dataclass(frozen=True)
+class _Setup:
+    """
+    What the command line asks for, checked: the messages, the output
+    directory, the configuration, its chain and the reactor that runs it.
+    """
+
+    options: argparse.Namespace
+    messages: list[MessageFile]
+    output: Path | None
+    config: Config
+    chain: ObservedChain
+    reactor: Any
+
+
+def _setUp(argv: list[str], prog: str, out: TextIO, reactor: Any) -> _Setup:
+    """
+    Read and check the command line, load the configuration and build its
+    chain, and create the output directory.
+
+    @raise _Exit: for C{--help}.
+    @raise UsageError: for a command line that cannot be used.
+    @raise ConfigError: for a configuration that cannot be used.
+    @raise OSError: for a file or directory that cannot be read or made.
+    """
+    options = _parser(prog, out).parse_args(argv)
+    messages = findMessages(options.paths)
+    configPath = Path(options.config)
+    output = Path(options.output) if options.output else None
+    if output is not None:
+        if output.exists() and not output.is_dir():
+            raise UsageError(f"--output {output}: not a directory")
+        if output.resolve() in _sourceDirectories(messages):
+            raise UsageError(f"--output {output}: would overwrite the input messages")
+    config = loadConfig(configPath)
+    if options.quarantine and config.chain.quarantine is None:
+        raise UsageError(f"--quarantine: {configPath} has no [chain] quarantine")
+    if reactor is None:
+        from twisted.internet import reactor as globalReactor
+
+        reactor = globalReactor
+    chain = loadObservedChain(config, reactor, "configured" if options.quarantine else "memory")
+    if output is not None:
+        output.mkdir(parents=True, exist_ok=True)
+    return _Setup(options, messages, output, config, chain, reactor)
+
+
+def _quarantineNote(setup: _Setup) -> str:
+    """
+    What the summary says about the quarantined items: where they went,
+    or that nothing was written.
+    """
+    quarantine = setup.config.chain.quarantine
+    if quarantine is None:
+        return "(but no [chain] quarantine is configured)"
+    if setup.options.quarantine:
+        return f"stored in {quarantine}"
+    return (
+        f"would be kept in {quarantine} (offline: nothing was written there; --quarantine writes)"
+    )
+
+
+def _filterAllLogged(setup: _Setup, out: TextIO, err: TextIO) -> Summary | None:
+    """
+    Filter every message, with the progress line and (for C{--log}) the
+    log on C{err}; C{None} if the reactor was stopped first.
+    """
+    options, messages, reactor = setup.options, setup.messages, setup.reactor
     progress = ProgressLine(
         err,
         len(messages),
@@ -470,11 +522,11 @@ def main(
         else len(messages) >= PROGRESS_FROM and err.isatty(),
     )
     run = _Run(
-        chain,
+        setup.chain,
         messages,
-        output,
+        setup.output,
         options.user,
-        config.upstream or "offline",
+        setup.config.upstream or "offline",
         "quarantined" if options.quarantine else "would quarantine",
         out,
         progress,
@@ -482,24 +534,13 @@ def main(
     observer = _LogLines(err)
     if options.log:
         globalLogPublisher.addObserver(observer)
-    summary: Summary | None
     try:
         if isinstance(reactor, InlineReactor):
-            summary = settle(ensureDeferred(_filterAll(run)), reactor, what="the chain")
-        else:
-            summary = _runOnReactor(reactor, lambda: ensureDeferred(_filterAll(run)))
+            return settle(ensureDeferred(_filterAll(run)), reactor, what="the chain")
+        return _runOnReactor(reactor, lambda: ensureDeferred(_filterAll(run)))
     finally:
         if options.log:
             globalLogPublisher.removeObserver(observer)
-    if summary is None:
-        err.write(f"{prog}: interrupted\n")
-        return 1
-    out.write("--\n")
-    for line in summary.lines(chain.names, quarantineNote):
-        out.write(line + "\n")
-    if output is not None:
-        out.write(f"{summary.written} message(s) written to {output}\n")
-    return 0 if summary.ok else 1
 
 
 def _runOnReactor(reactor: Any, work: Callable[[], Deferred[Summary]]) -> Summary | None:

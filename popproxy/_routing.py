@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from popproxy._config import Config
+from popproxy._config import RoutingSettings
 from popproxy._tls import UpstreamTarget
 
 
@@ -31,20 +31,20 @@ class Route:
 
 class Router:
     """
-    Routes login names using the configuration's rules, in this order: a
+    Routes login names using the configured rules, in this order: a
     C{[[route]]} whose domain matches the part after the last C{@}; the
     C{user@host} syntax for an allowed host; the default upstream.
     """
 
-    def __init__(self, config: Config) -> None:
-        self._default = None if config.upstream is None else config.target(config.upstream)
+    def __init__(self, routing: RoutingSettings) -> None:
+        self._default = None if routing.default is None else routing.target(routing.default)
         self._domains = {
-            route.domain: (route, config.target(route.upstream, route.tls))
-            for route in config.routes
+            route.domain: (route, routing.target(route.upstream, route.tls))
+            for route in routing.routes
         }
-        self._userHost = config.userHost
+        self._userHost = routing.userHost
         self._hosts = {
-            host: config.target(endpoint) for host, endpoint in config.userHost.allowed.items()
+            host: routing.target(endpoint) for host, endpoint in routing.userHost.allowed.items()
         }
 
     @property

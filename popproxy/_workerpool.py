@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,39 @@ class _WorkerProcess(ProcessProtocol):
         self.pool._ended(self, reason)
 
 
+@dataclass(frozen=True)
+class WorkerLaunch:
+    """
+    What the pool needs to start its workers.
+
+    @ivar workers: how many processes serve, this one included.
+    @ivar configPath: the configuration file every worker reads (absolute),
+        or C{None} for a configuration made of command-line flags only.
+    @ivar upstream: the C{--upstream} flag to pass on, if one was given.
+    @ivar plainListeners: how many of the listeners, first in the list,
+        are plain ones; the others are implicit-TLS ones.
+    """
+
+    workers: int
+    configPath: Path | None
+    upstream: str | None
+    plainListeners: int
+
+    @classmethod
+    def fromConfig(cls, config: Config) -> WorkerLaunch:
+        """
+        The launch of the workers of C{config}.
+        """
+        return cls(
+            workers=config.workers,
+            configPath=(
+                None if config.source == "<command line>" else Path(config.source).resolve()
+            ),
+            upstream=config.upstream if "upstream" in config.overridden else None,
+            plainListeners=len(config.listen),
+        )
+
+
 class WorkerPool(Service):
     """
     Starts, restarts and stops the worker processes of the main process.
@@ -97,9 +131,9 @@ class WorkerPool(Service):
         sockets are handed to the workers once they listen.
     """
 
-    def __init__(self, reactor: Any, config: Config, listeners: list[Any]) -> None:
+    def __init__(self, reactor: Any, launch: WorkerLaunch, listeners: list[Any]) -> None:
         self._reactor = reactor
-        self._config = config
+        self._launch = launch
         self._listeners = listeners
         self._workers: dict[int, _WorkerProcess] = {}
 
@@ -107,18 +141,18 @@ class WorkerPool(Service):
         super().startService()
         for listener in self._listeners:
             acceptOneAtATime(listener.port)
-        for number in range(1, self._config.workers):
+        for number in range(1, self._launch.workers):
             self._spawn(number)
 
     def _arguments(self, number: int) -> tuple[list[str], dict[int, int | str]]:
-        config = self._config
+        launch = self._launch
         arguments = [sys.executable, "-m", "popproxy._workers", "--number", str(number)]
-        if config.source != "<command line>":
-            arguments += ["--config", str(Path(config.source).resolve())]
-        if "upstream" in config.overridden and config.upstream:
-            arguments += ["--upstream", config.upstream]
+        if launch.configPath is not None:
+            arguments += ["--config", str(launch.configPath)]
+        if launch.upstream:
+            arguments += ["--upstream", launch.upstream]
         childFDs: dict[int, int | str] = {0: "w", 1: "r", 2: "r"}
-        plain = len(config.listen)
+        plain = launch.plainListeners
         for index, listener in enumerate(self._listeners):
             descriptor = listener.port.fileno()
             kind, position = ("plain", index) if index < plain else ("tls", index - plain)

@@ -129,7 +129,7 @@ class Harness:
         self.clock = Clock()
         self.upstreams: list[FakeUpstream] = []
         self.settings = SessionSettings(
-            router=Router(self.config),
+            router=Router(self.config.routing),
             connect=self.connect,
             clock=self.clock,
             hook=self.hook,

@@ -27,6 +27,7 @@ from popproxy._config import (
     DomainRoute,
     FilterConfig,
     ProxySettings,
+    RoutingSettings,
     TlsConfig,
     UpstreamSettings,
     UserHostRouting,
@@ -163,7 +164,7 @@ def test_shippedExamplesAreValid(tmp_path: Path) -> None:
         True, ("@", "#"), {"pop.example.net": "tcp:pop.example.net:110"}
     )
     checkWithReactor(config)
-    router = Router(config)
+    router = Router(config.routing)
     assert routed(router, "ann@corp.example") == ("tcp:pop.corp.example:110", "ann")
     assert routed(router, "bob#pop.example.net") == ("tcp:pop.example.net:110", "bob")
     assert routed(router, "demo") == ("tcp:127.0.0.1:1100", "demo")
@@ -748,9 +749,9 @@ def routingConfig(
     routes: tuple[DomainRoute, ...] = (),
     allowed: dict[str, str] | None = None,
     separators: tuple[str, ...] = ("@", "#"),
-) -> Config:
-    return Config(
-        upstream=default,
+) -> RoutingSettings:
+    return RoutingSettings(
+        default=default,
         routes=routes,
         userHost=UserHostRouting(allowed is not None, separators, allowed or {}),
     )
@@ -859,7 +860,7 @@ def test_userHostDisabledIgnoresAllowed() -> None:
         upstream=DEFAULT,
         userHost=UserHostRouting(False, ("@", "#"), {"pop.example.net": NET}),
     )
-    router = Router(config)
+    router = Router(config.routing)
     assert router.static
     assert routed(router, "bob@pop.example.net") == (DEFAULT, "bob@pop.example.net")
 
@@ -897,7 +898,7 @@ allowed = { "Pop.Example.NET" = "tls:pop.example.net:995" }
 """,
         SOURCE,
     )
-    router = Router(config)
+    router = Router(config.routing)
     assert routed(router, "ann@corp.example") == ("tcp:pop.corp.test:110", "ann")
     assert routed(router, "bob#pop.EXAMPLE.net") == ("tls:pop.example.net:995", "bob")
     assert routed(router, "carol") == ("tcp:pop.default.test:110", "carol")
@@ -955,7 +956,7 @@ def test_neverAnOpenRelay(
     if enabled:
         permitted.update(allowed.values())
     try:
-        endpoint, sent = routed(Router(config), login)
+        endpoint, sent = routed(Router(config.routing), login)
     except NoRoute:
         if default is not None:
             # Only "@domain" with a strip-domain route, which has no user to send.
@@ -1141,3 +1142,31 @@ def test_sectionsAreTheKnownTables() -> None:
     }
     with pytest.raises(ConfigError, match=r"\[proxies\]: unknown section"):
         parseConfig("[proxies]\n", SOURCE)
+
+
+def test_routingIsTheRoutersShareOfTheFile() -> None:
+    """
+    The router's value holds the default upstream (after C{--upstream}),
+    the inherited upstream TLS settings, the domain routes and the
+    user@host rules, and resolves targets as the whole configuration does.
+    """
+    config = parseConfig(
+        """
+[upstream]
+default = "tcp:pop.default.test:110"
+tls = "starttls"
+[[route]]
+domain = "corp.example"
+upstream = "tcp:pop.corp.test:110"
+[user_host]
+enabled = true
+allowed = { "pop.example.net" = "tls:pop.example.net:995" }
+""",
+        SOURCE,
+    ).withOverrides(upstream="tcp:pop.flag.test:110")
+    routing = config.routing
+    assert routing == RoutingSettings(
+        "tcp:pop.flag.test:110", config.upstreamTls, config.routes, config.userHost
+    )
+    assert routing.target(NET) == config.target(NET)
+    assert routing.target(NET).tls.mode == "starttls"

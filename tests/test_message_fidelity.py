@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from popproxy.message import Defect, EditError, Message, Part, textPart
-from popproxy.testing import mimeMessages
+from popproxy.strategies import mimeMessages
 
 CORPUS = sorted((Path(__file__).parent / "mime_corpus").glob("*.eml"))
 

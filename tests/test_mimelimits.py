@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from popproxy import _mimecodec, _mimeheader
 from popproxy._mimelimits import LIMIT_DEFECTS, LIMIT_KEYS
 from popproxy.message import Defect, LimitExceeded, Message, ParseLimits
-from popproxy.testing import mimeMessages
+from popproxy.strategies import mimeMessages
 
 EOL = b"\r\n"
 

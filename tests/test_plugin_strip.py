@@ -43,12 +43,12 @@ from popproxy.interfaces import (
     Verdict,
 )
 from popproxy.message import Message, ParseLimits
+from popproxy.strategies import mimeMessages
 from popproxy.testing import (
     MemoryQuarantine,
     attachmentPart,
     buildMessage,
     makeContext,
-    mimeMessages,
     runFilter,
     runInline,
     textPart,

@@ -53,7 +53,7 @@ from popproxy._chain import ChainEntry, FilterChain
 from popproxy._plugins import PluginError, loadFilter
 from popproxy.interfaces import Deliver, FilterContext, Rewrite, TempFail, Verdict
 from popproxy.message import Message
-from popproxy.testing import mimeMessages
+from popproxy.strategies import mimeMessages
 from tests.peers.ports import freePort
 from tests.peers.spamd import SpamdServer
 

@@ -788,7 +788,7 @@ class SessionRig:
         self.clock = Clock()
         self.upstreams: list[FakeUpstream] = []
         settings = SessionSettings(
-            router=Router(Config(upstream="tcp:upstream:110")),
+            router=Router(Config(upstream="tcp:upstream:110").routing),
             connect=self.connect,
             clock=self.clock,
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from twisted.internet import tcp
@@ -22,6 +23,7 @@ from popproxy._config import Config, TlsConfig
 from popproxy._workerpool import (
     RESTART_DELAY,
     STOP_TIMEOUT,
+    WorkerLaunch,
     WorkerPool,
     acceptOneAtATime,
 )
@@ -66,7 +68,7 @@ class FakeListener:
 
 def startedPool(config: Config, listeners: list[Any]) -> tuple[WorkerPool, ProcessReactor]:
     reactor = ProcessReactor()
-    pool = WorkerPool(reactor, config, listeners)
+    pool = WorkerPool(reactor, WorkerLaunch.fromConfig(config), listeners)
     pool.startService()
     return pool, reactor
 
@@ -155,3 +157,25 @@ def test_acceptOneAtATime() -> None:
     other = FakePort(3)
     acceptOneAtATime(other)
     assert type(other) is FakePort
+
+
+def test_launchIsThePoolsShareOfTheConfiguration() -> None:
+    """
+    The pool receives only what starting workers takes: the number of
+    processes, the file's absolute path (none for flags only), a
+    command-line upstream (not one from the file) and how many listeners
+    are plain.
+    """
+    fromFile = Config(
+        source="twistd.conf",
+        workers=3,
+        upstream="tcp:pop.file.test:110",
+        listen=("tcp:110", "tcp:111"),
+    )
+    assert WorkerLaunch.fromConfig(fromFile) == WorkerLaunch(
+        3, Path("twistd.conf").resolve(), None, 2
+    )
+    flags = Config(workers=2).withOverrides(upstream="tcp:pop.flag.test:110")
+    assert WorkerLaunch.fromConfig(flags) == WorkerLaunch(
+        2, None, "tcp:pop.flag.test:110", len(flags.listen)
+    )
