@@ -18,6 +18,7 @@ from typing import Any
 from zope.interface import Attribute, Interface
 
 from popproxy._filterthreads import FilterInterrupted
+from popproxy._scannerstatus import ScannerStatus
 from popproxy._settings import SettingsError, SettingsReader
 from popproxy._verdicts import (
     Deliver,
@@ -36,9 +37,11 @@ __all__ = [
     "IMessageFilter",
     "IPartQuarantine",
     "IQuarantine",
+    "IScannerStatus",
     "RemovedPart",
     "Replace",
     "Rewrite",
+    "ScannerStatus",
     "SettingsError",
     "SettingsReader",
     "TempFail",
@@ -109,4 +112,17 @@ class IPartQuarantine(IQuarantine):
             message must not be delivered without them (storing them again
             later keeps each once).  A synchronous C{filterMessage} gets the
             list itself, as with L{IQuarantine.store}.
+        """
+
+
+class IScannerStatus(Interface):
+    """
+    Provided, beside L{IMessageFilter}, by a filter that depends on a daemon
+    (a virus or spam scanner): the proxy reads its state for the start-up
+    log, the health check and the metrics.
+    """
+
+    def scannerStatus() -> ScannerStatus:
+        """
+        The last known state of the filter's daemon (cheap: no I/O).
         """
