@@ -3,14 +3,19 @@ Load the filter plugins named in the configuration and check them.
 
 A chain entry names its plugin in one of three ways:
 
-  - a bare name (C{"strip"}): a file C{<name>.py} in one of the plugin
-    directories (by default C{plugins/} beside the configuration file), or
-    else the plugin of that name shipped with popproxy;
-  - a path to a C{.py} file (relative to the configuration file);
+  - a bare name (C{"strip"}): a file C{<name>.py} or a package directory
+    C{<name>/} in one of the plugin directories (by default C{plugins/}
+    beside the configuration file), or else the plugin of that name shipped
+    with popproxy;
+  - a path (relative to the configuration file) to a C{.py} file, or, when
+    it holds a C{/}, to a package directory (one holding C{__init__.py});
   - an importable C{"module:object"}.
 
-A file or shipped plugin module provides C{makeFilter(settings)} or
-C{makeFilter(settings, reactor)}.  The object found is either a filter
+A plugin is one module or a package of several: a package is loaded from
+its directory under a private name, so its modules import each other
+relatively (C{from ._wire import Client}), and its C{__init__.py} exports
+C{makeFilter}.  A file, package or shipped plugin provides
+C{makeFilter(settings)} or C{makeFilter(settings, reactor)}.  The object found is either a filter
 already (it provides L{IMessageFilter}; it then takes no settings) or a
 factory called with the entry's settings table, and with the reactor the
 chain runs on when it takes a second positional argument, that returns one.
@@ -44,13 +49,39 @@ class PluginError(Exception):
     """
 
 
+def _moduleName(path: Path) -> str:
+    return f"popproxy_plugin_{re.sub(r'[^A-Za-z0-9_]', '_', str(path.resolve()))}"
+
+
+def _forget(moduleName: str) -> None:
+    """
+    Drop a module that failed to load, and any of its submodules, so a
+    later attempt starts afresh.
+    """
+    for name in [n for n in sys.modules if n == moduleName or n.startswith(moduleName + ".")]:
+        del sys.modules[name]
+
+
 def _loadFile(path: Path) -> ModuleType:
-    if not path.is_file():
+    """
+    The plugin module at C{path}: a C{.py} file, or a package directory
+    (its C{__init__.py} run with the directory as its C{__path__}).  Loaded
+    once per path under a private name.
+    """
+    isPackage = path.is_dir()
+    if isPackage and not (path / "__init__.py").is_file():
+        raise PluginError(f"{path}: a directory without __init__.py is not a plugin package")
+    if not isPackage and not path.is_file():
         raise PluginError(f"{path}: no such plugin file")
-    moduleName = f"popproxy_plugin_{re.sub(r'[^A-Za-z0-9_]', '_', str(path.resolve()))}"
+    moduleName = _moduleName(path)
     if moduleName in sys.modules:
         return sys.modules[moduleName]
-    spec = importlib.util.spec_from_file_location(moduleName, path)
+    if isPackage:
+        spec = importlib.util.spec_from_file_location(
+            moduleName, path / "__init__.py", submodule_search_locations=[str(path)]
+        )
+    else:
+        spec = importlib.util.spec_from_file_location(moduleName, path)
     if spec is None or spec.loader is None:
         raise PluginError(f"{path}: cannot be loaded as Python")
     module = importlib.util.module_from_spec(spec)
@@ -58,9 +89,23 @@ def _loadFile(path: Path) -> ModuleType:
     try:
         spec.loader.exec_module(module)
     except Exception as e:
-        del sys.modules[moduleName]
+        _forget(moduleName)
         raise PluginError(f"{path}: fails to load: {type(e).__name__}: {e}") from None
     return module
+
+
+def _inDirectory(directory: Path, name: str) -> Path | None:
+    """
+    The plugin called C{name} in C{directory}: C{<name>.py} or the package
+    C{<name>/}; L{None} when there is neither.
+    """
+    file, package = directory / f"{name}.py", directory / name
+    isPackage = (package / "__init__.py").is_file()
+    if file.is_file() and isPackage:
+        raise PluginError(f"{directory}: both {name}.py and {name}/ are plugins named {name!r}")
+    if isPackage:
+        return package
+    return file if file.is_file() else None
 
 
 def shippedPluginDirectory() -> Path:
@@ -72,6 +117,19 @@ def shippedPluginDirectory() -> Path:
     if spec is not None and spec.submodule_search_locations:
         return Path(list(spec.submodule_search_locations)[0])
     return Path(__file__).resolve().parent.parent / "plugins"
+
+
+def _named(name: str, pluginDirs: tuple[Path, ...]) -> Path:
+    """
+    Where the plugin called C{name} is: the first plugin directory that has
+    it, else the shipped plugins.
+    """
+    for directory in (*pluginDirs, shippedPluginDirectory()):
+        found = _inDirectory(directory, name)
+        if found is not None:
+            return found
+    searched = ", ".join(str(d) for d in pluginDirs) or "no plugin directory"
+    raise PluginError(f"no plugin named {name!r} (searched {searched} and the shipped plugins)")
 
 
 def _findObject(spec: str, base: Path, pluginDirs: tuple[Path, ...]) -> Any:
@@ -88,21 +146,9 @@ def _findObject(spec: str, base: Path, pluginDirs: tuple[Path, ...]) -> Any:
     if spec.endswith(".py") or "/" in spec:
         module = _loadFile(base / spec)
     elif _NAME.match(spec):
-        for directory in pluginDirs:
-            candidate = directory / f"{spec}.py"
-            if candidate.is_file():
-                module = _loadFile(candidate)
-                break
-        else:
-            shipped = shippedPluginDirectory() / f"{spec}.py"
-            if not shipped.is_file():
-                searched = ", ".join(str(d) for d in pluginDirs) or "no plugin directory"
-                raise PluginError(
-                    f"no plugin named {spec!r} (searched {searched} and the shipped plugins)"
-                )
-            module = _loadFile(shipped)
+        module = _loadFile(_named(spec, pluginDirs))
     else:
-        raise PluginError(f"{spec!r} is not a plugin name, a .py path or module:object")
+        raise PluginError(f"{spec!r} is not a plugin name, a .py or package path or module:object")
     factory = getattr(module, "makeFilter", None)
     if factory is None:
         raise PluginError(f"{module.__file__} does not define makeFilter(settings)")

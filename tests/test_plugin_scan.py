@@ -1,7 +1,7 @@
 """
-The shipped scan plugin (plugins/scan.py): clamd's INSTREAM protocol without I/O, its Twisted
-client over in-memory transports, the filter's policies with a fake scanner, and the plugin
-loaded exactly as the configuration loads it, run through the filter chain against a real
+The shipped scan plugin's filter and factory (plugins/scan/_filter.py, _factory.py): the
+filter's policies with a fake scanner, and the plugin loaded exactly as the configuration
+loads it, run through the filter chain against a real
 private clamd (TCP and UNIX socket), a clamd that is down and one that never answers.
 
 The real-clamd tests need a running reactor: each runs the daemon's own FilterChain with a
@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import struct
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -23,12 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from popproxy._plugins import PluginError, _loadFile, loadFilter
@@ -46,7 +41,7 @@ from popproxy.testing import (
 from tests.peers.clamd import EICAR_SIGNATURE, ClamdPeer, StallingServer, eicar
 
 REPO = Path(__file__).resolve().parent.parent
-PLUGIN = REPO / "plugins" / "scan.py"
+PLUGIN = REPO / "plugins" / "scan"
 
 # The plugin module itself (the very module object the loader uses), for its protocol parts.
 scan: Any = _loadFile(PLUGIN)
@@ -90,197 +85,6 @@ def eicarBody() -> bytes:
         b"From: Mallory <mallory@example.com>\r\nTo: bob@example.net\r\n"
         b"Subject: see this\r\nMessage-ID: <eicar@example.com>\r\n\r\n" + eicar() + b"\r\n"
     )
-
-
-# The sans-IO protocol.
-
-
-@given(st.binary(max_size=5000), st.integers(min_value=1, max_value=700))
-def test_framesCarryTheDataInBoundedChunks(data: bytes, chunkSize: int) -> None:
-    """
-    The INSTREAM frames are length-prefixed chunks of at most chunkSize octets that put the
-    data back together exactly, followed by one zero-length terminator.
-    """
-    frames = list(scan.instreamFrames(data, chunkSize))
-    assert frames[-1] == b"\0\0\0\0"
-    joined = b""
-    for frame in frames[:-1]:
-        (length,) = struct.unpack(">I", frame[:4])
-        assert 0 < length <= chunkSize
-        assert len(frame) == 4 + length
-        joined += frame[4:]
-    assert joined == data
-
-
-@given(st.lists(st.binary(min_size=1, max_size=40).filter(lambda r: b"\0" not in r)), st.data())
-def test_replyParserSplitsRepliesHoweverTheyArrive(
-    replies: list[bytes], data: st.DataObject
-) -> None:
-    """
-    NUL-terminated replies come out whole and in order whatever the read boundaries.
-    """
-    wire = b"".join(reply + b"\0" for reply in replies)
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=6)))
-    parser = scan.ReplyParser()
-    received = []
-    for start, end in zip([0, *cuts], [*cuts, len(wire)], strict=True):
-        received.extend(parser.feed(wire[start:end]))
-    assert received == replies
-    assert parser.pending == b""
-
-
-@pytest.mark.parametrize(
-    ("replies", "names"),
-    [
-        ([b"stream: OK"], ()),
-        ([b"stream: Win.Test.EICAR_HDB-1 FOUND"], ("Win.Test.EICAR_HDB-1",)),
-        (
-            [b"stream: Eicar-Signature(44d88612fea8a8f36de82e1278abb02f:68) FOUND"],
-            ("Eicar-Signature",),
-        ),
-        ([b"stream: A FOUND", b"stream: B FOUND"], ("A", "B")),
-        ([b"stream: A FOUND", b"Some failure. ERROR"], ("A",)),
-    ],
-)
-def test_repliesGiveTheSignatureNames(replies: list[bytes], names: tuple[str, ...]) -> None:
-    """
-    OK means clean; every FOUND names a signature (extended detection info dropped); a
-    signature found wins over an error on the same connection.
-    """
-    assert scan.interpretReplies(replies).names == names
-
-
-@pytest.mark.parametrize(
-    ("replies", "error"),
-    [
-        ([b"INSTREAM size limit exceeded. ERROR"], "StreamTooLarge"),
-        ([b"stream: lstat() failed. ERROR"], "ClamdError"),
-        ([b"UNKNOWN COMMAND"], "ClamdError"),
-        ([], "ClamdUnavailable"),
-    ],
-)
-def test_repliesThatAreNotAResultRaise(replies: list[bytes], error: str) -> None:
-    """
-    clamd's size limit, its errors, an unknown reply and no reply at all are never a result.
-    """
-    with pytest.raises(getattr(scan, error)):
-        scan.interpretReplies(replies)
-
-
-# The Twisted client, over in-memory transports.
-
-
-def connectedProtocol(data: bytes, chunkSize: int = 4) -> tuple[Any, StringTransport]:
-    protocol = scan.InstreamProtocol(data, chunkSize)
-    transport = StringTransport()
-    protocol.makeConnection(transport)
-    return protocol, transport
-
-
-def test_protocolStreamsAndReadsTheAnswer() -> None:
-    """
-    The command, every chunk and the terminator go out (chunk by chunk, as the transport
-    asks for more); the answer clamd gives before closing is the result.
-    """
-    protocol, transport = connectedProtocol(b"0123456789")
-    while transport.producer is not None:
-        transport.producer.resumeProducing()
-    assert transport.value() == (b"zINSTREAM\0\0\0\0\x040123\0\0\0\x044567\0\0\0\x0289\0\0\0\0")
-    results: list[Any] = []
-    protocol.finished.addCallback(results.append)
-    protocol.dataReceived(b"stream: Popproxy.Test FOUND\0")
-    protocol.connectionLost(Failure(ConnectionError("closed")))
-    assert results[0].names == ("Popproxy.Test",)
-
-
-def test_protocolStopsSendingWhenClamdRefusesEarly() -> None:
-    """
-    clamd's size-limit reply, arriving while data is still being sent, stops the sending
-    and becomes StreamTooLarge.
-    """
-    protocol, transport = connectedProtocol(b"x" * 100)
-    assert transport.producer is not None
-    transport.producer.resumeProducing()
-    protocol.dataReceived(b"INSTREAM size limit exceeded. ERROR\0")
-    assert transport.producer is None
-    sent = len(transport.value())
-    protocol.connectionLost(Failure(ConnectionError("reset")))
-    assert len(transport.value()) == sent
-    failures: list[Failure] = []
-    protocol.finished.addErrback(failures.append)
-    assert failures[0].check(scan.StreamTooLarge)
-
-
-class FakeEndpoint:
-    """A client endpoint whose connection attempts the test completes by hand."""
-
-    def __init__(self) -> None:
-        self.attempts: list[tuple[Deferred[Any], Any]] = []
-
-    def connect(self, factory: Any) -> Deferred[Any]:
-        attempt: Deferred[Any] = Deferred()
-        self.attempts.append((attempt, factory))
-        return attempt
-
-    def complete(self, index: int) -> tuple[Any, StringTransport]:
-        attempt, factory = self.attempts[index]
-        protocol = factory.buildProtocol(None)
-        transport = StringTransport()
-        protocol.makeConnection(transport)
-        attempt.callback(protocol)
-        return protocol, transport
-
-
-def test_clientQueuesBeyondItsConnectionLimit() -> None:
-    """
-    With max_connections 2, five scans open two connections; each finished (or cancelled)
-    scan lets exactly one waiting scan connect.
-    """
-    endpoint = FakeEndpoint()
-    client = scan.ClamdClient(endpoint, maxConnections=2)
-    scans = [client.scan(b"data %d" % number) for number in range(5)]
-    assert len(endpoint.attempts) == 2
-    assert client.waiting == 3
-    protocol, _ = endpoint.complete(0)
-    protocol.dataReceived(b"stream: OK\0")
-    protocol.connectionLost(Failure(ConnectionError("closed")))
-    results: list[Any] = []
-    scans[0].addCallback(results.append)
-    assert results[0].names == ()
-    assert len(endpoint.attempts) == 3
-    scans[1].cancel()
-    scans[1].addErrback(lambda failure: None)
-    assert len(endpoint.attempts) == 4
-    assert client.waiting == 1
-
-
-def test_cancellingAScanAbortsItsConnection() -> None:
-    """
-    A scan cancelled (by the filter's timeout) while clamd is silent drops the connection
-    and fails with CancelledError, not with a made-up result.
-    """
-    endpoint = FakeEndpoint()
-    client = scan.ClamdClient(endpoint, maxConnections=1)
-    scanning = client.scan(b"data")
-    _, transport = endpoint.complete(0)
-    scanning.cancel()
-    failures: list[Failure] = []
-    scanning.addErrback(failures.append)
-    assert transport.disconnecting
-    assert failures and failures[0].check(CancelledError)
-
-
-def test_unreachableClamdIsClamdUnavailable() -> None:
-    """
-    A refused connection fails the scan with ClamdUnavailable.
-    """
-    endpoint = FakeEndpoint()
-    client = scan.ClamdClient(endpoint)
-    scanning = client.scan(b"data")
-    endpoint.attempts[0][0].errback(ConnectionRefusedError("refused"))
-    failures: list[Failure] = []
-    scanning.addErrback(failures.append)
-    assert failures[0].check(scan.ClamdUnavailable)
 
 
 # The filter's policies, with a fake scanner and no reactor.

@@ -1,7 +1,8 @@
 """
-The shipped tag plugin (plugins/tag.py), loaded as a C{[[filter]]} entry loads
-it: status headers from the notes of earlier filters, subject prefixes that
-never break an RFC 2047 or folded subject, and spam scores from a real spamd
+The shipped tag plugin (plugins/tag/: its filter, settings and subject
+splice), loaded as a C{[[filter]]} entry loads it: status headers from the
+notes of earlier filters, subject prefixes that never break an RFC 2047 or
+folded subject, and spam scores from a real spamd
 (GTUBE is spam, normal mail is not), with its failure policies, timeout and
 size limit.  Everything but the added header lines and the Subject prefix
 stays byte-identical.
@@ -27,27 +28,19 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from twisted.internet.defer import (
-    CancelledError,
     Deferred,
-    TimeoutError,
     ensureDeferred,
     fail,
     succeed,
 )
-from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
 from plugins.tag import (
     SpamdAnswer,
-    SpamdAnswerParser,
-    SpamdClient,
-    SpamdError,
     TagFilter,
     parseSettings,
-    spamdRequest,
 )
 from popproxy._chain import ChainEntry, FilterChain
 from popproxy._plugins import PluginError, loadFilter
@@ -392,113 +385,6 @@ def withFake(answer: SpamdAnswer | Exception, **settings: Any) -> tuple[TagFilte
     """A tag filter with C{settings} (no status header) asking a L{FakeSpamd}."""
     fake = FakeSpamd(answer)
     return TagFilter(parseSettings({"headers": {}, **settings}), fake), fake
-
-
-def test_spamdAnswerParsedWhateverTheChunks() -> None:
-    """
-    A SYMBOLS answer is complete once its Content-length is there, however it
-    arrives (here one octet at a time).
-    """
-    answer = (
-        b"SPAMD/1.1 0 EX_OK\r\nContent-length: 22\r\nSpam: True ; 1003.3 / 5.0\r\n\r\n"
-        b"GTUBE,MISSING_DATE,X-1"
-    )
-    parser = SpamdAnswerParser()
-    verdicts = [parser.feed(answer[i : i + 1]) for i in range(len(answer))]
-    assert verdicts[:-1] == [None] * (len(answer) - 1)
-    assert verdicts[-1] == SpamdAnswer(True, 1003.3, 5.0, ("GTUBE", "MISSING_DATE", "X-1"))
-
-
-@pytest.mark.parametrize(
-    ("answer", "complaint"),
-    [
-        (b"SPAMD/1.0 76 Bad header line: (Content-Length mismatch)\r\n", "spamd answered 76"),
-        (b"HTTP/1.1 400 Bad Request\r\n\r\n", "not a SPAMD answer"),
-        (b"SPAMD/1.1 0 EX_OK\r\nContent-length: 0\r\n\r\n", "without a Spam header"),
-        (b"SPAMD/1.1 0 EX_OK\r\nContent-length: 0\r\nSpam: maybe\r\n\r\n", "malformed Spam"),
-        (b"SPAMD/1.1 0 EX_OK\r\nContent-length: 1\r\nSpam: No ; 1 / 5\r\n\r\nAB", "more octets"),
-    ],
-)
-def test_spamdErrorsAreErrors(answer: bytes, complaint: str) -> None:
-    """
-    An error status or an answer that is not one is a SpamdError, never a verdict.
-    """
-    parser = SpamdAnswerParser()
-    with pytest.raises(SpamdError, match=re.escape(complaint)):
-        parser.feed(answer)
-        parser.finish()
-
-
-def test_spamdClosingEarlyIsAnError() -> None:
-    """
-    A connection closed before a complete answer is an error, not a verdict.
-    """
-    parser = SpamdAnswerParser()
-    with pytest.raises(SpamdError, match="without answering"):
-        parser.finish()
-    parser.feed(b"SPAMD/1.1 0 EX_OK\r\nContent-length: 30\r\nSpam: False ; 0.1 / 5.0\r\n\r\nAB")
-    with pytest.raises(SpamdError, match="in the middle"):
-        parser.finish()
-
-
-def test_clientSendsSymbolsAndTimesOut() -> None:
-    """
-    The client sends a SPAMC/1.5 SYMBOLS request with Content-length and User;
-    a spamd that does not answer within the timeout fails the check with a
-    TimeoutError and the connection is aborted.
-    """
-    reactor = MemoryReactorClock()
-    client = SpamdClient(TCP4ClientEndpoint(reactor, "127.0.0.1", 783), reactor, 5.0, "bob")
-    checked = client.check(b"Subject: x\r\n\r\nbody\r\n")
-    factory = reactor.tcpClients[0][2]
-    protocol = factory.buildProtocol(None)
-    transport = StringTransport()
-    protocol.makeConnection(transport)
-    assert transport.value() == (
-        b"SYMBOLS SPAMC/1.5\r\nContent-length: 20\r\nUser: bob\r\n\r\nSubject: x\r\n\r\nbody\r\n"
-    )
-    assert transport.value() == spamdRequest(b"Subject: x\r\n\r\nbody\r\n", "bob")
-    failures: list[Failure] = []
-    checked.addErrback(failures.append)
-    reactor.advance(4.9)
-    assert not failures
-    reactor.advance(0.2)
-    assert failures and failures[0].check(TimeoutError)
-    assert transport.disconnecting
-
-
-def connectedClient() -> tuple[Deferred[SpamdAnswer], Any, StringTransport]:
-    """A check in flight on a memory reactor: its Deferred, protocol and transport."""
-    reactor = MemoryReactorClock()
-    client = SpamdClient(TCP4ClientEndpoint(reactor, "127.0.0.1", 783), reactor, 5.0)
-    checked = client.check(HAM)
-    protocol = reactor.tcpClients[0][2].buildProtocol(None)
-    transport = StringTransport()
-    protocol.makeConnection(transport)
-    return checked, protocol, transport
-
-
-def test_clientAnswersAndCancels() -> None:
-    """
-    A complete answer fires the check and closes the connection; cancelling a
-    check (the chain's own timeout) aborts its connection.
-    """
-    checked, protocol, transport = connectedClient()
-    answers: list[SpamdAnswer] = []
-    checked.addCallback(answers.append)
-    protocol.dataReceived(b"SPAMD/1.1 0 EX_OK\r\nContent-length: 9\r\n")
-    protocol.dataReceived(b"Spam: False ; -0.0 / 5.0\r\n\r\nNO_RE")
-    assert not answers
-    protocol.dataReceived(b"LAYS")
-    assert answers == [SpamdAnswer(False, -0.0, 5.0, ("NO_RELAYS",))]
-    assert transport.disconnecting
-
-    cancelled, _, transport = connectedClient()
-    failures: list[Failure] = []
-    cancelled.addErrback(failures.append)
-    cancelled.cancel()
-    assert failures[0].check(CancelledError)
-    assert transport.disconnecting
 
 
 def test_spamVerdictHeadersAndPrefix() -> None:

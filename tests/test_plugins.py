@@ -1,10 +1,13 @@
 """
 Tests for popproxy._plugins: a factory gets the reactor the chain runs on
-when it asks for one, and a factory of the settings alone still loads.
+when it asks for one, a factory of the settings alone still loads, and a
+plugin may be a package of several modules.
 """
 
 from __future__ import annotations
 
+import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +127,93 @@ def test_takesReactorReadsTheSignature(factory: Any, expected: bool) -> None:
     parameters and unreadable signatures mean the settings alone.
     """
     assert takesReactor(factory) is expected
+
+
+def writePackage(directory: Path) -> Path:
+    """
+    A user's plugin of two modules: the filter in C{_filter.py}, and an
+    C{__init__.py} that imports it relatively and exports makeFilter.
+    """
+    package = directory / "keep"
+    package.mkdir(parents=True)
+    (package / "_filter.py").write_text(FILTER)
+    (package / "__init__.py").write_text(
+        "from ._filter import Keep\ndef makeFilter(settings):\n    return Keep(settings)\n"
+    )
+    return package
+
+
+def test_packagePluginLoadsByNameFromAPluginDirectory(tmp_path: Path) -> None:
+    """
+    A package C{<name>/} in a plugin directory loads by its bare name; its
+    modules import each other relatively and its settings reach the factory.
+    """
+    writePackage(tmp_path / "plugins")
+    found = loadFilter("keep", {"a": 1}, tmp_path, (tmp_path / "plugins",))
+    assert found.name == "keep" and found.settings == {"a": 1}
+    assert type(found).__module__.endswith("_keep._filter")
+
+
+def test_packagePluginLoadsByPath(tmp_path: Path) -> None:
+    """
+    A path holding a C{/} that names a package directory loads that package,
+    as a C{.py} path loads a file.
+    """
+    writePackage(tmp_path / "mine")
+    assert loadFilter("mine/keep", {"b": 2}, tmp_path).settings == {"b": 2}
+    assert loadFilter("./mine/keep", {}, tmp_path).name == "keep"
+
+
+def test_directoryWithoutInitIsRefused(tmp_path: Path) -> None:
+    """
+    A path to a directory that is not a package stops start-up saying so.
+    """
+    (tmp_path / "loose").mkdir()
+    with pytest.raises(PluginError, match="without __init__.py is not a plugin package"):
+        loadFilter("./loose", {}, tmp_path)
+
+
+def test_fileAndPackageOfOneNameAreRefused(tmp_path: Path) -> None:
+    """
+    A plugin directory holding both C{keep.py} and C{keep/} is ambiguous:
+    loading C{keep} names both instead of picking one.
+    """
+    writePackage(tmp_path)
+    writePlugin(tmp_path, TAKES_REACTOR)
+    with pytest.raises(PluginError, match=r"both keep.py and keep/"):
+        loadFilter("keep", {}, tmp_path, (tmp_path,))
+
+
+def test_packageThatFailsLeavesNoModulesBehind(tmp_path: Path) -> None:
+    """
+    A package whose import fails is reported in one line, and neither it
+    nor the submodules it loaded stay in sys.modules, so a fixed package
+    loads on the next attempt.
+    """
+    package = writePackage(tmp_path)
+    (package / "__init__.py").write_text("from ._filter import Keep\nimport nonexistent_xyz\n")
+    with pytest.raises(PluginError, match="fails to load: ModuleNotFoundError"):
+        loadFilter("./keep", {}, tmp_path)
+    assert not [name for name in sys.modules if "_keep" in name and str(tmp_path.name) in name]
+    (package / "__init__.py").write_text(
+        "from ._filter import Keep\ndef makeFilter(settings):\n    return Keep(settings)\n"
+    )
+    assert loadFilter("./keep", {}, tmp_path).name == "keep"
+
+
+def test_everyShippedPluginPackageIsInstalled() -> None:
+    """
+    Every package under plugins/ (each shipped plugin and its subpackages)
+    is listed in pyproject.toml's packages as popproxy.plugins.<name>, so
+    C{pip install .} ships it, and nothing installs a top-level C{plugins}.
+    """
+    root = Path(__file__).resolve().parent.parent
+    packages = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"
+    ]
+    onDisk = {
+        "popproxy.plugins." + ".".join(init.parent.relative_to(root / "plugins").parts)
+        for init in (root / "plugins").glob("*/**/__init__.py")
+    }
+    assert onDisk and onDisk <= set(packages)
+    assert not [name for name in packages if name.split(".")[0] == "plugins"]

@@ -422,3 +422,22 @@ def test_synchronousFilterGetsQuarantineIdsDirectly(tmp_path: Path) -> None:
     assert [kept.reason for kept in result.quarantined] == ["kept", "part"]
     alone = runFilter(loadFilter("plugins/keep.py", {}, tmp_path), raw)
     assert alone.output is not None and alone.output.startswith(b"X-Kept: m")
+
+
+def test_packagePluginOfTheTutorialLoadsAndRuns(tmp_path: Path) -> None:
+    """
+    The package plugin the tutorial shows ("A plugin of several modules"), written out file
+    by file, loads by its bare name from plugins/, its modules importing each other
+    relatively, and refuses what it says it refuses.
+    """
+    text = TUTORIAL.read_text(encoding="utf-8")
+    blocks = re.findall(r"^```py\n(# plugins/word_filter/[\w.]+\n.*?)^```$", text, re.M | re.S)
+    assert len(blocks) == 2
+    for block in blocks:
+        target = tmp_path / block.split("\n", 1)[0][2:]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(block)
+    found = loadFilter("word_filter", {"words": ["Prize"]}, tmp_path, (tmp_path / "plugins",))
+    spam = buildMessage(headers=[("Subject", "Your PRIZE awaits")])
+    assert isinstance(runFilter(found, spam).verdict, TempFail)
+    assert isinstance(runFilter(found, buildMessage(headers=[("Subject", "hi")])).verdict, Deliver)

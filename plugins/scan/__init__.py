@@ -1,0 +1,57 @@
+"""
+The scan filter: virus scanning with clamd.
+
+Each message is streamed to clamd with its INSTREAM command: by default
+every decoded leaf part on its own, so base64-encoded malware is found
+whatever clamd's own MIME support does; or the whole raw message; or both.
+The infected parts of a message are stored in the quarantine together,
+each under an id derived from the message and the part (a retry of the
+message stores nothing twice), and replaced by short notices in one
+edit; an infected message body is replaced whole (the chain quarantines
+the original).  When clamd cannot scan (unreachable, too slow, an error, a
+stream over the size limit) the configured policy decides: a temporary
+failure, or delivery marked unchecked.  A message is never called clean
+unless every scan it needed said so.
+
+The package has one module per role, each usable alone: C{_wire} (the
+INSTREAM framing and reply parsing, plain code fed bytes), C{_client} (the
+Twisted client: one connection per scan, at most C{maxConnections} at
+once), C{_settings}, C{_findings} (what the scans of one message found and
+the policies' answer), C{_notices} (what is written into the message),
+C{_filter} (L{VirusScan}, which only needs something with a C{scan(data)}
+method) and C{_factory} (C{makeFilter}).  This module only re-exports;
+every module uses only popproxy's public API and Twisted.
+
+Settings and policies: docs/plugins/scan.md.
+"""
+
+from ._client import ClamdClient, InstreamProtocol
+from ._factory import makeFilter
+from ._filter import Scanner, VirusScan
+from ._settings import ScanSettings, parseSettings
+from ._wire import (
+    ClamdError,
+    ClamdUnavailable,
+    ReplyParser,
+    ScanResult,
+    StreamTooLarge,
+    instreamFrames,
+    interpretReplies,
+)
+
+__all__ = [
+    "ClamdClient",
+    "ClamdError",
+    "ClamdUnavailable",
+    "InstreamProtocol",
+    "ReplyParser",
+    "ScanResult",
+    "ScanSettings",
+    "Scanner",
+    "StreamTooLarge",
+    "VirusScan",
+    "instreamFrames",
+    "interpretReplies",
+    "makeFilter",
+    "parseSettings",
+]

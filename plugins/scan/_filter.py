@@ -1,0 +1,281 @@
+"""
+The scan filter: asks a scanner about every decoded leaf part, the whole
+message, or both, keeps what is infected in the quarantine, and returns the
+verdict the findings and the failure policies call for.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import TimeoutError as DeferredTimeout
+from twisted.internet.interfaces import IReactorTime
+from zope.interface import implementer
+
+from popproxy.interfaces import (
+    Deliver,
+    FilterContext,
+    IMessageFilter,
+    IPartQuarantine,
+    RemovedPart,
+    Rewrite,
+    TempFail,
+    Verdict,
+)
+from popproxy.message import Message, Part
+
+from ._findings import Findings, Unchecked
+from ._notices import (
+    names,
+    noQuarantine,
+    partLabel,
+    removable,
+    removalTargets,
+    removedParts,
+    stamp,
+    wholeReplaced,
+    withPartNotices,
+)
+from ._settings import ScanSettings
+from ._wire import ClamdError, ClamdUnavailable, ScanResult, StreamTooLarge
+
+#: Parts with a body at least this big are decoded off the reactor thread.
+THREAD_THRESHOLD = 1_000_000
+
+
+class Scanner(Protocol):
+    """
+    What the filter needs from a clamd client (L{ClamdClient}).
+    """
+
+    def scan(self, data: bytes) -> Deferred[ScanResult]: ...
+
+
+@implementer(IMessageFilter)
+class VirusScan:
+    """
+    Scans messages with clamd and removes what it finds (see the package).
+
+    One object serves every session: all state of a scan lives in the
+    call, except the connection limit of the scanner, shared on purpose.
+
+    @param scanner: a L{ClamdClient}, or anything with its C{scan} method.
+    @param clock: for the time limit of each message.
+    """
+
+    name = "scan"
+
+    def __init__(self, scanner: Scanner, clock: IReactorTime, settings: ScanSettings) -> None:
+        self._scanner = scanner
+        self._clock = clock
+        self._settings = settings
+
+    async def filterMessage(self, message: Message, context: FilterContext) -> Verdict:
+        settings = self._settings
+        deadline = self._clock.seconds() + settings.timeout
+        findings = Findings()
+        if settings.mode == "message":
+            await self._scan(findings, message.toBytes(), None, context, deadline)
+        else:
+            await self._scanParts(findings, message, context, deadline)
+        refusal = findings.refusal(settings)
+        if refusal is not None:
+            return refusal
+
+        whole = findings.wholeInfected
+        for part, found in findings.infected:
+            if not removable(message, part).path:
+                whole += found
+        if whole:
+            return self._replaceWhole(message, context, tuple(dict.fromkeys(whole)))
+
+        edited = await self._withoutInfectedParts(message, findings, context)
+        if not isinstance(edited, Message):
+            return edited
+        removed = tuple(dict.fromkeys(n for _, found in findings.infected for n in found))
+
+        if settings.mode == "both" and not findings.clamdDown:
+            # clamd's own MIME decoding sees what a part-by-part scan cannot
+            # (a preamble, uuencoded text): scan what would be delivered.
+            await self._scan(findings, edited.toBytes(), None, context, deadline)
+            refusal = findings.refusal(settings)
+            if refusal is not None:
+                return refusal
+            if findings.wholeInfected:
+                return self._replaceWhole(message, context, findings.wholeInfected)
+
+        value, notes = stamp(findings, removed, context.partial, settings)
+        if value is None:
+            return Deliver(note="; ".join(notes))
+        return Rewrite(edited.withHeaderAdded(settings.header, value), note="; ".join(notes))
+
+    async def _scanParts(
+        self, findings: Findings, message: Message, context: FilterContext, deadline: float
+    ) -> None:
+        """
+        Scan every leaf part's decoded payload, until clamd cannot be asked again.
+        """
+        for part in message.walk():
+            if part.children:
+                continue
+            payload = await self._decoded(part, context)
+            if payload:
+                await self._scan(findings, payload, part, context, deadline)
+            if findings.clamdDown:
+                break
+
+    async def _withoutInfectedParts(
+        self, message: Message, findings: Findings, context: FilterContext
+    ) -> Message | TempFail:
+        """
+        C{message} with its infected parts kept in the quarantine and
+        replaced by notices; a temporary failure when they cannot be kept.
+        """
+        if not findings.infected:
+            return message
+        if context.quarantine is None:
+            return noQuarantine(findings.infected[0][1])
+        replaced = await self._quarantineParts(message, findings.infected, context)
+        if replaced is None:
+            removed = tuple(dict.fromkeys(n for _, found in findings.infected for n in found))
+            return TempFail(
+                "the quarantine cannot keep an infected part, try again later",
+                note=f"virus {names(removed)}, quarantine failed",
+            )
+        return replaced
+
+    async def _decoded(self, part: Part, context: FilterContext) -> bytes:
+        """
+        The part's payload, decoded in a thread when it is big (decoding
+        megabytes of base64 would hold up every other session).
+        """
+        start, end = part.bodyRange
+        if end - start < THREAD_THRESHOLD or context.runInThread is None:
+            return part.payload()
+        payload: bytes = await context.runInThread(part.payload)
+        return payload
+
+    async def _scan(
+        self,
+        findings: Findings,
+        data: bytes,
+        part: Part | None,
+        context: FilterContext,
+        deadline: float,
+    ) -> None:
+        """
+        Scan C{data} (a leaf part's decoded payload, or the whole message
+        when C{part} is None) and record the outcome in C{findings}.
+        """
+        label = "the message" if part is None else partLabel(part)
+        result = await self._ask(data, label, context, deadline)
+        if isinstance(result, Unchecked):
+            context.log.warn(
+                "not scanned (UIDL {uidl}): {reason}", uidl=context.uidl, reason=result.reason
+            )
+            findings.unchecked.append(result)
+            return
+        if not result.infected:
+            return
+        context.log.warn(
+            "{virus} found in {where} (user {user}, UIDL {uidl})",
+            virus=names(result.names),
+            where=label,
+            user=context.user,
+            uidl=context.uidl,
+        )
+        if part is None:
+            findings.wholeInfected = tuple(dict.fromkeys(findings.wholeInfected + result.names))
+        else:
+            findings.infected.append((part, result.names))
+
+    async def _ask(
+        self, data: bytes, label: str, context: FilterContext, deadline: float
+    ) -> ScanResult | Unchecked:
+        """
+        What the scanner says of C{data} within the time left, or why it
+        stays unchecked.
+        """
+        settings = self._settings
+        remaining = deadline - self._clock.seconds()
+        timedOut = Unchecked("timeout", f"clamd timed out after {settings.timeout:g} s")
+        if len(data) > settings.maxStream:
+            return Unchecked(
+                "oversize",
+                f"{label} too large: {len(data)} octets > max_stream {settings.maxStream}",
+            )
+        if remaining <= 0:
+            return timedOut
+        scanning = self._scanner.scan(data)
+        scanning.addTimeout(remaining, self._clock)
+        try:
+            return await scanning
+        except DeferredTimeout:
+            return timedOut
+        except StreamTooLarge:
+            return Unchecked(
+                "oversize", f"{label} too large for clamd's StreamMaxLength ({len(data)} octets)"
+            )
+        except ClamdError as e:
+            return Unchecked("error", str(e)[:120])
+        except ClamdUnavailable as e:
+            context.log.warn("clamd unreachable: {error}", error=str(e))
+            return Unchecked("unreachable", "clamd unreachable")
+
+    async def _quarantineParts(
+        self,
+        message: Message,
+        infected: list[tuple[Part, tuple[str, ...]]],
+        context: FilterContext,
+    ) -> Message | None:
+        """
+        Keep every infected part (its exact octets, headers included) in the
+        quarantine and return C{message} with a notice in place of each,
+        made in one edit; None if the quarantine could not keep them.
+
+        The parts are kept all at once where the quarantine can, each under
+        an id derived from the message and the part, so a retry of the same
+        message finds them kept and writes nothing new.
+        """
+        targets = removalTargets(message, infected)
+        removed = removedParts(message, targets)
+        try:
+            identifiers = await self._keep(message, removed, context)
+        except Exception:
+            context.log.failure(
+                "cannot quarantine {count} infected part(s) (UIDL {uidl})",
+                count=len(removed),
+                uidl=context.uidl,
+            )
+            return None
+        return withPartNotices(message, targets, identifiers, self._settings)
+
+    async def _keep(
+        self, message: Message, removed: list[RemovedPart], context: FilterContext
+    ) -> list[str]:
+        """
+        The quarantine ids of the C{removed} parts, all stored at once where
+        the quarantine can.
+        """
+        quarantine = context.quarantine
+        if IPartQuarantine.providedBy(quarantine):
+            kept = await maybeDeferred(
+                quarantine.storeParts, message.raw, removed, context, plugin=self.name
+            )
+            return [str(identifier) for identifier in kept]
+        return [
+            str(
+                await maybeDeferred(
+                    quarantine.store, item.original, context, item.reason, self.name
+                )
+            )
+            for item in removed
+        ]
+
+    def _replaceWhole(
+        self, message: Message, context: FilterContext, found: tuple[str, ...]
+    ) -> Verdict:
+        if context.quarantine is None:
+            return noQuarantine(found)
+        return wholeReplaced(message, found, self._settings)
