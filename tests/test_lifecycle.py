@@ -1,0 +1,33 @@
+"""
+Tests for popproxy._lifecycle: the process's serving or stopping state.
+"""
+
+from __future__ import annotations
+
+from popproxy._lifecycle import Lifecycle
+
+
+def test_observersToldOnceWhenStoppingBegins() -> None:
+    """
+    Every observer registered before the stop is called once, in order,
+    however often the stop is marked; the state says stopping after.
+    """
+    lifecycle = Lifecycle()
+    calls: list[str] = []
+    lifecycle.onStopping(lambda: calls.append("a"))
+    lifecycle.onStopping(lambda: calls.append("b"))
+    assert not lifecycle.stopping and calls == []
+    lifecycle.beginStopping()
+    lifecycle.beginStopping()
+    assert lifecycle.stopping and calls == ["a", "b"]
+
+
+def test_lateObserverCalledAtOnce() -> None:
+    """
+    An observer registered after the stop began is called right away.
+    """
+    lifecycle = Lifecycle()
+    lifecycle.beginStopping()
+    calls: list[str] = []
+    lifecycle.onStopping(lambda: calls.append("late"))
+    assert calls == ["late"]
