@@ -30,6 +30,8 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from popproxy._chain import ChainEntry, FilterChain
 from popproxy._config import Config, ConfigError
 from popproxy._filterthreads import FilterThreads
+from popproxy._gracefulstop import GracefulStop
+from popproxy._lifecycle import Lifecycle
 from popproxy._memorytrim import MemoryTrimmer, glibcTrim
 from popproxy._plugins import PluginError, loadFilter
 from popproxy._proxyheader import ProxyHeaderFactory
@@ -193,11 +195,16 @@ def listenerFor(
 
 
 def sessionFactories(
-    config: Config, reactor: Any, chain: FilterChain | None = None
+    config: Config,
+    reactor: Any,
+    chain: FilterChain | None = None,
+    stop: GracefulStop | None = None,
 ) -> tuple[SessionFactory, SessionFactory, ServerTLS | None]:
     """
     The session factories for plain and implicit-TLS listeners (shared by
     the main process and its workers), and the proxy's certificate.
+
+    @param stop: the process's graceful stop, which their sessions report to.
     """
     connector = UpstreamConnector(reactor, config.connectTimeout, config.responseTimeout)  # type: ignore[arg-type]
     serverTLS = None
@@ -217,6 +224,7 @@ def sessionFactories(
         serverTLS=serverTLS,
         requireTLS=config.tls.require,
         sessionClosed=MemoryTrimmer(reactor, glibcTrim()).sessionClosed,
+        stop=stop,
     )
     factory = SessionFactory(settings)
     secure = SessionFactory(replace(settings, implicitTLS=True))
@@ -228,9 +236,16 @@ def serviceFromConfig(
 ) -> MultiService:
     """
     The services that run a checked configuration on C{reactor}.
+
+    On stop (SIGTERM) every child stops in the same turn: the listeners stop
+    accepting, the workers get SIGTERM, and the L{GracefulStop}, one per
+    process with its L{Lifecycle}, lets the sessions finish their command in
+    flight for up to C{[proxy] stop_grace} seconds.
     """
     top = MultiService()
-    factory, secure, serverTLS = sessionFactories(config, reactor, chain)
+    lifecycle = Lifecycle()
+    stop = GracefulStop(reactor, config.stopGrace, lifecycle)
+    factory, secure, serverTLS = sessionFactories(config, reactor, chain, stop)
     _warnAboutPlainText(config, serverTLS)
     listeners = [listenerFor(reactor, d, factory, None) for d in config.listen]
     listeners += [listenerFor(reactor, d, secure, serverTLS) for d in config.tls.listen]
@@ -245,6 +260,7 @@ def serviceFromConfig(
         demo = demoServerFactory(mailbox, config.demo.user, config.demo.password)
         endpoint = serverFromString(reactor, config.demo.listen)
         Listener(config.demo.listen, endpoint, demo).setServiceParent(top)
+    stop.setServiceParent(top)
     return top
 
 

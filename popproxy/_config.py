@@ -190,6 +190,7 @@ class Config:
     maxFailedLogins: int = 3
     loginFailureDelay: float = 1.0
     workers: int = 1
+    stopGrace: float = 30.0
     upstream: str | None = None
     upstreamTls: UpstreamTls = UpstreamTls()
     connectTimeout: float = 30.0
@@ -335,6 +336,8 @@ class ProxySettings:
     maxFailedLogins: int = 3
     loginFailureDelay: float = 1.0
     workers: int = 1
+    #: Seconds a stopping proxy lets each session finish its command.
+    stopGrace: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -364,6 +367,7 @@ def readProxy(source: str, data: Any) -> ProxySettings:
         maxFailedLogins=proxy.integer("max_failed_logins", 3, minimum=1),
         loginFailureDelay=proxy.number("login_failure_delay", 1.0, minimum=0),
         workers=proxy.integer("workers", 1, minimum=1),
+        stopGrace=proxy.number("stop_grace", 30.0, minimum=0),
     )
     proxy.finish()
     return settings
@@ -634,6 +638,7 @@ def parseConfig(text: str, source: str = "<config>", base: Path | None = None) -
         maxFailedLogins=proxy.maxFailedLogins,
         loginFailureDelay=proxy.loginFailureDelay,
         workers=proxy.workers,
+        stopGrace=proxy.stopGrace,
         upstream=upstream.default,
         upstreamTls=upstream.tls,
         connectTimeout=upstream.connectTimeout,

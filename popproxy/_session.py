@@ -89,6 +89,10 @@ __all__ = [
 #: Seconds a cut-off client gets to read what was relayed before it.
 LINGER = 60.0
 
+#: What a client is told when the proxy stops between its commands (RFC
+#: 2449: a temporary condition, so the client tries again later).
+STOPPING = b"-ERR [SYS/TEMP] the proxy is stopping\r\n"
+
 _TIMESTAMP = re.compile(rb"<[!-;=?-~]+>")
 _DIGEST = re.compile(rb"[0-9a-fA-F]{32}\Z")
 
@@ -114,6 +118,8 @@ class ClientSession(Protocol, TimeoutMixin):
         self._pumping = False
         self._busy = False
         self._closing = False
+        #: The proxy is stopping: no new command runs.
+        self._draining = False
         self.state = AUTHORIZATION
         self.secure = False
         self._tlsRequired = False
@@ -176,6 +182,10 @@ class ClientSession(Protocol, TimeoutMixin):
                 version=security.balancerTLS.version or "version not sent",
             )
         self.setTimeout(self._settings.idleTimeout)
+        if self._settings.stop is not None:
+            self._settings.stop.opened(self)
+            if self._closing:
+                return
         router = self._settings.router
         if router.static and router.default is not None:
             # One upstream for everybody: connect now and greet once it has
@@ -196,7 +206,8 @@ class ClientSession(Protocol, TimeoutMixin):
                 self._apopTimestamp = found.group()
                 line += b" " + self._apopTimestamp
         self._busy = False
-        self._reply(line)
+        if not self._draining:
+            self._reply(line)
         self._pump()
 
     def dataReceived(self, data: bytes) -> None:
@@ -246,6 +257,8 @@ class ClientSession(Protocol, TimeoutMixin):
         )
         if self._settings.sessionClosed is not None:
             self._settings.sessionClosed()
+        if self._settings.stop is not None:
+            self._settings.stop.closed(self)
 
     def timeoutConnection(self) -> None:
         if self._busy and not self._closing:
@@ -254,6 +267,28 @@ class ClientSession(Protocol, TimeoutMixin):
             self.setTimeout(self.timeOut)
             return
         self._end("idle timeout (autologout)", b"-ERR [SYS/PERM] autologout: idle for too long\r\n")
+
+    def finishThenClose(self) -> None:
+        """
+        The proxy is stopping: end the session once the command in flight
+        is answered, or now if none is, with L{STOPPING} (commands the
+        client sent meanwhile are not run; no QUIT upstream).
+        """
+        self._draining = True
+        self._pump()
+
+    def cut(self) -> None:
+        """
+        The stop's grace period is over: close the client connection at
+        once, dropping what was not yet sent (a response in flight never
+        gets its terminating line), and the upstream connection (no QUIT).
+        """
+        self._closing = True
+        self._ending = "proxy stopping: cut when the grace period ended"
+        self._queue.clear()
+        self._slot.close()
+        if self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
 
     def _isClosing(self) -> bool:
         return self._closing
@@ -292,10 +327,12 @@ class ClientSession(Protocol, TimeoutMixin):
             return
         self._pumping = True
         try:
-            while self._queue and not self._busy and not self._closing:
+            while self._queue and not self._busy and not self._closing and not self._draining:
                 self._dispatch(self._queue.take())
         finally:
             self._pumping = False
+        if self._draining and not self._busy:
+            self._end("proxy stopping", STOPPING)
         if not self._closing:
             self._queue.caughtUp()
 

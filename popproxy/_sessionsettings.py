@@ -14,6 +14,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
 from popproxy._config import ChainConfig
+from popproxy._gracefulstop import GracefulStop
 from popproxy._retrieval import MessageHook, PassThrough
 from popproxy._routing import Router
 from popproxy._tls import UpstreamTarget
@@ -48,3 +49,6 @@ class SessionSettings:
     #: Called when a session has ended and dropped what it held (the
     #: proxy gives freed memory back to the system then).
     sessionClosed: Callable[[], None] | None = None
+    #: The process's graceful stop: told when each session opens and
+    #: ends, it asks them to finish when the process stops.
+    stop: GracefulStop | None = None

@@ -28,7 +28,8 @@ log = Logger(namespace="popproxy.workers")
 
 #: Seconds before a crashed worker is started again.
 RESTART_DELAY = 1.0
-#: Seconds a worker gets to finish after SIGTERM before SIGKILL.
+#: Seconds a worker gets after SIGTERM, beyond the stop's grace period
+#: (C{[proxy] stop_grace}), before SIGKILL.
 STOP_TIMEOUT = 10.0
 
 
@@ -101,12 +102,15 @@ class WorkerLaunch:
     @ivar upstream: the C{--upstream} flag to pass on, if one was given.
     @ivar plainListeners: how many of the listeners, first in the list,
         are plain ones; the others are implicit-TLS ones.
+    @ivar stopGrace: seconds the workers' sessions may take to finish once
+        they are told to stop.
     """
 
     workers: int
     configPath: Path | None
     upstream: str | None
     plainListeners: int
+    stopGrace: float = 30.0
 
     @classmethod
     def fromConfig(cls, config: Config) -> WorkerLaunch:
@@ -120,6 +124,7 @@ class WorkerLaunch:
             ),
             upstream=config.upstream if "upstream" in config.overridden else None,
             plainListeners=len(config.listen),
+            stopGrace=config.stopGrace,
         )
 
 
@@ -193,7 +198,7 @@ class WorkerPool(Service):
                 worker.transport.signalProcess("TERM")  # type: ignore[union-attr]
             except Exception:  # already gone
                 pass
-            self._reactor.callLater(STOP_TIMEOUT, _kill, worker)
+            self._reactor.callLater(self._launch.stopGrace + STOP_TIMEOUT, _kill, worker)
         return DeferredList(endings)
 
 

@@ -24,6 +24,8 @@ from pathlib import Path
 
 from popproxy._assembly import buildChain, sessionFactories, wrappedFactory
 from popproxy._config import Config, loadConfig
+from popproxy._gracefulstop import GracefulStop, stopOnShutdown
+from popproxy._lifecycle import Lifecycle
 from popproxy._workerpool import acceptOneAtATime
 
 
@@ -61,7 +63,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     config = loadConfig(arguments.config) if arguments.config else Config()
     config = config.withOverrides(upstream=arguments.upstream)
-    factory, secure, serverTLS = sessionFactories(config, reactor, buildChain(config, reactor))
+    stop = GracefulStop(reactor, config.stopGrace, Lifecycle())
+    chain = buildChain(config, reactor)
+    factory, secure, serverTLS = sessionFactories(config, reactor, chain, stop)
+    ports = []
     for adopted in arguments.adopt:
         descriptor, kind, position = adopted.split(":")
         fd = int(descriptor)
@@ -75,7 +80,11 @@ def main(argv: list[str] | None = None) -> None:
         )
         port = reactor.adoptStreamPort(fd, family, wrapped)  # type: ignore[attr-defined]
         acceptOneAtATime(port)
+        ports.append(port)
         os.close(fd)
+    # SIGTERM stops the reactor, which first stops accepting and lets the
+    # sessions finish (the graceful stop), like the main process.
+    stopOnShutdown(reactor, ports, stop)
     signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(reactor.stop))  # type: ignore[attr-defined]
     reactor.run()  # type: ignore[attr-defined]
 

@@ -17,6 +17,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from popproxy._config import ChainConfig, Config
+from popproxy._gracefulstop import GracefulStop
 from popproxy._proxyheader import ProxyHeaderFactory
 from popproxy._retrieval import MessageHook, PassThrough
 from popproxy._routing import Router
@@ -124,9 +125,12 @@ class Harness:
     chain: dict[str, object] = field(default_factory=dict)
     #: Called when the session has ended (SessionSettings.sessionClosed).
     sessionClosed: Callable[[], None] | None = None
+    #: The time sessions sharing a graceful stop share.
+    clock: Clock = field(default_factory=Clock)
+    #: The process's graceful stop (SessionSettings.stop).
+    stop: GracefulStop | None = None
 
     def __post_init__(self) -> None:
-        self.clock = Clock()
         self.upstreams: list[FakeUpstream] = []
         self.settings = SessionSettings(
             router=Router(self.config.routing),
@@ -141,6 +145,7 @@ class Harness:
             loginFailureDelay=self.loginFailureDelay,
             chain=replace(ChainConfig(), **self.chain),  # type: ignore[arg-type]
             sessionClosed=self.sessionClosed,
+            stop=self.stop,
         )
         self.client = ClosingTransport(
             self.clock,

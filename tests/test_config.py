@@ -118,6 +118,7 @@ def test_emptyFileGivesDefaults() -> None:
     )
     assert config.listen == DEFAULT_LISTEN == ("tcp:1110:interface=127.0.0.1",)
     assert config.idleTimeout == 600.0
+    assert config.stopGrace == 30.0
     assert config.maxFailedLogins == 3
     assert config.upstream is None
     assert (config.connectTimeout, config.responseTimeout) == (30.0, 120.0)
@@ -137,6 +138,7 @@ def test_shippedFileEveryKey(tmp_path: Path) -> None:
     assert config.source == str(SHIPPED)
     assert config.listen == ("tcp:1110:interface=127.0.0.1",)
     assert config.idleTimeout == 600.0
+    assert config.stopGrace == 30.0
     assert config.maxFailedLogins == 3
     assert config.upstream == "tcp:127.0.0.1:1100"
     assert config.connectTimeout == 30.0
@@ -337,6 +339,11 @@ PARSE_ERRORS = [
     ),
     pytest.param(
         "[proxy]\nidle_timeout = 0.5\n", ("[proxy] idle_timeout", "at least 1"), id="short-idle"
+    ),
+    pytest.param(
+        "[proxy]\nstop_grace = -1\n",
+        ("[proxy] stop_grace", "at least 0", "-1"),
+        id="negative-grace",
     ),
     pytest.param(
         "[proxy]\nmax_failed_logins = 0\n",
@@ -1056,11 +1063,13 @@ def test_readersGiveDefaultsForEmptyTables() -> None:
     assert readChain(SOURCE, {}, base) == ChainConfig(pluginDirs=(base / "plugins",))
     assert readFilters(SOURCE, []) == ()
     empty = parseConfig("", SOURCE, base)
-    assert (empty.listen, empty.idleTimeout, empty.workers) == (
+    assert (empty.listen, empty.idleTimeout, empty.workers, empty.stopGrace) == (
         ProxySettings().listen,
         ProxySettings().idleTimeout,
         ProxySettings().workers,
+        ProxySettings().stopGrace,
     )
+    assert empty.stopGrace == 30.0
     assert empty.upstream is None and empty.upstreamTls == UpstreamSettings().tls
 
 
@@ -1068,8 +1077,12 @@ def test_readProxyIsItsOwnValue() -> None:
     """
     L{readProxy} reads only C{[proxy]} keys into a frozen L{ProxySettings}.
     """
-    settings = readProxy(SOURCE, {"listen": "tcp:110", "workers": 2, "idle_timeout": 30})
-    assert settings == ProxySettings(listen=("tcp:110",), idleTimeout=30.0, workers=2)
+    settings = readProxy(
+        SOURCE, {"listen": "tcp:110", "workers": 2, "idle_timeout": 30, "stop_grace": 0}
+    )
+    assert settings == ProxySettings(
+        listen=("tcp:110",), idleTimeout=30.0, workers=2, stopGrace=0.0
+    )
     with pytest.raises(ConfigError, match=r"\[proxy\] upstream: unknown key"):
         readProxy(SOURCE, {"upstream": "tcp:pop:110"})
 

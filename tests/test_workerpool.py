@@ -130,13 +130,16 @@ def test_deadWorkerStartsAgain() -> None:
 def test_stopTermsThenKills() -> None:
     """
     Stopping the pool sends every worker SIGTERM, SIGKILL to one still
-    running STOP_TIMEOUT seconds later, and does not start them again.
+    running STOP_TIMEOUT seconds after the stop's grace period (not
+    before: its sessions may be finishing), and does not start them again.
     """
-    pool, reactor = startedPool(Config(workers=3, listen=()), [])
+    pool, reactor = startedPool(Config(workers=3, listen=(), stopGrace=5.0), [])
     (first, _, _), (second, _, _) = reactor.spawned
     stopped = pool.stopService()
     first.processEnded(Failure(ProcessTerminated(signal=15)))
-    reactor.advance(STOP_TIMEOUT)
+    reactor.advance(5.0 + STOP_TIMEOUT - 0.1)
+    assert second.transport.signals == ["TERM"]
+    reactor.advance(0.1)
     assert first.transport.signals == ["TERM"]
     assert second.transport.signals == ["TERM", "KILL"]
     second.processEnded(Failure(ProcessTerminated(signal=9)))
@@ -163,17 +166,18 @@ def test_launchIsThePoolsShareOfTheConfiguration() -> None:
     """
     The pool receives only what starting workers takes: the number of
     processes, the file's absolute path (none for flags only), a
-    command-line upstream (not one from the file) and how many listeners
-    are plain.
+    command-line upstream (not one from the file), how many listeners
+    are plain and the stop's grace period (for how long to wait for them).
     """
     fromFile = Config(
         source="twistd.conf",
         workers=3,
+        stopGrace=12.5,
         upstream="tcp:pop.file.test:110",
         listen=("tcp:110", "tcp:111"),
     )
     assert WorkerLaunch.fromConfig(fromFile) == WorkerLaunch(
-        3, Path("twistd.conf").resolve(), None, 2
+        3, Path("twistd.conf").resolve(), None, 2, 12.5
     )
     flags = Config(workers=2).withOverrides(upstream="tcp:pop.flag.test:110")
     assert WorkerLaunch.fromConfig(flags) == WorkerLaunch(

@@ -1,0 +1,136 @@
+"""
+The graceful stop of one process: L{GracefulStop} knows the sessions the
+process serves and, when the process stops, marks the L{Lifecycle} as
+stopping, lets each session finish the command in flight for up to a grace
+period, then cuts those still busy.
+
+It is a service of the service tree (L{popproxy._assembly}), which stops the
+listeners in the same turn, so no session starts once the stop has begun.
+It never touches a connection: it asks the sessions (L{StoppableSession}).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from popproxy._lifecycle import Lifecycle
+
+log = Logger(namespace="popproxy")
+
+#: Seconds the stop waits for cut sessions to report their end before the
+#: process exits anyway (the reactor closes what is left).
+CUT_WAIT = 5.0
+
+
+class StoppableSession(Protocol):
+    """
+    What the stop asks of a session.
+    """
+
+    def finishThenClose(self) -> None:
+        """
+        End once the command in flight is answered (at once when none is),
+        telling the client why; never QUIT upstream.
+        """
+
+    def cut(self) -> None:
+        """
+        End at once: drop what was not yet sent (a response in flight never
+        gets its terminating line) and the upstream connection, no QUIT.
+        """
+
+
+class GracefulStop(Service):
+    """
+    The open sessions of one process, and their end when it stops.
+
+    @param grace: seconds each session may take to finish its command in
+        flight once the stop has begun.
+    """
+
+    def __init__(self, clock: IReactorTime, grace: float, lifecycle: Lifecycle) -> None:
+        self._clock = clock
+        self._grace = grace
+        self._lifecycle = lifecycle
+        self._sessions: set[StoppableSession] = set()
+        self._stopped: Deferred[None] | None = None
+        self._timer: IDelayedCall | None = None
+
+    def opened(self, session: StoppableSession) -> None:
+        """
+        A session has started; once stopping, it is asked to end at once.
+        """
+        self._sessions.add(session)
+        if self._lifecycle.stopping:
+            session.finishThenClose()
+
+    def closed(self, session: StoppableSession) -> None:
+        """
+        A session has ended.
+        """
+        self._sessions.discard(session)
+        if self._stopped is not None and not self._sessions:
+            self._finish("every session has ended")
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Begin the stop: ask every session to end after its command in
+        flight; the result fires once all have ended, at most the grace
+        period (and L{CUT_WAIT}) later.
+        """
+        super().stopService()
+        self._lifecycle.beginStopping()
+        stopped = self._stopped = Deferred()
+        if not self._sessions:
+            self._finish("no session was open")
+            return stopped
+        log.info(
+            "stopping: {count} sessions open, each may finish its command in flight "
+            "for up to {grace} s",
+            count=len(self._sessions),
+            grace=self._grace,
+        )
+        self._timer = self._clock.callLater(self._grace, self._cutTheRest)
+        for session in list(self._sessions):
+            session.finishThenClose()
+        return stopped
+
+    def _cutTheRest(self) -> None:
+        log.warn(
+            "stopping: grace period ({grace} s) over, cutting {count} sessions still busy "
+            "(no terminating line to their clients, no QUIT upstream)",
+            grace=self._grace,
+            count=len(self._sessions),
+        )
+        self._timer = self._clock.callLater(CUT_WAIT, self._finish, "cut sessions did not end")
+        for session in list(self._sessions):
+            session.cut()
+
+    def _finish(self, why: str) -> None:
+        stopped, self._stopped = self._stopped, None
+        if stopped is None:
+            return
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        log.info("stopping: {why}", why=why)
+        stopped.callback(None)
+
+
+def stopOnShutdown(reactor: Any, ports: list[Any], stop: GracefulStop) -> None:
+    """
+    For a process without a service tree (a worker): when the reactor is
+    asked to stop, stop listening on C{ports} and run C{stop} before it does.
+    """
+    reactor.addSystemEventTrigger("before", "shutdown", _stopServing, ports, stop)
+
+
+def _stopServing(ports: list[Any], stop: GracefulStop) -> Deferred[None]:
+    for port in ports:
+        port.stopListening()
+    return stop.stopService()
