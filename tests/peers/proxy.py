@@ -127,6 +127,14 @@ class ProxyProcess:
     def log(self) -> str:
         return self.logPath.read_text("utf-8", "replace") if self.logPath.exists() else ""
 
+    def waitForExit(self, timeout: float) -> int:
+        """
+        Wait (at most C{timeout} seconds) for the process to end by itself,
+        after a signal the test sent; return its status.
+        """
+        assert self._process is not None
+        return self._process.wait(timeout)
+
     def stop(self, timeout: float = 10.0) -> int | None:
         """
         SIGTERM, as an init system would; SIGKILL the group if it hangs.
