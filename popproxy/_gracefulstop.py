@@ -51,12 +51,14 @@ class GracefulStop(Service):
 
     @param grace: seconds each session may take to finish its command in
         flight once the stop has begun.
+    @ivar lifecycle: the process's serving state, marked as stopping when
+        the stop begins (what the health check reads).
     """
 
     def __init__(self, clock: IReactorTime, grace: float, lifecycle: Lifecycle) -> None:
         self._clock = clock
         self._grace = grace
-        self._lifecycle = lifecycle
+        self.lifecycle = lifecycle
         self._sessions: set[StoppableSession] = set()
         self._stopped: Deferred[None] | None = None
         self._timer: IDelayedCall | None = None
@@ -66,7 +68,7 @@ class GracefulStop(Service):
         A session has started; once stopping, it is asked to end at once.
         """
         self._sessions.add(session)
-        if self._lifecycle.stopping:
+        if self.lifecycle.stopping:
             session.finishThenClose()
 
     def closed(self, session: StoppableSession) -> None:
@@ -84,7 +86,7 @@ class GracefulStop(Service):
         period (and L{CUT_WAIT}) later.
         """
         super().stopService()
-        self._lifecycle.beginStopping()
+        self.lifecycle.beginStopping()
         stopped = self._stopped = Deferred()
         if not self._sessions:
             self._finish("no session was open")

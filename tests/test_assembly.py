@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IReactorThreads
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import alsoProvides
 
@@ -26,11 +27,19 @@ from popproxy._assembly import (
     sessionFactories,
     wrappedFactory,
 )
-from popproxy._config import Config, ConfigError, DemoConfig, TlsConfig, parseConfig
+from popproxy._config import (
+    Config,
+    ConfigError,
+    DemoConfig,
+    DomainRoute,
+    TlsConfig,
+    parseConfig,
+)
 from popproxy._filterthreads import FilterThreads
+from popproxy._gracefulstop import GracefulStop
 from popproxy._proxyheader import ProxyHeaderFactory
 from popproxy._retrieval import PassThrough
-from popproxy._session import SessionFactory
+from popproxy._session import STOPPING, SessionFactory
 from popproxy._testkit import InlineReactor
 from popproxy._tls import ServerTLS
 from popproxy._workerpool import WorkerPool
@@ -257,3 +266,33 @@ def test_memoryTrimmerWired(monkeypatch: pytest.MonkeyPatch) -> None:
     factory, _, _ = sessionFactories(Config(upstream="tcp:127.0.0.1:110"), MemoryReactorClock())
     assert made == ["trim"]
     assert factory.settings.sessionClosed is not None
+
+
+def test_gracefulStopWired() -> None:
+    """
+    The service tree holds one graceful stop with the configured grace
+    period, and the sessions of its listeners report to it: stopping the
+    tree marks the process as stopping and ends an idle session at once,
+    telling it why.
+    """
+    reactor = MemoryReactorClock()
+    # With a route the greeting does not wait for an upstream.
+    route = DomainRoute("example.org", "tcp:127.0.0.1:110")
+    config = Config(upstream="tcp:127.0.0.1:110", routes=(route,), stopGrace=7.0)
+    tree = serviceFromConfig(config, reactor)
+    (stop,) = [s for s in tree if isinstance(s, GracefulStop)]
+    assert stop._grace == 7.0
+    tree.privilegedStartService()
+    tree.startService()
+    ((_, factory, _, _),) = reactor.tcpServers
+    assert factory.settings.stop is stop
+    peer = IPv4Address("TCP", "127.0.0.1", 40000)
+    session = factory.buildProtocol(peer)
+    client = StringTransport(peerAddress=peer)
+    session.makeConnection(client)
+    assert client.value() == b"+OK popproxy ready\r\n"
+    client.clear()
+    tree.stopService()
+    assert stop.lifecycle.stopping
+    assert client.value() == STOPPING
+    assert client.disconnecting

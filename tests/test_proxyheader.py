@@ -29,7 +29,7 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from zope.interface.verify import verifyObject
 
-from popproxy._assembly import serviceFromConfig
+from popproxy._assembly import Listener, serviceFromConfig
 from popproxy._config import Config
 from popproxy._proxyheader import (
     HEADER_TIMEOUT,
@@ -880,7 +880,9 @@ def test_haproxyListener() -> None:
         listen=("HAProxy:tcp:1110:interface=127.0.0.1", "tcp:1111:interface=127.0.0.1"),
     )
     service = serviceFromConfig(config, reactor)
-    for listener in service:
+    listeners = [child for child in service if isinstance(child, Listener)]
+    assert len(listeners) == 2
+    for listener in listeners:
         assert listener._raiseSynchronously
     service.privilegedStartService()
     service.startService()
