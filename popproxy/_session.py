@@ -306,6 +306,10 @@ class ClientSession(Protocol, TimeoutMixin):
         if lastWords:
             self._write(lastWords)
         self._slot.close()
+        # A transport closes only once its producer is gone: with the
+        # upstream still registered (and paused by a slow client), the
+        # connection would never close after its buffer drained.
+        self._wire.unthrottle()
         if self.transport is not None:
             self.transport.loseConnection()
 

@@ -97,9 +97,13 @@ def test_retrievalInFlightFinishesThenCloses() -> None:
     done = stop.stopService()
     h.send(b"DELE 1\r\nQUIT\r\n")
     assert h.received() == b"" and not h.client.disconnecting
+    assert h.client.producer is not None
     h.upstream.reply(b"body line\r\n..dotted\r\n.\r\n")
     assert h.received() == b"body line\r\n..dotted\r\n.\r\n" + STOPPING
     assert h.client.disconnecting and not h.client.aborted
+    # A real transport closes only once no producer is registered: the
+    # upstream (paused while a slow client reads) must be unregistered.
+    assert h.client.producer is None
     assert h.upstream.received() == b""
     h.settle()
     assert stopped(done)
