@@ -1,5 +1,5 @@
 """
-No function in the popproxy package is longer than about 60 lines (issue
+No function in popproxy/ or plugins/ is longer than about 60 lines (issue
 #11): each one reads as one step, and a longer one is split into named
 steps.  Lengths are read from the source with ast, from the C{def} line to
 the last line of the body, docstring included.
