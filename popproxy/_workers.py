@@ -140,6 +140,7 @@ def main(argv: list[str] | None = None) -> None:
         generation,
     )
     ReloadOnHangup(reactor.callFromThread, reloader.reload).startService()  # type: ignore[attr-defined]
+    log.info("worker serving {listeners}", listeners=", ".join(ports) or "nothing")
     signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(reactor.stop))  # type: ignore[attr-defined]
     reactor.run()  # type: ignore[attr-defined]
 
