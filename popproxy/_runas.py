@@ -7,13 +7,14 @@ user who started it, often root, and only then switches to C{-u}/C{-g}.
 Anything created before the switch belongs to root, and a wrong owner on an
 existing directory would only show at the first stripped attachment.  So,
 still privileged, the proxy creates the directories it will write (the
-quarantine with its C{blobs/} and C{records/}, and the spool directory)
-with the run-as user as owner, then checks, in a forked child that has
-become that user, everything the proxy will need as that user: writing
-those directories and, with C{[proxy] workers > 1}, starting the Python
-interpreter and reading the files each worker reads.  The child sees what
-the daemon will see (owners, modes, ACLs, groups, read-only mounts); the
-first thing it cannot do stops start-up with one line.
+quarantine and the spool directory) with the run-as user as owner, then
+checks, in a forked child that has become that user, everything the proxy
+will need as that user: writing those directories (the child creates the
+quarantine's C{blobs/} and C{records/} itself) and, with C{[proxy]
+workers > 1}, starting the Python interpreter and reading the files each
+worker reads.  The child sees what the daemon will see (owners, modes,
+ACLs, groups, read-only mounts); the first thing it cannot do stops
+start-up with one line.
 """
 
 from __future__ import annotations
