@@ -203,7 +203,7 @@ def test_unwritableQuarantineStopsStartUp(directory: Path, nobody: Nobody) -> No
     quarantine.mkdir(mode=0o700)
     result = startDaemon(directory, config)
     printed = result.stdout + result.stderr
-    assert result.returncode != 0
+    assert result.returncode == 1
     assert "Traceback" not in printed
     assert printed.splitlines() == [
         f"popproxy: {config}: [chain] quarantine: {quarantine}: user nobody:nogroup "
@@ -325,7 +325,7 @@ def test_workersNeedToReadTheConfiguration(directory: Path, nobody: Nobody) -> N
     hidden.write_text(text, "utf-8")
     result = startDaemon(directory, hidden, command, environment)
     printed = result.stdout + result.stderr
-    assert result.returncode != 0
+    assert result.returncode == 1
     assert "Traceback" not in printed
     assert printed.splitlines() == [
         f"popproxy: {hidden}: [proxy] workers = 2: {hidden}: user nobody:nogroup "
