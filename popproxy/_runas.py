@@ -10,11 +10,12 @@ still privileged, the proxy creates the directories it will write (the
 quarantine and the spool directory) with the run-as user as owner, then
 checks, in a forked child that has become that user, everything the proxy
 will need as that user: writing those directories (the child creates the
-quarantine's C{blobs/} and C{records/} itself) and, with C{[proxy]
-workers > 1}, starting the Python interpreter and reading the files each
-worker reads.  The child sees what the daemon will see (owners, modes,
-ACLs, groups, read-only mounts); the first thing it cannot do stops
-start-up with one line.
+quarantine's C{blobs/} and C{records/} itself), reading the TLS files
+read after the switch and, with C{[proxy] workers > 1}, starting the
+Python interpreter and reading the configuration file.  The child sees
+what the daemon will see (owners, modes, ACLs, groups, read-only mounts);
+the first thing it cannot do stops start-up with one line (a certificate
+it could not read again after a renewal only earns a warning).
 """
 
 from __future__ import annotations
@@ -29,7 +30,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from twisted.logger import Logger
+
 from popproxy._config import Config, ConfigError
+from popproxy._routing import Router
+
+log = Logger(namespace="popproxy")
 
 
 @dataclass(frozen=True)
@@ -121,6 +127,8 @@ class Requirement:
         process, then given to the run-as user: its parent may be root's),
         L{AS_USER} (by the run-as user, when checked: only inside a
         directory that user may write), or not at all (C{""}).
+    @ivar fatal: whether start-up stops when it cannot be done (else a
+        warning is logged).
     """
 
     path: Path
@@ -128,6 +136,7 @@ class Requirement:
     setting: str
     remedy: str
     create: str = ""
+    fatal: bool = True
 
 
 #: How a missing directory is created (L{Requirement.create}).
@@ -192,8 +201,8 @@ def spoolRequirement(config: Config, runAs: RunAs) -> Requirement:
 def workerRequirements(config: Config, runAs: RunAs) -> list[Requirement]:
     """
     With C{[proxy] workers > 1}, what each worker process does as the
-    run-as user when it starts: run the Python interpreter, read the
-    configuration file and the proxy's certificate and key.
+    run-as user when it starts: run the Python interpreter and read the
+    configuration file.
     """
     if config.workers <= 1:
         return []
@@ -207,11 +216,37 @@ def workerRequirements(config: Config, runAs: RunAs) -> list[Requirement]:
             f"the workers run it; install popproxy where that user can run it, {fallback}",
         )
     ]
-    files = [Path(config.source)] if config.source != "<command line>" else []
-    files += [path for path in (config.tls.certificate, config.tls.key) if path is not None]
-    files = [path.absolute() for path in files]
-    reading = f"every worker reads it; let {runAs.ownerName()} read it, {fallback}"
-    required += [Requirement(path, READ, setting, reading) for path in files]
+    if config.source != "<command line>":
+        reading = f"every worker reads it; let {runAs.ownerName()} read it, {fallback}"
+        required.append(Requirement(Path(config.source).absolute(), READ, setting, reading))
+    return required
+
+
+def tlsRequirements(config: Config, runAs: RunAs) -> list[Requirement]:
+    """
+    The TLS files read as the run-as user: every C{ca_file} (read for each
+    upstream connection); the proxy's certificate and key, read by every
+    worker at start and by every process again when they change on disk
+    (a renewal), which without workers only earns a warning.
+    """
+    owner = runAs.ownerName()
+    targets = Router(config.routing).targets()
+    caFiles = sorted({t.tls.caFile.absolute() for t in targets if t.tls.caFile is not None})
+    remedy = f"it is read for every upstream connection; let {owner} read it"
+    required = [Requirement(path, READ, "ca_file", remedy) for path in caFiles]
+    ours = [config.tls.certificate, config.tls.key]
+    workers = config.workers > 1
+    remedy = (
+        f"every worker reads it; let {owner} read it, or set [proxy] workers = 1"
+        if workers
+        else f"a renewed certificate is read as that user; let {owner} read it, "
+        "or restart popproxy after each renewal"
+    )
+    required += [
+        Requirement(path.absolute(), READ, "[tls]", remedy, fatal=workers)
+        for path in ours
+        if path is not None
+    ]
     return required
 
 
@@ -224,6 +259,7 @@ def requirements(config: Config, runAs: RunAs) -> list[Requirement]:
         *quarantineRequirements(config, runAs),
         spoolRequirement(config, runAs),
         *workerRequirements(config, runAs),
+        *tlsRequirements(config, runAs),
     ]
 
 
@@ -355,7 +391,11 @@ def prepareFor(config: Config, runAs: RunAs) -> Config:
     except OSError as e:
         raise ConfigError(f"{config.source}: cannot become {runAs.describe()}: {e}") from None
     for number, requirement in enumerate(required):
-        if number in failed:
+        if number in failed and requirement.fatal:
             raise ConfigError(problemLine(config.source, requirement, failed[number], runAs))
+        if number in failed:
+            log.warn(
+                "{problem}", problem=problemLine(config.source, requirement, failed[number], runAs)
+            )
     chain = replace(config.chain, spoolDirectory=spoolDirectory(config))
     return replace(config, chain=chain)

@@ -83,7 +83,11 @@ def runAsOf(options: Options) -> RunAs:
     twistd = getattr(options, "parent", None)
     if twistd is None:
         return RunAs.current()
-    return RunAs.fromTwistd(twistd.get("uid"), twistd.get("gid"))
+    uid = twistd.get("uid")
+    try:
+        return RunAs.fromTwistd(uid, twistd.get("gid"))
+    except KeyError:  # twistd itself needs a user entry to switch to
+        raise ConfigError(f"<command line>: -u {uid}: no such user") from None
 
 
 def makeService(options: Options) -> IService:

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 
 from popproxy._config import ConfigError, parseConfig
 from popproxy._runas import (
@@ -222,3 +223,60 @@ def test_workersNeedTheConfigurationFile(shared: Path, nobody: RunAs) -> None:
     assert (path, READ) in needs
     one = parseConfig(text.replace("workers = 2", "workers = 1"), str(path), shared)
     assert all(r.need == WRITE for r in requirements(one, nobody))
+
+
+def privateFile(directory: Path, name: str) -> Path:
+    """
+    A file only root may read.
+    """
+    path = directory / name
+    path.write_text("-----BEGIN CERTIFICATE-----\n")
+    path.chmod(0o600)
+    return path
+
+
+def test_unreadableCaFileStopsStartUp(shared: Path, nobody: RunAs) -> None:
+    """
+    An upstream ca_file the user cannot read would fail every login (it is
+    read for each upstream connection): start-up stops, naming it.
+    """
+    ca = privateFile(shared, "ca.pem")
+    config = parseConfig(
+        '[upstream]\ndefault = "tcp:pop.example.com:110"\nca_file = "ca.pem"\n', "t.conf", shared
+    )
+    with pytest.raises(ConfigError) as raised:
+        prepareFor(config, nobody)
+    assert str(raised.value).startswith(f"t.conf: ca_file: {ca}: user nobody:nogroup ")
+    assert "cannot read it (Permission denied); it is read for every upstream connection" in str(
+        raised.value
+    )
+
+
+def test_unreadableKeyWarnsWithOneProcessStopsWithWorkers(shared: Path, nobody: RunAs) -> None:
+    """
+    The proxy's own key, root-only: with one process it was read before
+    the switch, and only a renewal cannot be read again, so start-up goes
+    on with a warning; with workers, which read it as the user, start-up
+    stops.
+    """
+    key = privateFile(shared, "key.pem")
+    text = (
+        '[proxy]\nworkers = 1\n[upstream]\ndefault = "tcp:127.0.0.1:1"\n'
+        '[tls]\ncertificate = "key.pem"\n'
+    )
+    config = parseConfig(text, "t.conf", shared)
+    with capturedLogs() as events:
+        prepareFor(config, nobody)
+    warned = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+    assert len(warned) == 1
+    assert warned[0].startswith(f"t.conf: [tls]: {key}: user nobody:nogroup ")
+    assert warned[0].endswith("or restart popproxy after each renewal")
+
+    workers = parseConfig(text.replace("workers = 1", "workers = 2"), "t.conf", shared)
+    keyNeed = {r.path: r for r in requirements(workers, nobody)}[key]
+    assert (keyNeed.need, keyNeed.fatal) == (READ, True)
+    assert (
+        keyNeed.remedy
+        == "every worker reads it; let nobody:nogroup read it, or set [proxy] workers = 1"
+    )
+    assert failuresAs([keyNeed], nobody) == {0: "Permission denied"}
