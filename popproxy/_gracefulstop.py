@@ -11,6 +11,7 @@ It never touches a connection: it asks the sessions (L{StoppableSession}).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 from twisted.application.service import Service
@@ -124,15 +125,16 @@ class GracefulStop(Service):
         stopped.callback(None)
 
 
-def stopOnShutdown(reactor: Any, ports: list[Any], stop: GracefulStop) -> None:
+def stopOnShutdown(reactor: Any, ports: Iterable[Any], stop: GracefulStop) -> None:
     """
     For a process without a service tree (a worker): when the reactor is
-    asked to stop, stop listening on C{ports} and run C{stop} before it does.
+    asked to stop, stop listening on C{ports} (read then: a reload may have
+    closed some) and run C{stop} before it does.
     """
     reactor.addSystemEventTrigger("before", "shutdown", _stopServing, ports, stop)
 
 
-def _stopServing(ports: list[Any], stop: GracefulStop) -> Deferred[None]:
-    for port in ports:
+def _stopServing(ports: Iterable[Any], stop: GracefulStop) -> Deferred[None]:
+    for port in list(ports):
         port.stopListening()
     return stop.stopService()

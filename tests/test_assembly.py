@@ -1,12 +1,15 @@
 """
 Tests for popproxy._assembly, the composition root: from a checked
 configuration it builds the filter chain and its threads, the session
-factories, the listeners and the service tree twistd runs.
+factories, the listeners and the service tree twistd runs, and the
+listeners as a reload changes them.
 """
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +23,13 @@ from zope.interface import alsoProvides
 from popproxy import _assembly
 from popproxy._assembly import (
     Listener,
+    ServiceListeners,
     buildChain,
     filterThreadsFor,
+    generationFrom,
     listenerFor,
+    listenerFromPlan,
+    rebuildGeneration,
     serviceFromConfig,
     sessionFactories,
     wrappedFactory,
@@ -38,6 +45,7 @@ from popproxy._config import (
 from popproxy._filterthreads import FilterThreads
 from popproxy._gracefulstop import GracefulStop
 from popproxy._proxyheader import ProxyHeaderFactory
+from popproxy._reload import Reloader, ReloadOnHangup
 from popproxy._retrieval import PassThrough
 from popproxy._session import STOPPING, SessionFactory
 from popproxy._testkit import InlineReactor
@@ -245,7 +253,8 @@ def test_serviceFromConfig() -> None:
         "tcp:1111:interface=127.0.0.1",
         DemoConfig().listen,
     ]
-    assert isinstance(listeners[0].factory, SessionFactory)
+    # Each listener builds sessions with the factory a reload may replace.
+    assert isinstance(listeners[0].factory.current, SessionFactory)
     assert [type(s) for s in services].count(WorkerPool) == 1
     assert not any(
         isinstance(s, WorkerPool) for s in serviceFromConfig(Config(), MemoryReactorClock())
@@ -268,24 +277,76 @@ def test_memoryTrimmerWired(monkeypatch: pytest.MonkeyPatch) -> None:
     assert factory.settings.sessionClosed is not None
 
 
+def test_reloadChangesTheServiceTree() -> None:
+    """
+    Reloading a service tree: an added listener listens and joins the
+    tree, an unchanged one keeps its port and builds sessions with the new
+    settings, a removed one stops listening and leaves the tree.
+    """
+    reactor = MemoryReactorClock()
+    reactor.callFromThread = lambda function, *args: function(*args)  # type: ignore[attr-defined]
+    first = Config(upstream="tcp:127.0.0.1:110", listen=("tcp:1110", "tcp:1111"))
+    top = serviceFromConfig(first, reactor, readConfig=lambda: first)
+    assert [type(s) for s in top].count(ReloadOnHangup) == 1
+    listeners = [s for s in top if isinstance(s, Listener)]
+    top.privilegedStartService()
+    running = generationFrom(first, reactor)
+    second = Config(upstream="tcp:127.0.0.1:110", idleTimeout=42, listen=("tcp:1110", "tcp:1112"))
+    reloader = Reloader(
+        lambda: rebuildGeneration(lambda: second, reactor, None),
+        ServiceListeners(reactor, top, listeners),
+        running,
+    )
+    assert reloader.reload()
+    assert [port for port, *_ in reactor.tcpServers] == [1110, 1111, 1112]
+    kept, removed = listeners
+    assert kept.factory.current.settings.idleTimeout == 42
+    # (Sockets closing or staying open are seen in tests/test_e2e_reload.py.)
+    assert kept.parent is top and removed.parent is None
+    added = [s for s in top if isinstance(s, Listener)][-1]
+    assert added.description == "tcp:1112" and added.parent is top
+    assert added.factory.current.settings.idleTimeout == 42
+
+
+def test_listenerFromPlanListensOnce() -> None:
+    """
+    A listener a reload opened (listening already) does not listen again
+    when it joins the running service tree.
+    """
+    reactor = MemoryReactorClock()
+    generation = generationFrom(Config(upstream="tcp:127.0.0.1:110"), reactor)
+    (description, plan), *_ = generation.listeners.items()
+    listener = listenerFromPlan(reactor, description, plan)
+    listener.listen()
+    listener.privilegedStartService()
+    listener.startService()
+    assert len(reactor.tcpServers) == 1
+
+
 def test_gracefulStopWired() -> None:
     """
     The service tree holds one graceful stop with the configured grace
-    period, and the sessions of its listeners report to it: stopping the
-    tree marks the process as stopping and ends an idle session at once,
-    telling it why.
+    period, and the sessions of its listeners report to it, those built
+    after a reload too: stopping the tree marks the process as stopping
+    and ends an idle session at once, telling it why.
     """
     reactor = MemoryReactorClock()
+    reactor.callFromThread = lambda function, *args: function(*args)  # type: ignore[attr-defined]
     # With a route the greeting does not wait for an upstream.
     route = DomainRoute("example.org", "tcp:127.0.0.1:110")
     config = Config(upstream="tcp:127.0.0.1:110", routes=(route,), stopGrace=7.0)
-    tree = serviceFromConfig(config, reactor)
+    reloaded = replace(config, idleTimeout=42)
+    tree = serviceFromConfig(config, reactor, readConfig=lambda: reloaded)
     (stop,) = [s for s in tree if isinstance(s, GracefulStop)]
     assert stop._grace == 7.0
     tree.privilegedStartService()
     tree.startService()
     ((_, factory, _, _),) = reactor.tcpServers
-    assert factory.settings.stop is stop
+    assert factory.current.settings.stop is stop
+    (hangup,) = [s for s in tree if isinstance(s, ReloadOnHangup)]
+    hangup._hangup(signal.SIGHUP, None)
+    assert factory.current.settings.idleTimeout == 42
+    assert factory.current.settings.stop is stop
     peer = IPv4Address("TCP", "127.0.0.1", 40000)
     session = factory.buildProtocol(peer)
     client = StringTransport(peerAddress=peer)
