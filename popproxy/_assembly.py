@@ -30,7 +30,11 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from popproxy._chain import ChainEntry, FilterChain
 from popproxy._config import Config, ConfigError
 from popproxy._filterthreads import FilterThreads
+from popproxy._health import Health
+from popproxy._lifecycle import Lifecycle
 from popproxy._memorytrim import MemoryTrimmer, glibcTrim
+from popproxy._metrics import NO_METRICS, Metrics, listenerLabel
+from popproxy._metricsservice import MetricsService
 from popproxy._plugins import PluginError, loadFilter
 from popproxy._proxyheader import ProxyHeaderFactory
 from popproxy._quarantine import DirectoryQuarantine
@@ -57,7 +61,10 @@ def reactorThreads(reactor: Any) -> Callable[[Callable[[], Any]], Deferred[Any]]
 
 
 def directoryQuarantine(
-    source: str, directory: Path, runInThread: Callable[[Callable[[], Any]], Deferred[Any]]
+    source: str,
+    directory: Path,
+    runInThread: Callable[[Callable[[], Any]], Deferred[Any]],
+    metrics: Metrics = NO_METRICS,
 ) -> DirectoryQuarantine:
     """
     The directory quarantine of a configuration.
@@ -65,14 +72,15 @@ def directoryQuarantine(
     @raise ConfigError: it cannot be created, naming the file and the key.
     """
     try:
-        return DirectoryQuarantine(directory, runInThread)
+        return DirectoryQuarantine(directory, runInThread, metrics=metrics)
     except OSError as e:
         raise ConfigError(f"{source}: [chain] quarantine: {directory}: {e.strerror}") from None
 
 
-def buildChain(config: Config, reactor: Any) -> FilterChain:
+def buildChain(config: Config, reactor: Any, metrics: Metrics = NO_METRICS) -> FilterChain:
     """
-    Load every configured filter, in order.
+    Load every configured filter, in order; the chain and its quarantine
+    count into C{metrics}.
 
     @raise ConfigError: a plugin cannot be loaded or used.
     """
@@ -89,7 +97,9 @@ def buildChain(config: Config, reactor: Any) -> FilterChain:
     runInThread = reactorThreads(reactor)
     quarantine = None
     if config.chain.quarantine is not None:
-        quarantine = directoryQuarantine(config.source, config.chain.quarantine, runInThread)
+        quarantine = directoryQuarantine(
+            config.source, config.chain.quarantine, runInThread, metrics
+        )
     return FilterChain(
         entries,
         reactor,
@@ -99,6 +109,7 @@ def buildChain(config: Config, reactor: Any) -> FilterChain:
         limits=config.chain.limits,
         overLimits=config.chain.overLimits,
         threads=filterThreadsFor(reactor),
+        metrics=metrics,
     )
 
 
@@ -193,11 +204,12 @@ def listenerFor(
 
 
 def sessionFactories(
-    config: Config, reactor: Any, chain: FilterChain | None = None
+    config: Config, reactor: Any, chain: FilterChain | None = None, metrics: Metrics = NO_METRICS
 ) -> tuple[SessionFactory, SessionFactory, ServerTLS | None]:
     """
     The session factories for plain and implicit-TLS listeners (shared by
-    the main process and its workers), and the proxy's certificate.
+    the main process and its workers; see L{forListener}), and the proxy's
+    certificate.
     """
     connector = UpstreamConnector(reactor, config.connectTimeout, config.responseTimeout)  # type: ignore[arg-type]
     serverTLS = None
@@ -217,27 +229,74 @@ def sessionFactories(
         serverTLS=serverTLS,
         requireTLS=config.tls.require,
         sessionClosed=MemoryTrimmer(reactor, glibcTrim()).sessionClosed,
+        metrics=metrics,
     )
     factory = SessionFactory(settings)
     secure = SessionFactory(replace(settings, implicitTLS=True))
     return factory, secure, serverTLS
 
 
+def forListener(factory: SessionFactory, label: str) -> SessionFactory:
+    """
+    C{factory}'s sessions, as the listener of C{label} (see
+    L{listenerLabel}) serves them: its metrics are labelled with it.
+    """
+    return SessionFactory(replace(factory.settings, listener=label))
+
+
+def labelledListeners(
+    config: Config,
+    reactor: Any,
+    factory: SessionFactory,
+    secure: SessionFactory,
+    serverTLS: ServerTLS | None,
+) -> list[tuple[str, Listener]]:
+    """
+    The listening services of C{[proxy] listen} and C{[tls] listen}, each
+    with its label (L{listenerLabel}) and sessions labelled with it.
+    """
+    labelled = []
+    for table, descriptions, sessions, tls in (
+        ("proxy", config.listen, factory, None),
+        ("tls", config.tls.listen, secure, serverTLS),
+    ):
+        for position, description in enumerate(descriptions):
+            label = listenerLabel(table, position)
+            listener = listenerFor(reactor, description, forListener(sessions, label), tls)
+            labelled.append((label, listener))
+    return labelled
+
+
 def serviceFromConfig(
-    config: Config, reactor: Any, chain: FilterChain | None = None
+    config: Config,
+    reactor: Any,
+    chain: FilterChain | None = None,
+    metrics: Metrics = NO_METRICS,
+    lifecycle: Lifecycle | None = None,
 ) -> MultiService:
     """
-    The services that run a checked configuration on C{reactor}.
+    The services that run a checked configuration on C{reactor}; with
+    C{[metrics]}, C{metrics} (that of C{chain} too) is begun and served.
     """
     top = MultiService()
-    factory, secure, serverTLS = sessionFactories(config, reactor, chain)
+    lifecycle = lifecycle or Lifecycle()
+    factory, secure, serverTLS = sessionFactories(config, reactor, chain, metrics)
     _warnAboutPlainText(config, serverTLS)
-    listeners = [listenerFor(reactor, d, factory, None) for d in config.listen]
-    listeners += [listenerFor(reactor, d, secure, serverTLS) for d in config.tls.listen]
+    labelled = labelledListeners(config, reactor, factory, secure, serverTLS)
+    listeners = [listener for _, listener in labelled]
+    workerEnded = None
+    if config.metrics is not None:
+        # First in the tree: it begins the metrics before workers start.
+        service = metricsService(
+            config, reactor, metrics, Health(lifecycle, labelled, lambda: chain)
+        )
+        service.setServiceParent(top)
+        workerEnded = service.workerEnded
     for listener in listeners:
         listener.setServiceParent(top)
     if config.workers > 1:
-        WorkerPool(reactor, WorkerLaunch.fromConfig(config), listeners).setServiceParent(top)
+        launch = WorkerLaunch.fromConfig(config)
+        WorkerPool(reactor, launch, listeners, workerEnded).setServiceParent(top)
     if config.demo is not None:
         from popproxy.demo import defaultMailboxPath, demoServerFactory
 
@@ -246,6 +305,27 @@ def serviceFromConfig(
         endpoint = serverFromString(reactor, config.demo.listen)
         Listener(config.demo.listen, endpoint, demo).setServiceParent(top)
     return top
+
+
+def metricsService(
+    config: Config, reactor: Any, metrics: Metrics, health: Health
+) -> MetricsService:
+    """
+    The C{[metrics]} listener of C{config}, serving C{metrics} and
+    C{health}.
+    """
+    assert config.metrics is not None
+    description = config.metrics.listen
+    service = MetricsService(
+        reactor,
+        metrics,
+        multiprocess=config.workers > 1,
+        report=health.report,
+        entries=health.chainEntries,
+    )
+    endpoint = serverFromString(reactor, description)
+    Listener(description, endpoint, service.site).setServiceParent(service)
+    return service
 
 
 def _warnAboutPlainText(config: Config, serverTLS: ServerTLS | None) -> None:

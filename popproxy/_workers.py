@@ -22,8 +22,9 @@ import socket
 import sys
 from pathlib import Path
 
-from popproxy._assembly import buildChain, sessionFactories, wrappedFactory
+from popproxy._assembly import buildChain, forListener, sessionFactories, wrappedFactory
 from popproxy._config import Config, loadConfig
+from popproxy._metrics import Metrics, listenerLabel
 from popproxy._workerpool import acceptOneAtATime
 
 
@@ -61,7 +62,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     config = loadConfig(arguments.config) if arguments.config else Config()
     config = config.withOverrides(upstream=arguments.upstream)
-    factory, secure, serverTLS = sessionFactories(config, reactor, buildChain(config, reactor))
+    metrics = Metrics()
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if config.metrics is not None and directory:
+        # The main process made the directory and serves what is counted in it.
+        metrics.begin(None, directory)
+    chain = buildChain(config, reactor, metrics)
+    factory, secure, serverTLS = sessionFactories(config, reactor, chain, metrics)
     for adopted in arguments.adopt:
         descriptor, kind, position = adopted.split(":")
         fd = int(descriptor)
@@ -69,7 +76,8 @@ def main(argv: list[str] | None = None) -> None:
         family = probe.family
         probe.detach()
         descriptions = config.listen if kind == "plain" else config.tls.listen
-        sessions = factory if kind == "plain" else secure
+        table, sessions = ("proxy", factory) if kind == "plain" else ("tls", secure)
+        sessions = forListener(sessions, listenerLabel(table, int(position)))
         _, wrapped = wrappedFactory(
             reactor, descriptions[int(position)], sessions, serverTLS if kind == "tls" else None
         )

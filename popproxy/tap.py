@@ -19,6 +19,7 @@ from twisted.python import usage
 
 from popproxy._assembly import buildChain, serviceFromConfig
 from popproxy._config import Config, ConfigError, checkConfig, loadConfig
+from popproxy._metrics import Metrics
 
 
 class Options(usage.Options):
@@ -78,6 +79,7 @@ def makeService(options: Options) -> IService:
     """
     from twisted.internet import reactor
 
+    metrics = Metrics()
     try:
         config = buildConfig(options)
         checkConfig(
@@ -85,8 +87,8 @@ def makeService(options: Options) -> IService:
             lambda description: serverFromString(reactor, description),
             lambda description: clientFromString(reactor, description),
         )
-        chain = buildChain(config, reactor)
+        chain = buildChain(config, reactor, metrics)
     except ConfigError as e:
         sys.stderr.write(f"popproxy: {e}\n")
         raise SystemExit(1) from None
-    return serviceFromConfig(config, reactor, chain)
+    return serviceFromConfig(config, reactor, chain, metrics)

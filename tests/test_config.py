@@ -1139,6 +1139,7 @@ def test_sectionsAreTheKnownTables() -> None:
         "tls",
         "chain",
         "filter",
+        "metrics",
     }
     with pytest.raises(ConfigError, match=r"\[proxies\]: unknown section"):
         parseConfig("[proxies]\n", SOURCE)
