@@ -22,6 +22,7 @@ from popproxy._chain import ChainEntry, FilterChain
 from popproxy._framing import stuff
 from popproxy._metrics import (
     NO_METRICS,
+    RETRIEVAL_OUTCOMES,
     SESSION_ENDINGS,
     Metrics,
     endingKind,
@@ -436,3 +437,21 @@ def test_namesFollowConventions() -> None:
         "verdict",
         "le",
     }
+
+
+def test_everyMetricDocumented() -> None:
+    """
+    docs/operations.md lists every metric the proxy serves, the scanner
+    gauges included, and every retrieval outcome and session ending.
+    """
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "operations.md").read_text()
+    _, registry = begun()
+    names = {
+        metric.name + ("_total" if metric.type == "counter" else "")
+        for metric in registry.collect()
+    }
+    names |= {"popproxy_scanner_reachable", "popproxy_scanner_last_change_timestamp_seconds"}
+    assert len(names) == 14
+    assert [name for name in names if f"`{name}`" not in docs] == []
+    words = {kind for _, kind in SESSION_ENDINGS} | set(RETRIEVAL_OUTCOMES)
+    assert [word for word in words if f"`{word}`" not in docs] == []
