@@ -209,11 +209,14 @@ class Metrics:
         """
         if multiprocessDirectory is not None:
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = multiprocessDirectory
-            # prometheus_client picks its value class from this variable
-            # when first imported; the directory is made later (after
-            # twistd drops privileges), so make that choice again, with
-            # the library's own function.
-            values.ValueClass = values.get_value_class()
+        else:
+            # One process: never write into a directory left in the
+            # environment by whoever started the proxy.
+            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        # prometheus_client picks its value class from this variable when
+        # first imported; the directory is made later (after twistd drops
+        # privileges), so make that choice again, with its own function.
+        values.ValueClass = values.get_value_class()
         self._instruments = _instruments(registry)
 
     def sessionOpened(self, listener: str) -> None:
