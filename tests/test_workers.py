@@ -44,7 +44,12 @@ default = "tcp:127.0.0.1:{server.port}"
     while len(workerPids(marker)) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert len(workerPids(marker)) == 2
-    time.sleep(0.5)  # let the workers adopt the socket
+    # A worker has adopted the socket once its factory starts (on a busy
+    # machine that takes seconds).
+    while time.monotonic() < deadline and not all(
+        re.search(rf"worker {n}: .*SessionFactory starting on", proxy.log()) for n in (1, 2)
+    ):
+        time.sleep(0.1)
 
     def fetch(_: int) -> list[bytes]:
         return [m.data for m in fetchMailbox("127.0.0.1", proxy.port, "u", "p", timeout=30)]
