@@ -33,6 +33,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from popproxy._filterthreads import FilterThreads
+from popproxy._metrics import NO_METRICS, Metrics
 from popproxy._mimelimits import LimitExceeded, ParseLimits
 from popproxy._mimewrite import textPart
 from popproxy._outcome import ChainOutcome, FilterFailed, FilterStep, OverLimit
@@ -131,6 +132,8 @@ class FilterChain:
     @param threads: where filters' synchronous calls and offloaded work
         run, stopped at the filter's timeout; C{None}: synchronous calls
         run in the caller's thread and C{runInThread} is given to filters.
+    @param metrics: where each message's outcome, verdicts and timings
+        are counted.
     """
 
     #: Filters' logs, and this one, escape every text field: file names,
@@ -147,6 +150,7 @@ class FilterChain:
         limits: ParseLimits = DEFAULT_LIMITS,
         overLimits: str = "deliver",
         threads: FilterThreads | None = None,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         if overLimits not in OVER_LIMITS:
             raise ValueError(f"overLimits must be one of {OVER_LIMITS}, not {overLimits!r}")
@@ -163,6 +167,7 @@ class FilterChain:
         self._limits = limits
         self._overLimits = overLimits
         self.threads = threads
+        self._metrics = metrics
 
     @property
     def active(self) -> bool:
@@ -178,7 +183,10 @@ class FilterChain:
         @raise TemporaryFailure: a filter asked for it, or failed under the
             C{tempfail} policy.
         """
-        return (await self.outcome(retrieval, raw)).delivered()
+        started = self._clock.seconds()
+        outcome = await self.outcome(retrieval, raw)
+        self._metrics.chainRan(retrieval.command, outcome, self._clock.seconds() - started)
+        return outcome.delivered()
 
     async def outcome(self, retrieval: FilterContext, raw: bytes) -> ChainOutcome:
         """
@@ -197,15 +205,17 @@ class FilterChain:
         for entry in self.entries:
             context = self._context(retrieval, self._loggers[entry.name], tuple(notes))
             answer: Verdict | FilterFailed
+            started = self._clock.seconds()
             try:
                 answer = await self._judge(entry, message, context)
             except FilterFailed as e:
                 self._logFailure(entry, retrieval, e)
                 answer = e
+            took = self._clock.seconds() - started
             if isinstance(answer, Verdict) and answer.note:
                 notes.append((entry.name, answer.note))
                 self._logNote(entry, retrieval, answer.note)
-            step, message, failure = await self._apply(entry, answer, raw, message, context)
+            step, message, failure = await self._apply(entry, answer, took, raw, message, context)
             steps.append(step)
             if failure is not None:
                 return ChainOutcome.failing(failure, steps)
@@ -216,25 +226,29 @@ class FilterChain:
         self,
         entry: ChainEntry,
         answer: Verdict | FilterFailed,
+        seconds: float,
         raw: bytes,
         message: Message,
         context: FilterContext,
     ) -> tuple[FilterStep, Message, str | None]:
         """
         Apply one filter's answer (a verdict, or its failure under its
-        policy) to the message as it stands: what the step records, the
-        message after it, and the reason for a temporary failure if the
-        answer (or keeping the original it replaces) is one.
+        policy), given after C{seconds}, to the message as it stands: what
+        the step records, the message after it, and the reason for a
+        temporary failure if the answer (or keeping the original it
+        replaces) is one.
         """
         if isinstance(answer, FilterFailed):
-            step = FilterStep(entry.name, None, str(answer), entry.onError, answer.timedOut)
+            step = FilterStep(
+                entry.name, None, str(answer), entry.onError, answer.timedOut, seconds=seconds
+            )
             if entry.onError == "tempfail":
                 return step, message, f"filter {entry.name} failed, try again later"
             # A fixed phrase: what went wrong inside is for the log, not
             # for the recipient's mail.
             marked = message.withHeaderAdded(UNCHECKED_HEADER, f"{entry.name} {step.failure}")
             return step, marked, None
-        step = FilterStep(entry.name, answer, None, entry.onError)
+        step = FilterStep(entry.name, answer, None, entry.onError, seconds=seconds)
         if isinstance(answer, TempFail):
             return step, message, answer.reason
         if isinstance(answer, Rewrite):

@@ -41,6 +41,8 @@ class FilterStep:
     @ivar timedOut: it failed by giving no verdict within its timeout.
     @ivar quarantineId: where the original a L{Replace} verdict replaced
         was kept, if it was.
+    @ivar seconds: how long the filter took to answer (or to fail); not
+        compared (the same answer is the same step, however long it took).
     """
 
     name: str
@@ -49,6 +51,7 @@ class FilterStep:
     onError: str = "tempfail"
     timedOut: bool = False
     quarantineId: str | None = None
+    seconds: float = field(default=0.0, compare=False)
 
     @property
     def kind(self) -> str:

@@ -33,6 +33,7 @@ from popproxy._assembly import buildChain, generationFrom, rebuildGeneration
 from popproxy._config import Config, loadConfig
 from popproxy._generation import ListenerPlan
 from popproxy._listenerfactory import ListenerFactory
+from popproxy._metrics import Metrics
 from popproxy._reload import Reloader, ReloadOnHangup
 from popproxy._workerpool import acceptOneAtATime
 
@@ -131,11 +132,16 @@ def main(argv: list[str] | None = None) -> None:
         _readConfig, arguments.config, tuple(arguments.listen), arguments.upstream
     )
     config = readConfig()
-    chain = buildChain(config, reactor)
-    generation = generationFrom(config, reactor, chain)
+    metrics = Metrics()
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if config.metrics is not None and directory:
+        # The main process made the directory and serves what is counted in it.
+        metrics.begin(None, directory)
+    chain = buildChain(config, reactor, metrics=metrics)
+    generation = generationFrom(config, reactor, chain, metrics)
     ports = _adopt(reactor, arguments.adopt, dict(generation.listeners))
     reloader = Reloader(
-        partial(rebuildGeneration, readConfig, reactor, chain.threads),
+        partial(rebuildGeneration, readConfig, reactor, chain.threads, metrics),
         AdoptedListeners(ports),
         generation,
     )

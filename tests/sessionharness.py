@@ -17,6 +17,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from popproxy._config import ChainConfig, Config
+from popproxy._metrics import NO_METRICS, Metrics
 from popproxy._proxyheader import ProxyHeaderFactory
 from popproxy._retrieval import MessageHook, PassThrough
 from popproxy._routing import Router
@@ -124,6 +125,8 @@ class Harness:
     chain: dict[str, object] = field(default_factory=dict)
     #: Called when the session has ended (SessionSettings.sessionClosed).
     sessionClosed: Callable[[], None] | None = None
+    #: Where the session counts what it does, as the listener "test".
+    metrics: Metrics = NO_METRICS
 
     def __post_init__(self) -> None:
         self.clock = Clock()
@@ -141,6 +144,8 @@ class Harness:
             loginFailureDelay=self.loginFailureDelay,
             chain=replace(ChainConfig(), **self.chain),  # type: ignore[arg-type]
             sessionClosed=self.sessionClosed,
+            listener="test",
+            metrics=self.metrics,
         )
         self.client = ClosingTransport(
             self.clock,
