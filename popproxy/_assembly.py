@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IReactorThreads
@@ -192,6 +192,21 @@ def listenerFor(
     return Listener(description, endpoint, wrapped)
 
 
+class ChainStart(Service):
+    """
+    Starts the chain's filters (L{FilterChain.start}: scanners ask their
+    daemons whether they are there) once the proxy has started: after
+    listening and dropping privileges, with the reactor running.
+    """
+
+    def __init__(self, chain: FilterChain) -> None:
+        self.chain = chain
+
+    def startService(self) -> None:
+        super().startService()
+        self.chain.start()
+
+
 def sessionFactories(
     config: Config, reactor: Any, chain: FilterChain | None = None
 ) -> tuple[SessionFactory, SessionFactory, ServerTLS | None]:
@@ -236,6 +251,9 @@ def serviceFromConfig(
     listeners += [listenerFor(reactor, d, secure, serverTLS) for d in config.tls.listen]
     for listener in listeners:
         listener.setServiceParent(top)
+    if chain is not None:
+        # In the main process only: workers' filters learn from their scans.
+        ChainStart(chain).setServiceParent(top)
     if config.workers > 1:
         WorkerPool(reactor, WorkerLaunch.fromConfig(config), listeners).setServiceParent(top)
     if config.demo is not None:

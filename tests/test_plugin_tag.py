@@ -384,7 +384,7 @@ class FakeSpamd:
 def withFake(answer: SpamdAnswer | Exception, **settings: Any) -> tuple[TagFilter, FakeSpamd]:
     """A tag filter with C{settings} (no status header) asking a L{FakeSpamd}."""
     fake = FakeSpamd(answer)
-    return TagFilter(parseSettings({"headers": {}, **settings}), fake), fake
+    return TagFilter(parseSettings({"headers": {}, **settings}), fake, clock=Clock()), fake
 
 
 def test_spamVerdictHeadersAndPrefix() -> None:
