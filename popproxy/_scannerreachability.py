@@ -73,12 +73,10 @@ class ScannerReachability:
             self._log.info("{daemon} at {address} is reachable", **fields)
             return
         suppressed, self._suppressed = self._suppressed, 0
-        self._log.info(
-            "{daemon} at {address} is reachable again "
-            "({suppressed} warnings about it were not logged meanwhile)",
-            suppressed=suppressed,
-            **fields,
-        )
+        format = "{daemon} at {address} is reachable again"
+        if suppressed:
+            format += " ({suppressed} warnings about it were not logged meanwhile)"
+        self._log.info(format, suppressed=suppressed, **fields)
 
     def missed(self, detail: str) -> None:
         """
@@ -115,9 +113,9 @@ class ScannerReachability:
         if self._lastWarning is not None and now - self._lastWarning < self._warnEvery:
             self._suppressed += 1
             return False
-        if self._suppressed:
+        if self._suppressed and self._lastWarning is not None:
             format += " ({suppressed} more like it not logged since {previous:.0f} s ago)"
-            fields.update(suppressed=self._suppressed, previous=now - (self._lastWarning or now))
+            fields.update(suppressed=self._suppressed, previous=now - self._lastWarning)
         log.warn(format, **fields)
         self._lastWarning = now
         self._suppressed = 0

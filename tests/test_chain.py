@@ -25,6 +25,7 @@ from popproxy.interfaces import (
     Deliver,
     FilterContext,
     IMessageFilter,
+    IStartable,
     Replace,
     Rewrite,
     TempFail,
@@ -685,3 +686,43 @@ def test_overLimitsQuarantineThroughTheConfiguration(tmp_path: Path) -> None:
     assert result.message.headers.get(QUARANTINE_HEADER) == result.quarantined[0].identifier
     within = manyParts(3)
     assert [f.name for f in runChain(config, within).filters] == ["strip", "scan"]
+
+
+@implementer(IMessageFilter, IStartable)
+class Starting:
+    """A filter that counts its starts, or raises when started."""
+
+    def __init__(self, name: str, broken: bool = False) -> None:
+        self.name = name
+        self.broken = broken
+        self.started = 0
+
+    def startFilter(self) -> None:
+        self.started += 1
+        if self.broken:
+            raise OSError("no such socket")
+
+    def filterMessage(self, message: Message, context: FilterContext) -> Any:
+        return Deliver()
+
+
+def test_startStartsStartableFiltersOnce() -> None:
+    """
+    Starting the chain starts each filter providing IStartable, once however often the
+    chain is started; one that raises is logged with its name and the others start all
+    the same; filters without the hook are left alone.
+    """
+    first, broken, last = Starting("a"), Starting("b", broken=True), Starting("c")
+    plain = Recorder("plain", lambda m, c: Deliver())
+    chain = FilterChain(
+        [ChainEntry(f.name, f) for f in (first, broken, plain, last)],  # type: ignore[attr-defined]
+        Clock(),
+    )
+    with capturedLogs() as events:
+        chain.start()
+        chain.start()
+    assert (first.started, broken.started, last.started) == (1, 1, 1)
+    [event] = events
+    assert formatEvent(event) == "filter b failed to start"
+    assert event["log_failure"].check(OSError)
+    assert run(chain) == [RAW]
