@@ -355,8 +355,7 @@ def test_providesScannerStatusAndStartable() -> None:
             False,
             (
                 "warn",
-                f"clamd at {ADDRESS} cannot be reached: cannot reach clamd: Connection "
-                "was refused by other side",
+                f"clamd at {ADDRESS} cannot be reached: Connection was refused by other side",
             ),
         ),
         (

@@ -65,6 +65,13 @@ class Scanner(Protocol):
 _DAEMON_TROUBLE = ("unreachable", "timeout", "error")
 
 
+def _unreachable(reason: str) -> str:
+    """
+    Why clamd could not be reached, for its status: the logs name clamd already.
+    """
+    return reason.removeprefix("cannot reach clamd: ")
+
+
 @implementer(IMessageFilter, IScannerStatus, IStartable)
 class VirusScan:
     """
@@ -124,7 +131,7 @@ class VirusScan:
             # It answered, if oddly: it is there.
             self._reachability.reached()
         else:
-            self._reachability.missed(failure.getErrorMessage())
+            self._reachability.missed(_unreachable(failure.getErrorMessage()))
 
     async def filterMessage(self, message: Message, context: FilterContext) -> Verdict:
         settings = self._settings
@@ -295,7 +302,7 @@ class VirusScan:
             return Unchecked("error", str(e)[:120])
         except ClamdUnavailable as e:
             # Why is in the status (and its log line); the header says only this.
-            reachability.missed(str(e).removeprefix("cannot reach clamd: "))
+            reachability.missed(_unreachable(str(e)))
             return Unchecked("unreachable", "clamd unreachable")
         reachability.reached()
         return result
