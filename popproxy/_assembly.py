@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.internet.interfaces import IReactorThreads
@@ -240,6 +240,21 @@ def listenerFromPlan(reactor: Any, description: str, plan: ListenerPlan) -> List
     return Listener(description, endpoint, ListenerFactory(plan.factory))
 
 
+class ChainStart(Service):
+    """
+    Starts the chain's filters (L{FilterChain.start}: scanners ask their
+    daemons whether they are there) once the proxy has started: after
+    listening and dropping privileges, with the reactor running.
+    """
+
+    def __init__(self, chain: FilterChain) -> None:
+        self.chain = chain
+
+    def startService(self) -> None:
+        super().startService()
+        self.chain.start()
+
+
 def sessionFactories(
     config: Config, reactor: Any, chain: FilterChain | None = None, metrics: Metrics = NO_METRICS
 ) -> tuple[SessionFactory, SessionFactory, ServerTLS | None]:
@@ -398,10 +413,12 @@ class ServiceListeners:
 
     def reloaded(self, generation: Generation) -> None:
         """
-        Note the new generation's chain; hand the workers its listeners and
-        tell them to reload too.
+        Note and start the new generation's chain (its scanners probe their
+        daemons); hand the workers its listeners and tell them to reload too.
         """
         self._chain = generation.chain
+        if generation.chain is not None:
+            generation.chain.start()
         if self.pool is not None:
             self.pool.reload(self.listeners())
 
@@ -439,6 +456,9 @@ def serviceFromConfig(
         workerEnded = service.workerEnded
     for listener in listeners:
         listener.setServiceParent(top)
+    if chain is not None:
+        # In the main process only: workers' filters learn from their scans.
+        ChainStart(chain).setServiceParent(top)
     if config.workers > 1:
         pool = WorkerPool(reactor, WorkerLaunch.fromConfig(config), listeners, workerEnded)
         pool.setServiceParent(top)
