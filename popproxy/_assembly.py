@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.internet.interfaces import IReactorThreads
@@ -34,9 +34,12 @@ from popproxy._config import Config, ConfigError, checkConfig
 from popproxy._filterthreads import FilterThreads
 from popproxy._generation import Generation, ListenerPlan
 from popproxy._gracefulstop import GracefulStop
+from popproxy._health import Health
 from popproxy._lifecycle import Lifecycle
 from popproxy._listenerfactory import ListenerFactory
 from popproxy._memorytrim import MemoryTrimmer, glibcTrim
+from popproxy._metrics import NO_METRICS, Metrics, listenerLabel
+from popproxy._metricsservice import MetricsService
 from popproxy._plugins import PluginError, loadFilter
 from popproxy._proxyheader import ProxyHeaderFactory
 from popproxy._quarantine import DirectoryQuarantine
@@ -64,7 +67,10 @@ def reactorThreads(reactor: Any) -> Callable[[Callable[[], Any]], Deferred[Any]]
 
 
 def directoryQuarantine(
-    source: str, directory: Path, runInThread: Callable[[Callable[[], Any]], Deferred[Any]]
+    source: str,
+    directory: Path,
+    runInThread: Callable[[Callable[[], Any]], Deferred[Any]],
+    metrics: Metrics = NO_METRICS,
 ) -> DirectoryQuarantine:
     """
     The directory quarantine of a configuration.
@@ -72,14 +78,20 @@ def directoryQuarantine(
     @raise ConfigError: it cannot be created, naming the file and the key.
     """
     try:
-        return DirectoryQuarantine(directory, runInThread)
+        return DirectoryQuarantine(directory, runInThread, metrics=metrics)
     except OSError as e:
         raise ConfigError(f"{source}: [chain] quarantine: {directory}: {e.strerror}") from None
 
 
-def buildChain(config: Config, reactor: Any, threads: FilterThreads | None = None) -> FilterChain:
+def buildChain(
+    config: Config,
+    reactor: Any,
+    threads: FilterThreads | None = None,
+    metrics: Metrics = NO_METRICS,
+) -> FilterChain:
     """
-    Load every configured filter, in order.
+    Load every configured filter, in order; the chain and its quarantine
+    count into C{metrics}.
 
     @param threads: where filters compute; by default new threads (a
         reload passes those of the running chain).
@@ -99,7 +111,9 @@ def buildChain(config: Config, reactor: Any, threads: FilterThreads | None = Non
     runInThread = reactorThreads(reactor)
     quarantine = None
     if config.chain.quarantine is not None:
-        quarantine = directoryQuarantine(config.source, config.chain.quarantine, runInThread)
+        quarantine = directoryQuarantine(
+            config.source, config.chain.quarantine, runInThread, metrics
+        )
     return FilterChain(
         entries,
         reactor,
@@ -109,6 +123,7 @@ def buildChain(config: Config, reactor: Any, threads: FilterThreads | None = Non
         limits=config.chain.limits,
         overLimits=config.chain.overLimits,
         threads=threads if threads is not None else filterThreadsFor(reactor),
+        metrics=metrics,
     )
 
 
@@ -226,15 +241,32 @@ def listenerFromPlan(reactor: Any, description: str, plan: ListenerPlan) -> List
     return Listener(description, endpoint, ListenerFactory(plan.factory))
 
 
+class ChainStart(Service):
+    """
+    Starts the chain's filters (L{FilterChain.start}: scanners ask their
+    daemons whether they are there) once the proxy has started: after
+    listening and dropping privileges, with the reactor running.
+    """
+
+    def __init__(self, chain: FilterChain) -> None:
+        self.chain = chain
+
+    def startService(self) -> None:
+        super().startService()
+        self.chain.start()
+
+
 def sessionFactories(
     config: Config,
     reactor: Any,
     chain: FilterChain | None = None,
+    metrics: Metrics = NO_METRICS,
     stop: GracefulStop | None = None,
 ) -> tuple[SessionFactory, SessionFactory, ServerTLS | None]:
     """
     The session factories for plain and implicit-TLS listeners (shared by
-    the main process and its workers), and the proxy's certificate.
+    the main process and its workers; see L{forListener}), and the proxy's
+    certificate.
 
     @param stop: the process's graceful stop, which their sessions report to.
     """
@@ -256,6 +288,7 @@ def sessionFactories(
         serverTLS=serverTLS,
         requireTLS=config.tls.require,
         sessionClosed=MemoryTrimmer(reactor, glibcTrim()).sessionClosed,
+        metrics=metrics,
         stop=stop,
     )
     factory = SessionFactory(settings)
@@ -263,24 +296,37 @@ def sessionFactories(
     return factory, secure, serverTLS
 
 
+def forListener(factory: SessionFactory, label: str) -> SessionFactory:
+    """
+    C{factory}'s sessions, as the listener of C{label} (see
+    L{listenerLabel}) serves them: its metrics are labelled with it.
+    """
+    return SessionFactory(replace(factory.settings, listener=label))
+
+
 def generationFrom(
     config: Config,
     reactor: Any,
     chain: FilterChain | None = None,
+    metrics: Metrics = NO_METRICS,
     stop: GracefulStop | None = None,
 ) -> Generation:
     """
-    What a checked configuration serves: its listeners, each with the
-    factory of the sessions it will build (which report to C{stop}).
+    What a checked configuration serves: its listeners, each with its
+    label (L{listenerLabel}) and the factory of the sessions it will build,
+    labelled with it (and reporting to C{stop}).
     """
-    factory, secure, serverTLS = sessionFactories(config, reactor, chain, stop)
+    factory, secure, serverTLS = sessionFactories(config, reactor, chain, metrics, stop)
     plans: dict[str, ListenerPlan] = {}
-    for description in config.listen:
-        endpoint, wrapped = wrappedFactory(reactor, description, factory, None)
-        plans[description] = ListenerPlan(withBacklog(endpoint), wrapped)
-    for description in config.tls.listen:
-        endpoint, wrapped = wrappedFactory(reactor, description, secure, serverTLS)
-        plans[description] = ListenerPlan(withBacklog(endpoint), wrapped)
+    for table, descriptions, sessions, tls in (
+        ("proxy", config.listen, factory, None),
+        ("tls", config.tls.listen, secure, serverTLS),
+    ):
+        for position, description in enumerate(descriptions):
+            label = listenerLabel(table, position)
+            labelled = forListener(sessions, label)
+            endpoint, wrapped = wrappedFactory(reactor, description, labelled, tls)
+            plans[description] = ListenerPlan(withBacklog(endpoint), wrapped, label)
     return Generation(config, chain, plans)
 
 
@@ -301,6 +347,7 @@ def rebuildGeneration(
     readConfig: Callable[[], Config],
     reactor: Any,
     threads: FilterThreads | None,
+    metrics: Metrics = NO_METRICS,
     stop: GracefulStop | None = None,
 ) -> Generation:
     """
@@ -313,7 +360,8 @@ def rebuildGeneration(
     """
     config = readConfig()
     checkOnReactor(config, reactor)
-    return generationFrom(config, reactor, buildChain(config, reactor, threads), stop)
+    chain = buildChain(config, reactor, threads, metrics)
+    return generationFrom(config, reactor, chain, metrics, stop)
 
 
 class ServiceListeners:
@@ -328,12 +376,30 @@ class ServiceListeners:
         reactor: Any,
         parent: MultiService,
         listeners: list[Listener],
-        pool: WorkerPool | None = None,
+        generation: Generation | None = None,
     ) -> None:
+        """
+        @param generation: the one running, whose listeners' labels and
+            chain are the current ones.
+        """
         self._reactor = reactor
         self._parent = parent
         self._listeners = {listener.description: listener for listener in listeners}
-        self._pool = pool
+        self._labels: dict[str, str] = {}
+        self._chain: FilterChain | None = None
+        if generation is not None:
+            self._labels = {d: plan.label for d, plan in generation.listeners.items()}
+            self._chain = generation.chain
+        self.pool: WorkerPool | None = None
+
+    def listeners(self) -> list[Listener]:
+        return list(self._listeners.values())
+
+    def labelled(self) -> list[tuple[str, Listener]]:
+        """
+        Each listener with its label, for the health check.
+        """
+        return [(self._labels.get(d, d), listener) for d, listener in self._listeners.items()]
 
     def descriptions(self) -> list[str]:
         return list(self._listeners)
@@ -343,20 +409,32 @@ class ServiceListeners:
         listener.listen()
         listener.setServiceParent(self._parent)
         self._listeners[description] = listener
+        self._labels[description] = plan.label
 
     def replace(self, description: str, plan: ListenerPlan) -> None:
         self._listeners[description].factory.replace(plan.factory)
+        self._labels[description] = plan.label
 
     def close(self, description: str) -> None:
         self._listeners.pop(description).disownServiceParent()
+        self._labels.pop(description, None)
+
+    def currentChain(self) -> FilterChain | None:
+        """
+        The chain new sessions use (the last generation's).
+        """
+        return self._chain
 
     def reloaded(self, generation: Generation) -> None:
         """
-        Hand the workers the listeners of the new generation and tell them
-        to reload too.
+        Note and start the new generation's chain (its scanners probe their
+        daemons); hand the workers its listeners and tell them to reload too.
         """
-        if self._pool is not None:
-            self._pool.reload(list(self._listeners.values()))
+        self._chain = generation.chain
+        if generation.chain is not None:
+            generation.chain.start()
+        if self.pool is not None:
+            self.pool.reload(self.listeners())
 
 
 def serviceFromConfig(
@@ -364,38 +442,47 @@ def serviceFromConfig(
     reactor: Any,
     chain: FilterChain | None = None,
     readConfig: Callable[[], Config] | None = None,
+    metrics: Metrics = NO_METRICS,
+    lifecycle: Lifecycle | None = None,
 ) -> MultiService:
     """
-    The services that run a checked configuration on C{reactor}.
+    The services that run a checked configuration on C{reactor}; with
+    C{[metrics]}, C{metrics} (that of C{chain} too) is begun and served.
 
     @param readConfig: reads the configuration again; given, SIGHUP reloads
         it (L{popproxy._reload}).
-
-    On stop (SIGTERM) every child stops in the same turn: the listeners stop
-    accepting, the workers get SIGTERM, and the L{GracefulStop}, one per
-    process with its L{Lifecycle}, lets the sessions finish their command in
-    flight for up to C{[proxy] stop_grace} seconds.
+    @param lifecycle: the process's; its L{GracefulStop} marks the stop.
     """
     top = MultiService()
-    lifecycle = Lifecycle()
+    lifecycle = lifecycle or Lifecycle()
     stop = GracefulStop(reactor, config.stopGrace, lifecycle)
-    generation = generationFrom(config, reactor, chain, stop)
+    generation = generationFrom(config, reactor, chain, metrics, stop)
     _warnAboutPlainText(config, config.tls.certificate)
     listeners = [
         listenerFromPlan(reactor, description, plan)
         for description, plan in generation.listeners.items()
     ]
+    opened = ServiceListeners(reactor, top, listeners, generation)
+    workerEnded = None
+    if config.metrics is not None:
+        # First in the tree: it begins the metrics before workers start.
+        health = Health(lifecycle, opened.labelled, opened.currentChain)
+        service = metricsService(config, reactor, metrics, health)
+        service.setServiceParent(top)
+        workerEnded = service.workerEnded
     for listener in listeners:
         listener.setServiceParent(top)
-    pool = None
+    if chain is not None:
+        # In the main process only: workers' filters learn from their scans.
+        ChainStart(chain).setServiceParent(top)
     if config.workers > 1:
-        pool = WorkerPool(reactor, WorkerLaunch.fromConfig(config), listeners)
+        pool = WorkerPool(reactor, WorkerLaunch.fromConfig(config), listeners, workerEnded)
         pool.setServiceParent(top)
+        opened.pool = pool
     if readConfig is not None:
         threads = chain.threads if chain is not None else None
-        opened = ServiceListeners(reactor, top, listeners, pool)
         reloader = Reloader(
-            partial(rebuildGeneration, readConfig, reactor, threads, stop),
+            partial(rebuildGeneration, readConfig, reactor, threads, metrics, stop),
             opened,
             generation,
             opened.reloaded,
@@ -410,6 +497,27 @@ def serviceFromConfig(
         Listener(config.demo.listen, endpoint, demo).setServiceParent(top)
     stop.setServiceParent(top)
     return top
+
+
+def metricsService(
+    config: Config, reactor: Any, metrics: Metrics, health: Health
+) -> MetricsService:
+    """
+    The C{[metrics]} listener of C{config}, serving C{metrics} and
+    C{health}.
+    """
+    assert config.metrics is not None
+    description = config.metrics.listen
+    service = MetricsService(
+        reactor,
+        metrics,
+        multiprocess=config.workers > 1,
+        report=health.report,
+        entries=health.chainEntries,
+    )
+    endpoint = serverFromString(reactor, description)
+    Listener(description, endpoint, service.site).setServiceParent(service)
+    return service
 
 
 def _warnAboutPlainText(config: Config, certificate: Path | None) -> None:

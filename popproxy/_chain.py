@@ -10,8 +10,15 @@ changed anything) or the reason for a temporary failure.  Every verdict is
 applied in one place (L{FilterChain._apply}); C{processMessage} gives the
 session the bytes or fails with L{TemporaryFailure}.  A filter that raises, hangs or returns
 garbage is logged with its name and the message's UIDL and handled by its
-policy: never a crashed session, never a silent pass.  A message over the
+policy: never a crashed session, never a silent pass.  Each such failure
+gets an error id, in its log line (with the traceback of what the filter
+raised) and in what the recipient sees (the C{X-Popproxy-Unchecked} header,
+or the client's C{-ERR}), never the error's text.  A message over the
 parse limits reaches no filter: it meets the C{over_limits} policy.
+
+L{FilterChain.start}, called once when the proxy starts serving, starts
+the filters that provide L{IStartable} (scanners ask their daemons
+whether they are there).
 
 With L{FilterThreads}, a filter's synchronous C{filterMessage} and the work
 it offloads with C{context.runInThread} run off the reactor thread and are
@@ -23,6 +30,7 @@ to the reactor thread (L{popproxy._threadcontext}).
 from __future__ import annotations
 
 import inspect
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -33,6 +41,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from popproxy._filterthreads import FilterThreads
+from popproxy._metrics import NO_METRICS, Metrics
 from popproxy._mimelimits import LimitExceeded, ParseLimits
 from popproxy._mimewrite import textPart
 from popproxy._outcome import ChainOutcome, FilterFailed, FilterStep, OverLimit
@@ -48,6 +57,7 @@ from popproxy._verdicts import (
     Verdict,
     contextWith,
 )
+from popproxy.interfaces import IStartable
 from popproxy.message import Message
 
 T = TypeVar("T")
@@ -105,6 +115,14 @@ def verdictProblem(answer: object) -> str | None:
     return None
 
 
+def newErrorId() -> str:
+    """
+    A fresh id for one filter failure: ten random hex digits, shown to the
+    recipient and logged, so the two can be matched.
+    """
+    return secrets.token_hex(5)
+
+
 def runHere(function: Callable[[], T]) -> Deferred[T]:
     """
     Run C{function} now (the default for tests and tiny messages).
@@ -131,6 +149,9 @@ class FilterChain:
     @param threads: where filters' synchronous calls and offloaded work
         run, stopped at the filter's timeout; C{None}: synchronous calls
         run in the caller's thread and C{runInThread} is given to filters.
+    @param metrics: where each message's outcome, verdicts and timings
+        are counted.
+    @param errorIds: makes the id of each filter failure (L{newErrorId}).
     """
 
     #: Filters' logs, and this one, escape every text field: file names,
@@ -147,6 +168,8 @@ class FilterChain:
         limits: ParseLimits = DEFAULT_LIMITS,
         overLimits: str = "deliver",
         threads: FilterThreads | None = None,
+        metrics: Metrics = NO_METRICS,
+        errorIds: Callable[[], str] = newErrorId,
     ) -> None:
         if overLimits not in OVER_LIMITS:
             raise ValueError(f"overLimits must be one of {OVER_LIMITS}, not {overLimits!r}")
@@ -163,10 +186,30 @@ class FilterChain:
         self._limits = limits
         self._overLimits = overLimits
         self.threads = threads
+        self._metrics = metrics
+        self._errorIds = errorIds
+        self._started = False
 
     @property
     def active(self) -> bool:
         return bool(self.entries)
+
+    def start(self) -> None:
+        """
+        Start every filter that provides L{IStartable}, once (later calls
+        do nothing).  A filter that raises is logged; the others start
+        and the proxy serves regardless.
+        """
+        if self._started:
+            return
+        self._started = True
+        for entry in self.entries:
+            if not IStartable.providedBy(entry.filter):
+                continue
+            try:
+                entry.filter.startFilter()
+            except Exception:
+                self.log.failure("filter {filter} failed to start", filter=entry.name)
 
     def processMessage(self, context: FilterContext, message: bytes) -> Deferred[bytes]:
         return ensureDeferred(self.run(context, message))
@@ -178,7 +221,10 @@ class FilterChain:
         @raise TemporaryFailure: a filter asked for it, or failed under the
             C{tempfail} policy.
         """
-        return (await self.outcome(retrieval, raw)).delivered()
+        started = self._clock.seconds()
+        outcome = await self.outcome(retrieval, raw)
+        self._metrics.chainRan(retrieval.command, outcome, self._clock.seconds() - started)
+        return outcome.delivered()
 
     async def outcome(self, retrieval: FilterContext, raw: bytes) -> ChainOutcome:
         """
@@ -197,15 +243,18 @@ class FilterChain:
         for entry in self.entries:
             context = self._context(retrieval, self._loggers[entry.name], tuple(notes))
             answer: Verdict | FilterFailed
+            started = self._clock.seconds()
             try:
                 answer = await self._judge(entry, message, context)
             except FilterFailed as e:
+                e.errorId = self._errorIds()
                 self._logFailure(entry, retrieval, e)
                 answer = e
+            took = self._clock.seconds() - started
             if isinstance(answer, Verdict) and answer.note:
                 notes.append((entry.name, answer.note))
                 self._logNote(entry, retrieval, answer.note)
-            step, message, failure = await self._apply(entry, answer, raw, message, context)
+            step, message, failure = await self._apply(entry, answer, took, raw, message, context)
             steps.append(step)
             if failure is not None:
                 return ChainOutcome.failing(failure, steps)
@@ -216,25 +265,36 @@ class FilterChain:
         self,
         entry: ChainEntry,
         answer: Verdict | FilterFailed,
+        seconds: float,
         raw: bytes,
         message: Message,
         context: FilterContext,
     ) -> tuple[FilterStep, Message, str | None]:
         """
         Apply one filter's answer (a verdict, or its failure under its
-        policy) to the message as it stands: what the step records, the
-        message after it, and the reason for a temporary failure if the
-        answer (or keeping the original it replaces) is one.
+        policy), given after C{seconds}, to the message as it stands: what
+        the step records, the message after it, and the reason for a
+        temporary failure if the answer (or keeping the original it
+        replaces) is one.
         """
         if isinstance(answer, FilterFailed):
-            step = FilterStep(entry.name, None, str(answer), entry.onError, answer.timedOut)
+            step = FilterStep(
+                entry.name,
+                None,
+                str(answer),
+                entry.onError,
+                answer.timedOut,
+                errorId=answer.errorId,
+                seconds=seconds,
+            )
+            # A fixed phrase and the id of the log line: what went wrong
+            # inside is for the log, not for the recipient.
+            said = f"error id {answer.errorId}"
             if entry.onError == "tempfail":
-                return step, message, f"filter {entry.name} failed, try again later"
-            # A fixed phrase: what went wrong inside is for the log, not
-            # for the recipient's mail.
-            marked = message.withHeaderAdded(UNCHECKED_HEADER, f"{entry.name} {step.failure}")
-            return step, marked, None
-        step = FilterStep(entry.name, answer, None, entry.onError)
+                return step, message, f"filter {entry.name} failed ({said}), try again later"
+            value = f"{entry.name} {step.failure}; {said}"
+            return step, message.withHeaderAdded(UNCHECKED_HEADER, value), None
+        step = FilterStep(entry.name, answer, None, entry.onError, seconds=seconds)
         if isinstance(answer, TempFail):
             return step, message, answer.reason
         if isinstance(answer, Rewrite):
@@ -307,28 +367,27 @@ class FilterChain:
         )
 
     def _logFailure(self, entry: ChainEntry, retrieval: FilterContext, e: FilterFailed) -> None:
-        format = "filter {filter} failed on {command} {index} (UIDL {uidl}): {error}"
+        """
+        One log line per failure, with its error id; with the traceback
+        when the filter raised (a timeout or a bad answer has none).
+        """
+        format = (
+            "filter {filter} failed on {command} {index} (UIDL {uidl}), error id {errorId}: {error}"
+        )
+        fields: dict[str, Any] = {
+            "filter": entry.name,
+            "command": retrieval.command,
+            "index": retrieval.index,
+            "uidl": retrieval.uidl,
+            "errorId": e.errorId,
+            "error": str(e),
+        }
         cause = e.__cause__
         if cause is not None:
             # With the traceback: the exception's text stays in the log.
-            self.log.failure(
-                format,
-                failure=Failure(cause),
-                filter=entry.name,
-                command=retrieval.command,
-                index=retrieval.index,
-                uidl=retrieval.uidl,
-                error=str(e),
-            )
-            return
-        self.log.error(
-            format,
-            filter=entry.name,
-            command=retrieval.command,
-            index=retrieval.index,
-            uidl=retrieval.uidl,
-            error=str(e),
-        )
+            self.log.failure(format, failure=Failure(cause), **fields)
+        else:
+            self.log.error(format, **fields)
 
     async def _judge(self, entry: ChainEntry, message: Message, context: FilterContext) -> Verdict:
         try:

@@ -80,6 +80,19 @@ class DemoConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """
+    The C{[metrics]} table: where Prometheus scrapes C{/metrics} and load
+    balancers or init systems ask C{/healthz}.
+
+    @ivar listen: a server endpoint string (keep it on a private interface:
+        the health page names the scanners' addresses).
+    """
+
+    listen: str
+
+
+@dataclass(frozen=True)
 class TlsConfig:
     """
     TLS towards clients.
@@ -204,6 +217,8 @@ class Config:
     tls: TlsConfig = TlsConfig()
     filters: tuple[FilterConfig, ...] = ()
     chain: ChainConfig = ChainConfig()
+    #: The metrics and health listener (C{None}: none).
+    metrics: MetricsConfig | None = None
     #: The directory relative paths are relative to.
     base: Path = Path(".")
     #: Settings given as command-line flags rather than in the file.
@@ -356,7 +371,17 @@ class UpstreamSettings:
 
 
 #: The top-level tables a configuration file may have.
-SECTIONS = ("proxy", "upstream", "route", "user_host", "demo", "tls", "chain", "filter")
+SECTIONS = (
+    "proxy",
+    "upstream",
+    "route",
+    "user_host",
+    "demo",
+    "tls",
+    "chain",
+    "filter",
+    "metrics",
+)
 
 
 def readProxy(source: str, data: Any) -> ProxySettings:
@@ -479,6 +504,20 @@ def readDemo(source: str, data: Any, base: Path) -> DemoConfig | None:
     if not enabled:
         return None
     return DemoConfig(listen, user, password, (base / mailbox) if mailbox else None)
+
+
+def readMetrics(source: str, data: Any) -> MetricsConfig | None:
+    """
+    Read the C{[metrics]} table (C{None}: absent).
+    """
+    if data is None:
+        return None
+    table = _Table(source, "metrics", data)
+    listen = table.string("listen")
+    table.finish()
+    if not listen:
+        raise ConfigError(f"{source}: [metrics] listen: missing")
+    return MetricsConfig(listen)
 
 
 def readTls(source: str, data: Any, base: Path) -> TlsConfig:
@@ -632,6 +671,7 @@ def parseConfig(text: str, source: str = "<config>", base: Path | None = None) -
     tls = readTls(source, data.get("tls", {}), base)
     chain = readChain(source, data.get("chain", {}), base)
     filters = readFilters(source, data.get("filter", []))
+    metrics = readMetrics(source, data.get("metrics"))
     return Config(
         source=source,
         base=base,
@@ -651,6 +691,7 @@ def parseConfig(text: str, source: str = "<config>", base: Path | None = None) -
         routes=routes,
         userHost=userHost,
         demo=demo,
+        metrics=metrics,
     )
 
 
@@ -756,6 +797,8 @@ def checkConfig(
     _checkUpstreams(config, checkClient)
     _checkServerTls(config, checkServer)
     _checkDemo(config, checkServer)
+    if config.metrics is not None:
+        _checkEndpoint(config.source, "[metrics] listen", config.metrics.listen, checkServer)
     if config.upstream is None and not config.routes and not config.userHost.enabled:
         raise ConfigError(
             f"{config.source}: [upstream] default: missing (and no [[route]] or [user_host]); "

@@ -24,10 +24,13 @@ class ListenerPlan:
     @ivar factory: where its new sessions come from: the session factory
         with the settings of this generation, wrapped in the PROXY-header
         reader and TLS the description asks for.
+    @ivar label: the listener's bounded name for metrics and health
+        (C{proxy.listen[0]}; see L{popproxy._metrics.listenerLabel}).
     """
 
     endpoint: str
     factory: Any
+    label: str = ""
 
 
 @dataclass(frozen=True, slots=True)

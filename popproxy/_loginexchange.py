@@ -30,6 +30,7 @@ from popproxy._loginplan import (
     planUser,
     saslIdentity,
 )
+from popproxy._metrics import NO_METRICS, Metrics
 from popproxy._printable import PrintableLogger
 from popproxy._routing import NoRoute, Route, Router
 from popproxy._sasl import Credentials
@@ -66,6 +67,22 @@ class LoginAnswer:
     upstream: str = ""
     hangUp: bool = False
 
+    @property
+    def result(self) -> str | None:
+        """
+        How the login ended, as the metrics count it: C{ok}, C{failed} (a
+        failed login), C{unavailable} (the upstream could not be used),
+        C{refused} (the proxy would not try); C{None} while it goes on
+        (USER accepted, PASS to follow).
+        """
+        if self.loggedIn:
+            return "ok"
+        if self.failed:
+            return "failed"
+        if self.line.startswith(b"+"):
+            return None
+        return "unavailable" if b"[SYS/" in self.line else "refused"
+
 
 class LoginExchange:
     """
@@ -83,8 +100,10 @@ class LoginExchange:
         link: UpstreamLink,
         failures: FailedLogins,
         session: str,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         self._router = router
+        self._metrics = metrics
         self._failures = failures
         self._slot = slot
         self._link = link
@@ -98,12 +117,16 @@ class LoginExchange:
         """
         return self._failures.count
 
-    async def paced(self, login: Awaitable[LoginAnswer]) -> LoginAnswer:
+    async def paced(self, login: Awaitable[LoginAnswer], method: str) -> LoginAnswer:
         """
-        The answer of C{login} (one of the login methods below); a failed
-        login's only after the failure delay, saying whether to hang up.
+        The answer of C{login} (one of the login methods below, counted as
+        C{method}: C{user}, C{apop} or C{auth}); a failed login's only
+        after the failure delay, saying whether to hang up.
         """
         answer = await login
+        result = answer.result
+        if result is not None:
+            self._metrics.loginEnded(method, result)
         if not answer.failed:
             return answer
         self.log.info(

@@ -21,11 +21,14 @@ class FilterFailed(Exception):
     A filter raised, timed out or answered something that is not a verdict.
 
     @ivar timedOut: it gave no verdict within its timeout.
+    @ivar errorId: the id the chain gave this failure (in its log line and
+        in what the recipient sees), once it has one.
     """
 
     def __init__(self, reason: str, timedOut: bool = False) -> None:
         super().__init__(reason)
         self.timedOut = timedOut
+        self.errorId = ""
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,10 @@ class FilterStep:
     @ivar timedOut: it failed by giving no verdict within its timeout.
     @ivar quarantineId: where the original a L{Replace} verdict replaced
         was kept, if it was.
+    @ivar seconds: how long the filter took to answer (or to fail); not
+        compared (the same answer is the same step, however long it took).
+    @ivar errorId: the id of its failure, as logged and as shown to the
+        recipient, if it failed.
     """
 
     name: str
@@ -49,6 +56,8 @@ class FilterStep:
     onError: str = "tempfail"
     timedOut: bool = False
     quarantineId: str | None = None
+    seconds: float = field(default=0.0, compare=False)
+    errorId: str | None = None
 
     @property
     def kind(self) -> str:

@@ -42,6 +42,7 @@ from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from popproxy._chain import runHere
+from popproxy._metrics import NO_METRICS, Metrics
 from popproxy.interfaces import FilterContext, IPartQuarantine, RemovedPart
 
 
@@ -192,6 +193,7 @@ class DirectoryQuarantine:
 
     @param runInThread: where the file writes run (off the reactor thread
         in the daemon).
+    @param metrics: where the items kept and the failed stores are counted.
     """
 
     def __init__(
@@ -199,8 +201,10 @@ class DirectoryQuarantine:
         directory: Path,
         runInThread: Callable[[Callable[[], Any]], Deferred[Any]] = runHere,
         create: bool = True,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         self.directory = directory
+        self._metrics = metrics
         if create:
             for sub in (directory, directory / "blobs", directory / "records"):
                 sub.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -216,7 +220,10 @@ class DirectoryQuarantine:
         # Written as the parts of a message are: nothing if the record is
         # already kept, else the blob renamed into place before the record.
         items = [(identifier, original, metadata)]
-        return self._runInThread(lambda: self._writeParts(items)[0])
+        writing = self._runInThread(lambda: self._writeParts(items)[0])
+        return writing.addCallbacks(
+            self._counted, self._failed, callbackArgs=("message", 1), errbackArgs=("message",)
+        )
 
     def storeParts(
         self,
@@ -232,7 +239,18 @@ class DirectoryQuarantine:
             metadata = _recordFields(identifier, now, part.reason, plugin, context, part.original)
             metadata["path"] = list(part.path)
             items.append((identifier, part.original, metadata))
-        return self._runInThread(lambda: self._writeParts(items))
+        writing = self._runInThread(lambda: self._writeParts(items))
+        return writing.addCallbacks(
+            self._counted, self._failed, callbackArgs=("part", len(items)), errbackArgs=("part",)
+        )
+
+    def _counted(self, result: Any, kind: str, count: int) -> Any:
+        self._metrics.quarantineStored(kind, count)
+        return result
+
+    def _failed(self, failure: Any, kind: str) -> Any:
+        self._metrics.quarantineFailed(kind)
+        return failure
 
     def _writeParts(self, items: list[tuple[str, bytes, dict[str, Any]]]) -> list[str]:
         """

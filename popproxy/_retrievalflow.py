@@ -30,6 +30,7 @@ from twisted.python.failure import Failure
 from popproxy._config import ChainConfig
 from popproxy._framing import DotUnstuffer, StatusLine, stuff, unstuff
 from popproxy._mailboxview import MailboxView
+from popproxy._metrics import NO_METRICS, Metrics
 from popproxy._printable import PrintableLogger
 from popproxy._retrieval import MessageHook, TemporaryFailure
 from popproxy._verdicts import FilterContext, contextWith
@@ -395,11 +396,14 @@ class RetrievalFlow:
         write: Callable[[bytes], None],
         clock: IReactorTime,
         closing: Callable[[], bool],
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         """
         @param write: sends keepalive bytes to the client as they are due.
         @param closing: whether the session has ended meanwhile (its answer
             is then dropped and nothing is cached).
+        @param metrics: counts the retrievals the chain does not see
+            (cached, refused upstream, oversize); the chain counts its own.
         """
         self._request = request
         self._hook = hook
@@ -409,6 +413,7 @@ class RetrievalFlow:
         self._write = write
         self._clock = clock
         self._closing = closing
+        self._metrics = metrics
         # RETR, and TOP in "full" mode, fetch and filter the whole message,
         # so TOP shows the headers RETR will deliver (tags included) and
         # "TOP n 99999999" (fetchmail) is a full retrieval through the chain.
@@ -422,6 +427,7 @@ class RetrievalFlow:
         request = self._request
         cached = self._mailbox.cached(request.index)
         if cached is not None:
+            self._metrics.retrieved(request.command, "cached")
             return deliveryOf(cached, request.command, request.lines)
         uid = await self._uid()
         context = contextWith(request.context, uidl=uid, partial=self._partial)
@@ -432,8 +438,10 @@ class RetrievalFlow:
         assert status is not None
         if not status.ok:
             spool.close()
+            self._metrics.retrieved(request.command, "upstream_refused")
             return Refusal(status.line)
         if spool.size > self._chain.maxSize:
+            self._metrics.retrieved(request.command, "oversize")
             return self._oversize(spool, context)
         return await self._filter(spool, status, context)
 

@@ -137,13 +137,14 @@ class ClientSession(Protocol, TimeoutMixin):
             attached=self._wire.throttle,
             detached=self._wire.unthrottle,
             lost=self._upstreamLost,
+            connectFailed=settings.metrics.upstreamConnectFailed,
         )
         self._link = UpstreamLink(self._relay)
         failures = FailedLogins(
             settings.clock, settings.loginFailureDelay, settings.maxFailedLogins
         )
         self._login = LoginExchange(
-            settings.router, self._slot, self._link, failures, self.sessionId
+            settings.router, self._slot, self._link, failures, self.sessionId, settings.metrics
         )
         self._sasl = SaslServer()
         self._mailbox: MailboxView[Filtered] = MailboxView(settings.chain.cacheBytes)
@@ -175,6 +176,7 @@ class ClientSession(Protocol, TimeoutMixin):
         self.log.info(
             "session {session} opened by {client}", session=self.sessionId, client=self.client
         )
+        self._settings.metrics.sessionOpened(self._settings.listener)
         if security.balancerTLS is not None:
             self.log.info(
                 "session {session}: TLS terminated by the balancer ({version})",
@@ -254,6 +256,9 @@ class ClientSession(Protocol, TimeoutMixin):
             commands=self.commands,
             bytesIn=self.bytesIn,
             bytesOut=self._wire.bytesOut,
+        )
+        self._settings.metrics.sessionClosed(
+            self._settings.listener, self._ending, self.bytesIn, self._wire.bytesOut
         )
         if self._settings.sessionClosed is not None:
             self._settings.sessionClosed()
@@ -405,6 +410,7 @@ class ClientSession(Protocol, TimeoutMixin):
     def _upstreamLost(self, reason: Failure) -> None:
         if self._closing:
             return
+        self._settings.metrics.upstreamLost()
         why = describeFailure(reason)
         self.log.warn(
             "session {session}: upstream {upstream} lost: {reason}",
@@ -532,12 +538,12 @@ class ClientSession(Protocol, TimeoutMixin):
         if not arguments or arguments.startswith(b" "):
             self._reply(b"-ERR USER needs a name")
             return
-        self._logIn(self._login.user(arguments.decode("utf-8", "surrogateescape")))
+        self._logIn(self._login.user(arguments.decode("utf-8", "surrogateescape")), "user")
 
     def do_PASS(self, arguments: bytes) -> None:
         # RFC 1939: the whole rest of the line is the password, spaces too.
         if not self._refuseWithoutTLS():
-            self._logIn(self._login.password(arguments))
+            self._logIn(self._login.password(arguments), "user")
 
     def do_APOP(self, arguments: bytes) -> None:
         if self._refuseWithoutTLS():
@@ -550,7 +556,7 @@ class ClientSession(Protocol, TimeoutMixin):
             self._reply(b"-ERR APOP needs a name and an MD5 digest")
             return
         login = name.decode("utf-8", "surrogateescape")
-        self._logIn(self._login.apop(login, digest, self._apopTimestamp))
+        self._logIn(self._login.apop(login, digest, self._apopTimestamp), "apop")
 
     def do_AUTH(self, arguments: bytes) -> None:
         if not arguments:
@@ -566,18 +572,19 @@ class ClientSession(Protocol, TimeoutMixin):
         response may be a longer line), a refusal, or log in.
         """
         if isinstance(step, Credentials):
-            self._logIn(self._login.sasl(step))
+            self._logIn(self._login.sasl(step), "auth")
             return
         if isinstance(step, Challenge):
             self._queue.framer.maxLine = MAX_SASL_LINE
         self._reply(step.line)
 
-    def _logIn(self, exchange: Coroutine[Deferred[Any], Any, LoginAnswer]) -> None:
+    def _logIn(self, exchange: Coroutine[Deferred[Any], Any, LoginAnswer], method: str) -> None:
         """
-        Run one login command's exchange and act on how it ended.
+        Run one login command's exchange (counted as C{method}) and act on
+        how it ended.
         """
         self._busy = True
-        answering = Deferred.fromCoroutine(self._login.paced(exchange))
+        answering = Deferred.fromCoroutine(self._login.paced(exchange, method))
         answering.addCallbacks(self._loginAnswered, self._exchangeBroke)
 
     def _loginAnswered(self, answer: LoginAnswer) -> None:
@@ -671,6 +678,7 @@ class ClientSession(Protocol, TimeoutMixin):
 
     def _retrieve(self, line: bytes, command: str, index: int, lines: int | None) -> None:
         if not self._settings.hook.active:
+            self._settings.metrics.retrieved(command, "relayed")
             self._relay(line, multiLine=True)
             return
         self._busy = True
@@ -683,6 +691,7 @@ class ClientSession(Protocol, TimeoutMixin):
             write=self._write,
             clock=self._settings.clock,
             closing=self._isClosing,
+            metrics=self._settings.metrics,
         )
         retrieving = Deferred.fromCoroutine(flow.run())
         retrieving.addCallbacks(self._sendDelivery, self._retrievalBroke)

@@ -1,8 +1,9 @@
 """
 What every session of one listener shares: L{SessionSettings}, a frozen
 value built once per listener by L{popproxy._assembly} (the router, the
-upstream connector, the clock, the filter chain's hook and the session
-limits) and read by each L{popproxy._session.ClientSession}.
+upstream connector, the clock, the filter chain's hook, the session
+limits, the listener's name and the process's metrics) and read by each
+L{popproxy._session.ClientSession}.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from popproxy._config import ChainConfig
 from popproxy._gracefulstop import GracefulStop
+from popproxy._metrics import NO_METRICS, Metrics
 from popproxy._retrieval import MessageHook, PassThrough
 from popproxy._routing import Router
 from popproxy._tls import UpstreamTarget
@@ -49,6 +51,10 @@ class SessionSettings:
     #: Called when a session has ended and dropped what it held (the
     #: proxy gives freed memory back to the system then).
     sessionClosed: Callable[[], None] | None = None
+    #: Which listener, as the metrics label it (L{popproxy._metrics.listenerLabel}).
+    listener: str = ""
+    #: Where the sessions count what they do.
+    metrics: Metrics = NO_METRICS
     #: The process's graceful stop: told when each session opens and
     #: ends, it asks them to finish when the process stops.
     stop: GracefulStop | None = None

@@ -48,9 +48,17 @@ class UpstreamError(Exception):
     @cvar code: the RFC 3206 response code the client gets: C{SYS/TEMP}
         when trying again later may help, C{SYS/PERM} when it will not fix
         itself (a certificate that does not verify, no STLS).
+    @ivar kind: what went wrong, in one word the metrics count by
+        (C{tls}, C{closed}, C{protocol}, C{timeout}, C{greeting}).
     """
 
     code = "SYS/TEMP"
+    kind = "protocol"
+
+    def __init__(self, reason: str, kind: str | None = None) -> None:
+        super().__init__(reason)
+        if kind is not None:
+            self.kind = kind
 
 
 class UpstreamPermanentError(UpstreamError):
@@ -66,11 +74,15 @@ class UpstreamTimeout(UpstreamError):
     The upstream server did not answer in time.
     """
 
+    kind = "timeout"
+
 
 class UpstreamRefused(UpstreamError):
     """
     The upstream server greeted with C{-ERR}.
     """
+
+    kind = "greeting"
 
 
 class ResponseHandler(TypingProtocol):
@@ -130,15 +142,18 @@ def _connectFailure(reason: Failure) -> Failure:
     if reason.check(VerificationError):
         return Failure(
             UpstreamPermanentError(
-                "the mail server's certificate does not match its name: " + str(reason.value)[:200]
+                "the mail server's certificate does not match its name: " + str(reason.value)[:200],
+                "tls",
             )
         )
     if reason.check(SSL.Error):
         detail = str(reason.value)
         if "certificate verify failed" in detail:
-            return Failure(UpstreamPermanentError("the mail server's certificate is not trusted"))
-        return Failure(UpstreamError(f"TLS with the mail server failed: {detail[:200]}"))
-    return Failure(UpstreamError("the mail server closed the connection"))
+            return Failure(
+                UpstreamPermanentError("the mail server's certificate is not trusted", "tls")
+            )
+        return Failure(UpstreamError(f"TLS with the mail server failed: {detail[:200]}", "tls"))
+    return Failure(UpstreamError("the mail server closed the connection", "closed"))
 
 
 @implementer(IHandshakeListener)
@@ -278,7 +293,7 @@ class UpstreamConnection(Protocol):
         if not status.ok:
             text = status.text.decode("ascii", "replace")[:200]
             self._abort(
-                UpstreamPermanentError(f"the mail server refused STLS: {text}".rstrip(": "))
+                UpstreamPermanentError(f"the mail server refused STLS: {text}".rstrip(": "), "tls")
             )
             return
         # The handshake starts now; its end is handshakeCompleted().
@@ -328,6 +343,23 @@ def failureCode(failure: Failure) -> str:
     if failure.check(UpstreamError):
         return failure.value.code  # type: ignore[union-attr]
     return "SYS/TEMP"
+
+
+def failureKind(failure: Failure) -> str:
+    """
+    What kind of failure ended or prevented an upstream connection, in one
+    word fit for a metric label: C{refused}, C{dns}, C{timeout}, C{tls},
+    C{closed}, C{greeting}, C{protocol} or C{other}.
+    """
+    if failure.check(UpstreamError):
+        return failure.value.kind  # type: ignore[union-attr]
+    if failure.check(ConnectionRefusedError):
+        return "refused"
+    if failure.check(DNSLookupError):
+        return "dns"
+    if failure.check(TimeoutError, CancelledError):
+        return "timeout"
+    return "other"
 
 
 def describeFailure(failure: Failure) -> str:

@@ -42,6 +42,7 @@ class UpstreamSlot:
         attached: Callable[[UpstreamConnection], None],
         detached: Callable[[], None],
         lost: Callable[[Failure], None],
+        connectFailed: Callable[[Failure], None] | None = None,
     ) -> None:
         """
         @param session: the session id, for the logs.
@@ -51,6 +52,8 @@ class UpstreamSlot:
         @param detached: called when the connection in use is dropped or
             lost.
         @param lost: called with the reason after an unrequested loss.
+        @param connectFailed: called with the reason when a connection the
+            session still wants cannot be made (not one it gave up on).
         """
         self._connect = connect
         self._session = session
@@ -58,6 +61,7 @@ class UpstreamSlot:
         self._attached = attached
         self._detached = detached
         self._lost = lost
+        self._connectFailed = connectFailed
         self.connection: UpstreamConnection | None = None
         self.address: UpstreamTarget | None = None
         self._connecting: Deferred[UpstreamConnection] | None = None
@@ -110,6 +114,8 @@ class UpstreamSlot:
                     upstream=str(address),
                     reason=result.getErrorMessage(),
                 )
+                if self._connectFailed is not None:
+                    self._connectFailed(result)
         elif self._closing():
             result.close()
             result = Failure(ConnectionAbortedError("session closed"))

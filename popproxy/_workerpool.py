@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,7 @@ class _WorkerProcess(ProcessProtocol):
         self.pool = pool
         self.number = number
         self.ended: Deferred[None] = Deferred()
+        self.pid: int | None = None
         self._buffer = b""
 
     def outReceived(self, data: bytes) -> None:
@@ -134,12 +136,20 @@ class WorkerPool(Service):
 
     @param listeners: the main process's L{popproxy._assembly.Listener} services; their
         sockets are handed to the workers once they listen.
+    @param workerEnded: called with the process id of each worker that ended.
     """
 
-    def __init__(self, reactor: Any, launch: WorkerLaunch, listeners: list[Any]) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        launch: WorkerLaunch,
+        listeners: list[Any],
+        workerEnded: Callable[[int], None] | None = None,
+    ) -> None:
         self._reactor = reactor
         self._launch = launch
         self._listeners = listeners
+        self._workerEnded = workerEnded
         self._workers: dict[int, _WorkerProcess] = {}
 
     def startService(self) -> None:
@@ -186,14 +196,17 @@ class WorkerPool(Service):
         arguments, childFDs = self._arguments(number)
         worker = _WorkerProcess(self, number)
         self._workers[number] = worker
-        self._reactor.spawnProcess(
+        process = self._reactor.spawnProcess(
             worker, sys.executable, arguments, env=dict(os.environ), childFDs=childFDs
         )
+        worker.pid = getattr(process, "pid", None)
         log.info("started worker {number}", number=number)
 
     def _ended(self, worker: _WorkerProcess, reason: Failure) -> None:
         if self._workers.get(worker.number) is worker:
             del self._workers[worker.number]
+        if self._workerEnded is not None and worker.pid is not None:
+            self._workerEnded(worker.pid)
         if self.running:
             log.warn(
                 "worker {number} ended ({reason}); starting it again",

@@ -35,6 +35,7 @@ from popproxy._generation import ListenerPlan
 from popproxy._gracefulstop import GracefulStop, stopOnShutdown
 from popproxy._lifecycle import Lifecycle
 from popproxy._listenerfactory import ListenerFactory
+from popproxy._metrics import Metrics
 from popproxy._reload import Reloader, ReloadOnHangup
 from popproxy._workerpool import acceptOneAtATime
 
@@ -133,12 +134,17 @@ def main(argv: list[str] | None = None) -> None:
         _readConfig, arguments.config, tuple(arguments.listen), arguments.upstream
     )
     config = readConfig()
+    metrics = Metrics()
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if config.metrics is not None and directory:
+        # The main process made the directory and serves what is counted in it.
+        metrics.begin(None, directory)
     stop = GracefulStop(reactor, config.stopGrace, Lifecycle())
-    chain = buildChain(config, reactor)
-    generation = generationFrom(config, reactor, chain, stop)
+    chain = buildChain(config, reactor, metrics=metrics)
+    generation = generationFrom(config, reactor, chain, metrics, stop)
     ports = _adopt(reactor, arguments.adopt, dict(generation.listeners))
     reloader = Reloader(
-        partial(rebuildGeneration, readConfig, reactor, chain.threads, stop),
+        partial(rebuildGeneration, readConfig, reactor, chain.threads, metrics, stop),
         AdoptedListeners(ports),
         generation,
     )

@@ -6,8 +6,10 @@ A filter plugin is an object providing L{IMessageFilter}.  The chain calls
 C{filterMessage(message, context)} for every message a client retrieves;
 the method returns a verdict (L{Deliver}, L{Rewrite}, L{Replace},
 L{TempFail}) directly, as a Deferred, or from a coroutine (C{async def}).
-Its factory checks the entry's settings with L{SettingsReader}.  See
-docs/writing-plugins.md.
+Its factory checks the entry's settings with L{SettingsReader}.  A filter
+that talks to a daemon also provides L{IScannerStatus} (kept with a
+L{ScannerReachability}) and, to check the daemon when the proxy starts,
+L{IStartable}.  See docs/writing-plugins.md.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 from zope.interface import Attribute, Interface
 
 from popproxy._filterthreads import FilterInterrupted
+from popproxy._scannerreachability import ScannerReachability
 from popproxy._scannerstatus import ScannerStatus
 from popproxy._settings import SettingsError, SettingsReader
 from popproxy._verdicts import (
@@ -38,9 +41,11 @@ __all__ = [
     "IPartQuarantine",
     "IQuarantine",
     "IScannerStatus",
+    "IStartable",
     "RemovedPart",
     "Replace",
     "Rewrite",
+    "ScannerReachability",
     "ScannerStatus",
     "SettingsError",
     "SettingsReader",
@@ -125,4 +130,22 @@ class IScannerStatus(Interface):
     def scannerStatus() -> ScannerStatus:
         """
         The last known state of the filter's daemon (cheap: no I/O).
+        """
+
+
+class IStartable(Interface):
+    """
+    Optionally provided, beside L{IMessageFilter}, by a filter with work to
+    start when the proxy starts serving, e.g. asking its daemon once
+    whether it answers (and logging what it learns).
+    """
+
+    def startFilter() -> None:
+        """
+        Start that work; called once, on the reactor thread, when the proxy
+        has started (its listeners are up, privileges dropped).
+
+        It must return at once: start what takes time (a connection) on
+        the reactor the factory was given and log the result when it
+        arrives.  What it raises is logged; start-up goes on regardless.
         """

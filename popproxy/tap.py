@@ -22,6 +22,7 @@ from twisted.python import usage
 
 from popproxy._assembly import buildChain, checkOnReactor, serviceFromConfig
 from popproxy._config import Config, ConfigError, loadConfig
+from popproxy._metrics import Metrics
 from popproxy._runas import RunAs, prepareFor
 
 
@@ -98,12 +99,15 @@ def makeService(options: Options) -> IService:
     """
     from twisted.internet import reactor
 
+    metrics = Metrics()
     try:
         config = buildConfig(options)
         checkOnReactor(config, reactor)
         config = prepareFor(config, runAsOf(options))
-        chain = buildChain(config, reactor)
+        chain = buildChain(config, reactor, metrics=metrics)
     except ConfigError as e:
         sys.stderr.write(f"popproxy: {e}\n")
         raise SystemExit(1) from None
-    return serviceFromConfig(config, reactor, chain, readConfig=partial(buildConfig, options))
+    return serviceFromConfig(
+        config, reactor, chain, readConfig=partial(buildConfig, options), metrics=metrics
+    )

@@ -18,6 +18,7 @@ from twisted.python.failure import Failure
 
 from popproxy._config import ChainConfig, Config
 from popproxy._gracefulstop import GracefulStop
+from popproxy._metrics import NO_METRICS, Metrics
 from popproxy._proxyheader import ProxyHeaderFactory
 from popproxy._retrieval import MessageHook, PassThrough
 from popproxy._routing import Router
@@ -125,6 +126,8 @@ class Harness:
     chain: dict[str, object] = field(default_factory=dict)
     #: Called when the session has ended (SessionSettings.sessionClosed).
     sessionClosed: Callable[[], None] | None = None
+    #: Where the session counts what it does, as the listener "test".
+    metrics: Metrics = NO_METRICS
     #: The time sessions sharing a graceful stop share.
     clock: Clock = field(default_factory=Clock)
     #: The process's graceful stop (SessionSettings.stop).
@@ -145,6 +148,8 @@ class Harness:
             loginFailureDelay=self.loginFailureDelay,
             chain=replace(ChainConfig(), **self.chain),  # type: ignore[arg-type]
             sessionClosed=self.sessionClosed,
+            listener="test",
+            metrics=self.metrics,
             stop=self.stop,
         )
         self.client = ClosingTransport(

@@ -39,11 +39,14 @@ from popproxy._config import (
     ConfigError,
     DemoConfig,
     DomainRoute,
+    MetricsConfig,
     TlsConfig,
     parseConfig,
 )
 from popproxy._filterthreads import FilterThreads
 from popproxy._gracefulstop import GracefulStop
+from popproxy._metrics import Metrics
+from popproxy._metricsservice import MetricsService
 from popproxy._proxyheader import ProxyHeaderFactory
 from popproxy._reload import Reloader, ReloadOnHangup
 from popproxy._retrieval import PassThrough
@@ -321,6 +324,34 @@ def test_listenerFromPlanListensOnce() -> None:
     listener.privilegedStartService()
     listener.startService()
     assert len(reactor.tcpServers) == 1
+
+
+def test_metricsServiceFirstAndListenersLabelled() -> None:
+    """
+    With [metrics], the metrics service comes first in the tree (it
+    begins the metrics before the workers start) and listens on its own
+    endpoint; every listener's sessions carry its label and the process's
+    metrics.
+    """
+    metrics = Metrics()
+    config = Config(
+        upstream="tcp:127.0.0.1:110",
+        listen=("tcp:1110:interface=127.0.0.1", "tcp:1111:interface=127.0.0.1"),
+        workers=2,
+        metrics=MetricsConfig("tcp:9110:interface=127.0.0.1"),
+    )
+    services = list(serviceFromConfig(config, MemoryReactorClock(), None, metrics=metrics))
+    assert isinstance(services[0], MetricsService)
+    (site,) = list(services[0])
+    assert isinstance(site, Listener) and site.description == "tcp:9110:interface=127.0.0.1"
+    listeners = [s for s in services if isinstance(s, Listener)]
+    settings = [listener.factory.current.settings for listener in listeners]
+    assert [(s.listener, s.metrics) for s in settings] == [
+        ("proxy.listen[0]", metrics),
+        ("proxy.listen[1]", metrics),
+    ]
+    plain = list(serviceFromConfig(Config(upstream="tcp:127.0.0.1:110"), MemoryReactorClock()))
+    assert not any(isinstance(s, MetricsService) for s in plain)
 
 
 def test_gracefulStopWired() -> None:

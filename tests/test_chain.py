@@ -25,6 +25,7 @@ from popproxy.interfaces import (
     Deliver,
     FilterContext,
     IMessageFilter,
+    IStartable,
     Replace,
     Rewrite,
     TempFail,
@@ -168,31 +169,63 @@ def test_tempFailVerdict() -> None:
 
 def test_raisingFilterUnderEachPolicy() -> None:
     """
-    A filter that raises is logged with its name, the UIDL and the
-    traceback; under 'tempfail' the message is not delivered, under
-    'deliver' it goes out marked as unchecked with a fixed phrase (the
-    exception's text, internal details, stays out of the recipient's mail)
-    and the chain goes on.
+    A filter that raises is logged once, with its name, the UIDL, an error
+    id and the traceback; under 'tempfail' the message is not delivered and
+    the client is told that id, under 'deliver' it goes out marked as
+    unchecked with a fixed phrase and the id (the exception's text,
+    internal details, stays out of the recipient's mail) and the chain
+    goes on.
     """
 
     def boom(message: Message, context: FilterContext) -> Any:
         raise ValueError("broken plugin /srv/secret/path")
 
+    ids = iter(["0123456789", "abcdef0123"])
     with capturedLogs() as events:
-        results = run(chainOf(Recorder("boom", boom)))
+        results = run(chainOf(Recorder("boom", boom), errorIds=lambda: next(ids)))
     assert results[0].check(TemporaryFailure)
-    assert "secret" not in str(results[0].value)
+    assert str(results[0].value) == "filter boom failed (error id 0123456789), try again later"
     [logged] = [e for e in events if "boom" in formatEvent(e)]
-    assert "uid-3" in formatEvent(logged) and "broken plugin" in formatEvent(logged)
+    assert formatEvent(logged) == (
+        "filter boom failed on RETR 3 (UIDL uid-3), error id 0123456789: "
+        "ValueError: broken plugin /srv/secret/path"
+    )
     assert logged["log_failure"].check(ValueError)
     assert "in boom" in logged["log_failure"].getTraceback()
 
     after = Recorder("after", lambda m, c: Deliver())
-    with capturedLogs():
-        out = run(chainOf(Recorder("boom", boom), after, onError_boom="deliver"))[0]
-    assert out.startswith(UNCHECKED_HEADER.encode() + b": boom failed\r\nFrom: ")
-    assert b"secret" not in out
+    with capturedLogs() as events:
+        chain = chainOf(
+            Recorder("boom", boom), after, onError_boom="deliver", errorIds=lambda: next(ids)
+        )
+        out = run(chain)[0]
+    assert out == UNCHECKED_HEADER.encode() + b": boom failed; error id abcdef0123\r\n" + RAW
+    [logged] = [e for e in events if "boom" in formatEvent(e)]
+    assert "error id abcdef0123" in formatEvent(logged)
     assert len(after.seen) == 1
+
+
+def test_errorIdsDifferAndMatchTheirLogLine() -> None:
+    """
+    With the default ids, each failure gets its own short id, and the id the
+    recipient's header shows is the one in the log line with the traceback.
+    """
+
+    def boom(message: Message, context: FilterContext) -> Any:
+        raise RuntimeError("internal")
+
+    shown, logged = [], []
+    for _ in range(3):
+        with capturedLogs() as events:
+            out = run(chainOf(Recorder("boom", boom), onError_boom="deliver"))[0]
+        header = Message.fromBytes(out).headers.get(UNCHECKED_HEADER)
+        assert header is not None and header.startswith("boom failed; error id ")
+        shown.append(header.rsplit(" ", 1)[1])
+        [event] = [e for e in events if e.get("log_failure") is not None]
+        logged.append(event["errorId"])
+    assert shown == logged
+    assert len(set(shown)) == 3
+    assert all(len(i) == 10 and int(i, 16) >= 0 for i in shown)
 
 
 def test_garbageVerdict() -> None:
@@ -229,7 +262,9 @@ def test_timeoutUnderDeliverSaysTimedOut() -> None:
     hanging = Recorder("slow", lambda m, c: Deferred())
     results = run(chainOf(hanging, clock=clock, timeout_slow=5.0, onError_slow="deliver"))
     clock.advance(5)
-    assert results == [UNCHECKED_HEADER.encode() + b": slow timed out\r\n" + RAW]
+    [out] = results
+    assert out.startswith(UNCHECKED_HEADER.encode() + b": slow timed out; error id ")
+    assert out.endswith(b"\r\n" + RAW)
 
 
 def test_replaceNeedsQuarantine(tmp_path: Path) -> None:
@@ -651,3 +686,43 @@ def test_overLimitsQuarantineThroughTheConfiguration(tmp_path: Path) -> None:
     assert result.message.headers.get(QUARANTINE_HEADER) == result.quarantined[0].identifier
     within = manyParts(3)
     assert [f.name for f in runChain(config, within).filters] == ["strip", "scan"]
+
+
+@implementer(IMessageFilter, IStartable)
+class Starting:
+    """A filter that counts its starts, or raises when started."""
+
+    def __init__(self, name: str, broken: bool = False) -> None:
+        self.name = name
+        self.broken = broken
+        self.started = 0
+
+    def startFilter(self) -> None:
+        self.started += 1
+        if self.broken:
+            raise OSError("no such socket")
+
+    def filterMessage(self, message: Message, context: FilterContext) -> Any:
+        return Deliver()
+
+
+def test_startStartsStartableFiltersOnce() -> None:
+    """
+    Starting the chain starts each filter providing IStartable, once however often the
+    chain is started; one that raises is logged with its name and the others start all
+    the same; filters without the hook are left alone.
+    """
+    first, broken, last = Starting("a"), Starting("b", broken=True), Starting("c")
+    plain = Recorder("plain", lambda m, c: Deliver())
+    chain = FilterChain(
+        [ChainEntry(f.name, f) for f in (first, broken, plain, last)],  # type: ignore[attr-defined]
+        Clock(),
+    )
+    with capturedLogs() as events:
+        chain.start()
+        chain.start()
+    assert (first.started, broken.started, last.started) == (1, 1, 1)
+    [event] = events
+    assert formatEvent(event) == "filter b failed to start"
+    assert event["log_failure"].check(OSError)
+    assert run(chain) == [RAW]

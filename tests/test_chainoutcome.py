@@ -167,7 +167,8 @@ def test_errorUnderTempfail() -> None:
     assert (step.kind, step.verdict, step.onError) == ("error", None, "tempfail")
     assert step.error == "RuntimeError: scanner exploded"
     assert (step.timedOut, step.failure) == (False, "failed")
-    assert outcome.tempFailure == "filter scan failed, try again later"
+    assert outcome.tempFailure == f"filter scan failed (error id {step.errorId}), try again later"
+    assert step.errorId is not None and len(step.errorId) == 10
     with pytest.raises(TemporaryFailure) as raised:
         outcome.delivered()
     assert isinstance(raised.value.__cause__, FilterFailed)
@@ -185,7 +186,11 @@ def test_errorUnderDeliver() -> None:
         ("later", "Deliver", "tempfail"),
     ]
     assert outcome.changed
-    assert outcome.output == UNCHECKED_HEADER.encode() + b": scan failed\r\n" + RAW
+    errorId = outcome.steps[0].errorId
+    assert errorId is not None
+    assert outcome.output == (
+        UNCHECKED_HEADER.encode() + b": scan failed; error id %s\r\n" % errorId.encode() + RAW
+    )
 
 
 def test_garbageAnswerIsAnError() -> None:
@@ -209,7 +214,15 @@ def test_timeoutIsMarkedTimedOut(onError: str) -> None:
     assert (step.kind, step.timedOut, step.failure) == ("error", True, "timed out")
     assert step.error == "no verdict within 5 s"
     if onError == "deliver":
-        assert outcome.output == UNCHECKED_HEADER.encode() + b": slow timed out\r\n" + RAW
+        assert step.errorId is not None
+        assert (
+            outcome.output
+            == (
+                UNCHECKED_HEADER.encode()
+                + b": slow timed out; error id %s\r\n" % step.errorId.encode()
+            )
+            + RAW
+        )
     else:
         assert outcome.output is None
 

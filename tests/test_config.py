@@ -26,6 +26,7 @@ from popproxy._config import (
     DemoConfig,
     DomainRoute,
     FilterConfig,
+    MetricsConfig,
     ProxySettings,
     RoutingSettings,
     TlsConfig,
@@ -411,6 +412,12 @@ PARSE_ERRORS = [
         "[user_host]\nseparators = []\n", ("[user_host] separators", "non-empty"), id="no-seps"
     ),
     pytest.param("[demo]\nmailbox = 1\n", ("[demo] mailbox", "must be a string"), id="demo-box"),
+    pytest.param("[metrics]\n", ("[metrics] listen", "missing"), id="metrics-no-listen"),
+    pytest.param(
+        '[metrics]\nlisten = "tcp:9110"\nport = 1\n',
+        ("[metrics] port", "unknown key"),
+        id="metrics-unknown-key",
+    ),
 ]
 
 
@@ -510,6 +517,11 @@ CHECK_ERRORS = [
         '[upstream]\ndefault = "tcp:h:110"\n[demo]\nlisten = "tcp:demo"\n',
         ("[demo] listen", "bad endpoint 'tcp:demo'"),
         id="demo-listen",
+    ),
+    pytest.param(
+        '[upstream]\ndefault = "tcp:h:110"\n[metrics]\nlisten = "tcp:metrics"\n',
+        ("[metrics] listen", "bad endpoint 'tcp:metrics'"),
+        id="metrics-listen",
     ),
     pytest.param(
         "[proxy]\nidle_timeout = 600\n",
@@ -1164,6 +1176,7 @@ def test_sectionsAreTheKnownTables() -> None:
         "tls",
         "chain",
         "filter",
+        "metrics",
     }
     with pytest.raises(ConfigError, match=r"\[proxies\]: unknown section"):
         parseConfig("[proxies]\n", SOURCE)
@@ -1195,3 +1208,13 @@ allowed = { "pop.example.net" = "tls:pop.example.net:995" }
     )
     assert routing.target(NET) == config.target(NET)
     assert routing.target(NET).tls.mode == "starttls"
+
+
+def test_metricsTable() -> None:
+    """
+    [metrics] listen gives the metrics listener; without the table there
+    is none.
+    """
+    config = parseConfig('[metrics]\nlisten = "tcp:9110:interface=127.0.0.1"\n', SOURCE)
+    assert config.metrics == MetricsConfig("tcp:9110:interface=127.0.0.1")
+    assert parseConfig("", SOURCE).metrics is None

@@ -9,11 +9,14 @@ deleted nothing), the log and the exit status.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import socket
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,7 @@ from typing import Any
 import pytest
 
 from popproxy._session import STOPPING
+from tests.peers.ports import freePort
 from tests.peers.rawpop3 import RawPop3Server, dotStuff
 
 #: Seconds each session may finish its command once the stop has begun.
@@ -188,7 +192,18 @@ def refusedWithin(port: int, timeout: float) -> bool:
     return False
 
 
-def proxyConfig(tmp_path: Path, upstream: int, workers: int, chain: bool) -> str:
+def health(port: int) -> tuple[int, str]:
+    """
+    The answer to GET /healthz on the metrics listener: code and status.
+    """
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as answer:
+            return answer.status, json.loads(answer.read())["status"]
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())["status"]
+
+
+def proxyConfig(tmp_path: Path, upstream: int, workers: int, chain: bool, metricsPort: int) -> str:
     config = f"""
 [proxy]
 listen = ["tcp:{{PORT}}:interface=127.0.0.1"]
@@ -196,6 +211,8 @@ workers = {workers}
 stop_grace = {GRACE}
 [upstream]
 default = "tcp:127.0.0.1:{upstream}"
+[metrics]
+listen = "tcp:{metricsPort}:interface=127.0.0.1"
 """
     if chain:
         (tmp_path / "tagger.py").write_text(TAGGER)
@@ -222,11 +239,12 @@ def test_sigtermWithSessionsMidRetr(
     the grace period ends is cut without the terminating line.  The
     upstream got no DELE and no QUIT, so it deleted nothing; the process
     exits as init systems expect (killed by SIGTERM, which systemd counts
-    as a clean stop).
+    as a clean stop).  Meanwhile /healthz answers 503.
     """
     message = bigMessage()
     server = rawPop3([message], user="u", password="p")
-    proxy = popproxyFactory(proxyConfig(tmp_path, server.port, workers, chain))
+    metricsPort = freePort()
+    proxy = popproxyFactory(proxyConfig(tmp_path, server.port, workers, chain, metricsPort))
     delivered = (b"X-Tagged: yes\r\n" + message) if chain else message
     response = dotStuff(delivered)
 
@@ -239,6 +257,7 @@ def test_sigtermWithSessionsMidRetr(
     slow = onEveryProcess(proxy, workers, lambda: startRetrieval(proxy.port, b""))
     idle = onEveryProcess(proxy, workers, lambda: startIdle(proxy.port))
 
+    assert health(metricsPort) == (200, "serving")
     stopAt = time.monotonic()
     os.kill(proxy.pid, signal.SIGTERM)
 
@@ -246,6 +265,8 @@ def test_sigtermWithSessionsMidRetr(
         client.readToEnd()
         assert bytes(client.data[client.start :]) == STOPPING
     assert refusedWithin(proxy.port, 5.0)
+    # The health check still answers while the sessions finish: stopping.
+    assert health(metricsPort) == (503, "stopping")
 
     for client in finishing:
         client.readToEnd()

@@ -593,12 +593,12 @@ def test_pacedFailureWaitsTheDelay() -> None:
     answered at once.
     """
     t = Login(delay=2.0)
-    t.run(t.exchange.paced(t.exchange.user("alice")))
+    t.run(t.exchange.paced(t.exchange.user("alice"), "user"))
     t.slot.connect()
     t.upstream.answer(b"+OK")
     assert t.answer == LoginAnswer(b"+OK", "alice")
     with capturedLogs() as events:
-        t.run(t.exchange.paced(t.exchange.password(b"hunter2")))
+        t.run(t.exchange.paced(t.exchange.password(b"hunter2"), "user"))
         t.upstream.answer(b"-ERR [AUTH] invalid password")
     assert t.answers == []
     t.clock.advance(1.9)
@@ -619,16 +619,16 @@ def test_pacedHangsUpAfterTheMaximum() -> None:
     before it do not; answers that are not failures never count.
     """
     t = Login(maximum=2)
-    t.run(t.exchange.paced(t.exchange.password(b"x")))  # not a failure: no USER
+    t.run(t.exchange.paced(t.exchange.password(b"x"), "user"))  # not a failure: no USER
     assert t.answer == LoginAnswer(b"-ERR send USER first")
     hangUps = []
     for _ in range(2):
-        t.run(t.exchange.paced(t.exchange.user("alice")))
+        t.run(t.exchange.paced(t.exchange.user("alice"), "user"))
         if t.slot.attempts:
             t.slot.connect()
         t.upstream.answer(b"+OK")
         t.answers.clear()
-        t.run(t.exchange.paced(t.exchange.password(b"wrong")))
+        t.run(t.exchange.paced(t.exchange.password(b"wrong"), "user"))
         t.upstream.answer(b"-ERR [AUTH] no")
         hangUps.append(t.answer.hangUp)
     assert hangUps == [False, True]

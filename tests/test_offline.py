@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from popproxy import __main__ as entry
-from popproxy._chain import QUARANTINE_HEADER, UNCHECKED_HEADER
+from popproxy._chain import QUARANTINE_HEADER
 from popproxy._offline import main
 from popproxy._quarantine import DirectoryQuarantine
 from popproxy.testing import InlineReactor, attachmentPart, buildMessage
@@ -289,14 +289,16 @@ def test_filterErrorsUnderEachPolicy(corpus: Path) -> None:
     assert "| policy: error (ValueError: boom; on_error=deliver) | changed, " in out
     assert "filter errors: policy 1" in out
     delivered = (corpus / "o" / "crash.eml").read_bytes()
-    assert delivered.startswith(UNCHECKED_HEADER.encode() + b": policy failed\r\n")
+    assert re.match(
+        rb"X-Popproxy-Unchecked: policy failed; error id [0-9a-f]{10}\r\nFrom: ", delivered
+    )
     assert b"boom" not in delivered
     config = writeConfig(corpus)
     status, out, _ = run("-c", config, crash)
     assert status == 1
     assert (
         "| policy: error (ValueError: boom; on_error=tempfail) "
-        "| temporary failure: filter policy failed, try again later" in out
+        "| temporary failure: filter policy failed (error id " in out
     )
 
 

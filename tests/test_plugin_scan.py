@@ -24,11 +24,21 @@ from typing import Any
 import pytest
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs, formatEvent
 from zope.interface import implementer
+from zope.interface.verify import verifyObject
 
 from popproxy._plugins import PluginError, _loadFile, loadFilter
 from popproxy._quarantine import DirectoryQuarantine, Record
-from popproxy.interfaces import IQuarantine, Replace, Rewrite, TempFail
+from popproxy.interfaces import (
+    IQuarantine,
+    IScannerStatus,
+    IStartable,
+    Replace,
+    Rewrite,
+    ScannerStatus,
+    TempFail,
+)
 from popproxy.message import Message
 from popproxy.testing import (
     MemoryQuarantine,
@@ -92,14 +102,20 @@ def eicarBody() -> bytes:
 
 @dataclass
 class FakeScanner:
-    """Answers each scan from a function of the scanned octets."""
+    """Answers each scan from a function of the scanned octets, and each PING with pong."""
 
     answer: Any
     scanned: list[bytes]
+    pong: Any = None
 
     def scan(self, data: bytes) -> Deferred[Any]:
         self.scanned.append(data)
-        outcome = self.answer(data)
+        return self._settled(self.answer(data))
+
+    def ping(self) -> Deferred[None]:
+        return self._settled(self.pong)
+
+    def _settled(self, outcome: Any) -> Deferred[Any]:
         if isinstance(outcome, BaseException):
             return fail(outcome)
         if isinstance(outcome, Deferred):
@@ -107,9 +123,11 @@ class FakeScanner:
         return succeed(outcome)
 
 
-def fakeFilter(answer: Any, **settings: Any) -> tuple[Any, FakeScanner]:
-    scanner = FakeScanner(answer, [])
-    return scan.VirusScan(scanner, Clock(), scan.parseSettings(settings)), scanner
+def fakeFilter(
+    answer: Any, clock: Clock | None = None, pong: Any = None, **settings: Any
+) -> tuple[Any, FakeScanner]:
+    scanner = FakeScanner(answer, [], pong)
+    return scan.VirusScan(scanner, clock or Clock(), scan.parseSettings(settings)), scanner
 
 
 def findEicar(data: bytes) -> Any:
@@ -306,6 +324,112 @@ def test_clamdErrorFollowsTheFailurePolicy() -> None:
     raw = buildMessage(PDF)
     stamp = stampOf(runFilter(virusScan, raw).output, raw)
     assert stamp == "popproxy/clamd; unchecked (clamd: Can't allocate memory ERROR)"
+
+
+# Reachability: what the filter says about clamd, and how often.
+
+ADDRESS = "tcp:127.0.0.1:3310"
+
+
+def logLines(events: list[Any]) -> list[tuple[str, str, str]]:
+    return [(e["log_namespace"], e["log_level"].name, formatEvent(e)) for e in events]
+
+
+def test_providesScannerStatusAndStartable() -> None:
+    """
+    The filter, loaded as the configuration loads it, reports clamd's status (nothing known
+    before any attempt) and can be started.
+    """
+    virusScan = loadFilter("scan", {"address": ADDRESS}, Path("."), (), Clock())
+    verifyObject(IScannerStatus, virusScan)
+    verifyObject(IStartable, virusScan)
+    assert virusScan.scannerStatus() == ScannerStatus("clamd", ADDRESS)
+
+
+@pytest.mark.parametrize(
+    ("pong", "reachable", "logged"),
+    [
+        (None, True, ("info", f"clamd at {ADDRESS} is reachable")),
+        (
+            scan.ClamdUnavailable("cannot reach clamd: Connection was refused by other side"),
+            False,
+            (
+                "warn",
+                f"clamd at {ADDRESS} cannot be reached: Connection was refused by other side",
+            ),
+        ),
+        (
+            Deferred(),
+            False,
+            ("warn", f"clamd at {ADDRESS} cannot be reached: no answer to PING within 20 s"),
+        ),
+        (scan.ClamdError("clamd answered PING with 'UNKNOWN COMMAND'"), True, None),
+    ],
+    ids=["pong", "refused", "silent", "odd-answer"],
+)
+def test_startUpProbeSaysOnceWhatItFound(pong: Any, reachable: bool, logged: Any) -> None:
+    """
+    Started, the filter PINGs clamd without waiting for it; the answer (or none within the
+    filter's timeout) sets the status and is logged once. An odd answer still means clamd
+    is there.
+    """
+    clock = Clock()
+    clock.advance(500)
+    virusScan, _ = fakeFilter(findEicar, clock, pong, address=ADDRESS)
+    with capturedLogs() as events:
+        assert virusScan.startFilter() is None
+        clock.advance(20)
+    status = virusScan.scannerStatus()
+    assert status.reachable is reachable
+    assert status.since == (520.0 if isinstance(pong, Deferred) else 500.0)
+    lines = [(level, text) for _, level, text in logLines(events)]
+    if logged is None:
+        assert lines == [("info", f"clamd at {ADDRESS} is reachable")]
+    else:
+        assert lines == [logged]
+        assert events[0]["log_namespace"] == "popproxy.scanner.clamd"
+
+
+def test_unreachableClamdWarnsOncePerMinuteAndComesBack() -> None:
+    """
+    Five messages while clamd cannot be reached: each is delivered unchecked (policy
+    deliver), the change is logged once and the per-message warning once, not five
+    times; the status says why. When clamd answers again, that is logged once, with the
+    number of warnings held back, and the status is current again.
+    """
+    clock = Clock()
+    down = scan.ClamdUnavailable("cannot reach clamd: Connection was refused by other side")
+    answers = [down] * 5 + [scan.ScanResult()]
+    virusScan, _ = fakeFilter(lambda data: answers.pop(0), clock, on_failure="deliver")
+    raw = buildMessage(PDF)
+    with capturedLogs() as events:
+        stamps = []
+        for _ in range(5):
+            stamps.append(stampOf(runFilter(virusScan, raw).output, raw))
+            clock.advance(5)
+        status = virusScan.scannerStatus()
+        assert stampOf(runFilter(virusScan, raw).output, raw) == "popproxy/clamd; clean"
+    assert stamps == ["popproxy/clamd; unchecked (clamd unreachable)"] * 5
+    assert (status.reachable, status.since) == (False, 0.0)
+    assert status.detail == "Connection was refused by other side"
+    assert [line for line in logLines(events) if line[1] != "info" or "clamd at" in line[2]] == [
+        (
+            "popproxy.scanner.clamd",
+            "warn",
+            "clamd at unix:/run/clamav/clamd.ctl cannot be reached: "
+            "Connection was refused by other side",
+        ),
+        ("popproxy._verdicts", "warn", "RETR 1 (UIDL uidl-1) not scanned: clamd unreachable"),
+        (
+            "popproxy.scanner.clamd",
+            "info",
+            "clamd at unix:/run/clamav/clamd.ctl is reachable again "
+            "(4 warnings about it were not logged meanwhile)",
+        ),
+    ]
+    assert virusScan.scannerStatus() == ScannerStatus(
+        "clamd", "unix:/run/clamav/clamd.ctl", True, 25.0, ""
+    )
 
 
 def test_fileNamesCannotInjectHeaderLines() -> None:

@@ -135,3 +135,49 @@ def test_unreachableClamdIsClamdUnavailable() -> None:
     failures: list[Failure] = []
     scanning.addErrback(failures.append)
     assert failures[0].check(scan.ClamdUnavailable)
+
+
+def test_pingSendsPingAndTakesPong() -> None:
+    """
+    A PING goes out as clamd's NUL-delimited command, outside the connection limit, and
+    PONG answers it; the connection is then closed.
+    """
+    endpoint = FakeEndpoint()
+    client = scan.ClamdClient(endpoint, maxConnections=1)
+    client.scan(b"busy")
+    pinging = client.ping()
+    assert len(endpoint.attempts) == 2
+    protocol, transport = endpoint.complete(1)
+    assert transport.value() == b"zPING\0"
+    results: list[Any] = []
+    pinging.addCallback(results.append)
+    protocol.dataReceived(b"PO")
+    assert results == []
+    protocol.dataReceived(b"NG\0")
+    assert results == [None]
+    assert transport.disconnecting
+
+
+def test_pingFailsOnAnythingButPong() -> None:
+    """
+    Another answer is a ClamdError, a connection closed without an answer or never made is
+    ClamdUnavailable.
+    """
+    endpoint = FakeEndpoint()
+    client = scan.ClamdClient(endpoint)
+    outcomes = [client.ping() for _ in range(3)]
+    failures: list[Failure] = []
+    for pinging in outcomes:
+        pinging.addErrback(failures.append)
+    protocol, _ = endpoint.complete(0)
+    protocol.dataReceived(b"UNKNOWN COMMAND\0")
+    protocol, _ = endpoint.complete(1)
+    protocol.connectionLost(Failure(ConnectionError("closed")))
+    endpoint.attempts[2][0].errback(ConnectionRefusedError("refused"))
+    assert [f.type for f in failures] == [
+        scan.ClamdError,
+        scan.ClamdUnavailable,
+        scan.ClamdUnavailable,
+    ]
+    assert "UNKNOWN COMMAND" in failures[0].getErrorMessage()
+    assert "refused" in failures[2].getErrorMessage()

@@ -33,18 +33,31 @@ from twisted.internet.defer import (
     fail,
     succeed,
 )
+from twisted.internet.defer import TimeoutError as DeferredTimeoutError
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
+from zope.interface.verify import verifyObject
 
 from plugins.tag import (
     SpamdAnswer,
+    SpamdError,
     TagFilter,
     parseSettings,
 )
 from popproxy._chain import ChainEntry, FilterChain
 from popproxy._plugins import PluginError, loadFilter
-from popproxy.interfaces import Deliver, FilterContext, Rewrite, TempFail, Verdict
+from popproxy.interfaces import (
+    Deliver,
+    FilterContext,
+    IScannerStatus,
+    IStartable,
+    Rewrite,
+    ScannerStatus,
+    TempFail,
+    Verdict,
+)
 from popproxy.message import Message
 from popproxy.strategies import mimeMessages
 from tests.peers.ports import freePort
@@ -368,10 +381,14 @@ def fieldLines(message: Message) -> list[tuple[str, bytes]]:
 
 
 class FakeSpamd:
-    """A spamd client answering every check with C{answer} (a verdict or an exception)."""
+    """
+    A spamd client answering every check with C{answer} (a verdict or an exception), and
+    every PING with C{pong} (None, an exception or a Deferred).
+    """
 
-    def __init__(self, answer: SpamdAnswer | Exception) -> None:
+    def __init__(self, answer: SpamdAnswer | Exception, pong: Any = None) -> None:
         self.answer = answer
+        self.pong = pong
         self.checked: list[bytes] = []
 
     def check(self, message: bytes) -> Deferred[SpamdAnswer]:
@@ -380,11 +397,102 @@ class FakeSpamd:
             return fail(self.answer)
         return succeed(self.answer)
 
+    def ping(self) -> Deferred[None]:
+        if isinstance(self.pong, Exception):
+            return fail(self.pong)
+        return self.pong if isinstance(self.pong, Deferred) else succeed(None)
 
-def withFake(answer: SpamdAnswer | Exception, **settings: Any) -> tuple[TagFilter, FakeSpamd]:
+
+def withFake(
+    answer: SpamdAnswer | Exception, clock: Clock | None = None, pong: Any = None, **settings: Any
+) -> tuple[TagFilter, FakeSpamd]:
     """A tag filter with C{settings} (no status header) asking a L{FakeSpamd}."""
-    fake = FakeSpamd(answer)
-    return TagFilter(parseSettings({"headers": {}, **settings}), fake), fake
+    fake = FakeSpamd(answer, pong)
+    settings = {"headers": {}, "spamd": SPAMD_ADDRESS, **settings}
+    return TagFilter(parseSettings(settings), fake, clock=clock or Clock()), fake
+
+
+SPAMD_ADDRESS = "tcp:127.0.0.1:783"
+
+
+def test_withSpamdItReportsSpamdsStatus() -> None:
+    """
+    Loaded as the configuration loads it, the filter provides IScannerStatus and
+    IStartable with spamd, and neither with scoring off (spamd = "": no daemon to report
+    on).
+    """
+    with_ = loadFilter("tag", {"spamd": SPAMD_ADDRESS}, Path("."), (), Clock())
+    verifyObject(IScannerStatus, with_)
+    verifyObject(IStartable, with_)
+    assert with_.scannerStatus() == ScannerStatus("spamd", SPAMD_ADDRESS)
+    without = loadFilter("tag", {"spamd": ""}, Path("."), (), Clock())
+    assert not IScannerStatus.providedBy(without) and not IStartable.providedBy(without)
+
+
+@pytest.mark.parametrize(
+    ("pong", "reachable", "logged"),
+    [
+        (None, True, ("info", f"spamd at {SPAMD_ADDRESS} is reachable")),
+        (
+            ConnectionRefusedError("Connection refused"),
+            False,
+            ("warn", f"spamd at {SPAMD_ADDRESS} cannot be reached: spamd refused the connection"),
+        ),
+        (
+            DeferredTimeoutError(20, "Deferred"),
+            False,
+            (
+                "warn",
+                f"spamd at {SPAMD_ADDRESS} cannot be reached: no answer from spamd within 20 s",
+            ),
+        ),
+        (SpamdError("spamd answered PING with 'SPAMD/1.0 76 Bad'"), True, None),
+    ],
+    ids=["pong", "refused", "silent", "odd-answer"],
+)
+def test_startUpProbeSaysOnceWhatItFound(pong: Any, reachable: bool, logged: Any) -> None:
+    """
+    Started, the filter PINGs spamd without waiting; the answer sets the status and is
+    logged once (an odd answer still means spamd is there).
+    """
+    clock = Clock()
+    clock.advance(7)
+    tag, _ = withFake(SpamdAnswer(False, 0.0, 5.0), clock, pong)
+    with capturedLogs() as events:
+        assert tag.startFilter() is None
+    assert tag.scannerStatus().reachable is reachable
+    assert tag.scannerStatus().since == 7.0
+    lines = [(e["log_level"].name, formatEvent(e)) for e in events]
+    assert lines == [logged or ("info", f"spamd at {SPAMD_ADDRESS} is reachable")]
+
+
+def test_spamdDownWarnsOncePerMinuteAndComesBack() -> None:
+    """
+    Five messages while spamd refuses connections: each is marked unchecked, the change is
+    logged once and the per-message warning once; a minute later the next warning says how
+    many were held back; when spamd answers again that is logged once.
+    """
+    clock = Clock()
+    tag, fake = withFake(ConnectionRefusedError("Connection refused"), clock)
+    with capturedLogs() as events:
+        for _ in range(5):
+            assert judge(tag, HAM).note == "spam unchecked: spamd refused the connection"
+            clock.advance(10)
+        clock.advance(10)
+        judge(tag, HAM)
+        fake.answer = SpamdAnswer(False, 0.5, 5.0)
+        judge(tag, HAM)
+    assert [(e["log_level"].name, formatEvent(e)) for e in events if "spamd" in formatEvent(e)] == [
+        ("warn", f"spamd at {SPAMD_ADDRESS} cannot be reached: spamd refused the connection"),
+        ("warn", "spamd check of RETR 1 (UIDL uid-1) failed: spamd refused the connection"),
+        (
+            "warn",
+            "spamd check of RETR 1 (UIDL uid-1) failed: spamd refused the connection "
+            "(4 more like it not logged since 60 s ago)",
+        ),
+        ("info", f"spamd at {SPAMD_ADDRESS} is reachable again"),
+    ]
+    assert tag.scannerStatus() == ScannerStatus("spamd", SPAMD_ADDRESS, True, 60.0, "")
 
 
 def test_spamVerdictHeadersAndPrefix() -> None:

@@ -19,6 +19,7 @@ from twisted.python.failure import Failure
 from plugins.tag import (
     SpamdAnswer,
     SpamdClient,
+    SpamdError,
     spamdRequest,
 )
 from tests.test_plugin_tag import HAM
@@ -82,3 +83,47 @@ def test_clientAnswersAndCancels() -> None:
     cancelled.cancel()
     assert failures[0].check(CancelledError)
     assert transport.disconnecting
+
+
+def test_pingSendsPingAndTakesPong() -> None:
+    """
+    A PING goes out as SPAMC/1.5 asks; spamd's PONG line answers it and the connection is
+    closed.
+    """
+    reactor = MemoryReactorClock()
+    client = SpamdClient(TCP4ClientEndpoint(reactor, "127.0.0.1", 783), reactor, 5.0)
+    pinging = client.ping()
+    protocol = reactor.tcpClients[0][2].buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    assert transport.value() == b"PING SPAMC/1.5\r\n\r\n"
+    results: list[Any] = []
+    pinging.addCallback(results.append)
+    protocol.dataReceived(b"SPAMD/1.5 0 PO")
+    assert results == []
+    protocol.dataReceived(b"NG\r\n")
+    assert results == [None]
+    assert transport.disconnecting
+
+
+def test_pingFailsOnAnotherAnswerSilenceOrClose() -> None:
+    """
+    An error line is a SpamdError, silence past the timeout a TimeoutError (the connection
+    aborted), a close without a PONG a SpamdError.
+    """
+    reactor = MemoryReactorClock()
+    client = SpamdClient(TCP4ClientEndpoint(reactor, "127.0.0.1", 783), reactor, 5.0)
+    failures: list[Failure] = []
+    transports = []
+    for _ in range(3):
+        client.ping().addErrback(failures.append)
+    protocols = [reactor.tcpClients[i][2].buildProtocol(None) for i in range(3)]
+    for protocol in protocols:
+        transports.append(StringTransport())
+        protocol.makeConnection(transports[-1])
+    protocols[0].dataReceived(b"SPAMD/1.0 76 Bad header line: PING\r\n")
+    protocols[2].connectionLost(Failure(ConnectionError("closed")))
+    reactor.advance(5.1)
+    assert [f.type for f in failures] == [SpamdError, SpamdError, TimeoutError]
+    assert "76 Bad header line" in failures[0].getErrorMessage()
+    assert transports[1].disconnecting

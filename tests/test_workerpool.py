@@ -32,6 +32,7 @@ from popproxy._workerpool import (
 @dataclass
 class FakeTransport:
     signals: list[str] = field(default_factory=list)
+    pid: int = 0
 
     def signalProcess(self, name: str) -> None:
         self.signals.append(name)
@@ -48,9 +49,11 @@ class ProcessReactor(Clock):
 
     def spawnProcess(
         self, protocol: Any, executable: str, args: list[str], env: Any, childFDs: Any
-    ) -> None:
-        protocol.makeConnection(FakeTransport())
+    ) -> FakeTransport:
+        transport = FakeTransport(pid=1000 + len(self.spawned))
+        protocol.makeConnection(transport)
         self.spawned.append((protocol, args, childFDs))
+        return transport
 
 
 @dataclass
@@ -212,3 +215,23 @@ def test_launchIsThePoolsShareOfTheConfiguration() -> None:
     assert WorkerLaunch.fromConfig(flags) == WorkerLaunch(
         2, None, "tcp:pop.flag.test:110", ("tcp:1110",)
     )
+
+
+def test_endedWorkerReported() -> None:
+    """
+    Each worker that ends is reported by its process id (the metrics take
+    its open sessions out of their sums), the one started again too.
+    """
+    reactor = ProcessReactor()
+    ended: list[int] = []
+    pool = WorkerPool(
+        reactor, WorkerLaunch.fromConfig(Config(workers=2, listen=())), [], ended.append
+    )
+    pool.startService()
+    worker, _, _ = reactor.spawned[0]
+    worker.processEnded(Failure(ProcessTerminated(signal=9)))
+    reactor.advance(RESTART_DELAY)
+    again, _, _ = reactor.spawned[1]
+    pool.stopService()
+    again.processEnded(Failure(ProcessTerminated(signal=15)))
+    assert ended == [1000, 1001]

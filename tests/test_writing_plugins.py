@@ -377,7 +377,12 @@ def test_runChainOutcomes(tmp_path: Path) -> None:
     assert [f.kind for f in busy.filters] == ["TempFail"]
     hung = runChain(config, mail("hang"))
     assert hung.filters[0].error == "no verdict within 3 s"
-    assert hung.output is not None and b"X-Popproxy-Unchecked: pick timed out\r\n" in hung.output
+    errorId = hung.filters[0].errorId
+    assert errorId is not None and len(errorId) == 10
+    assert hung.output is not None
+    assert (
+        b"X-Popproxy-Unchecked: pick timed out; error id %s\r\n" % errorId.encode() in hung.output
+    )
     replaced = runChain(config, mail("spam"), makeContext(user="bob"))
     [kept] = replaced.quarantined
     assert (kept.reason, kept.context.user, kept.original) == ("bad", "bob", mail("spam"))

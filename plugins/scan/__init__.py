@@ -13,19 +13,24 @@ stream over the size limit) the configured policy decides: a temporary
 failure, or delivery marked unchecked.  A message is never called clean
 unless every scan it needed said so.
 
+The filter says whether clamd can be reached (L{IScannerStatus}): it asks
+clamd with a PING when the proxy starts (L{IStartable}) and learns from
+every scan after that; each change is logged once, and the warning about
+a message left unscanned at most once a minute.
+
 The package has one module per role, each usable alone: C{_wire} (the
 INSTREAM framing and reply parsing, plain code fed bytes), C{_client} (the
 Twisted client: one connection per scan, at most C{maxConnections} at
 once), C{_settings}, C{_findings} (what the scans of one message found and
 the policies' answer), C{_notices} (what is written into the message),
-C{_filter} (L{VirusScan}, which only needs something with a C{scan(data)}
-method) and C{_factory} (C{makeFilter}).  This module only re-exports;
+C{_filter} (L{VirusScan}, which only needs something with C{scan(data)}
+and C{ping()} methods) and C{_factory} (C{makeFilter}).  This module only re-exports;
 every module uses only popproxy's public API and Twisted.
 
 Settings and policies: docs/plugins/scan.md.
 """
 
-from ._client import ClamdClient, InstreamProtocol
+from ._client import ClamdClient, InstreamProtocol, PingProtocol
 from ._factory import makeFilter
 from ._filter import Scanner, VirusScan
 from ._settings import ScanSettings, parseSettings
@@ -36,6 +41,7 @@ from ._wire import (
     ScanResult,
     StreamTooLarge,
     instreamFrames,
+    interpretPong,
     interpretReplies,
 )
 
@@ -44,6 +50,7 @@ __all__ = [
     "ClamdError",
     "ClamdUnavailable",
     "InstreamProtocol",
+    "PingProtocol",
     "ReplyParser",
     "ScanResult",
     "ScanSettings",
@@ -51,6 +58,7 @@ __all__ = [
     "StreamTooLarge",
     "VirusScan",
     "instreamFrames",
+    "interpretPong",
     "interpretReplies",
     "makeFilter",
     "parseSettings",

@@ -1,12 +1,13 @@
 """
 The Twisted client of clamd: one INSTREAM scan per connection, streamed as
-fast as clamd reads it, at most C{maxConnections} connections at once.
+fast as clamd reads it, at most C{maxConnections} connections at once; and
+a PING, to learn whether clamd is there.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol, cast
+from typing import Generic, Protocol, TypeVar, cast
 
 from twisted.internet.defer import Deferred, DeferredSemaphore
 from twisted.internet.interfaces import (
@@ -24,13 +25,17 @@ from ._wire import (
     DEFAULT_CHUNK_SIZE,
     END_OF_STREAM,
     INSTREAM_COMMAND,
+    PING_COMMAND,
     ClamdError,
     ClamdUnavailable,
     ReplyParser,
     ScanResult,
     instreamFrames,
+    interpretPong,
     interpretReplies,
 )
+
+T = TypeVar("T")
 
 
 class _Connection(Protocol):
@@ -156,6 +161,53 @@ class InstreamProtocol(TwistedProtocol):
             self.finished.callback(result)
 
 
+class PingProtocol(TwistedProtocol):
+    """
+    One PING on one connection.
+
+    @ivar finished: fires with C{None} when clamd answered C{PONG}, or
+        fails with L{ClamdError} (another answer) or L{ClamdUnavailable}
+        (no answer).
+    """
+
+    def __init__(self) -> None:
+        self._parser = ReplyParser()
+        self.finished: Deferred[None] = Deferred()
+
+    def connectionMade(self) -> None:
+        cast(_Connection, self.transport).write(PING_COMMAND)
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            cast(_Connection, self.transport).abortConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.finished.called:
+            return
+        try:
+            replies = self._parser.feed(data)
+        except ClamdError:
+            self.finished.errback()
+            self.abort()
+            return
+        if replies:
+            self._settle(replies)
+            self.abort()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if not self.finished.called:
+            pending = self._parser.pending.strip()
+            self._settle([pending] if pending else [])
+
+    def _settle(self, replies: list[bytes]) -> None:
+        try:
+            interpretPong(replies)
+        except (ClamdError, ClamdUnavailable):
+            self.finished.errback()
+        else:
+            self.finished.callback(None)
+
+
 class ClamdClient:
     """
     Scans octets with the clamd at C{endpoint}, one connection per scan, at
@@ -194,32 +246,58 @@ class ClamdClient:
         """
         return self._slots.run(self._scanNow, data)
 
+    def ping(self) -> Deferred[None]:
+        """
+        Ask clamd whether it is there (outside the connection limit: it
+        is one short exchange).
+
+        @return: a Deferred firing with C{None} on C{PONG}, or failing with
+            L{ClamdUnavailable} or L{ClamdError}; no time limit of its own
+            (cancel it to give up).
+        """
+        return _PendingScan[None](self._endpoint, PingProtocol()).result
+
     def _scanNow(self, data: bytes) -> Deferred[ScanResult]:
-        return _PendingScan(self._endpoint, InstreamProtocol(data, self._chunkSize)).result
+        scan = InstreamProtocol(data, self._chunkSize)
+        return _PendingScan[ScanResult](self._endpoint, scan).result
 
 
-class _PendingScan:
+class _Exchange(Protocol[T]):
     """
-    One scan from connecting to its answer.  Cancelling C{result} abandons
-    the connection, or the attempt to connect, and nothing more is
-    delivered.
+    What L{_PendingScan} needs of a protocol: one answer per connection.
     """
 
-    def __init__(self, endpoint: IStreamClientEndpoint, protocol: InstreamProtocol) -> None:
+    @property
+    def transport(self) -> object: ...
+
+    @property
+    def finished(self) -> Deferred[T]: ...
+
+    def abort(self) -> None: ...
+
+
+class _PendingScan(Generic[T]):
+    """
+    One exchange (a scan or a PING) from connecting to its answer.
+    Cancelling C{result} abandons the connection, or the attempt to
+    connect, and nothing more is delivered.
+    """
+
+    def __init__(self, endpoint: IStreamClientEndpoint, protocol: _Exchange[T]) -> None:
         self._protocol = protocol
         self._cancelled = False
-        self.result: Deferred[ScanResult] = Deferred(self._cancel)
-        self._connecting = endpoint.connect(_OneProtocolFactory(protocol))
+        self.result: Deferred[T] = Deferred(self._cancel)
+        self._connecting = endpoint.connect(_OneProtocolFactory(protocol))  # type: ignore[arg-type]
         self._connecting.addCallbacks(self._connected, self._notConnected)
 
-    def _cancel(self, result: Deferred[ScanResult]) -> None:
+    def _cancel(self, result: Deferred[T]) -> None:
         self._cancelled = True
         if self._protocol.transport is None:
             self._connecting.cancel()
         else:
             self._protocol.abort()
 
-    def _deliver(self, outcome: ScanResult | Failure) -> None:
+    def _deliver(self, outcome: T | Failure) -> None:
         if self._cancelled:
             return
         if isinstance(outcome, Failure):

@@ -1,7 +1,8 @@
 """
 The scan filter: asks a scanner about every decoded leaf part, the whole
 message, or both, keeps what is infected in the quarantine, and returns the
-verdict the findings and the failure policies call for.
+verdict the findings and the failure policies call for; and says whether
+clamd can be reached, from a PING at start-up and every scan since.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Protocol
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from popproxy.interfaces import (
@@ -18,8 +20,12 @@ from popproxy.interfaces import (
     FilterContext,
     IMessageFilter,
     IPartQuarantine,
+    IScannerStatus,
+    IStartable,
     RemovedPart,
     Rewrite,
+    ScannerReachability,
+    ScannerStatus,
     TempFail,
     Verdict,
 )
@@ -51,25 +57,81 @@ class Scanner(Protocol):
 
     def scan(self, data: bytes) -> Deferred[ScanResult]: ...
 
+    def ping(self) -> Deferred[None]: ...
 
-@implementer(IMessageFilter)
+
+#: Kinds of unscanned streams that say clamd is not doing its job (the
+#: others say the stream was too large): warned about at most once a minute.
+_DAEMON_TROUBLE = ("unreachable", "timeout", "error")
+
+
+def _unreachable(reason: str) -> str:
+    """
+    Why clamd could not be reached, for its status: the logs name clamd already.
+    """
+    return reason.removeprefix("cannot reach clamd: ")
+
+
+@implementer(IMessageFilter, IScannerStatus, IStartable)
 class VirusScan:
     """
     Scans messages with clamd and removes what it finds (see the package).
 
     One object serves every session: all state of a scan lives in the
-    call, except the connection limit of the scanner, shared on purpose.
+    call, except the connection limit of the scanner and what is known of
+    clamd's reachability, shared on purpose.
 
-    @param scanner: a L{ClamdClient}, or anything with its C{scan} method.
+    @param scanner: a L{ClamdClient}, or anything with its C{scan} and
+        C{ping} methods.
     @param clock: for the time limit of each message.
+    @param reachability: keeps clamd's status; by default a new one for
+        the settings' address.
     """
 
     name = "scan"
 
-    def __init__(self, scanner: Scanner, clock: IReactorTime, settings: ScanSettings) -> None:
+    def __init__(
+        self,
+        scanner: Scanner,
+        clock: IReactorTime,
+        settings: ScanSettings,
+        reachability: ScannerReachability | None = None,
+    ) -> None:
         self._scanner = scanner
         self._clock = clock
         self._settings = settings
+        self._reachability = reachability or ScannerReachability("clamd", settings.address, clock)
+
+    def scannerStatus(self) -> ScannerStatus:
+        return self._reachability.status
+
+    def startFilter(self) -> None:
+        """
+        Ask clamd once whether it is there; its answer (or none within the
+        filter's timeout) is logged when it arrives.
+        """
+        self.probe()
+
+    def probe(self) -> Deferred[None]:
+        """
+        PING clamd and record the outcome; the Deferred never fails.
+        """
+        timeout = self._settings.timeout
+        probing = self._scanner.ping()
+        probing.addTimeout(timeout, self._clock)
+        return probing.addCallbacks(self._pinged, self._notPinged, errbackArgs=(timeout,))
+
+    def _pinged(self, _: object) -> None:
+        self._reachability.reached()
+
+    def _notPinged(self, failure: Failure, timeout: float) -> None:
+        if failure.check(DeferredTimeout):
+            self._reachability.missed(f"no answer to PING within {timeout:g} s")
+        elif failure.check(ClamdError):
+            # It answered, if oddly: it is there.
+            self._reachability.reached()
+        else:
+            self._reachability.missed(_unreachable(failure.getErrorMessage()))
 
     async def filterMessage(self, message: Message, context: FilterContext) -> Verdict:
         settings = self._settings
@@ -171,9 +233,7 @@ class VirusScan:
         label = "the message" if part is None else partLabel(part)
         result = await self._ask(data, label, context, deadline)
         if isinstance(result, Unchecked):
-            context.log.warn(
-                "not scanned (UIDL {uidl}): {reason}", uidl=context.uidl, reason=result.reason
-            )
+            self._warnUnscanned(result, context)
             findings.unchecked.append(result)
             return
         if not result.infected:
@@ -189,6 +249,23 @@ class VirusScan:
             findings.wholeInfected = tuple(dict.fromkeys(findings.wholeInfected + result.names))
         else:
             findings.infected.append((part, result.names))
+
+    def _warnUnscanned(self, unchecked: Unchecked, context: FilterContext) -> None:
+        """
+        Say that a stream was not scanned: once per message when it was too
+        large, at most once a minute when clamd is the reason.
+        """
+        fields = {
+            "command": context.command,
+            "index": context.index,
+            "uidl": context.uidl,
+            "reason": unchecked.reason,
+        }
+        format = "{command} {index} (UIDL {uidl}) not scanned: {reason}"
+        if unchecked.kind in _DAEMON_TROUBLE:
+            self._reachability.warn(context.log, format, **fields)
+        else:
+            context.log.warn(format, **fields)
 
     async def _ask(
         self, data: bytes, label: str, context: FilterContext, deadline: float
@@ -209,19 +286,26 @@ class VirusScan:
             return timedOut
         scanning = self._scanner.scan(data)
         scanning.addTimeout(remaining, self._clock)
+        reachability = self._reachability
         try:
-            return await scanning
+            result = await scanning
         except DeferredTimeout:
+            reachability.missed(f"no answer within {remaining:.1f} s")
             return timedOut
         except StreamTooLarge:
+            reachability.reached()
             return Unchecked(
                 "oversize", f"{label} too large for clamd's StreamMaxLength ({len(data)} octets)"
             )
         except ClamdError as e:
+            reachability.reached()
             return Unchecked("error", str(e)[:120])
         except ClamdUnavailable as e:
-            context.log.warn("clamd unreachable: {error}", error=str(e))
+            # Why is in the status (and its log line); the header says only this.
+            reachability.missed(_unreachable(str(e)))
             return Unchecked("unreachable", "clamd unreachable")
+        reachability.reached()
+        return result
 
     async def _quarantineParts(
         self,

@@ -28,6 +28,9 @@ from dataclasses import dataclass
 #: The command, in the NUL-delimited form (C{z} prefix): replies end in NUL.
 INSTREAM_COMMAND = b"zINSTREAM\0"
 
+#: Asks clamd whether it is there; it answers C{PONG} and a NUL.
+PING_COMMAND = b"zPING\0"
+
 #: The zero-length chunk that ends the stream.
 END_OF_STREAM = b"\0\0\0\0"
 
@@ -168,3 +171,17 @@ def interpretReplies(replies: list[bytes]) -> ScanResult:
     if sawOk:
         return ScanResult()
     raise ClamdUnavailable("clamd closed the connection without an answer")
+
+
+def interpretPong(replies: list[bytes]) -> None:
+    """
+    Check clamd's answer to L{PING_COMMAND}.
+
+    @raise ClamdError: the first reply is not C{PONG}.
+    @raise ClamdUnavailable: there was no reply.
+    """
+    if not replies:
+        raise ClamdUnavailable("clamd closed the connection without an answer")
+    reply = printable(replies[0].decode("utf-8", "replace"))
+    if reply != "PONG":
+        raise ClamdError(f"clamd answered PING with {reply[:80]!r}")

@@ -1,7 +1,7 @@
 """
 The Twisted client of spamd: one request and its answer per connection,
-without blocking, within a timeout; and the few words saying why a check
-failed.
+without blocking, within a timeout (a check, or a PING to learn whether
+spamd is there); and the few words saying why a check failed.
 """
 
 from __future__ import annotations
@@ -17,7 +17,14 @@ from twisted.internet.protocol import Protocol as StreamProtocol
 from twisted.python.failure import Failure
 
 from ._settings import DEFAULT_TIMEOUT, DEFAULT_USER
-from ._spamd import SpamdAnswer, SpamdAnswerParser, SpamdError, spamdRequest
+from ._spamd import (
+    PING_REQUEST,
+    SpamdAnswer,
+    SpamdAnswerParser,
+    SpamdError,
+    checkPong,
+    spamdRequest,
+)
 
 
 class _SpamdConnection(StreamProtocol):
@@ -62,12 +69,49 @@ class _SpamdConnection(StreamProtocol):
             self.transport.abortConnection()  # type: ignore[attr-defined]
 
 
+class _SpamdPing(StreamProtocol):
+    """
+    One PING and its PONG on one connection.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self.answered: Deferred[None] = Deferred(self._cancel)
+
+    def connectionMade(self) -> None:
+        self.transport.write(PING_REQUEST)  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.answered.called:
+            return
+        self._buffer += data
+        try:
+            complete = checkPong(self._buffer)
+        except SpamdError:
+            self.answered.errback()
+            self.transport.abortConnection()  # type: ignore[union-attr]
+            return
+        if complete:
+            self.answered.callback(None)
+            self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if not self.answered.called:
+            self.answered.errback(SpamdError("spamd closed the connection without a PONG"))
+
+    def _cancel(self, answered: Deferred[None]) -> None:
+        if self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+
+
 class SpamChecker(Protocol):
     """
     What the filter needs from a spamd client (tests give it a fake).
     """
 
     def check(self, message: bytes) -> Deferred[SpamdAnswer]: ...
+
+    def ping(self) -> Deferred[None]: ...
 
 
 class SpamdClient:
@@ -104,6 +148,18 @@ class SpamdClient:
         connection = _SpamdConnection(spamdRequest(message, self._user))
         connecting = self._endpoint.connect(_QuietFactory(connection))
         answered: Deferred[SpamdAnswer] = connecting.addCallback(lambda _: connection.answered)
+        return answered.addTimeout(self._timeout, self._clock)
+
+    def ping(self) -> Deferred[None]:
+        """
+        Ask spamd whether it is there.
+
+        @return: a Deferred firing with C{None} on PONG, or failing as
+            L{check} does.
+        """
+        connection = _SpamdPing()
+        connecting = self._endpoint.connect(_QuietFactory(connection))
+        answered: Deferred[None] = connecting.addCallback(lambda _: connection.answered)
         return answered.addTimeout(self._timeout, self._clock)
 
 

@@ -28,4 +28,4 @@ def makeFilter(settings: Mapping[str, Any], reactor: IReactorTime) -> TagFilter:
         return TagFilter(checked)
     endpoint = clientFromString(reactor, checked.spamd)
     client = SpamdClient(endpoint, reactor, checked.timeout, checked.user)
-    return TagFilter(checked, client)
+    return TagFilter(checked, client, clock=reactor)

@@ -6,16 +6,29 @@ it changes nothing else.
 
 from __future__ import annotations
 
-from twisted.internet.defer import CancelledError
-from zope.interface import implementer
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
+from zope.interface import alsoProvides, implementer
 
-from popproxy.interfaces import Deliver, FilterContext, IMessageFilter, Rewrite, TempFail, Verdict
+from popproxy.interfaces import (
+    Deliver,
+    FilterContext,
+    IMessageFilter,
+    IScannerStatus,
+    IStartable,
+    Rewrite,
+    ScannerReachability,
+    ScannerStatus,
+    TempFail,
+    Verdict,
+)
 from popproxy.message import Message
 
 from ._client import SpamChecker, failureReason
 from ._rules import MAX_VALUE, oneLine
 from ._settings import SPAM_FLAG, SPAM_SCORE, SPAM_STATUS, TagSettings
-from ._spamd import SpamdAnswer
+from ._spamd import SpamdAnswer, SpamdError
 from ._subject import withSubjectPrefixes
 
 #: The X-Spam- fields to set (None: remove), and what spamd said, for the note.
@@ -66,14 +79,66 @@ class TagFilter:
     """
     Sets status headers and subject prefixes, and asks spamd for a score.
 
+    With a spamd client it also provides L{IScannerStatus} and
+    L{IStartable}: it PINGs spamd at start-up and records every check.
+
     @param spamd: a spamd client, or C{None} when scoring is off.
+    @param reachability: keeps spamd's status; by default a new one for
+        the settings' address.
     """
 
     name = "tag"
 
-    def __init__(self, settings: TagSettings, spamd: SpamChecker | None = None) -> None:
+    def __init__(
+        self,
+        settings: TagSettings,
+        spamd: SpamChecker | None = None,
+        reachability: ScannerReachability | None = None,
+        clock: IReactorTime | None = None,
+    ) -> None:
         self.settings = settings
         self._spamd = spamd
+        self._reachability = reachability
+        if spamd is not None:
+            if reachability is None:
+                if clock is None:
+                    raise ValueError("a spamd client needs a reachability or a clock")
+                self._reachability = ScannerReachability("spamd", settings.spamd, clock)
+            alsoProvides(self, IScannerStatus, IStartable)
+
+    def scannerStatus(self) -> ScannerStatus:
+        """
+        spamd's last known state (provided only with a spamd client).
+        """
+        assert self._reachability is not None
+        return self._reachability.status
+
+    def startFilter(self) -> None:
+        """
+        Ask spamd once whether it is there; the answer (or none within the
+        timeout) is logged when it arrives.
+        """
+        self.probe()
+
+    def probe(self) -> Deferred[None]:
+        """
+        PING spamd and record the outcome; the Deferred never fails.
+        """
+        assert self._spamd is not None
+        return self._spamd.ping().addCallbacks(self._pinged, self._notPinged)
+
+    def _pinged(self, _: object) -> None:
+        assert self._reachability is not None
+        self._reachability.reached()
+
+    def _notPinged(self, failure: Failure) -> None:
+        assert self._reachability is not None
+        reason = oneLine(failureReason(failure.value, self.settings.timeout))[:200]
+        if failure.check(SpamdError):
+            # It answered, if oddly: it is there.
+            self._reachability.reached()
+        else:
+            self._reachability.missed(reason)
 
     async def filterMessage(self, message: Message, context: FilterContext) -> Verdict:
         settings = self.settings
@@ -119,13 +184,20 @@ class TagFilter:
             return uncheckedTags("partial message")
         if len(data) > settings.maxSize:
             return uncheckedTags(f"{len(data)} octets, over max_size {settings.maxSize}")
+        reachability = self._reachability
+        assert reachability is not None
         try:
             answer = await spamd.check(data)
         except CancelledError:
             raise
         except Exception as e:
             reason = oneLine(failureReason(e, settings.timeout))[:200]
-            context.log.warn(
+            if isinstance(e, SpamdError):
+                reachability.reached()
+            else:
+                reachability.missed(reason)
+            reachability.warn(
+                context.log,
                 "spamd check of {command} {index} (UIDL {uidl}) failed: {reason}",
                 command=context.command,
                 index=context.index,
@@ -138,4 +210,5 @@ class TagFilter:
                     note=f"spam check failed: {reason}",
                 )
             return uncheckedTags(reason)
+        reachability.reached()
         return answerTags(answer, settings.threshold)

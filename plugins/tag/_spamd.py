@@ -1,6 +1,7 @@
 """
 SpamAssassin's SPAMC/1.5 protocol without I/O: the C{SYMBOLS} request,
-and spamd's answer parsed as it arrives.
+and spamd's answer parsed as it arrives; the C{PING} request and the check
+of its answer.
 """
 
 from __future__ import annotations
@@ -43,6 +44,32 @@ def spamdRequest(message: bytes, user: str) -> bytes:
         b"User: %s\r\n"
         b"\r\n" % (len(message), user.encode("ascii"))
     ) + message
+
+
+#: Asks spamd whether it is there; it answers C{SPAMD/1.5 0 PONG}.
+PING_REQUEST = b"PING SPAMC/1.5\r\n\r\n"
+
+#: A PONG line is a few dozen octets; more is not spamd.
+MAX_PONG = 1024
+
+
+def checkPong(answer: bytes) -> bool:
+    """
+    Whether C{answer}, what spamd sent so far to a L{PING_REQUEST}, is a
+    complete PONG (C{False}: wait for more).
+
+    @raise SpamdError: it cannot become one.
+    """
+    end = answer.find(b"\n")
+    if end == -1:
+        if len(answer) > MAX_PONG:
+            raise SpamdError(f"answer to PING longer than {MAX_PONG} octets")
+        return False
+    line = answer[:end].rstrip(b"\r")
+    match = _STATUS_LINE.fullmatch(line)
+    if match is None or match.group(2) != b"0" or match.group(3).strip() != b"PONG":
+        raise SpamdError(f"spamd answered PING with {_shown(line, 80)}")
+    return True
 
 
 _STATUS_LINE = re.compile(rb"SPAMD/(\d+\.\d+) +(\d+) *(.*)")
