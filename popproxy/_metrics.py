@@ -42,6 +42,8 @@ SESSION_ENDINGS: tuple[tuple[str, str], ...] = (
     ("filter failed during keepalive", "filter_failed"),
     ("command failed", "error"),
     ("retrieval failed", "error"),
+    ("proxy stopping: cut", "stop_cut"),
+    ("proxy stopping", "stopping"),
 )
 
 #: What a RETR or TOP came to (the C{outcome} label of

@@ -228,6 +228,8 @@ def test_everySessionEndingHasAKind() -> None:
     unmapped = [reason for reason in endings if endingKind(reason) == "other"]
     assert unmapped == []
     assert endingKind("3 failed logins") == "failed_logins"
+    assert endingKind("proxy stopping") == "stopping"
+    assert endingKind("proxy stopping: cut when the grace period ended") == "stop_cut"
     assert endingKind("something new") == "other"
     assert {kind for _, kind in SESSION_ENDINGS} >= {"quit", "idle_timeout", "upstream_lost"}
 
