@@ -19,6 +19,7 @@ from twisted.python import usage
 
 from popproxy._assembly import buildChain, serviceFromConfig
 from popproxy._config import Config, ConfigError, checkConfig, loadConfig
+from popproxy._version import versionLine
 
 
 class Options(usage.Options):
@@ -56,6 +57,13 @@ class Options(usage.Options):
         self["listen"].append(description)
 
     opt_l = opt_listen
+
+    def opt_version(self) -> None:
+        """
+        Print popproxy's version (and Twisted's and Python's) and exit.
+        """
+        print(versionLine("popproxy"))
+        sys.exit(0)
 
     def postOptions(self) -> None:
         if self["config"] is None and not self["upstream"]:
