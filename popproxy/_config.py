@@ -224,6 +224,8 @@ class Config:
     def withOverrides(self, listen: tuple[str, ...] = (), upstream: str | None = None) -> Config:
         """
         Apply the C{--listen} and C{--upstream} command-line flags.
+        C{--upstream} also turns the C{[demo]} server off: it exists only to
+        be the default upstream that the flag replaces.
         """
         changed = self
         if listen:
@@ -232,7 +234,7 @@ class Config:
             )
         if upstream:
             changed = replace(
-                changed, upstream=upstream, overridden=changed.overridden | {"upstream"}
+                changed, upstream=upstream, demo=None, overridden=changed.overridden | {"upstream"}
             )
         return changed
 

@@ -15,11 +15,14 @@ from pathlib import Path
 
 from twisted.application.service import IService
 from twisted.internet.endpoints import clientFromString, serverFromString
+from twisted.logger import Logger
 from twisted.python import usage
 
 from popproxy._assembly import buildChain, serviceFromConfig
 from popproxy._config import Config, ConfigError, checkConfig, loadConfig
 from popproxy._version import versionLine
+
+log = Logger()
 
 
 class Options(usage.Options):
@@ -76,6 +79,11 @@ def buildConfig(options: Options) -> Config:
     reactor.
     """
     config = Config() if options["config"] is None else loadConfig(Path(options["config"]))
+    if options["upstream"] and config.demo is not None:
+        log.info(
+            "[demo] server not started: --upstream {upstream} replaces the demo upstream",
+            upstream=options["upstream"],
+        )
     return config.withOverrides(tuple(options["listen"]), options["upstream"])
 
 

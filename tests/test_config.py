@@ -664,6 +664,19 @@ def test_overrideUpstreamReplacesDefault() -> None:
     assert config.upstream == "tcp:a:110"
 
 
+def test_overrideUpstreamTurnsDemoOff() -> None:
+    """
+    C{--upstream} replaces the default upstream the [demo] server exists
+    for, so the demo is not started; C{--listen} alone leaves it on.
+    """
+    config = parseConfig(
+        '[upstream]\ndefault = "tcp:127.0.0.1:1100"\n[demo]\nlisten = "tcp:1100"\n', SOURCE
+    )
+    assert config.demo is not None
+    assert config.withOverrides(upstream="tcp:pop.example.com:110").demo is None
+    assert config.withOverrides(listen=("tcp:2110",)).demo == config.demo
+
+
 def test_noOverridesKeepsConfig() -> None:
     """
     Without C{--listen} or C{--upstream} the file's configuration is used
