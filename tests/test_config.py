@@ -702,8 +702,9 @@ def test_overrideSuppliesMissingUpstream() -> None:
 def test_commandLineFlags() -> None:
     """
     `twistd popproxy` options become overrides of the file: repeated
-    C{--listen}/C{-l} replace its listen list, C{--upstream} its default,
-    and the rest of the file (here the shipped demo) is kept.
+    C{--listen}/C{-l} replace its listen list, C{--upstream} its default
+    (and turns off the demo server it replaces), and the rest of the file
+    (here the shipped chain) is kept.
     """
     options = Options()
     options.parseOptions(
@@ -721,7 +722,8 @@ def test_commandLineFlags() -> None:
     config = buildConfig(options)
     assert config.listen == ("tcp:2110", "tcp:2111")
     assert config.upstream == "tcp:u:110"
-    assert config.demo == loadConfig(SHIPPED).demo
+    assert config.demo is None and loadConfig(SHIPPED).demo is not None
+    assert config.filters == loadConfig(SHIPPED).filters != ()
     assert config.source == str(SHIPPED)
 
 
