@@ -4,7 +4,8 @@ The composition root: the runtime objects a checked configuration describes.
 From a L{Config} this module builds the filter chain (with the threads its
 filters compute in), the session factories (with their router, upstream
 connector and memory trimmer), the listeners and the service tree that runs
-them.  The twistd plugin (L{popproxy.tap}), the worker processes
+them, and the generation a reload builds from the file read again (see
+L{popproxy._reload}).  The twistd plugin (L{popproxy.tap}), the worker processes
 (L{popproxy._workers}), the test kit and the offline runner all build
 through here, so they run the same objects.
 """
@@ -14,13 +15,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.protocol import ServerFactory
 from twisted.internet.threads import deferToThreadPool
@@ -28,12 +30,15 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from popproxy._chain import ChainEntry, FilterChain
-from popproxy._config import Config, ConfigError
+from popproxy._config import Config, ConfigError, checkConfig
 from popproxy._filterthreads import FilterThreads
+from popproxy._generation import Generation, ListenerPlan
+from popproxy._listenerfactory import ListenerFactory
 from popproxy._memorytrim import MemoryTrimmer, glibcTrim
 from popproxy._plugins import PluginError, loadFilter
 from popproxy._proxyheader import ProxyHeaderFactory
 from popproxy._quarantine import DirectoryQuarantine
+from popproxy._reload import CannotListen, Reloader, ReloadOnHangup
 from popproxy._retrieval import PassThrough
 from popproxy._routing import Router
 from popproxy._session import SessionFactory, SessionSettings
@@ -70,9 +75,12 @@ def directoryQuarantine(
         raise ConfigError(f"{source}: [chain] quarantine: {directory}: {e.strerror}") from None
 
 
-def buildChain(config: Config, reactor: Any) -> FilterChain:
+def buildChain(config: Config, reactor: Any, threads: FilterThreads | None = None) -> FilterChain:
     """
     Load every configured filter, in order.
+
+    @param threads: where filters compute; by default new threads (a
+        reload passes those of the running chain).
 
     @raise ConfigError: a plugin cannot be loaded or used.
     """
@@ -98,7 +106,7 @@ def buildChain(config: Config, reactor: Any) -> FilterChain:
         config.chain.threadThreshold,
         limits=config.chain.limits,
         overLimits=config.chain.overLimits,
-        threads=filterThreadsFor(reactor),
+        threads=threads if threads is not None else filterThreadsFor(reactor),
     )
 
 
@@ -132,12 +140,26 @@ class Listener(StreamServerEndpointService):
 
     def privilegedStartService(self) -> None:
         try:
-            super().privilegedStartService()
-            self._waitingForPort.addCallback(self._listening)  # type: ignore[union-attr]
-        except Exception as e:
-            reason = getattr(e, "socketError", None) or e
-            sys.stderr.write(f"popproxy: cannot listen on {self.description}: {reason}\n")
+            self.listen()
+        except CannotListen as e:
+            sys.stderr.write(f"popproxy: {e}\n")
             raise SystemExit(1) from None
+
+    def listen(self) -> None:
+        """
+        Listen now, unless already listening (a listener a reload opened).
+
+        @raise CannotListen: naming the listener and the reason.
+        """
+        if self._waitingForPort is not None:
+            return
+        try:
+            super().privilegedStartService()
+            self._waitingForPort.addCallback(self._listening)  # type: ignore[attr-defined]
+        except Exception as e:
+            self._waitingForPort = None
+            reason = getattr(e, "socketError", None) or e
+            raise CannotListen(f"cannot listen on {self.description}: {reason}") from None
 
     def _listening(self, port: Any) -> Any:
         self.port = port
@@ -188,8 +210,18 @@ def listenerFor(
     header and TLS wrappers it asks for and a large default backlog.
     """
     endpointDescription, wrapped = wrappedFactory(reactor, description, factory, serverTLS)
-    endpoint = serverFromString(reactor, withBacklog(endpointDescription))
-    return Listener(description, endpoint, wrapped)
+    return listenerFromPlan(
+        reactor, description, ListenerPlan(withBacklog(endpointDescription), wrapped)
+    )
+
+
+def listenerFromPlan(reactor: Any, description: str, plan: ListenerPlan) -> Listener:
+    """
+    The listening service of one listener of a generation; a reload
+    replaces the factory it builds sessions with (L{ListenerFactory}).
+    """
+    endpoint = serverFromString(reactor, plan.endpoint)
+    return Listener(description, endpoint, ListenerFactory(plan.factory))
 
 
 def sessionFactories(
@@ -223,21 +255,128 @@ def sessionFactories(
     return factory, secure, serverTLS
 
 
+def generationFrom(config: Config, reactor: Any, chain: FilterChain | None = None) -> Generation:
+    """
+    What a checked configuration serves: its listeners, each with the
+    factory of the sessions it will build.
+    """
+    factory, secure, serverTLS = sessionFactories(config, reactor, chain)
+    plans: dict[str, ListenerPlan] = {}
+    for description in config.listen:
+        endpoint, wrapped = wrappedFactory(reactor, description, factory, None)
+        plans[description] = ListenerPlan(withBacklog(endpoint), wrapped)
+    for description in config.tls.listen:
+        endpoint, wrapped = wrappedFactory(reactor, description, secure, serverTLS)
+        plans[description] = ListenerPlan(withBacklog(endpoint), wrapped)
+    return Generation(config, chain, plans)
+
+
+def checkOnReactor(config: Config, reactor: Any) -> None:
+    """
+    Check the endpoints of C{config} with C{reactor}'s endpoint parsers.
+
+    @raise ConfigError: one does not parse, or users have nowhere to go.
+    """
+    checkConfig(
+        config,
+        lambda description: serverFromString(reactor, description),
+        lambda description: clientFromString(reactor, description),
+    )
+
+
+def rebuildGeneration(
+    readConfig: Callable[[], Config], reactor: Any, threads: FilterThreads | None
+) -> Generation:
+    """
+    The generation of the configuration read again: checked, with its own
+    chain, computing in C{threads} (the running chain's: a reload starts
+    no threads).
+
+    @raise ConfigError: the file is broken.
+    """
+    config = readConfig()
+    checkOnReactor(config, reactor)
+    return generationFrom(config, reactor, buildChain(config, reactor, threads))
+
+
+class ServiceListeners:
+    """
+    The main process's listeners, as a reload opens, changes and closes
+    them: L{Listener} services under C{parent}; the worker pool, if any,
+    is told of the new set and passes the reload on to its workers.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        parent: MultiService,
+        listeners: list[Listener],
+        pool: WorkerPool | None = None,
+    ) -> None:
+        self._reactor = reactor
+        self._parent = parent
+        self._listeners = {listener.description: listener for listener in listeners}
+        self._pool = pool
+
+    def descriptions(self) -> list[str]:
+        return list(self._listeners)
+
+    def open(self, description: str, plan: ListenerPlan) -> None:
+        listener = listenerFromPlan(self._reactor, description, plan)
+        listener.listen()
+        listener.setServiceParent(self._parent)
+        self._listeners[description] = listener
+
+    def replace(self, description: str, plan: ListenerPlan) -> None:
+        self._listeners[description].factory.replace(plan.factory)
+
+    def close(self, description: str) -> None:
+        self._listeners.pop(description).disownServiceParent()
+
+    def reloaded(self, generation: Generation) -> None:
+        """
+        Hand the workers the listeners of the new generation and tell them
+        to reload too.
+        """
+        if self._pool is not None:
+            self._pool.reload(list(self._listeners.values()))
+
+
 def serviceFromConfig(
-    config: Config, reactor: Any, chain: FilterChain | None = None
+    config: Config,
+    reactor: Any,
+    chain: FilterChain | None = None,
+    readConfig: Callable[[], Config] | None = None,
 ) -> MultiService:
     """
     The services that run a checked configuration on C{reactor}.
+
+    @param readConfig: reads the configuration again; given, SIGHUP reloads
+        it (L{popproxy._reload}).
     """
     top = MultiService()
-    factory, secure, serverTLS = sessionFactories(config, reactor, chain)
-    _warnAboutPlainText(config, serverTLS)
-    listeners = [listenerFor(reactor, d, factory, None) for d in config.listen]
-    listeners += [listenerFor(reactor, d, secure, serverTLS) for d in config.tls.listen]
+    generation = generationFrom(config, reactor, chain)
+    _warnAboutPlainText(config, config.tls.certificate)
+    listeners = [
+        listenerFromPlan(reactor, description, plan)
+        for description, plan in generation.listeners.items()
+    ]
     for listener in listeners:
         listener.setServiceParent(top)
+    pool = None
     if config.workers > 1:
-        WorkerPool(reactor, WorkerLaunch.fromConfig(config), listeners).setServiceParent(top)
+        pool = WorkerPool(reactor, WorkerLaunch.fromConfig(config), listeners)
+        pool.setServiceParent(top)
+    if readConfig is not None:
+        threads = chain.threads if chain is not None else None
+        opened = ServiceListeners(reactor, top, listeners, pool)
+        reloader = Reloader(
+            partial(rebuildGeneration, readConfig, reactor, threads),
+            opened,
+            generation,
+            opened.reloaded,
+        )
+        ReloadOnHangup(reactor.callFromThread, reloader.reload).setServiceParent(top)
     if config.demo is not None:
         from popproxy.demo import defaultMailboxPath, demoServerFactory
 
@@ -248,7 +387,7 @@ def serviceFromConfig(
     return top
 
 
-def _warnAboutPlainText(config: Config, serverTLS: ServerTLS | None) -> None:
+def _warnAboutPlainText(config: Config, certificate: Path | None) -> None:
     """
     Log, at start-up, every place where credentials may cross in clear.
     """
@@ -265,7 +404,7 @@ def _warnAboutPlainText(config: Config, serverTLS: ServerTLS | None) -> None:
                 "upstream {upstream}: passwords go to it in clear text (tls = none)",
                 upstream=target.endpoint,
             )
-    if serverTLS is None:
+    if certificate is None:
         for description in config.listen:
             if "interface=127." not in description and "interface=\\:\\:1" not in description:
                 log.warn(

@@ -2,7 +2,8 @@
 The main process's side of C{[proxy] workers = N}: starts N - 1 worker
 processes (C{python -m popproxy._workers}) that adopt its listening sockets,
 relays their log lines (each prefixed with the worker's number), starts
-again any that dies and stops them with itself.  Its listening ports, like
+again any that dies, passes a reload on to them (SIGHUP) and stops them
+with itself.  Its listening ports, like
 the workers', accept one connection per wake-up so the kernel spreads new
 sessions over the processes.
 """
@@ -99,14 +100,13 @@ class WorkerLaunch:
     @ivar configPath: the configuration file every worker reads (absolute),
         or C{None} for a configuration made of command-line flags only.
     @ivar upstream: the C{--upstream} flag to pass on, if one was given.
-    @ivar plainListeners: how many of the listeners, first in the list,
-        are plain ones; the others are implicit-TLS ones.
+    @ivar listen: the C{--listen} flags to pass on, if any were given.
     """
 
     workers: int
     configPath: Path | None
     upstream: str | None
-    plainListeners: int
+    listen: tuple[str, ...] = ()
 
     @classmethod
     def fromConfig(cls, config: Config) -> WorkerLaunch:
@@ -119,7 +119,7 @@ class WorkerLaunch:
                 None if config.source == "<command line>" else Path(config.source).resolve()
             ),
             upstream=config.upstream if "upstream" in config.overridden else None,
-            plainListeners=len(config.listen),
+            listen=config.listen if "listen" in config.overridden else (),
         )
 
 
@@ -151,14 +151,31 @@ class WorkerPool(Service):
             arguments += ["--config", str(launch.configPath)]
         if launch.upstream:
             arguments += ["--upstream", launch.upstream]
+        for description in launch.listen:
+            arguments += ["--listen", description]
         childFDs: dict[int, int | str] = {0: "w", 1: "r", 2: "r"}
-        plain = launch.plainListeners
-        for index, listener in enumerate(self._listeners):
+        for listener in self._listeners:
             descriptor = listener.port.fileno()
-            kind, position = ("plain", index) if index < plain else ("tls", index - plain)
-            arguments += ["--adopt", f"{descriptor}:{kind}:{position}"]
+            arguments += ["--adopt", f"{descriptor}:{listener.description}"]
             childFDs[descriptor] = descriptor
         return arguments, childFDs
+
+    def reload(self, listeners: list[Any]) -> None:
+        """
+        The main process has reloaded: workers started from now on adopt
+        C{listeners}, and the running ones are told to reload (SIGHUP) from
+        the same file.  They keep serving the listeners they adopted and
+        still have; a listener added by the reload is served by the main
+        process, and by each worker once it is started again.
+        """
+        self._listeners = listeners
+        for listener in listeners:
+            acceptOneAtATime(listener.port)
+        for worker in list(self._workers.values()):
+            try:
+                worker.transport.signalProcess("HUP")  # type: ignore[union-attr]
+            except Exception:  # already gone; it is started again with the new file
+                pass
 
     def _spawn(self, number: int) -> None:
         arguments, childFDs = self._arguments(number)

@@ -10,7 +10,9 @@ L{popproxy._workerpool.WorkerPool} starts N - 1 worker processes that adopt
 the same listening sockets; the kernel hands each new connection to one of
 the N processes.  Each worker builds the same chain and session factories
 from the same configuration (with L{popproxy._assembly}) and logs to its
-standard output, which the main process relays.
+standard output, which the main process relays.  On SIGHUP (passed on by
+the main process after its own reload) a worker reads the same file again
+and applies it to the listeners it adopted.
 """
 
 from __future__ import annotations
@@ -20,11 +22,76 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
-from popproxy._assembly import buildChain, sessionFactories, wrappedFactory
+from twisted.logger import Logger
+
+from popproxy._assembly import buildChain, generationFrom, rebuildGeneration
 from popproxy._config import Config, loadConfig
+from popproxy._generation import ListenerPlan
+from popproxy._listenerfactory import ListenerFactory
+from popproxy._reload import Reloader, ReloadOnHangup
 from popproxy._workerpool import acceptOneAtATime
+
+log = Logger(namespace="popproxy")
+
+
+class AdoptedListeners:
+    """
+    A worker's listeners, as a reload changes them: the listening sockets
+    it adopted from the main process, by listen description.  It cannot
+    open one (only the main process can bind, before dropping privileges):
+    a listener a reload adds is served by the main process.
+    """
+
+    def __init__(self, ports: dict[str, Any]) -> None:
+        self._ports = ports
+
+    def descriptions(self) -> list[str]:
+        return list(self._ports)
+
+    def open(self, description: str, plan: ListenerPlan) -> None:
+        log.info(
+            "listener {listener} is served by the main process until this worker is restarted",
+            listener=description,
+        )
+
+    def replace(self, description: str, plan: ListenerPlan) -> None:
+        self._ports[description].factory.replace(plan.factory)
+
+    def close(self, description: str) -> None:
+        self._ports.pop(description).stopListening()
+
+
+def _readConfig(path: Path | None, listen: tuple[str, ...], upstream: str | None) -> Config:
+    """
+    The configuration the main process runs: the same file and flags.
+    """
+    config = loadConfig(path) if path is not None else Config()
+    return config.withOverrides(listen, upstream)
+
+
+def _adopt(reactor: Any, adopted: list[str], plans: dict[str, ListenerPlan]) -> dict[str, Any]:
+    """
+    Serve the inherited listening sockets (C{FD:DESCRIPTION} each) with
+    the factories of C{plans}.
+    """
+    ports = {}
+    for entry in adopted:
+        descriptor, description = entry.split(":", 1)
+        fd = int(descriptor)
+        probe = socket.socket(fileno=fd)
+        family = probe.family
+        probe.detach()
+        factory = ListenerFactory(plans[description].factory)
+        port = reactor.adoptStreamPort(fd, family, factory)
+        acceptOneAtATime(port)
+        os.close(fd)
+        ports[description] = port
+    return ports
 
 
 def _dieWithParent() -> None:
@@ -49,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--number", type=int, required=True)
     parser.add_argument("--config", type=Path)
     parser.add_argument("--upstream")
+    parser.add_argument("--listen", action="append", default=[])
     parser.add_argument("--adopt", action="append", default=[])
     arguments = parser.parse_args(argv)
     _dieWithParent()
@@ -59,23 +127,20 @@ def main(argv: list[str] | None = None) -> None:
     globalLogBeginner.beginLoggingTo(
         [textFileLogObserver(sys.stdout, timeFormat="")], redirectStandardIO=False
     )
-    config = loadConfig(arguments.config) if arguments.config else Config()
-    config = config.withOverrides(upstream=arguments.upstream)
-    factory, secure, serverTLS = sessionFactories(config, reactor, buildChain(config, reactor))
-    for adopted in arguments.adopt:
-        descriptor, kind, position = adopted.split(":")
-        fd = int(descriptor)
-        probe = socket.socket(fileno=fd)
-        family = probe.family
-        probe.detach()
-        descriptions = config.listen if kind == "plain" else config.tls.listen
-        sessions = factory if kind == "plain" else secure
-        _, wrapped = wrappedFactory(
-            reactor, descriptions[int(position)], sessions, serverTLS if kind == "tls" else None
-        )
-        port = reactor.adoptStreamPort(fd, family, wrapped)  # type: ignore[attr-defined]
-        acceptOneAtATime(port)
-        os.close(fd)
+    readConfig: Callable[[], Config] = partial(
+        _readConfig, arguments.config, tuple(arguments.listen), arguments.upstream
+    )
+    config = readConfig()
+    chain = buildChain(config, reactor)
+    generation = generationFrom(config, reactor, chain)
+    ports = _adopt(reactor, arguments.adopt, dict(generation.listeners))
+    reloader = Reloader(
+        partial(rebuildGeneration, readConfig, reactor, chain.threads),
+        AdoptedListeners(ports),
+        generation,
+    )
+    ReloadOnHangup(reactor.callFromThread, reloader.reload).startService()  # type: ignore[attr-defined]
+    log.info("worker serving {listeners}", listeners=", ".join(ports) or "nothing")
     signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(reactor.stop))  # type: ignore[attr-defined]
     reactor.run()  # type: ignore[attr-defined]
 

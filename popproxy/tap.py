@@ -5,21 +5,22 @@ describe, built by L{popproxy._assembly}.
 C{twistd popproxy --config twistd.conf} reads the TOML file; C{--listen}
 and C{--upstream} override it, so the proxy also runs with no file at all.
 Listening happens in C{privilegedStartService}, so twistd can bind port
-110 as root and then drop privileges with C{-u}/C{-g}.
+110 as root and then drop privileges with C{-u}/C{-g}.  SIGHUP reads the
+same file and flags again (L{popproxy._reload}).
 """
 
 from __future__ import annotations
 
 import sys
+from functools import partial
 from pathlib import Path
 
 from twisted.application.service import IService
-from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
 
-from popproxy._assembly import buildChain, serviceFromConfig
-from popproxy._config import Config, ConfigError, checkConfig, loadConfig
+from popproxy._assembly import buildChain, checkOnReactor, serviceFromConfig
+from popproxy._config import Config, ConfigError, loadConfig
 from popproxy._version import versionLine
 
 log = Logger()
@@ -96,13 +97,9 @@ def makeService(options: Options) -> IService:
 
     try:
         config = buildConfig(options)
-        checkConfig(
-            config,
-            lambda description: serverFromString(reactor, description),
-            lambda description: clientFromString(reactor, description),
-        )
+        checkOnReactor(config, reactor)
         chain = buildChain(config, reactor)
     except ConfigError as e:
         sys.stderr.write(f"popproxy: {e}\n")
         raise SystemExit(1) from None
-    return serviceFromConfig(config, reactor, chain)
+    return serviceFromConfig(config, reactor, chain, readConfig=partial(buildConfig, options))

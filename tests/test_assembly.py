@@ -1,7 +1,8 @@
 """
 Tests for popproxy._assembly, the composition root: from a checked
 configuration it builds the filter chain and its threads, the session
-factories, the listeners and the service tree twistd runs.
+factories, the listeners and the service tree twistd runs, and the
+listeners as a reload changes them.
 """
 
 from __future__ import annotations
@@ -19,9 +20,13 @@ from zope.interface import alsoProvides
 from popproxy import _assembly
 from popproxy._assembly import (
     Listener,
+    ServiceListeners,
     buildChain,
     filterThreadsFor,
+    generationFrom,
     listenerFor,
+    listenerFromPlan,
+    rebuildGeneration,
     serviceFromConfig,
     sessionFactories,
     wrappedFactory,
@@ -29,6 +34,7 @@ from popproxy._assembly import (
 from popproxy._config import Config, ConfigError, DemoConfig, TlsConfig, parseConfig
 from popproxy._filterthreads import FilterThreads
 from popproxy._proxyheader import ProxyHeaderFactory
+from popproxy._reload import Reloader, ReloadOnHangup
 from popproxy._retrieval import PassThrough
 from popproxy._session import SessionFactory
 from popproxy._testkit import InlineReactor
@@ -236,7 +242,8 @@ def test_serviceFromConfig() -> None:
         "tcp:1111:interface=127.0.0.1",
         DemoConfig().listen,
     ]
-    assert isinstance(listeners[0].factory, SessionFactory)
+    # Each listener builds sessions with the factory a reload may replace.
+    assert isinstance(listeners[0].factory.current, SessionFactory)
     assert [type(s) for s in services].count(WorkerPool) == 1
     assert not any(
         isinstance(s, WorkerPool) for s in serviceFromConfig(Config(), MemoryReactorClock())
@@ -257,3 +264,49 @@ def test_memoryTrimmerWired(monkeypatch: pytest.MonkeyPatch) -> None:
     factory, _, _ = sessionFactories(Config(upstream="tcp:127.0.0.1:110"), MemoryReactorClock())
     assert made == ["trim"]
     assert factory.settings.sessionClosed is not None
+
+
+def test_reloadChangesTheServiceTree() -> None:
+    """
+    Reloading a service tree: an added listener listens and joins the
+    tree, an unchanged one keeps its port and builds sessions with the new
+    settings, a removed one stops listening and leaves the tree.
+    """
+    reactor = MemoryReactorClock()
+    reactor.callFromThread = lambda function, *args: function(*args)  # type: ignore[attr-defined]
+    first = Config(upstream="tcp:127.0.0.1:110", listen=("tcp:1110", "tcp:1111"))
+    top = serviceFromConfig(first, reactor, readConfig=lambda: first)
+    assert [type(s) for s in top].count(ReloadOnHangup) == 1
+    listeners = [s for s in top if isinstance(s, Listener)]
+    top.privilegedStartService()
+    running = generationFrom(first, reactor)
+    second = Config(upstream="tcp:127.0.0.1:110", idleTimeout=42, listen=("tcp:1110", "tcp:1112"))
+    reloader = Reloader(
+        lambda: rebuildGeneration(lambda: second, reactor, None),
+        ServiceListeners(reactor, top, listeners),
+        running,
+    )
+    assert reloader.reload()
+    assert [port for port, *_ in reactor.tcpServers] == [1110, 1111, 1112]
+    kept, removed = listeners
+    assert kept.factory.current.settings.idleTimeout == 42
+    # (Sockets closing or staying open are seen in tests/test_e2e_reload.py.)
+    assert kept.parent is top and removed.parent is None
+    added = [s for s in top if isinstance(s, Listener)][-1]
+    assert added.description == "tcp:1112" and added.parent is top
+    assert added.factory.current.settings.idleTimeout == 42
+
+
+def test_listenerFromPlanListensOnce() -> None:
+    """
+    A listener a reload opened (listening already) does not listen again
+    when it joins the running service tree.
+    """
+    reactor = MemoryReactorClock()
+    generation = generationFrom(Config(upstream="tcp:127.0.0.1:110"), reactor)
+    (description, plan), *_ = generation.listeners.items()
+    listener = listenerFromPlan(reactor, description, plan)
+    listener.listen()
+    listener.privilegedStartService()
+    listener.startService()
+    assert len(reactor.tcpServers) == 1

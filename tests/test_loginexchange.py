@@ -125,7 +125,7 @@ class Login:
         self.slot = FakeSlot()
         self.clock = Clock()
         self.exchange = LoginExchange(
-            Router(self.config),
+            Router(self.config.routing),
             self.slot,  # type: ignore[arg-type]
             UpstreamLink(self.upstream),
             FailedLogins(self.clock, delay, maximum),

@@ -884,8 +884,10 @@ def test_haproxyListener() -> None:
         assert listener._raiseSynchronously
     service.privilegedStartService()
     service.startService()
-    (port1, factory1, _, interface1), (port2, factory2, _, interface2) = reactor.tcpServers
+    (port1, listener1, _, interface1), (port2, listener2, _, interface2) = reactor.tcpServers
     assert (port1, interface1, port2, interface2) == (1110, "127.0.0.1", 1111, "127.0.0.1")
+    # The factory in use, which a reload may replace.
+    factory1, factory2 = listener1.current, listener2.current
     assert isinstance(factory1, ProxyHeaderFactory)
     assert factory1.clock is reactor
     assert factory1.timeout == HEADER_TIMEOUT

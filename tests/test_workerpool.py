@@ -1,8 +1,8 @@
 """
 Tests for popproxy._workerpool, the main process's side of workers = N:
 the command lines and sockets it hands to worker processes, restarting a
-worker that dies, stopping them all, and accepting one connection per
-wake-up (the processes themselves run in tests/test_workers.py).
+worker that dies, passing a reload on, stopping them all, and accepting
+one connection per wake-up (the processes themselves run in tests/test_workers.py).
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ class FakePort:
 @dataclass
 class FakeListener:
     port: Any
+    description: str = "tcp:110"
 
 
 def startedPool(config: Config, listeners: list[Any]) -> tuple[WorkerPool, ProcessReactor]:
@@ -77,8 +78,8 @@ def test_workerCommandLines() -> None:
     """
     N - 1 workers run C{python -m popproxy._workers} with their number,
     the configuration and command-line upstream, and every listening socket
-    (plain ones first, then the implicit-TLS ones), each kept open in the
-    child under its own descriptor.
+    with its listen description, each kept open in the child under its own
+    descriptor.
     """
     config = Config(
         source="/etc/popproxy/twistd.conf",
@@ -86,14 +87,16 @@ def test_workerCommandLines() -> None:
         listen=("tcp:110",),
         tls=TlsConfig(listen=("tcp:995",)),
     ).withOverrides(upstream="tcp:pop.example.com:110")
-    _, reactor = startedPool(config, [FakeListener(FakePort(7)), FakeListener(FakePort(8))])
+    _, reactor = startedPool(
+        config, [FakeListener(FakePort(7), "tcp:110"), FakeListener(FakePort(8), "tcp:995")]
+    )
     commands = [args for _, args, _ in reactor.spawned]
     assert commands == [
         [
             *[sys.executable, "-m", "popproxy._workers", "--number", str(number)],
             *["--config", "/etc/popproxy/twistd.conf"],
             *["--upstream", "tcp:pop.example.com:110"],
-            *["--adopt", "7:plain:0", "--adopt", "8:tls:0"],
+            *["--adopt", "7:tcp:110", "--adopt", "8:tcp:995"],
         ]
         for number in (1, 2)
     ]
@@ -112,6 +115,32 @@ def test_workerLogRelayed() -> None:
         worker.outReceived(b"first li")
         worker.errReceived(b"ne\n\nsecond line\nthi")
     assert [formatEvent(e) for e in events] == ["worker 1: first line", "worker 1: second line"]
+
+
+def test_commandLineListenPassedOn() -> None:
+    """
+    C{--listen} flags reach the workers too, so they read the same
+    listeners as the main process.
+    """
+    config = Config(workers=2).withOverrides(listen=("tcp:1110", "haproxy:tcp:1111"))
+    _, reactor = startedPool(config, [])
+    arguments = reactor.spawned[0][1]
+    assert arguments[5:] == ["--listen", "tcp:1110", "--listen", "haproxy:tcp:1111"]
+
+
+def test_reloadPassedOn() -> None:
+    """
+    After the main process has reloaded, every running worker gets SIGHUP,
+    and a worker started afterwards adopts the new set of listeners.
+    """
+    pool, reactor = startedPool(Config(workers=3, listen=()), [FakeListener(FakePort(7))])
+    (first, _, _), (second, _, _) = reactor.spawned
+    pool.reload([FakeListener(FakePort(7)), FakeListener(FakePort(9), "tcp:111")])
+    assert first.transport.signals == second.transport.signals == ["HUP"]
+    first.processEnded(Failure(ProcessTerminated(signal=9)))
+    reactor.advance(RESTART_DELAY)
+    assert reactor.spawned[2][1][-4:] == ["--adopt", "7:tcp:110", "--adopt", "9:tcp:111"]
+    assert reactor.spawned[2][2] == {0: "w", 1: "r", 2: "r", 7: 7, 9: 9}
 
 
 def test_deadWorkerStartsAgain() -> None:
@@ -163,8 +192,8 @@ def test_launchIsThePoolsShareOfTheConfiguration() -> None:
     """
     The pool receives only what starting workers takes: the number of
     processes, the file's absolute path (none for flags only), a
-    command-line upstream (not one from the file) and how many listeners
-    are plain.
+    command-line upstream (not one from the file) and command-line
+    listeners.
     """
     fromFile = Config(
         source="twistd.conf",
@@ -172,10 +201,8 @@ def test_launchIsThePoolsShareOfTheConfiguration() -> None:
         upstream="tcp:pop.file.test:110",
         listen=("tcp:110", "tcp:111"),
     )
-    assert WorkerLaunch.fromConfig(fromFile) == WorkerLaunch(
-        3, Path("twistd.conf").resolve(), None, 2
-    )
-    flags = Config(workers=2).withOverrides(upstream="tcp:pop.flag.test:110")
+    assert WorkerLaunch.fromConfig(fromFile) == WorkerLaunch(3, Path("twistd.conf").resolve(), None)
+    flags = Config(workers=2).withOverrides(("tcp:1110",), "tcp:pop.flag.test:110")
     assert WorkerLaunch.fromConfig(flags) == WorkerLaunch(
-        2, None, "tcp:pop.flag.test:110", len(flags.listen)
+        2, None, "tcp:pop.flag.test:110", ("tcp:1110",)
     )

@@ -44,7 +44,10 @@ default = "tcp:127.0.0.1:{server.port}"
     while len(workerPids(marker)) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert len(workerPids(marker)) == 2
-    time.sleep(0.5)  # let the workers adopt the socket
+    # Each worker says when it serves the adopted socket.
+    while proxy.log().count("worker serving ") < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert proxy.log().count("worker serving ") == 2
 
     def fetch(_: int) -> list[bytes]:
         return [m.data for m in fetchMailbox("127.0.0.1", proxy.port, "u", "p", timeout=30)]

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -281,6 +281,21 @@ class RawPop3Client:
             raise Pop3ErrorResponse(line.split(b" ", 1)[0], status)
         return status
 
+    def sendLines(self, lines: Sequence[bytes]) -> None:
+        """Send C{lines}, each followed by CRLF, in one write (pipelining)."""
+        self._socket.sendall(b"".join(line + b"\r\n" for line in lines))
+
+    def readMultiline(self, command: bytes) -> list[bytes]:
+        """
+        Read the answer to C{command}, sent before, like L{multiline}.
+
+        @raise Pop3ErrorResponse: if the server did not answer C{+OK}.
+        """
+        status = self.readLine()[:-2]
+        if not status.startswith(b"+OK"):
+            raise Pop3ErrorResponse(command.split(b" ", 1)[0], status)
+        return self._readBody()
+
     def multiline(self, line: bytes) -> list[bytes]:
         """
         Send a command with a multi-line answer and return the lines after the status line.
@@ -289,6 +304,9 @@ class RawPop3Client:
         terminating C{.} line is not included.
         """
         self.okCommand(line)
+        return self._readBody()
+
+    def _readBody(self) -> list[bytes]:
         deadline = time.monotonic() + self.timeout
         lines: list[bytes] = []
         while (received := self._readLine(deadline)) != b".\r\n":

@@ -1,31 +1,30 @@
 """
-The strip plugin's archive inspection under hostile archives: members are
-read as streams, the inflation limits count the octets actually read, and
-no member is ever held whole in memory.  Each test builds its archive
-(zip of zip of zeros, deflate bombs, lying headers, deep nesting, many
-members), runs the filter as the configuration loads it, and checks the
-verdict a user would see and the filter's peak memory (tracemalloc).
+The strip plugin's archive inspection (plugins/strip/_zip.py) under hostile
+archives: members are read as streams, the inflation limits count the
+octets actually read, and no member is ever held whole in memory.  Each
+test builds its archive (zip of zip of zeros, deflate bombs, lying headers,
+deep nesting, many members), runs the filter as the configuration loads
+it, and checks the verdict a user would see and the filter's peak memory
+(tracemalloc).  Also: the end records are read as C{zipfile} reads them.
 """
 
 from __future__ import annotations
 
 import functools
 import io
-import random
 import struct
-import sys
 import tracemalloc
 import zipfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from plugins.strip._zip import _TAIL_BYTES, NESTED_DIRECTORY_BYTES, _endRecords
 from popproxy._plugins import loadFilter
 from popproxy._quarantine import DirectoryQuarantine
 from popproxy.interfaces import Deliver, Rewrite, Verdict
@@ -42,10 +41,6 @@ MEMORY_BOUND = 3 * MiB
 
 def loadStrip(**settings: Any) -> Any:
     return loadFilter("strip", settings, Path("."), ())
-
-
-def stripModule() -> ModuleType:
-    return sys.modules[type(loadStrip()).__module__]
 
 
 def judgeMeasured(raw: bytes, tmp_path: Path, **settings: Any) -> tuple[Verdict, int]:
@@ -318,7 +313,7 @@ def test_memberArchiveDirectoryTooBigToKeep(tmp_path: Path) -> None:
     """
     files = {f"{i:04d}" + "x" * 996 + ".txt": b"" for i in range(300)}
     listing = strip_corpus.zipArchive(files)
-    limit = stripModule().NESTED_DIRECTORY_BYTES
+    limit = NESTED_DIRECTORY_BYTES
     raw = attached(strip_corpus.zipArchive({"inner.zip": listing}))
     verdict, _ = judgeMeasured(raw, tmp_path)
     assert isinstance(verdict, Rewrite)
@@ -387,53 +382,6 @@ def test_overlappingMembersInTheAttachedArchive(tmp_path: Path) -> None:
     assert isinstance(verdict, Rewrite) and "a.txt: detected Windows" in verdict.note
 
 
-# The stream itself.
-
-
-@settings(max_examples=60, deadline=None)
-@given(
-    st.integers(0, 300_000),
-    st.integers(0, 2**32 - 1),
-    st.sampled_from([16, 1000, 70_000, 1 << 20]),
-    st.lists(
-        st.tuples(
-            st.sampled_from([0, 1, 2]), st.integers(-400_000, 400_000), st.integers(-1, 90_000)
-        ),
-        max_size=12,
-    ),
-)
-def test_memberStreamReadsLikeAFile(
-    size: int, seed: int, keep: int, operations: list[tuple[int, int, int]]
-) -> None:
-    """
-    A member stream answers any sequence of seeks and reads with the same
-    octets as the member held in memory would, whatever it keeps of its
-    end; and every octet it hands out was counted in the budget.
-    """
-    module = stripModule()
-    data = random.Random(seed).randbytes(size)
-    budget = module._Budget()
-    stream = module._MemberStream(lambda: io.BytesIO(data), budget, 1 << 40, keep=keep)
-    reference = io.BytesIO(data)
-    furthest = 0
-    for whence, offset, count in operations:
-        target = offset + (0, reference.tell(), size)[whence]
-        if target < 0:
-            with pytest.raises(OSError):
-                stream.seek(offset, whence)
-            continue
-        assert stream.seek(offset, whence) == target
-        reference.seek(target)
-        if count > keep or (count < 0 and size - target > keep):
-            continue  # more than a stream hands out at once (zipfile never asks)
-        octets = stream.read(count)
-        assert octets == reference.read(count)
-        assert stream.tell() == reference.tell()
-        if octets:
-            furthest = max(furthest, stream.tell())
-    assert budget.inflated >= furthest
-
-
 def withZip64End(data: bytes, commentLength: int) -> bytes:
     """
     The zip C{data} with zip64 end records before its end record, which
@@ -468,7 +416,6 @@ def test_endRecordsAreReadAsZipfileReadsThem(
     records, a comment of any length; one that holds the end record's
     signature makes C{zipfile} refuse the archive).
     """
-    module = stripModule()
     buffer = io.BytesIO()
     buffer.write(bytes(prefix))
     with zipfile.ZipFile(buffer, "w", allowZip64=True) as archive:
@@ -483,8 +430,8 @@ def test_endRecordsAreReadAsZipfileReadsThem(
             expected = (len(parsed.infolist()), parsed.start_dir)
     except zipfile.BadZipFile:
         return  # a comment holding the end signature: unreadable whatever the records say
-    keep = module._TAIL_BYTES
+    keep = _TAIL_BYTES
     tail = data[-keep:]
-    entries, start, size = module._endRecords(tail)
+    entries, start, size = _endRecords(tail)
     assert entries == expected[0]
     assert start + len(data) - len(tail) == expected[1]
