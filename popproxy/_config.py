@@ -135,6 +135,8 @@ class ChainConfig:
     @ivar limits: the parse limits of every filtered message.
     @ivar overLimits: what a message over them gets: C{"deliver"} (untouched,
         with a header) or C{"quarantine"} (replaced by a notice).
+    @ivar spoolDirectory: where messages over C{spoolThreshold} are spooled;
+        C{None}: the system's temporary directory.
     """
 
     pluginDirs: tuple[Path, ...] = ()
@@ -145,6 +147,7 @@ class ChainConfig:
     keepaliveInterval: float = 5.0
     cacheBytes: int = 1024 * 1024
     spoolThreshold: int = 4 * 1024 * 1024
+    spoolDirectory: Path | None = None
     maxSize: int = 100 * 1024 * 1024
     oversize: str = "deliver"
     limits: ParseLimits = ParseLimits()
@@ -542,6 +545,7 @@ def readChain(source: str, data: Any, base: Path) -> ChainConfig:
     table = _Table(source, "chain", data)
     pluginDirs = table.strings("plugin_dirs", ("plugins",))
     quarantine = table.string("quarantine")
+    spoolDirectory = table.string("spool_directory")
     chain = ChainConfig(
         pluginDirs=tuple(base / directory for directory in pluginDirs),
         quarantine=(base / quarantine) if quarantine else None,
@@ -551,6 +555,7 @@ def readChain(source: str, data: Any, base: Path) -> ChainConfig:
         keepaliveInterval=table.number("keepalive_interval", 5.0, minimum=0.05),
         cacheBytes=table.integer("cache_bytes", 1024 * 1024, minimum=0),
         spoolThreshold=table.integer("spool_threshold", 4 * 1024 * 1024, minimum=0),
+        spoolDirectory=(base / spoolDirectory) if spoolDirectory else None,
         maxSize=table.integer("max_size", 100 * 1024 * 1024, minimum=0),
         oversize=table.string("oversize", "deliver"),
         limits=_readParseLimits(table),

@@ -20,6 +20,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Protocol
 
 from twisted.internet.defer import Deferred
@@ -178,7 +179,9 @@ class Spool:
     kept in memory as it came off the wire, so a message no filter changes
     can be relayed verbatim without being stuffed again (L{wire}); beyond
     that it is unstuffed as it arrives into a temporary file, so a big
-    message costs memory only when (and if) it is parsed.
+    message costs memory only when (and if) it is parsed.  The file is made
+    in C{directory} (C{[chain] spool_directory}; C{None}: the system's
+    temporary directory) and has no name: it is gone once closed.
 
     @ivar finished: fires with this spool once the response is complete.
     @ivar size: the size of the unstuffed message (known once complete).
@@ -186,8 +189,9 @@ class Spool:
         terminating line included) if it was kept in memory, else L{None}.
     """
 
-    def __init__(self, threshold: int) -> None:
+    def __init__(self, threshold: int, directory: Path | None = None) -> None:
         self._threshold = threshold
+        self._directory = directory
         self.finished: Deferred[Spool] = Deferred()
         self._received: list[bytes] = []
         self._receivedSize = 0
@@ -210,7 +214,7 @@ class Spool:
         self._received.append(data)
         self._receivedSize += len(data)
         if self._receivedSize > self._threshold:
-            self._file = tempfile.TemporaryFile(prefix="popproxy-spool-")
+            self._file = tempfile.TemporaryFile(prefix="popproxy-spool-", dir=self._directory)
             received, self._received = self._received, []
             for part in received:
                 self._unstuffToFile(part)
@@ -421,7 +425,9 @@ class RetrievalFlow:
             return deliveryOf(cached, request.command, request.lines)
         uid = await self._uid()
         context = contextWith(request.context, uidl=uid, partial=self._partial)
-        spool = await self._upstream.spool(self._fetchLine(), Spool(self._chain.spoolThreshold))
+        spool = await self._upstream.spool(
+            self._fetchLine(), Spool(self._chain.spoolThreshold, self._chain.spoolDirectory)
+        )
         status = spool.status
         assert status is not None
         if not status.ok:

@@ -5,8 +5,10 @@ describe, built by L{popproxy._assembly}.
 C{twistd popproxy --config twistd.conf} reads the TOML file; C{--listen}
 and C{--upstream} override it, so the proxy also runs with no file at all.
 Listening happens in C{privilegedStartService}, so twistd can bind port
-110 as root and then drop privileges with C{-u}/C{-g}.  SIGHUP reads the
-same file and flags again (L{popproxy._reload}).
+110 as root and then drop privileges with C{-u}/C{-g}; the directories the
+proxy writes are created for, and checked as, the user of C{-u}/C{-g}
+(L{popproxy._runas}) before anything is built.  SIGHUP reads the same file
+and flags again (L{popproxy._reload}).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from twisted.python import usage
 
 from popproxy._assembly import buildChain, checkOnReactor, serviceFromConfig
 from popproxy._config import Config, ConfigError, loadConfig
+from popproxy._runas import RunAs, prepareFor
 from popproxy._version import versionLine
 
 log = Logger()
@@ -88,16 +91,33 @@ def buildConfig(options: Options) -> Config:
     return config.withOverrides(tuple(options["listen"]), options["upstream"])
 
 
+def runAsOf(options: Options) -> RunAs:
+    """
+    The identity the proxy will run as: twistd's own C{-u}/C{-g} (global
+    options, before the plugin's name, so read from the parent options),
+    or this process's.
+    """
+    twistd = getattr(options, "parent", None)
+    if twistd is None:
+        return RunAs.current()
+    uid = twistd.get("uid")
+    try:
+        return RunAs.fromTwistd(uid, twistd.get("gid"))
+    except KeyError:  # twistd itself needs a user entry to switch to
+        raise ConfigError(f"<command line>: -u {uid}: no such user") from None
+
+
 def makeService(options: Options) -> IService:
     """
-    Build the proxy service; a configuration error stops start-up with one
-    line on stderr.
+    Build the proxy service; a configuration error, or a directory the
+    run-as user cannot write, stops start-up with one line on stderr.
     """
     from twisted.internet import reactor
 
     try:
         config = buildConfig(options)
         checkOnReactor(config, reactor)
+        config = prepareFor(config, runAsOf(options))
         chain = buildChain(config, reactor)
     except ConfigError as e:
         sys.stderr.write(f"popproxy: {e}\n")

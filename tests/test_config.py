@@ -1026,6 +1026,18 @@ over_limits = "quarantine"
     assert kept.overLimits == "quarantine"
 
 
+def test_spoolDirectory() -> None:
+    """
+    [chain] spool_directory is read relative to the file's directory, like
+    the quarantine; unset, spool files go to the system's temporary
+    directory (C{None}).
+    """
+    base = Path("/etc/popproxy")
+    chain = parseConfig('[chain]\nspool_directory = "spool"\n', SOURCE, base).chain
+    assert chain.spoolDirectory == base / "spool"
+    assert parseConfig("[chain]\n", SOURCE).chain.spoolDirectory is None
+
+
 @pytest.mark.parametrize(
     "text, fragments",
     [

@@ -6,7 +6,9 @@ sockets, no session).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
@@ -354,6 +356,23 @@ def test_spoolKeepsSmallWireAndFilesBigBodies() -> None:
         assert b"".join(spool.chunks(5)) == MESSAGE
         assert spool.head(7) == MESSAGE[:7]
         spool.close()
+
+
+def test_spoolFileInItsDirectory(tmp_path: Path) -> None:
+    """
+    A big body is spooled into the directory given ([chain]
+    spool_directory), in a file without a name that is gone once closed.
+    """
+    spool = Spool(8, tmp_path)
+    spool.statusReceived(StatusLine(b"+OK"))
+    spool.bodyReceived(wireOf(MESSAGE))
+    spool.responseFinished()
+    assert spool.read() == MESSAGE
+    assert spool._file is not None
+    where = os.readlink(f"/proc/self/fd/{spool._file.fileno()}")
+    assert where.startswith(f"{tmp_path}/")
+    assert list(tmp_path.iterdir()) == []
+    spool.close()
 
 
 def test_deliveryOfEntries() -> None:
