@@ -11,10 +11,12 @@ import sys
 from collections.abc import Sequence
 
 from popproxy import _offline, _quarantinecli
+from popproxy._version import versionLine
 
 USAGE = """\
 usage: python -m popproxy filter --config FILE [--output DIR] PATH...
        python -m popproxy quarantine (--config FILE | --dir DIR) list|show|export|purge ...
+       python -m popproxy --version
 
   filter      run the filter chain of a configuration over messages on disk
               (the same as popproxy-filter; see python -m popproxy filter --help)
@@ -34,6 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _offline.main(arguments[1:], prog="python -m popproxy filter")
     if arguments[:1] == ["quarantine"]:
         return _quarantinecli.main(arguments[1:])
+    if arguments[:1] == ["--version"]:
+        sys.stdout.write(versionLine("popproxy") + "\n")
+        return 0
     if arguments[:1] in (["-h"], ["--help"]):
         sys.stdout.write(USAGE)
         return 0

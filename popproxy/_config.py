@@ -243,6 +243,8 @@ class Config:
     def withOverrides(self, listen: tuple[str, ...] = (), upstream: str | None = None) -> Config:
         """
         Apply the C{--listen} and C{--upstream} command-line flags.
+        C{--upstream} also turns the C{[demo]} server off: it exists only to
+        be the default upstream that the flag replaces.
         """
         changed = self
         if listen:
@@ -251,7 +253,7 @@ class Config:
             )
         if upstream:
             changed = replace(
-                changed, upstream=upstream, overridden=changed.overridden | {"upstream"}
+                changed, upstream=upstream, demo=None, overridden=changed.overridden | {"upstream"}
             )
         return changed
 
@@ -717,8 +719,23 @@ def _checkEndpoint(
     try:
         builder(description)
     except Exception as e:  # endpoint parsers raise many kinds of errors
-        reason = str(e) or type(e).__name__
-        raise ConfigError(f"{source}: {where}: bad endpoint {description!r}: {reason}") from None
+        raise ConfigError(f"{source}: {where}: {_endpointProblem(description, e)}") from None
+
+
+def _endpointProblem(description: str, error: Exception) -> str:
+    """
+    What is wrong with the endpoint C{description}, whose parser raised
+    C{error}, in words an administrator can act on.
+    """
+    if description.startswith("systemd:") and isinstance(error, IndexError | KeyError):
+        # Twisted's systemd parser looks the socket up in what it inherited:
+        # nothing, or nothing it accepted (LISTEN_FDS without LISTEN_FDNAMES).
+        return (
+            f"{description!r}: systemd passed no such socket (run it from a socket unit; "
+            f"systemd-socket-activate needs --fdname)"
+        )
+    reason = str(error) or type(error).__name__
+    return f"bad endpoint {description!r}: {reason}"
 
 
 def _checkUpstreamTls(source: str, where: str, endpoint: str, tls: UpstreamTls) -> None:

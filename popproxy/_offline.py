@@ -42,6 +42,7 @@ from popproxy._testkit import (
     loadObservedChain,
     settle,
 )
+from popproxy._version import versionLine
 from popproxy.interfaces import FilterContext, Replace, TempFail
 
 #: From this many messages on, a progress line is shown on a terminal.
@@ -92,6 +93,7 @@ def _parser(prog: str, out: TextIO) -> _Parser:
             "the configured quarantine is not written to unless --quarantine is given."
         ),
     )
+    parser.add_argument("--version", action="version", version=versionLine("popproxy-filter"))
     parser.add_argument(
         "paths",
         nargs="+",

@@ -1,7 +1,7 @@
 """
 The quarantine command line: find quarantined items and get originals back.
 
-    popproxy-quarantine (--config twistd.conf | --dir DIR) list [--user U] [--since DATE]
+    popproxy-quarantine (--config twistd.conf | --dir DIR) list [--user U] [--since WHEN]
     popproxy-quarantine ... show ID
     popproxy-quarantine ... export ID [-o FILE]
     popproxy-quarantine ... purge [--older-than DAYS] [--max-bytes N] [--dry-run]
@@ -14,16 +14,55 @@ record as JSON, which escapes them too.
 from __future__ import annotations
 
 import argparse
-import calendar
 import json
+import re
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
 from popproxy._config import ConfigError, loadConfig
 from popproxy._printable import printable
 from popproxy._quarantine import DirectoryQuarantine, Record
+from popproxy._version import versionLine
+
+#: What C{list --since} accepts, as its help and its error say.
+SINCE_FORMS = (
+    "a date or time in UTC (2026-11-01, 2026-11-01T08:30, or with an offset: "
+    "2026-11-01T08:30+02:00), today, yesterday (from midnight UTC), "
+    "or an age: 90m, 2h, 3d, 1w"
+)
+_AGE = re.compile(r"([0-9]{1,6})([mhdw])")
+_AGE_UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parseSince(text: str, now: float) -> float:
+    """
+    The POSIX time C{list --since text} means at time C{now}: an ISO date
+    or date and time (UTC unless it has an offset), C{today} or
+    C{yesterday} (midnight UTC), or an age (C{90m}, C{2h}, C{3d}, C{1w}).
+
+    @raise ValueError: C{text} is none of those; the message says what is.
+    """
+    word = text.strip().lower()
+    if word in ("today", "yesterday"):
+        midnight = datetime.fromtimestamp(now, UTC).replace(
+            hour=0, minute=0, second=0, microsecond=0
+        )
+        if word == "yesterday":
+            midnight -= timedelta(days=1)
+        return midnight.timestamp()
+    age = _AGE.fullmatch(word)
+    if age is not None:
+        return now - int(age.group(1)) * _AGE_UNITS[age.group(2)]
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"--since {text!r}: give {SINCE_FORMS}") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,13 +70,14 @@ def _parser() -> argparse.ArgumentParser:
         prog="popproxy-quarantine",
         description="List, show, export and purge what popproxy's filters quarantined.",
     )
+    parser.add_argument("--version", action="version", version=versionLine("popproxy-quarantine"))
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--config", type=Path, help="twistd.conf naming [chain] quarantine")
     where.add_argument("--dir", type=Path, help="the quarantine directory")
     commands = parser.add_subparsers(dest="command", required=True)
     listing = commands.add_parser("list", help="one line per item, oldest first")
     listing.add_argument("--user", help="only this user's items")
-    listing.add_argument("--since", help="only items from this date on (YYYY-MM-DD, UTC)")
+    listing.add_argument("--since", metavar="WHEN", help=f"only items from then on: {SINCE_FORMS}")
     show = commands.add_parser("show", help="an item's record")
     show.add_argument("id")
     export = commands.add_parser("export", help="an item's original bytes")
@@ -63,6 +103,27 @@ def _line(record: Record) -> str:
     )
 
 
+def _list(quarantine: DirectoryQuarantine, user: str | None, since: str | None, out: TextIO) -> int:
+    """
+    The C{list} command: one line per item of C{user} from C{since} on;
+    a C{since} that means no time is one line on stderr and status 2.
+    """
+    start = None
+    if since:
+        try:
+            start = parseSince(since, time.time())
+        except ValueError as e:
+            sys.stderr.write(f"popproxy-quarantine: {e}\n")
+            return 2
+    for record in quarantine.records():
+        if user and record.user != user:
+            continue
+        if start is not None and record.time < start:
+            continue
+        out.write(_line(record) + "\n")
+    return 0
+
+
 def main(argv: list[str] | None = None, stdout: TextIO | None = None) -> int:
     """
     Run the command; return the exit code (0 ok, 1 not found, 2 usage).
@@ -85,16 +146,7 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None) -> int:
         return 2
     quarantine = DirectoryQuarantine(directory, create=False)
     if arguments.command == "list":
-        since = None
-        if arguments.since:
-            since = calendar.timegm(time.strptime(arguments.since, "%Y-%m-%d"))
-        for record in quarantine.records():
-            if arguments.user and record.user != arguments.user:
-                continue
-            if since is not None and record.time < since:
-                continue
-            out.write(_line(record) + "\n")
-        return 0
+        return _list(quarantine, arguments.user, arguments.since, out)
     if arguments.command in ("show", "export"):
         try:
             record = quarantine.get(arguments.id)

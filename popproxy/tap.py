@@ -18,12 +18,16 @@ from functools import partial
 from pathlib import Path
 
 from twisted.application.service import IService
+from twisted.logger import Logger
 from twisted.python import usage
 
 from popproxy._assembly import buildChain, checkOnReactor, serviceFromConfig
 from popproxy._config import Config, ConfigError, loadConfig
 from popproxy._metrics import Metrics
 from popproxy._runas import RunAs, prepareFor
+from popproxy._version import versionLine
+
+log = Logger()
 
 
 class Options(usage.Options):
@@ -62,6 +66,13 @@ class Options(usage.Options):
 
     opt_l = opt_listen
 
+    def opt_version(self) -> None:
+        """
+        Print popproxy's version (and Twisted's and Python's) and exit.
+        """
+        print(versionLine("popproxy"))
+        sys.exit(0)
+
     def postOptions(self) -> None:
         if self["config"] is None and not self["upstream"]:
             raise usage.UsageError("give --config FILE or --upstream ENDPOINT")
@@ -73,6 +84,11 @@ def buildConfig(options: Options) -> Config:
     reactor.
     """
     config = Config() if options["config"] is None else loadConfig(Path(options["config"]))
+    if options["upstream"] and config.demo is not None:
+        log.info(
+            "[demo] server not started: --upstream {upstream} replaces the demo upstream",
+            upstream=options["upstream"],
+        )
     return config.withOverrides(tuple(options["listen"]), options["upstream"])
 
 

@@ -683,6 +683,19 @@ def test_overrideUpstreamReplacesDefault() -> None:
     assert config.upstream == "tcp:a:110"
 
 
+def test_overrideUpstreamTurnsDemoOff() -> None:
+    """
+    C{--upstream} replaces the default upstream the [demo] server exists
+    for, so the demo is not started; C{--listen} alone leaves it on.
+    """
+    config = parseConfig(
+        '[upstream]\ndefault = "tcp:127.0.0.1:1100"\n[demo]\nlisten = "tcp:1100"\n', SOURCE
+    )
+    assert config.demo is not None
+    assert config.withOverrides(upstream="tcp:pop.example.com:110").demo is None
+    assert config.withOverrides(listen=("tcp:2110",)).demo == config.demo
+
+
 def test_noOverridesKeepsConfig() -> None:
     """
     Without C{--listen} or C{--upstream} the file's configuration is used
@@ -708,8 +721,9 @@ def test_overrideSuppliesMissingUpstream() -> None:
 def test_commandLineFlags() -> None:
     """
     `twistd popproxy` options become overrides of the file: repeated
-    C{--listen}/C{-l} replace its listen list, C{--upstream} its default,
-    and the rest of the file (here the shipped demo) is kept.
+    C{--listen}/C{-l} replace its listen list, C{--upstream} its default
+    (and turns off the demo server it replaces), and the rest of the file
+    (here the shipped chain) is kept.
     """
     options = Options()
     options.parseOptions(
@@ -727,7 +741,8 @@ def test_commandLineFlags() -> None:
     config = buildConfig(options)
     assert config.listen == ("tcp:2110", "tcp:2111")
     assert config.upstream == "tcp:u:110"
-    assert config.demo == loadConfig(SHIPPED).demo
+    assert config.demo is None and loadConfig(SHIPPED).demo is not None
+    assert config.filters == loadConfig(SHIPPED).filters != ()
     assert config.source == str(SHIPPED)
 
 

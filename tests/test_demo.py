@@ -171,6 +171,20 @@ def test_defaultMailboxPathHoldsTheSampleMessages() -> None:
         assert max(len(line) for line in raw.split(b"\n")) <= 78
 
 
+def test_welcomeCountsTheMailbox() -> None:
+    """
+    The welcome message tells the reader how many messages there are to
+    fetch, and that is how many the demo mailbox holds; the messages it
+    describes by number are the ones with those numbers.
+    """
+    words = {"six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10}
+    text = (defaultMailboxPath() / "01-welcome.eml").read_text("ascii")
+    said = re.findall(r"fetch these\s+(\w+)\s+messages", text)
+    assert [words[word] for word in said] == [len(SAMPLE_NAMES)]
+    for number, name in re.findall(r"Message (\d) (?:carries|holds) (?:a|the) (\w+)", text):
+        assert {"program": "exe", "EICAR": "eicar"}[name] in SAMPLE_NAMES[int(number) - 1]
+
+
 def test_sampleMessagesHaveRealisticHeaders() -> None:
     """Every sample parses without defects and carries the usual headers, with
     addresses only in the example.com/.org/.net domains."""

@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 
 import popproxy._quarantine as module
 from popproxy._quarantine import DirectoryQuarantine
-from popproxy._quarantinecli import main
+from popproxy._quarantinecli import main, parseSince
 from popproxy.interfaces import FilterContext, RemovedPart
 from popproxy.testing import MemoryQuarantine
 
@@ -267,6 +267,84 @@ def test_cliFindsDirectoryInConfig(tmp_path: Path) -> None:
     out = io.StringIO()
     assert main(["--config", str(config), "list"], out) == 0
     assert len(out.getvalue().splitlines()) == 1
+
+
+def aged(quarantine: DirectoryQuarantine, directory: Path, data: bytes, when: float) -> str:
+    """
+    Keep C{data} and date its record C{when}.
+    """
+    identifier = stored(quarantine, data)
+    record = directory / "records" / f"{identifier}.json"
+    fields = json.loads(record.read_text())
+    fields["time"] = when
+    record.write_text(json.dumps(fields))
+    return identifier
+
+
+#: 2026-11-03 15:30:00 UTC.
+NOW = 1793719800.0
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("2026-11-01", "2026-11-01T00:00:00"),
+        ("2026-11-01T08:30", "2026-11-01T08:30:00"),
+        ("2026-11-01 08:30:15", "2026-11-01T08:30:15"),
+        ("2026-11-01T08:30+02:00", "2026-11-01T06:30:00"),
+        ("today", "2026-11-03T00:00:00"),
+        ("Yesterday", "2026-11-02T00:00:00"),
+        ("90m", "2026-11-03T14:00:00"),
+        ("2h", "2026-11-03T13:30:00"),
+        ("3d", "2026-10-31T15:30:00"),
+        ("1w", "2026-10-27T15:30:00"),
+    ],
+)
+def test_sinceForms(text: str, expected: str) -> None:
+    """
+    list --since takes an ISO date or time (UTC unless it names an offset),
+    today and yesterday (from midnight UTC) and ages in minutes, hours,
+    days and weeks, counted back from now.
+    """
+    assert time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(parseSince(text, NOW))) == expected
+
+
+@pytest.mark.parametrize("text", ["tomorrow", "1y", "2026-13-01", "-3d", "3 days", ""])
+def test_sinceRefusesWhatItCannotRead(text: str) -> None:
+    """
+    Anything else is a ValueError whose text names the value and the forms
+    that work.
+    """
+    with pytest.raises(ValueError) as raised:
+        parseSince(text, NOW)
+    assert str(raised.value).startswith(f"--since {text!r}: give a date or time in UTC")
+    assert "yesterday" in str(raised.value) and "3d" in str(raised.value)
+
+
+def test_cliListSince(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """
+    list --since yesterday and --since 2h list only the items from then on;
+    a value it cannot read is one line on stderr and status 2, not a
+    traceback.
+    """
+    quarantine = DirectoryQuarantine(tmp_path)
+    now = time.time()
+    old = aged(quarantine, tmp_path, b"A" * 10, now - 3 * 86400)
+    hours = aged(quarantine, tmp_path, b"B" * 10, now - 5 * 3600)
+    fresh = aged(quarantine, tmp_path, b"C" * 10, now - 60)
+    listed = {}
+    for since in ("yesterday", "2h", "2020-01-01"):
+        out = io.StringIO()
+        assert main(["--dir", str(tmp_path), "list", "--since", since], out) == 0
+        listed[since] = {line.split()[0] for line in out.getvalue().splitlines()}
+    assert listed["yesterday"] == {hours, fresh}
+    assert listed["2h"] == {fresh}
+    assert listed["2020-01-01"] == {old, hours, fresh}
+    capsys.readouterr()
+    assert main(["--dir", str(tmp_path), "list", "--since", "last tuesday"], io.StringIO()) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("popproxy-quarantine: --since 'last tuesday': give a date")
+    assert error.count("\n") == 1 and "Traceback" not in error
 
 
 def test_purge(tmp_path: Path) -> None:

@@ -630,6 +630,21 @@ def test_logsNeverHoldPasswords() -> None:
     assert closed[0]["commands"] == 3
 
 
+def test_closedLogSaysDashForNobody() -> None:
+    """
+    A session that ends before anyone logged in, with no upstream reached,
+    is logged with user=- and upstream=-, never the word None.
+    """
+    with capturedLogs() as events:
+        h = Harness(refuse={"tcp:upstream:110"})
+        h.send(b"QUIT\r\n")
+        h.settle()
+    closed = [formatEvent(e) for e in events if " closed: " in e.get("log_format", "")]
+    assert len(closed) == 1
+    assert " user=- upstream=- " in closed[0]
+    assert "None" not in closed[0]
+
+
 def test_tcpNoDelayOnBothSides() -> None:
     """
     The proxy turns Nagle's algorithm off on the client and the upstream

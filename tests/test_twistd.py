@@ -282,15 +282,17 @@ def test_shippedConfigWithUpstreamFlag(
     """
     C{--upstream} on the command line overrides the shipped file's default
     upstream, as its comments suggest for a real provider: logins go to
-    the given server, not to the demo.
+    the given server, not to the demo, and the demo server it replaces is
+    not started (the log says so).
     """
     server = rawPop3(MESSAGES, user="alice", password="secret")
     path, proxyPort, demoPort = writeShippedConfig(tmp_path)
-    startTwistd(
-        ["popproxy", "--config", str(path), "--upstream", f"tcp:127.0.0.1:{server.port}"],
-        [proxyPort, demoPort],
-    )
+    upstream = f"tcp:127.0.0.1:{server.port}"
+    proxy = startTwistd(["popproxy", "--config", str(path), "--upstream", upstream], [proxyPort])
     through = fetchMailbox("127.0.0.1", proxyPort, "alice", "secret")
+    assert portIsFree(demoPort)
+    assert "_DemoServerFactory" not in proxy.output()
+    assert f"[demo] server not started: --upstream {upstream} replaces" in proxy.output()
     # The shipped chain adds its header lines on top; the messages are the
     # given server's, intact below them.
     assert len(through) == len(MESSAGES)
