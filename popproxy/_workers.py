@@ -18,6 +18,7 @@ and applies it to the listeners it adopted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
@@ -27,6 +28,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
 
 from popproxy._assembly import buildChain, generationFrom, rebuildGeneration
@@ -97,6 +99,20 @@ def _adopt(reactor: Any, adopted: list[str], plans: dict[str, ListenerPlan]) -> 
     return ports
 
 
+def _onSigterm(reactor: Any, number: int, frame: object) -> None:
+    reactor.callFromThread(_stopOnce, reactor)
+
+
+def _stopOnce(reactor: Any) -> None:
+    """
+    Stop the reactor, which runs the graceful stop; a worker may get SIGTERM
+    twice (systemd signals every process of the unit, then the main process
+    passes the stop on), and the second one changes nothing.
+    """
+    with contextlib.suppress(ReactorNotRunning):
+        reactor.stop()
+
+
 def _dieWithParent() -> None:
     """
     Ask Linux to send this worker SIGTERM if the main process dies, so no
@@ -153,7 +169,8 @@ def main(argv: list[str] | None = None) -> None:
     # SIGTERM stops the reactor, which first stops accepting and lets the
     # sessions finish (the graceful stop), like the main process.
     stopOnShutdown(reactor, ports.values(), stop)
-    signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(reactor.stop))  # type: ignore[attr-defined]
+    # After the reactor's own handlers, which would stop it a second time.
+    reactor.callWhenRunning(signal.signal, signal.SIGTERM, partial(_onSigterm, reactor))  # type: ignore[attr-defined]
     reactor.run()  # type: ignore[attr-defined]
 
 

@@ -259,7 +259,9 @@ def test_sigtermWithSessionsMidRetr(
 
     assert health(metricsPort) == (200, "serving")
     stopAt = time.monotonic()
-    os.kill(proxy.pid, signal.SIGTERM)
+    # As systemd stops a unit (KillMode=control-group): SIGTERM to every
+    # process, the workers too (which the main process then signals again).
+    os.killpg(proxy.pid, signal.SIGTERM)
 
     for client in idle:
         client.readToEnd()
