@@ -188,6 +188,9 @@ def refusedWithin(port: int, timeout: float) -> bool:
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
         except ConnectionRefusedError:
             return True
+        except ConnectionResetError:
+            # Queued as the listening socket closed: reset, not yet refused.
+            pass
         time.sleep(0.05)
     return False
 
