@@ -94,14 +94,19 @@ def _loadFile(path: Path) -> ModuleType:
     return module
 
 
-def _inDirectory(directory: Path, name: str) -> Path | None:
+def _inDirectory(directory: Path, name: str, shipped: bool = False) -> Path | None:
     """
     The plugin called C{name} in C{directory}: C{<name>.py} or the package
     C{<name>/}; L{None} when there is neither.
+
+    @param shipped: C{directory} holds the shipped plugins, where a module
+        beside a package of the same name is a leftover of an older
+        version (setuptools reinstalls what a stale C{build/} directory
+        still holds): the package is the plugin.
     """
     file, package = directory / f"{name}.py", directory / name
     isPackage = (package / "__init__.py").is_file()
-    if file.is_file() and isPackage:
+    if file.is_file() and isPackage and not shipped:
         raise PluginError(f"{directory}: both {name}.py and {name}/ are plugins named {name!r}")
     if isPackage:
         return package
@@ -124,10 +129,13 @@ def _named(name: str, pluginDirs: tuple[Path, ...]) -> Path:
     Where the plugin called C{name} is: the first plugin directory that has
     it, else the shipped plugins.
     """
-    for directory in (*pluginDirs, shippedPluginDirectory()):
+    for directory in pluginDirs:
         found = _inDirectory(directory, name)
         if found is not None:
             return found
+    found = _inDirectory(shippedPluginDirectory(), name, shipped=True)
+    if found is not None:
+        return found
     searched = ", ".join(str(d) for d in pluginDirs) or "no plugin directory"
     raise PluginError(f"no plugin named {name!r} (searched {searched} and the shipped plugins)")
 

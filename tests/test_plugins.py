@@ -184,6 +184,22 @@ def test_fileAndPackageOfOneNameAreRefused(tmp_path: Path) -> None:
         loadFilter("keep", {}, tmp_path, (tmp_path,))
 
 
+def test_shippedPackageWinsOverALeftoverModule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    Among the shipped plugins, a module left beside the package of the same
+    name (an older version's file, reinstalled from a stale build/
+    directory) does not stop start-up: the package is loaded.
+    """
+    writePackage(tmp_path)
+    writePlugin(tmp_path, TAKES_REACTOR)
+    monkeypatch.setattr("popproxy._plugins.shippedPluginDirectory", lambda: tmp_path)
+    loaded = loadFilter("keep", {"c": 3}, tmp_path / "elsewhere")
+    assert type(loaded).__module__.endswith("_keep._filter")
+    assert loaded.settings == {"c": 3}
+
+
 def test_packageThatFailsLeavesNoModulesBehind(tmp_path: Path) -> None:
     """
     A package whose import fails is reported in one line, and neither it
