@@ -29,6 +29,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
+from popproxy._admission import Admission, descriptorLimit
 from popproxy._chain import ChainEntry, FilterChain
 from popproxy._config import Config, ConfigError, checkConfig
 from popproxy._filterthreads import FilterThreads
@@ -262,6 +263,7 @@ def sessionFactories(
     chain: FilterChain | None = None,
     metrics: Metrics = NO_METRICS,
     stop: GracefulStop | None = None,
+    admission: Admission | None = None,
 ) -> tuple[SessionFactory, SessionFactory, ServerTLS | None]:
     """
     The session factories for plain and implicit-TLS listeners (shared by
@@ -269,7 +271,13 @@ def sessionFactories(
     certificate.
 
     @param stop: the process's graceful stop, which their sessions report to.
+    @param admission: the process's connection counts, given the limits of
+        C{config} (a reload keeps the counts); a new one if not given.
     """
+    if admission is None:
+        admission = processAdmission(config, reactor)
+    else:
+        admission.reconfigure(config.limits)
     connector = UpstreamConnector(reactor, config.connectTimeout, config.responseTimeout)  # type: ignore[arg-type]
     serverTLS = None
     if config.tls.certificate is not None:
@@ -290,10 +298,20 @@ def sessionFactories(
         sessionClosed=MemoryTrimmer(reactor, glibcTrim()).sessionClosed,
         metrics=metrics,
         stop=stop,
+        admission=admission,
+        limits=config.limits,
     )
     factory = SessionFactory(settings)
     secure = SessionFactory(replace(settings, implicitTLS=True))
     return factory, secure, serverTLS
+
+
+def processAdmission(config: Config, reactor: Any) -> Admission:
+    """
+    The connection counts of this process, under C{config}'s C{[limits]}
+    (the session limit derived from the descriptor limit if not set).
+    """
+    return Admission(config.limits, reactor.seconds, descriptorLimit())
 
 
 def forListener(factory: SessionFactory, label: str) -> SessionFactory:
@@ -310,13 +328,14 @@ def generationFrom(
     chain: FilterChain | None = None,
     metrics: Metrics = NO_METRICS,
     stop: GracefulStop | None = None,
+    admission: Admission | None = None,
 ) -> Generation:
     """
     What a checked configuration serves: its listeners, each with its
     label (L{listenerLabel}) and the factory of the sessions it will build,
-    labelled with it (and reporting to C{stop}).
+    labelled with it (and reporting to C{stop}, admitted by C{admission}).
     """
-    factory, secure, serverTLS = sessionFactories(config, reactor, chain, metrics, stop)
+    factory, secure, serverTLS = sessionFactories(config, reactor, chain, metrics, stop, admission)
     plans: dict[str, ListenerPlan] = {}
     for table, descriptions, sessions, tls in (
         ("proxy", config.listen, factory, None),
@@ -349,19 +368,20 @@ def rebuildGeneration(
     threads: FilterThreads | None,
     metrics: Metrics = NO_METRICS,
     stop: GracefulStop | None = None,
+    admission: Admission | None = None,
 ) -> Generation:
     """
     The generation of the configuration read again: checked, with its own
     chain, computing in C{threads} (the running chain's: a reload starts
-    no threads); its sessions report to the process's C{stop}, like the
-    running ones.
+    no threads); its sessions report to the process's C{stop} and are
+    counted by its C{admission}, like the running ones.
 
     @raise ConfigError: the file is broken.
     """
     config = readConfig()
     checkOnReactor(config, reactor)
     chain = buildChain(config, reactor, threads, metrics)
-    return generationFrom(config, reactor, chain, metrics, stop)
+    return generationFrom(config, reactor, chain, metrics, stop, admission)
 
 
 class ServiceListeners:
@@ -456,7 +476,8 @@ def serviceFromConfig(
     top = MultiService()
     lifecycle = lifecycle or Lifecycle()
     stop = GracefulStop(reactor, config.stopGrace, lifecycle)
-    generation = generationFrom(config, reactor, chain, metrics, stop)
+    admission = processAdmission(config, reactor)
+    generation = generationFrom(config, reactor, chain, metrics, stop, admission)
     _warnAboutPlainText(config, config.tls.certificate)
     listeners = [
         listenerFromPlan(reactor, description, plan)
@@ -482,21 +503,29 @@ def serviceFromConfig(
     if readConfig is not None:
         threads = chain.threads if chain is not None else None
         reloader = Reloader(
-            partial(rebuildGeneration, readConfig, reactor, threads, metrics, stop),
+            partial(rebuildGeneration, readConfig, reactor, threads, metrics, stop, admission),
             opened,
             generation,
             opened.reloaded,
         )
         ReloadOnHangup(reactor.callFromThread, reloader.reload).setServiceParent(top)
     if config.demo is not None:
-        from popproxy.demo import defaultMailboxPath, demoServerFactory
-
-        mailbox = config.demo.mailbox or defaultMailboxPath()
-        demo = demoServerFactory(mailbox, config.demo.user, config.demo.password)
-        endpoint = serverFromString(reactor, config.demo.listen)
-        Listener(config.demo.listen, endpoint, demo).setServiceParent(top)
+        demoListener(config, reactor).setServiceParent(top)
     stop.setServiceParent(top)
     return top
+
+
+def demoListener(config: Config, reactor: Any) -> Listener:
+    """
+    The listener of the C{[demo]} server of C{config} (which has one).
+    """
+    from popproxy.demo import defaultMailboxPath, demoServerFactory
+
+    assert config.demo is not None
+    mailbox = config.demo.mailbox or defaultMailboxPath()
+    demo = demoServerFactory(mailbox, config.demo.user, config.demo.password)
+    endpoint = serverFromString(reactor, config.demo.listen)
+    return Listener(config.demo.listen, endpoint, demo)
 
 
 def metricsService(

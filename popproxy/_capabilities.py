@@ -1,10 +1,12 @@
 """
 What an upstream server said it can do: its CAPA answer (RFC 2449), parsed
-once into a frozen value.
+once into a frozen value; L{CapabilityCache} keeps the last one per
+upstream for CAPA before login without an upstream connection.
 """
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 from popproxy._framing import StatusLine, unstuff
@@ -102,3 +104,20 @@ def proxyCapabilities(
     lines += [b"PIPELINING", b"RESP-CODES", b"AUTH-RESP-CODE", b"IMPLEMENTATION " + implementation]
     listed = b"".join(line + b"\r\n" for line in lines)
     return b"+OK capability list follows\r\n" + listed + b".\r\n"
+
+
+class CapabilityCache:
+    """
+    The capability list each upstream gave last before login, by address:
+    a session that holds no upstream connection before login (see
+    C{[limits] upstream_hold}) answers CAPA from it without connecting.
+    """
+
+    def __init__(self) -> None:
+        self._lists: dict[Hashable, UpstreamCapabilities] = {}
+
+    def remember(self, address: Hashable, capabilities: UpstreamCapabilities) -> None:
+        self._lists[address] = capabilities
+
+    def lookUp(self, address: Hashable) -> UpstreamCapabilities | None:
+        return self._lists.get(address)

@@ -39,18 +39,27 @@ class CommandQueue:
         self._limit = limit
         self._readingPaused = False
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes) -> int:
         """
         Queue the complete lines in C{data}; pause reading the client when
-        more than the limit wait.
+        more than the limit wait.  Return how many lines C{data} completed.
 
         @raise popproxy._framing.FramingError: the client sent a line too
             long to be a command.
         """
-        self._lines.extend(self.framer.feed(data))
+        lines = self.framer.feed(data)
+        self._lines.extend(lines)
         if len(self._lines) > self._limit and not self._readingPaused:
             self._readingPaused = True
             self._pauseReading()
+        return len(lines)
+
+    @property
+    def partial(self) -> bool:
+        """
+        Whether the start of a line has arrived without its end.
+        """
+        return self.framer.buffered > 0
 
     def __bool__(self) -> bool:
         return bool(self._lines)

@@ -9,6 +9,7 @@ the endpoints with the reactor that will run them.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import tomllib
 from collections.abc import Callable, Mapping
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from popproxy._admission import ConnectionLimits
 from popproxy._mimelimits import LIMIT_KEYS, ParseLimits
 from popproxy._tls import (
     TLS_MODES,
@@ -219,6 +221,8 @@ class Config:
     chain: ChainConfig = ChainConfig()
     #: The metrics and health listener (C{None}: none).
     metrics: MetricsConfig | None = None
+    #: The C{[limits]} on connections (on by default).
+    limits: ConnectionLimits = ConnectionLimits()
     #: The directory relative paths are relative to.
     base: Path = Path(".")
     #: Settings given as command-line flags rather than in the file.
@@ -383,6 +387,7 @@ SECTIONS = (
     "chain",
     "filter",
     "metrics",
+    "limits",
 )
 
 
@@ -520,6 +525,49 @@ def readMetrics(source: str, data: Any) -> MetricsConfig | None:
     if not listen:
         raise ConfigError(f"{source}: [metrics] listen: missing")
     return MetricsConfig(listen)
+
+
+def _readNetworks(
+    source: str, table: _Table, key: str, default: tuple[str, ...]
+) -> tuple[str, ...]:
+    """
+    A list of networks (C{"192.0.2.0/24"}, C{"2001:db8::1"}), possibly empty.
+    """
+    value = table._take(key, None, (list,), "a list of networks")
+    if value is None:
+        return default
+    networks = []
+    for item in value:
+        try:
+            networks.append(str(ipaddress.ip_network(str(item), strict=False)))
+        except ValueError:
+            raise ConfigError(f"{source}: [limits] {key}: {item!r} is not a network") from None
+    return tuple(networks)
+
+
+def readLimits(source: str, data: Any) -> ConnectionLimits:
+    """
+    Read the C{[limits]} table; its absence means the defaults, not no limits.
+    """
+    table = _Table(source, "limits", data)
+    defaults = ConnectionLimits()
+    maxSessions = table.integer("max_sessions", 0, minimum=0)
+    limits = ConnectionLimits(
+        maxSessions=maxSessions or None,
+        perAddress=table.integer("max_sessions_per_address", defaults.perAddress, minimum=1),
+        ipv4Prefix=int(table.integer("ipv4_prefix", defaults.ipv4Prefix, minimum=1)),
+        ipv6Prefix=int(table.integer("ipv6_prefix", defaults.ipv6Prefix, minimum=1)),
+        connectionRate=table.integer("connection_rate", defaults.connectionRate, minimum=1),
+        rateInterval=table.number("rate_interval", defaults.rateInterval, minimum=1),
+        loginTimeout=table.number("login_timeout", defaults.loginTimeout, minimum=1),
+        commandDeadline=table.number("command_deadline", defaults.commandDeadline, minimum=1),
+        upstreamHold=table.number("upstream_hold", defaults.upstreamHold, minimum=0),
+        trusted=_readNetworks(source, table, "trusted_networks", defaults.trusted),
+    )
+    table.finish()
+    if limits.ipv4Prefix > 32 or limits.ipv6Prefix > 128:
+        raise ConfigError(f"{source}: [limits] ipv4_prefix is at most 32, ipv6_prefix 128")
+    return limits
 
 
 def readTls(source: str, data: Any, base: Path) -> TlsConfig:
@@ -674,7 +722,9 @@ def parseConfig(text: str, source: str = "<config>", base: Path | None = None) -
     chain = readChain(source, data.get("chain", {}), base)
     filters = readFilters(source, data.get("filter", []))
     metrics = readMetrics(source, data.get("metrics"))
+    limits = readLimits(source, data.get("limits", {}))
     return Config(
+        limits=limits,
         source=source,
         base=base,
         filters=filters,

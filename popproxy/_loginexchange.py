@@ -134,6 +134,14 @@ class LoginExchange:
         )
         return replace(answer, hangUp=await self._failures.record())
 
+    async def invalidCommand(self, line: bytes) -> LoginAnswer:
+        """
+        An invalid command before login (C{line}: its refusal): it counts,
+        and is delayed, as a failed login, so probing gains nothing.
+        """
+        self.log.info("session {session}: invalid command before login", session=self._session)
+        return LoginAnswer(line, hangUp=await self._failures.record())
+
     async def user(self, login: str) -> LoginAnswer:
         """
         C{USER login}: start a USER/PASS login at the route's upstream.

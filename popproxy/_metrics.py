@@ -37,6 +37,8 @@ SESSION_ENDINGS: tuple[tuple[str, str], ...] = (
     ("client quit", "quit"),
     ("client closed the connection", "client_closed"),
     ("idle timeout", "idle_timeout"),
+    ("login timeout", "login_timeout"),
+    ("command line timeout", "command_deadline"),
     ("upstream", "upstream_lost"),
     ("client sent an overlong line", "protocol_error"),
     ("filter failed during keepalive", "filter_failed"),
@@ -146,6 +148,7 @@ class _Instruments:
     chainSeconds: Histogram
     quarantined: Counter
     quarantineFailures: Counter
+    refused: Counter
 
 
 def _instruments(registry: CollectorRegistry | None) -> _Instruments:
@@ -188,6 +191,11 @@ def _instruments(registry: CollectorRegistry | None) -> _Instruments:
         quarantined=counter("quarantine_stored", "Items the quarantine kept.", ("kind",)),
         quarantineFailures=counter(
             "quarantine_failures", "Stores the quarantine could not do.", ("kind",)
+        ),
+        refused=counter(
+            "connections_refused",
+            "Connections refused at the door ([limits]), by reason.",
+            ("listener", "reason"),
         ),
     )
 
@@ -236,6 +244,14 @@ class Metrics:
         instruments.sessions.labels(listener, endingKind(reason)).inc()
         instruments.receivedBytes.labels(listener).inc(bytesIn)
         instruments.sentBytes.labels(listener).inc(bytesOut)
+
+    def connectionRefused(self, listener: str, reason: str) -> None:
+        """
+        A connection to C{listener} was refused over a C{[limits]} limit
+        (C{reason}: one of L{popproxy._admission.REFUSAL_REASONS}).
+        """
+        if (instruments := self._instruments) is not None:
+            instruments.refused.labels(listener, reason).inc()
 
     def loginEnded(self, method: str, result: str) -> None:
         """

@@ -40,6 +40,7 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 from popproxy import __version__
+from popproxy._admission import Refusal, Ticket
 from popproxy._capabilities import UpstreamCapabilities, proxyCapabilities
 from popproxy._clientwire import ClientWire
 from popproxy._commandqueue import CommandQueue
@@ -51,6 +52,7 @@ from popproxy._commandsyntax import (
     parseMessageNumbers,
     parseNumbers,
 )
+from popproxy._deadlines import SessionDeadlines
 from popproxy._failedlogins import FailedLogins
 from popproxy._framing import MAX_COMMAND_LINE, CommandLine, FramingError
 from popproxy._listings import ListingExchange
@@ -153,6 +155,18 @@ class ClientSession(Protocol, TimeoutMixin):
         self._ending = "client closed the connection"
         self.commands = 0
         self.bytesIn = 0
+        #: The admission of this session (None: not counted, or refused).
+        self._ticket: Ticket | None = None
+        self._refused = False
+        self._deadlines: SessionDeadlines | None = None
+        if settings.limits is not None:
+            self._deadlines = SessionDeadlines(
+                settings.clock,
+                settings.limits,
+                loginExpired=self._loginTooSlow,
+                lineExpired=self._lineTooSlow,
+                releaseUpstream=self._releaseUpstream,
+            )
 
     # Lifecycle
 
@@ -160,6 +174,8 @@ class ClientSession(Protocol, TimeoutMixin):
         assert self.transport is not None
         self._wire.attach(self.transport)
         self.client = _describePeer(self.transport.getPeer())
+        if not self._admitted():
+            return
         security = loginSecurity(
             self.transport,
             implicitTLS=self._settings.implicitTLS,
@@ -188,8 +204,10 @@ class ClientSession(Protocol, TimeoutMixin):
             self._settings.stop.opened(self)
             if self._closing:
                 return
+        if self._deadlines is not None:
+            self._deadlines.opened()
         router = self._settings.router
-        if router.static and router.default is not None:
+        if router.static and router.default is not None and self._connectToGreet():
             # One upstream for everybody: connect now and greet once it has
             # greeted, with its APOP timestamp, so that a client's APOP
             # digest relays unchanged and CAPA tells the truth before login.
@@ -197,6 +215,41 @@ class ClientSession(Protocol, TimeoutMixin):
             self._slot.ensure(router.default).addBoth(self._greet)
         else:
             self._greet(None)
+
+    def _admitted(self) -> bool:
+        """
+        Ask the process's L{Admission} whether this connection may become a
+        session; if not, say why in one line and close (nothing is opened
+        upstream, nothing is counted as a session).
+        """
+        admission = self._settings.admission
+        if admission is None:
+            return True
+        assert self.transport is not None
+        answer = admission.admit(getattr(self.transport.getPeer(), "host", None))
+        if isinstance(answer, Ticket):
+            self._ticket = answer
+            return True
+        self._refuse(answer)
+        return False
+
+    def _refuse(self, refusal: Refusal) -> None:
+        self._refused = self._closing = True
+        self.log.info(
+            "connection from {client} refused: {reason}", client=self.client, reason=refusal.reason
+        )
+        self._settings.metrics.connectionRefused(self._settings.listener, refusal.reason)
+        self._write(refusal.line)
+        assert self.transport is not None
+        self.transport.loseConnection()
+
+    def _connectToGreet(self) -> bool:
+        """
+        Whether to connect upstream before the greeting (for its APOP
+        timestamp): not when C{[limits] upstream_hold} is 0.
+        """
+        limits = self._settings.limits
+        return limits is None or limits.upstreamHold > 0
 
     def _greet(self, upstream: UpstreamConnection | Failure | None) -> None:
         if self._closing:
@@ -210,20 +263,28 @@ class ClientSession(Protocol, TimeoutMixin):
         self._busy = False
         if not self._draining:
             self._reply(line)
+        self._holdUpstream()
         self._pump()
 
     def dataReceived(self, data: bytes) -> None:
         self.bytesIn += len(data)
         if self._closing:
             return
-        if not self._busy:
-            self.resetTimeout()
         try:
-            self._queue.feed(data)
+            completed = self._queue.feed(data)
         except FramingError:
             self._queue.clear()
             self._end("client sent an overlong line", b"-ERR line too long, closing\r\n")
             return
+        if self._deadlines is None:
+            if not self._busy:
+                self.resetTimeout()
+        else:
+            # Only a whole command shows the client is there: bytes
+            # trickling in reset nothing, and a line has its own deadline.
+            if completed and not self._busy:
+                self.resetTimeout()
+            self._deadlines.line.fed(completed, self._queue.partial)
         self._pump()
 
     def _pauseReading(self) -> None:
@@ -240,6 +301,13 @@ class ClientSession(Protocol, TimeoutMixin):
         self._closing = True
         self._queue.clear()
         self._slot.close()
+        if self._deadlines is not None:
+            self._deadlines.cancel()
+        if self._refused:
+            return
+        if self._ticket is not None and self._settings.admission is not None:
+            self._settings.admission.release(self._ticket)
+            self._ticket = None
         # Drop what the session holds, so a closed session frees its
         # filtered messages now rather than when the cycle collector runs.
         self._mailbox.clear()
@@ -272,6 +340,42 @@ class ClientSession(Protocol, TimeoutMixin):
             self.setTimeout(self.timeOut)
             return
         self._end("idle timeout (autologout)", b"-ERR [SYS/PERM] autologout: idle for too long\r\n")
+
+    def _loginTooSlow(self) -> None:
+        self._end("login timeout", b"-ERR [SYS/PERM] autologout: no login in time\r\n")
+
+    def _lineTooSlow(self) -> None:
+        self._end(
+            "command line timeout",
+            b"-ERR [SYS/PERM] autologout: command line not completed in time\r\n",
+        )
+
+    def _holdUpstream(self) -> None:
+        """
+        Before login, an upstream connection with no command running is
+        kept only for C{[limits] upstream_hold} seconds.
+        """
+        if (
+            self._deadlines is not None
+            and self.state == AUTHORIZATION
+            and self._slot.connection is not None
+        ):
+            self._deadlines.upstreamIdle()
+
+    def _releaseUpstream(self) -> None:
+        if (
+            self.state != AUTHORIZATION
+            or self._closing
+            or self._busy
+            or self._login.pending is not None
+            or self._sasl.waiting
+        ):
+            return
+        self.log.info(
+            "session {session}: no login command yet; upstream connection released",
+            session=self.sessionId,
+        )
+        self._slot.drop()
 
     def finishThenClose(self) -> None:
         """
@@ -354,13 +458,25 @@ class ClientSession(Protocol, TimeoutMixin):
             return
         self.commands += 1
         if command.tooLong:
-            self._reply(b"-ERR command line too long")
+            self._refuseCommand(b"-ERR command line too long")
             return
         parsed = parseCommand(command.line, self.state)
         if isinstance(parsed, bytes):
-            self._reply(parsed)
+            self._refuseCommand(parsed)
         else:
             getattr(self, f"do_{parsed.name}")(parsed.arguments)
+
+    def _refuseCommand(self, line: bytes) -> None:
+        """
+        Refuse an invalid command; before login, with C{[limits]}, it
+        counts (and is delayed) as a failed login.
+        """
+        if self._deadlines is None or self.state != AUTHORIZATION:
+            self._reply(line)
+            return
+        self._busy = True
+        answering = Deferred.fromCoroutine(self._login.invalidCommand(line))
+        answering.addCallbacks(self._loginAnswered, self._exchangeBroke)
 
     def _commandDone(self) -> None:
         self._handler = None
@@ -369,6 +485,7 @@ class ClientSession(Protocol, TimeoutMixin):
             return
         if not self._closing:
             self.setTimeout(self._settings.idleTimeout)
+        self._holdUpstream()
         self._pump()
 
     def _relay(self, line: bytes, multiLine: bool = False, handler: Handler | None = None) -> None:
@@ -459,11 +576,20 @@ class ClientSession(Protocol, TimeoutMixin):
         """
         if address is None:
             return self._capabilityList(None)
+        beforeLogin = self.state == AUTHORIZATION
+        cache = self._settings.capabilities
+        if beforeLogin and self._deadlines is not None and not self._slot.isUsable(address):
+            cached = cache.lookUp(address)
+            if cached is not None:
+                return self._capabilityList(cached)
         try:
             await self._slot.ensure(address)
         except Exception:
             return self._capabilityList(None)
-        return self._capabilityList(await self._link.capabilities())
+        capabilities = await self._link.capabilities()
+        if beforeLogin:
+            cache.remember(address, capabilities)
+        return self._capabilityList(capabilities)
 
     def _capabilityList(self, upstream: UpstreamCapabilities | None) -> bytes:
         return proxyCapabilities(
@@ -564,6 +690,8 @@ class ClientSession(Protocol, TimeoutMixin):
             return
         if self._refuseWithoutTLS():
             return
+        if self._deadlines is not None:
+            self._deadlines.loginCommand()
         self._answerSasl(self._sasl.start(arguments))
 
     def _answerSasl(self, step: SaslStep) -> None:
@@ -584,6 +712,8 @@ class ClientSession(Protocol, TimeoutMixin):
         how it ended.
         """
         self._busy = True
+        if self._deadlines is not None:
+            self._deadlines.loginCommand()
         answering = Deferred.fromCoroutine(self._login.paced(exchange, method))
         answering.addCallbacks(self._loginAnswered, self._exchangeBroke)
 
@@ -592,6 +722,8 @@ class ClientSession(Protocol, TimeoutMixin):
             return
         if answer.loggedIn:
             self.state = TRANSACTION
+            if self._deadlines is not None:
+                self._deadlines.loggedIn()
             self.user = answer.login
             self.log.info(
                 "session {session}: {user} logged in at {upstream}",

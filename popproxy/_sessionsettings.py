@@ -9,11 +9,13 @@ L{popproxy._session.ClientSession}.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
+from popproxy._admission import Admission, ConnectionLimits
+from popproxy._capabilities import CapabilityCache
 from popproxy._config import ChainConfig
 from popproxy._gracefulstop import GracefulStop
 from popproxy._metrics import NO_METRICS, Metrics
@@ -58,3 +60,13 @@ class SessionSettings:
     #: The process's graceful stop: told when each session opens and
     #: ends, it asks them to finish when the process stops.
     stop: GracefulStop | None = None
+    #: The process's connection counts, which admit or refuse each new
+    #: session (C{None}: every connection is admitted).
+    admission: Admission | None = None
+    #: The timeouts of the C{[limits]} table (login, command line, upstream
+    #: connection held before login) and the counting of invalid commands
+    #: before login as failed logins; C{None} (protocol tests): none of them.
+    limits: ConnectionLimits | None = None
+    #: What upstreams said to CAPA before login, for sessions that hold no
+    #: upstream connection then.
+    capabilities: CapabilityCache = field(default_factory=CapabilityCache)

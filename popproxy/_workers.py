@@ -31,7 +31,7 @@ from typing import Any
 from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
 
-from popproxy._assembly import buildChain, generationFrom, rebuildGeneration
+from popproxy._assembly import buildChain, generationFrom, processAdmission, rebuildGeneration
 from popproxy._config import Config, loadConfig
 from popproxy._generation import ListenerPlan
 from popproxy._gracefulstop import GracefulStop, stopOnShutdown
@@ -157,10 +157,11 @@ def main(argv: list[str] | None = None) -> None:
         metrics.begin(None, directory)
     stop = GracefulStop(reactor, config.stopGrace, Lifecycle())
     chain = buildChain(config, reactor, metrics=metrics)
-    generation = generationFrom(config, reactor, chain, metrics, stop)
+    admission = processAdmission(config, reactor)
+    generation = generationFrom(config, reactor, chain, metrics, stop, admission)
     ports = _adopt(reactor, arguments.adopt, dict(generation.listeners))
     reloader = Reloader(
-        partial(rebuildGeneration, readConfig, reactor, chain.threads, metrics, stop),
+        partial(rebuildGeneration, readConfig, reactor, chain.threads, metrics, stop, admission),
         AdoptedListeners(ports),
         generation,
     )

@@ -16,6 +16,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
+from popproxy._admission import Admission, ConnectionLimits
 from popproxy._config import ChainConfig, Config
 from popproxy._gracefulstop import GracefulStop
 from popproxy._metrics import NO_METRICS, Metrics
@@ -132,6 +133,10 @@ class Harness:
     clock: Clock = field(default_factory=Clock)
     #: The process's graceful stop (SessionSettings.stop).
     stop: GracefulStop | None = None
+    #: The [limits] timers and counting (SessionSettings.limits).
+    limits: ConnectionLimits | None = None
+    #: The process's connection counts (SessionSettings.admission).
+    admission: Admission | None = None
 
     def __post_init__(self) -> None:
         self.upstreams: list[FakeUpstream] = []
@@ -151,6 +156,8 @@ class Harness:
             listener="test",
             metrics=self.metrics,
             stop=self.stop,
+            limits=self.limits,
+            admission=self.admission,
         )
         self.client = ClosingTransport(
             self.clock,

@@ -17,6 +17,7 @@ from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.internet.testing import MemoryReactor
 from twisted.python.usage import UsageError
 
+from popproxy._admission import ConnectionLimits
 from popproxy._config import (
     DEFAULT_LISTEN,
     SECTIONS,
@@ -1192,6 +1193,7 @@ def test_sectionsAreTheKnownTables() -> None:
         "chain",
         "filter",
         "metrics",
+        "limits",
     }
     with pytest.raises(ConfigError, match=r"\[proxies\]: unknown section"):
         parseConfig("[proxies]\n", SOURCE)
@@ -1233,3 +1235,61 @@ def test_metricsTable() -> None:
     config = parseConfig('[metrics]\nlisten = "tcp:9110:interface=127.0.0.1"\n', SOURCE)
     assert config.metrics == MetricsConfig("tcp:9110:interface=127.0.0.1")
     assert parseConfig("", SOURCE).metrics is None
+
+
+def test_limitsOnWithoutTable() -> None:
+    """
+    A file without [limits] has the default limits, not none: the session
+    total derived from the descriptor limit, 50 per address, loopback
+    trusted.
+    """
+    limits = parseConfig("", SOURCE).limits
+    assert limits == ConnectionLimits()
+    assert limits.maxSessions is None and limits.perAddress == 50
+    assert limits.trusted == ("127.0.0.0/8", "::1/128")
+
+
+def test_limitsTable() -> None:
+    """
+    Every [limits] key is read; trusted_networks may be empty and is
+    normalised; max_sessions = 0 means derived.
+    """
+    limits = parseConfig(
+        "[limits]\nmax_sessions = 500\nmax_sessions_per_address = 4\nipv4_prefix = 24\n"
+        "ipv6_prefix = 56\nconnection_rate = 10\nrate_interval = 30\nlogin_timeout = 20\n"
+        "command_deadline = 5\nupstream_hold = 0\n"
+        'trusted_networks = ["192.0.2.7", "2001:db8::/48"]\n',
+        SOURCE,
+    ).limits
+    assert limits == ConnectionLimits(
+        maxSessions=500,
+        perAddress=4,
+        ipv4Prefix=24,
+        ipv6Prefix=56,
+        connectionRate=10,
+        rateInterval=30,
+        loginTimeout=20,
+        commandDeadline=5,
+        upstreamHold=0,
+        trusted=("192.0.2.7/32", "2001:db8::/48"),
+    )
+    assert parseConfig("[limits]\ntrusted_networks = []\n", SOURCE).limits.trusted == ()
+    assert parseConfig("[limits]\nmax_sessions = 0\n", SOURCE).limits.maxSessions is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('trusted_networks = ["not a net"]', r"\[limits\] trusted_networks: 'not a net'"),
+        ("ipv6_prefix = 129", r"\[limits\] ipv4_prefix is at most 32, ipv6_prefix 128"),
+        ("max_sessions_per_address = 0", r"\[limits\] max_sessions_per_address: must be at"),
+        ("login_timeout = 0", r"\[limits\] login_timeout: must be at least 1"),
+        ("max_connections = 5", r"\[limits\] max_connections: unknown key"),
+    ],
+)
+def test_limitsErrors(text: str, message: str) -> None:
+    """
+    A wrong [limits] key or value is one line naming it.
+    """
+    with pytest.raises(ConfigError, match=message):
+        parseConfig(f"[limits]\n{text}\n", SOURCE)

@@ -435,6 +435,7 @@ def test_namesFollowConventions() -> None:
             assert metric.name.endswith("_seconds")
     labels = {label for metric in registry.collect() for s in metric.samples for label in s.labels}
     assert labels <= {"listener", "ending", "method", "result", "kind", "command", "outcome"} | {
+        "reason",
         "filter",
         "verdict",
         "le",
@@ -453,7 +454,7 @@ def test_everyMetricDocumented() -> None:
         for metric in registry.collect()
     }
     names |= {"popproxy_scanner_reachable", "popproxy_scanner_last_change_timestamp_seconds"}
-    assert len(names) == 14
+    assert len(names) == 15
     assert [name for name in names if f"`{name}`" not in docs] == []
     words = {kind for _, kind in SESSION_ENDINGS} | set(RETRIEVAL_OUTCOMES)
     assert [word for word in words if f"`{word}`" not in docs] == []

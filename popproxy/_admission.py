@@ -1,0 +1,263 @@
+"""
+Who may open a session: L{Admission} counts the sessions open in the
+process, in total and per client network (an IPv4 address, an IPv6 /64 by
+default), and the connections each network opened in the last interval,
+and answers each new connection with a L{Ticket} or a L{Refusal}.
+
+Sans-IO: it is given addresses as text and a clock (a callable returning
+seconds), never a transport; L{popproxy._session} asks it once per
+connection and gives the ticket back when the session ends.  The limits are
+a frozen L{ConnectionLimits} (the C{[limits]} table), replaced as a whole on
+reload while the counts carry on.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import resource
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = [
+    "Admission",
+    "ConnectionLimits",
+    "Refusal",
+    "Ticket",
+    "clientAddress",
+    "clientNetwork",
+    "descriptorLimit",
+    "sessionsForDescriptors",
+]
+
+#: Descriptors an admitted session may hold at once: the client, the
+#: upstream, clamd and spamd while a message is scanned, a spool file.
+DESCRIPTORS_PER_SESSION = 5
+
+#: Descriptors kept for the process itself: listeners, logs, the metrics
+#: listener, workers' pipes, Python's own files.
+RESERVED_DESCRIPTORS = 64
+
+#: What a session limit derived from an unlimited descriptor table is.
+UNLIMITED_DESCRIPTORS = 65536
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """
+    The C{[limits]} connection settings.
+
+    @ivar maxSessions: sessions open at once in one process; C{None}:
+        derived from the descriptor limit (L{sessionsForDescriptors}).
+    @ivar perAddress: sessions open at once from one client network.
+    @ivar ipv4Prefix: the prefix length that makes an IPv4 client network.
+    @ivar ipv6Prefix: the prefix length that makes an IPv6 client network.
+    @ivar connectionRate: new connections one client network may open per
+        C{rateInterval} seconds.
+    @ivar loginTimeout: seconds a client has to log in.
+    @ivar commandDeadline: seconds a command line has to complete once its
+        first byte has arrived.
+    @ivar upstreamHold: seconds an upstream connection made for the greeting
+        is kept without a login command (0: none is made before login).
+    @ivar trusted: networks exempt from the per-address and rate limits.
+    """
+
+    maxSessions: int | None = None
+    perAddress: int = 50
+    ipv4Prefix: int = 32
+    ipv6Prefix: int = 64
+    connectionRate: int = 60
+    rateInterval: float = 60.0
+    loginTimeout: float = 60.0
+    commandDeadline: float = 30.0
+    upstreamHold: float = 10.0
+    trusted: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """
+    A connection refused: C{reason} labels it (logs, metrics), C{line} is
+    what the client is told before the proxy closes the connection.
+    """
+
+    reason: str
+    line: bytes
+
+
+TOO_MANY_SESSIONS = Refusal(
+    "sessions", b"-ERR [SYS/TEMP] too many sessions on this server, try again later\r\n"
+)
+TOO_MANY_FROM_ADDRESS = Refusal(
+    "address", b"-ERR [SYS/TEMP] too many sessions from your address, try again later\r\n"
+)
+TOO_FAST = Refusal("rate", b"-ERR [SYS/TEMP] too many connections from your address, slow down\r\n")
+
+#: Every refusal reason, as the metrics label them.
+REFUSAL_REASONS = tuple(r.reason for r in (TOO_MANY_SESSIONS, TOO_MANY_FROM_ADDRESS, TOO_FAST))
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """
+    One admitted session, to be given back to L{Admission.release}.
+
+    @ivar network: the client network it counts against, or C{None}
+        (trusted, or an address that is no IP address).
+    """
+
+    network: Network | None
+
+
+def descriptorLimit() -> int:
+    """
+    The process's soft limit on open file descriptors.
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return UNLIMITED_DESCRIPTORS if soft == resource.RLIM_INFINITY else soft
+
+
+def sessionsForDescriptors(descriptors: int) -> int:
+    """
+    The default session limit for a process that may open C{descriptors}
+    files: what is left after the reserve, divided among sessions so that
+    each admitted one can still reach the upstream and the scanners.
+    """
+    return max(1, (descriptors - RESERVED_DESCRIPTORS) // DESCRIPTORS_PER_SESSION)
+
+
+def clientAddress(host: str) -> Address | None:
+    """
+    C{host} as an IP address (an IPv4-mapped IPv6 address is the IPv4
+    address it maps), or C{None} when it is no IP address.
+    """
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def clientNetwork(host: str, ipv4Prefix: int, ipv6Prefix: int) -> Network | None:
+    """
+    The client network C{host} belongs to, or C{None} when C{host} is no
+    IP address.
+    """
+    address = clientAddress(host)
+    if address is None:
+        return None
+    prefix = ipv4Prefix if address.version == 4 else ipv6Prefix
+    return ipaddress.ip_network(f"{address}/{prefix}", strict=False)
+
+
+class Admission:
+    """
+    Admits or refuses new connections under L{ConnectionLimits}.
+
+    @ivar open: sessions admitted and not yet released.
+    """
+
+    def __init__(
+        self, limits: ConnectionLimits, clock: Callable[[], float], descriptors: int
+    ) -> None:
+        """
+        @param clock: the current time in seconds.
+        @param descriptors: the process's descriptor limit, for a
+            C{maxSessions} left unset.
+        """
+        self._clock = clock
+        self._descriptors = descriptors
+        self.open = 0
+        self._perNetwork: dict[Network, int] = {}
+        self._recent: dict[Network, deque[float]] = {}
+        self._swept = clock()
+        self.reconfigure(limits)
+
+    def reconfigure(self, limits: ConnectionLimits) -> None:
+        """
+        Apply new limits (a reload); the sessions open stay counted.
+        """
+        self.limits = limits
+        self.maxSessions = limits.maxSessions or sessionsForDescriptors(self._descriptors)
+        self._trusted = tuple(ipaddress.ip_network(n, strict=False) for n in limits.trusted)
+
+    def admit(self, host: str | None) -> Ticket | Refusal:
+        """
+        Admit a connection from C{host} (C{None}: no address known).
+        """
+        if self.open >= self.maxSessions:
+            return TOO_MANY_SESSIONS
+        network = self._networkOf(host)
+        if network is not None:
+            refusal = self._checkNetwork(network)
+            if refusal is not None:
+                return refusal
+            self._perNetwork[network] = self._perNetwork.get(network, 0) + 1
+        self.open += 1
+        return Ticket(network)
+
+    def release(self, ticket: Ticket) -> None:
+        """
+        The session admitted with C{ticket} has ended.
+        """
+        self.open -= 1
+        network = ticket.network
+        if network is None:
+            return
+        left = self._perNetwork.get(network, 1) - 1
+        if left > 0:
+            self._perNetwork[network] = left
+        else:
+            self._perNetwork.pop(network, None)
+
+    def sessionsFrom(self, host: str) -> int:
+        """
+        Sessions open from C{host}'s network.
+        """
+        network = self._networkOf(host)
+        return 0 if network is None else self._perNetwork.get(network, 0)
+
+    def _networkOf(self, host: str | None) -> Network | None:
+        if host is None:
+            return None
+        address = clientAddress(host)
+        if address is None or any(address in network for network in self._trusted):
+            return None
+        limits = self.limits
+        return clientNetwork(str(address), limits.ipv4Prefix, limits.ipv6Prefix)
+
+    def _checkNetwork(self, network: Network) -> Refusal | None:
+        if self._perNetwork.get(network, 0) >= self.limits.perAddress:
+            return TOO_MANY_FROM_ADDRESS
+        now = self._clock()
+        self._sweep(now)
+        recent = self._recent.get(network)
+        if recent is None:
+            recent = self._recent[network] = deque()
+        horizon = now - self.limits.rateInterval
+        while recent and recent[0] <= horizon:
+            recent.popleft()
+        if len(recent) >= self.limits.connectionRate:
+            return TOO_FAST
+        recent.append(now)
+        return None
+
+    def _sweep(self, now: float) -> None:
+        """
+        Forget, once per interval, the networks that opened nothing within
+        it: the rate window holds no more than the clients of one interval.
+        """
+        interval = self.limits.rateInterval
+        if now - self._swept < interval:
+            return
+        self._swept = now
+        horizon = now - interval
+        for network in [
+            n for n, times in self._recent.items() if not times or times[-1] <= horizon
+        ]:
+            del self._recent[network]
