@@ -51,6 +51,7 @@ from popproxy._session import SessionFactory, SessionSettings
 from popproxy._tls import ServerTLS, endpointHost, isLoopback, minimumVersion
 from popproxy._upstream import UpstreamConnector
 from popproxy._workerpool import WorkerLaunch, WorkerPool
+from popproxy._xclient import XclientConnector
 
 log = Logger(namespace="popproxy")
 
@@ -286,7 +287,7 @@ def sessionFactories(
         )
     settings = SessionSettings(
         router=Router(config.routing),
-        connect=connector.connect,
+        connect=XclientConnector(connector.connect).connect,
         clock=reactor,  # type: ignore[arg-type]
         idleTimeout=config.idleTimeout,
         maxFailedLogins=config.maxFailedLogins,

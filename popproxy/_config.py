@@ -20,6 +20,7 @@ from typing import Any
 from popproxy._admission import ConnectionLimits
 from popproxy._mimelimits import LIMIT_KEYS, ParseLimits
 from popproxy._tls import (
+    CLIENT_ADDRESS_MODES,
     TLS_MODES,
     ServerTLS,
     TlsSettingsError,
@@ -53,6 +54,7 @@ class DomainRoute:
     upstream: str
     login: str = "keep"
     tls: UpstreamTls = UpstreamTls()
+    clientAddress: str = "none"
 
 
 @dataclass(frozen=True)
@@ -181,15 +183,23 @@ class RoutingSettings:
     upstreamTls: UpstreamTls = UpstreamTls()
     routes: tuple[DomainRoute, ...] = ()
     userHost: UserHostRouting = field(default_factory=UserHostRouting)
+    #: How upstreams learn the client's address (C{[upstream] client_address}).
+    clientAddress: str = "none"
 
-    def target(self, endpoint: str, tls: UpstreamTls | None = None) -> UpstreamTarget:
+    def target(
+        self, endpoint: str, tls: UpstreamTls | None = None, clientAddress: str | None = None
+    ) -> UpstreamTarget:
         """
         The upstream C{endpoint} with its TLS settings resolved (C{tls}, or
-        those of C{[upstream]}).
+        those of C{[upstream]}) and its C{client_address} (likewise).
 
         @raise TlsSettingsError: the settings cannot work for it.
         """
-        return UpstreamTarget(endpoint, resolveUpstreamTls(endpoint, tls or self.upstreamTls))
+        return UpstreamTarget(
+            endpoint,
+            resolveUpstreamTls(endpoint, tls or self.upstreamTls),
+            clientAddress or self.clientAddress,
+        )
 
 
 #: What a message over a parse limit can get.
@@ -211,6 +221,7 @@ class Config:
     stopGrace: float = 30.0
     upstream: str | None = None
     upstreamTls: UpstreamTls = UpstreamTls()
+    upstreamClientAddress: str = "none"
     connectTimeout: float = 30.0
     responseTimeout: float = 120.0
     routes: tuple[DomainRoute, ...] = ()
@@ -233,7 +244,9 @@ class Config:
         """
         What the router needs (after the command-line flags).
         """
-        return RoutingSettings(self.upstream, self.upstreamTls, self.routes, self.userHost)
+        return RoutingSettings(
+            self.upstream, self.upstreamTls, self.routes, self.userHost, self.upstreamClientAddress
+        )
 
     def target(self, endpoint: str, tls: UpstreamTls | None = None) -> UpstreamTarget:
         """
@@ -349,6 +362,20 @@ def _upstreamTls(table: _Table, base: Path, inherited: UpstreamTls) -> UpstreamT
     )
 
 
+def _clientAddress(table: _Table, inherited: str) -> str:
+    """
+    Read C{client_address} (how the upstream learns the client's address);
+    unset, it is inherited.
+    """
+    mode = table.string("client_address", inherited)
+    if mode not in CLIENT_ADDRESS_MODES:
+        raise ConfigError(
+            f"{table._where('client_address')}: must be one of "
+            f"{', '.join(CLIENT_ADDRESS_MODES)}, not {mode!r}"
+        )
+    return str(mode)
+
+
 @dataclass(frozen=True)
 class ProxySettings:
     """
@@ -372,6 +399,7 @@ class UpstreamSettings:
 
     default: str | None = None
     tls: UpstreamTls = UpstreamTls()
+    clientAddress: str = "none"
     connectTimeout: float = 30.0
     responseTimeout: float = 120.0
 
@@ -416,6 +444,7 @@ def readUpstream(source: str, data: Any, base: Path) -> UpstreamSettings:
     settings = UpstreamSettings(
         default=table.string("default"),
         tls=_upstreamTls(table, base, UpstreamTls()),
+        clientAddress=_clientAddress(table, "none"),
         connectTimeout=table.number("connect_timeout", 30.0, minimum=0.1),
         responseTimeout=table.number("response_timeout", 120.0, minimum=0.1),
     )
@@ -423,16 +452,20 @@ def readUpstream(source: str, data: Any, base: Path) -> UpstreamSettings:
     return settings
 
 
-def _readRoute(source: str, number: int, entry: Any, base: Path, tls: UpstreamTls) -> DomainRoute:
+def _readRoute(
+    source: str, number: int, entry: Any, base: Path, tls: UpstreamTls, clientAddress: str
+) -> DomainRoute:
     """
     Read one C{[[route]]} entry (domain lower-cased, not yet checked for
-    duplicates); unset TLS keys are inherited from C{tls}.
+    duplicates); unset TLS keys are inherited from C{tls}, an unset
+    C{client_address} from C{clientAddress}.
     """
     table = _Table(source, f"route #{number}", entry)
     domain = table.string("domain")
     target = table.string("upstream")
     login = table.string("login", "keep")
     routeTls = _upstreamTls(table, base, tls)
+    clientAddress = _clientAddress(table, clientAddress)
     table.finish()
     if not domain:
         raise ConfigError(f"{source}: [route #{number}] domain: missing")
@@ -448,20 +481,22 @@ def _readRoute(source: str, number: int, entry: Any, base: Path, tls: UpstreamTl
         raise ConfigError(
             f"{source}: [route #{number}] domain: write {domain.lstrip('@')!r}, without @"
         )
-    return DomainRoute(domain, target, login, routeTls)
+    return DomainRoute(domain, target, login, routeTls, clientAddress)
 
 
-def readRoutes(source: str, data: Any, base: Path, tls: UpstreamTls) -> tuple[DomainRoute, ...]:
+def readRoutes(
+    source: str, data: Any, base: Path, tls: UpstreamTls, clientAddress: str = "none"
+) -> tuple[DomainRoute, ...]:
     """
     Read the C{[[route]]} array; C{tls} is the C{[upstream]} TLS settings
-    every route inherits.
+    and C{clientAddress} its C{client_address}, which every route inherits.
     """
     if not isinstance(data, list):
         raise ConfigError(f"{source}: [[route]] must be an array of tables")
     routes: list[DomainRoute] = []
     seen: set[str] = set()
     for number, entry in enumerate(data, 1):
-        route = _readRoute(source, number, entry, base, tls)
+        route = _readRoute(source, number, entry, base, tls, clientAddress)
         if route.domain in seen:
             raise ConfigError(f"{source}: [route #{number}] domain: {route.domain!r} routed twice")
         seen.add(route.domain)
@@ -715,7 +750,7 @@ def parseConfig(text: str, source: str = "<config>", base: Path | None = None) -
     base = base or Path.cwd()
     proxy = readProxy(source, data.get("proxy", {}))
     upstream = readUpstream(source, data.get("upstream", {}), base)
-    routes = readRoutes(source, data.get("route", []), base, upstream.tls)
+    routes = readRoutes(source, data.get("route", []), base, upstream.tls, upstream.clientAddress)
     userHost = readUserHost(source, data.get("user_host", {}))
     demo = readDemo(source, data.get("demo"), base)
     tls = readTls(source, data.get("tls", {}), base)
@@ -738,6 +773,7 @@ def parseConfig(text: str, source: str = "<config>", base: Path | None = None) -
         stopGrace=proxy.stopGrace,
         upstream=upstream.default,
         upstreamTls=upstream.tls,
+        upstreamClientAddress=upstream.clientAddress,
         connectTimeout=upstream.connectTimeout,
         responseTimeout=upstream.responseTimeout,
         routes=routes,
@@ -800,22 +836,42 @@ def _checkUpstreamTls(source: str, where: str, endpoint: str, tls: UpstreamTls) 
         raise ConfigError(f"{source}: {where}: ca_file {resolved.caFile} is not a file")
 
 
+def _checkClientAddress(source: str, where: str, endpoint: str, mode: str) -> None:
+    """
+    Check that C{client_address} C{mode} can work for the upstream C{endpoint}:
+    a PROXY header goes before the TLS handshake, which a C{tls:} endpoint
+    string starts by itself.
+    """
+    if mode.startswith("proxy-") and endpoint.startswith("tls:"):
+        raise ConfigError(
+            f"{source}: {where}: a PROXY header cannot go before the TLS of a tls: endpoint; "
+            f'write {"tcp:" + endpoint[4:]!r} with tls = "implicit"'
+        )
+
+
 def _checkUpstreams(config: Config, checkClient: Callable[[str], object]) -> None:
     """
-    Check every upstream endpoint and its TLS settings.
+    Check every upstream endpoint, its TLS settings and its client_address.
     """
     source = config.source
     if config.upstream is not None:
         where = "--upstream" if "upstream" in config.overridden else "[upstream] default"
         _checkEndpoint(source, where, config.upstream, checkClient)
         _checkUpstreamTls(source, "[upstream] tls", config.upstream, config.upstreamTls)
+        _checkClientAddress(
+            source, "[upstream] client_address", config.upstream, config.upstreamClientAddress
+        )
     for number, route in enumerate(config.routes, 1):
         _checkEndpoint(source, f"[route #{number}] upstream", route.upstream, checkClient)
         _checkUpstreamTls(source, f"[route #{number}] tls", route.upstream, route.tls)
+        _checkClientAddress(
+            source, f"[route #{number}] client_address", route.upstream, route.clientAddress
+        )
     for host, description in config.userHost.allowed.items():
         where = f"[user_host] allowed.{host}"
         _checkEndpoint(source, where, description, checkClient)
         _checkUpstreamTls(source, where, description, config.upstreamTls)
+        _checkClientAddress(source, where, description, config.upstreamClientAddress)
 
 
 def _checkServerTls(config: Config, checkServer: Callable[[str], object]) -> None:

@@ -39,7 +39,7 @@ class Router:
     def __init__(self, routing: RoutingSettings) -> None:
         self._default = None if routing.default is None else routing.target(routing.default)
         self._domains = {
-            route.domain: (route, routing.target(route.upstream, route.tls))
+            route.domain: (route, routing.target(route.upstream, route.tls, route.clientAddress))
             for route in routing.routes
         }
         self._userHost = routing.userHost

@@ -61,6 +61,7 @@ from popproxy._loginlines import MAX_SASL_LINE
 from popproxy._loginpolicy import loginSecurity
 from popproxy._mailboxview import MailboxView
 from popproxy._printable import PrintableLogger
+from popproxy._proxyheaderbuild import ClientOrigin
 from popproxy._responserelay import Relay, UidRecorder
 from popproxy._retrievalflow import (
     Cut,
@@ -174,6 +175,7 @@ class ClientSession(Protocol, TimeoutMixin):
         assert self.transport is not None
         self._wire.attach(self.transport)
         self.client = _describePeer(self.transport.getPeer())
+        self._slot.origin = ClientOrigin.of(self.transport.getPeer(), self.transport.getHost())
         if not self._admitted():
             return
         security = loginSecurity(

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
 from popproxy._admission import Admission, ConnectionLimits
@@ -21,8 +20,7 @@ from popproxy._gracefulstop import GracefulStop
 from popproxy._metrics import NO_METRICS, Metrics
 from popproxy._retrieval import MessageHook, PassThrough
 from popproxy._routing import Router
-from popproxy._tls import UpstreamTarget
-from popproxy._upstream import UpstreamConnection
+from popproxy._upstreamslot import Connect
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +30,7 @@ class SessionSettings:
     """
 
     router: Router
-    connect: Callable[[UpstreamTarget], Deferred[UpstreamConnection]]
+    connect: Connect
     clock: IReactorTime
     hook: MessageHook = PassThrough()
     idleTimeout: float = 600.0

@@ -33,6 +33,10 @@ from zope.interface import implementer
 #: How popproxy talks TLS to an upstream.
 TLS_MODES = ("implicit", "starttls", "none")
 
+#: How an upstream learns the client's address: a PROXY header (v1 or v2)
+#: before anything else, Dovecot's POP3 XCLIENT after the greeting, or not.
+CLIENT_ADDRESS_MODES = ("none", "proxy-v1", "proxy-v2", "xclient")
+
 MINIMUM_VERSION = TLSVersion.TLSv1_2
 
 #: TLS 1.2 ciphers offered to clients: forward secrecy and AEAD only (TLS
@@ -69,11 +73,13 @@ class UpstreamTls:
 @dataclass(frozen=True)
 class UpstreamTarget:
     """
-    One upstream server: its client endpoint string and TLS settings.
+    One upstream server: its client endpoint string, TLS settings and how
+    it learns the client's address (one of L{CLIENT_ADDRESS_MODES}).
     """
 
     endpoint: str
     tls: UpstreamTls = UpstreamTls(mode="none")
+    clientAddress: str = "none"
 
     def __str__(self) -> str:
         mode = self.tls.mode

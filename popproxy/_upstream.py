@@ -37,6 +37,7 @@ from zope.interface import implementer
 
 from popproxy._directsend import sendNow
 from popproxy._framing import FramingError, ResponseParser, StatusLine
+from popproxy._proxyheaderbuild import ClientOrigin, buildProxyHeader
 from popproxy._tls import UpstreamTarget, clientCreator
 
 
@@ -170,10 +171,25 @@ class UpstreamConnection(Protocol):
     log = Logger()
 
     def __init__(
-        self, clock: IReactorTime, responseTimeout: float, startTLS: object | None = None
+        self,
+        clock: IReactorTime,
+        responseTimeout: float,
+        startTLS: object | None = None,
+        preface: bytes = b"",
+        implicitTLS: object | None = None,
     ) -> None:
+        """
+        @param startTLS: the TLS client creator to use after STLS.
+        @param preface: bytes sent first on the connection, before TLS (a
+            PROXY header).
+        @param implicitTLS: the TLS client creator to start right after the
+            preface (implicit TLS whose endpoint is plain TCP because the
+            preface must go before the handshake).
+        """
         self._clock = clock
         self._startTLS = startTLS
+        self._preface = preface
+        self._implicitTLS = implicitTLS
         self._handshaking = False
         self._responseTimeout = responseTimeout
         self._parser = ResponseParser()
@@ -197,6 +213,11 @@ class UpstreamConnection(Protocol):
                 setNoDelay(True)
             except OSError:  # not a TCP socket (UNIX socket, in-memory)
                 pass
+        if self._preface:
+            self.transport.write(self._preface)  # type: ignore[union-attr]
+        if self._implicitTLS is not None:
+            # What was written before goes out in the clear, then the handshake.
+            self.transport.startTLS(self._implicitTLS)  # type: ignore[union-attr]
         self._parser.expect(False)
         self._handlers.append(_GreetingHandler(self))
         self._startTimer()
@@ -393,7 +414,9 @@ class _QuietFactory(ClientFactory):
 
 class UpstreamConnector:
     """
-    Connects to upstream servers named by client endpoint strings.
+    Connects to upstream servers named by client endpoint strings, sending
+    a PROXY header first where C{client_address} asks for one (XCLIENT is
+    L{popproxy._xclient}'s, after the connection is made).
     """
 
     def __init__(
@@ -411,19 +434,41 @@ class UpstreamConnector:
         )
         self._endpoints: dict[UpstreamTarget, IStreamClientEndpoint] = {}
 
-    def connect(self, target: UpstreamTarget) -> Deferred[UpstreamConnection]:
-        """
-        Connect (with TLS as C{target} says) and wait for a positive
-        greeting, within the connect timeout.
-        """
+    def _endpoint(self, target: UpstreamTarget, tlsBelow: bool) -> IStreamClientEndpoint:
         endpoint = self._endpoints.get(target)
         if endpoint is None:
             endpoint = self._endpointFactory(target.endpoint)
-            if target.tls.mode == "implicit" and not target.endpoint.startswith("tls:"):
+            if tlsBelow:
                 endpoint = wrapClientTLS(clientCreator(target.tls), endpoint)  # type: ignore[arg-type]
             self._endpoints[target] = endpoint
-        startTLS = clientCreator(target.tls) if target.tls.mode == "starttls" else None
-        connection = UpstreamConnection(self._reactor, self._responseTimeout, startTLS)
+        return endpoint
+
+    def connect(
+        self, target: UpstreamTarget, origin: ClientOrigin | None = None
+    ) -> Deferred[UpstreamConnection]:
+        """
+        Connect (with TLS as C{target} says), send a PROXY header first if
+        C{target} wants one, and wait for a positive greeting (and STLS),
+        within the connect timeout.
+
+        @param origin: the client's addresses (C{None}: unknown), for the
+            PROXY header.
+        """
+        mode = target.clientAddress
+        preface = b""
+        if mode in ("proxy-v1", "proxy-v2"):
+            preface = buildProxyHeader(int(mode[-1]), origin or ClientOrigin(None, None))
+        implicit = target.tls.mode == "implicit" and not target.endpoint.startswith("tls:")
+        # The PROXY header must precede the handshake: then TLS is started
+        # by the connection itself, not by an endpoint wrapper.
+        endpoint = self._endpoint(target, implicit and not preface)
+        connection = UpstreamConnection(
+            self._reactor,
+            self._responseTimeout,
+            startTLS=clientCreator(target.tls) if target.tls.mode == "starttls" else None,
+            preface=preface,
+            implicitTLS=clientCreator(target.tls) if implicit and preface else None,
+        )
 
         def greeted(protocol: object) -> Deferred[UpstreamConnection]:
             return connection.ready

@@ -15,10 +15,12 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from popproxy._printable import PrintableLogger
+from popproxy._proxyheaderbuild import ClientOrigin
 from popproxy._tls import UpstreamTarget
 from popproxy._upstream import UpstreamConnection
 
-Connect = Callable[[UpstreamTarget], Deferred[UpstreamConnection]]
+#: Connects to an upstream on behalf of the client at an origin.
+Connect = Callable[[UpstreamTarget, ClientOrigin | None], Deferred[UpstreamConnection]]
 
 
 class UpstreamSlot:
@@ -29,6 +31,8 @@ class UpstreamSlot:
     @ivar connection: the connection in use, or C{None}.
     @ivar address: where the last connection in use went (kept after it is
         lost, for the logs), or C{None}.
+    @ivar origin: the client's addresses, passed to every connect (set by
+        the session once its connection is made).
     """
 
     log = PrintableLogger()
@@ -64,6 +68,7 @@ class UpstreamSlot:
         self._connectFailed = connectFailed
         self.connection: UpstreamConnection | None = None
         self.address: UpstreamTarget | None = None
+        self.origin: ClientOrigin | None = None
         self._connecting: Deferred[UpstreamConnection] | None = None
         self._connectingAddress: UpstreamTarget | None = None
         self._waiters: list[Deferred[UpstreamConnection]] = []
@@ -96,7 +101,7 @@ class UpstreamSlot:
             self.drop()
         self._waiters.append(waiter)
         self._connectingAddress = address
-        connecting = self._connecting = self._connect(address)
+        connecting = self._connecting = self._connect(address, self.origin)
         connecting.addBoth(self._connected, address)
         return waiter
 

@@ -21,6 +21,7 @@ from popproxy._config import ChainConfig, Config
 from popproxy._gracefulstop import GracefulStop
 from popproxy._metrics import NO_METRICS, Metrics
 from popproxy._proxyheader import ProxyHeaderFactory
+from popproxy._proxyheaderbuild import ClientOrigin
 from popproxy._retrieval import MessageHook, PassThrough
 from popproxy._routing import Router
 from popproxy._session import ClientSession, SessionFactory, SessionSettings
@@ -87,6 +88,8 @@ class FakeUpstream:
     address: str
     connection: UpstreamConnection
     transport: ClosingTransport
+    #: The client's addresses the session passed to the connect.
+    origin: ClientOrigin | None = None
 
     def reply(self, data: bytes) -> None:
         self.connection.dataReceived(data)
@@ -179,7 +182,9 @@ class Harness:
         assert isinstance(wrapper.wrappedProtocol, ClientSession)
         self.session = wrapper.wrappedProtocol
 
-    def connect(self, target: UpstreamTarget) -> Deferred[UpstreamConnection]:
+    def connect(
+        self, target: UpstreamTarget, origin: ClientOrigin | None = None
+    ) -> Deferred[UpstreamConnection]:
         address = target.endpoint
         if address in self.refuse:
             return fail(ConnectionRefusedError())
@@ -187,7 +192,7 @@ class Harness:
         transport = ClosingTransport(self.clock)
         transport.protocol = connection
         connection.makeConnection(transport)
-        self.upstreams.append(FakeUpstream(address, connection, transport))
+        self.upstreams.append(FakeUpstream(address, connection, transport, origin))
         if self.greet:
             connection.dataReceived(b"+OK upstream ready\r\n")
         return connection.ready

@@ -41,6 +41,7 @@ from popproxy._proxyheader import (
     ProxyHeaderWrapper,
     ProxyTLS,
 )
+from popproxy._proxyheaderbuild import ClientOrigin
 from popproxy._routing import Router
 from popproxy._session import ClientSession, SessionFactory, SessionSettings
 from popproxy._tls import UpstreamTarget
@@ -803,13 +804,15 @@ class SessionRig:
         assert isinstance(session, ClientSession)
         self.session = session
 
-    def connect(self, target: UpstreamTarget) -> Deferred[UpstreamConnection]:
+    def connect(
+        self, target: UpstreamTarget, origin: ClientOrigin | None
+    ) -> Deferred[UpstreamConnection]:
         address = target.endpoint
         connection = UpstreamConnection(self.clock, 60.0)
         transport = ClosingTransport(self.clock)
         transport.protocol = connection
         connection.makeConnection(transport)
-        self.upstreams.append(FakeUpstream(address, connection, transport))
+        self.upstreams.append(FakeUpstream(address, connection, transport, origin))
         connection.dataReceived(b"+OK upstream ready\r\n")
         return connection.ready
 
@@ -818,7 +821,9 @@ def test_sessionGreetsAfterHeader() -> None:
     """
     A real ClientSession behind the wrapper says nothing and connects
     nowhere while a v2 header trickles in; once it is complete the session
-    greets, and it logs and records the PROXY source address as its client.
+    greets, and it logs and records the PROXY source address as its client,
+    and the addresses it passes on upstream (client_address) are the
+    header's, not the load balancer's.
     """
     rig = SessionRig()
     header = VALID["v2 TCP4 with TLVs"][0]
@@ -831,6 +836,9 @@ def test_sessionGreetsAfterHeader() -> None:
     assert rig.client.take() == b"+OK popproxy ready\r\n"
     assert rig.session.client == "203.0.113.7:51234"
     assert [u.address for u in rig.upstreams] == ["tcp:upstream:110"]
+    assert rig.upstreams[0].origin == ClientOrigin(
+        IPv4Address("TCP", "203.0.113.7", 51234), IPv4Address("TCP", "192.0.2.10", 110)
+    )
     messages = [formatEvent(event) for event in events]
     assert any("opened by 203.0.113.7:51234" in m for m in messages), messages
 

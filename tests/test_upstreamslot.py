@@ -8,6 +8,7 @@ Deferreds the test fires.
 
 from __future__ import annotations
 
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionLost, ConnectionRefusedError
 from twisted.internet.task import Clock
@@ -15,6 +16,7 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 
+from popproxy._proxyheaderbuild import ClientOrigin
 from popproxy._tls import UpstreamTarget
 from popproxy._upstream import UpstreamConnection
 from popproxy._upstreamslot import UpstreamSlot
@@ -28,8 +30,9 @@ class Attempt:
     One connect attempt the slot made, fired by the test.
     """
 
-    def __init__(self, address: UpstreamTarget) -> None:
+    def __init__(self, address: UpstreamTarget, origin: ClientOrigin | None = None) -> None:
         self.address = address
+        self.origin = origin
         self.cancelled = False
         self.deferred: Deferred[UpstreamConnection] = Deferred(self._cancel)
 
@@ -65,8 +68,10 @@ class Slot:
             lost=lambda reason: self.events.append(("lost", reason.type)),
         )
 
-    def connect(self, address: UpstreamTarget) -> Deferred[UpstreamConnection]:
-        attempt = Attempt(address)
+    def connect(
+        self, address: UpstreamTarget, origin: ClientOrigin | None
+    ) -> Deferred[UpstreamConnection]:
+        attempt = Attempt(address, origin)
         self.attempts.append(attempt)
         return attempt.deferred
 
@@ -101,6 +106,20 @@ def test_sharedAttempt() -> None:
     assert s.slot.connection is connection
     assert s.slot.address == A
     assert s.slot.isUsable(A) and not s.slot.isUsable(B)
+
+
+def test_originPassedToEveryConnect() -> None:
+    """
+    The client's addresses the session set are given to every connect,
+    reconnects to another upstream included (for client_address).
+    """
+    s = Slot()
+    origin = ClientOrigin(IPv4Address("TCP", "203.0.113.7", 51234), None)
+    s.slot.origin = origin
+    s.slot.ensure(A)
+    s.attempts[0].succeed()
+    s.slot.ensure(B)
+    assert [(a.address, a.origin) for a in s.attempts] == [(A, origin), (B, origin)]
 
 
 def test_connectedAddressAnsweredAtOnce() -> None:

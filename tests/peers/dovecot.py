@@ -36,7 +36,14 @@ from tests.peers.daemons import (
 )
 from tests.peers.ports import freePort
 
-__all__ = ["dovecot", "dovecotServer", "dovecotTls", "dovecotTlsServer", "dovecotWithCertificate"]
+__all__ = [
+    "dovecot",
+    "dovecotClientAddressServer",
+    "dovecotServer",
+    "dovecotTls",
+    "dovecotTlsServer",
+    "dovecotWithCertificate",
+]
 
 MAIL_USER = "popproxytest"
 """The unprivileged system user that owns every test maildir (Dovecot refuses uid 0)."""
@@ -80,6 +87,9 @@ def buildDovecotConfig(
     certificate: Path | None = None,
     privateKey: Path | None = None,
     pop3sPort: int | None = None,
+    haproxyPort: int | None = None,
+    haproxyPop3sPort: int | None = None,
+    settings: str = "",
 ) -> str:
     """
     Return the text of a self-contained dovecot.conf for one private POP3 test instance.
@@ -90,6 +100,10 @@ def buildDovecotConfig(
     @param certificate: a PEM certificate (chain) file; with C{privateKey} it turns on
         C{ssl = yes}, which makes the plain listener offer STLS.
     @param pop3sPort: with a certificate, also listen for implicit-TLS POP3 on this port.
+    @param haproxyPort: also listen on this port with C{haproxy = yes} (every connection
+        must start with a PROXY header; set C{haproxy_trusted_networks} in C{settings}).
+    @param haproxyPop3sPort: the same for implicit TLS (the header precedes the handshake).
+    @param settings: more global settings, one per line (e.g. C{login_trusted_networks}).
     """
     if (certificate is None) != (privateKey is None):
         raise ValueError("certificate and privateKey go together")
@@ -107,6 +121,15 @@ def buildDovecotConfig(
     pop3s = ""
     if pop3sPort is not None:
         pop3s = f"  inet_listener pop3s {{\n    port = {pop3sPort}\n    ssl = yes\n  }}\n"
+    if haproxyPort is not None:
+        pop3s += (
+            f"  inet_listener pop3proxied {{\n    port = {haproxyPort}\n    haproxy = yes\n  }}\n"
+        )
+    if haproxyPop3sPort is not None:
+        pop3s += (
+            f"  inet_listener pop3sproxied {{\n    port = {haproxyPop3sPort}\n"
+            f"    ssl = yes\n    haproxy = yes\n  }}\n"
+        )
     # Users live in one passwd-file each (passwd/%u): Dovecot re-reads a changed
     # passwd-file at most once a second, but opens a file it has not seen yet on the
     # first lookup, so a user created a moment ago can log in at once.
@@ -132,6 +155,7 @@ mail_gid = {mailGid}
 first_valid_uid = {mailUid}
 last_valid_uid = {mailUid}
 mail_location = maildir:~/Maildir
+{settings}
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN {base}/passwd/%u
@@ -194,6 +218,8 @@ class RawPop3Client:
     With a C{tlsContext} it speaks implicit TLS (POP3S) from the first byte, verifying the
     certificate for C{serverHostname} (default: C{host}) as the context says; L{stls}
     upgrades a plain connection instead. L{clientTlsContext} makes a suitable context.
+    C{sourceAddress} binds the client's side (e.g. another loopback address) and
+    C{preface} is sent before anything else (a PROXY header).
     """
 
     def __init__(
@@ -204,12 +230,20 @@ class RawPop3Client:
         timeout: float = 10.0,
         tlsContext: ssl.SSLContext | None = None,
         serverHostname: str | None = None,
+        sourceAddress: str | None = None,
+        preface: bytes = b"",
     ) -> None:
         self.timeout = timeout
-        self._socket: socket.socket = socket.create_connection((host, port), timeout=timeout)
+        self._socket: socket.socket = socket.create_connection(
+            (host, port),
+            timeout=timeout,
+            source_address=None if sourceAddress is None else (sourceAddress, 0),
+        )
         self._buffer = bytearray()
         self._offset = 0
         try:
+            if preface:
+                self._socket.sendall(preface)
             if tlsContext is not None:
                 self._socket = tlsContext.wrap_socket(
                     self._socket, server_hostname=serverHostname or host
@@ -503,8 +537,15 @@ class DovecotServer:
         certificate: Path | None = None,
         privateKey: Path | None = None,
         mailUser: str = MAIL_USER,
+        haproxy: bool = False,
+        settings: str = "",
     ) -> None:
         self.directory = directory
+        self.haproxy = haproxy
+        self.settings = settings
+        #: With C{haproxy}: ports whose connections must start with a PROXY header.
+        self.haproxyPort: int | None = None
+        self.haproxyPop3sPort: int | None = None
         self.host = host
         self.certificate = certificate
         self.privateKey = privateKey
@@ -541,6 +582,10 @@ class DovecotServer:
             self.port = freePort(self.host)
             if self.certificate is not None:
                 self.pop3sPort = freePort(self.host)
+            if self.haproxy:
+                self.haproxyPort = freePort(self.host)
+                if self.certificate is not None:
+                    self.haproxyPop3sPort = freePort(self.host)
             self.configPath.write_text(
                 buildDovecotConfig(
                     directory=self.directory,
@@ -551,6 +596,9 @@ class DovecotServer:
                     certificate=self.certificate,
                     privateKey=self.privateKey,
                     pop3sPort=self.pop3sPort,
+                    haproxyPort=self.haproxyPort,
+                    haproxyPop3sPort=self.haproxyPop3sPort,
+                    settings=self.settings,
                 )
             )
             with self.outputPath.open("ab") as output:
@@ -789,6 +837,8 @@ def _sessionDovecot(
     certificate: ServerCertificate | None = None,
     mailboxFixture: str = "dovecot",
     serverFixture: str = "dovecotServer",
+    haproxy: bool = False,
+    settings: str = "",
 ) -> Iterator[DovecotServer]:
     """
     Run one Dovecot for a session-scoped fixture; with a certificate, with STLS and POP3S.
@@ -805,6 +855,8 @@ def _sessionDovecot(
         directory,
         certificate=None if certificate is None else certificate.chain,
         privateKey=None if certificate is None else certificate.privateKey,
+        haproxy=haproxy,
+        settings=settings,
     )
     reporter = _DovecotLogReporter(server, mailboxFixture, serverFixture)
     request.config.pluginmanager.register(reporter, f"popproxy-dovecot-log-{id(reporter)}")
@@ -861,6 +913,29 @@ def dovecotTlsServer(
         certificate=testCertificates.localhost,
         mailboxFixture="dovecotTls",
         serverFixture="dovecotTlsServer",
+    )
+
+
+@pytest.fixture(scope="session")
+def dovecotClientAddressServer(
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+    testCertificates: GeneratedCertificates,
+) -> Iterator[DovecotServer]:
+    """
+    A session-wide TLS Dovecot (like L{dovecotTlsServer}) that a proxy on 127.0.0.1 can
+    tell the client's address: its plain and POP3S ports offer XCLIENT to 127.0.0.1
+    (C{login_trusted_networks}), and its C{haproxyPort} and C{haproxyPop3sPort} require a
+    PROXY header from 127.0.0.0/8. Its log names the address it was told as C{rip=}.
+    """
+    yield from _sessionDovecot(
+        tmp_path_factory,
+        request,
+        certificate=testCertificates.localhost,
+        mailboxFixture="dovecotClientAddress",
+        serverFixture="dovecotClientAddressServer",
+        haproxy=True,
+        settings="login_trusted_networks = 127.0.0.1/32\nhaproxy_trusted_networks = 127.0.0.0/8",
     )
 
 
