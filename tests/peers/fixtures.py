@@ -5,4 +5,5 @@ from tests.peers.clamd import *  # noqa: F401,F403
 from tests.peers.dovecot import *  # noqa: F401,F403
 from tests.peers.proxy import *  # noqa: F401,F403
 from tests.peers.rawpop3 import *  # noqa: F401,F403
+from tests.peers.redis import *  # noqa: F401,F403
 from tests.peers.spamd import *  # noqa: F401,F403

@@ -1,0 +1,82 @@
+"""
+A shared counter store that degrades to the process's own counters: every
+call goes to the shared store first, and when it answers
+L{CounterStoreUnavailable} the local store answers instead.  An outage is
+logged once when it begins and once when it ends, however many calls fall
+back in between; no login is refused because the shared store is down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from popproxy._counterstore import CounterStoreUnavailable, ICounterStore
+
+__all__ = ["FallbackCounterStore"]
+
+T = TypeVar("T")
+
+Call = Callable[[ICounterStore], Deferred[T]]
+
+
+class FallbackCounterStore:
+    """
+    L{ICounterStore} over C{shared}, answered by C{local} while C{shared}
+    is unavailable.
+
+    @param name: how log lines name the shared store (no credentials).
+    """
+
+    log = Logger()
+
+    def __init__(self, shared: ICounterStore, local: ICounterStore, name: str) -> None:
+        self._shared = shared
+        self._local = local
+        self._name = name
+        self.sharedDown = False
+
+    def _either(self, call: Call[T]) -> Deferred[T]:
+        answer = call(self._shared)
+        answer.addCallbacks(self._sharedAnswered, self._sharedFailed, errbackArgs=(call,))
+        return answer
+
+    def _sharedAnswered(self, result: T) -> T:
+        if self.sharedDown:
+            self.sharedDown = False
+            self.log.info(
+                "counter store {store} answers again: limits are shared by every instance again",
+                store=self._name,
+            )
+        return result
+
+    def _sharedFailed(self, failure: Failure, call: Call[T]) -> Deferred[T]:
+        failure.trap(CounterStoreUnavailable)
+        if not self.sharedDown:
+            self.sharedDown = True
+            self.log.warn(
+                "counter store {store} unavailable ({reason}): each instance counts on its own"
+                " until it answers again",
+                store=self._name,
+                reason=failure.getErrorMessage(),
+            )
+        return call(self._local)
+
+    def hit(self, key: str, amount: int, ttl: float) -> Deferred[int]:
+        return self._either(lambda store: store.hit(key, amount, ttl))
+
+    def count(self, key: str) -> Deferred[int]:
+        return self._either(lambda store: store.count(key))
+
+    def blockUntil(self, key: str, until: float) -> Deferred[None]:
+        return self._either(lambda store: store.blockUntil(key, until))
+
+    def blockedUntil(self, key: str) -> Deferred[float | None]:
+        return self._either(lambda store: store.blockedUntil(key))
+
+    def forget(self, key: str) -> Deferred[None]:
+        return self._either(lambda store: store.forget(key))
