@@ -146,6 +146,8 @@ class _Instruments:
     chainSeconds: Histogram
     quarantined: Counter
     quarantineFailures: Counter
+    loginsThrottled: Counter
+    loginBlocks: Counter
 
 
 def _instruments(registry: CollectorRegistry | None) -> _Instruments:
@@ -189,6 +191,10 @@ def _instruments(registry: CollectorRegistry | None) -> _Instruments:
         quarantineFailures=counter(
             "quarantine_failures", "Stores the quarantine could not do.", ("kind",)
         ),
+        loginsThrottled=counter(
+            "logins_throttled", "Login attempts held back or refused by the throttle.", ("reason",)
+        ),
+        loginBlocks=counter("login_blocks", "Client addresses blocked for failed logins.", ()),
     )
 
 
@@ -291,6 +297,21 @@ class Metrics:
     def quarantineFailed(self, kind: str) -> None:
         if (instruments := self._instruments) is not None:
             instruments.quarantineFailures.labels(kind).inc()
+
+    def loginThrottled(self, reason: str) -> None:
+        """
+        The login throttle held back (C{delayed}) or refused (C{blocked},
+        C{queue_full}) a login attempt.
+        """
+        if (instruments := self._instruments) is not None:
+            instruments.loginsThrottled.labels(reason).inc()
+
+    def loginBlocked(self) -> None:
+        """
+        The login throttle blocked a client address.
+        """
+        if (instruments := self._instruments) is not None:
+            instruments.loginBlocks.inc()
 
 
 class _NoMetrics(Metrics):
