@@ -30,13 +30,16 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from popproxy._chain import ChainEntry, FilterChain
-from popproxy._config import Config, ConfigError, checkConfig
+from popproxy._config import Config, ConfigError, DemoConfig, checkConfig
+from popproxy._counterstore import ICounterStore
 from popproxy._filterthreads import FilterThreads
 from popproxy._generation import Generation, ListenerPlan
 from popproxy._gracefulstop import GracefulStop
 from popproxy._health import Health
 from popproxy._lifecycle import Lifecycle
 from popproxy._listenerfactory import ListenerFactory
+from popproxy._loginthrottle import LoginThrottle
+from popproxy._memorycounters import MemoryCounters
 from popproxy._memorytrim import MemoryTrimmer, glibcTrim
 from popproxy._metrics import NO_METRICS, Metrics, listenerLabel
 from popproxy._metricsservice import MetricsService
@@ -262,6 +265,7 @@ def sessionFactories(
     chain: FilterChain | None = None,
     metrics: Metrics = NO_METRICS,
     stop: GracefulStop | None = None,
+    counters: ICounterStore | None = None,
 ) -> tuple[SessionFactory, SessionFactory, ServerTLS | None]:
     """
     The session factories for plain and implicit-TLS listeners (shared by
@@ -269,6 +273,8 @@ def sessionFactories(
     certificate.
 
     @param stop: the process's graceful stop, which their sessions report to.
+    @param counters: the process's login counters (L{counterStore}), which
+        outlive a reload; without them, the sessions get counters of their own.
     """
     connector = UpstreamConnector(reactor, config.connectTimeout, config.responseTimeout)  # type: ignore[arg-type]
     serverTLS = None
@@ -290,10 +296,31 @@ def sessionFactories(
         sessionClosed=MemoryTrimmer(reactor, glibcTrim()).sessionClosed,
         metrics=metrics,
         stop=stop,
+        loginThrottle=loginThrottle(config, reactor, counters, metrics),
     )
     factory = SessionFactory(settings)
     secure = SessionFactory(replace(settings, implicitTLS=True))
     return factory, secure, serverTLS
+
+
+def counterStore(config: Config, reactor: Any) -> ICounterStore:
+    """
+    Where the process keeps its abuse-protection counters: in the process.
+    """
+    return MemoryCounters(reactor)
+
+
+def loginThrottle(
+    config: Config, reactor: Any, counters: ICounterStore | None, metrics: Metrics
+) -> LoginThrottle | None:
+    """
+    The login throttle of C{config}'s C{[limits.logins]} over C{counters}
+    (C{None}: throttling is off).
+    """
+    if not config.loginThrottle.enabled:
+        return None
+    store = counters if counters is not None else counterStore(config, reactor)
+    return LoginThrottle(store, reactor, config.loginThrottle, metrics)
 
 
 def forListener(factory: SessionFactory, label: str) -> SessionFactory:
@@ -310,13 +337,14 @@ def generationFrom(
     chain: FilterChain | None = None,
     metrics: Metrics = NO_METRICS,
     stop: GracefulStop | None = None,
+    counters: ICounterStore | None = None,
 ) -> Generation:
     """
     What a checked configuration serves: its listeners, each with its
     label (L{listenerLabel}) and the factory of the sessions it will build,
     labelled with it (and reporting to C{stop}).
     """
-    factory, secure, serverTLS = sessionFactories(config, reactor, chain, metrics, stop)
+    factory, secure, serverTLS = sessionFactories(config, reactor, chain, metrics, stop, counters)
     plans: dict[str, ListenerPlan] = {}
     for table, descriptions, sessions, tls in (
         ("proxy", config.listen, factory, None),
@@ -349,6 +377,7 @@ def rebuildGeneration(
     threads: FilterThreads | None,
     metrics: Metrics = NO_METRICS,
     stop: GracefulStop | None = None,
+    counters: ICounterStore | None = None,
 ) -> Generation:
     """
     The generation of the configuration read again: checked, with its own
@@ -361,7 +390,7 @@ def rebuildGeneration(
     config = readConfig()
     checkOnReactor(config, reactor)
     chain = buildChain(config, reactor, threads, metrics)
-    return generationFrom(config, reactor, chain, metrics, stop)
+    return generationFrom(config, reactor, chain, metrics, stop, counters)
 
 
 class ServiceListeners:
@@ -456,7 +485,8 @@ def serviceFromConfig(
     top = MultiService()
     lifecycle = lifecycle or Lifecycle()
     stop = GracefulStop(reactor, config.stopGrace, lifecycle)
-    generation = generationFrom(config, reactor, chain, metrics, stop)
+    counters = counterStore(config, reactor)
+    generation = generationFrom(config, reactor, chain, metrics, stop, counters)
     _warnAboutPlainText(config, config.tls.certificate)
     listeners = [
         listenerFromPlan(reactor, description, plan)
@@ -476,27 +506,35 @@ def serviceFromConfig(
         # In the main process only: workers' filters learn from their scans.
         ChainStart(chain).setServiceParent(top)
     if config.workers > 1:
-        pool = WorkerPool(reactor, WorkerLaunch.fromConfig(config), listeners, workerEnded)
+        pool = WorkerPool(
+            reactor, WorkerLaunch.fromConfig(config), listeners, workerEnded, counters
+        )
         pool.setServiceParent(top)
         opened.pool = pool
     if readConfig is not None:
         threads = chain.threads if chain is not None else None
         reloader = Reloader(
-            partial(rebuildGeneration, readConfig, reactor, threads, metrics, stop),
+            partial(rebuildGeneration, readConfig, reactor, threads, metrics, stop, counters),
             opened,
             generation,
             opened.reloaded,
         )
         ReloadOnHangup(reactor.callFromThread, reloader.reload).setServiceParent(top)
     if config.demo is not None:
-        from popproxy.demo import defaultMailboxPath, demoServerFactory
-
-        mailbox = config.demo.mailbox or defaultMailboxPath()
-        demo = demoServerFactory(mailbox, config.demo.user, config.demo.password)
-        endpoint = serverFromString(reactor, config.demo.listen)
-        Listener(config.demo.listen, endpoint, demo).setServiceParent(top)
+        demoListener(config.demo, reactor).setServiceParent(top)
     stop.setServiceParent(top)
     return top
+
+
+def demoListener(demo: DemoConfig, reactor: Any) -> Listener:
+    """
+    The bundled demo server of C{[demo]}.
+    """
+    from popproxy.demo import defaultMailboxPath, demoServerFactory
+
+    mailbox = demo.mailbox or defaultMailboxPath()
+    factory = demoServerFactory(mailbox, demo.user, demo.password)
+    return Listener(demo.listen, serverFromString(reactor, demo.listen), factory)
 
 
 def metricsService(

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from popproxy._loginthrottle import ThrottleSettings
 from popproxy._mimelimits import LIMIT_KEYS, ParseLimits
 from popproxy._tls import (
     TLS_MODES,
@@ -219,6 +220,8 @@ class Config:
     chain: ChainConfig = ChainConfig()
     #: The metrics and health listener (C{None}: none).
     metrics: MetricsConfig | None = None
+    #: Brute-force throttling of logins across sessions ([limits.logins]).
+    loginThrottle: ThrottleSettings = ThrottleSettings()
     #: The directory relative paths are relative to.
     base: Path = Path(".")
     #: Settings given as command-line flags rather than in the file.
@@ -383,6 +386,7 @@ SECTIONS = (
     "chain",
     "filter",
     "metrics",
+    "limits",
 )
 
 
@@ -520,6 +524,32 @@ def readMetrics(source: str, data: Any) -> MetricsConfig | None:
     if not listen:
         raise ConfigError(f"{source}: [metrics] listen: missing")
     return MetricsConfig(listen)
+
+
+def readLoginThrottle(source: str, limits: Any) -> ThrottleSettings:
+    """
+    Read the C{[limits.logins]} table of the C{[limits]} table C{limits}
+    (its other keys are read by their own reader).
+    """
+    if not isinstance(limits, dict):
+        raise ConfigError(f"{source}: [limits] must be a table")
+    table = _Table(source, "limits.logins", limits.get("logins", {}))
+    defaults = ThrottleSettings()
+    settings = ThrottleSettings(
+        enabled=table.boolean("enabled", defaults.enabled),
+        delay=table.number("delay", defaults.delay),
+        maxDelay=table.number("max_delay", defaults.maxDelay),
+        window=table.number("window", defaults.window, minimum=1),
+        blockAfter=table.integer("block_after", defaults.blockAfter, minimum=1),
+        blockFor=table.number("block_for", defaults.blockFor),
+        newAccountWeight=table.integer("new_account_weight", defaults.newAccountWeight, minimum=1),
+        ipv6Prefix=table.integer("ipv6_prefix", defaults.ipv6Prefix, minimum=1),
+        rememberSuccess=table.number("remember_success", defaults.rememberSuccess),
+    )
+    table.finish()
+    if settings.ipv6Prefix > 128:
+        raise ConfigError(f"{source}: [limits.logins] ipv6_prefix: must be at most 128")
+    return settings
 
 
 def readTls(source: str, data: Any, base: Path) -> TlsConfig:
@@ -674,7 +704,9 @@ def parseConfig(text: str, source: str = "<config>", base: Path | None = None) -
     chain = readChain(source, data.get("chain", {}), base)
     filters = readFilters(source, data.get("filter", []))
     metrics = readMetrics(source, data.get("metrics"))
+    loginThrottle = readLoginThrottle(source, data.get("limits", {}))
     return Config(
+        loginThrottle=loginThrottle,
         source=source,
         base=base,
         filters=filters,

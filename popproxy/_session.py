@@ -144,7 +144,13 @@ class ClientSession(Protocol, TimeoutMixin):
             settings.clock, settings.loginFailureDelay, settings.maxFailedLogins
         )
         self._login = LoginExchange(
-            settings.router, self._slot, self._link, failures, self.sessionId, settings.metrics
+            settings.router,
+            self._slot,
+            self._link,
+            failures,
+            self.sessionId,
+            settings.metrics,
+            settings.loginThrottle,
         )
         self._sasl = SaslServer()
         self._mailbox: MailboxView[Filtered] = MailboxView(settings.chain.cacheBytes)
@@ -159,7 +165,9 @@ class ClientSession(Protocol, TimeoutMixin):
     def connectionMade(self) -> None:
         assert self.transport is not None
         self._wire.attach(self.transport)
-        self.client = _describePeer(self.transport.getPeer())
+        peer = self.transport.getPeer()
+        self.client = _describePeer(peer)
+        self._login.clientAddress = str(getattr(peer, "host", peer))
         security = loginSecurity(
             self.transport,
             implicitTLS=self._settings.implicitTLS,

@@ -16,6 +16,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from popproxy._config import ChainConfig
 from popproxy._gracefulstop import GracefulStop
+from popproxy._loginthrottle import LoginThrottle
 from popproxy._metrics import NO_METRICS, Metrics
 from popproxy._retrieval import MessageHook, PassThrough
 from popproxy._routing import Router
@@ -58,3 +59,5 @@ class SessionSettings:
     #: The process's graceful stop: told when each session opens and
     #: ends, it asks them to finish when the process stops.
     stop: GracefulStop | None = None
+    #: Paces and blocks logins across sessions (C{None}: only per session).
+    loginThrottle: LoginThrottle | None = None

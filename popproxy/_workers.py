@@ -29,16 +29,19 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet.error import ReactorNotRunning
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
-from popproxy._assembly import buildChain, generationFrom, rebuildGeneration
+from popproxy._assembly import buildChain, counterStore, generationFrom, rebuildGeneration
 from popproxy._config import Config, loadConfig
+from popproxy._counterstore import ICounterStore
 from popproxy._generation import ListenerPlan
 from popproxy._gracefulstop import GracefulStop, stopOnShutdown
 from popproxy._lifecycle import Lifecycle
 from popproxy._listenerfactory import ListenerFactory
 from popproxy._metrics import Metrics
 from popproxy._reload import Reloader, ReloadOnHangup
+from popproxy._sharedcounters import RemoteCounters
 from popproxy._workerpool import acceptOneAtATime
 
 log = Logger(namespace="popproxy")
@@ -127,6 +130,19 @@ def _dieWithParent() -> None:
         pass
 
 
+def _sharedCounters(reactor: Any, descriptor: int | None) -> ICounterStore | None:
+    """
+    The main process's login counters, over the inherited socket
+    C{descriptor} (C{None}: none was given).
+    """
+    if descriptor is None:
+        return None
+    counters = RemoteCounters(reactor)
+    reactor.adoptStreamConnection(descriptor, socket.AF_UNIX, Factory.forProtocol(lambda: counters))
+    os.close(descriptor)
+    return counters
+
+
 def main(argv: list[str] | None = None) -> None:
     """
     A worker process: adopt the inherited listening sockets and serve.
@@ -137,6 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--upstream")
     parser.add_argument("--listen", action="append", default=[])
     parser.add_argument("--adopt", action="append", default=[])
+    parser.add_argument("--counters", type=int)
     arguments = parser.parse_args(argv)
     _dieWithParent()
 
@@ -157,10 +174,11 @@ def main(argv: list[str] | None = None) -> None:
         metrics.begin(None, directory)
     stop = GracefulStop(reactor, config.stopGrace, Lifecycle())
     chain = buildChain(config, reactor, metrics=metrics)
-    generation = generationFrom(config, reactor, chain, metrics, stop)
+    counters = _sharedCounters(reactor, arguments.counters) or counterStore(config, reactor)
+    generation = generationFrom(config, reactor, chain, metrics, stop, counters)
     ports = _adopt(reactor, arguments.adopt, dict(generation.listeners))
     reloader = Reloader(
-        partial(rebuildGeneration, readConfig, reactor, chain.threads, metrics, stop),
+        partial(rebuildGeneration, readConfig, reactor, chain.threads, metrics, stop, counters),
         AdoptedListeners(ports),
         generation,
     )

@@ -18,6 +18,7 @@ from twisted.python.failure import Failure
 
 from popproxy._config import ChainConfig, Config
 from popproxy._gracefulstop import GracefulStop
+from popproxy._loginthrottle import LoginThrottle
 from popproxy._metrics import NO_METRICS, Metrics
 from popproxy._proxyheader import ProxyHeaderFactory
 from popproxy._retrieval import MessageHook, PassThrough
@@ -132,6 +133,8 @@ class Harness:
     clock: Clock = field(default_factory=Clock)
     #: The process's graceful stop (SessionSettings.stop).
     stop: GracefulStop | None = None
+    #: The login throttle sessions share (SessionSettings.loginThrottle).
+    loginThrottle: LoginThrottle | None = None
 
     def __post_init__(self) -> None:
         self.upstreams: list[FakeUpstream] = []
@@ -151,6 +154,7 @@ class Harness:
             listener="test",
             metrics=self.metrics,
             stop=self.stop,
+            loginThrottle=self.loginThrottle,
         )
         self.client = ClosingTransport(
             self.clock,

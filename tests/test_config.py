@@ -1192,6 +1192,7 @@ def test_sectionsAreTheKnownTables() -> None:
         "chain",
         "filter",
         "metrics",
+        "limits",
     }
     with pytest.raises(ConfigError, match=r"\[proxies\]: unknown section"):
         parseConfig("[proxies]\n", SOURCE)
