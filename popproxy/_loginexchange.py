@@ -165,6 +165,8 @@ class LoginExchange:
         user = planUser(route)
         if isinstance(user, LoginRefusal):
             return self._refused(login, user)
+        if await self._isBlocked():
+            return LoginAnswer(BLOCKED, login, hangUp=True)
         unreachable = await self._connectTo(route)
         if unreachable is not None:
             return unreachable
@@ -198,6 +200,8 @@ class LoginExchange:
         route = self._route(identity)
         if isinstance(route, LoginAnswer):
             return route
+        if await self._isBlocked():
+            return LoginAnswer(BLOCKED, identity, hangUp=True)
         plan = planSasl(route, credentials, None)
         if isinstance(plan, NeedCapabilities):
             unreachable = await self._connectTo(route)
@@ -279,6 +283,13 @@ class LoginExchange:
             self._slot.drop()
             return LoginAnswer(b"-ERR [AUTH] the mail server's login failed", login, failed=True)
         return LoginAnswer(status.line, login, failed=True, upstream=upstream)
+
+    async def _isBlocked(self) -> bool:
+        """
+        The client's address is blocked: its login is refused before
+        anything is sent, or even connected, upstream.
+        """
+        return self._throttle is not None and await self._throttle.blocked(self.clientAddress)
 
     async def _takeTurn(self, login: str) -> LoginAnswer | None:
         """

@@ -159,6 +159,20 @@ class LoginThrottle:
         """
         return Deferred.fromCoroutine(_orElse(self._admit(address, account), Admission()))
 
+    def blocked(self, address: str) -> Deferred[bool]:
+        """
+        Whether C{address} is blocked now (checked before a login even
+        connects upstream).
+        """
+        return Deferred.fromCoroutine(_orElse(self._blocked(address), False))
+
+    async def _blocked(self, address: str) -> bool:
+        prefix = addressPrefix(address, self._settings.ipv6Prefix)
+        if await self._store.blockedUntil(f"block:{prefix}") is None:
+            return False
+        self._metrics.loginThrottled("blocked")
+        return True
+
     def failed(self, address: str, account: str) -> Deferred[None]:
         """
         Record a failed login from C{address} for C{account} (an empty

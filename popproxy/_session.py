@@ -609,8 +609,10 @@ class ClientSession(Protocol, TimeoutMixin):
             )
         self._reply(answer.line)
         if answer.hangUp:
-            # Hang up on a guesser once the reason has been relayed.
-            self._end(f"{self._login.failedLogins} failed logins")
+            # Hang up on a guesser once the reason has been relayed (the
+            # throttle may refuse before this session failed at all).
+            failed = self._login.failedLogins
+            self._end(f"{failed} failed logins" if failed else "throttled after failed logins")
         else:
             self._commandDone()
 

@@ -12,6 +12,7 @@ import base64
 
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 
 from popproxy._loginthrottle import LoginThrottle
@@ -87,21 +88,42 @@ def test_saslLoginWaitsToo() -> None:
 def test_blockedAddressPasswordNeverReachesUpstream() -> None:
     """
     After a spray over six accounts, the address is blocked: its next
-    password is refused with -ERR [SYS/TEMP] at once, the session ends,
-    and the upstream never sees the password.
+    login is refused with -ERR [SYS/TEMP] at once, the session ends, and
+    no upstream connection is even made for it.
     """
     throttle, clock = throttled()
     for number in range(6):
         failOnce(session(throttle, clock), f"user{number}".encode())
     h = session(throttle, clock)
+    connections = len(h.upstreams)
     h.send(b"USER user7\r\nPASS guess\r\n")
-    h.upstream.reply(b"+OK\r\n")
-    assert h.upstream.received() == b"USER user7\r\n"
+    assert len(h.upstreams) == connections
     assert h.received() == (
+        b"-ERR [SYS/TEMP] too many failed logins from your address; try again later\r\n"
+    )
+    with capturedLogs() as events:
+        clock.advance(1)
+    assert h.client.closedBy is not None
+    assert any("closed: throttled after failed logins" in formatEvent(e) for e in events)
+
+
+def test_passOnAConnectionOpenedBeforeTheBlock() -> None:
+    """
+    A session that sent USER before its address was blocked has its PASS
+    refused: the password never reaches the upstream.
+    """
+    throttle, clock = throttled()
+    for number in range(5):
+        failOnce(session(throttle, clock), f"user{number}".encode())
+    early = session(throttle, clock)
+    early.send(b"USER user9\r\n")
+    early.upstream.reply(b"+OK\r\n")
+    failOnce(session(throttle, clock), b"user5")
+    early.send(b"PASS guess\r\n")
+    assert early.upstream.received() == b"USER user9\r\n"
+    assert early.received() == (
         b"+OK\r\n-ERR [SYS/TEMP] too many failed logins from your address; try again later\r\n"
     )
-    clock.advance(1)
-    assert h.client.closedBy is not None
 
 
 def test_otherAddressNotSlowed() -> None:
