@@ -32,18 +32,22 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from popproxy._admission import Admission, descriptorLimit
 from popproxy._chain import ChainEntry, FilterChain
 from popproxy._config import Config, ConfigError, checkConfig
+from popproxy._counterstore import ICounterStore
 from popproxy._filterthreads import FilterThreads
 from popproxy._generation import Generation, ListenerPlan
 from popproxy._gracefulstop import GracefulStop
 from popproxy._health import Health
 from popproxy._lifecycle import Lifecycle
 from popproxy._listenerfactory import ListenerFactory
+from popproxy._loginthrottle import LoginThrottle
+from popproxy._memorycounters import MemoryCounters
 from popproxy._memorytrim import MemoryTrimmer, glibcTrim
 from popproxy._metrics import NO_METRICS, Metrics, listenerLabel
 from popproxy._metricsservice import MetricsService
 from popproxy._plugins import PluginError, loadFilter
 from popproxy._proxyheader import ProxyHeaderFactory
 from popproxy._quarantine import DirectoryQuarantine
+from popproxy._redisstore import counterStoreFor
 from popproxy._reload import CannotListen, Reloader, ReloadOnHangup
 from popproxy._retrieval import PassThrough
 from popproxy._routing import Router
@@ -265,6 +269,7 @@ def sessionFactories(
     metrics: Metrics = NO_METRICS,
     stop: GracefulStop | None = None,
     admission: Admission | None = None,
+    counters: ICounterStore | None = None,
 ) -> tuple[SessionFactory, SessionFactory, ServerTLS | None]:
     """
     The session factories for plain and implicit-TLS listeners (shared by
@@ -274,6 +279,8 @@ def sessionFactories(
     @param stop: the process's graceful stop, which their sessions report to.
     @param admission: the process's connection counts, given the limits of
         C{config} (a reload keeps the counts); a new one if not given.
+    @param counters: the process's login counters (L{counterStore}), which
+        outlive a reload; without them, the sessions get counters of their own.
     """
     if admission is None:
         admission = processAdmission(config, reactor)
@@ -301,6 +308,7 @@ def sessionFactories(
         stop=stop,
         admission=admission,
         limits=config.limits,
+        loginThrottle=loginThrottle(config, reactor, counters, metrics),
     )
     factory = SessionFactory(settings)
     secure = SessionFactory(replace(settings, implicitTLS=True))
@@ -313,6 +321,28 @@ def processAdmission(config: Config, reactor: Any) -> Admission:
     (the session limit derived from the descriptor limit if not set).
     """
     return Admission(config.limits, reactor.seconds, descriptorLimit())
+
+
+def counterStore(config: Config, reactor: Any) -> ICounterStore:
+    """
+    Where the process keeps its abuse-protection counters: in the process,
+    or with C{[limits] store = "redis://…"} in Redis (falling back to the
+    process's own while Redis cannot answer).
+    """
+    return counterStoreFor(config.counterStore, MemoryCounters(reactor), reactor)
+
+
+def loginThrottle(
+    config: Config, reactor: Any, counters: ICounterStore | None, metrics: Metrics
+) -> LoginThrottle | None:
+    """
+    The login throttle of C{config}'s C{[limits.logins]} over C{counters}
+    (C{None}: throttling is off).
+    """
+    if not config.loginThrottle.enabled:
+        return None
+    store = counters if counters is not None else counterStore(config, reactor)
+    return LoginThrottle(store, reactor, config.loginThrottle, metrics)
 
 
 def forListener(factory: SessionFactory, label: str) -> SessionFactory:
@@ -330,13 +360,16 @@ def generationFrom(
     metrics: Metrics = NO_METRICS,
     stop: GracefulStop | None = None,
     admission: Admission | None = None,
+    counters: ICounterStore | None = None,
 ) -> Generation:
     """
     What a checked configuration serves: its listeners, each with its
     label (L{listenerLabel}) and the factory of the sessions it will build,
     labelled with it (and reporting to C{stop}, admitted by C{admission}).
     """
-    factory, secure, serverTLS = sessionFactories(config, reactor, chain, metrics, stop, admission)
+    factory, secure, serverTLS = sessionFactories(
+        config, reactor, chain, metrics, stop, admission=admission, counters=counters
+    )
     plans: dict[str, ListenerPlan] = {}
     for table, descriptions, sessions, tls in (
         ("proxy", config.listen, factory, None),
@@ -370,6 +403,7 @@ def rebuildGeneration(
     metrics: Metrics = NO_METRICS,
     stop: GracefulStop | None = None,
     admission: Admission | None = None,
+    counters: ICounterStore | None = None,
 ) -> Generation:
     """
     The generation of the configuration read again: checked, with its own
@@ -382,7 +416,9 @@ def rebuildGeneration(
     config = readConfig()
     checkOnReactor(config, reactor)
     chain = buildChain(config, reactor, threads, metrics)
-    return generationFrom(config, reactor, chain, metrics, stop, admission)
+    return generationFrom(
+        config, reactor, chain, metrics, stop, admission=admission, counters=counters
+    )
 
 
 class ServiceListeners:
@@ -478,37 +514,40 @@ def serviceFromConfig(
     lifecycle = lifecycle or Lifecycle()
     stop = GracefulStop(reactor, config.stopGrace, lifecycle)
     admission = processAdmission(config, reactor)
-    generation = generationFrom(config, reactor, chain, metrics, stop, admission)
+    counters = counterStore(config, reactor)
+    generation = generationFrom(config, reactor, chain, metrics, stop, admission, counters)
     _warnAboutPlainText(config, config.tls.certificate)
     listeners = [
         listenerFromPlan(reactor, description, plan)
         for description, plan in generation.listeners.items()
     ]
     opened = ServiceListeners(reactor, top, listeners, generation)
-    workerEnded = None
-    if config.metrics is not None:
-        # First in the tree: it begins the metrics before workers start.
-        health = Health(lifecycle, opened.labelled, opened.currentChain)
-        service = metricsService(config, reactor, metrics, health)
-        service.setServiceParent(top)
-        workerEnded = service.workerEnded
+    workerEnded = _serveMetrics(
+        config, reactor, metrics, Health(lifecycle, opened.labelled, opened.currentChain), top
+    )
     for listener in listeners:
         listener.setServiceParent(top)
     if chain is not None:
         # In the main process only: workers' filters learn from their scans.
         ChainStart(chain).setServiceParent(top)
     if config.workers > 1:
-        pool = WorkerPool(reactor, WorkerLaunch.fromConfig(config), listeners, workerEnded)
+        pool = WorkerPool(
+            reactor, WorkerLaunch.fromConfig(config), listeners, workerEnded, counters
+        )
         pool.setServiceParent(top)
         opened.pool = pool
     if readConfig is not None:
-        threads = chain.threads if chain is not None else None
-        reloader = Reloader(
-            partial(rebuildGeneration, readConfig, reactor, threads, metrics, stop, admission),
-            opened,
-            generation,
-            opened.reloaded,
+        rebuild = partial(
+            rebuildGeneration,
+            readConfig,
+            reactor,
+            chain.threads if chain is not None else None,
+            metrics,
+            stop,
+            admission=admission,
+            counters=counters,
         )
+        reloader = Reloader(rebuild, opened, generation, opened.reloaded)
         ReloadOnHangup(reactor.callFromThread, reloader.reload).setServiceParent(top)
     if config.demo is not None:
         demoListener(config, reactor).setServiceParent(top)
@@ -527,6 +566,21 @@ def demoListener(config: Config, reactor: Any) -> Listener:
     demo = demoServerFactory(mailbox, config.demo.user, config.demo.password)
     endpoint = serverFromString(reactor, config.demo.listen)
     return Listener(config.demo.listen, endpoint, demo)
+
+
+def _serveMetrics(
+    config: Config, reactor: Any, metrics: Metrics, health: Health, top: MultiService
+) -> Callable[[int], None] | None:
+    """
+    With C{[metrics]}, add its service to C{top} (first in the tree: it
+    begins the metrics before workers start) and return what the worker
+    pool tells of an ended worker.
+    """
+    if config.metrics is None:
+        return None
+    service = metricsService(config, reactor, metrics, health)
+    service.setServiceParent(top)
+    return service.workerEnded
 
 
 def metricsService(

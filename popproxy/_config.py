@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from popproxy._admission import ConnectionLimits
+from popproxy._loginthrottle import ThrottleSettings
 from popproxy._mimelimits import LIMIT_KEYS, ParseLimits
+from popproxy._storeaddress import RedisAddress, parseStoreURL
 from popproxy._tls import (
     CLIENT_ADDRESS_MODES,
     TLS_MODES,
@@ -234,6 +236,11 @@ class Config:
     metrics: MetricsConfig | None = None
     #: The C{[limits]} on connections (on by default).
     limits: ConnectionLimits = ConnectionLimits()
+    #: Where the abuse-protection counters live (C{[limits] store}):
+    #: C{None} in the process, or a Redis server several instances share.
+    counterStore: RedisAddress | None = None
+    #: Brute-force throttling of logins across sessions ([limits.logins]).
+    loginThrottle: ThrottleSettings = ThrottleSettings()
     #: The directory relative paths are relative to.
     base: Path = Path(".")
     #: Settings given as command-line flags rather than in the file.
@@ -584,7 +591,11 @@ def readLimits(source: str, data: Any) -> ConnectionLimits:
     """
     Read the C{[limits]} table; its absence means the defaults, not no limits.
     """
-    table = _Table(source, "limits", data)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: [limits] must be a table")
+    # [limits.logins] and store have their own readers.
+    own = {k: v for k, v in data.items() if k not in ("logins", "store")}
+    table = _Table(source, "limits", own)
     defaults = ConnectionLimits()
     maxSessions = table.integer("max_sessions", 0, minimum=0)
     limits = ConnectionLimits(
@@ -603,6 +614,46 @@ def readLimits(source: str, data: Any) -> ConnectionLimits:
     if limits.ipv4Prefix > 32 or limits.ipv6Prefix > 128:
         raise ConfigError(f"{source}: [limits] ipv4_prefix is at most 32, ipv6_prefix 128")
     return limits
+
+
+def readCounterStore(source: str, limits: Any) -> RedisAddress | None:
+    """
+    Read C{[limits] store}: C{"memory"} (the default: C{None}) or a
+    C{redis://} URL.
+    """
+    value = limits.get("store", "memory") if isinstance(limits, dict) else "memory"
+    if not isinstance(value, str):
+        raise ConfigError(f"{source}: [limits] store: must be a string")
+    try:
+        return parseStoreURL(value)
+    except ValueError as e:
+        raise ConfigError(f"{source}: [limits] store: {e}") from None
+
+
+def readLoginThrottle(source: str, limits: Any) -> ThrottleSettings:
+    """
+    Read the C{[limits.logins]} table of the C{[limits]} table C{limits}
+    (its other keys are read by their own reader).
+    """
+    if not isinstance(limits, dict):
+        raise ConfigError(f"{source}: [limits] must be a table")
+    table = _Table(source, "limits.logins", limits.get("logins", {}))
+    defaults = ThrottleSettings()
+    settings = ThrottleSettings(
+        enabled=table.boolean("enabled", defaults.enabled),
+        delay=table.number("delay", defaults.delay),
+        maxDelay=table.number("max_delay", defaults.maxDelay),
+        window=table.number("window", defaults.window, minimum=1),
+        blockAfter=table.integer("block_after", defaults.blockAfter, minimum=1),
+        blockFor=table.number("block_for", defaults.blockFor),
+        newAccountWeight=table.integer("new_account_weight", defaults.newAccountWeight, minimum=1),
+        ipv6Prefix=table.integer("ipv6_prefix", defaults.ipv6Prefix, minimum=1),
+        rememberSuccess=table.number("remember_success", defaults.rememberSuccess),
+    )
+    table.finish()
+    if settings.ipv6Prefix > 128:
+        raise ConfigError(f"{source}: [limits.logins] ipv6_prefix: must be at most 128")
+    return settings
 
 
 def readTls(source: str, data: Any, base: Path) -> TlsConfig:
@@ -758,8 +809,11 @@ def parseConfig(text: str, source: str = "<config>", base: Path | None = None) -
     filters = readFilters(source, data.get("filter", []))
     metrics = readMetrics(source, data.get("metrics"))
     limits = readLimits(source, data.get("limits", {}))
+    loginThrottle = readLoginThrottle(source, data.get("limits", {}))
     return Config(
         limits=limits,
+        loginThrottle=loginThrottle,
+        counterStore=readCounterStore(source, data.get("limits", {})),
         source=source,
         base=base,
         filters=filters,

@@ -3,9 +3,11 @@ A session's login commands carried to the upstream: L{LoginExchange} routes
 the login name, connects to its upstream, sends the planned lines (see
 L{popproxy._loginplan}) and says how each command ended, as a frozen
 L{LoginAnswer}.  A failed login's answer comes only after the failure
-delay (L{FailedLogins}), saying whether the session should hang up.  It is
-given the router, the upstream slot and link and the failure counter, never
-the session.
+delay (L{FailedLogins}), saying whether the session should hang up.  With
+a L{LoginThrottle}, every attempt waits its turn (or is refused) before its
+password goes upstream, and its end is recorded there.  It is given the
+router, the upstream slot and link, the failure counter and the throttle,
+never the session.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from dataclasses import dataclass, replace
 
+from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
 from popproxy._failedlogins import FailedLogins
@@ -30,6 +33,7 @@ from popproxy._loginplan import (
     planUser,
     saslIdentity,
 )
+from popproxy._loginthrottle import Admission, LoginThrottle
 from popproxy._metrics import NO_METRICS, Metrics
 from popproxy._printable import PrintableLogger
 from popproxy._routing import NoRoute, Route, Router
@@ -44,6 +48,13 @@ NO_ROUTE = b"-ERR [AUTH] no mail server is configured for that user"
 #: The client's answer to an APOP whose digest covers a greeting that is no
 #: longer the upstream connection's.
 GREETING_GONE = b"-ERR [SYS/TEMP] the mail server connection was reset; reconnect"
+
+#: The client's answer when its address is blocked for failed logins.
+BLOCKED = b"-ERR [SYS/TEMP] too many failed logins from your address; try again later"
+
+#: The client's answer when earlier attempts from its address (or for its
+#: account) already fill the longest wait.
+TOO_MANY = b"-ERR [SYS/TEMP] too many login attempts; try again later"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +100,8 @@ class LoginExchange:
     Carries one session's USER/PASS, AUTH and APOP logins upstream.
 
     @ivar pending: the login waiting for its C{PASS}, if any.
+    @ivar clientAddress: the client's address (its host), as the throttle
+        counts it; set by the session once connected.
     """
 
     log = PrintableLogger()
@@ -101,8 +114,11 @@ class LoginExchange:
         failures: FailedLogins,
         session: str,
         metrics: Metrics = NO_METRICS,
+        throttle: LoginThrottle | None = None,
     ) -> None:
         self._router = router
+        self._throttle = throttle
+        self.clientAddress = ""
         self._metrics = metrics
         self._failures = failures
         self._slot = slot
@@ -127,11 +143,15 @@ class LoginExchange:
         result = answer.result
         if result is not None:
             self._metrics.loginEnded(method, result)
+        if answer.loggedIn and self._throttle is not None:
+            await self._throttle.succeeded(self.clientAddress, answer.login)
         if not answer.failed:
             return answer
         self.log.info(
             "session {session}: login failed for {user}", session=self._session, user=answer.login
         )
+        if self._throttle is not None:
+            await self._throttle.failed(self.clientAddress, answer.login)
         return replace(answer, hangUp=await self._failures.record())
 
     async def invalidCommand(self, line: bytes) -> LoginAnswer:
@@ -153,6 +173,8 @@ class LoginExchange:
         user = planUser(route)
         if isinstance(user, LoginRefusal):
             return self._refused(login, user)
+        if await self._isBlocked():
+            return LoginAnswer(BLOCKED, login, hangUp=True)
         unreachable = await self._connectTo(route)
         if unreachable is not None:
             return unreachable
@@ -186,6 +208,8 @@ class LoginExchange:
         route = self._route(identity)
         if isinstance(route, LoginAnswer):
             return route
+        if await self._isBlocked():
+            return LoginAnswer(BLOCKED, identity, hangUp=True)
         plan = planSasl(route, credentials, None)
         if isinstance(plan, NeedCapabilities):
             unreachable = await self._connectTo(route)
@@ -251,6 +275,9 @@ class LoginExchange:
         @param lines: of a L{LoginCommands} made by L{popproxy._loginlines},
             which refuses values that would not stay one value of one line.
         """
+        refusal = await self._takeTurn(login)
+        if refusal is not None:
+            return refusal
         status = StatusLine(b"-ERR [AUTH] nothing to send")
         for line in lines:
             status = await self._link.shortCommand(line)
@@ -264,6 +291,29 @@ class LoginExchange:
             self._slot.drop()
             return LoginAnswer(b"-ERR [AUTH] the mail server's login failed", login, failed=True)
         return LoginAnswer(status.line, login, failed=True, upstream=upstream)
+
+    async def _isBlocked(self) -> bool:
+        """
+        The client's address is blocked: its login is refused before
+        anything is sent, or even connected, upstream.
+        """
+        return self._throttle is not None and await self._throttle.blocked(self.clientAddress)
+
+    async def _takeTurn(self, login: str) -> LoginAnswer | None:
+        """
+        Wait until the throttle lets this attempt's password go upstream;
+        if it refuses the attempt, the answer (the session hangs up).
+        """
+        if self._throttle is None:
+            return None
+        admission: Admission = await self._throttle.admit(self.clientAddress, login)
+        if admission.refused:
+            self._slot.drop()
+            line = BLOCKED if admission.blockedUntil is not None else TOO_MANY
+            return LoginAnswer(line, login, hangUp=True)
+        if admission.wait > 0:
+            await deferLater(self._throttle.clock, admission.wait)
+        return None
 
     def _refused(self, login: str, refusal: LoginRefusal) -> LoginAnswer:
         """

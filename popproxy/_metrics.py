@@ -149,6 +149,8 @@ class _Instruments:
     quarantined: Counter
     quarantineFailures: Counter
     refused: Counter
+    loginsThrottled: Counter
+    loginBlocks: Counter
 
 
 def _instruments(registry: CollectorRegistry | None) -> _Instruments:
@@ -197,6 +199,10 @@ def _instruments(registry: CollectorRegistry | None) -> _Instruments:
             "Connections refused at the door ([limits]), by reason.",
             ("listener", "reason"),
         ),
+        loginsThrottled=counter(
+            "logins_throttled", "Login attempts held back or refused by the throttle.", ("reason",)
+        ),
+        loginBlocks=counter("login_blocks", "Client addresses blocked for failed logins.", ()),
     )
 
 
@@ -307,6 +313,21 @@ class Metrics:
     def quarantineFailed(self, kind: str) -> None:
         if (instruments := self._instruments) is not None:
             instruments.quarantineFailures.labels(kind).inc()
+
+    def loginThrottled(self, reason: str) -> None:
+        """
+        The login throttle held back (C{delayed}) or refused (C{blocked},
+        C{queue_full}) a login attempt.
+        """
+        if (instruments := self._instruments) is not None:
+            instruments.loginsThrottled.labels(reason).inc()
+
+    def loginBlocked(self) -> None:
+        """
+        The login throttle blocked a client address.
+        """
+        if (instruments := self._instruments) is not None:
+            instruments.loginBlocks.inc()
 
 
 class _NoMetrics(Metrics):

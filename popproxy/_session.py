@@ -147,7 +147,13 @@ class ClientSession(Protocol, TimeoutMixin):
             settings.clock, settings.loginFailureDelay, settings.maxFailedLogins
         )
         self._login = LoginExchange(
-            settings.router, self._slot, self._link, failures, self.sessionId, settings.metrics
+            settings.router,
+            self._slot,
+            self._link,
+            failures,
+            self.sessionId,
+            settings.metrics,
+            settings.loginThrottle,
         )
         self._sasl = SaslServer()
         self._mailbox: MailboxView[Filtered] = MailboxView(settings.chain.cacheBytes)
@@ -174,8 +180,10 @@ class ClientSession(Protocol, TimeoutMixin):
     def connectionMade(self) -> None:
         assert self.transport is not None
         self._wire.attach(self.transport)
-        self.client = _describePeer(self.transport.getPeer())
-        self._slot.origin = ClientOrigin.of(self.transport.getPeer(), self.transport.getHost())
+        peer = self.transport.getPeer()
+        self.client = _describePeer(peer)
+        self._login.clientAddress = str(getattr(peer, "host", peer))
+        self._slot.origin = ClientOrigin.of(peer, self.transport.getHost())
         if not self._admitted():
             return
         security = loginSecurity(
@@ -735,8 +743,10 @@ class ClientSession(Protocol, TimeoutMixin):
             )
         self._reply(answer.line)
         if answer.hangUp:
-            # Hang up on a guesser once the reason has been relayed.
-            self._end(f"{self._login.failedLogins} failed logins")
+            # Hang up on a guesser once the reason has been relayed (the
+            # throttle may refuse before this session failed at all).
+            failed = self._login.failedLogins
+            self._end(f"{failed} failed logins" if failed else "throttled after failed logins")
         else:
             self._commandDone()
 

@@ -17,6 +17,7 @@ from popproxy._admission import Admission, ConnectionLimits
 from popproxy._capabilities import CapabilityCache
 from popproxy._config import ChainConfig
 from popproxy._gracefulstop import GracefulStop
+from popproxy._loginthrottle import LoginThrottle
 from popproxy._metrics import NO_METRICS, Metrics
 from popproxy._retrieval import MessageHook, PassThrough
 from popproxy._routing import Router
@@ -68,3 +69,5 @@ class SessionSettings:
     #: What upstreams said to CAPA before login, for sessions that hold no
     #: upstream connection then.
     capabilities: CapabilityCache = field(default_factory=CapabilityCache)
+    #: Paces and blocks logins across sessions (C{None}: only per session).
+    loginThrottle: LoginThrottle | None = None

@@ -3,28 +3,33 @@ The main process's side of C{[proxy] workers = N}: starts N - 1 worker
 processes (C{python -m popproxy._workers}) that adopt its listening sockets,
 relays their log lines (each prefixed with the worker's number), starts
 again any that dies, passes a reload on to them (SIGHUP) and stops them
-with itself.  Its listening ports, like
-the workers', accept one connection per wake-up so the kernel spreads new
-sessions over the processes.
+with itself.  Its listening ports, like the workers', accept one connection
+per wake-up so the kernel spreads new sessions over the processes.  Given
+the process's login counters, it serves them to each worker over a socket
+pair the worker inherits (L{popproxy._sharedcounters}).
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet import tcp
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.protocol import Factory, ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from popproxy._config import Config
+from popproxy._counterstore import ICounterStore
+from popproxy._sharedcounters import CounterServer
 
 log = Logger(namespace="popproxy.workers")
 
@@ -137,6 +142,8 @@ class WorkerPool(Service):
     @param listeners: the main process's L{popproxy._assembly.Listener} services; their
         sockets are handed to the workers once they listen.
     @param workerEnded: called with the process id of each worker that ended.
+    @param counters: the login counters the workers share (C{None}: each
+        worker keeps its own).
     """
 
     def __init__(
@@ -145,8 +152,10 @@ class WorkerPool(Service):
         launch: WorkerLaunch,
         listeners: list[Any],
         workerEnded: Callable[[int], None] | None = None,
+        counters: ICounterStore | None = None,
     ) -> None:
         self._reactor = reactor
+        self._counters = counters
         self._launch = launch
         self._listeners = listeners
         self._workerEnded = workerEnded
@@ -196,11 +205,31 @@ class WorkerPool(Service):
         arguments, childFDs = self._arguments(number)
         worker = _WorkerProcess(self, number)
         self._workers[number] = worker
-        process = self._reactor.spawnProcess(
-            worker, sys.executable, arguments, env=dict(os.environ), childFDs=childFDs
-        )
+        ours, theirs = socket.socketpair() if self._counters is not None else (None, None)
+        if theirs is not None:
+            arguments += ["--counters", str(theirs.fileno())]
+            childFDs[theirs.fileno()] = theirs.fileno()
+        try:
+            process = self._reactor.spawnProcess(
+                worker, sys.executable, arguments, env=dict(os.environ), childFDs=childFDs
+            )
+        finally:
+            if theirs is not None:
+                theirs.close()
+        if ours is not None:
+            self._serveCounters(ours)
         worker.pid = getattr(process, "pid", None)
         log.info("started worker {number}", number=number)
+
+    def _serveCounters(self, ours: socket.socket) -> None:
+        """
+        Answer a worker's counter requests on our end of its socket pair
+        (the reactor takes a copy of the descriptor).
+        """
+        assert self._counters is not None
+        factory = Factory.forProtocol(partial(CounterServer, self._counters))
+        self._reactor.adoptStreamConnection(ours.fileno(), socket.AF_UNIX, factory)
+        ours.close()
 
     def _ended(self, worker: _WorkerProcess, reason: Failure) -> None:
         if self._workers.get(worker.number) is worker:

@@ -29,16 +29,25 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet.error import ReactorNotRunning
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
-from popproxy._assembly import buildChain, generationFrom, processAdmission, rebuildGeneration
+from popproxy._assembly import (
+    buildChain,
+    counterStore,
+    generationFrom,
+    processAdmission,
+    rebuildGeneration,
+)
 from popproxy._config import Config, loadConfig
+from popproxy._counterstore import ICounterStore
 from popproxy._generation import ListenerPlan
 from popproxy._gracefulstop import GracefulStop, stopOnShutdown
 from popproxy._lifecycle import Lifecycle
 from popproxy._listenerfactory import ListenerFactory
 from popproxy._metrics import Metrics
 from popproxy._reload import Reloader, ReloadOnHangup
+from popproxy._sharedcounters import RemoteCounters
 from popproxy._workerpool import acceptOneAtATime
 
 log = Logger(namespace="popproxy")
@@ -127,6 +136,28 @@ def _dieWithParent() -> None:
         pass
 
 
+def _countersFor(config: Config, reactor: Any, descriptor: int | None) -> ICounterStore:
+    """
+    The worker's counters: with a Redis store each process talks to Redis
+    itself; else the main process's, over the inherited socket pair.
+    """
+    shared = None if config.counterStore is not None else _sharedCounters(reactor, descriptor)
+    return shared or counterStore(config, reactor)
+
+
+def _sharedCounters(reactor: Any, descriptor: int | None) -> ICounterStore | None:
+    """
+    The main process's login counters, over the inherited socket
+    C{descriptor} (C{None}: none was given).
+    """
+    if descriptor is None:
+        return None
+    counters = RemoteCounters(reactor)
+    reactor.adoptStreamConnection(descriptor, socket.AF_UNIX, Factory.forProtocol(lambda: counters))
+    os.close(descriptor)
+    return counters
+
+
 def main(argv: list[str] | None = None) -> None:
     """
     A worker process: adopt the inherited listening sockets and serve.
@@ -137,6 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--upstream")
     parser.add_argument("--listen", action="append", default=[])
     parser.add_argument("--adopt", action="append", default=[])
+    parser.add_argument("--counters", type=int)
     arguments = parser.parse_args(argv)
     _dieWithParent()
 
@@ -158,10 +190,22 @@ def main(argv: list[str] | None = None) -> None:
     stop = GracefulStop(reactor, config.stopGrace, Lifecycle())
     chain = buildChain(config, reactor, metrics=metrics)
     admission = processAdmission(config, reactor)
-    generation = generationFrom(config, reactor, chain, metrics, stop, admission)
+    counters = _countersFor(config, reactor, arguments.counters)
+    generation = generationFrom(
+        config, reactor, chain, metrics, stop, admission=admission, counters=counters
+    )
     ports = _adopt(reactor, arguments.adopt, dict(generation.listeners))
     reloader = Reloader(
-        partial(rebuildGeneration, readConfig, reactor, chain.threads, metrics, stop, admission),
+        partial(
+            rebuildGeneration,
+            readConfig,
+            reactor,
+            chain.threads,
+            metrics,
+            stop,
+            admission=admission,
+            counters=counters,
+        ),
         AdoptedListeners(ports),
         generation,
     )

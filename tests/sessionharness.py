@@ -19,6 +19,7 @@ from twisted.python.failure import Failure
 from popproxy._admission import Admission, ConnectionLimits
 from popproxy._config import ChainConfig, Config
 from popproxy._gracefulstop import GracefulStop
+from popproxy._loginthrottle import LoginThrottle
 from popproxy._metrics import NO_METRICS, Metrics
 from popproxy._proxyheader import ProxyHeaderFactory
 from popproxy._proxyheaderbuild import ClientOrigin
@@ -140,6 +141,8 @@ class Harness:
     limits: ConnectionLimits | None = None
     #: The process's connection counts (SessionSettings.admission).
     admission: Admission | None = None
+    #: The login throttle sessions share (SessionSettings.loginThrottle).
+    loginThrottle: LoginThrottle | None = None
 
     def __post_init__(self) -> None:
         self.upstreams: list[FakeUpstream] = []
@@ -161,6 +164,7 @@ class Harness:
             stop=self.stop,
             limits=self.limits,
             admission=self.admission,
+            loginThrottle=self.loginThrottle,
         )
         self.client = ClosingTransport(
             self.clock,

@@ -388,3 +388,37 @@ def test_gracefulStopWired() -> None:
     assert stop.lifecycle.stopping
     assert client.value() == STOPPING
     assert client.disconnecting
+
+
+def test_counterStoreFollowsLimitsStore() -> None:
+    """
+    Without C{[limits] store} the abuse-protection counters live in the
+    process; with C{store = "redis://…"} they go to that Redis server, with
+    the process's own counters answering while it is down.
+    """
+    from popproxy._assembly import counterStore
+    from popproxy._fallbackstore import FallbackCounterStore
+    from popproxy._memorycounters import MemoryCounters
+
+    local = parseConfig('[upstream]\ndefault = "tcp:127.0.0.1:110"\n', "t.conf")
+    assert local.counterStore is None
+    assert isinstance(counterStore(local, MemoryReactorClock()), MemoryCounters)
+    shared = parseConfig(
+        '[upstream]\ndefault = "tcp:127.0.0.1:110"\n'
+        '[limits]\nstore = "redis://:secret@127.0.0.1:6390/2"\n'
+        "[limits.logins]\nblock_after = 5\n",
+        "t.conf",
+    )
+    assert shared.counterStore is not None and shared.counterStore.port == 6390
+    assert shared.loginThrottle.blockAfter == 5
+    assert isinstance(counterStore(shared, MemoryReactorClock()), FallbackCounterStore)
+
+
+def test_badLimitsStoreIsOneLine() -> None:
+    """
+    A C{[limits] store} that is neither C{"memory"} nor a Redis URL stops
+    start-up with one line naming the key, never the password.
+    """
+    with pytest.raises(ConfigError, match=r"^t.conf: \[limits\] store: ") as caught:
+        parseConfig('[limits]\nstore = "memcache://:hunter2@host"\n', "t.conf")
+    assert "hunter2" not in str(caught.value)

@@ -7,6 +7,8 @@ one connection per wake-up (the processes themselves run in tests/test_workers.p
 
 from __future__ import annotations
 
+import os
+import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,8 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 
 from popproxy._config import Config, TlsConfig
+from popproxy._memorycounters import MemoryCounters
+from popproxy._sharedcounters import CounterServer
 from popproxy._workerpool import (
     RESTART_DELAY,
     STOP_TIMEOUT,
@@ -235,3 +239,38 @@ def test_endedWorkerReported() -> None:
     pool.stopService()
     again.processEnded(Failure(ProcessTerminated(signal=15)))
     assert ended == [1000, 1001]
+
+
+class AdoptingReactor(ProcessReactor):
+    """
+    A ProcessReactor that also records the connections it adopts (keeping
+    a copy of each descriptor, as the real reactor does).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.adopted: list[tuple[socket.socket, Any]] = []
+
+    def adoptStreamConnection(self, descriptor: int, family: Any, factory: Any) -> None:
+        self.adopted.append((socket.socket(fileno=os.dup(descriptor)), factory))
+
+
+def test_workersGetTheCountersSocket() -> None:
+    """
+    Given the process's login counters, each worker inherits its own end
+    of a UNIX socket pair (named by --counters and kept open in the child)
+    and the main process answers on the other end from those counters.
+    """
+    reactor = AdoptingReactor()
+    counters = MemoryCounters(reactor)
+    launch = WorkerLaunch.fromConfig(Config(workers=3, listen=()))
+    WorkerPool(reactor, launch, [], None, counters).startService()
+    for _, args, childFDs in reactor.spawned:
+        descriptor = int(args[args.index("--counters") + 1])
+        assert childFDs[descriptor] == descriptor
+    assert len(reactor.adopted) == 2
+    for ours, factory in reactor.adopted:
+        assert ours.family == socket.AF_UNIX
+        server = factory.buildProtocol(None)
+        assert isinstance(server, CounterServer) and server._store is counters
+        ours.close()

@@ -1,0 +1,140 @@
+"""
+Tests for popproxy._sharedcounters: workers count in the main process's
+store over their socket pairs (here iosim's in-memory connections), so a
+failure counted by one worker slows and blocks the address in another; a
+worker that loses the main process, or gets no answer in time, counts on
+its own with one warning; a malformed request ends the connection.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.logger import capturedLogs, formatEvent
+from twisted.test import iosim
+
+from popproxy._counterstore import CounterStoreUnavailable
+from popproxy._loginthrottle import LoginThrottle
+from popproxy._memorycounters import MemoryCounters
+from popproxy._sharedcounters import ANSWER_TIMEOUT, CounterServer, RemoteCounters
+
+T = TypeVar("T")
+
+
+class Worker:
+    """
+    One worker's RemoteCounters connected to a CounterServer of the main
+    process's store.
+    """
+
+    def __init__(self, store: MemoryCounters, clock: Clock) -> None:
+        self.server = CounterServer(store)
+        self.counters = RemoteCounters(clock)
+        self.pump = iosim.connect(
+            self.server,
+            iosim.makeFakeServer(self.server),
+            self.counters,
+            iosim.makeFakeClient(self.counters),
+            clock=clock,
+        )
+
+    def answer(self, deferred: Deferred[T]) -> T:
+        """
+        Carry the request and its answer; the result.
+        """
+        results: list[Any] = []
+        deferred.addBoth(results.append)
+        self.pump.flush()
+        assert len(results) == 1, "no answer"
+        return results[0]  # type: ignore[no-any-return]
+
+
+def test_workersShareOneStore() -> None:
+    """
+    What one worker counts, another reads; keys with spaces and control
+    characters arrive as they were.
+    """
+    clock = Clock()
+    store = MemoryCounters(clock)
+    one, two = Worker(store, clock), Worker(store, clock)
+    key = "tried:192.0.2.1|bob smith\r\nx"
+    assert one.answer(one.counters.hit(key, 2, 60)) == 2
+    assert two.answer(two.counters.hit(key, 3, 60)) == 5
+    assert two.answer(two.counters.count(key)) == 5
+    one.answer(one.counters.blockUntil("block:192.0.2.1", 100.5))
+    assert two.answer(two.counters.blockedUntil("block:192.0.2.1")) == 100.5
+    two.answer(two.counters.forget(key))
+    assert one.answer(one.counters.count(key)) == 0
+
+
+def test_failureInOneWorkerBlocksInAnother() -> None:
+    """
+    A spray whose failures land on one worker blocks the address for the
+    other worker's sessions too.
+    """
+    clock = Clock()
+    store = MemoryCounters(clock)
+    one, two = Worker(store, clock), Worker(store, clock)
+    first = LoginThrottle(one.counters, clock)
+    second = LoginThrottle(two.counters, clock)
+    for number in range(6):
+        one.answer(first.failed("192.0.2.66", f"user{number}"))
+    admission = two.answer(second.admit("192.0.2.66", "anyone"))
+    assert admission.refused and admission.blockedUntil == 900
+
+
+def test_mainProcessGoneCountsLocally() -> None:
+    """
+    When the main process's end closes, a request in flight fails, the
+    worker warns once and counts on its own from then on.
+    """
+    clock = Clock()
+    worker = Worker(MemoryCounters(clock), clock)
+    worker.pump.flush()
+    waiting = worker.counters.hit("a", 1, 60)
+    failures: list[Any] = []
+    waiting.addErrback(failures.append)
+    with capturedLogs() as events:
+        worker.server.transport.loseConnection()  # type: ignore[union-attr]
+        worker.pump.flush()
+        assert failures and failures[0].check(CounterStoreUnavailable)
+        assert worker.answer(worker.counters.hit("a", 1, 60)) == 1
+        assert worker.answer(worker.counters.hit("a", 1, 60)) == 2
+    warnings = [formatEvent(e) for e in events if "unavailable" in formatEvent(e)]
+    assert len(warnings) == 1
+    assert "counting in this worker" in warnings[0]
+
+
+def test_noAnswerInTimeCountsLocally() -> None:
+    """
+    A main process that does not answer within ANSWER_TIMEOUT fails the
+    request; the worker counts on its own from then on.
+    """
+    clock = Clock()
+    counters = RemoteCounters(clock)
+    transport = iosim.makeFakeClient(counters)
+    counters.makeConnection(transport)
+    waiting = counters.count("a")
+    failures: list[Any] = []
+    waiting.addErrback(failures.append)
+    clock.advance(ANSWER_TIMEOUT)
+    assert failures and failures[0].check(CounterStoreUnavailable)
+    results: list[int] = []
+    counters.hit("a", 4, 60).addCallback(results.append)
+    assert results == [4]
+
+
+def test_malformedRequestEndsConnection() -> None:
+    """
+    A request that is not one of the store's methods closes the worker's
+    connection instead of calling anything.
+    """
+    clock = Clock()
+    server = CounterServer(MemoryCounters(clock))
+    transport = iosim.makeFakeServer(server)
+    server.makeConnection(transport)
+    with capturedLogs():
+        server.dataReceived(b'[1, "__init__", 1]\n')
+    assert transport.disconnecting
