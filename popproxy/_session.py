@@ -40,7 +40,6 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 from popproxy import __version__
-from popproxy._admission import Refusal, Ticket
 from popproxy._capabilities import UpstreamCapabilities, proxyCapabilities
 from popproxy._clientwire import ClientWire
 from popproxy._commandqueue import CommandQueue
@@ -52,7 +51,6 @@ from popproxy._commandsyntax import (
     parseMessageNumbers,
     parseNumbers,
 )
-from popproxy._deadlines import SessionDeadlines
 from popproxy._failedlogins import FailedLogins
 from popproxy._framing import MAX_COMMAND_LINE, CommandLine, FramingError
 from popproxy._listings import ListingExchange
@@ -73,6 +71,7 @@ from popproxy._retrievalflow import (
     Streamed,
 )
 from popproxy._sasl import MECHANISMS, Challenge, Credentials, SaslServer, SaslStep
+from popproxy._sessionguard import SessionGuard
 from popproxy._sessionsettings import SessionSettings
 from popproxy._tls import UpstreamTarget
 from popproxy._upstream import UpstreamConnection, describeFailure
@@ -162,18 +161,7 @@ class ClientSession(Protocol, TimeoutMixin):
         self._ending = "client closed the connection"
         self.commands = 0
         self.bytesIn = 0
-        #: The admission of this session (None: not counted, or refused).
-        self._ticket: Ticket | None = None
-        self._refused = False
-        self._deadlines: SessionDeadlines | None = None
-        if settings.limits is not None:
-            self._deadlines = SessionDeadlines(
-                settings.clock,
-                settings.limits,
-                loginExpired=self._loginTooSlow,
-                lineExpired=self._lineTooSlow,
-                releaseUpstream=self._releaseUpstream,
-            )
+        self._guard = SessionGuard(settings, end=self._end, releaseUpstream=self._releaseUpstream)
 
     # Lifecycle
 
@@ -184,7 +172,11 @@ class ClientSession(Protocol, TimeoutMixin):
         self.client = _describePeer(peer)
         self._login.clientAddress = str(getattr(peer, "host", peer))
         self._slot.origin = ClientOrigin.of(peer, self.transport.getHost())
-        if not self._admitted():
+        refusal = self._guard.admit(getattr(peer, "host", None), self.client)
+        if refusal is not None:
+            self._closing = True
+            self._write(refusal)
+            self.transport.loseConnection()
             return
         security = loginSecurity(
             self.transport,
@@ -214,10 +206,9 @@ class ClientSession(Protocol, TimeoutMixin):
             self._settings.stop.opened(self)
             if self._closing:
                 return
-        if self._deadlines is not None:
-            self._deadlines.opened()
+        self._guard.opened()
         router = self._settings.router
-        if router.static and router.default is not None and self._connectToGreet():
+        if router.static and router.default is not None and self._guard.connectToGreet:
             # One upstream for everybody: connect now and greet once it has
             # greeted, with its APOP timestamp, so that a client's APOP
             # digest relays unchanged and CAPA tells the truth before login.
@@ -225,41 +216,6 @@ class ClientSession(Protocol, TimeoutMixin):
             self._slot.ensure(router.default).addBoth(self._greet)
         else:
             self._greet(None)
-
-    def _admitted(self) -> bool:
-        """
-        Ask the process's L{Admission} whether this connection may become a
-        session; if not, say why in one line and close (nothing is opened
-        upstream, nothing is counted as a session).
-        """
-        admission = self._settings.admission
-        if admission is None:
-            return True
-        assert self.transport is not None
-        answer = admission.admit(getattr(self.transport.getPeer(), "host", None))
-        if isinstance(answer, Ticket):
-            self._ticket = answer
-            return True
-        self._refuse(answer)
-        return False
-
-    def _refuse(self, refusal: Refusal) -> None:
-        self._refused = self._closing = True
-        self.log.info(
-            "connection from {client} refused: {reason}", client=self.client, reason=refusal.reason
-        )
-        self._settings.metrics.connectionRefused(self._settings.listener, refusal.reason)
-        self._write(refusal.line)
-        assert self.transport is not None
-        self.transport.loseConnection()
-
-    def _connectToGreet(self) -> bool:
-        """
-        Whether to connect upstream before the greeting (for its APOP
-        timestamp): not when C{[limits] upstream_hold} is 0.
-        """
-        limits = self._settings.limits
-        return limits is None or limits.upstreamHold > 0
 
     def _greet(self, upstream: UpstreamConnection | Failure | None) -> None:
         if self._closing:
@@ -286,15 +242,8 @@ class ClientSession(Protocol, TimeoutMixin):
             self._queue.clear()
             self._end("client sent an overlong line", b"-ERR line too long, closing\r\n")
             return
-        if self._deadlines is None:
-            if not self._busy:
-                self.resetTimeout()
-        else:
-            # Only a whole command shows the client is there: bytes
-            # trickling in reset nothing, and a line has its own deadline.
-            if completed and not self._busy:
-                self.resetTimeout()
-            self._deadlines.line.fed(completed, self._queue.partial)
+        if self._guard.fed(completed, self._queue.partial) and not self._busy:
+            self.resetTimeout()
         self._pump()
 
     def _pauseReading(self) -> None:
@@ -311,13 +260,9 @@ class ClientSession(Protocol, TimeoutMixin):
         self._closing = True
         self._queue.clear()
         self._slot.close()
-        if self._deadlines is not None:
-            self._deadlines.cancel()
-        if self._refused:
+        self._guard.closed()
+        if self._guard.refused:
             return
-        if self._ticket is not None and self._settings.admission is not None:
-            self._settings.admission.release(self._ticket)
-            self._ticket = None
         # Drop what the session holds, so a closed session frees its
         # filtered messages now rather than when the cycle collector runs.
         self._mailbox.clear()
@@ -351,26 +296,13 @@ class ClientSession(Protocol, TimeoutMixin):
             return
         self._end("idle timeout (autologout)", b"-ERR [SYS/PERM] autologout: idle for too long\r\n")
 
-    def _loginTooSlow(self) -> None:
-        self._end("login timeout", b"-ERR [SYS/PERM] autologout: no login in time\r\n")
-
-    def _lineTooSlow(self) -> None:
-        self._end(
-            "command line timeout",
-            b"-ERR [SYS/PERM] autologout: command line not completed in time\r\n",
-        )
-
     def _holdUpstream(self) -> None:
         """
         Before login, an upstream connection with no command running is
         kept only for C{[limits] upstream_hold} seconds.
         """
-        if (
-            self._deadlines is not None
-            and self.state == AUTHORIZATION
-            and self._slot.connection is not None
-        ):
-            self._deadlines.upstreamIdle()
+        if self.state == AUTHORIZATION and self._slot.connection is not None:
+            self._guard.upstreamIdle()
 
     def _releaseUpstream(self) -> None:
         if (
@@ -481,7 +413,7 @@ class ClientSession(Protocol, TimeoutMixin):
         Refuse an invalid command; before login, with C{[limits]}, it
         counts (and is delayed) as a failed login.
         """
-        if self._deadlines is None or self.state != AUTHORIZATION:
+        if not self._guard.enforced or self.state != AUTHORIZATION:
             self._reply(line)
             return
         self._busy = True
@@ -588,7 +520,7 @@ class ClientSession(Protocol, TimeoutMixin):
             return self._capabilityList(None)
         beforeLogin = self.state == AUTHORIZATION
         cache = self._settings.capabilities
-        if beforeLogin and self._deadlines is not None and not self._slot.isUsable(address):
+        if beforeLogin and self._guard.enforced and not self._slot.isUsable(address):
             cached = cache.lookUp(address)
             if cached is not None:
                 return self._capabilityList(cached)
@@ -700,8 +632,7 @@ class ClientSession(Protocol, TimeoutMixin):
             return
         if self._refuseWithoutTLS():
             return
-        if self._deadlines is not None:
-            self._deadlines.loginCommand()
+        self._guard.loginCommand()
         self._answerSasl(self._sasl.start(arguments))
 
     def _answerSasl(self, step: SaslStep) -> None:
@@ -722,8 +653,7 @@ class ClientSession(Protocol, TimeoutMixin):
         how it ended.
         """
         self._busy = True
-        if self._deadlines is not None:
-            self._deadlines.loginCommand()
+        self._guard.loginCommand()
         answering = Deferred.fromCoroutine(self._login.paced(exchange, method))
         answering.addCallbacks(self._loginAnswered, self._exchangeBroke)
 
@@ -732,8 +662,7 @@ class ClientSession(Protocol, TimeoutMixin):
             return
         if answer.loggedIn:
             self.state = TRANSACTION
-            if self._deadlines is not None:
-                self._deadlines.loggedIn()
+            self._guard.loggedIn()
             self.user = answer.login
             self.log.info(
                 "session {session}: {user} logged in at {upstream}",

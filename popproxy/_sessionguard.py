@@ -1,0 +1,155 @@
+"""
+One session's part of the C{[limits]}: L{SessionGuard} asks the process's
+L{Admission} whether the connection may become a session (and gives the
+ticket back at the end), runs the session's login and command-line
+deadlines and the time an upstream connection made before login is held
+(L{SessionDeadlines}).  Given the session's settings and the callables
+that end the session or release its upstream connection, never the
+session.  Without C{[limits]} (the protocol tests' default) it enforces
+nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from popproxy._admission import Ticket
+from popproxy._deadlines import SessionDeadlines
+from popproxy._printable import PrintableLogger
+
+if TYPE_CHECKING:
+    from popproxy._sessionsettings import SessionSettings
+
+#: Said to a client that did not log in within C{[limits] login_timeout}.
+LOGIN_TOO_SLOW = b"-ERR [SYS/PERM] autologout: no login in time\r\n"
+
+#: Said to a client whose command line took over C{[limits] command_deadline}.
+LINE_TOO_SLOW = b"-ERR [SYS/PERM] autologout: command line not completed in time\r\n"
+
+
+class SessionGuard:
+    """
+    The admission ticket and the C{[limits]} timers of one session.
+
+    @ivar refused: the connection was refused at the door (it never became
+        a session).
+    """
+
+    log = PrintableLogger()
+
+    def __init__(
+        self,
+        settings: SessionSettings,
+        *,
+        end: Callable[[str, bytes], None],
+        releaseUpstream: Callable[[], None],
+    ) -> None:
+        """
+        @param end: ends the session with a reason for the log and the
+            last words for the client.
+        @param releaseUpstream: drops an upstream connection held before
+            login, if the session is not using it.
+        """
+        self._settings = settings
+        self._end = end
+        self._ticket: Ticket | None = None
+        self.refused = False
+        self._deadlines: SessionDeadlines | None = None
+        if settings.limits is not None:
+            self._deadlines = SessionDeadlines(
+                settings.clock,
+                settings.limits,
+                loginExpired=self._loginTooSlow,
+                lineExpired=self._lineTooSlow,
+                releaseUpstream=releaseUpstream,
+            )
+
+    @property
+    def enforced(self) -> bool:
+        """
+        Whether C{[limits]} apply (invalid commands count as failures, CAPA
+        before login may answer from the cache).
+        """
+        return self._deadlines is not None
+
+    @property
+    def connectToGreet(self) -> bool:
+        """
+        Whether to connect upstream before the greeting (for its APOP
+        timestamp): not when C{[limits] upstream_hold} is 0.
+        """
+        limits = self._settings.limits
+        return limits is None or limits.upstreamHold > 0
+
+    def admit(self, host: str | None, client: str) -> bytes | None:
+        """
+        Ask the process's admission whether a connection from C{host} may
+        become a session: C{None} if so, else the line to say before
+        closing (logged and counted here).
+        """
+        admission = self._settings.admission
+        if admission is None:
+            return None
+        answer = admission.admit(host)
+        if isinstance(answer, Ticket):
+            self._ticket = answer
+            return None
+        self.refused = True
+        self.log.info(
+            "connection from {client} refused: {reason}", client=client, reason=answer.reason
+        )
+        self._settings.metrics.connectionRefused(self._settings.listener, answer.reason)
+        return answer.line
+
+    def opened(self) -> None:
+        """
+        The session has greeted (or is about to): its login time runs.
+        """
+        if self._deadlines is not None:
+            self._deadlines.opened()
+
+    def fed(self, completed: int, partial: bool) -> bool:
+        """
+        A read completed C{completed} command lines and left a partial one
+        or not; return whether it shows the client is there (its idle timer
+        restarts).  Under C{[limits]} only a whole line does, and a partial
+        line has its own deadline.
+        """
+        if self._deadlines is None:
+            return True
+        self._deadlines.line.fed(completed, partial)
+        return completed > 0
+
+    def loginCommand(self) -> None:
+        if self._deadlines is not None:
+            self._deadlines.loginCommand()
+
+    def loggedIn(self) -> None:
+        if self._deadlines is not None:
+            self._deadlines.loggedIn()
+
+    def upstreamIdle(self) -> None:
+        """
+        An upstream connection made before login has no command running:
+        it is held for C{[limits] upstream_hold} seconds at most.
+        """
+        if self._deadlines is not None:
+            self._deadlines.upstreamIdle()
+
+    def closed(self) -> None:
+        """
+        The connection is gone: stop the timers and give the ticket back.
+        """
+        if self._deadlines is not None:
+            self._deadlines.cancel()
+        admission = self._settings.admission
+        if self._ticket is not None and admission is not None:
+            admission.release(self._ticket)
+            self._ticket = None
+
+    def _loginTooSlow(self) -> None:
+        self._end("login timeout", LOGIN_TOO_SLOW)
+
+    def _lineTooSlow(self) -> None:
+        self._end("command line timeout", LINE_TOO_SLOW)

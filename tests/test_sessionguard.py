@@ -1,0 +1,94 @@
+"""
+Tests for popproxy._sessionguard: one session's admission ticket and
+[limits] timers, driven by a task.Clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+
+from popproxy._admission import Admission, ConnectionLimits
+from popproxy._config import Config
+from popproxy._routing import Router
+from popproxy._sessionguard import LINE_TOO_SLOW, LOGIN_TOO_SLOW, SessionGuard
+from popproxy._sessionsettings import SessionSettings
+
+
+def settingsFor(
+    clock: Clock, limits: ConnectionLimits | None, admission: Admission | None
+) -> SessionSettings:
+    config = Config(upstream="tcp:127.0.0.1:110")
+    return SessionSettings(
+        router=Router(config.routing),
+        connect=lambda target: Deferred(),
+        clock=clock,
+        limits=limits,
+        admission=admission,
+    )
+
+
+class Ended:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, bytes]] = []
+
+    def __call__(self, why: str, lastWords: bytes) -> None:
+        self.calls.append((why, lastWords))
+
+
+def test_withoutLimitsNothingIsEnforced() -> None:
+    """
+    Without [limits] every read counts as the client being there, nothing
+    is timed, the upstream is connected for the greeting and nothing is
+    refused.
+    """
+    clock = Clock()
+    ended = Ended()
+    guard = SessionGuard(settingsFor(clock, None, None), end=ended, releaseUpstream=lambda: None)
+    assert guard.admit("192.0.2.1", "192.0.2.1:5") is None
+    guard.opened()
+    assert guard.fed(0, True) and not guard.enforced and guard.connectToGreet
+    clock.advance(10_000)
+    assert ended.calls == [] and clock.getDelayedCalls() == []
+
+
+def test_loginAndLineDeadlines() -> None:
+    """
+    Under [limits], bytes that complete no line do not count as activity;
+    a partial line past its deadline, or no login in time, ends the
+    session with its own last words.
+    """
+    limits = ConnectionLimits(loginTimeout=60, commandDeadline=5, upstreamHold=0)
+    clock = Clock()
+    ended = Ended()
+    guard = SessionGuard(settingsFor(clock, limits, None), end=ended, releaseUpstream=lambda: None)
+    guard.opened()
+    assert not guard.connectToGreet and guard.enforced
+    assert guard.fed(0, True) is False
+    clock.advance(5)
+    assert ended.calls == [("command line timeout", LINE_TOO_SLOW)]
+    assert guard.fed(1, False) is True
+    clock.advance(55)
+    assert ended.calls[-1] == ("login timeout", LOGIN_TOO_SLOW)
+
+
+def test_refusedAtTheDoorAndTicketGivenBack() -> None:
+    """
+    Over the per-address limit the connection gets the refusal line and is
+    marked refused; a session that closes gives its place back, so the
+    next connection from that address is admitted.
+    """
+    clock = Clock()
+    limits = ConnectionLimits(perAddress=1, trusted=())
+    admission = Admission(limits, clock.seconds, 10_000)
+    settings = settingsFor(clock, limits, admission)
+    first = SessionGuard(settings, end=Ended(), releaseUpstream=lambda: None)
+    assert first.admit("192.0.2.1", "192.0.2.1:5") is None
+    second = SessionGuard(settings, end=Ended(), releaseUpstream=lambda: None)
+    line = second.admit("192.0.2.1", "192.0.2.1:6")
+    assert line is not None and line.startswith(b"-ERR [SYS/TEMP]") and second.refused
+    first.closed()
+    third = SessionGuard(replace(settings), end=Ended(), releaseUpstream=lambda: None)
+    assert third.admit("192.0.2.1", "192.0.2.1:7") is None
