@@ -51,7 +51,9 @@ def _encodeArgument(argument: bytes | str | int | float) -> bytes:
     if isinstance(argument, bytes):
         return argument
     if isinstance(argument, str):
-        return argument.encode("utf-8")
+        # Keys carry login names decoded with surrogateescape from whatever
+        # bytes a client sent: they go out as those bytes, never failing.
+        return argument.encode("utf-8", "surrogateescape")
     if isinstance(argument, bool):
         raise TypeError("a Redis argument cannot be a bool")
     if isinstance(argument, int | float):

@@ -102,6 +102,17 @@ def test_hitCountsAndCountReads(store: RedisCounterStore, redis: RedisServer) ->
     assert 59_000 <= int(raw(redis, "PTTL", "popproxy:count:203.0.113.7")[1:]) <= 60_000
 
 
+def test_keysOfAnyClientBytes(store: RedisCounterStore) -> None:
+    """
+    A key holding a login name that was not UTF-8 (decoded with
+    surrogateescape) is counted like any other, not failed.
+    """
+    key = "accountpenalty:" + b"\xff\xferoot".decode("utf-8", "surrogateescape")
+    assert wait(store.hit(key, 1, 60)) == 1
+    assert wait(store.hit(key, 1, 60)) == 2
+    assert wait(store.count(key)) == 2
+
+
 def test_aWindowIsFixedAtTheFirstHit(store: RedisCounterStore, redis: RedisServer) -> None:
     """
     Later hits do not extend the window, even with a longer ttl.

@@ -138,3 +138,15 @@ def test_commandsAreArraysOfBulkStrings() -> None:
         encodeCommand("SET", True)
     with pytest.raises(ValueError):
         encodeCommand()
+
+
+@given(st.binary(max_size=64))
+def test_keysFromAnyClientBytesEncode(raw: bytes) -> None:
+    """
+    A key holding a login name decoded from any bytes a client sent
+    (surrogateescape) goes out as exactly those bytes: a non-UTF-8 name
+    cannot make the counters fail and so slip past the throttle.
+    """
+    key = "owner:" + raw.decode("utf-8", "surrogateescape")
+    wire = b"owner:" + raw
+    assert encodeCommand("GET", key) == b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(wire), wire)
