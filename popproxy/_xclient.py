@@ -20,10 +20,10 @@ import ipaddress
 from collections.abc import Callable
 
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from popproxy._framing import StatusLine
+from popproxy._printable import PrintableLogger
 from popproxy._proxyheaderbuild import ClientOrigin
 from popproxy._tls import UpstreamTarget
 from popproxy._upstream import UpstreamConnection, UpstreamError
@@ -116,7 +116,8 @@ class XclientConnector:
     XCLIENT (or refuses it) is used anyway, with a warning.
     """
 
-    log = Logger()
+    #: The upstream's answer is escaped in the log (it is not ours to trust).
+    log = PrintableLogger()
 
     def __init__(self, connect: Connect) -> None:
         self._connect = connect

@@ -9,12 +9,14 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import NoReturn
 
 import pytest
 
 __all__ = [
+    "TailLogReporter",
     "liveGroupMembers",
     "logSince",
     "logSize",
@@ -95,3 +97,26 @@ def logSince(path: Path, offset: int) -> str:
             return logFile.read().decode("utf-8", errors="replace")
     except FileNotFoundError:
         return ""
+
+
+class TailLogReporter:
+    """
+    A pytest plugin that adds the tail of a daemon's log to the report of
+    a failed test that used its session fixture.
+    """
+
+    def __init__(self, name: str, fixture: str, log: Callable[[], str], lines: int = 100) -> None:
+        self.name = name
+        self.fixture = fixture
+        self.log = log
+        self.lines = lines
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        if report.failed and self.fixture in getattr(item, "fixturenames", ()):
+            tail = "\n".join(self.log().splitlines()[-self.lines :])
+            report.sections.append((f"{self.name} log (tail)", tail))
+        return report

@@ -14,12 +14,19 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.peers.daemons import logSince, logSize, readText, terminateWithParent, unavailable
+from tests.peers.daemons import (
+    TailLogReporter,
+    logSince,
+    logSize,
+    readText,
+    terminateWithParent,
+    unavailable,
+)
 from tests.peers.ports import freePort
 
 __all__ = ["redis", "redisServer"]
@@ -141,23 +148,6 @@ class RedisServer:
         return logSince(self.logPath, offset)
 
 
-class _RedisLogReporter:
-    """A pytest plugin that shows Redis's log in the report of a failed test that used it."""
-
-    def __init__(self, server: RedisServer) -> None:
-        self.server = server
-
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(
-        self, item: pytest.Item, call: pytest.CallInfo[None]
-    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-        report = yield
-        if report.failed and "redisServer" in getattr(item, "funcargs", {}):
-            tail = "\n".join(self.server.log().splitlines()[-_LOG_TAIL_LINES:])
-            report.sections.append(("redis log (tail)", tail))
-        return report
-
-
 @pytest.fixture(scope="session")
 def redisServer(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
@@ -169,7 +159,7 @@ def redisServer(
         unavailable("redis-server is not installed (Debian: redis-server)")
     directory = Path(tempfile.mkdtemp(prefix="popproxy-redis-"))
     server = RedisServer(directory)
-    reporter = _RedisLogReporter(server)
+    reporter = TailLogReporter("redis", "redisServer", server.log, _LOG_TAIL_LINES)
     request.config.pluginmanager.register(reporter, f"popproxy-redis-log-{id(reporter)}")
     try:
         server.start()

@@ -9,12 +9,18 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.peers.daemons import liveGroupMembers, readText, terminateWithParent, unavailable
+from tests.peers.daemons import (
+    TailLogReporter,
+    liveGroupMembers,
+    readText,
+    terminateWithParent,
+    unavailable,
+)
 from tests.peers.ports import freePort
 
 __all__ = ["spamdServer"]
@@ -179,23 +185,6 @@ class SpamdServer:
         return readText(self.logPath)
 
 
-class _SpamdLogReporter:
-    """A pytest plugin that adds the tail of spamd's log to the report of a failed test using it."""
-
-    def __init__(self, server: SpamdServer) -> None:
-        self.server = server
-
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(
-        self, item: pytest.Item, call: pytest.CallInfo[None]
-    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-        report = yield
-        if report.failed and "spamdServer" in getattr(item, "fixturenames", ()):
-            tail = "\n".join(self.server.log().splitlines()[-_LOG_TAIL_LINES:])
-            report.sections.append(("spamd log (tail)", tail))
-        return report
-
-
 @pytest.fixture(scope="session")
 def spamdServer(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
@@ -216,7 +205,7 @@ def spamdServer(
     directory = Path(tempfile.mkdtemp(prefix="popproxy-spamd-"))
     directory.chmod(0o755)
     server = SpamdServer(directory)
-    reporter = _SpamdLogReporter(server)
+    reporter = TailLogReporter("spamd", "spamdServer", server.log, _LOG_TAIL_LINES)
     request.config.pluginmanager.register(reporter, f"popproxy-spamd-log-{id(reporter)}")
     try:
         server.start()
