@@ -35,7 +35,7 @@ from popproxy._config import Config, ConfigError, checkConfig
 from popproxy._counterstore import ICounterStore
 from popproxy._filterthreads import FilterThreads
 from popproxy._generation import Generation, ListenerPlan
-from popproxy._gracefulstop import GracefulStop
+from popproxy._gracefulstop import GracefulStop, ignoreRepeatedStops
 from popproxy._health import Health
 from popproxy._lifecycle import Lifecycle
 from popproxy._listenerfactory import ListenerFactory
@@ -513,6 +513,7 @@ def serviceFromConfig(
     top = MultiService()
     lifecycle = lifecycle or Lifecycle()
     stop = GracefulStop(reactor, config.stopGrace, lifecycle)
+    ignoreRepeatedStops(reactor)
     admission = processAdmission(config, reactor)
     counters = counterStore(config, reactor)
     generation = generationFrom(config, reactor, chain, metrics, stop, admission, counters)

@@ -11,7 +11,11 @@ It never touches a connection: it asks the sessions (L{StoppableSession}).
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections.abc import Iterable
+from functools import partial
+from types import FrameType
 from typing import Any, Protocol
 
 from twisted.application.service import Service
@@ -138,3 +142,33 @@ def _stopServing(ports: Iterable[Any], stop: GracefulStop) -> Deferred[None]:
     for port in list(ports):
         port.stopListening()
     return stop.stopService()
+
+
+#: The signals an init system or an operator sends to stop the process.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def ignoreRepeatedStops(reactor: Any) -> None:
+    """
+    Once the process has begun to stop, a further SIGTERM or SIGINT is
+    logged and ignored: the reactor would otherwise be asked to stop again
+    and log C{ReactorNotRunning} as a traceback.  SIGKILL still ends the
+    process at once.
+    """
+    reactor.addSystemEventTrigger("before", "shutdown", _replaceStopHandlers, reactor)
+
+
+def _replaceStopHandlers(reactor: Any) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for number in STOP_SIGNALS:
+        signal.signal(number, partial(_repeatedStop, reactor))
+
+
+def _repeatedStop(reactor: Any, number: int, frame: FrameType | None) -> None:
+    # A signal handler must not log itself (it may interrupt the logger).
+    reactor.callFromThread(
+        log.info,
+        "{signal} ignored: already stopping (SIGKILL ends the process at once)",
+        signal=signal.Signals(number).name,
+    )

@@ -238,7 +238,8 @@ def test_sigtermWithSessionsMidRetr(
     and are closed; new connections are refused; a client mid-RETR that
     goes on reading gets the whole message, terminating line included, then
     the stopping line (the answer to the DELE and QUIT it pipelined, which
-    never run) and the end of the connection; a client still mid-RETR when
+    never run) and the end of the connection; a second SIGTERM is logged
+    and ignored, without a traceback; a client still mid-RETR when
     the grace period ends is cut without the terminating line.  The
     upstream got no DELE and no QUIT, so it deleted nothing; the process
     exits as init systems expect (killed by SIGTERM, which systemd counts
@@ -270,6 +271,8 @@ def test_sigtermWithSessionsMidRetr(
         client.readToEnd()
         assert bytes(client.data[client.start :]) == STOPPING
     assert refusedWithin(proxy.port, 5.0)
+    # An impatient operator signals the main process again: it is ignored.
+    os.kill(proxy.pid, signal.SIGTERM)
     # The health check still answers while the sessions finish: stopping.
     assert health(metricsPort) == (503, "stopping")
 
@@ -298,6 +301,8 @@ def test_sigtermWithSessionsMidRetr(
     assert log.count(cut) == len(slow), log
     assert log.count("closed: proxy stopping; ") >= len(finishing) + len(idle), log
     assert log.count("grace period (8.0 s) over, cutting") == workers
+    assert "SIGTERM ignored: already stopping" in log, log
+    assert "Traceback" not in log and "ReactorNotRunning" not in log, log
     assert "Traceback" not in log
     for client in finishing + slow + idle:
         client.close()

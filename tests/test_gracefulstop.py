@@ -7,11 +7,18 @@ is over, and what the log says.
 
 from __future__ import annotations
 
+import os
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactor
 from twisted.logger import capturedLogs, formatEvent
 
-from popproxy._gracefulstop import CUT_WAIT, GracefulStop
+from popproxy._gracefulstop import CUT_WAIT, GracefulStop, ignoreRepeatedStops
 from popproxy._lifecycle import Lifecycle
 from popproxy._session import STOPPING
 from tests.sessionharness import Harness
@@ -176,3 +183,48 @@ def test_sessionOpenedWhileStoppingIsRefused() -> None:
     h = Harness(clock=clock, stop=stop)
     assert h.received() == STOPPING
     assert h.client.disconnecting
+
+
+@pytest.fixture
+def stopHandlersRestored() -> Iterator[None]:
+    """
+    The process's SIGTERM and SIGINT handlers, put back after the test.
+    """
+    saved = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for number, handler in saved.items():
+        signal.signal(number, handler)
+
+
+class CallRecorder(MemoryReactor):
+    """
+    A memory reactor that records what is handed to C{callFromThread}.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fromThread: list[tuple[Any, tuple[object, ...], dict[str, object]]] = []
+
+    def callFromThread(self, f: Any, *args: object, **kw: object) -> None:
+        self.fromThread.append((f, args, kw))
+
+
+def test_repeatedStopSignalIsLoggedAndIgnored(stopHandlersRestored: None) -> None:
+    """
+    Once the reactor has begun to shut down, a further SIGTERM does not
+    stop it again (which would log ReactorNotRunning as a traceback): it
+    is logged as ignored, from the reactor's thread, and the process lives
+    on until the stop is over.
+    """
+    reactor = CallRecorder()
+    ignoreRepeatedStops(reactor)
+    (trigger,) = reactor.triggers["before"]["shutdown"]
+    function, args, kw = trigger
+    function(*args, **kw)
+    os.kill(os.getpid(), signal.SIGTERM)
+    ((log, logArgs, logKw),) = reactor.fromThread
+    with capturedLogs() as events:
+        log(*logArgs, **logKw)
+    assert [formatEvent(e) for e in events] == [
+        "SIGTERM ignored: already stopping (SIGKILL ends the process at once)"
+    ]
