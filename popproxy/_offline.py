@@ -246,7 +246,10 @@ def describe(message: MessageFile, result: ChainResult, stored: str) -> str:
     fields = [f"{message.shown}: {len(result.original)} bytes"]
     for outcome in result.filters:
         if outcome.verdict is None:
-            fields.append(f"{outcome.name}: error ({outcome.error}; on_error={outcome.onError})")
+            errorId = f"; error id {outcome.errorId}" if outcome.errorId else ""
+            fields.append(
+                f"{outcome.name}: error ({outcome.error}; on_error={outcome.onError}{errorId})"
+            )
         else:
             said = [outcome.note] if outcome.note else []
             if isinstance(outcome.verdict, TempFail) and outcome.verdict.reason != outcome.note:
