@@ -51,8 +51,10 @@ class PostgresServer:
     One private PostgreSQL server, its data, socket and log in C{directory}.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, durable: bool = False) -> None:
         self.directory = directory
+        #: fsync on (the benchmark); off for the tests, which need no crash safety.
+        self.durable = durable
         self.data = directory / "data"
         self.logPath = directory / "postgres.log"
         self.host = "127.0.0.1"
@@ -91,7 +93,9 @@ class PostgresServer:
 
         @raise PostgresStartError: with its log, if it did not.
         """
-        options = f"-c listen_addresses={self.host} -p {self.port} -k {self.directory} -c fsync=off"
+        options = f"-c listen_addresses={self.host} -p {self.port} -k {self.directory}"
+        if not self.durable:
+            options += " -c fsync=off"
         self._tool(
             "pg_ctl",
             *("-D", str(self.data), "-l", str(self.logPath), "-w", "-t", "60"),
