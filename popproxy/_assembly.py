@@ -23,7 +23,7 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import clientFromString, serverFromString
-from twisted.internet.interfaces import IReactorThreads
+from twisted.internet.interfaces import IReactorCore, IReactorThreads
 from twisted.internet.protocol import ServerFactory
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -44,9 +44,11 @@ from popproxy._memorycounters import MemoryCounters
 from popproxy._memorytrim import MemoryTrimmer, glibcTrim
 from popproxy._metrics import NO_METRICS, Metrics, listenerLabel
 from popproxy._metricsservice import MetricsService
+from popproxy._pgquarantine import PostgresQuarantine
 from popproxy._plugins import PluginError, loadFilter
 from popproxy._proxyheader import ProxyHeaderFactory
 from popproxy._quarantine import DirectoryQuarantine
+from popproxy._quarantineaddress import QuarantineAddress
 from popproxy._redisstore import counterStoreFor
 from popproxy._reload import CannotListen, Reloader, ReloadOnHangup
 from popproxy._retrieval import PassThrough
@@ -89,6 +91,75 @@ def directoryQuarantine(
         raise ConfigError(f"{source}: [chain] quarantine: {directory}: {e.strerror}") from None
 
 
+def configuredQuarantine(
+    source: str,
+    address: QuarantineAddress,
+    runInThread: Callable[[Callable[[], Any]], Deferred[Any]],
+    reactor: Any,
+    metrics: Metrics = NO_METRICS,
+) -> Any:
+    """
+    The quarantine C{[chain] quarantine} names: a directory, or a
+    PostgreSQL database (L{popproxy._pgquarantine}), its connections
+    closed when the reactor shuts down.
+
+    @raise ConfigError: it cannot be used, naming the file and the key.
+    """
+    if isinstance(address, Path):
+        return directoryQuarantine(source, address, runInThread, metrics)
+    try:
+        from popproxy._pgstore import PostgresStore, connectionSettings
+    except ImportError:
+        raise ConfigError(
+            f"{source}: [chain] quarantine: a PostgreSQL quarantine needs psycopg: "
+            "pip install 'popproxy[postgresql]'"
+        ) from None
+    try:
+        connectionSettings(address)
+    except ValueError as e:
+        raise ConfigError(f"{source}: [chain] quarantine: {e}") from None
+    store = PostgresStore(address, POSTGRES_CONNECTIONS)
+    if IReactorCore.providedBy(reactor):
+        reactor.addSystemEventTrigger("after", "shutdown", store.close)
+    return PostgresQuarantine(
+        store, address.describe(), runInThread, reactor, metrics, POSTGRES_CONNECTIONS
+    )
+
+
+#: Connections one process opens to a PostgreSQL quarantine at most.
+POSTGRES_CONNECTIONS = 4
+
+
+def checkQuarantineSchema(config: Config) -> None:
+    """
+    At start-up, before serving: refuse a PostgreSQL quarantine that
+    answers but is not migrated (never migrate it silently).  One that
+    does not answer is no reason to refuse: its store says so, and
+    retrievals that must quarantine get a temporary failure until it does.
+
+    @raise ConfigError: saying to run C{popproxy-quarantine migrate}.
+    """
+    address = config.chain.quarantine
+    if address is None or isinstance(address, Path):
+        return
+    from popproxy._pgschema import SchemaError
+    from popproxy._pgstore import openConnection
+
+    try:
+        openConnection(address).close()
+    except SchemaError as e:
+        raise ConfigError(
+            f"{config.source}: [chain] quarantine: {e} "
+            f"(popproxy-quarantine --config {config.source} migrate)"
+        ) from None
+    except Exception as e:
+        log.warn(
+            "quarantine store {address} does not answer at start-up: {reason}",
+            address=address.describe(),
+            reason=" ".join(str(e).split()),
+        )
+
+
 def buildChain(
     config: Config,
     reactor: Any,
@@ -117,8 +188,8 @@ def buildChain(
     runInThread = reactorThreads(reactor)
     quarantine = None
     if config.chain.quarantine is not None:
-        quarantine = directoryQuarantine(
-            config.source, config.chain.quarantine, runInThread, metrics
+        quarantine = configuredQuarantine(
+            config.source, config.chain.quarantine, runInThread, reactor, metrics
         )
     return FilterChain(
         entries,
@@ -260,6 +331,8 @@ class ChainStart(Service):
     def startService(self) -> None:
         super().startService()
         self.chain.start()
+        if isinstance(self.chain.quarantine, PostgresQuarantine):
+            self.chain.quarantine.start()
 
 
 def sessionFactories(
@@ -599,6 +672,7 @@ def metricsService(
         multiprocess=config.workers > 1,
         report=health.report,
         entries=health.chainEntries,
+        quarantine=health.chainQuarantine,
     )
     endpoint = serverFromString(reactor, description)
     Listener(description, endpoint, service.site).setServiceParent(service)

@@ -194,6 +194,13 @@ class FilterChain:
     def active(self) -> bool:
         return bool(self.entries)
 
+    @property
+    def quarantine(self) -> Any:
+        """
+        Where originals go (the health page and the metrics read its state).
+        """
+        return self._quarantine
+
     def start(self) -> None:
         """
         Start every filter that provides L{IStartable}, once (later calls

@@ -20,6 +20,7 @@ from typing import Any
 from popproxy._admission import ConnectionLimits
 from popproxy._loginthrottle import ThrottleSettings
 from popproxy._mimelimits import LIMIT_KEYS, ParseLimits
+from popproxy._quarantineaddress import QuarantineAddress, parseQuarantineAddress
 from popproxy._storeaddress import RedisAddress, parseStoreURL
 from popproxy._tls import (
     CLIENT_ADDRESS_MODES,
@@ -146,7 +147,8 @@ class ChainConfig:
     How the filter chain runs.
 
     @ivar pluginDirs: directories searched for plugins named by a bare name.
-    @ivar quarantine: directory keeping originals replaced by notices.
+    @ivar quarantine: where originals replaced by notices are kept: a
+        directory, or a PostgreSQL database (L{DatabaseAddress}).
     @ivar top: C{"full"}: TOP fetches and filters the whole message, then
         cuts it (consistent with RETR); C{"partial"}: TOP's partial message
         is filtered as such.
@@ -159,7 +161,7 @@ class ChainConfig:
     """
 
     pluginDirs: tuple[Path, ...] = ()
-    quarantine: Path | None = None
+    quarantine: QuarantineAddress | None = None
     top: str = "full"
     threadThreshold: int = 64 * 1024
     keepaliveAfter: float = 20.0
@@ -725,7 +727,7 @@ def readChain(source: str, data: Any, base: Path) -> ChainConfig:
     spoolDirectory = table.string("spool_directory")
     chain = ChainConfig(
         pluginDirs=tuple(base / directory for directory in pluginDirs),
-        quarantine=(base / quarantine) if quarantine else None,
+        quarantine=parseQuarantineAddress(quarantine, base) if quarantine else None,
         top=table.string("top", "full"),
         threadThreshold=table.integer("thread_threshold", 64 * 1024, minimum=0),
         keepaliveAfter=table.number("keepalive_after", 20.0, minimum=0),

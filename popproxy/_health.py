@@ -15,6 +15,8 @@ from typing import Any
 
 from popproxy._chain import ChainEntry, FilterChain
 from popproxy._lifecycle import Lifecycle
+from popproxy._pgquarantine import PostgresQuarantine, StoreStatus
+from popproxy._quarantine import DirectoryQuarantine
 from popproxy._scannerstatus import ScannerStatus
 from popproxy.interfaces import IScannerStatus
 
@@ -31,7 +33,7 @@ def scannerStatuses(entries: Sequence[ChainEntry]) -> list[tuple[str, ScannerSta
     ]
 
 
-def scannerState(status: ScannerStatus) -> str:
+def scannerState(status: ScannerStatus | StoreStatus) -> str:
     """
     C{reachable}, C{unreachable}, or C{unknown} before any attempt.
     """
@@ -56,12 +58,16 @@ def healthReport(
     listeners: Sequence[tuple[str, bool]],
     chainLoaded: bool,
     scanners: Sequence[tuple[str, ScannerStatus]],
+    quarantine: dict[str, Any] | None = None,
 ) -> HealthReport:
     """
     The report of a process that is C{stopping} or not, whose listeners
     (by label) listen or not, with its chain loaded or not.  Scanners that
     cannot be reached do not make it unhealthy: the chain's C{on_error}
     policies decide what their messages get, and the body says which.
+    Neither does a quarantine store that cannot be reached (the body says
+    so too): only the retrievals that must quarantine fail, temporarily,
+    and another instance shares the same store.
     """
     serving = all(up for _, up in listeners) and chainLoaded
     status = "stopping" if stopping else "serving" if serving else "starting"
@@ -81,8 +87,29 @@ def healthReport(
             for name, scanner in scanners
         ],
     }
+    if quarantine is not None:
+        document["quarantine"] = quarantine
     body = json.dumps(document, indent=2).encode("utf-8") + b"\n"
     return HealthReport(200 if status == "serving" else 503, body)
+
+
+def quarantineState(quarantine: Any) -> dict[str, Any] | None:
+    """
+    What the health page says of the chain's quarantine: its kind and
+    place, and for a database whether it answered at the last attempt.
+    """
+    if isinstance(quarantine, DirectoryQuarantine):
+        return {"store": "directory", "address": str(quarantine.directory)}
+    if isinstance(quarantine, PostgresQuarantine):
+        status = quarantine.status
+        return {
+            "store": status.store,
+            "address": status.address,
+            "state": scannerState(status),
+            "since": status.since,
+            "detail": status.detail,
+        }
+    return None
 
 
 class Health:
@@ -111,6 +138,13 @@ class Health:
         chain = self._chain()
         return chain.entries if chain is not None else ()
 
+    def chainQuarantine(self) -> Any:
+        """
+        The quarantine of the chain in use now (C{None}: none).
+        """
+        chain = self._chain()
+        return chain.quarantine if chain is not None else None
+
     def report(self) -> HealthReport:
         chain = self._chain()
         return healthReport(
@@ -118,4 +152,5 @@ class Health:
             listeners=[(label, listener.port is not None) for label, listener in self._listeners()],
             chainLoaded=chain is not None,
             scanners=scannerStatuses(chain.entries if chain is not None else ()),
+            quarantine=quarantineState(chain.quarantine) if chain is not None else None,
         )

@@ -13,7 +13,8 @@ so each session, login or message is counted once, by the process that
 served it.  A worker that ends is marked dead (its open-session gauge
 leaves the sum; its counters stay).  The directory is removed when the
 reactor has shut down.  Scanner reachability is read from the chain's
-filters when scraped (L{ScannerCollector}), not counted.
+filters when scraped (L{ScannerCollector}), not counted; so is whether the
+quarantine's database answers (L{QuarantineCollector}).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from twisted.web.server import Request, Site
 from popproxy._chain import ChainEntry
 from popproxy._health import HealthReport, scannerStatuses
 from popproxy._metrics import PREFIX, Metrics
+from popproxy._pgquarantine import PostgresQuarantine
 
 
 class ScannerCollector(Collector):
@@ -64,6 +66,36 @@ class ScannerCollector(Collector):
             reachable.add_metric((name, status.daemon), 1.0 if status.reachable else 0.0)
             if status.since is not None:
                 changed.add_metric((name, status.daemon), status.since)
+        yield reachable
+        yield changed
+
+
+class QuarantineCollector(Collector):
+    """
+    Whether the quarantine's database answered at its last attempt, read
+    at scrape time (a directory quarantine has no such sample).
+    """
+
+    def __init__(self, quarantine: Callable[[], Any]) -> None:
+        self._quarantine = quarantine
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        reachable = GaugeMetricFamily(
+            f"{PREFIX}_quarantine_store_reachable",
+            "1 if the quarantine's database answered at its last attempt, 0 if not.",
+            labels=("store",),
+        )
+        changed = GaugeMetricFamily(
+            f"{PREFIX}_quarantine_store_last_change_timestamp_seconds",
+            "When the quarantine's database last began or stopped answering.",
+            labels=("store",),
+        )
+        quarantine = self._quarantine()
+        if isinstance(quarantine, PostgresQuarantine) and quarantine.status.reachable is not None:
+            status = quarantine.status
+            reachable.add_metric((status.store,), 1.0 if status.reachable else 0.0)
+            if status.since is not None:
+                changed.add_metric((status.store,), status.since)
         yield reachable
         yield changed
 
@@ -133,12 +165,14 @@ class MetricsService(MultiService):
         multiprocess: bool,
         report: Callable[[], HealthReport],
         entries: Callable[[], Sequence[ChainEntry]],
+        quarantine: Callable[[], Any] = lambda: None,
     ) -> None:
         super().__init__()
         self._reactor = reactor
         self._metrics = metrics
         self._multiprocess = multiprocess
         self._entries = entries
+        self._quarantine = quarantine
         self._registry: CollectorRegistry | None = None
         #: The multiprocess directory, once made.
         self.directory: str | None = None
@@ -157,6 +191,7 @@ class MetricsService(MultiService):
         else:
             self._metrics.begin(registry, None)
         registry.register(ScannerCollector(self._entries))
+        registry.register(QuarantineCollector(self._quarantine))
         self._registry = registry
         super().startService()
 

@@ -43,6 +43,7 @@ from zope.interface import implementer
 
 from popproxy._chain import runHere
 from popproxy._metrics import NO_METRICS, Metrics
+from popproxy._mimeheader import decodeValue
 from popproxy.interfaces import FilterContext, IPartQuarantine, RemovedPart
 
 
@@ -63,6 +64,70 @@ class Record:
     sha256: str
     headers: str
     data: dict[str, Any]
+    #: The message's From, Subject and Date (RFC 2047 decoded), for listings
+    #: and the console: kept with the record when it was stored, else read
+    #: from its header block (a part's record only has the part's header).
+    messageFrom: str | None = None
+    messageSubject: str | None = None
+    messageDate: str | None = None
+
+
+#: The summary fields of a record, by the header field they come from.
+SUMMARY_FIELDS = {"from": "messageFrom", "subject": "messageSubject", "date": "messageDate"}
+
+#: A summary field is cut to this many characters (one header line's worth).
+_SUMMARY_LENGTH = 998
+
+
+def summaryFields(headers: str) -> dict[str, str | None]:
+    """
+    The first From, Subject and Date fields of a header block (text, as a
+    record keeps it), unfolded and RFC 2047 decoded, by L{Record} field
+    name; a missing field is C{None}.
+    """
+    found: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in headers.splitlines():
+        if line[:1] in (" ", "\t"):
+            if current is not None:
+                current.append(line)
+            continue
+        name, colon, value = line.partition(":")
+        key = SUMMARY_FIELDS.get(name.strip().lower()) if colon else None
+        current = None
+        if key is not None and key not in found:
+            current = found[key] = [value]
+    summary: dict[str, str | None] = dict.fromkeys(SUMMARY_FIELDS.values())
+    for key, lines in found.items():
+        raw = "\r\n".join(lines).encode("utf-8", "surrogateescape")
+        summary[key] = decodeValue(raw, maxWords=100)[:_SUMMARY_LENGTH]
+    return summary
+
+
+def recordFromFields(data: dict[str, Any]) -> Record:
+    """
+    The L{Record} of a stored record's fields (its JSON document), the
+    summary fields read from its header block if it does not keep them.
+    """
+    headers = data.get("headers", "")
+    summary = summaryFields(headers)
+    for key in SUMMARY_FIELDS.values():
+        if key in data:
+            summary[key] = data[key]
+    return Record(
+        id=data["id"],
+        time=data["time"],
+        reason=data.get("reason", ""),
+        plugin=data.get("plugin", ""),
+        user=data.get("user", ""),
+        uidl=data.get("uidl"),
+        upstream=data.get("upstream", ""),
+        size=data.get("size", 0),
+        sha256=data["sha256"],
+        headers=headers,
+        data=data,
+        **summary,
+    )
 
 
 def _headerBlock(original: bytes, limit: int = 4096) -> str:
@@ -215,11 +280,9 @@ class DirectoryQuarantine:
     def store(
         self, original: bytes, context: FilterContext, reason: str, plugin: str = ""
     ) -> Deferred[str]:
-        identifier = storeRecordId(original, context, reason, plugin)
-        metadata = _recordFields(identifier, time.time(), reason, plugin, context, original)
         # Written as the parts of a message are: nothing if the record is
         # already kept, else the blob renamed into place before the record.
-        items = [(identifier, original, metadata)]
+        items = storeItems(original, context, reason, plugin)
         writing = self._runInThread(lambda: self._writeParts(items)[0])
         return writing.addCallbacks(
             self._counted, self._failed, callbackArgs=("message", 1), errbackArgs=("message",)
@@ -232,13 +295,7 @@ class DirectoryQuarantine:
         context: FilterContext,
         plugin: str = "",
     ) -> Deferred[list[str]]:
-        now = time.time()
-        items = []
-        for part in parts:
-            identifier = partRecordId(message, part, context, plugin)
-            metadata = _recordFields(identifier, now, part.reason, plugin, context, part.original)
-            metadata["path"] = list(part.path)
-            items.append((identifier, part.original, metadata))
+        items = partItems(message, parts, context, plugin)
         writing = self._runInThread(lambda: self._writeParts(items))
         return writing.addCallbacks(
             self._counted, self._failed, callbackArgs=("part", len(items)), errbackArgs=("part",)
@@ -252,7 +309,19 @@ class DirectoryQuarantine:
         self._metrics.quarantineFailed(kind)
         return failure
 
-    def _writeParts(self, items: list[tuple[str, bytes, dict[str, Any]]]) -> list[str]:
+    def add(self, record: Record, original: bytes) -> bool:
+        """
+        Keep C{record} (read from another store) with its C{original}, unless
+        a record of its id is kept already (C{popproxy-quarantine copy}).
+
+        @return: whether it was new.
+        """
+        if (self.directory / "records" / f"{record.id}.json").exists():
+            return False
+        self._writeParts([(record.id, original, dict(record.data))])
+        return True
+
+    def _writeParts(self, items: list[StoreItem]) -> list[str]:
         """
         Write the records (and blobs) not kept yet: every new file to a
         temporary name, then all of them made durable at once, then the
@@ -309,29 +378,18 @@ class DirectoryQuarantine:
     def blobPath(self, digest: str) -> Path:
         return self.directory / "blobs" / digest[:2] / digest
 
-    def records(self) -> Iterator[Record]:
+    def records(self, user: str | None = None, since: float | None = None) -> Iterator[Record]:
         """
-        Every record, oldest first.
+        Every record (of C{user}, from time C{since} on), oldest first.
         """
         records = self.directory / "records"
         loaded = [self._load(path) for path in records.glob("*.json")] if records.is_dir() else []
-        yield from sorted(loaded, key=lambda record: (record.time, record.id))
+        for record in sorted(loaded, key=lambda record: (record.time, record.id)):
+            if (user is None or record.user == user) and (since is None or record.time >= since):
+                yield record
 
     def _load(self, path: Path) -> Record:
-        data = json.loads(path.read_text("utf-8"))
-        return Record(
-            id=data["id"],
-            time=data["time"],
-            reason=data.get("reason", ""),
-            plugin=data.get("plugin", ""),
-            user=data.get("user", ""),
-            uidl=data.get("uidl"),
-            upstream=data.get("upstream", ""),
-            size=data.get("size", 0),
-            sha256=data["sha256"],
-            headers=data.get("headers", ""),
-            data=data,
-        )
+        return recordFromFields(json.loads(path.read_text("utf-8")))
 
     def get(self, identifier: str) -> Record:
         """
@@ -359,19 +417,8 @@ class DirectoryQuarantine:
         @return: the records removed (or that would be, with C{dryRun}).
         """
         records = list(self.records())
-        now = time.time()
-        removed = [r for r in records if olderThan is not None and now - r.time > olderThan]
+        removed = purgeSelection(records, time.time(), olderThan, maxBytes)
         kept = [r for r in records if r not in removed]
-        if maxBytes is not None:
-            sizes = {r.sha256: r.size for r in kept}
-            total = sum(sizes.values())
-            for record in list(kept):
-                if total <= maxBytes:
-                    break
-                kept.remove(record)
-                removed.append(record)
-                if all(other.sha256 != record.sha256 for other in kept):
-                    total -= sizes[record.sha256]
         if dryRun:
             return removed
         for record in removed:
@@ -381,6 +428,64 @@ class DirectoryQuarantine:
             if record.sha256 not in referenced:
                 self.blobPath(record.sha256).unlink(missing_ok=True)
         return removed
+
+
+def purgeSelection(
+    records: Sequence[Record], now: float, olderThan: float | None, maxBytes: int | None
+) -> list[Record]:
+    """
+    Which of C{records} (oldest first) a purge removes at time C{now}: those
+    older than C{olderThan} seconds, then the oldest until the blobs the
+    rest name take at most C{maxBytes}.
+    """
+    removed = [r for r in records if olderThan is not None and now - r.time > olderThan]
+    kept = [r for r in records if r not in removed]
+    if maxBytes is not None:
+        sizes = {r.sha256: r.size for r in kept}
+        total = sum(sizes.values())
+        for record in list(kept):
+            if total <= maxBytes:
+                break
+            kept.remove(record)
+            removed.append(record)
+            if all(other.sha256 != record.sha256 for other in kept):
+                total -= sizes[record.sha256]
+    return removed
+
+
+#: One record to write: its id, the original's bytes, its fields.
+StoreItem = tuple[str, bytes, dict[str, Any]]
+
+
+def storeItems(
+    original: bytes, context: FilterContext, reason: str, plugin: str
+) -> list[StoreItem]:
+    """
+    What storing C{original} (a whole message) writes: one record.
+    """
+    identifier = storeRecordId(original, context, reason, plugin)
+    metadata = _recordFields(identifier, time.time(), reason, plugin, context, original)
+    metadata.update(summaryFields(metadata["headers"]))
+    return [(identifier, original, metadata)]
+
+
+def partItems(
+    message: bytes, parts: Sequence[RemovedPart], context: FilterContext, plugin: str
+) -> list[StoreItem]:
+    """
+    What storing C{parts} removed from C{message} writes: a record each,
+    with the message's From, Subject and Date.
+    """
+    now = time.time()
+    summary = summaryFields(_headerBlock(message))
+    items = []
+    for part in parts:
+        identifier = partRecordId(message, part, context, plugin)
+        metadata = _recordFields(identifier, now, part.reason, plugin, context, part.original)
+        metadata["path"] = list(part.path)
+        metadata.update(summary)
+        items.append((identifier, part.original, metadata))
+    return items
 
 
 def _recordFields(

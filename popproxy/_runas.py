@@ -162,8 +162,8 @@ def quarantineRequirements(config: Config, runAs: RunAs) -> list[Requirement]:
     The quarantine and its C{blobs/} and C{records/} (created if missing)
     and each existing C{blobs/xx/}, all written by the proxy.
     """
-    if config.chain.quarantine is None:
-        return []
+    if not isinstance(config.chain.quarantine, Path):
+        return []  # none, or a database
     quarantine = config.chain.quarantine.absolute()
     setting = "[chain] quarantine"
     remedy = (

@@ -25,7 +25,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from popproxy._assembly import buildChain, directoryQuarantine, reactorThreads
+from popproxy._assembly import buildChain, configuredQuarantine, reactorThreads
 from popproxy._chain import FilterChain, verdictProblem
 from popproxy._config import Config, loadConfig
 from popproxy._outcome import FilterStep
@@ -546,7 +546,7 @@ def loadObservedChain(
         if quarantine == "memory":
             keeper = MemoryQuarantine()
         elif quarantine == "configured":
-            keeper = directoryQuarantine(config.source, configured, runInThread)
+            keeper = configuredQuarantine(config.source, configured, runInThread, reactor)
         else:
             keeper = quarantine
     observations: dict[str, _Observation] = {}

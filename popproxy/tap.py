@@ -21,7 +21,12 @@ from twisted.application.service import IService
 from twisted.logger import Logger
 from twisted.python import usage
 
-from popproxy._assembly import buildChain, checkOnReactor, serviceFromConfig
+from popproxy._assembly import (
+    buildChain,
+    checkOnReactor,
+    checkQuarantineSchema,
+    serviceFromConfig,
+)
 from popproxy._config import Config, ConfigError, loadConfig
 from popproxy._metrics import Metrics
 from popproxy._runas import RunAs, prepareFor
@@ -121,6 +126,7 @@ def makeService(options: Options) -> IService:
         checkOnReactor(config, reactor)
         config = prepareFor(config, runAsOf(options))
         chain = buildChain(config, reactor, metrics=metrics)
+        checkQuarantineSchema(config)
     except ConfigError as e:
         sys.stderr.write(f"popproxy: {e}\n")
         raise SystemExit(1) from None

@@ -445,7 +445,7 @@ def test_namesFollowConventions() -> None:
 def test_everyMetricDocumented() -> None:
     """
     docs/operations.md lists every metric the proxy serves, the scanner
-    gauges included, and every retrieval outcome and session ending.
+    and quarantine store gauges included, and every retrieval outcome and session ending.
     """
     docs = (Path(__file__).resolve().parents[1] / "docs" / "operations.md").read_text()
     _, registry = begun()
@@ -454,7 +454,11 @@ def test_everyMetricDocumented() -> None:
         for metric in registry.collect()
     }
     names |= {"popproxy_scanner_reachable", "popproxy_scanner_last_change_timestamp_seconds"}
-    assert len(names) == 17
+    names |= {
+        "popproxy_quarantine_store_reachable",
+        "popproxy_quarantine_store_last_change_timestamp_seconds",
+    }
+    assert len(names) == 19
     assert [name for name in names if f"`{name}`" not in docs] == []
     words = {kind for _, kind in SESSION_ENDINGS} | set(RETRIEVAL_OUTCOMES)
     assert [word for word in words if f"`{word}`" not in docs] == []

@@ -3,6 +3,7 @@
 from tests.peers.certs import *  # noqa: F401,F403
 from tests.peers.clamd import *  # noqa: F401,F403
 from tests.peers.dovecot import *  # noqa: F401,F403
+from tests.peers.postgres import *  # noqa: F401,F403
 from tests.peers.proxy import *  # noqa: F401,F403
 from tests.peers.rawpop3 import *  # noqa: F401,F403
 from tests.peers.redis import *  # noqa: F401,F403
