@@ -10,8 +10,9 @@ the work to collaborators that never hold the session:
 
   - L{UpstreamSlot}: the one upstream connection (connect, reconnect, drop
     without QUIT), and L{UpstreamLink}: request methods over it;
-  - L{LoginExchange}: USER/PASS, AUTH and APOP carried upstream, each ending
-    in a L{LoginAnswer} (failed logins are counted and delayed here);
+  - L{Authorization}: the login commands (USER/PASS, AUTH and APOP) checked
+    and carried upstream by the L{LoginExchange}, each ending in a
+    L{LoginAnswer} (failed logins are counted and delayed there);
   - L{ListingExchange} over the L{MailboxView}: STAT, LIST and DELE;
   - L{RetrievalFlow}: what one RETR or TOP delivers;
   - L{Relay} and L{UidRecorder}: responses passed on as they arrive.
@@ -30,7 +31,6 @@ so no client stores a truncated message as complete.  The send step
 from __future__ import annotations
 
 import itertools
-import re
 from collections.abc import Coroutine
 from typing import Any
 
@@ -40,6 +40,7 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 from popproxy import __version__
+from popproxy._authorization import Authorization, LoginRun
 from popproxy._capabilities import UpstreamCapabilities, proxyCapabilities
 from popproxy._clientwire import ClientWire
 from popproxy._commandqueue import CommandQueue
@@ -52,10 +53,9 @@ from popproxy._commandsyntax import (
     parseNumbers,
 )
 from popproxy._failedlogins import FailedLogins
-from popproxy._framing import MAX_COMMAND_LINE, CommandLine, FramingError
+from popproxy._framing import CommandLine, FramingError
 from popproxy._listings import ListingExchange
 from popproxy._loginexchange import LoginAnswer, LoginExchange
-from popproxy._loginlines import MAX_SASL_LINE
 from popproxy._loginpolicy import loginSecurity
 from popproxy._mailboxview import MailboxView
 from popproxy._printable import PrintableLogger
@@ -70,7 +70,7 @@ from popproxy._retrievalflow import (
     Spool,
     Streamed,
 )
-from popproxy._sasl import MECHANISMS, Challenge, Credentials, SaslServer, SaslStep
+from popproxy._sasl import MECHANISMS
 from popproxy._sessionguard import SessionGuard
 from popproxy._sessionsettings import SessionSettings
 from popproxy._tls import UpstreamTarget
@@ -94,9 +94,6 @@ LINGER = 60.0
 #: What a client is told when the proxy stops between its commands (RFC
 #: 2449: a temporary condition, so the client tries again later).
 STOPPING = b"-ERR [SYS/TEMP] the proxy is stopping\r\n"
-
-_TIMESTAMP = re.compile(rb"<[!-;=?-~]+>")
-_DIGEST = re.compile(rb"[0-9a-fA-F]{32}\Z")
 
 _sessionIds = itertools.count(1)
 
@@ -154,14 +151,22 @@ class ClientSession(Protocol, TimeoutMixin):
             settings.metrics,
             settings.loginThrottle,
         )
-        self._sasl = SaslServer()
         self._mailbox: MailboxView[Filtered] = MailboxView(settings.chain.cacheBytes)
         self._listings = ListingExchange(self._link, self._mailbox)
-        self._apopTimestamp: bytes | None = None
         self._ending = "client closed the connection"
         self.commands = 0
         self.bytesIn = 0
         self._guard = SessionGuard(settings, end=self._end, releaseUpstream=self._releaseUpstream)
+        self._authorization = Authorization(
+            self._login,
+            session=self.sessionId,
+            write=self._write,
+            lineLimit=self._queue.limitLine,
+            loginsAllowed=self._loginsAllowed,
+            attempted=self._guard.loginCommand,
+            loggedIn=self._enterTransaction,
+            countInvalid=self._guard.enforced,
+        )
 
     # Lifecycle
 
@@ -220,12 +225,8 @@ class ClientSession(Protocol, TimeoutMixin):
     def _greet(self, upstream: UpstreamConnection | Failure | None) -> None:
         if self._closing:
             return
-        line = b"+OK popproxy ready"
-        if isinstance(upstream, UpstreamConnection) and upstream.greeting is not None:
-            found = _TIMESTAMP.search(upstream.greeting.line)
-            if found is not None:
-                self._apopTimestamp = found.group()
-                line += b" " + self._apopTimestamp
+        greeting = upstream.greeting if isinstance(upstream, UpstreamConnection) else None
+        line = self._authorization.greeting(greeting.line if greeting is not None else None)
         self._busy = False
         if not self._draining:
             self._reply(line)
@@ -309,8 +310,7 @@ class ClientSession(Protocol, TimeoutMixin):
             self.state != AUTHORIZATION
             or self._closing
             or self._busy
-            or self._login.pending is not None
-            or self._sasl.waiting
+            or self._authorization.midLogin
         ):
             return
         self.log.info(
@@ -392,11 +392,8 @@ class ClientSession(Protocol, TimeoutMixin):
             self._queue.caughtUp()
 
     def _dispatch(self, command: CommandLine) -> None:
-        if self._sasl.waiting:
-            self._queue.framer.maxLine = MAX_COMMAND_LINE
-            self._answerSasl(
-                self._sasl.tooLong() if command.tooLong else self._sasl.feed(command.line)
-            )
+        if self._authorization.saslWaiting:
+            self._logIn(self._authorization.saslResponse(command))
             return
         self.commands += 1
         if command.tooLong:
@@ -409,16 +406,10 @@ class ClientSession(Protocol, TimeoutMixin):
             getattr(self, f"do_{parsed.name}")(parsed.arguments)
 
     def _refuseCommand(self, line: bytes) -> None:
-        """
-        Refuse an invalid command; before login, with C{[limits]}, it
-        counts (and is delayed) as a failed login.
-        """
-        if not self._guard.enforced or self.state != AUTHORIZATION:
+        if self.state == AUTHORIZATION:
+            self._logIn(self._authorization.refuse(line))
+        else:
             self._reply(line)
-            return
-        self._busy = True
-        answering = Deferred.fromCoroutine(self._login.invalidCommand(line))
-        answering.addCallbacks(self._loginAnswered, self._exchangeBroke)
 
     def _commandDone(self) -> None:
         self._handler = None
@@ -585,99 +576,50 @@ class ClientSession(Protocol, TimeoutMixin):
         # have been injected by a man in the middle: they are discarded,
         # never executed once TLS is up (the CVE-2011-0411 class).
         self._queue.restart()
-        self._login.pending = None
+        self._authorization.forget()
         self.secure = True
         assert self.transport is not None
         self.transport.startTLS(creator)  # type: ignore[attr-defined]
         self.log.info("session {session}: TLS started (STLS)", session=self.sessionId)
 
-    def _refuseWithoutTLS(self) -> bool:
-        """
-        Refuse a login command before TLS when the policy requires TLS.
-        """
-        if self._tlsRequired and not self.secure:
-            self._reply(b"-ERR [AUTH] TLS is required first: use STLS")
-            return True
-        return False
+    def _loginsAllowed(self) -> bool:
+        return self.secure or not self._tlsRequired
 
     def do_USER(self, arguments: bytes) -> None:
-        if self._refuseWithoutTLS():
-            return
-        if not arguments or arguments.startswith(b" "):
-            self._reply(b"-ERR USER needs a name")
-            return
-        self._logIn(self._login.user(arguments.decode("utf-8", "surrogateescape")), "user")
+        self._logIn(self._authorization.user(arguments))
 
     def do_PASS(self, arguments: bytes) -> None:
-        # RFC 1939: the whole rest of the line is the password, spaces too.
-        if not self._refuseWithoutTLS():
-            self._logIn(self._login.password(arguments), "user")
+        self._logIn(self._authorization.password(arguments))
 
     def do_APOP(self, arguments: bytes) -> None:
-        if self._refuseWithoutTLS():
-            return
-        if self._apopTimestamp is None:
-            self._reply(b"-ERR APOP is not available here: use USER/PASS or AUTH")
-            return
-        name, _, digest = arguments.rpartition(b" ")
-        if not name or not _DIGEST.match(digest):
-            self._reply(b"-ERR APOP needs a name and an MD5 digest")
-            return
-        login = name.decode("utf-8", "surrogateescape")
-        self._logIn(self._login.apop(login, digest, self._apopTimestamp), "apop")
+        self._logIn(self._authorization.apop(arguments))
 
     def do_AUTH(self, arguments: bytes) -> None:
-        if not arguments:
-            self._write(b"+OK\r\n" + b"".join(m + b"\r\n" for m in MECHANISMS) + b".\r\n")
-            return
-        if self._refuseWithoutTLS():
-            return
-        self._guard.loginCommand()
-        self._answerSasl(self._sasl.start(arguments))
+        self._logIn(self._authorization.auth(arguments))
 
-    def _answerSasl(self, step: SaslStep) -> None:
+    def _logIn(self, exchange: LoginRun | None) -> None:
         """
-        Answer the client as the SASL exchange says: a challenge (its
-        response may be a longer line), a refusal, or log in.
+        Run a login command's exchange, if it has one, and act on how it
+        ended.
         """
-        if isinstance(step, Credentials):
-            self._logIn(self._login.sasl(step), "auth")
-            return
-        if isinstance(step, Challenge):
-            self._queue.framer.maxLine = MAX_SASL_LINE
-        self._reply(step.line)
-
-    def _logIn(self, exchange: Coroutine[Deferred[Any], Any, LoginAnswer], method: str) -> None:
-        """
-        Run one login command's exchange (counted as C{method}) and act on
-        how it ended.
-        """
-        self._busy = True
-        self._guard.loginCommand()
-        answering = Deferred.fromCoroutine(self._login.paced(exchange, method))
-        answering.addCallbacks(self._loginAnswered, self._exchangeBroke)
+        if exchange is not None:
+            self._busy = True
+            answering = Deferred.fromCoroutine(exchange)
+            answering.addCallbacks(self._loginAnswered, self._exchangeBroke)
 
     def _loginAnswered(self, answer: LoginAnswer) -> None:
         if self._closing:
             return
-        if answer.loggedIn:
-            self.state = TRANSACTION
-            self._guard.loggedIn()
-            self.user = answer.login
-            self.log.info(
-                "session {session}: {user} logged in at {upstream}",
-                session=self.sessionId,
-                user=answer.login,
-                upstream=answer.upstream,
-            )
-        self._reply(answer.line)
-        if answer.hangUp:
-            # Hang up on a guesser once the reason has been relayed (the
-            # throttle may refuse before this session failed at all).
-            failed = self._login.failedLogins
-            self._end(f"{failed} failed logins" if failed else "throttled after failed logins")
-        else:
+        hangUp = self._authorization.answered(answer)
+        if hangUp is None:
             self._commandDone()
+        else:
+            self._end(hangUp)
+
+    def _enterTransaction(self, login: str) -> None:
+        self.state = TRANSACTION
+        self._guard.loggedIn()
+        self.user = login
 
     # TRANSACTION state
 
