@@ -13,6 +13,8 @@ the work to collaborators that never hold the session:
   - L{Authorization}: the login commands (USER/PASS, AUTH and APOP) checked
     and carried upstream by the L{LoginExchange}, each ending in a
     L{LoginAnswer} (failed logins are counted and delayed there);
+  - L{CapabilityAnswer}: CAPA, from the upstream, its cached answer or the
+    proxy alone;
   - L{ListingExchange} over the L{MailboxView}: STAT, LIST and DELE;
   - L{RetrievalFlow}: what one RETR or TOP delivers;
   - L{Relay} and L{UidRecorder}: responses passed on as they arrive.
@@ -39,9 +41,8 @@ from twisted.internet.protocol import Protocol, ServerFactory, connectionDone
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
-from popproxy import __version__
 from popproxy._authorization import Authorization, LoginRun
-from popproxy._capabilities import UpstreamCapabilities, proxyCapabilities
+from popproxy._capabilityanswer import CapabilityAnswer
 from popproxy._clientwire import ClientWire
 from popproxy._commandqueue import CommandQueue
 from popproxy._commandsyntax import (
@@ -52,7 +53,6 @@ from popproxy._commandsyntax import (
     parseMessageNumbers,
     parseNumbers,
 )
-from popproxy._failedlogins import FailedLogins
 from popproxy._framing import CommandLine, FramingError
 from popproxy._listings import ListingExchange
 from popproxy._loginexchange import LoginAnswer, LoginExchange
@@ -70,10 +70,8 @@ from popproxy._retrievalflow import (
     Spool,
     Streamed,
 )
-from popproxy._sasl import MECHANISMS
 from popproxy._sessionguard import SessionGuard
 from popproxy._sessionsettings import SessionSettings
-from popproxy._tls import UpstreamTarget
 from popproxy._upstream import UpstreamConnection, describeFailure
 from popproxy._upstreamlink import Collector, UpstreamLink
 from popproxy._upstreamslot import UpstreamSlot
@@ -139,18 +137,7 @@ class ClientSession(Protocol, TimeoutMixin):
             connectFailed=settings.metrics.upstreamConnectFailed,
         )
         self._link = UpstreamLink(self._relay)
-        failures = FailedLogins(
-            settings.clock, settings.loginFailureDelay, settings.maxFailedLogins
-        )
-        self._login = LoginExchange(
-            settings.router,
-            self._slot,
-            self._link,
-            failures,
-            self.sessionId,
-            settings.metrics,
-            settings.loginThrottle,
-        )
+        self._login = LoginExchange.forSession(settings, self._slot, self._link, self.sessionId)
         self._mailbox: MailboxView[Filtered] = MailboxView(settings.chain.cacheBytes)
         self._listings = ListingExchange(self._link, self._mailbox)
         self._ending = "client closed the connection"
@@ -166,6 +153,14 @@ class ClientSession(Protocol, TimeoutMixin):
             attempted=self._guard.loginCommand,
             loggedIn=self._enterTransaction,
             countInvalid=self._guard.enforced,
+        )
+        self._capa = CapabilityAnswer(
+            connect=self._slot.ensure,
+            isUsable=self._slot.isUsable,
+            ask=self._link.capabilities,
+            cache=settings.capabilities,
+            sharedUpstream=settings.router.default if settings.router.static else None,
+            cacheFirst=self._guard.enforced,
         )
 
     # Lifecycle
@@ -496,46 +491,14 @@ class ClientSession(Protocol, TimeoutMixin):
         if arguments:
             self._reply(b"-ERR CAPA takes no arguments")
             return
-        address = self._slot.address
-        if self.state == AUTHORIZATION and self._settings.router.static:
-            address = self._settings.router.default
-        self._answer(self._capabilities(address))
-
-    async def _capabilities(self, address: UpstreamTarget | None) -> bytes:
-        """
-        The proxy's capability list, with what the upstream at C{address}
-        says; an upstream that cannot be reached still gets the client an
-        answer: the proxy's own list.
-        """
-        if address is None:
-            return self._capabilityList(None)
         beforeLogin = self.state == AUTHORIZATION
-        cache = self._settings.capabilities
-        if beforeLogin and self._guard.enforced and not self._slot.isUsable(address):
-            cached = cache.lookUp(address)
-            if cached is not None:
-                return self._capabilityList(cached)
-        try:
-            await self._slot.ensure(address)
-        except Exception:
-            return self._capabilityList(None)
-        capabilities = await self._link.capabilities()
-        if beforeLogin:
-            cache.remember(address, capabilities)
-        return self._capabilityList(capabilities)
-
-    def _capabilityList(self, upstream: UpstreamCapabilities | None) -> bytes:
-        return proxyCapabilities(
-            upstream,
-            mechanisms=MECHANISMS,
-            loginsAllowed=self.secure or not self._tlsRequired,
-            offerSTLS=(
-                self._settings.serverTLS is not None
-                and not self.secure
-                and self.state == AUTHORIZATION
-            ),
-            implementation=f"popproxy-{__version__}".encode("ascii"),
+        answering = self._capa.answer(
+            self._slot.address,
+            beforeLogin=beforeLogin,
+            loginsAllowed=self._loginsAllowed(),
+            offerSTLS=self._settings.serverTLS is not None and not self.secure and beforeLogin,
         )
+        self._answer(answering)
 
     def do_QUIT(self, arguments: bytes) -> None:
         if arguments:
