@@ -13,6 +13,8 @@ the work to collaborators that never hold the session:
   - L{Authorization}: the login commands (USER/PASS, AUTH and APOP) checked
     and carried upstream by the L{LoginExchange}, each ending in a
     L{LoginAnswer} (failed logins are counted and delayed there);
+  - L{ClientTLS}: whether the client's connection is encrypted, whether
+    logins wait for TLS, and STLS;
   - L{CapabilityAnswer}: CAPA, from the upstream, its cached answer or the
     proxy alone;
   - L{ListingExchange} over the L{MailboxView}: STAT, LIST and DELE;
@@ -43,6 +45,7 @@ from twisted.python.failure import Failure
 
 from popproxy._authorization import Authorization, LoginRun
 from popproxy._capabilityanswer import CapabilityAnswer
+from popproxy._clienttls import ClientTLS
 from popproxy._clientwire import ClientWire
 from popproxy._commandqueue import CommandQueue
 from popproxy._commandsyntax import (
@@ -56,7 +59,6 @@ from popproxy._commandsyntax import (
 from popproxy._framing import CommandLine, FramingError
 from popproxy._listings import ListingExchange
 from popproxy._loginexchange import LoginAnswer, LoginExchange
-from popproxy._loginpolicy import loginSecurity
 from popproxy._mailboxview import MailboxView
 from popproxy._printable import PrintableLogger
 from popproxy._proxyheaderbuild import ClientOrigin
@@ -118,8 +120,6 @@ class ClientSession(Protocol, TimeoutMixin):
         #: The proxy is stopping: no new command runs.
         self._draining = False
         self.state = AUTHORIZATION
-        self.secure = False
-        self._tlsRequired = False
         self.sessionId = f"{next(_sessionIds):x}"
         self.client = "?"
         self.user: str | None = None
@@ -144,12 +144,20 @@ class ClientSession(Protocol, TimeoutMixin):
         self.commands = 0
         self.bytesIn = 0
         self._guard = SessionGuard(settings, end=self._end, releaseUpstream=self._releaseUpstream)
+        self._tls = ClientTLS(
+            settings.serverTLS,
+            implicitTLS=settings.implicitTLS,
+            requireTLS=settings.requireTLS,
+            session=self.sessionId,
+            reply=self._reply,
+            startTLS=self._startTLS,
+        )
         self._authorization = Authorization(
             self._login,
             session=self.sessionId,
             write=self._write,
             lineLimit=self._queue.limitLine,
-            loginsAllowed=self._loginsAllowed,
+            loginsAllowed=self._tls.loginsAllowed,
             attempted=self._guard.loginCommand,
             loggedIn=self._enterTransaction,
             countInvalid=self._guard.enforced,
@@ -178,13 +186,6 @@ class ClientSession(Protocol, TimeoutMixin):
             self._write(refusal)
             self.transport.loseConnection()
             return
-        security = loginSecurity(
-            self.transport,
-            implicitTLS=self._settings.implicitTLS,
-            requireTLS=self._settings.requireTLS,
-            haveCertificate=self._settings.serverTLS is not None,
-        )
-        self.secure, self._tlsRequired = security.secure, security.tlsRequired
         setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
         if setNoDelay is not None:
             try:
@@ -195,12 +196,7 @@ class ClientSession(Protocol, TimeoutMixin):
             "session {session} opened by {client}", session=self.sessionId, client=self.client
         )
         self._settings.metrics.sessionOpened(self._settings.listener)
-        if security.balancerTLS is not None:
-            self.log.info(
-                "session {session}: TLS terminated by the balancer ({version})",
-                session=self.sessionId,
-                version=security.balancerTLS.version or "version not sent",
-            )
+        self._tls.connected(self.transport)
         self.setTimeout(self._settings.idleTimeout)
         if self._settings.stop is not None:
             self._settings.stop.opened(self)
@@ -495,8 +491,8 @@ class ClientSession(Protocol, TimeoutMixin):
         answering = self._capa.answer(
             self._slot.address,
             beforeLogin=beforeLogin,
-            loginsAllowed=self._loginsAllowed(),
-            offerSTLS=self._settings.serverTLS is not None and not self.secure and beforeLogin,
+            loginsAllowed=self._tls.loginsAllowed(),
+            offerSTLS=self._tls.offersSTLS() and beforeLogin,
         )
         self._answer(answering)
 
@@ -523,30 +519,17 @@ class ClientSession(Protocol, TimeoutMixin):
     # AUTHORIZATION state
 
     def do_STLS(self, arguments: bytes) -> None:
-        if arguments:
-            self._reply(b"-ERR STLS takes no arguments")
-            return
-        if self.secure:
-            self._reply(b"-ERR TLS is already active")
-            return
-        creator = self._settings.serverTLS
-        if creator is None:
-            self._reply(b"-ERR STLS is not available here")
-            return
-        self._reply(b"+OK begin TLS negotiation")
+        self._tls.stls(arguments)
+
+    def _startTLS(self, creator: object) -> None:
         # RFC 2595 section 4: forget what the client said before TLS.  The
         # commands it pipelined behind STLS arrived in clear text and may
         # have been injected by a man in the middle: they are discarded,
         # never executed once TLS is up (the CVE-2011-0411 class).
         self._queue.restart()
         self._authorization.forget()
-        self.secure = True
         assert self.transport is not None
         self.transport.startTLS(creator)  # type: ignore[attr-defined]
-        self.log.info("session {session}: TLS started (STLS)", session=self.sessionId)
-
-    def _loginsAllowed(self) -> bool:
-        return self.secure or not self._tlsRequired
 
     def do_USER(self, arguments: bytes) -> None:
         self._logIn(self._authorization.user(arguments))
