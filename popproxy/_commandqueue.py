@@ -70,6 +70,13 @@ class CommandQueue:
         """
         return self._lines.popleft()
 
+    def limitLine(self, maxLine: int) -> None:
+        """
+        The longest line the client may send next (a SASL response may be
+        longer than a command).
+        """
+        self.framer.maxLine = maxLine
+
     def caughtUp(self) -> None:
         """
         The session has taken what it can for now: read the client again

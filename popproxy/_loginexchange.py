@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
@@ -41,6 +42,9 @@ from popproxy._sasl import Credentials
 from popproxy._upstream import describeFailure, failureCode
 from popproxy._upstreamlink import UpstreamLink
 from popproxy._upstreamslot import UpstreamSlot
+
+if TYPE_CHECKING:
+    from popproxy._sessionsettings import SessionSettings
 
 #: The client's answer when its login name has no route.
 NO_ROUTE = b"-ERR [AUTH] no mail server is configured for that user"
@@ -125,6 +129,27 @@ class LoginExchange:
         self._link = link
         self._session = session
         self.pending: PendingPass | None = None
+
+    @classmethod
+    def forSession(
+        cls, settings: SessionSettings, slot: UpstreamSlot, link: UpstreamLink, session: str
+    ) -> LoginExchange:
+        """
+        The login exchange of one session of a listener with C{settings}:
+        its router, failure delay and limit, metrics and throttle.
+        """
+        failures = FailedLogins(
+            settings.clock, settings.loginFailureDelay, settings.maxFailedLogins
+        )
+        return cls(
+            settings.router,
+            slot,
+            link,
+            failures,
+            session,
+            settings.metrics,
+            settings.loginThrottle,
+        )
 
     @property
     def failedLogins(self) -> int:

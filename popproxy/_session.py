@@ -10,8 +10,13 @@ the work to collaborators that never hold the session:
 
   - L{UpstreamSlot}: the one upstream connection (connect, reconnect, drop
     without QUIT), and L{UpstreamLink}: request methods over it;
-  - L{LoginExchange}: USER/PASS, AUTH and APOP carried upstream, each ending
-    in a L{LoginAnswer} (failed logins are counted and delayed here);
+  - L{Authorization}: the login commands (USER/PASS, AUTH and APOP) checked
+    and carried upstream by the L{LoginExchange}, each ending in a
+    L{LoginAnswer} (failed logins are counted and delayed there);
+  - L{ClientTLS}: whether the client's connection is encrypted, whether
+    logins wait for TLS, and STLS;
+  - L{CapabilityAnswer}: CAPA, from the upstream, its cached answer or the
+    proxy alone;
   - L{ListingExchange} over the L{MailboxView}: STAT, LIST and DELE;
   - L{RetrievalFlow}: what one RETR or TOP delivers;
   - L{Relay} and L{UidRecorder}: responses passed on as they arrive.
@@ -30,7 +35,6 @@ so no client stores a truncated message as complete.  The send step
 from __future__ import annotations
 
 import itertools
-import re
 from collections.abc import Coroutine
 from typing import Any
 
@@ -39,8 +43,9 @@ from twisted.internet.protocol import Protocol, ServerFactory, connectionDone
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
-from popproxy import __version__
-from popproxy._capabilities import UpstreamCapabilities, proxyCapabilities
+from popproxy._authorization import Authorization, LoginRun
+from popproxy._capabilityanswer import CapabilityAnswer
+from popproxy._clienttls import ClientTLS
 from popproxy._clientwire import ClientWire
 from popproxy._commandqueue import CommandQueue
 from popproxy._commandsyntax import (
@@ -51,12 +56,9 @@ from popproxy._commandsyntax import (
     parseMessageNumbers,
     parseNumbers,
 )
-from popproxy._failedlogins import FailedLogins
-from popproxy._framing import MAX_COMMAND_LINE, CommandLine, FramingError
+from popproxy._framing import CommandLine, FramingError
 from popproxy._listings import ListingExchange
 from popproxy._loginexchange import LoginAnswer, LoginExchange
-from popproxy._loginlines import MAX_SASL_LINE
-from popproxy._loginpolicy import loginSecurity
 from popproxy._mailboxview import MailboxView
 from popproxy._printable import PrintableLogger
 from popproxy._proxyheaderbuild import ClientOrigin
@@ -70,10 +72,8 @@ from popproxy._retrievalflow import (
     Spool,
     Streamed,
 )
-from popproxy._sasl import MECHANISMS, Challenge, Credentials, SaslServer, SaslStep
 from popproxy._sessionguard import SessionGuard
 from popproxy._sessionsettings import SessionSettings
-from popproxy._tls import UpstreamTarget
 from popproxy._upstream import UpstreamConnection, describeFailure
 from popproxy._upstreamlink import Collector, UpstreamLink
 from popproxy._upstreamslot import UpstreamSlot
@@ -94,9 +94,6 @@ LINGER = 60.0
 #: What a client is told when the proxy stops between its commands (RFC
 #: 2449: a temporary condition, so the client tries again later).
 STOPPING = b"-ERR [SYS/TEMP] the proxy is stopping\r\n"
-
-_TIMESTAMP = re.compile(rb"<[!-;=?-~]+>")
-_DIGEST = re.compile(rb"[0-9a-fA-F]{32}\Z")
 
 _sessionIds = itertools.count(1)
 
@@ -123,8 +120,6 @@ class ClientSession(Protocol, TimeoutMixin):
         #: The proxy is stopping: no new command runs.
         self._draining = False
         self.state = AUTHORIZATION
-        self.secure = False
-        self._tlsRequired = False
         self.sessionId = f"{next(_sessionIds):x}"
         self.client = "?"
         self.user: str | None = None
@@ -142,26 +137,39 @@ class ClientSession(Protocol, TimeoutMixin):
             connectFailed=settings.metrics.upstreamConnectFailed,
         )
         self._link = UpstreamLink(self._relay)
-        failures = FailedLogins(
-            settings.clock, settings.loginFailureDelay, settings.maxFailedLogins
-        )
-        self._login = LoginExchange(
-            settings.router,
-            self._slot,
-            self._link,
-            failures,
-            self.sessionId,
-            settings.metrics,
-            settings.loginThrottle,
-        )
-        self._sasl = SaslServer()
+        self._login = LoginExchange.forSession(settings, self._slot, self._link, self.sessionId)
         self._mailbox: MailboxView[Filtered] = MailboxView(settings.chain.cacheBytes)
         self._listings = ListingExchange(self._link, self._mailbox)
-        self._apopTimestamp: bytes | None = None
         self._ending = "client closed the connection"
         self.commands = 0
         self.bytesIn = 0
         self._guard = SessionGuard(settings, end=self._end, releaseUpstream=self._releaseUpstream)
+        self._tls = ClientTLS(
+            settings.serverTLS,
+            implicitTLS=settings.implicitTLS,
+            requireTLS=settings.requireTLS,
+            session=self.sessionId,
+            reply=self._reply,
+            startTLS=self._startTLS,
+        )
+        self._authorization = Authorization(
+            self._login,
+            session=self.sessionId,
+            write=self._write,
+            lineLimit=self._queue.limitLine,
+            loginsAllowed=self._tls.loginsAllowed,
+            attempted=self._guard.loginCommand,
+            loggedIn=self._enterTransaction,
+            countInvalid=self._guard.enforced,
+        )
+        self._capa = CapabilityAnswer(
+            connect=self._slot.ensure,
+            isUsable=self._slot.isUsable,
+            ask=self._link.capabilities,
+            cache=settings.capabilities,
+            sharedUpstream=settings.router.default if settings.router.static else None,
+            cacheFirst=self._guard.enforced,
+        )
 
     # Lifecycle
 
@@ -178,13 +186,6 @@ class ClientSession(Protocol, TimeoutMixin):
             self._write(refusal)
             self.transport.loseConnection()
             return
-        security = loginSecurity(
-            self.transport,
-            implicitTLS=self._settings.implicitTLS,
-            requireTLS=self._settings.requireTLS,
-            haveCertificate=self._settings.serverTLS is not None,
-        )
-        self.secure, self._tlsRequired = security.secure, security.tlsRequired
         setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
         if setNoDelay is not None:
             try:
@@ -195,12 +196,7 @@ class ClientSession(Protocol, TimeoutMixin):
             "session {session} opened by {client}", session=self.sessionId, client=self.client
         )
         self._settings.metrics.sessionOpened(self._settings.listener)
-        if security.balancerTLS is not None:
-            self.log.info(
-                "session {session}: TLS terminated by the balancer ({version})",
-                session=self.sessionId,
-                version=security.balancerTLS.version or "version not sent",
-            )
+        self._tls.connected(self.transport)
         self.setTimeout(self._settings.idleTimeout)
         if self._settings.stop is not None:
             self._settings.stop.opened(self)
@@ -220,12 +216,8 @@ class ClientSession(Protocol, TimeoutMixin):
     def _greet(self, upstream: UpstreamConnection | Failure | None) -> None:
         if self._closing:
             return
-        line = b"+OK popproxy ready"
-        if isinstance(upstream, UpstreamConnection) and upstream.greeting is not None:
-            found = _TIMESTAMP.search(upstream.greeting.line)
-            if found is not None:
-                self._apopTimestamp = found.group()
-                line += b" " + self._apopTimestamp
+        greeting = upstream.greeting if isinstance(upstream, UpstreamConnection) else None
+        line = self._authorization.greeting(greeting.line if greeting is not None else None)
         self._busy = False
         if not self._draining:
             self._reply(line)
@@ -309,8 +301,7 @@ class ClientSession(Protocol, TimeoutMixin):
             self.state != AUTHORIZATION
             or self._closing
             or self._busy
-            or self._login.pending is not None
-            or self._sasl.waiting
+            or self._authorization.midLogin
         ):
             return
         self.log.info(
@@ -392,11 +383,8 @@ class ClientSession(Protocol, TimeoutMixin):
             self._queue.caughtUp()
 
     def _dispatch(self, command: CommandLine) -> None:
-        if self._sasl.waiting:
-            self._queue.framer.maxLine = MAX_COMMAND_LINE
-            self._answerSasl(
-                self._sasl.tooLong() if command.tooLong else self._sasl.feed(command.line)
-            )
+        if self._authorization.saslWaiting:
+            self._logIn(self._authorization.saslResponse(command))
             return
         self.commands += 1
         if command.tooLong:
@@ -409,16 +397,10 @@ class ClientSession(Protocol, TimeoutMixin):
             getattr(self, f"do_{parsed.name}")(parsed.arguments)
 
     def _refuseCommand(self, line: bytes) -> None:
-        """
-        Refuse an invalid command; before login, with C{[limits]}, it
-        counts (and is delayed) as a failed login.
-        """
-        if not self._guard.enforced or self.state != AUTHORIZATION:
+        if self.state == AUTHORIZATION:
+            self._logIn(self._authorization.refuse(line))
+        else:
             self._reply(line)
-            return
-        self._busy = True
-        answering = Deferred.fromCoroutine(self._login.invalidCommand(line))
-        answering.addCallbacks(self._loginAnswered, self._exchangeBroke)
 
     def _commandDone(self) -> None:
         self._handler = None
@@ -505,46 +487,14 @@ class ClientSession(Protocol, TimeoutMixin):
         if arguments:
             self._reply(b"-ERR CAPA takes no arguments")
             return
-        address = self._slot.address
-        if self.state == AUTHORIZATION and self._settings.router.static:
-            address = self._settings.router.default
-        self._answer(self._capabilities(address))
-
-    async def _capabilities(self, address: UpstreamTarget | None) -> bytes:
-        """
-        The proxy's capability list, with what the upstream at C{address}
-        says; an upstream that cannot be reached still gets the client an
-        answer: the proxy's own list.
-        """
-        if address is None:
-            return self._capabilityList(None)
         beforeLogin = self.state == AUTHORIZATION
-        cache = self._settings.capabilities
-        if beforeLogin and self._guard.enforced and not self._slot.isUsable(address):
-            cached = cache.lookUp(address)
-            if cached is not None:
-                return self._capabilityList(cached)
-        try:
-            await self._slot.ensure(address)
-        except Exception:
-            return self._capabilityList(None)
-        capabilities = await self._link.capabilities()
-        if beforeLogin:
-            cache.remember(address, capabilities)
-        return self._capabilityList(capabilities)
-
-    def _capabilityList(self, upstream: UpstreamCapabilities | None) -> bytes:
-        return proxyCapabilities(
-            upstream,
-            mechanisms=MECHANISMS,
-            loginsAllowed=self.secure or not self._tlsRequired,
-            offerSTLS=(
-                self._settings.serverTLS is not None
-                and not self.secure
-                and self.state == AUTHORIZATION
-            ),
-            implementation=f"popproxy-{__version__}".encode("ascii"),
+        answering = self._capa.answer(
+            self._slot.address,
+            beforeLogin=beforeLogin,
+            loginsAllowed=self._tls.loginsAllowed(),
+            offerSTLS=self._tls.offersSTLS() and beforeLogin,
         )
+        self._answer(answering)
 
     def do_QUIT(self, arguments: bytes) -> None:
         if arguments:
@@ -569,115 +519,53 @@ class ClientSession(Protocol, TimeoutMixin):
     # AUTHORIZATION state
 
     def do_STLS(self, arguments: bytes) -> None:
-        if arguments:
-            self._reply(b"-ERR STLS takes no arguments")
-            return
-        if self.secure:
-            self._reply(b"-ERR TLS is already active")
-            return
-        creator = self._settings.serverTLS
-        if creator is None:
-            self._reply(b"-ERR STLS is not available here")
-            return
-        self._reply(b"+OK begin TLS negotiation")
+        self._tls.stls(arguments)
+
+    def _startTLS(self, creator: object) -> None:
         # RFC 2595 section 4: forget what the client said before TLS.  The
         # commands it pipelined behind STLS arrived in clear text and may
         # have been injected by a man in the middle: they are discarded,
         # never executed once TLS is up (the CVE-2011-0411 class).
         self._queue.restart()
-        self._login.pending = None
-        self.secure = True
+        self._authorization.forget()
         assert self.transport is not None
         self.transport.startTLS(creator)  # type: ignore[attr-defined]
-        self.log.info("session {session}: TLS started (STLS)", session=self.sessionId)
-
-    def _refuseWithoutTLS(self) -> bool:
-        """
-        Refuse a login command before TLS when the policy requires TLS.
-        """
-        if self._tlsRequired and not self.secure:
-            self._reply(b"-ERR [AUTH] TLS is required first: use STLS")
-            return True
-        return False
 
     def do_USER(self, arguments: bytes) -> None:
-        if self._refuseWithoutTLS():
-            return
-        if not arguments or arguments.startswith(b" "):
-            self._reply(b"-ERR USER needs a name")
-            return
-        self._logIn(self._login.user(arguments.decode("utf-8", "surrogateescape")), "user")
+        self._logIn(self._authorization.user(arguments))
 
     def do_PASS(self, arguments: bytes) -> None:
-        # RFC 1939: the whole rest of the line is the password, spaces too.
-        if not self._refuseWithoutTLS():
-            self._logIn(self._login.password(arguments), "user")
+        self._logIn(self._authorization.password(arguments))
 
     def do_APOP(self, arguments: bytes) -> None:
-        if self._refuseWithoutTLS():
-            return
-        if self._apopTimestamp is None:
-            self._reply(b"-ERR APOP is not available here: use USER/PASS or AUTH")
-            return
-        name, _, digest = arguments.rpartition(b" ")
-        if not name or not _DIGEST.match(digest):
-            self._reply(b"-ERR APOP needs a name and an MD5 digest")
-            return
-        login = name.decode("utf-8", "surrogateescape")
-        self._logIn(self._login.apop(login, digest, self._apopTimestamp), "apop")
+        self._logIn(self._authorization.apop(arguments))
 
     def do_AUTH(self, arguments: bytes) -> None:
-        if not arguments:
-            self._write(b"+OK\r\n" + b"".join(m + b"\r\n" for m in MECHANISMS) + b".\r\n")
-            return
-        if self._refuseWithoutTLS():
-            return
-        self._guard.loginCommand()
-        self._answerSasl(self._sasl.start(arguments))
+        self._logIn(self._authorization.auth(arguments))
 
-    def _answerSasl(self, step: SaslStep) -> None:
+    def _logIn(self, exchange: LoginRun | None) -> None:
         """
-        Answer the client as the SASL exchange says: a challenge (its
-        response may be a longer line), a refusal, or log in.
+        Run a login command's exchange, if it has one, and act on how it
+        ended.
         """
-        if isinstance(step, Credentials):
-            self._logIn(self._login.sasl(step), "auth")
-            return
-        if isinstance(step, Challenge):
-            self._queue.framer.maxLine = MAX_SASL_LINE
-        self._reply(step.line)
-
-    def _logIn(self, exchange: Coroutine[Deferred[Any], Any, LoginAnswer], method: str) -> None:
-        """
-        Run one login command's exchange (counted as C{method}) and act on
-        how it ended.
-        """
-        self._busy = True
-        self._guard.loginCommand()
-        answering = Deferred.fromCoroutine(self._login.paced(exchange, method))
-        answering.addCallbacks(self._loginAnswered, self._exchangeBroke)
+        if exchange is not None:
+            self._busy = True
+            answering = Deferred.fromCoroutine(exchange)
+            answering.addCallbacks(self._loginAnswered, self._exchangeBroke)
 
     def _loginAnswered(self, answer: LoginAnswer) -> None:
         if self._closing:
             return
-        if answer.loggedIn:
-            self.state = TRANSACTION
-            self._guard.loggedIn()
-            self.user = answer.login
-            self.log.info(
-                "session {session}: {user} logged in at {upstream}",
-                session=self.sessionId,
-                user=answer.login,
-                upstream=answer.upstream,
-            )
-        self._reply(answer.line)
-        if answer.hangUp:
-            # Hang up on a guesser once the reason has been relayed (the
-            # throttle may refuse before this session failed at all).
-            failed = self._login.failedLogins
-            self._end(f"{failed} failed logins" if failed else "throttled after failed logins")
-        else:
+        hangUp = self._authorization.answered(answer)
+        if hangUp is None:
             self._commandDone()
+        else:
+            self._end(hangUp)
+
+    def _enterTransaction(self, login: str) -> None:
+        self.state = TRANSACTION
+        self._guard.loggedIn()
+        self.user = login
 
     # TRANSACTION state
 

@@ -25,6 +25,7 @@ from popproxy._loginexchange import GREETING_GONE, NO_ROUTE, LoginAnswer, LoginE
 from popproxy._retrievalflow import Spool
 from popproxy._routing import Router
 from popproxy._sasl import Credentials
+from popproxy._sessionsettings import SessionSettings
 from popproxy._tls import UpstreamTarget
 from popproxy._upstream import UpstreamPermanentError, UpstreamRefused
 from popproxy._upstreamlink import Collector, UpstreamLink
@@ -633,3 +634,37 @@ def test_pacedHangsUpAfterTheMaximum() -> None:
         hangUps.append(t.answer.hangUp)
     assert hangUps == [False, True]
     assert t.exchange.failedLogins == 2
+
+
+def test_forSessionTakesTheListenersLoginSettings() -> None:
+    """
+    Built from a listener's settings, the exchange routes with its router
+    and hangs up at its failed-login maximum, after its failure delay.
+    """
+    clock = Clock()
+    config = Config(upstream=UPSTREAM)
+    settings = SessionSettings(
+        router=Router(config.routing),
+        connect=lambda target, origin: Deferred(),
+        clock=clock,
+        maxFailedLogins=1,
+        loginFailureDelay=2.0,
+    )
+    t = Login()
+    exchange = LoginExchange.forSession(
+        settings,
+        t.slot,  # type: ignore[arg-type]
+        UpstreamLink(t.upstream),
+        "s9",
+    )
+    t.run(exchange.paced(exchange.user("alice"), "user"))
+    t.slot.connect()
+    t.upstream.answer(b"+OK")
+    t.answers.clear()
+    t.run(exchange.paced(exchange.password(b"wrong"), "user"))
+    t.upstream.answer(b"-ERR [AUTH] no")
+    assert t.answers == []
+    clock.advance(2.0)
+    assert t.answer == LoginAnswer(
+        b"-ERR [AUTH] no", "alice", failed=True, upstream=SHOWN, hangUp=True
+    )
