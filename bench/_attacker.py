@@ -1,6 +1,6 @@
 """
 The attacker of the attack benchmark: an idle flood and a password spray
-from one address, on one C{selectors} loop over raw non-blocking sockets.
+from one address (or a few, taken in turn), on one C{selectors} loop over raw non-blocking sockets.
 
   - The idle flood opens C{idle} connections (a batch per loop turn, so the
     spray is not starved) and holds each one open without sending a byte;
@@ -13,7 +13,9 @@ from one address, on one C{selectors} loop over raw non-blocking sockets.
     (C{-ERR [AUTH]} or C{+OK}); a guess the proxy refuses before that (at
     the door, blocked at C{USER}, throttled at C{PASS}) goes back to the
     front of the queue, as an attacker wanting every guess tested would
-    do.  The spray ends when every guess has a verdict or the time is up.
+    do.  Once every guess has a verdict its sessions stay idle.
+
+Both go on until the time is up.
 
 Every outcome is counted by what the proxy answered; L{AttackerResult} is
 what the forked worker returns.
@@ -64,7 +66,8 @@ class AttackPlan:
     """
 
     port: int
-    source: str
+    #: The attacker's addresses; connections take them in turn.
+    sources: tuple[str, ...]
     idle: int
     guesses: tuple[tuple[str, str], ...]
     connections: int
@@ -107,16 +110,17 @@ class _Connection:
     One attacker socket: its role (idle or spray) and what it read.
     """
 
-    def __init__(self, plan: AttackPlan, role: str) -> None:
+    def __init__(self, plan: AttackPlan, role: str, source: str) -> None:
         self.role = role
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
-        self.sock.bind((plan.source, 0))
+        self.sock.bind((source, 0))
         self.sock.setblocking(False)
         self.openedAt = time.monotonic()
         self.buffer = b""
         self.lines: deque[bytes] = deque()
         self.greeted = False
+        self.admitted = False
         self.lastLine = b""
         #: The spray's guess in flight and the answers it still waits for.
         self.guess: tuple[str, str] | None = None
@@ -155,6 +159,7 @@ class Attacker:
         self.queue: deque[tuple[str, str]] = deque(plan.guesses)
         self.live: set[_Connection] = set()
         self.started = 0.0
+        self.opened = 0
 
     def run(self) -> AttackerResult:
         delay = self.plan.startAt - time.monotonic()
@@ -163,15 +168,12 @@ class Attacker:
         self.started = time.monotonic()
         for _ in range(self.plan.connections):
             self._open("spray")
-        while time.monotonic() < self.plan.stopAt and (self.queue or self._guessesInFlight()):
+        while time.monotonic() < self.plan.stopAt:
             self._openIdleBatch()
             for key, _ in self.selector.select(timeout=0.1):
                 self._readable(key.data)
         self._finish()
         return self.result
-
-    def _guessesInFlight(self) -> bool:
-        return any(c.guess is not None for c in self.live)
 
     def _openIdleBatch(self) -> None:
         for _ in range(min(IDLE_BATCH, self.plan.idle - self.result.idleOpened)):
@@ -181,8 +183,10 @@ class Attacker:
     def _open(self, role: str) -> None:
         if role == "spray":
             self.result.sprayConnections += 1
+        sources = self.plan.sources
+        self.opened += 1
         try:
-            connection = _Connection(self.plan, role)
+            connection = _Connection(self.plan, role, sources[self.opened % len(sources)])
         except OSError as e:
             self.result.connectErrors[f"{role}: {e.strerror}"] += 1
             return
@@ -204,7 +208,8 @@ class Attacker:
     def _idleLine(self, connection: _Connection, line: bytes) -> None:
         if not connection.greeted:
             connection.greeted = True
-            self.result.idleAnswers["greeted" if line.startswith(b"+OK") else classify(line)] += 1
+            connection.admitted = line.startswith(b"+OK")
+            self.result.idleAnswers["greeted" if connection.admitted else classify(line)] += 1
 
     def _sprayLine(self, connection: _Connection, line: bytes) -> None:
         if not connection.greeted:
@@ -258,11 +263,11 @@ class Attacker:
         if connection.role == "idle":
             if not connection.greeted:
                 self.result.idleAnswers["closed without a line"] += 1
-            elif connection.lastLine.startswith(b"+OK"):
-                self.result.idleClosed["no line"] += 1
-            else:
-                self.result.idleClosed[classify(connection.lastLine)] += 1
-            if connection.greeted:
+            elif connection.admitted:
+                last = connection.lastLine
+                self.result.idleClosed[
+                    "no line" if last.startswith(b"+OK") else classify(last)
+                ] += 1
                 self.result.idleClosedAfter.append(time.monotonic() - connection.openedAt)
             return
         if not connection.greeted:
@@ -275,9 +280,7 @@ class Attacker:
     def _finish(self) -> None:
         result = self.result
         result.seconds = time.monotonic() - self.started
-        result.idleHeldAtEnd = sum(
-            1 for c in self.live if c.role == "idle" and c.lastLine.startswith(b"+OK")
-        )
+        result.idleHeldAtEnd = sum(1 for c in self.live if c.role == "idle" and c.admitted)
         result.guessesLeft = len(self.queue) + sum(1 for c in self.live if c.guess is not None)
         for connection in list(self.live):
             connection.sock.close()

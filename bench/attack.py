@@ -17,7 +17,8 @@ addresses they stand for.  Its open-file limit is C{--proxy-fd-limit}
 unit runs it), from which popproxy derives its total session limit.
 
 Then, for C{--duration} seconds, at the same time:
-  - from 127.0.0.3 the attacker (L{bench._attacker}) opens C{--idle} idle
+  - from 127.0.0.3 (or C{--attacker-addresses N} addresses from there on,
+    taken in turn) the attacker (L{bench._attacker}) opens C{--idle} idle
     connections and holds them, and sprays C{--spray} wrong passwords over
     C{--accounts} accounts (the user's own first) on
     C{--spray-connections} sessions, pipelined, reconnecting at once;
@@ -71,7 +72,6 @@ from bench._report import progress  # noqa: E402
 from popproxy._admission import ConnectionLimits, sessionsForDescriptors  # noqa: E402
 from popproxy._loginthrottle import ThrottleSettings  # noqa: E402
 
-ATTACKER = "127.0.0.3"
 USER = "127.0.0.2"
 MB = 1e6
 
@@ -132,15 +132,24 @@ def sprayGuesses(count: int, accounts: int, first: str) -> tuple[tuple[str, str]
     return tuple(guesses[:count])
 
 
-def bounds(duration: float) -> dict[str, Any]:
+def attackerAddresses(count: int) -> tuple[str, ...]:
     """
-    What the default limits allow the attacker's address at most, from
+    The attacker's C{count} addresses: 127.0.0.3, 127.0.0.4, ...
+    """
+    return tuple(f"127.0.0.{3 + n}" for n in range(count))
+
+
+def bounds(duration: float, addresses: int, fileLimit: int) -> dict[str, Any]:
+    """
+    What the default limits allow the attacker's addresses at most, from
     popproxy's own defaults, with the reasoning.
     """
     limits, throttle = ConnectionLimits(), ThrottleSettings()
+    maxSessions = sessionsForDescriptors(fileLimit)
     toBlock = math.ceil(throttle.blockAfter / throttle.newAccountWeight)
     blocks = math.ceil(duration / throttle.blockFor)
     return {
+        "maxSessions": maxSessions,
         "maxSessionsPerAddress": limits.perAddress,
         "connectionRate": f"{limits.connectionRate} per {limits.rateInterval:g} s",
         "failuresToBlock": toBlock,
@@ -148,10 +157,11 @@ def bounds(duration: float) -> dict[str, Any]:
         # Each failure for a new account scores new_account_weight; the
         # block lands at block_after, when at most one attempt may be in
         # flight on each other session the address holds.
-        "attackerPasswordAttempts": blocks * (toBlock + limits.perAddress - 1),
+        "attackerPasswordAttempts": addresses * blocks * (toBlock + limits.perAddress - 1),
         # One upstream connection per admitted session at most, and at most
-        # max_sessions_per_address admitted at once; the user holds one.
-        "peakUpstreamConnections": limits.perAddress + 1,
+        # max_sessions_per_address admitted at once per address (and
+        # max_sessions in all); the user holds one.
+        "peakUpstreamConnections": min(addresses * limits.perAddress, maxSessions - 1) + 1,
     }
 
 
@@ -234,6 +244,12 @@ def parseArguments(argv: list[str] | None) -> argparse.Namespace:
     add("--idle", type=int, default=3000, help="idle connections (default: 3000)")
     add("--spray", type=int, default=10000, help="wrong passwords to try (default: 10000)")
     add("--accounts", type=int, default=2000, help="accounts sprayed (default: 2000)")
+    add(
+        "--attacker-addresses",
+        type=int,
+        default=1,
+        help="attack from this many addresses, 127.0.0.3 on (default: 1)",
+    )
     add("--spray-connections", type=int, default=20, help="spray sessions at once (default: 20)")
     add("--duration", type=float, default=90.0, help="seconds the attack lasts (default: 90)")
     add("--legit-interval", type=float, default=2.0, help="seconds between the user's polls")
@@ -243,6 +259,8 @@ def parseArguments(argv: list[str] | None) -> argparse.Namespace:
     add("--json", type=Path, metavar="FILE", help="write the report as JSON")
     add("--logs", type=Path, metavar="DIR", help="keep popproxy's and Dovecot's logs in DIR")
     arguments = parser.parse_args(argv)
+    if not 1 <= arguments.attacker_addresses <= 200:
+        parser.error("--attacker-addresses must be from 1 to 200")
     if arguments.accounts < 1 or arguments.spray < 0 or arguments.idle < 0:
         parser.error("--accounts must be at least 1, --spray and --idle at least 0")
     if arguments.duration <= 0 or arguments.legit_interval <= 0:
@@ -268,7 +286,7 @@ def _plans(
     stopAt = startAt + arguments.duration
     attack = AttackPlan(
         port=proxyPort,
-        source=ATTACKER,
+        sources=attackerAddresses(arguments.attacker_addresses),
         idle=arguments.idle,
         guesses=sprayGuesses(arguments.spray, arguments.accounts, account.user),
         connections=arguments.spray_connections,
@@ -320,7 +338,11 @@ def _run(
         before = relay.counters()
         watch = ProxyWatch(proxy.pid)
         watch.start()
-        progress(f"attack for {arguments.duration:g} s from {ATTACKER}; the user polls from {USER}")
+        progress(
+            f"attack for {arguments.duration:g} s from "
+            f"{', '.join(attackerAddresses(arguments.attacker_addresses))}; "
+            f"the user polls from {USER}"
+        )
         attacked = pool.apply_async(runAttacker, (attackPlan,))
         polled = pool.apply_async(runLegitClient, (userPlan,))
         wait = arguments.duration + 120.0
@@ -539,11 +561,13 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "machine": _report.machineInfo(),
         "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(arguments).items()},
-        "attackerAddress": ATTACKER,
+        "attackerAddresses": attackerAddresses(arguments.attacker_addresses),
         "userAddress": USER,
         "config": CONFIG,
         "benchmarkFileLimit": limit,
-        "bounds": bounds(arguments.duration),
+        "bounds": bounds(
+            arguments.duration, arguments.attacker_addresses, arguments.proxy_fd_limit
+        ),
         "loadAverageBefore": os.getloadavg(),
     }
     # The workers fork before any thread, server or signal handler exists.
