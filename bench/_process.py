@@ -257,3 +257,29 @@ def cpuTimes(pid: int) -> tuple[float, float]:
         return 0.0, 0.0
     # utime and stime are fields 14 and 15 of /proc/PID/stat.
     return int(fields[11]) / _CLOCK_TICKS, int(fields[12]) / _CLOCK_TICKS
+
+
+def openDescriptors(pid: int) -> int:
+    """
+    How many file descriptors C{pid} holds open (0 if it is gone).
+    """
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return 0
+
+
+def fileLimit(pid: int) -> int | None:
+    """
+    The soft open-file limit of C{pid} (C{/proc/PID/limits}); C{None} if
+    it is gone or unlimited.
+    """
+    try:
+        text = Path(f"/proc/{pid}/limits").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("Max open files"):
+            soft = line.split()[3]
+            return int(soft) if soft.isdigit() else None
+    return None
