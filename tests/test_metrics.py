@@ -454,7 +454,7 @@ def test_everyMetricDocumented() -> None:
         for metric in registry.collect()
     }
     names |= {"popproxy_scanner_reachable", "popproxy_scanner_last_change_timestamp_seconds"}
-    assert len(names) == 17
+    assert len(names) == 21
     assert [name for name in names if f"`{name}`" not in docs] == []
     words = {kind for _, kind in SESSION_ENDINGS} | set(RETRIEVAL_OUTCOMES)
     assert [word for word in words if f"`{word}`" not in docs] == []

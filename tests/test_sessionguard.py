@@ -30,6 +30,16 @@ def settingsFor(
     )
 
 
+def answerOf(answer: Deferred[bytes | None]) -> bytes | None:
+    """
+    The answer of an admission that needs nobody else (it fires at once).
+    """
+    results: list[bytes | None] = []
+    answer.addCallback(results.append)
+    assert len(results) == 1, "the admission did not answer at once"
+    return results[0]
+
+
 class Ended:
     def __init__(self) -> None:
         self.calls: list[tuple[str, bytes]] = []
@@ -47,7 +57,7 @@ def test_withoutLimitsNothingIsEnforced() -> None:
     clock = Clock()
     ended = Ended()
     guard = SessionGuard(settingsFor(clock, None, None), end=ended, releaseUpstream=lambda: None)
-    assert guard.admit("192.0.2.1", "192.0.2.1:5") is None
+    assert answerOf(guard.admit("192.0.2.1", "192.0.2.1:5")) is None
     guard.opened()
     assert guard.fed(0, True) and not guard.enforced and guard.connectToGreet
     clock.advance(10_000)
@@ -85,10 +95,10 @@ def test_refusedAtTheDoorAndTicketGivenBack() -> None:
     admission = Admission(limits, clock.seconds, 10_000)
     settings = settingsFor(clock, limits, admission)
     first = SessionGuard(settings, end=Ended(), releaseUpstream=lambda: None)
-    assert first.admit("192.0.2.1", "192.0.2.1:5") is None
+    assert answerOf(first.admit("192.0.2.1", "192.0.2.1:5")) is None
     second = SessionGuard(settings, end=Ended(), releaseUpstream=lambda: None)
-    line = second.admit("192.0.2.1", "192.0.2.1:6")
+    line = answerOf(second.admit("192.0.2.1", "192.0.2.1:6"))
     assert line is not None and line.startswith(b"-ERR [SYS/TEMP]") and second.refused
     first.closed()
     third = SessionGuard(replace(settings), end=Ended(), releaseUpstream=lambda: None)
-    assert third.admit("192.0.2.1", "192.0.2.1:7") is None
+    assert answerOf(third.admit("192.0.2.1", "192.0.2.1:7")) is None
