@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import ipaddress
 import resource
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from popproxy._addresscounts import ADDRESS, RATE, AddressCounts, AddressLimits
 
 __all__ = [
     "Admission",
@@ -92,9 +93,12 @@ TOO_MANY_SESSIONS = Refusal(
     "sessions", b"-ERR [SYS/TEMP] too many sessions on this server, try again later\r\n"
 )
 TOO_MANY_FROM_ADDRESS = Refusal(
-    "address", b"-ERR [SYS/TEMP] too many sessions from your address, try again later\r\n"
+    ADDRESS, b"-ERR [SYS/TEMP] too many sessions from your address, try again later\r\n"
 )
-TOO_FAST = Refusal("rate", b"-ERR [SYS/TEMP] too many connections from your address, slow down\r\n")
+TOO_FAST = Refusal(RATE, b"-ERR [SYS/TEMP] too many connections from your address, slow down\r\n")
+
+#: The per-address refusals, by reason.
+ADDRESS_REFUSALS = {ADDRESS: TOO_MANY_FROM_ADDRESS, RATE: TOO_FAST}
 
 #: Every refusal reason, as the metrics label them.
 REFUSAL_REASONS = tuple(r.reason for r in (TOO_MANY_SESSIONS, TOO_MANY_FROM_ADDRESS, TOO_FAST))
@@ -107,9 +111,12 @@ class Ticket:
 
     @ivar network: the client network it counts against, or C{None}
         (trusted, or an address that is no IP address).
+    @ivar lease: its name in the count shared with other processes
+        (L{popproxy._sharedadmission}), if it is counted there.
     """
 
     network: Network | None
+    lease: str | None = None
 
 
 def descriptorLimit() -> int:
@@ -170,12 +177,9 @@ class Admission:
         @param descriptors: the process's descriptor limit, for a
             C{maxSessions} left unset.
         """
-        self._clock = clock
         self._descriptors = descriptors
         self.open = 0
-        self._perNetwork: dict[Network, int] = {}
-        self._recent: dict[Network, deque[float]] = {}
-        self._swept = clock()
+        self._counts: AddressCounts[Network] = AddressCounts(clock)
         self.reconfigure(limits)
 
     def reconfigure(self, limits: ConnectionLimits) -> None:
@@ -184,20 +188,29 @@ class Admission:
         """
         self.limits = limits
         self.maxSessions = limits.maxSessions or sessionsForDescriptors(self._descriptors)
+        self.addressLimits = AddressLimits(
+            limits.perAddress, limits.connectionRate, limits.rateInterval
+        )
         self._trusted = tuple(ipaddress.ip_network(n, strict=False) for n in limits.trusted)
+
+    @property
+    def full(self) -> bool:
+        """
+        Whether C{maxSessions} sessions are open.
+        """
+        return self.open >= self.maxSessions
 
     def admit(self, host: str | None) -> Ticket | Refusal:
         """
         Admit a connection from C{host} (C{None}: no address known).
         """
-        if self.open >= self.maxSessions:
+        if self.full:
             return TOO_MANY_SESSIONS
-        network = self._networkOf(host)
+        network = self.networkOf(host)
         if network is not None:
-            refusal = self._checkNetwork(network)
-            if refusal is not None:
-                return refusal
-            self._perNetwork[network] = self._perNetwork.get(network, 0) + 1
+            reason = self._counts.enter(network, self.addressLimits)
+            if reason is not None:
+                return ADDRESS_REFUSALS[reason]
         self.open += 1
         return Ticket(network)
 
@@ -206,23 +219,28 @@ class Admission:
         The session admitted with C{ticket} has ended.
         """
         self.open -= 1
-        network = ticket.network
-        if network is None:
-            return
-        left = self._perNetwork.get(network, 1) - 1
-        if left > 0:
-            self._perNetwork[network] = left
-        else:
-            self._perNetwork.pop(network, None)
+        if ticket.network is not None:
+            self._counts.leave(ticket.network)
 
     def sessionsFrom(self, host: str) -> int:
         """
         Sessions open from C{host}'s network.
         """
-        network = self._networkOf(host)
-        return 0 if network is None else self._perNetwork.get(network, 0)
+        network = self.networkOf(host)
+        return 0 if network is None else self._counts.sessions(network)
 
-    def _networkOf(self, host: str | None) -> Network | None:
+    @property
+    def networksRemembered(self) -> int:
+        """
+        How many networks the connection-rate window remembers.
+        """
+        return self._counts.networksRemembered
+
+    def networkOf(self, host: str | None) -> Network | None:
+        """
+        The client network C{host} counts against: C{None} for no address,
+        an address that is no IP address, or a trusted one.
+        """
         if host is None:
             return None
         address = clientAddress(host)
@@ -230,34 +248,3 @@ class Admission:
             return None
         limits = self.limits
         return clientNetwork(str(address), limits.ipv4Prefix, limits.ipv6Prefix)
-
-    def _checkNetwork(self, network: Network) -> Refusal | None:
-        if self._perNetwork.get(network, 0) >= self.limits.perAddress:
-            return TOO_MANY_FROM_ADDRESS
-        now = self._clock()
-        self._sweep(now)
-        recent = self._recent.get(network)
-        if recent is None:
-            recent = self._recent[network] = deque()
-        horizon = now - self.limits.rateInterval
-        while recent and recent[0] <= horizon:
-            recent.popleft()
-        if len(recent) >= self.limits.connectionRate:
-            return TOO_FAST
-        recent.append(now)
-        return None
-
-    def _sweep(self, now: float) -> None:
-        """
-        Forget, once per interval, the networks that opened nothing within
-        it: the rate window holds no more than the clients of one interval.
-        """
-        interval = self.limits.rateInterval
-        if now - self._swept < interval:
-            return
-        self._swept = now
-        horizon = now - interval
-        for network in [
-            n for n, times in self._recent.items() if not times or times[-1] <= horizon
-        ]:
-            del self._recent[network]

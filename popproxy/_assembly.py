@@ -29,6 +29,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
+from popproxy._addresscounts import LocalLedger
 from popproxy._admission import Admission, descriptorLimit
 from popproxy._chain import ChainEntry, FilterChain
 from popproxy._config import Config, ConfigError, checkConfig
@@ -49,11 +50,13 @@ from popproxy._plugins import PluginError, loadFilter
 from popproxy._proxyheader import ProxyHeaderFactory
 from popproxy._quarantine import DirectoryQuarantine
 from popproxy._quarantineaddress import QuarantineAddress
-from popproxy._redisstore import counterStoreFor
+from popproxy._redisstore import SharedStores, sharedStoresFor
 from popproxy._reload import CannotListen, Reloader, ReloadOnHangup
 from popproxy._retrieval import PassThrough
 from popproxy._routing import Router
 from popproxy._session import SessionFactory, SessionSettings
+from popproxy._sessionledger import ISessionLedger
+from popproxy._sharedadmission import ProcessAdmission, SharedAdmission, admissionWait
 from popproxy._tls import ServerTLS, endpointHost, isLoopback, minimumVersion
 from popproxy._upstream import UpstreamConnector
 from popproxy._workerpool import WorkerLaunch, WorkerPool
@@ -335,13 +338,28 @@ class ChainStart(Service):
             self.chain.quarantine.start()
 
 
+class ReportSessionLimit(Service):
+    """
+    Puts the process's session limit in the metrics once they are begun
+    (the C{[metrics]} service starts first).
+    """
+
+    def __init__(self, metrics: Metrics, admission: ProcessAdmission) -> None:
+        self._metrics = metrics
+        self._admission = admission
+
+    def startService(self) -> None:
+        super().startService()
+        self._metrics.sessionLimit(self._admission.maxSessions)
+
+
 def sessionFactories(
     config: Config,
     reactor: Any,
     chain: FilterChain | None = None,
     metrics: Metrics = NO_METRICS,
     stop: GracefulStop | None = None,
-    admission: Admission | None = None,
+    admission: ProcessAdmission | None = None,
     counters: ICounterStore | None = None,
 ) -> tuple[SessionFactory, SessionFactory, ServerTLS | None]:
     """
@@ -359,6 +377,7 @@ def sessionFactories(
         admission = processAdmission(config, reactor)
     else:
         admission.reconfigure(config.limits)
+    metrics.sessionLimit(admission.maxSessions)
     connector = UpstreamConnector(reactor, config.connectTimeout, config.responseTimeout)  # type: ignore[arg-type]
     serverTLS = None
     if config.tls.certificate is not None:
@@ -388,21 +407,47 @@ def sessionFactories(
     return factory, secure, serverTLS
 
 
-def processAdmission(config: Config, reactor: Any) -> Admission:
+def processAdmission(
+    config: Config, reactor: Any, stores: SharedStores | None = None
+) -> ProcessAdmission:
     """
     The connection counts of this process, under C{config}'s C{[limits]}
-    (the session limit derived from the descriptor limit if not set).
+    (the session limit derived from the descriptor limit if not set); with
+    a ledger in C{stores}, the per-address counts are that ledger's, shared
+    with the other processes or instances.
     """
-    return Admission(config.limits, reactor.seconds, descriptorLimit())
+    admission = Admission(config.limits, reactor.seconds, descriptorLimit())
+    if stores is None or stores.ledger is None:
+        return admission
+    return SharedAdmission(
+        admission,
+        stores.ledger,
+        reactor,
+        wait=admissionWait(config.counterStore),
+        outage=stores.outage,
+    )
+
+
+def sharedStores(config: Config, reactor: Any, metrics: Metrics = NO_METRICS) -> SharedStores:
+    """
+    Where the process keeps its abuse-protection counters: in the process,
+    or with C{[limits] store = "redis://…"} in Redis (falling back to the
+    process's own while Redis cannot answer); with workers and no Redis,
+    the main process also keeps the sessions per client network for all
+    of them (L{LocalLedger}).
+    """
+    stores = sharedStoresFor(config.counterStore, MemoryCounters(reactor), reactor, metrics)
+    if stores.ledger is None and config.workers > 1:
+        ledger: ISessionLedger = LocalLedger(reactor.seconds)
+        return replace(stores, ledger=ledger)
+    return stores
 
 
 def counterStore(config: Config, reactor: Any) -> ICounterStore:
     """
-    Where the process keeps its abuse-protection counters: in the process,
-    or with C{[limits] store = "redis://…"} in Redis (falling back to the
-    process's own while Redis cannot answer).
+    The process's login counters (see L{sharedStores}).
     """
-    return counterStoreFor(config.counterStore, MemoryCounters(reactor), reactor)
+    return sharedStores(config, reactor).counters
 
 
 def loginThrottle(
@@ -432,7 +477,7 @@ def generationFrom(
     chain: FilterChain | None = None,
     metrics: Metrics = NO_METRICS,
     stop: GracefulStop | None = None,
-    admission: Admission | None = None,
+    admission: ProcessAdmission | None = None,
     counters: ICounterStore | None = None,
 ) -> Generation:
     """
@@ -475,7 +520,7 @@ def rebuildGeneration(
     threads: FilterThreads | None,
     metrics: Metrics = NO_METRICS,
     stop: GracefulStop | None = None,
-    admission: Admission | None = None,
+    admission: ProcessAdmission | None = None,
     counters: ICounterStore | None = None,
 ) -> Generation:
     """
@@ -587,8 +632,8 @@ def serviceFromConfig(
     lifecycle = lifecycle or Lifecycle()
     stop = GracefulStop(reactor, config.stopGrace, lifecycle)
     ignoreRepeatedStops(reactor)
-    admission = processAdmission(config, reactor)
-    counters = counterStore(config, reactor)
+    stores = sharedStores(config, reactor, metrics)
+    counters, admission = stores.counters, processAdmission(config, reactor, stores)
     generation = generationFrom(config, reactor, chain, metrics, stop, admission, counters)
     _warnAboutPlainText(config, config.tls.certificate)
     listeners = [
@@ -601,15 +646,13 @@ def serviceFromConfig(
     )
     for listener in listeners:
         listener.setServiceParent(top)
+    ReportSessionLimit(metrics, admission).setServiceParent(top)
     if chain is not None:
         # In the main process only: workers' filters learn from their scans.
         ChainStart(chain).setServiceParent(top)
     if config.workers > 1:
-        pool = WorkerPool(
-            reactor, WorkerLaunch.fromConfig(config), listeners, workerEnded, counters
-        )
-        pool.setServiceParent(top)
-        opened.pool = pool
+        opened.pool = workerPool(config, reactor, listeners, workerEnded, stores)
+        opened.pool.setServiceParent(top)
     if readConfig is not None:
         rebuild = partial(
             rebuildGeneration,
@@ -627,6 +670,21 @@ def serviceFromConfig(
         demoListener(config, reactor).setServiceParent(top)
     stop.setServiceParent(top)
     return top
+
+
+def workerPool(
+    config: Config,
+    reactor: Any,
+    listeners: list[Listener],
+    workerEnded: Callable[[int], None] | None,
+    stores: SharedStores,
+) -> WorkerPool:
+    """
+    The worker processes of C{config}, sharing C{stores} (the main
+    process's counters and session ledger) over their socket pairs.
+    """
+    launch = WorkerLaunch.fromConfig(config)
+    return WorkerPool(reactor, launch, listeners, workerEnded, stores.counters, stores.ledger)
 
 
 def demoListener(config: Config, reactor: Any) -> Listener:

@@ -131,6 +131,18 @@ def listenerLabel(table: str, position: int) -> str:
 
 
 @dataclass(frozen=True)
+class _LimitInstruments:
+    """
+    The C{[limits]} metrics beyond refusals and throttled logins.
+    """
+
+    invalidCommands: Counter
+    storeFallback: Gauge
+    storeOutages: Counter
+    sessionLimit: Gauge
+
+
+@dataclass(frozen=True)
 class _Instruments:
     """
     The prometheus_client objects one process records into.
@@ -151,6 +163,7 @@ class _Instruments:
     refused: Counter
     loginsThrottled: Counter
     loginBlocks: Counter
+    limits: _LimitInstruments
 
 
 def _instruments(registry: CollectorRegistry | None) -> _Instruments:
@@ -203,6 +216,39 @@ def _instruments(registry: CollectorRegistry | None) -> _Instruments:
             "logins_throttled", "Login attempts held back or refused by the throttle.", ("reason",)
         ),
         loginBlocks=counter("login_blocks", "Client addresses blocked for failed logins.", ()),
+        limits=_limitInstruments(registry),
+    )
+
+
+def _limitInstruments(registry: CollectorRegistry | None) -> _LimitInstruments:
+    """
+    Make the C{[limits]} metrics beyond refusals and throttled logins.
+    """
+    return _LimitInstruments(
+        invalidCommands=Counter(
+            f"{PREFIX}_prelogin_invalid_commands",
+            "Invalid commands before login, counted as failed logins ([limits]).",
+            ("reason",),
+            registry=registry,
+        ),
+        storeFallback=Gauge(
+            f"{PREFIX}_counter_store_fallback",
+            "1 while the shared counter store ([limits] store) cannot answer and the"
+            " process counts on its own.",
+            registry=registry,
+            multiprocess_mode="livemax",
+        ),
+        storeOutages=Counter(
+            f"{PREFIX}_counter_store_outages",
+            "Times the shared counter store stopped answering.",
+            registry=registry,
+        ),
+        sessionLimit=Gauge(
+            f"{PREFIX}_session_limit",
+            "Sessions the proxy admits at once ([limits] max_sessions, summed over processes).",
+            registry=registry,
+            multiprocess_mode="livesum",
+        ),
     )
 
 
@@ -328,6 +374,32 @@ class Metrics:
         """
         if (instruments := self._instruments) is not None:
             instruments.loginBlocks.inc()
+
+    def invalidCommandBeforeLogin(self, reason: str) -> None:
+        """
+        A client sent an invalid command before login (C{reason}:
+        C{invalid} or C{too_long}), which counts as a failed login.
+        """
+        if (instruments := self._instruments) is not None:
+            instruments.limits.invalidCommands.labels(reason).inc()
+
+    def counterStoreFallback(self, down: bool) -> None:
+        """
+        The shared counter store stopped answering (C{down}) or answers
+        again.
+        """
+        if (instruments := self._instruments) is None:
+            return
+        instruments.limits.storeFallback.set(1 if down else 0)
+        if down:
+            instruments.limits.storeOutages.inc()
+
+    def sessionLimit(self, limit: int) -> None:
+        """
+        This process admits C{limit} sessions at once.
+        """
+        if (instruments := self._instruments) is not None:
+            instruments.limits.sessionLimit.set(limit)
 
 
 class _NoMetrics(Metrics):

@@ -55,6 +55,11 @@ class RedisProtocol(Protocol):
 
     def connectionMade(self) -> None:
         self.connected = True
+        # Commands are small and each one waits for its answer: Nagle's
+        # algorithm would hold one back until the previous one is acknowledged.
+        setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
+        if setNoDelay is not None:
+            setNoDelay(True)
 
     def execute(self, *arguments: Argument) -> Deferred[RespValue]:
         """

@@ -13,6 +13,7 @@ decides when the key is cleaned up.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
@@ -20,12 +21,21 @@ from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 
 from popproxy._counterstore import CounterStoreUnavailable, ICounterStore
-from popproxy._fallbackstore import FallbackCounterStore
+from popproxy._fallbackstore import FallbackCounterStore, StoreOutage
+from popproxy._metrics import NO_METRICS, Metrics
 from popproxy._redisclient import Argument, RedisClient
+from popproxy._redisledger import RedisLedger
 from popproxy._resp import RespValue
+from popproxy._sessionledger import ISessionLedger
 from popproxy._storeaddress import DEFAULT_PREFIX, RedisAddress
 
-__all__ = ["RedisCounterStore", "counterStoreFor", "redisClientFor"]
+__all__ = [
+    "RedisCounterStore",
+    "SharedStores",
+    "counterStoreFor",
+    "redisClientFor",
+    "sharedStoresFor",
+]
 
 # INCRBY, then give the counter its window if it has none yet (a new key,
 # or one written without expiry): one script, so two instances hitting a
@@ -153,15 +163,45 @@ def redisClientFor(reactor: Any, address: RedisAddress) -> RedisClient:
     )
 
 
+@dataclass(frozen=True)
+class SharedStores:
+    """
+    What C{[limits] store} gives a process: its login counters, and the
+    ledger of its sessions per client network (C{None}: in the process)
+    with the shared store's state (C{None}: nothing is shared).
+    """
+
+    counters: ICounterStore
+    ledger: ISessionLedger | None = None
+    outage: StoreOutage | None = None
+
+
+def sharedStoresFor(
+    address: RedisAddress | None,
+    local: ICounterStore,
+    reactor: Any,
+    metrics: Metrics = NO_METRICS,
+) -> SharedStores:
+    """
+    The stores C{[limits] store} asks for: C{local} (the in-process store)
+    for C{"memory"}; else Redis for the login counters (falling back to
+    C{local} while Redis cannot answer) and the session ledger, over one
+    connection, with one outage state for both.
+    """
+    if address is None:
+        return SharedStores(local)
+    client = redisClientFor(reactor, address)
+    outage = StoreOutage(address.describe(), metrics)
+    redis = RedisCounterStore(client, reactor, address.prefix)
+    counters = FallbackCounterStore(redis, local, address.describe(), outage)
+    ledger = RedisLedger(client, reactor, address.prefix, address.lease, outage)
+    return SharedStores(counters, ledger, outage)
+
+
 def counterStoreFor(
     address: RedisAddress | None, local: ICounterStore, reactor: Any
 ) -> ICounterStore:
     """
-    The store C{[limits] store} asks for: C{local} (the in-process store)
-    for C{"memory"}, else Redis, falling back to C{local} while Redis
-    cannot answer.
+    The login counters C{[limits] store} asks for (see L{sharedStoresFor}).
     """
-    if address is None:
-        return local
-    redis = RedisCounterStore(redisClientFor(reactor, address), reactor, address.prefix)
-    return FallbackCounterStore(redis, local, address.describe())
+    return sharedStoresFor(address, local, reactor).counters

@@ -180,7 +180,14 @@ class ClientSession(Protocol, TimeoutMixin):
         self.client = _describePeer(peer)
         self._login.clientAddress = str(getattr(peer, "host", peer))
         self._slot.origin = ClientOrigin.of(peer, self.transport.getHost())
-        refusal = self._guard.admit(getattr(peer, "host", None), self.client)
+        # Commands that arrive before the answer wait for the greeting.
+        self._busy = True
+        self._guard.admit(getattr(peer, "host", None), self.client).addCallback(self._admitted)
+
+    def _admitted(self, refusal: bytes | None) -> None:
+        assert self.transport is not None
+        if not self.connected:
+            return
         if refusal is not None:
             self._closing = True
             self._write(refusal)
@@ -388,7 +395,7 @@ class ClientSession(Protocol, TimeoutMixin):
             return
         self.commands += 1
         if command.tooLong:
-            self._refuseCommand(b"-ERR command line too long")
+            self._refuseCommand(b"-ERR command line too long", "too_long")
             return
         parsed = parseCommand(command.line, self.state)
         if isinstance(parsed, bytes):
@@ -396,11 +403,17 @@ class ClientSession(Protocol, TimeoutMixin):
         else:
             getattr(self, f"do_{parsed.name}")(parsed.arguments)
 
-    def _refuseCommand(self, line: bytes) -> None:
-        if self.state == AUTHORIZATION:
-            self._logIn(self._authorization.refuse(line))
-        else:
+    def _refuseCommand(self, line: bytes, reason: str = "invalid") -> None:
+        """
+        Refuse an invalid command; before login, with C{[limits]}, it
+        counts (and is delayed) as a failed login.
+        """
+        if self.state != AUTHORIZATION:
             self._reply(line)
+            return
+        if self._guard.enforced:
+            self._settings.metrics.invalidCommandBeforeLogin(reason)
+        self._logIn(self._authorization.refuse(line))
 
     def _commandDone(self) -> None:
         self._handler = None

@@ -14,7 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from popproxy._admission import Ticket
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+
+from popproxy._admission import Refusal, Ticket
 from popproxy._deadlines import SessionDeadlines
 from popproxy._printable import PrintableLogger
 
@@ -32,8 +34,8 @@ class SessionGuard:
     """
     The admission ticket and the C{[limits]} timers of one session.
 
-    @ivar refused: the connection was refused at the door (it never became
-        a session).
+    @ivar refused: the connection was refused at the door, or closed
+        while waiting for the answer (it never became a session).
     """
 
     log = PrintableLogger()
@@ -55,6 +57,7 @@ class SessionGuard:
         self._end = end
         self._ticket: Ticket | None = None
         self.refused = False
+        self._closed = False
         self._deadlines: SessionDeadlines | None = None
         if settings.limits is not None:
             self._deadlines = SessionDeadlines(
@@ -82,17 +85,27 @@ class SessionGuard:
         limits = self._settings.limits
         return limits is None or limits.upstreamHold > 0
 
-    def admit(self, host: str | None, client: str) -> bytes | None:
+    def admit(self, host: str | None, client: str) -> Deferred[bytes | None]:
         """
         Ask the process's admission whether a connection from C{host} may
-        become a session: C{None} if so, else the line to say before
-        closing (logged and counted here).
+        become a session: fires with C{None} if so, else with the line to
+        say before closing (logged and counted here).  The answer is
+        synchronous unless the per-address counts are shared with other
+        processes (L{popproxy._sharedadmission}), which answer within a
+        fraction of a second.
         """
         admission = self._settings.admission
         if admission is None:
-            return None
-        answer = admission.admit(host)
+            return succeed(None)
+        asked: Deferred[Ticket | Refusal] = maybeDeferred(admission.admit, host)
+        return asked.addCallback(self._answered, client)
+
+    def _answered(self, answer: Ticket | Refusal, client: str) -> bytes | None:
         if isinstance(answer, Ticket):
+            if self._closed:
+                # The client left while the shared counts were asked.
+                self._release(answer)
+                return None
             self._ticket = answer
             return None
         self.refused = True
@@ -143,10 +156,18 @@ class SessionGuard:
         """
         if self._deadlines is not None:
             self._deadlines.cancel()
-        admission = self._settings.admission
-        if self._ticket is not None and admission is not None:
-            admission.release(self._ticket)
+        if self._ticket is None and self._settings.admission is not None:
+            # Closed before admission answered: not a session.
+            self.refused = True
+        self._closed = True
+        if self._ticket is not None:
+            self._release(self._ticket)
             self._ticket = None
+
+    def _release(self, ticket: Ticket) -> None:
+        admission = self._settings.admission
+        if admission is not None:
+            admission.release(ticket)
 
     def _loginTooSlow(self) -> None:
         self._end("login timeout", LOGIN_TOO_SLOW)

@@ -21,6 +21,7 @@ from popproxy._loginthrottle import LoginThrottle
 from popproxy._metrics import NO_METRICS, Metrics
 from popproxy._retrieval import MessageHook, PassThrough
 from popproxy._routing import Router
+from popproxy._sharedadmission import SharedAdmission
 from popproxy._upstreamslot import Connect
 
 
@@ -61,7 +62,7 @@ class SessionSettings:
     stop: GracefulStop | None = None
     #: The process's connection counts, which admit or refuse each new
     #: session (C{None}: every connection is admitted).
-    admission: Admission | None = None
+    admission: Admission | SharedAdmission | None = None
     #: The timeouts of the C{[limits]} table (login, command line, upstream
     #: connection held before login) and the counting of invalid commands
     #: before login as failed logins; C{None} (protocol tests): none of them.

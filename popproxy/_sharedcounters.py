@@ -14,9 +14,16 @@ one JSON array a line: C{[id, method, arguments...]}, answered by
 C{[id, result]} or C{[id, null, error]}; JSON keeps a key's spaces and
 control characters inside one line.
 
+The same pair carries the sessions per client network
+(L{ISessionLedger}: C{enter}, C{hold}, C{leave}), so C{[limits]
+max_sessions_per_address} and C{connection_rate} hold for all N processes
+too.  The main process remembers which sessions each worker holds and
+drops them when the worker's end of the pair closes: a worker that dies
+(even by SIGKILL) leaves no session counted.
+
 A worker that loses the main process (or gets no answer within
 L{ANSWER_TIMEOUT}) counts in its own L{MemoryCounters} from then on, with
-one warning: logins go on, limited per process.
+one warning: logins go on, limited per process, and so do admissions.
 """
 
 from __future__ import annotations
@@ -24,21 +31,26 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 
+from popproxy._addresscounts import AddressLimits
 from popproxy._counterstore import CounterStoreUnavailable, ICounterStore
 from popproxy._memorycounters import MemoryCounters
+from popproxy._sessionledger import ISessionLedger
 
 #: Seconds a worker waits for the main process's answer.
 ANSWER_TIMEOUT = 2.0
 
 #: The store's methods a worker may call, with their argument counts.
 _METHODS = {"hit": 3, "count": 1, "blockUntil": 2, "blockedUntil": 1, "forget": 1}
+
+#: The session ledger's methods, with their argument counts.
+_LEDGER_METHODS = {"enter": 5, "hold": 2, "leave": 2}
 
 log = Logger(namespace="popproxy.counters")
 
@@ -52,16 +64,26 @@ class CounterServer(LineOnlyReceiver):
     delimiter = b"\n"
     MAX_LENGTH = 8192
 
-    def __init__(self, store: ICounterStore) -> None:
+    def __init__(self, store: ICounterStore, ledger: ISessionLedger | None = None) -> None:
+        """
+        @param ledger: the sessions per client network the workers share
+            (C{None}: none; their requests are answered with an error).
+        """
         self._store = store
+        self._ledger = ledger
+        #: The sessions this worker holds in the ledger: lease -> network.
+        self._leases: dict[str, str] = {}
 
     def lineReceived(self, line: bytes) -> None:
         try:
             request = json.loads(line)
             number, method, *arguments = request
-            if _METHODS.get(method) != len(arguments):
+            if _LEDGER_METHODS.get(method) == len(arguments):
+                call = getattr(self, f"_{method}")
+            elif _METHODS.get(method) == len(arguments):
+                call = getattr(self._store, method)
+            else:
                 raise ValueError(f"unknown request {method!r}")
-            call = getattr(self._store, method)
         except (ValueError, TypeError) as e:
             log.warn("a worker sent a bad counter request: {error}", error=str(e))
             self.transport.loseConnection()  # type: ignore[union-attr]
@@ -79,6 +101,42 @@ class CounterServer(LineOnlyReceiver):
 
     def lineLengthExceeded(self, line: bytes) -> None:
         self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def _ledgerOrFail(self) -> ISessionLedger:
+        if self._ledger is None:
+            raise CounterStoreUnavailable("the main process shares no session counts")
+        return self._ledger
+
+    def _enter(
+        self, key: str, lease: str, perAddress: int, rate: int, interval: float
+    ) -> Deferred[str | None]:
+        limits = AddressLimits(int(perAddress), int(rate), float(interval))
+        answer = self._ledgerOrFail().enter(str(key), str(lease), limits)
+        return answer.addCallback(self._entered, str(key), str(lease))
+
+    def _entered(self, reason: str | None, key: str, lease: str) -> str | None:
+        if reason is None:
+            self._leases[lease] = key
+        return reason
+
+    def _hold(self, key: str, lease: str) -> None:
+        if lease not in self._leases:
+            self._ledgerOrFail().hold(str(key), str(lease))
+            self._leases[str(lease)] = str(key)
+
+    def _leave(self, key: str, lease: str) -> None:
+        held = self._leases.pop(lease, None)
+        if held is not None and self._ledger is not None:
+            self._ledger.leave(held, lease)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """
+        The worker is gone: its sessions no longer count.
+        """
+        leases, self._leases = self._leases, {}
+        if self._ledger is not None:
+            for lease, key in leases.items():
+                self._ledger.leave(key, lease)
 
 
 class RemoteCounters(LineOnlyReceiver):
@@ -110,6 +168,27 @@ class RemoteCounters(LineOnlyReceiver):
 
     def forget(self, key: str) -> Deferred[None]:
         return self._ask("forget", key)
+
+    def enter(self, key: str, lease: str, limits: AddressLimits) -> Deferred[str | None]:
+        if self._local is not None:
+            return fail(CounterStoreUnavailable("the main process is gone"))
+        return self._ask(
+            "enter", key, lease, limits.perAddress, limits.connectionRate, limits.rateInterval
+        )
+
+    def hold(self, key: str, lease: str) -> None:
+        self._tell("hold", key, lease)
+
+    def leave(self, key: str, lease: str) -> None:
+        self._tell("leave", key, lease)
+
+    def _tell(self, method: str, *arguments: object) -> None:
+        """
+        Ask without waiting for the answer (nothing to do once the main
+        process is gone: it has dropped this worker's sessions).
+        """
+        if self._local is None and self.transport is not None:
+            self._ask(method, *arguments).addErrback(lambda _: None)
 
     def _ask(self, method: str, *arguments: object) -> Deferred[Any]:
         if self._local is not None or self.transport is None:

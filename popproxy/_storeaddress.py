@@ -1,7 +1,7 @@
 """
 The C{[limits] store} setting read into a value: C{"memory"} (the default:
 counters in the process) or a Redis URL,
-C{redis://[[user]:password@]host[:port][/db][?prefix=…&timeout=…]}.
+C{redis://[[user]:password@]host[:port][/db][?prefix=…&timeout=…&lease=…]}.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
 
-__all__ = ["DEFAULT_PREFIX", "DEFAULT_TIMEOUT", "RedisAddress", "parseStoreURL"]
+__all__ = ["DEFAULT_LEASE", "DEFAULT_PREFIX", "DEFAULT_TIMEOUT", "RedisAddress", "parseStoreURL"]
 
 #: Every key popproxy writes starts with this, unless the URL says C{prefix=}.
 DEFAULT_PREFIX = "popproxy:"
@@ -20,7 +20,11 @@ DEFAULT_PREFIX = "popproxy:"
 #: local counters for that call.
 DEFAULT_TIMEOUT = 0.5
 
-_QUERY_KEYS = {"prefix", "timeout"}
+#: How long a session counted in Redis stays counted without being renewed
+#: (seconds): what it takes for a dead instance's sessions to stop counting.
+DEFAULT_LEASE = 30.0
+
+_QUERY_KEYS = {"prefix", "timeout", "lease"}
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,7 @@ class RedisAddress:
     password: str | None = field(default=None, repr=False)
     prefix: str = DEFAULT_PREFIX
     timeout: float = DEFAULT_TIMEOUT
+    lease: float = DEFAULT_LEASE
 
     def describe(self) -> str:
         """
@@ -64,14 +69,14 @@ def _query(text: str) -> dict[str, str]:
     return {name: values[-1] for name, values in fields.items()}
 
 
-def _timeout(text: str) -> float:
+def _seconds(name: str, text: str) -> float:
     try:
-        timeout = float(text)
+        seconds = float(text)
     except ValueError:
-        raise ValueError(f"store URL timeout {text!r} is not a number of seconds") from None
-    if not math.isfinite(timeout) or timeout <= 0:
-        raise ValueError(f"store URL timeout must be positive, not {text!r}")
-    return timeout
+        raise ValueError(f"store URL {name} {text!r} is not a number of seconds") from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"store URL {name} must be positive, not {text!r}")
+    return seconds
 
 
 def _database(path: str) -> int:
@@ -113,5 +118,6 @@ def parseStoreURL(text: str) -> RedisAddress | None:
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
         prefix=query.get("prefix", DEFAULT_PREFIX),
-        timeout=_timeout(query["timeout"]) if "timeout" in query else DEFAULT_TIMEOUT,
+        timeout=_seconds("timeout", query["timeout"]) if "timeout" in query else DEFAULT_TIMEOUT,
+        lease=_seconds("lease", query["lease"]) if "lease" in query else DEFAULT_LEASE,
     )

@@ -5,8 +5,9 @@ relays their log lines (each prefixed with the worker's number), starts
 again any that dies, passes a reload on to them (SIGHUP) and stops them
 with itself.  Its listening ports, like the workers', accept one connection
 per wake-up so the kernel spreads new sessions over the processes.  Given
-the process's login counters, it serves them to each worker over a socket
-pair the worker inherits (L{popproxy._sharedcounters}).
+the process's login counters (and its sessions per client network), it
+serves them to each worker over a socket pair the worker inherits
+(L{popproxy._sharedcounters}).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from twisted.python.failure import Failure
 
 from popproxy._config import Config
 from popproxy._counterstore import ICounterStore
+from popproxy._sessionledger import ISessionLedger
 from popproxy._sharedcounters import CounterServer
 
 log = Logger(namespace="popproxy.workers")
@@ -144,6 +146,8 @@ class WorkerPool(Service):
     @param workerEnded: called with the process id of each worker that ended.
     @param counters: the login counters the workers share (C{None}: each
         worker keeps its own).
+    @param ledger: the sessions per client network the workers share, over
+        the same socket pair.
     """
 
     def __init__(
@@ -153,9 +157,11 @@ class WorkerPool(Service):
         listeners: list[Any],
         workerEnded: Callable[[int], None] | None = None,
         counters: ICounterStore | None = None,
+        ledger: ISessionLedger | None = None,
     ) -> None:
         self._reactor = reactor
         self._counters = counters
+        self._ledger = ledger
         self._launch = launch
         self._listeners = listeners
         self._workerEnded = workerEnded
@@ -227,7 +233,7 @@ class WorkerPool(Service):
         (the reactor takes a copy of the descriptor).
         """
         assert self._counters is not None
-        factory = Factory.forProtocol(partial(CounterServer, self._counters))
+        factory = Factory.forProtocol(partial(CounterServer, self._counters, self._ledger))
         self._reactor.adoptStreamConnection(ours.fileno(), socket.AF_UNIX, factory)
         ours.close()
 

@@ -34,18 +34,18 @@ from twisted.logger import Logger
 
 from popproxy._assembly import (
     buildChain,
-    counterStore,
     generationFrom,
     processAdmission,
     rebuildGeneration,
+    sharedStores,
 )
 from popproxy._config import Config, loadConfig
-from popproxy._counterstore import ICounterStore
 from popproxy._generation import ListenerPlan
 from popproxy._gracefulstop import GracefulStop, stopOnShutdown
 from popproxy._lifecycle import Lifecycle
 from popproxy._listenerfactory import ListenerFactory
 from popproxy._metrics import Metrics
+from popproxy._redisstore import SharedStores
 from popproxy._reload import Reloader, ReloadOnHangup
 from popproxy._sharedcounters import RemoteCounters
 from popproxy._workerpool import acceptOneAtATime
@@ -136,19 +136,24 @@ def _dieWithParent() -> None:
         pass
 
 
-def _countersFor(config: Config, reactor: Any, descriptor: int | None) -> ICounterStore:
+def _storesFor(
+    config: Config, reactor: Any, descriptor: int | None, metrics: Metrics
+) -> SharedStores:
     """
-    The worker's counters: with a Redis store each process talks to Redis
-    itself; else the main process's, over the inherited socket pair.
+    The worker's counters and session ledger: with a Redis store each
+    process talks to Redis itself; else the main process's, over the
+    inherited socket pair.
     """
     shared = None if config.counterStore is not None else _sharedCounters(reactor, descriptor)
-    return shared or counterStore(config, reactor)
+    if shared is not None:
+        return SharedStores(shared, shared)
+    return sharedStores(config, reactor, metrics)
 
 
-def _sharedCounters(reactor: Any, descriptor: int | None) -> ICounterStore | None:
+def _sharedCounters(reactor: Any, descriptor: int | None) -> RemoteCounters | None:
     """
-    The main process's login counters, over the inherited socket
-    C{descriptor} (C{None}: none was given).
+    The main process's login counters and session ledger, over the
+    inherited socket C{descriptor} (C{None}: none was given).
     """
     if descriptor is None:
         return None
@@ -189,8 +194,9 @@ def main(argv: list[str] | None = None) -> None:
         metrics.begin(None, directory)
     stop = GracefulStop(reactor, config.stopGrace, Lifecycle())
     chain = buildChain(config, reactor, metrics=metrics)
-    admission = processAdmission(config, reactor)
-    counters = _countersFor(config, reactor, arguments.counters)
+    stores = _storesFor(config, reactor, arguments.counters, metrics)
+    counters = stores.counters
+    admission = processAdmission(config, reactor, stores)
     generation = generationFrom(
         config, reactor, chain, metrics, stop, admission=admission, counters=counters
     )

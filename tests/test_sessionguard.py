@@ -15,10 +15,12 @@ from popproxy._config import Config
 from popproxy._routing import Router
 from popproxy._sessionguard import LINE_TOO_SLOW, LOGIN_TOO_SLOW, SessionGuard
 from popproxy._sessionsettings import SessionSettings
+from popproxy._sharedadmission import ProcessAdmission, SharedAdmission
+from tests.test_sharedadmission import HandLedger
 
 
 def settingsFor(
-    clock: Clock, limits: ConnectionLimits | None, admission: Admission | None
+    clock: Clock, limits: ConnectionLimits | None, admission: ProcessAdmission | None
 ) -> SessionSettings:
     config = Config(upstream="tcp:127.0.0.1:110")
     return SessionSettings(
@@ -28,6 +30,16 @@ def settingsFor(
         limits=limits,
         admission=admission,
     )
+
+
+def answerOf(answer: Deferred[bytes | None]) -> bytes | None:
+    """
+    The answer of an admission that needs nobody else (it fires at once).
+    """
+    results: list[bytes | None] = []
+    answer.addCallback(results.append)
+    assert len(results) == 1, "the admission did not answer at once"
+    return results[0]
 
 
 class Ended:
@@ -47,7 +59,7 @@ def test_withoutLimitsNothingIsEnforced() -> None:
     clock = Clock()
     ended = Ended()
     guard = SessionGuard(settingsFor(clock, None, None), end=ended, releaseUpstream=lambda: None)
-    assert guard.admit("192.0.2.1", "192.0.2.1:5") is None
+    assert answerOf(guard.admit("192.0.2.1", "192.0.2.1:5")) is None
     guard.opened()
     assert guard.fed(0, True) and not guard.enforced and guard.connectToGreet
     clock.advance(10_000)
@@ -85,10 +97,31 @@ def test_refusedAtTheDoorAndTicketGivenBack() -> None:
     admission = Admission(limits, clock.seconds, 10_000)
     settings = settingsFor(clock, limits, admission)
     first = SessionGuard(settings, end=Ended(), releaseUpstream=lambda: None)
-    assert first.admit("192.0.2.1", "192.0.2.1:5") is None
+    assert answerOf(first.admit("192.0.2.1", "192.0.2.1:5")) is None
     second = SessionGuard(settings, end=Ended(), releaseUpstream=lambda: None)
-    line = second.admit("192.0.2.1", "192.0.2.1:6")
+    line = answerOf(second.admit("192.0.2.1", "192.0.2.1:6"))
     assert line is not None and line.startswith(b"-ERR [SYS/TEMP]") and second.refused
     first.closed()
     third = SessionGuard(replace(settings), end=Ended(), releaseUpstream=lambda: None)
-    assert third.admit("192.0.2.1", "192.0.2.1:7") is None
+    assert answerOf(third.admit("192.0.2.1", "192.0.2.1:7")) is None
+
+
+def test_closedWhileAdmissionIsAskedIsNoSession() -> None:
+    """
+    A client that leaves while the shared counts are asked is no session
+    (the session logs and counts nothing for it) and its place, once
+    granted, is given back at once.
+    """
+    clock = Clock()
+    limits = ConnectionLimits(perAddress=1, trusted=())
+    local = Admission(limits, clock.seconds, 10_000)
+    ledger = HandLedger()
+    settings = settingsFor(clock, limits, SharedAdmission(local, ledger, clock))
+    guard = SessionGuard(settings, end=Ended(), releaseUpstream=lambda: None)
+    waiting = guard.admit("192.0.2.1", "192.0.2.1:5")
+    guard.closed()
+    assert guard.refused
+    ledger.answerLast(None)
+    assert answerOf(waiting) is None
+    assert local.open == 0 and local.sessionsFrom("192.0.2.1") == 0
+    assert [lease for _, lease in ledger.left] == [ledger.asked[0][1]]

@@ -3,7 +3,10 @@ Tests for popproxy._sharedcounters: workers count in the main process's
 store over their socket pairs (here iosim's in-memory connections), so a
 failure counted by one worker slows and blocks the address in another; a
 worker that loses the main process, or gets no answer in time, counts on
-its own with one warning; a malformed request ends the connection.
+its own with one warning; a malformed request ends the connection.  The
+same pair carries the sessions per client network: one per-address limit
+for all workers, and a worker that is gone leaves none of its sessions
+counted.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from twisted.internet.task import Clock
 from twisted.logger import capturedLogs, formatEvent
 from twisted.test import iosim
 
+from popproxy._addresscounts import ADDRESS, AddressLimits, LocalLedger
 from popproxy._counterstore import CounterStoreUnavailable
 from popproxy._loginthrottle import LoginThrottle
 from popproxy._memorycounters import MemoryCounters
@@ -29,8 +33,10 @@ class Worker:
     process's store.
     """
 
-    def __init__(self, store: MemoryCounters, clock: Clock) -> None:
-        self.server = CounterServer(store)
+    def __init__(
+        self, store: MemoryCounters, clock: Clock, ledger: LocalLedger | None = None
+    ) -> None:
+        self.server = CounterServer(store, ledger)
         self.counters = RemoteCounters(clock)
         self.pump = iosim.connect(
             self.server,
@@ -138,3 +144,60 @@ def test_malformedRequestEndsConnection() -> None:
     with capturedLogs():
         server.dataReceived(b'[1, "__init__", 1]\n')
     assert transport.disconnecting
+
+
+LIMITS = AddressLimits(perAddress=2, connectionRate=100, rateInterval=60)
+
+
+def test_workersShareOnePerAddressLimit() -> None:
+    """
+    Two sessions of 192.0.2.1 entered through two workers fill its limit
+    for both; a lease held without a check (admitted while the main
+    process did not answer) counts once however often it is held; a
+    session left makes room again.
+    """
+    clock = Clock()
+    store, ledger = MemoryCounters(clock), LocalLedger(clock.seconds)
+    one, two = Worker(store, clock, ledger), Worker(store, clock, ledger)
+    assert one.answer(one.counters.enter("192.0.2.1/32", "a.1", LIMITS)) is None
+    assert two.answer(two.counters.enter("192.0.2.1/32", "b.1", LIMITS)) is None
+    assert one.answer(one.counters.enter("192.0.2.1/32", "a.2", LIMITS)) == ADDRESS
+    assert two.answer(two.counters.enter("192.0.2.9/32", "b.2", LIMITS)) is None
+    one.counters.hold("192.0.2.9/32", "a.3")
+    one.counters.hold("192.0.2.9/32", "a.3")
+    one.pump.flush()
+    assert ledger.counts.sessions("192.0.2.9/32") == 2
+    two.counters.leave("192.0.2.1/32", "b.1")
+    two.pump.flush()
+    assert one.answer(one.counters.enter("192.0.2.1/32", "a.4", LIMITS)) is None
+
+
+def test_workerGoneLeavesItsSessions() -> None:
+    """
+    When a worker's end of the pair closes (it died, even by SIGKILL), the
+    main process stops counting every session it held, and only those.
+    """
+    clock = Clock()
+    store, ledger = MemoryCounters(clock), LocalLedger(clock.seconds)
+    one, two = Worker(store, clock, ledger), Worker(store, clock, ledger)
+    for lease in ("a.1", "a.2"):
+        assert one.answer(one.counters.enter("192.0.2.1/32", lease, LIMITS)) is None
+    assert one.answer(one.counters.enter("192.0.2.1/32", "a.3", LIMITS)) == ADDRESS
+    one.counters.transport.loseConnection()  # type: ignore[union-attr]
+    one.pump.flush()
+    assert ledger.counts.sessions("192.0.2.1/32") == 0
+    assert two.answer(two.counters.enter("192.0.2.1/32", "b.1", LIMITS)) is None
+    assert ledger.counts.sessions("192.0.2.1/32") == 1
+
+
+def test_workerWithoutMainProcessDecidesAlone() -> None:
+    """
+    Once the main process is gone, a worker's admission question fails at
+    once (the caller decides on its own counts).
+    """
+    clock = Clock()
+    worker = Worker(MemoryCounters(clock), clock, LocalLedger(clock.seconds))
+    worker.server.transport.loseConnection()  # type: ignore[union-attr]
+    worker.pump.flush()
+    failure: Any = worker.answer(worker.counters.enter("192.0.2.1/32", "a.1", LIMITS))
+    assert failure.check(CounterStoreUnavailable)

@@ -30,6 +30,10 @@ def test_memoryMeansTheProcessOwnCounters(text: str) -> None:
             "redis://h/2?prefix=site-a:&timeout=0.25",
             RedisAddress("h", 6379, 2, prefix="site-a:", timeout=0.25),
         ),
+        (
+            "redis://h?lease=5",
+            RedisAddress("h", lease=5.0),
+        ),
     ],
 )
 def test_redisURLs(text: str, expected: RedisAddress) -> None:
@@ -63,6 +67,7 @@ def test_defaults() -> None:
         ("redis://:topsecret@h/0?db=2", "unknown"),
         ("redis://:topsecret@h/0?timeout=0", "positive"),
         ("redis://:topsecret@h/0?timeout=soon", "seconds"),
+        ("redis://:topsecret@h/0?lease=-1", "lease must be positive"),
     ],
 )
 def test_mistakesAreRefusedWithoutQuotingThePassword(text: str, complaint: str) -> None:
