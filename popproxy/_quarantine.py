@@ -5,7 +5,9 @@ Layout of the directory::
 
     blobs/ab/abcdef...     the exact bytes, named by their SHA-256 (stored once)
     records/<id>.json      one record per removal: when, user, upstream, UIDL,
-                           plugin, reason, the original's header lines, blob
+                           plugin, reason, the original's header lines, blob,
+                           and the From, Subject and Date of the message
+    releases/<id>.json     release requests and approvals (L{popproxy._releases})
 
 Every file is written to a temporary name, flushed to disk and renamed, so
 a reader never sees half a file; a write that fails (disk full,
@@ -42,6 +44,7 @@ from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from popproxy._chain import runHere
+from popproxy._messagesummary import MessageSummary, summarize
 from popproxy._metrics import NO_METRICS, Metrics
 from popproxy.interfaces import FilterContext, IPartQuarantine, RemovedPart
 
@@ -50,6 +53,12 @@ from popproxy.interfaces import FilterContext, IPartQuarantine, RemovedPart
 class Record:
     """
     One quarantined item, as stored.
+
+    @ivar messageFrom: the From of the message the item came from, decoded
+        for display (C{None}: none); read from the stored header lines for
+        records kept before these fields were (blank if those are a part's).
+    @ivar messageSubject: its Subject, the same way.
+    @ivar messageDate: its Date, the same way.
     """
 
     id: str
@@ -63,6 +72,9 @@ class Record:
     sha256: str
     headers: str
     data: dict[str, Any]
+    messageFrom: str | None = None
+    messageSubject: str | None = None
+    messageDate: str | None = None
 
 
 def _headerBlock(original: bytes, limit: int = 4096) -> str:
@@ -217,6 +229,7 @@ class DirectoryQuarantine:
     ) -> Deferred[str]:
         identifier = storeRecordId(original, context, reason, plugin)
         metadata = _recordFields(identifier, time.time(), reason, plugin, context, original)
+        metadata.update(_summaryFields(summarize(original)))
         # Written as the parts of a message are: nothing if the record is
         # already kept, else the blob renamed into place before the record.
         items = [(identifier, original, metadata)]
@@ -233,11 +246,13 @@ class DirectoryQuarantine:
         plugin: str = "",
     ) -> Deferred[list[str]]:
         now = time.time()
+        summary = _summaryFields(summarize(message))
         items = []
         for part in parts:
             identifier = partRecordId(message, part, context, plugin)
             metadata = _recordFields(identifier, now, part.reason, plugin, context, part.original)
             metadata["path"] = list(part.path)
+            metadata.update(summary)
             items.append((identifier, part.original, metadata))
         writing = self._runInThread(lambda: self._writeParts(items))
         return writing.addCallbacks(
@@ -318,20 +333,7 @@ class DirectoryQuarantine:
         yield from sorted(loaded, key=lambda record: (record.time, record.id))
 
     def _load(self, path: Path) -> Record:
-        data = json.loads(path.read_text("utf-8"))
-        return Record(
-            id=data["id"],
-            time=data["time"],
-            reason=data.get("reason", ""),
-            plugin=data.get("plugin", ""),
-            user=data.get("user", ""),
-            uidl=data.get("uidl"),
-            upstream=data.get("upstream", ""),
-            size=data.get("size", 0),
-            sha256=data["sha256"],
-            headers=data.get("headers", ""),
-            data=data,
-        )
+        return recordFromData(json.loads(path.read_text("utf-8")))
 
     def get(self, identifier: str) -> Record:
         """
@@ -376,6 +378,7 @@ class DirectoryQuarantine:
             return removed
         for record in removed:
             (self.directory / "records" / f"{record.id}.json").unlink(missing_ok=True)
+            (self.directory / "releases" / f"{record.id}.json").unlink(missing_ok=True)
         referenced = {r.sha256 for r in kept}
         for record in removed:
             if record.sha256 not in referenced:
@@ -411,3 +414,43 @@ def _recordFields(
         "size": len(original),
         "headers": _headerBlock(original),
     }
+
+
+def _summaryFields(summary: MessageSummary) -> dict[str, str | None]:
+    """
+    The fields naming the message a record came from (see L{Record}).
+    """
+    return {
+        "messageFrom": summary.sender,
+        "messageSubject": summary.subject,
+        "messageDate": summary.date,
+    }
+
+
+def recordFromData(data: dict[str, Any]) -> Record:
+    """
+    The L{Record} of a record file's fields; one kept before records named
+    their message gets them from its stored header lines.
+    """
+    headers = data.get("headers", "")
+    if "messageFrom" in data:
+        sender, subject, date = data["messageFrom"], data["messageSubject"], data["messageDate"]
+    else:
+        old = summarize(headers.encode("utf-8", "replace"))
+        sender, subject, date = old.sender, old.subject, old.date
+    return Record(
+        id=data["id"],
+        time=data["time"],
+        reason=data.get("reason", ""),
+        plugin=data.get("plugin", ""),
+        user=data.get("user", ""),
+        uidl=data.get("uidl"),
+        upstream=data.get("upstream", ""),
+        size=data.get("size", 0),
+        sha256=data["sha256"],
+        headers=headers,
+        data=data,
+        messageFrom=sender,
+        messageSubject=subject,
+        messageDate=date,
+    )

@@ -5,6 +5,8 @@ The quarantine command line: find quarantined items and get originals back.
     popproxy-quarantine ... show ID
     popproxy-quarantine ... export ID [-o FILE]
     popproxy-quarantine ... purge [--older-than DAYS] [--max-bytes N] [--dry-run]
+    popproxy-quarantine ... requests
+    popproxy-quarantine ... release ID [--by NAME]
 
 Also available as C{python -m popproxy quarantine ...}.  Listings print
 control and bidi characters of records as escapes; C{show} prints the
@@ -25,6 +27,7 @@ from typing import TextIO
 from popproxy._config import ConfigError, loadConfig
 from popproxy._printable import printable
 from popproxy._quarantine import DirectoryQuarantine, Record
+from popproxy._releases import DirectoryReleases
 from popproxy._version import versionLine
 
 #: What C{list --since} accepts, as its help and its error say.
@@ -87,6 +90,12 @@ def _parser() -> argparse.ArgumentParser:
     purge.add_argument("--older-than", type=float, metavar="DAYS")
     purge.add_argument("--max-bytes", type=int, metavar="N", help="keep at most N bytes")
     purge.add_argument("--dry-run", action="store_true", help="only say what would go")
+    commands.add_parser("requests", help="the release requests not approved yet")
+    release = commands.add_parser(
+        "release", help="approve an item's release: its user may download it from the console"
+    )
+    release.add_argument("id")
+    release.add_argument("--by", default="cli", help="the administrator approving (default: cli)")
     return parser
 
 
@@ -124,6 +133,27 @@ def _list(quarantine: DirectoryQuarantine, user: str | None, since: str | None, 
     return 0
 
 
+def _releases(quarantine: DirectoryQuarantine, arguments: argparse.Namespace, out: TextIO) -> int:
+    """
+    The C{requests} command (one line per pending request) and the
+    C{release} command (approve one item; status 1 if there is no such item).
+    """
+    releases = DirectoryReleases(quarantine.directory)
+    if arguments.command == "requests":
+        for pending in releases.pending():
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(pending.requestedAt or 0))
+            out.write(f"{printable(pending.id)}  {when}  {printable(pending.requestedBy or '-')}\n")
+        return 0
+    try:
+        record = quarantine.get(arguments.id)
+    except KeyError:
+        sys.stderr.write(f"popproxy-quarantine: no item {printable(arguments.id)}\n")
+        return 1
+    releases.approve(record.id, arguments.by)
+    out.write(f"released {_line(record)}\n")
+    return 0
+
+
 def main(argv: list[str] | None = None, stdout: TextIO | None = None) -> int:
     """
     Run the command; return the exit code (0 ok, 1 not found, 2 usage).
@@ -147,6 +177,8 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None) -> int:
     quarantine = DirectoryQuarantine(directory, create=False)
     if arguments.command == "list":
         return _list(quarantine, arguments.user, arguments.since, out)
+    if arguments.command in ("requests", "release"):
+        return _releases(quarantine, arguments, out)
     if arguments.command in ("show", "export"):
         try:
             record = quarantine.get(arguments.id)
