@@ -56,6 +56,7 @@ from popproxy._tls import ServerTLS, endpointHost, isLoopback, minimumVersion
 from popproxy._upstream import UpstreamConnector
 from popproxy._workerpool import WorkerLaunch, WorkerPool
 from popproxy._xclient import XclientConnector
+from popproxy.console._links import itemLinks
 
 log = Logger(namespace="popproxy")
 
@@ -130,6 +131,7 @@ def buildChain(
         overLimits=config.chain.overLimits,
         threads=threads if threads is not None else filterThreadsFor(reactor),
         metrics=metrics,
+        itemUrl=itemLinks(config.console.publicUrl if config.console else None),
     )
 
 
