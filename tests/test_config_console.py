@@ -34,7 +34,7 @@ def test_settings() -> None:
     """
     console = parseConfig(
         BASE + '[console]\nlisten = "ssl:8443"\npublic_url = "https://mail.example.com/q/"\n'
-        'user_download = []\nsession_timeout = 600\n'
+        "user_download = []\nsession_timeout = 600\n"
     ).console
     assert console is not None
     assert console.publicUrl == "https://mail.example.com/q"

@@ -16,10 +16,10 @@ from popproxy._assembly import buildChain
 from popproxy._chain import ChainEntry, FilterChain
 from popproxy._config import parseConfig
 from popproxy._plugins import loadFilter
+from popproxy._testkit import settle
 from popproxy.console._links import itemLinks, itemPath
 from popproxy.interfaces import FilterContext
 from popproxy.message import Message
-from popproxy._testkit import settle
 from popproxy.testing import attachmentPart, buildMessage, runInline
 from tests.test_plugin_scan import eicarAttachment, fakeFilter, findEicar
 
