@@ -529,6 +529,7 @@ def serviceFromConfig(
     )
     for listener in listeners:
         listener.setServiceParent(top)
+    _serveConsole(config, reactor, counters, metrics, top)
     if chain is not None:
         # In the main process only: workers' filters learn from their scans.
         ChainStart(chain).setServiceParent(top)
@@ -604,6 +605,34 @@ def metricsService(
     endpoint = serverFromString(reactor, description)
     Listener(description, endpoint, service.site).setServiceParent(service)
     return service
+
+
+def _serveConsole(
+    config: Config, reactor: Any, counters: ICounterStore, metrics: Metrics, top: MultiService
+) -> None:
+    """
+    With C{[console]}, add its listener to C{top}.
+    """
+    if config.console is not None:
+        consoleListener(config, reactor, counters, metrics).setServiceParent(top)
+
+
+def consoleListener(
+    config: Config, reactor: Any, counters: ICounterStore, metrics: Metrics
+) -> Listener:
+    """
+    The C{[console]} listener of C{config} (in the main process only: its
+    sign-in sessions live in this process's memory), whose sign-ins count
+    in the same login counters as the POP3 sessions'.
+    """
+    from popproxy.console._service import consoleFrom, consoleSite
+
+    assert config.console is not None
+    console = consoleFrom(
+        config, reactor, loginThrottle(config, reactor, counters, metrics), reactorThreads(reactor)
+    )
+    description = config.console.listen
+    return Listener(description, serverFromString(reactor, description), consoleSite(console))
 
 
 def _warnAboutPlainText(config: Config, certificate: Path | None) -> None:
