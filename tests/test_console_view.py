@@ -103,3 +103,19 @@ def test_filenameFromHeaders() -> None:
     assert named('Content-Disposition: attachment; filename="a\u202eexe.txt"') == "a exe.txt"
     assert named("Content-Type: text/plain") is None and named("") is None
     assert module.Item is not None
+
+
+def test_downloadIsTheFileItself(tmp_path: Path) -> None:
+    """
+    An attachment downloads as its decoded content under its name; a
+    whole message as kept, named .eml.
+    """
+    import base64
+
+    from popproxy.console._view import Item, downloadOf
+
+    part = b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.b64encode(b"MZ\x00")
+    record = Record("p1", 0, "", "", "", None, "", 0, "", "", {"path": [1]})
+    assert downloadOf(Item(record, "a.exe"), part) == module.Download(b"MZ\x00", "a.exe")
+    whole = Record("m1", 0, "", "", "", None, "", 0, "", "", {})
+    assert downloadOf(Item(whole, None), b"Subject: x\r\n\r\n").filename == "message-m1.eml"

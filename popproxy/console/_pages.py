@@ -9,7 +9,8 @@ and no caching.  Every POST must carry its form token (L{_csrf}) or is
 refused with 403 before anything else is looked at.  Every item request
 checks that the item is the signed-in user's (L{_access}); any other id,
 whether it exists or not, is 404.  Downloads are always attachments of
-type C{application/octet-stream}.
+type C{application/octet-stream}: an attachment's content (its transfer
+encoding undone), or a whole message as kept.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ SECURITY_HEADERS = {
 }
 
 #: The static files, by name, with their type.
-STATIC = {b"console.css": b"text/css; charset=utf-8"}
+STATIC = {b"console.css": b"text/css; charset=utf-8", b"favicon.svg": b"image/svg+xml"}
 
 #: The longest login and password a sign-in form may send.
 MAX_LOGIN = 256
@@ -413,7 +414,7 @@ class ItemPages(ConsoleResource):
             return console.error(
                 request, 403, "This item needs an administrator's release first.", session
             )
-        original = await console.view.original(item)
+        download = await console.view.download(item)
         log.info(
             "console download: {user} got {item} ({filename})",
             user=session.user,
@@ -421,9 +422,9 @@ class ItemPages(ConsoleResource):
             filename=item.filename or "",
         )
         request.setHeader(b"Content-Type", b"application/octet-stream")
-        request.setHeader(b"Content-Disposition", attachmentName(item.filename, identifier))
+        request.setHeader(b"Content-Disposition", attachmentName(download.filename, identifier))
         request.setHeader(b"Content-Security-Policy", b"default-src 'none'; sandbox")
-        return original
+        return download.content
 
     async def _release(self, request: Request, session: ConsoleSession, identifier: str) -> bytes:
         console = self.console

@@ -66,6 +66,31 @@ class ItemPage:
     offset: int
 
 
+@dataclass(frozen=True, slots=True)
+class Download:
+    """
+    What a user downloads of an item: the file itself (an attachment's
+    content, its transfer encoding undone) or, for a whole message or an
+    attached message, the message as kept (C{.eml}).
+    """
+
+    content: bytes
+    filename: str
+
+
+def downloadOf(item: Item, original: bytes) -> Download:
+    """
+    The download of C{item}, whose quarantined octets are C{original}.
+    """
+    record = item.record
+    if "path" in record.data:
+        part = Message.fromBytes(original).root
+        if not part.isMultipart and not part.contentType.startswith("message/"):
+            return Download(part.payload(), item.filename or f"item-{record.id}.bin")
+    name = item.filename or f"message-{record.id}"
+    return Download(original, name if name.lower().endswith(".eml") else name + ".eml")
+
+
 def recordFilename(record: Record) -> str | None:
     """
     The file name the removed part's stored header lines give, for display.
@@ -117,6 +142,12 @@ class DirectoryView:
         The exact bytes quarantined as C{item}.
         """
         return self._runInThread(lambda: self.quarantine.original(item.record))
+
+    def download(self, item: Item) -> Deferred[Download]:
+        """
+        What the user downloads of C{item} (see L{downloadOf}).
+        """
+        return self._runInThread(lambda: downloadOf(item, self.quarantine.original(item.record)))
 
     def _page(self, user: str, search: str, offset: int, limit: int) -> ItemPage:
         with self._lock:
