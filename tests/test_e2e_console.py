@@ -139,6 +139,13 @@ def test_userGetsTheirItemsBack(
     browser: Any,
     tmp_path: Path,
 ) -> None:
+    """
+    The user's whole round in Chromium, as the module docstring tells it:
+    the notice links to the item, A sees exactly A's items, downloads the
+    stripped file's bytes, cannot open B's item, a hostile name runs
+    nothing, a POST without its token is refused, and the virus item
+    downloads only once the command line released it.
+    """
     alice, bob = dovecotServer.createMailbox(), dovecotServer.createMailbox()
     alice.deliver(message("Tools", attachment("tool.exe", TOOL), attachment(HOSTILE, b"MZ evil")))
     alice.deliver(message("Invoice", attachment("invoice.txt", eicar(), "text/plain")))
