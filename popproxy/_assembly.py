@@ -61,6 +61,7 @@ from popproxy._tls import ServerTLS, endpointHost, isLoopback, minimumVersion
 from popproxy._upstream import UpstreamConnector
 from popproxy._workerpool import WorkerLaunch, WorkerPool
 from popproxy._xclient import XclientConnector
+from popproxy.console._links import itemLinks
 
 log = Logger(namespace="popproxy")
 
@@ -204,6 +205,7 @@ def buildChain(
         overLimits=config.chain.overLimits,
         threads=threads if threads is not None else filterThreadsFor(reactor),
         metrics=metrics,
+        itemUrl=itemLinks(config.console.publicUrl if config.console else None),
     )
 
 
@@ -647,6 +649,7 @@ def serviceFromConfig(
     for listener in listeners:
         listener.setServiceParent(top)
     ReportSessionLimit(metrics, admission).setServiceParent(top)
+    _serveConsole(config, reactor, counters, metrics, top)
     if chain is not None:
         # In the main process only: workers' filters learn from their scans.
         ChainStart(chain).setServiceParent(top)
@@ -735,6 +738,34 @@ def metricsService(
     endpoint = serverFromString(reactor, description)
     Listener(description, endpoint, service.site).setServiceParent(service)
     return service
+
+
+def _serveConsole(
+    config: Config, reactor: Any, counters: ICounterStore, metrics: Metrics, top: MultiService
+) -> None:
+    """
+    With C{[console]}, add its listener to C{top}.
+    """
+    if config.console is not None:
+        consoleListener(config, reactor, counters, metrics).setServiceParent(top)
+
+
+def consoleListener(
+    config: Config, reactor: Any, counters: ICounterStore, metrics: Metrics
+) -> Listener:
+    """
+    The C{[console]} listener of C{config} (in the main process only: its
+    sign-in sessions live in this process's memory), whose sign-ins count
+    in the same login counters as the POP3 sessions'.
+    """
+    from popproxy.console._service import consoleFrom, consoleSite
+
+    assert config.console is not None
+    console = consoleFrom(
+        config, reactor, loginThrottle(config, reactor, counters, metrics), reactorThreads(reactor)
+    )
+    description = config.console.listen
+    return Listener(description, serverFromString(reactor, description), consoleSite(console))
 
 
 def _warnAboutPlainText(config: Config, certificate: Path | None) -> None:

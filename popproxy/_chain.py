@@ -56,6 +56,7 @@ from popproxy._verdicts import (
     TempFail,
     Verdict,
     contextWith,
+    noItemUrl,
 )
 from popproxy.interfaces import IStartable
 from popproxy.message import Message
@@ -152,6 +153,8 @@ class FilterChain:
     @param metrics: where each message's outcome, verdicts and timings
         are counted.
     @param errorIds: makes the id of each filter failure (L{newErrorId}).
+    @param itemUrl: the console's link to a quarantined item, for filters'
+        notices (L{FilterContext.itemUrl}).
     """
 
     #: Filters' logs, and this one, escape every text field: file names,
@@ -170,6 +173,7 @@ class FilterChain:
         threads: FilterThreads | None = None,
         metrics: Metrics = NO_METRICS,
         errorIds: Callable[[], str] = newErrorId,
+        itemUrl: Callable[[str], str] = noItemUrl,
     ) -> None:
         if overLimits not in OVER_LIMITS:
             raise ValueError(f"overLimits must be one of {OVER_LIMITS}, not {overLimits!r}")
@@ -188,6 +192,7 @@ class FilterChain:
         self.threads = threads
         self._metrics = metrics
         self._errorIds = errorIds
+        self._itemUrl = itemUrl
         self._started = False
 
     @property
@@ -361,6 +366,7 @@ class FilterChain:
             notes=notes,
             quarantine=self._quarantine,
             runInThread=self._runInThread,
+            itemUrl=self._itemUrl,
         )
 
     def _logNote(self, entry: ChainEntry, retrieval: FilterContext, note: str) -> None:

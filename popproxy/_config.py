@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -97,6 +98,26 @@ class MetricsConfig:
     """
 
     listen: str
+
+
+@dataclass(frozen=True)
+class ConsoleConfig:
+    """
+    The C{[console]} table: the web console where users get their
+    quarantined items back (see docs/console.md).
+
+    @ivar listen: a server endpoint string (C{ssl:} serves it over TLS).
+    @ivar publicUrl: the base URL users reach it at, for links in notices
+        (C{None}: notices carry no link).
+    @ivar userDownload: the filters (by their name in the chain) whose
+        removals a user may download without an administrator's approval.
+    @ivar sessionTimeout: seconds a signed-in session lasts without use.
+    """
+
+    listen: str
+    publicUrl: str | None = None
+    userDownload: tuple[str, ...] = ("strip",)
+    sessionTimeout: float = 1800.0
 
 
 @dataclass(frozen=True)
@@ -236,6 +257,8 @@ class Config:
     chain: ChainConfig = ChainConfig()
     #: The metrics and health listener (C{None}: none).
     metrics: MetricsConfig | None = None
+    #: The web console (C{None}: none).
+    console: ConsoleConfig | None = None
     #: The C{[limits]} on connections (on by default).
     limits: ConnectionLimits = ConnectionLimits()
     #: Where the abuse-protection counters live (C{[limits] store}):
@@ -425,6 +448,7 @@ SECTIONS = (
     "filter",
     "metrics",
     "limits",
+    "console",
 )
 
 
@@ -569,6 +593,34 @@ def readMetrics(source: str, data: Any) -> MetricsConfig | None:
     if not listen:
         raise ConfigError(f"{source}: [metrics] listen: missing")
     return MetricsConfig(listen)
+
+
+def readConsole(source: str, data: Any) -> ConsoleConfig | None:
+    """
+    Read the C{[console]} table (C{None}: absent).
+    """
+    if data is None:
+        return None
+    table = _Table(source, "console", data)
+    listen = table.string("listen")
+    publicUrl = table.string("public_url")
+    userDownload = table._take("user_download", None, (list,), "a list of filter names")
+    timeout = table.number("session_timeout", ConsoleConfig.sessionTimeout, minimum=60)
+    table.finish()
+    if not listen:
+        raise ConfigError(f"{source}: [console] listen: missing")
+    if publicUrl is not None and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", publicUrl):
+        raise ConfigError(
+            f"{source}: [console] public_url: must be an http:// or https:// URL, not {publicUrl!r}"
+        )
+    if userDownload is not None and not all(isinstance(n, str) and n for n in userDownload):
+        raise ConfigError(f"{source}: [console] user_download: must be a list of filter names")
+    return ConsoleConfig(
+        listen,
+        publicUrl.rstrip("/") if publicUrl else None,
+        ConsoleConfig.userDownload if userDownload is None else tuple(userDownload),
+        timeout,
+    )
 
 
 def _readNetworks(
@@ -810,6 +862,13 @@ def parseConfig(text: str, source: str = "<config>", base: Path | None = None) -
     chain = readChain(source, data.get("chain", {}), base)
     filters = readFilters(source, data.get("filter", []))
     metrics = readMetrics(source, data.get("metrics"))
+    console = readConsole(source, data.get("console"))
+    if console is not None and chain.quarantine is None:
+        raise ConfigError(f"{source}: [console]: needs a [chain] quarantine to show")
+    if console is not None and not isinstance(chain.quarantine, Path):
+        raise ConfigError(
+            f"{source}: [console]: shows a directory quarantine only, not a PostgreSQL one (yet)"
+        )
     limits = readLimits(source, data.get("limits", {}))
     loginThrottle = readLoginThrottle(source, data.get("limits", {}))
     return Config(
@@ -836,6 +895,7 @@ def parseConfig(text: str, source: str = "<config>", base: Path | None = None) -
         userHost=userHost,
         demo=demo,
         metrics=metrics,
+        console=console,
     )
 
 
@@ -978,6 +1038,8 @@ def checkConfig(
     _checkDemo(config, checkServer)
     if config.metrics is not None:
         _checkEndpoint(config.source, "[metrics] listen", config.metrics.listen, checkServer)
+    if config.console is not None:
+        _checkEndpoint(config.source, "[console] listen", config.console.listen, checkServer)
     if config.upstream is None and not config.routes and not config.userHost.enabled:
         raise ConfigError(
             f"{config.source}: [upstream] default: missing (and no [[route]] or [user_host]); "

@@ -5,7 +5,9 @@ Layout of the directory::
 
     blobs/ab/abcdef...     the exact bytes, named by their SHA-256 (stored once)
     records/<id>.json      one record per removal: when, user, upstream, UIDL,
-                           plugin, reason, the original's header lines, blob
+                           plugin, reason, the original's header lines, blob,
+                           and the From, Subject and Date of the message
+    releases/<id>.json     release requests and approvals (L{popproxy._releases})
 
 Every file is written to a temporary name, flushed to disk and renamed, so
 a reader never sees half a file; a write that fails (disk full,
@@ -51,6 +53,12 @@ from popproxy.interfaces import FilterContext, IPartQuarantine, RemovedPart
 class Record:
     """
     One quarantined item, as stored.
+
+    @ivar messageFrom: the From of the message the item came from, decoded
+        for display (C{None}: none); read from the stored header lines for
+        records kept before these fields were (blank if those are a part's).
+    @ivar messageSubject: its Subject, the same way.
+    @ivar messageDate: its Date, the same way.
     """
 
     id: str
@@ -423,6 +431,7 @@ class DirectoryQuarantine:
             return removed
         for record in removed:
             (self.directory / "records" / f"{record.id}.json").unlink(missing_ok=True)
+            (self.directory / "releases" / f"{record.id}.json").unlink(missing_ok=True)
         referenced = {r.sha256 for r in kept}
         for record in removed:
             if record.sha256 not in referenced:

@@ -7,13 +7,17 @@ The quarantine command line: find quarantined items and get originals back.
     popproxy-quarantine ... purge [--older-than DAYS] [--max-bytes N] [--dry-run]
     popproxy-quarantine list|purge|migrate STORE ...;  show|export STORE ID
     popproxy-quarantine [--config twistd.conf] copy --from STORE [--to STORE]
+    popproxy-quarantine ... requests [STORE]
+    popproxy-quarantine ... release [STORE] ID [--by NAME]
 
 A STORE is a quarantine directory or a PostgreSQL database
 (C{postgresql://user@host:port/db} or a libpq connection string; the
 password from the URL, a passfile or C{PGPASSWORD}).  C{migrate} creates or
 upgrades a database's schema (the proxy never does it itself); C{copy}
 copies every item the target does not keep yet, so running it twice adds
-nothing the second time.
+nothing the second time.  C{requests} lists the console's release requests
+not approved yet, and C{release} approves one: its user may then download
+it from the console (directory stores; see docs/console.md).
 
 Also available as C{python -m popproxy quarantine ...}.  Listings print
 control and bidi characters of records as escapes; C{show} prints the
@@ -35,6 +39,7 @@ from popproxy._config import ConfigError, loadConfig
 from popproxy._printable import printable
 from popproxy._quarantine import DirectoryQuarantine, Record
 from popproxy._quarantineaddress import QuarantineAddress, parseQuarantineAddress
+from popproxy._releases import DirectoryReleases
 from popproxy._version import versionLine
 
 #: What C{list --since} accepts, as its help and its error say.
@@ -108,6 +113,13 @@ def _parser() -> argparse.ArgumentParser:
     copy = commands.add_parser("copy", help="copy every item into another store (idempotent)")
     copy.add_argument("--from", dest="source", required=True, help=STORE_HELP)
     copy.add_argument("--to", dest="target", help=f"{STORE_HELP} (default: the configured one)")
+    requests = commands.add_parser("requests", help="the release requests not approved yet")
+    requests.add_argument("store", nargs="?", help=STORE_HELP)
+    release = commands.add_parser(
+        "release", help="approve an item's release: its user may download it from the console"
+    )
+    release.add_argument("items", nargs="+", metavar="[STORE] ID")
+    release.add_argument("--by", default="cli", help="the administrator approving (default: cli)")
     return parser
 
 
@@ -235,6 +247,30 @@ def _showOrExport(quarantine: Any, arguments: argparse.Namespace, out: TextIO) -
     return 0
 
 
+def _releases(quarantine: Any, arguments: argparse.Namespace, out: TextIO) -> int:
+    """
+    The C{requests} command (one line per pending request) and the
+    C{release} command (approve one item; status 1 if there is no such
+    item).
+    """
+    if not isinstance(quarantine, DirectoryQuarantine):
+        raise CommandError(f"{arguments.command}: release requests are kept by directory stores")
+    releases = DirectoryReleases(quarantine.directory)
+    if arguments.command == "requests":
+        for pending in releases.pending():
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(pending.requestedAt or 0))
+            out.write(f"{printable(pending.id)}  {when}  {printable(pending.requestedBy or '-')}\n")
+        return 0
+    identifier = arguments.items[-1]
+    try:
+        record = quarantine.get(identifier)
+    except KeyError:
+        raise CommandError(f"no item {printable(identifier)}", status=1) from None
+    releases.approve(record.id, arguments.by)
+    out.write(f"released {_line(record)}\n")
+    return 0
+
+
 def _purge(quarantine: Any, arguments: argparse.Namespace, out: TextIO) -> int:
     olderThan = arguments.older_than * 86400 if arguments.older_than is not None else None
     removed = quarantine.purge(olderThan, arguments.max_bytes, arguments.dry_run)
@@ -296,7 +332,7 @@ def _run(arguments: argparse.Namespace, out: TextIO) -> int:
             raise
         except Exception as e:
             raise _storeFailure(e, address) from None
-    if command in ("show", "export"):
+    if command in ("show", "export", "release"):
         if len(arguments.items) > 2:
             raise CommandError(f"{command}: give [STORE] ID")
         text = arguments.items[0] if len(arguments.items) == 2 else None
@@ -311,6 +347,8 @@ def _run(arguments: argparse.Namespace, out: TextIO) -> int:
             return _list(quarantine, arguments.user, arguments.since, out)
         if command in ("show", "export"):
             return _showOrExport(quarantine, arguments, out)
+        if command in ("requests", "release"):
+            return _releases(quarantine, arguments, out)
         return _purge(quarantine, arguments, out)
     except CommandError:
         raise

@@ -5,6 +5,7 @@ frozen values crossing the plugin API.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -16,6 +17,13 @@ from popproxy.message import Message
 #: here gives, made once (a context is made for every RETR and TOP, and a
 #: logger that finds its namespace costs as much as the rest of it).
 _DEFAULT_LOG = Logger(namespace=__name__)
+
+
+def noItemUrl(identifier: str) -> str:
+    """
+    The link to a quarantined item where no console serves links: none.
+    """
+    return ""
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,10 @@ class FilterContext:
         filter thread of a synchronous C{filterMessage}, its C{store} and
         C{storeParts} run on the reactor thread and return the ids
         themselves (not a Deferred), raising if the store fails.
+    @ivar itemUrl: the link to a quarantined item, given its id, on the web
+        console where its recipient can get it back (see docs/console.md);
+        C{""} when no console gives links (no C{[console] public_url}).
+        For notices' C{{url}}.
     """
 
     command: str
@@ -68,6 +80,7 @@ class FilterContext:
     #: from a synchronous C{filterMessage} (already in a filter thread), the
     #: work runs at once, in that thread, under the filter's time limit.
     runInThread: Any = field(default=None, compare=False, repr=False)
+    itemUrl: Callable[[str], str] = field(default=noItemUrl, compare=False, repr=False)
 
 
 #: The names of L{FilterContext}'s fields.

@@ -1194,6 +1194,7 @@ def test_sectionsAreTheKnownTables() -> None:
         "filter",
         "metrics",
         "limits",
+        "console",
     }
     with pytest.raises(ConfigError, match=r"\[proxies\]: unknown section"):
         parseConfig("[proxies]\n", SOURCE)

@@ -369,3 +369,70 @@ def test_purge(tmp_path: Path) -> None:
     assert len(removed) == 2
     assert [r.id for r in quarantine.records()] == [newest]
     assert sum(1 for p in (tmp_path / "blobs").rglob("*") if p.is_file()) == 1
+
+
+MESSAGE = (
+    b"From: =?utf-8?q?Ren=C3=A9?= <rene@example.com>\r\n"
+    b"Subject: Invoice\r\nDate: Tue, 01 Dec 2026 10:00:00 +0000\r\n"
+    b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n" + PART + b"--b--\r\n"
+)
+
+
+def test_recordsNameTheirMessage(tmp_path: Path) -> None:
+    """
+    Parts and whole messages are kept with the decoded From, Subject and
+    Date of the message they came from, in the record file and read back.
+    """
+    quarantine = DirectoryQuarantine(tmp_path)
+    [part] = storedParts(quarantine, MESSAGE, [RemovedPart(PART, (0,), "blocked")], "u-1")
+    whole = stored(quarantine, MESSAGE)
+    for identifier in (part, whole):
+        record = quarantine.get(identifier)
+        assert record.messageFrom == "Ren\u00e9 <rene@example.com>"
+        assert record.messageSubject == "Invoice"
+        assert record.messageDate == "Tue, 01 Dec 2026 10:00:00 +0000"
+        assert record.data["messageSubject"] == "Invoice"
+
+
+def test_olderRecordsReadTheirHeaders(tmp_path: Path) -> None:
+    """
+    A record kept before these fields existed shows what its stored
+    header lines say (a whole message's), or nothing (a part's).
+    """
+    quarantine = DirectoryQuarantine(tmp_path)
+    whole = stored(quarantine, MESSAGE)
+    [part] = storedParts(quarantine, MESSAGE, [RemovedPart(PART, (0,), "blocked")], "u-1")
+    for identifier in (whole, part):
+        path = tmp_path / "records" / f"{identifier}.json"
+        data = json.loads(path.read_text())
+        for key in ("messageFrom", "messageSubject", "messageDate"):
+            del data[key]
+        path.write_text(json.dumps(data))
+    assert quarantine.get(whole).messageSubject == "Invoice"
+    assert quarantine.get(part).messageSubject is None
+
+
+def test_cliReleasesAnItem(tmp_path: Path) -> None:
+    """
+    requests lists what users asked for; release approves one (status 1
+    for an unknown id), after which it is released and no longer listed;
+    purging the item removes its release too.
+    """
+    from popproxy._releases import DirectoryReleases
+
+    quarantine = DirectoryQuarantine(tmp_path / "q")
+    identifier = stored(quarantine, PART)
+    releases = DirectoryReleases(tmp_path / "q")
+    releases.request(identifier, "alice")
+    out = io.StringIO()
+    assert main(["--dir", str(tmp_path / "q"), "requests"], out) == 0
+    assert out.getvalue().startswith(identifier) and "alice" in out.getvalue()
+    assert main(["--dir", str(tmp_path / "q"), "release", "nope"], io.StringIO()) == 1
+    out = io.StringIO()
+    assert main(["--dir", str(tmp_path / "q"), "release", identifier, "--by", "root"], out) == 0
+    assert out.getvalue().startswith(f"released {identifier}")
+    assert releases.status(identifier).approvedBy == "root"  # type: ignore[union-attr]
+    out = io.StringIO()
+    assert main(["--dir", str(tmp_path / "q"), "requests"], out) == 0 and out.getvalue() == ""
+    quarantine.purge(olderThan=-1)
+    assert releases.status(identifier) is None

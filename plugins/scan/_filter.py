@@ -333,7 +333,7 @@ class VirusScan:
                 uidl=context.uidl,
             )
             return None
-        return withPartNotices(message, targets, identifiers, self._settings)
+        return withPartNotices(message, targets, identifiers, self._settings, context.itemUrl)
 
     async def _keep(
         self, message: Message, removed: list[RemovedPart], context: FilterContext

@@ -7,6 +7,8 @@ findings and the settings; nothing here scans or keeps anything.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from popproxy.interfaces import RemovedPart, Replace, TempFail, Verdict
 from popproxy.message import Message, Part, textPart
 
@@ -76,11 +78,16 @@ def removedParts(message: Message, targets: list[Target]) -> list[RemovedPart]:
 
 
 def withPartNotices(
-    message: Message, targets: list[Target], identifiers: list[str], settings: ScanSettings
+    message: Message,
+    targets: list[Target],
+    identifiers: list[str],
+    settings: ScanSettings,
+    itemUrl: Callable[[str], str] = lambda identifier: "",
 ) -> Message:
     """
     C{message} with a notice naming its quarantine id in place of each
-    target, made in one edit.
+    target, made in one edit; its C{{url}} is C{itemUrl} of the id (the
+    console's link, or empty).
     """
     edits = []
     for (part, target, found), identifier in zip(targets, identifiers, strict=True):
@@ -89,6 +96,7 @@ def withPartNotices(
             filename=printable(target.filename or part.filename or "(no name)", 200),
             id=identifier,
             part=partLabel(target),
+            url=itemUrl(identifier),
         )
         edits.append((target, textPart(notice, lineEnding=message.lineEnding)))
     return message.withPartsEdited(edits)

@@ -41,7 +41,7 @@ header of this notice.  If you need it, ask your administrator.
 DEFAULT_SUBJECT = "[VIRUS] {subject}"
 
 _TEMPLATE_FIELDS = {
-    "notice": ("virus", "filename", "id", "part"),
+    "notice": ("virus", "filename", "id", "part", "url"),
     "message_notice": ("virus", "sender", "subject"),
     "subject": ("virus", "subject"),
 }

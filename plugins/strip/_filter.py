@@ -106,7 +106,7 @@ class Strip:
                 note="quarantine failed",
             )
         edit = functools.partial(
-            withNotices, message, data, findings, identifiers, self.policy.notice
+            withNotices, message, data, findings, identifiers, self.policy.notice, context.itemUrl
         )
         if context.runInThread is not None and len(message.raw) >= THREAD_THRESHOLD:
             edited = await context.runInThread(edit)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
+from collections.abc import Callable
 
 from popproxy.message import EditError, Message, textPart
 
@@ -25,15 +26,19 @@ SIGNATURE_BROKEN = (
 )
 
 
-def noticeText(template: str, finding: Finding, identifier: str, withheld: bool = False) -> str:
+def noticeText(
+    template: str, finding: Finding, identifier: str, withheld: bool = False, url: str = ""
+) -> str:
     """
     The notice for one finding from the C{notice} template; C{withheld}
-    leaves out its name and reason.
+    leaves out its name and reason; C{url} is the console's link to the
+    item (empty without a console).
     """
     text = template.format(
         filename="(name withheld)" if withheld else finding.filename,
         reason="blocked file" if withheld else finding.reason,
         id=identifier,
+        url=url,
     )
     if not text.endswith("\n"):
         text += "\n"
@@ -46,28 +51,32 @@ def withNotices(
     findings: list[Finding],
     identifiers: list[str],
     template: str,
+    itemUrl: Callable[[str], str] = lambda identifier: "",
 ) -> Message:
     """
     C{message} with each finding's part replaced by its notice (or its
-    uuencoded blocks cut out), in one edit however many there are.
+    uuencoded blocks cut out), in one edit however many there are; each
+    notice's C{{url}} is C{itemUrl} of its quarantine id.
     Should a name in a notice read as a delimiter line of the message
     (a name chosen to break it), that notice goes without the names.
     """
     pairs = list(zip(findings, identifiers, strict=True))
     try:
         return message.withPartsEdited(
-            (finding.part, replacement(message, data, finding, identifier, template))
+            (finding.part, replacement(message, data, finding, identifier, template, itemUrl))
             for finding, identifier in pairs
         )
     except EditError:
         pass
     edits = []
     for finding, identifier in pairs:
-        octets = replacement(message, data, finding, identifier, template)
+        octets = replacement(message, data, finding, identifier, template, itemUrl)
         try:
             message.withPartReplaced(finding.part, octets)
         except EditError:
-            octets = replacement(message, data, finding, identifier, template, withheld=True)
+            octets = replacement(
+                message, data, finding, identifier, template, itemUrl, withheld=True
+            )
         edits.append((finding.part, octets))
     return message.withPartsEdited(edits)
 
@@ -78,6 +87,7 @@ def replacement(
     finding: Finding,
     identifier: str,
     template: str,
+    itemUrl: Callable[[str], str] = lambda identifier: "",
     withheld: bool = False,
 ) -> bytes:
     """
@@ -87,7 +97,7 @@ def replacement(
     """
     eol = message.lineEnding
     part = finding.part
-    text = noticeText(template, finding, identifier, withheld)
+    text = noticeText(template, finding, identifier, withheld, itemUrl(identifier))
     partStart = part.range[0]
     if not finding.blocks:
         notice = textPart(text, lineEnding=eol)

@@ -91,7 +91,7 @@ SETTINGS = (
     "notice",
 )
 
-_NOTICE_FIELDS = frozenset({"filename", "reason", "id"})
+_NOTICE_FIELDS = frozenset({"filename", "reason", "id", "url"})
 
 
 @dataclass(frozen=True)
@@ -177,10 +177,11 @@ def _notice(value: object) -> str:
     unknown = sorted(fields - _NOTICE_FIELDS)
     if unknown:
         raise ValueError(
-            f"notice: unknown field {{{unknown[0]}}} (use {{filename}}, {{reason}}, {{id}})"
+            f"notice: unknown field {{{unknown[0]}}} "
+            "(use {filename}, {reason}, {id}, {url})"
         )
     try:
-        value.format(filename="setup.exe", reason="blocked extension .exe", id="id")
+        value.format(filename="setup.exe", reason="blocked extension .exe", id="id", url="u")
     except (ValueError, IndexError, KeyError, AttributeError) as e:
         raise ValueError(f"notice is not a valid template: {e}") from None
     return value

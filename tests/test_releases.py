@@ -1,0 +1,64 @@
+"""
+Tests for the release requests kept beside a directory quarantine: a
+request is remembered once, an approval releases, pending lists what is
+waiting, and the files are written whole and only under the directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from zope.interface.verify import verifyObject
+
+from popproxy._releases import DirectoryReleases, IReleaseRequests
+
+
+def test_requestThenApprove(tmp_path: Path) -> None:
+    """
+    A request is pending until approved; then the item is released,
+    naming who asked and who approved, and is no longer pending.
+    """
+    times = iter([100.0, 200.0])
+    releases = DirectoryReleases(tmp_path, clock=lambda: next(times))
+    assert verifyObject(IReleaseRequests, releases)
+    assert releases.status("p1") is None and not releases.isReleased("p1")
+    asked = releases.request("p1", "alice")
+    assert (asked.requestedBy, asked.requestedAt, asked.released) == ("alice", 100.0, False)
+    assert [release.id for release in releases.pending()] == ["p1"]
+    approved = releases.approve("p1", "admin")
+    assert approved.requestedBy == "alice" and approved.approvedBy == "admin"
+    assert approved.approvedAt == 200.0
+    assert releases.isReleased("p1") and releases.pending() == []
+    assert not list((tmp_path / "releases").glob(".*"))
+
+
+def test_secondRequestChangesNothing(tmp_path: Path) -> None:
+    """
+    Asking again keeps the first request (its time too): clicking twice
+    does not move an item to the end of the administrators' queue.
+    """
+    times = iter([1.0, 2.0])
+    releases = DirectoryReleases(tmp_path, clock=lambda: next(times))
+    releases.request("p1", "alice")
+    assert releases.request("p1", "alice").requestedAt == 1.0
+
+
+def test_pendingOldestFirst(tmp_path: Path) -> None:
+    """
+    The queue is in the order the requests came.
+    """
+    times = iter([3.0, 1.0, 2.0])
+    releases = DirectoryReleases(tmp_path, clock=lambda: next(times))
+    for identifier in ("c", "a", "b"):
+        releases.request(identifier, "u")
+    assert [release.id for release in releases.pending()] == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("identifier", ["", "../x", "a/b", ".hidden"])
+def test_idsThatAreNotFileNamesAreRefused(tmp_path: Path, identifier: str) -> None:
+    """
+    An id that would name a file outside C{releases/} is refused.
+    """
+    with pytest.raises(KeyError):
+        DirectoryReleases(tmp_path).request(identifier, "u")
