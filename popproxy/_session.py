@@ -17,9 +17,12 @@ the work to collaborators that never hold the session:
     logins wait for TLS, and STLS;
   - L{CapabilityAnswer}: CAPA, from the upstream, its cached answer or the
     proxy alone;
-  - L{ListingExchange} over the L{MailboxView}: STAT, LIST and DELE;
-  - L{RetrievalFlow}: what one RETR or TOP delivers;
-  - L{Relay} and L{UidRecorder}: responses passed on as they arrive.
+  - L{Transaction}: the TRANSACTION state's mail commands checked, each
+    coming to one step to run: a relayed answer, listings rewritten over
+    the L{MailboxView}, or a L{RetrievalFlow}'s delivery;
+  - L{Relay} and L{UidRecorder}: responses passed on as they arrive;
+  - L{SessionRecord}: who the session is and what it did (its log lines,
+    metrics and the snapshot the process's registry of open sessions reads).
 
 Responses stream back to the client; a slow client pauses reading from the
 upstream (L{UpstreamThrottle}), so no mailbox is ever held in memory.
@@ -34,7 +37,6 @@ so no client stores a truncated message as complete.  The send step
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Coroutine
 from typing import Any
 
@@ -53,31 +55,21 @@ from popproxy._commandsyntax import (
     TRANSACTION,
     UPDATE,
     parseCommand,
-    parseMessageNumbers,
-    parseNumbers,
 )
 from popproxy._framing import CommandLine, FramingError
-from popproxy._listings import ListingExchange
 from popproxy._loginexchange import LoginAnswer, LoginExchange
 from popproxy._mailboxview import MailboxView
 from popproxy._printable import PrintableLogger
 from popproxy._proxyheaderbuild import ClientOrigin
 from popproxy._responserelay import Relay, UidRecorder
-from popproxy._retrievalflow import (
-    Cut,
-    Delivery,
-    Filtered,
-    RetrievalFlow,
-    RetrievalRequest,
-    Spool,
-    Streamed,
-)
+from popproxy._retrievalflow import Cut, Delivery, Filtered, Spool, Streamed
 from popproxy._sessionguard import SessionGuard
+from popproxy._sessionrecord import SessionRecord, SessionSnapshot, describePeer
 from popproxy._sessionsettings import SessionSettings
+from popproxy._transaction import Exchange, Forward, Retrieve, Step, Transaction
 from popproxy._upstream import UpstreamConnection, describeFailure
 from popproxy._upstreamlink import Collector, UpstreamLink
 from popproxy._upstreamslot import UpstreamSlot
-from popproxy._verdicts import FilterContext
 
 __all__ = [
     "AUTHORIZATION",
@@ -94,8 +86,6 @@ LINGER = 60.0
 #: What a client is told when the proxy stops between its commands (RFC
 #: 2449: a temporary condition, so the client tries again later).
 STOPPING = b"-ERR [SYS/TEMP] the proxy is stopping\r\n"
-
-_sessionIds = itertools.count(1)
 
 #: What an upstream response is handed to.
 Handler = Relay | Spool | Collector
@@ -120,16 +110,20 @@ class ClientSession(Protocol, TimeoutMixin):
         #: The proxy is stopping: no new command runs.
         self._draining = False
         self.state = AUTHORIZATION
-        self.sessionId = f"{next(_sessionIds):x}"
-        self.client = "?"
-        self.user: str | None = None
         self._handler: Handler | None = None
         self._wire = ClientWire()
         self._write = self._wire.write
         self._reply = self._wire.reply
+        self.record = SessionRecord(
+            clock=settings.clock,
+            upstream=lambda: self._slot.address,
+            bytesOut=lambda: self._wire.bytesOut,
+            listener=settings.listener,
+            metrics=settings.metrics,
+        )
         self._slot = UpstreamSlot(
             settings.connect,
-            session=self.sessionId,
+            session=self.record.sessionId,
             closing=self._isClosing,
             attached=self._wire.throttle,
             detached=self._wire.unthrottle,
@@ -137,30 +131,43 @@ class ClientSession(Protocol, TimeoutMixin):
             connectFailed=settings.metrics.upstreamConnectFailed,
         )
         self._link = UpstreamLink(self._relay)
-        self._login = LoginExchange.forSession(settings, self._slot, self._link, self.sessionId)
         self._mailbox: MailboxView[Filtered] = MailboxView(settings.chain.cacheBytes)
-        self._listings = ListingExchange(self._link, self._mailbox)
-        self._ending = "client closed the connection"
-        self.commands = 0
-        self.bytesIn = 0
         self._guard = SessionGuard(settings, end=self._end, releaseUpstream=self._releaseUpstream)
+        self._furnishStates(settings, self.record.sessionId)
+
+    def _furnishStates(self, settings: SessionSettings, session: str) -> None:
+        """
+        The rooms the session hands each state's commands to: the login
+        commands and TLS before login, the mail commands after, CAPA in
+        both.
+        """
+        self._login = LoginExchange.forSession(settings, self._slot, self._link, session)
         self._tls = ClientTLS(
             settings.serverTLS,
             implicitTLS=settings.implicitTLS,
             requireTLS=settings.requireTLS,
-            session=self.sessionId,
+            session=session,
             reply=self._reply,
             startTLS=self._startTLS,
         )
         self._authorization = Authorization(
             self._login,
-            session=self.sessionId,
+            session=session,
             write=self._write,
             lineLimit=self._queue.limitLine,
             loginsAllowed=self._tls.loginsAllowed,
             attempted=self._guard.loginCommand,
             loggedIn=self._enterTransaction,
             countInvalid=self._guard.enforced,
+        )
+        self._transaction = Transaction.forSession(
+            settings,
+            self._link,
+            self._mailbox,
+            reply=self._reply,
+            write=self._write,
+            closing=self._isClosing,
+            contextFor=self.record.filterContext,
         )
         self._capa = CapabilityAnswer(
             connect=self._slot.ensure,
@@ -177,10 +184,10 @@ class ClientSession(Protocol, TimeoutMixin):
         assert self.transport is not None
         self._wire.attach(self.transport)
         peer = self.transport.getPeer()
-        self.client = _describePeer(peer)
+        self.record.client = describePeer(peer)
         self._login.clientAddress = str(getattr(peer, "host", peer))
         self._slot.origin = ClientOrigin.of(peer, self.transport.getHost())
-        refusal = self._guard.admit(getattr(peer, "host", None), self.client)
+        refusal = self._guard.admit(getattr(peer, "host", None), self.record.client)
         if refusal is not None:
             self._closing = True
             self._write(refusal)
@@ -192,10 +199,7 @@ class ClientSession(Protocol, TimeoutMixin):
                 setNoDelay(True)
             except OSError:
                 pass
-        self.log.info(
-            "session {session} opened by {client}", session=self.sessionId, client=self.client
-        )
-        self._settings.metrics.sessionOpened(self._settings.listener)
+        self.record.opened()
         self._tls.connected(self.transport)
         self.setTimeout(self._settings.idleTimeout)
         if self._settings.stop is not None:
@@ -225,7 +229,7 @@ class ClientSession(Protocol, TimeoutMixin):
         self._pump()
 
     def dataReceived(self, data: bytes) -> None:
-        self.bytesIn += len(data)
+        self.record.bytesIn += len(data)
         if self._closing:
             return
         try:
@@ -260,25 +264,17 @@ class ClientSession(Protocol, TimeoutMixin):
         self._mailbox.clear()
         self._handler = None
         pending = self._login.pending
-        self.log.info(
-            "session {session} closed: {ending}; client={client} user={user} "
-            "upstream={upstream} commands={commands} bytesIn={bytesIn} bytesOut={bytesOut}",
-            session=self.sessionId,
-            ending=self._ending,
-            client=self.client,
-            user=self.user or (pending.login if pending else None) or "-",
-            upstream=str(self._slot.address) if self._slot.address else "-",
-            commands=self.commands,
-            bytesIn=self.bytesIn,
-            bytesOut=self._wire.bytesOut,
-        )
-        self._settings.metrics.sessionClosed(
-            self._settings.listener, self._ending, self.bytesIn, self._wire.bytesOut
-        )
+        self.record.closed(pending.login if pending else None)
         if self._settings.sessionClosed is not None:
             self._settings.sessionClosed()
         if self._settings.stop is not None:
             self._settings.stop.closed(self)
+
+    def snapshot(self) -> SessionSnapshot:
+        """
+        This session as it stands now (for the process's list of open ones).
+        """
+        return self.record.snapshot()
 
     def timeoutConnection(self) -> None:
         if self._busy and not self._closing:
@@ -306,7 +302,7 @@ class ClientSession(Protocol, TimeoutMixin):
             return
         self.log.info(
             "session {session}: no login command yet; upstream connection released",
-            session=self.sessionId,
+            session=self.record.sessionId,
         )
         self._slot.drop()
 
@@ -326,7 +322,7 @@ class ClientSession(Protocol, TimeoutMixin):
         gets its terminating line), and the upstream connection (no QUIT).
         """
         self._closing = True
-        self._ending = "proxy stopping: cut when the grace period ended"
+        self.record.ending = "proxy stopping: cut when the grace period ended"
         self._queue.clear()
         self._slot.close()
         if self.transport is not None:
@@ -343,7 +339,7 @@ class ClientSession(Protocol, TimeoutMixin):
         if self._closing:
             return
         self._closing = True
-        self._ending = why
+        self.record.ending = why
         self._queue.clear()
         if lastWords:
             self._write(lastWords)
@@ -361,7 +357,7 @@ class ClientSession(Protocol, TimeoutMixin):
         upstream connection at once (no QUIT).
         """
         self._closing = True
-        self._ending = why
+        self.record.ending = why
         self._slot.drop()
         assert self.transport is not None
         self.transport.loseConnection()
@@ -386,7 +382,7 @@ class ClientSession(Protocol, TimeoutMixin):
         if self._authorization.saslWaiting:
             self._logIn(self._authorization.saslResponse(command))
             return
-        self.commands += 1
+        self.record.commands += 1
         if command.tooLong:
             self._refuseCommand(b"-ERR command line too long")
             return
@@ -443,7 +439,9 @@ class ClientSession(Protocol, TimeoutMixin):
             self._commandDone()
 
     def _exchangeBroke(self, failure: Failure) -> None:
-        self.log.failure("session {session}: command failed", failure, session=self.sessionId)
+        self.log.failure(
+            "session {session}: command failed", failure, session=self.record.sessionId
+        )
         self._end("command failed", b"-ERR [SYS/TEMP] the command failed\r\n")
 
     # The upstream connection
@@ -455,7 +453,7 @@ class ClientSession(Protocol, TimeoutMixin):
         why = describeFailure(reason)
         self.log.warn(
             "session {session}: upstream {upstream} lost: {reason}",
-            session=self.sessionId,
+            session=self.record.sessionId,
             upstream=str(self._slot.address),
             reason=reason.getErrorMessage(),
         )
@@ -466,7 +464,7 @@ class ClientSession(Protocol, TimeoutMixin):
             # What was relayed is still flushed; a client that stopped
             # reading is cut off after a while.
             self._closing = True
-            self._ending = f"upstream lost mid-response: {why}"
+            self.record.ending = f"upstream lost mid-response: {why}"
             assert self.transport is not None
             self.transport.loseConnection()
             transport = self.transport
@@ -565,108 +563,51 @@ class ClientSession(Protocol, TimeoutMixin):
     def _enterTransaction(self, login: str) -> None:
         self.state = TRANSACTION
         self._guard.loggedIn()
-        self.user = login
+        self.record.user = login
 
     # TRANSACTION state
 
-    def _numbers(self, parsed: list[int] | bytes) -> list[int] | None:
-        """
-        Parsed command arguments, or C{None} once the refusal is sent.
-        """
-        if isinstance(parsed, bytes):
-            self._reply(parsed)
-            return None
-        return parsed
-
     def do_STAT(self, arguments: bytes) -> None:
-        if self._numbers(parseNumbers(arguments, 0, 0)) is None:
-            return
-        if self._mailbox.rewritesListings:
-            self._answer(self._listings.stat())
-        else:
-            self._relay(b"STAT")
+        self._run(self._transaction.stat(arguments))
 
     def do_NOOP(self, arguments: bytes) -> None:
-        if self._numbers(parseNumbers(arguments, 0, 0)) is not None:
-            self._relay(b"NOOP")
+        self._run(self._transaction.noop(arguments))
 
     def do_RSET(self, arguments: bytes) -> None:
-        if self._numbers(parseNumbers(arguments, 0, 0)) is not None:
-            self._mailbox.reset()
-            self._relay(b"RSET")
+        self._run(self._transaction.reset(arguments))
 
     def do_LIST(self, arguments: bytes) -> None:
-        numbers = self._numbers(parseMessageNumbers(arguments, 0, 1))
-        if numbers is None:
-            return
-        if not self._mailbox.rewritesListings:
-            self._relay(b"LIST %d" % numbers[0] if numbers else b"LIST", not numbers)
-        elif numbers:
-            # Report the size RETR delivers for messages the chain changed.
-            self._answer(self._listings.listLine(numbers[0]))
-        else:
-            self._answer(self._listings.listing())
+        self._run(self._transaction.listing(arguments))
 
     def do_UIDL(self, arguments: bytes) -> None:
-        numbers = self._numbers(parseMessageNumbers(arguments, 0, 1))
-        if numbers is None:
-            return
-        line = b"UIDL %d" % numbers[0] if numbers else b"UIDL"
-        handler = None
-        if self._settings.hook.active:
-            # Most clients list UIDs before they retrieve: remember them,
-            # and the chain's context needs no "UIDL n" per message.
-            handler = UidRecorder(self._write, self._commandDone, self._mailbox, not numbers)
-        self._relay(line, not numbers, handler)
+        self._run(self._transaction.uids(arguments))
 
     def do_DELE(self, arguments: bytes) -> None:
-        numbers = self._numbers(parseMessageNumbers(arguments, 1, 1))
-        if numbers is not None:
-            self._answer(self._listings.delete(numbers[0]))
+        self._run(self._transaction.delete(arguments))
 
     def do_RETR(self, arguments: bytes) -> None:
-        numbers = self._numbers(parseMessageNumbers(arguments, 1, 1))
-        if numbers is not None:
-            self._retrieve(b"RETR %d" % numbers[0], "RETR", numbers[0], None)
+        self._run(self._transaction.retrieve(arguments))
 
     def do_TOP(self, arguments: bytes) -> None:
-        numbers = self._numbers(parseMessageNumbers(arguments, 2, 2))
-        if numbers is not None:
-            index, lines = numbers
-            self._retrieve(b"TOP %d %d" % (index, lines), "TOP", index, lines)
+        self._run(self._transaction.top(arguments))
 
-    # Retrieval and the send step
+    def _run(self, step: Step | None) -> None:
+        """
+        Run the step a TRANSACTION command came to (none: it was refused).
+        """
+        if isinstance(step, Forward):
+            handler = None
+            if step.notesUids:
+                handler = UidRecorder(self._write, self._commandDone, self._mailbox, step.multiLine)
+            self._relay(step.line, step.multiLine, handler)
+        elif isinstance(step, Exchange):
+            self._answer(step.answer)
+        elif isinstance(step, Retrieve):
+            self._busy = True
+            retrieving = Deferred.fromCoroutine(step.delivery)
+            retrieving.addCallbacks(self._sendDelivery, self._retrievalBroke)
 
-    def _retrieve(self, line: bytes, command: str, index: int, lines: int | None) -> None:
-        if not self._settings.hook.active:
-            self._settings.metrics.retrieved(command, "relayed")
-            self._relay(line, multiLine=True)
-            return
-        self._busy = True
-        flow = RetrievalFlow(
-            RetrievalRequest(command, index, lines, self._contextFor(command, index, lines)),
-            hook=self._settings.hook,
-            mailbox=self._mailbox,
-            chain=self._settings.chain,
-            upstream=self._link,
-            write=self._write,
-            clock=self._settings.clock,
-            closing=self._isClosing,
-            metrics=self._settings.metrics,
-        )
-        retrieving = Deferred.fromCoroutine(flow.run())
-        retrieving.addCallbacks(self._sendDelivery, self._retrievalBroke)
-
-    def _contextFor(self, command: str, index: int, lines: int | None) -> FilterContext:
-        return FilterContext(
-            command=command,
-            index=index,
-            lines=lines,
-            user=self.user or "",
-            client=self.client,
-            upstream=str(self._slot.address or ""),
-            session=self.sessionId,
-        )
+    # The send step
 
     def _sendDelivery(self, delivery: Delivery | None) -> None:
         """
@@ -689,18 +630,10 @@ class ClientSession(Protocol, TimeoutMixin):
         self._commandDone()
 
     def _retrievalBroke(self, failure: Failure) -> None:
-        self.log.failure("session {session}: retrieval failed", failure, session=self.sessionId)
+        self.log.failure(
+            "session {session}: retrieval failed", failure, session=self.record.sessionId
+        )
         self._end("retrieval failed", b"-ERR [SYS/TEMP] the message could not be retrieved\r\n")
-
-
-def _describePeer(peer: object) -> str:
-    """
-    A client address as the logs show it: C{host:port}, C{[v6]:port}.
-    """
-    host, port = getattr(peer, "host", None), getattr(peer, "port", None)
-    if host is None:
-        return str(peer)
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class SessionFactory(ServerFactory):
