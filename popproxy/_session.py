@@ -5,8 +5,11 @@ L{ClientSession} is a protocol shell: it frames the client's commands
 strictly (CRLF only, 255 octets), checks each against the RFC 1939 state it
 is in (L{popproxy._commandsyntax}), runs them one at a time and in order
 (pipelined commands wait in a bounded queue), and owns the session's
-lifecycle: greeting, idle timeout, STLS, the end.  Its C{do_*} methods hand
-the work to collaborators that never hold the session:
+lifecycle: greeting, idle timeout, STLS, the end.  A command goes to the
+C{do_*} method of its state's room (L{Authorization} before login,
+L{Transaction} after), which returns what the session runs; CAPA, QUIT and
+STLS are the session's own C{do_*} methods.  The collaborators never hold
+the session:
 
   - L{UpstreamSlot}: the one upstream connection (connect, reconnect, drop
     without QUIT), and L{UpstreamLink}: request methods over it;
@@ -37,7 +40,7 @@ so no client stores a truncated message as complete.  The send step
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -169,6 +172,12 @@ class ClientSession(Protocol, TimeoutMixin):
             closing=self._isClosing,
             contextFor=self.record.filterContext,
         )
+        #: Each state's room of commands, and the step that runs what its
+        #: do_ methods return.
+        self._rooms: dict[str, tuple[object, Callable[[Any], None]]] = {
+            AUTHORIZATION: (self._authorization, self._logIn),
+            TRANSACTION: (self._transaction, self._run),
+        }
         self._capa = CapabilityAnswer(
             connect=self._slot.ensure,
             isUsable=self._slot.isUsable,
@@ -389,8 +398,16 @@ class ClientSession(Protocol, TimeoutMixin):
         parsed = parseCommand(command.line, self.state)
         if isinstance(parsed, bytes):
             self._refuseCommand(parsed)
+            return
+        # The state's room answers its commands, and the session runs what
+        # it returns; CAPA, QUIT and STLS are the session's own do_ methods.
+        name = f"do_{parsed.name}"
+        room, run = self._rooms.get(self.state, (None, None))
+        handler = getattr(room, name, None)
+        if handler is not None and run is not None:
+            run(handler(parsed.arguments))
         else:
-            getattr(self, f"do_{parsed.name}")(parsed.arguments)
+            getattr(self, name)(parsed.arguments)
 
     def _refuseCommand(self, line: bytes) -> None:
         if self.state == AUTHORIZATION:
@@ -514,7 +531,7 @@ class ClientSession(Protocol, TimeoutMixin):
         self._busy = False
         self._hangUp("client quit" if status.ok else "client quit; upstream update failed")
 
-    # AUTHORIZATION state
+    # AUTHORIZATION state (its login commands: L{Authorization})
 
     def do_STLS(self, arguments: bytes) -> None:
         self._tls.stls(arguments)
@@ -528,18 +545,6 @@ class ClientSession(Protocol, TimeoutMixin):
         self._authorization.forget()
         assert self.transport is not None
         self.transport.startTLS(creator)  # type: ignore[attr-defined]
-
-    def do_USER(self, arguments: bytes) -> None:
-        self._logIn(self._authorization.user(arguments))
-
-    def do_PASS(self, arguments: bytes) -> None:
-        self._logIn(self._authorization.password(arguments))
-
-    def do_APOP(self, arguments: bytes) -> None:
-        self._logIn(self._authorization.apop(arguments))
-
-    def do_AUTH(self, arguments: bytes) -> None:
-        self._logIn(self._authorization.auth(arguments))
 
     def _logIn(self, exchange: LoginRun | None) -> None:
         """
@@ -565,31 +570,7 @@ class ClientSession(Protocol, TimeoutMixin):
         self._guard.loggedIn()
         self.record.user = login
 
-    # TRANSACTION state
-
-    def do_STAT(self, arguments: bytes) -> None:
-        self._run(self._transaction.stat(arguments))
-
-    def do_NOOP(self, arguments: bytes) -> None:
-        self._run(self._transaction.noop(arguments))
-
-    def do_RSET(self, arguments: bytes) -> None:
-        self._run(self._transaction.reset(arguments))
-
-    def do_LIST(self, arguments: bytes) -> None:
-        self._run(self._transaction.listing(arguments))
-
-    def do_UIDL(self, arguments: bytes) -> None:
-        self._run(self._transaction.uids(arguments))
-
-    def do_DELE(self, arguments: bytes) -> None:
-        self._run(self._transaction.delete(arguments))
-
-    def do_RETR(self, arguments: bytes) -> None:
-        self._run(self._transaction.retrieve(arguments))
-
-    def do_TOP(self, arguments: bytes) -> None:
-        self._run(self._transaction.top(arguments))
+    # TRANSACTION state (its mail commands: L{Transaction})
 
     def _run(self, step: Step | None) -> None:
         """

@@ -82,8 +82,9 @@ ContextFor = Callable[[str, int, "int | None"], FilterContext]
 
 class Transaction:
     """
-    One session's TRANSACTION commands.  Each command method answers a
-    refusal itself and returns C{None}, or returns the L{Step} to run.
+    One session's TRANSACTION commands.  Each command method (C{do_STAT}
+    and so on, named as the session dispatches them) answers a refusal
+    itself and returns C{None}, or returns the L{Step} to run.
     """
 
     def __init__(
@@ -144,25 +145,25 @@ class Transaction:
             **callables,
         )
 
-    def stat(self, arguments: bytes) -> Step | None:
+    def do_STAT(self, arguments: bytes) -> Step | None:
         if self._numbers(parseNumbers(arguments, 0, 0)) is None:
             return None
         if self._mailbox.rewritesListings:
             return Exchange(self._listings.stat())
         return Forward(b"STAT")
 
-    def noop(self, arguments: bytes) -> Step | None:
+    def do_NOOP(self, arguments: bytes) -> Step | None:
         if self._numbers(parseNumbers(arguments, 0, 0)) is None:
             return None
         return Forward(b"NOOP")
 
-    def reset(self, arguments: bytes) -> Step | None:
+    def do_RSET(self, arguments: bytes) -> Step | None:
         if self._numbers(parseNumbers(arguments, 0, 0)) is None:
             return None
         self._mailbox.reset()
         return Forward(b"RSET")
 
-    def listing(self, arguments: bytes) -> Step | None:
+    def do_LIST(self, arguments: bytes) -> Step | None:
         numbers = self._numbers(parseMessageNumbers(arguments, 0, 1))
         if numbers is None:
             return None
@@ -173,7 +174,7 @@ class Transaction:
             return Exchange(self._listings.listLine(numbers[0]))
         return Exchange(self._listings.listing())
 
-    def uids(self, arguments: bytes) -> Step | None:
+    def do_UIDL(self, arguments: bytes) -> Step | None:
         numbers = self._numbers(parseMessageNumbers(arguments, 0, 1))
         if numbers is None:
             return None
@@ -182,19 +183,19 @@ class Transaction:
         line = b"UIDL %d" % numbers[0] if numbers else b"UIDL"
         return Forward(line, not numbers, notesUids=self._hook.active)
 
-    def delete(self, arguments: bytes) -> Step | None:
+    def do_DELE(self, arguments: bytes) -> Step | None:
         numbers = self._numbers(parseMessageNumbers(arguments, 1, 1))
         if numbers is None:
             return None
         return Exchange(self._listings.delete(numbers[0]))
 
-    def retrieve(self, arguments: bytes) -> Step | None:
+    def do_RETR(self, arguments: bytes) -> Step | None:
         numbers = self._numbers(parseMessageNumbers(arguments, 1, 1))
         if numbers is None:
             return None
         return self._retrieval(b"RETR %d" % numbers[0], "RETR", numbers[0], None)
 
-    def top(self, arguments: bytes) -> Step | None:
+    def do_TOP(self, arguments: bytes) -> Step | None:
         numbers = self._numbers(parseMessageNumbers(arguments, 2, 2))
         if numbers is None:
             return None

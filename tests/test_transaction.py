@@ -115,7 +115,7 @@ class Rig:
         )
 
     def command(self, name: str, arguments: bytes = b"") -> Step | None:
-        return getattr(self.transaction, name)(arguments)  # type: ignore[no-any-return]
+        return getattr(self.transaction, f"do_{name}")(arguments)  # type: ignore[no-any-return]
 
     def rewriting(self) -> None:
         """
@@ -139,19 +139,19 @@ def run(step: Step | None) -> object:
 @pytest.mark.parametrize(
     ("name", "arguments", "refusal"),
     [
-        ("stat", b"1", b"-ERR invalid arguments"),
-        ("noop", b"x", b"-ERR invalid arguments"),
-        ("reset", b"1 2", b"-ERR invalid arguments"),
-        ("listing", b"1 2", b"-ERR invalid arguments"),
-        ("listing", b"0", b"-ERR no such message"),
-        ("uids", b"abc", b"-ERR invalid arguments"),
-        ("delete", b"", b"-ERR invalid arguments"),
-        ("delete", b"0", b"-ERR no such message"),
-        ("retrieve", b"", b"-ERR invalid arguments"),
-        ("retrieve", b"1234567890", b"-ERR invalid arguments"),
-        ("top", b"1", b"-ERR invalid arguments"),
-        ("top", b"0 5", b"-ERR no such message"),
-        ("top", b"1 -5", b"-ERR invalid arguments"),
+        ("STAT", b"1", b"-ERR invalid arguments"),
+        ("NOOP", b"x", b"-ERR invalid arguments"),
+        ("RSET", b"1 2", b"-ERR invalid arguments"),
+        ("LIST", b"1 2", b"-ERR invalid arguments"),
+        ("LIST", b"0", b"-ERR no such message"),
+        ("UIDL", b"abc", b"-ERR invalid arguments"),
+        ("DELE", b"", b"-ERR invalid arguments"),
+        ("DELE", b"0", b"-ERR no such message"),
+        ("RETR", b"", b"-ERR invalid arguments"),
+        ("RETR", b"1234567890", b"-ERR invalid arguments"),
+        ("TOP", b"1", b"-ERR invalid arguments"),
+        ("TOP", b"0 5", b"-ERR no such message"),
+        ("TOP", b"1 -5", b"-ERR invalid arguments"),
     ],
 )
 def test_badArgumentsAreRefusedHere(name: str, arguments: bytes, refusal: bytes) -> None:
@@ -169,12 +169,12 @@ def test_badArgumentsAreRefusedHere(name: str, arguments: bytes, refusal: bytes)
 @pytest.mark.parametrize(
     ("name", "arguments", "step"),
     [
-        ("stat", b"", Forward(b"STAT")),
-        ("noop", b"", Forward(b"NOOP")),
-        ("reset", b"", Forward(b"RSET")),
-        ("listing", b"", Forward(b"LIST", multiLine=True)),
-        ("listing", b"2", Forward(b"LIST 2")),
-        ("delete", b"2", None),
+        ("STAT", b"", Forward(b"STAT")),
+        ("NOOP", b"", Forward(b"NOOP")),
+        ("RSET", b"", Forward(b"RSET")),
+        ("LIST", b"", Forward(b"LIST", multiLine=True)),
+        ("LIST", b"2", Forward(b"LIST 2")),
+        ("DELE", b"2", None),
     ],
 )
 def test_relayedWhileNothingWasFiltered(name: str, arguments: bytes, step: Forward | None) -> None:
@@ -198,9 +198,9 @@ def test_uidlNotesUidsOnlyWithAChain() -> None:
     UIDL is relayed; with a chain its UIDs are noted as they pass (a whole
     listing, or one message's), without one they are not.
     """
-    assert Rig().command("uids") == Forward(b"UIDL", multiLine=True, notesUids=True)
-    assert Rig().command("uids", b"3") == Forward(b"UIDL 3", notesUids=True)
-    assert Rig(hookActive=False).command("uids") == Forward(b"UIDL", multiLine=True)
+    assert Rig().command("UIDL") == Forward(b"UIDL", multiLine=True, notesUids=True)
+    assert Rig().command("UIDL", b"3") == Forward(b"UIDL 3", notesUids=True)
+    assert Rig(hookActive=False).command("UIDL") == Forward(b"UIDL", multiLine=True)
 
 
 def test_listingsRewrittenOnceAMessageWasFiltered() -> None:
@@ -215,9 +215,9 @@ def test_listingsRewrittenOnceAMessageWasFiltered() -> None:
         b"LIST 1": (b"+OK 1 1000", b""),
         b"LIST": (b"+OK 2 messages", b"1 1000\r\n2 2000\r\n"),
     }
-    assert run(rig.command("stat")) == b"+OK 2 2400\r\n"
-    assert run(rig.command("listing", b"1")) == b"+OK 1 400\r\n"
-    assert run(rig.command("listing")) == b"+OK 2 messages\r\n1 400\r\n2 2000\r\n.\r\n"
+    assert run(rig.command("STAT")) == b"+OK 2 2400\r\n"
+    assert run(rig.command("LIST", b"1")) == b"+OK 1 400\r\n"
+    assert run(rig.command("LIST")) == b"+OK 2 messages\r\n1 400\r\n2 2000\r\n.\r\n"
     assert rig.upstream.sent == [(b"STAT", False), (b"LIST 1", False), (b"LIST", True)]
 
 
@@ -229,16 +229,16 @@ def test_deleLeavesTheListingsAndRsetBringsItBack() -> None:
     rig = Rig()
     rig.rewriting()
     rig.upstream.script = {b"DELE 1": (b"+OK deleted", b""), b"STAT": (b"+OK 1 2000", b"")}
-    assert run(rig.command("delete", b"1")) == b"+OK deleted\r\n"
-    assert run(rig.command("stat")) == b"+OK 1 2000\r\n"
-    assert rig.command("reset") == Forward(b"RSET")
+    assert run(rig.command("DELE", b"1")) == b"+OK deleted\r\n"
+    assert run(rig.command("STAT")) == b"+OK 1 2000\r\n"
+    assert rig.command("RSET") == Forward(b"RSET")
     rig.upstream.script[b"STAT"] = (b"+OK 2 3000", b"")
-    assert run(rig.command("stat")) == b"+OK 2 2400\r\n"
+    assert run(rig.command("STAT")) == b"+OK 2 2400\r\n"
 
 
 @pytest.mark.parametrize(
     ("name", "arguments", "line", "command"),
-    [("retrieve", b"3", b"RETR 3", "RETR"), ("top", b"3 0", b"TOP 3 0", "TOP")],
+    [("RETR", b"3", b"RETR 3", "RETR"), ("TOP", b"3 0", b"TOP 3 0", "TOP")],
 )
 def test_withoutAChainRetrievalsAreRelayed(
     name: str, arguments: bytes, line: bytes, command: str
@@ -264,7 +264,7 @@ def test_retrThroughTheChain() -> None:
         b"UIDL 2": (b"+OK 2 uid-two", b""),
         b"RETR 2": (b"+OK 70 octets", MESSAGE),
     }
-    step = rig.command("retrieve", b"2")
+    step = rig.command("RETR", b"2")
     assert isinstance(step, Retrieve)
     delivery = run(step)
     assert isinstance(delivery, WholeMessage)
@@ -289,7 +289,7 @@ def test_topThroughTheChain(mode: str, fetched: bytes, partial: bool) -> None:
         b"UIDL 2": (b"+OK 2 uid-two", b""),
         fetched: (b"+OK", MESSAGE),
     }
-    step = rig.command("top", b"2 0")
+    step = rig.command("TOP", b"2 0")
     assert isinstance(step, Retrieve)
     delivery = run(step)
     assert isinstance(delivery, WholeMessage)
