@@ -128,12 +128,15 @@ class Transaction:
         settings: SessionSettings,
         link: UpstreamLink,
         mailbox: MailboxView[Filtered],
-        **callables: Any,
+        *,
+        reply: Callable[[bytes], None],
+        write: Callable[[bytes], None],
+        closing: Callable[[], bool],
+        contextFor: ContextFor,
     ) -> Transaction:
         """
-        A session's transaction over the listener's chain, clock and
-        metrics; C{callables} are L{__init__}'s C{reply}, C{write},
-        C{closing} and C{contextFor}.
+        A session's transaction over its listener's chain, clock and
+        metrics.
         """
         return cls(
             link,
@@ -142,7 +145,10 @@ class Transaction:
             chain=settings.chain,
             clock=settings.clock,
             metrics=settings.metrics,
-            **callables,
+            reply=reply,
+            write=write,
+            closing=closing,
+            contextFor=contextFor,
         )
 
     def do_STAT(self, arguments: bytes) -> Step | None:
