@@ -12,7 +12,9 @@ All byte work is done on whole chunks with C-level ``bytes`` methods
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 CRLF = b"\r\n"
 TERMINATOR = b"\r\n.\r\n"
@@ -25,6 +27,10 @@ _searchTerminator = re.compile(re.escape(TERMINATOR)).search
 # The same holds for finding line-starting dots: splitting there with the
 # regex and joining is 2x faster than bytes.replace (which searches twice).
 _splitAtLineDots = re.compile(rb"\r\n\.").split
+
+# Line-starting dots and the terminator in one search: the group is CRLF
+# for the terminator (".CRLF" at a line start) and None for a stuffed dot.
+_splitAtLineDotsOrEnd = re.compile(rb"\r\n\.(\r\n)?").split
 
 
 def _replaceLineDots(data: bytes, replacement: bytes) -> bytes:
@@ -177,6 +183,135 @@ class MultiLineScanner:
         return data[:end], data[end:]
 
 
+class BodyScanner(Protocol):
+    """
+    Takes in one multi-line response body for its owner (see
+    L{ResponseParser.expect}).
+    """
+
+    done: bool
+
+    def feed(self, data: bytes) -> bytes:
+        """
+        Take the octets of the body in C{data}; return what follows its
+        terminating line (empty until L{done}).
+        """
+        ...
+
+
+class UnstuffingScanner:
+    """
+    Find the end of one dot-stuffed multi-line body and undo its
+    dot-stuffing in the same pass: each chunk is searched once, at C speed,
+    for line-starting dots, the terminator being the one followed by CRLF.
+    The message octets go to C{sink} in pieces (a chunk without any
+    line-starting dot is passed on as it is, no copy); the terminating
+    line is not part of them.
+
+    @ivar done: the terminating line was found.
+    @ivar dotLines: how many lines lost their leading dot.
+    @ivar oddDots: where, in the message, lines start that lost a dot not
+        doubling one (RFC 1939 stuffs only lines starting with a dot; a
+        server that stuffs others is relayed as it sent them, L{restuff}).
+    """
+
+    def __init__(self, sink: Callable[[bytes], object]) -> None:
+        self._sink = sink
+        # The last two octets passed on (the status line's CRLF at first:
+        # the body starts at a line start), to see dots at a chunk's start.
+        self._tail = CRLF
+        # The start of a possible match held back at a chunk's end.
+        self._held = b""
+        self.done = False
+        self.dotLines = 0
+        self.oddDots: list[int] = []
+        self._emitted = 0
+
+    def feed(self, data: bytes) -> bytes:
+        if self.done:
+            return data
+        if self._held:
+            data, self._held = self._held + data, b""
+        if self._tail == CRLF or (self._tail.endswith(b"\r") and data.startswith(b"\n")):
+            start = 0 if self._tail == CRLF else 1
+            if data[start : start + 1] == b".":
+                return self._lineStartDot(data, start)
+        return self._scan(data)
+
+    def _lineStartDot(self, data: bytes, start: int) -> bytes:
+        """
+        L{feed} for C{data} with a dot at C{start}, a line start the
+        previous chunk made.
+        """
+        if start:
+            self._pass(data[:start])
+        after = data[start + 1 : start + 3]
+        if after == CRLF:
+            self.done = True
+            return data[start + 3 :]
+        if after in (b"", b"\r"):  # not yet known: the terminator, or a dot
+            self._held = data[start:]
+            self._tail = CRLF
+            return b""
+        self.dotLines += 1
+        if after[:1] != b".":
+            self.oddDots.append(self._emitted)
+        return self._scan(data[start + 1 :])
+
+    def _scan(self, data: bytes) -> bytes:
+        if b"." not in data:  # memchr: base64 and most binary-safe text
+            self._pass(data)
+            return b""
+        pieces = _splitAtLineDotsOrEnd(data)
+        separators = pieces[1::2]
+        if CRLF in separators:
+            dots = separators.index(CRLF)
+            kept = pieces[0 : 2 * dots + 1 : 2]
+            end = sum(map(len, kept)) + 3 * dots + 5
+            if dots:
+                self._noteDots(data, kept, end)
+            self.done = True
+            # The message keeps the line end before the terminator.
+            self._sink(CRLF.join([*kept, b""]))
+            return data[end:]
+        if separators and pieces[-1] in (b"", b"\r") and data.endswith((b"\r\n.", b"\r\n.\r")):
+            # A dot (or dot and CR) at a line start ends the chunk: the
+            # terminator may end in the next one.
+            self._held = data[-3 - len(pieces[-1]) :]
+            data = data[: -len(self._held)]
+            pieces = pieces[:-2]
+        if len(pieces) > 1:
+            kept = pieces[::2]
+            self._noteDots(data, kept, len(data))
+            data = CRLF.join(kept)
+        self._pass(data)
+        if self._held:
+            self._tail = b""
+        return b""
+
+    def _noteDots(self, data: bytes, kept: list[bytes], end: int) -> None:
+        """
+        Count the dot-lines between C{kept}'s pieces (C{data[:end]} split
+        at them) and note the odd ones: a C-speed count first, so only a
+        server that stuffs lines not starting with a dot costs a loop.
+        """
+        dots = len(kept) - 1
+        self.dotLines += dots
+        if data.count(b"\r\n..", 0, end) == dots:
+            return
+        position = self._emitted
+        for index, piece in enumerate(kept):
+            if index and not piece.startswith(b"."):
+                self.oddDots.append(position)
+            position += len(piece) + 2
+
+    def _pass(self, out: bytes) -> None:
+        if out:
+            self._sink(out)
+            self._emitted += len(out)
+            self._tail = (self._tail + out[-2:])[-2:]
+
+
 def unstuff(stuffed: bytes) -> bytes:
     """
     Undo dot-stuffing of a complete multi-line body.
@@ -204,6 +339,20 @@ def stuff(message: bytes) -> bytes:
     if message.startswith(b"."):
         message = b"." + message
     return _replaceLineDots(message, b"\r\n..") + b".\r\n"
+
+
+def restuff(message: bytes, oddDots: list[int]) -> bytes:
+    """
+    Like L{stuff}, and a dot also before each line starting at one of
+    C{oddDots} (L{UnstuffingScanner.oddDots}): the body exactly as a server
+    that stuffed those lines sent it.
+    """
+    if not oddDots:
+        return stuff(message)
+    cuts = [0, *oddDots, len(message)]
+    parts = [message[start:end] for start, end in zip(cuts, cuts[1:], strict=False)]
+    rest = [_replaceLineDots(b"\r\n" + part, b"\r\n..")[2:] for part in parts[1:]]
+    return stuff(parts[0])[:-3] + b"".join(b"." + part for part in rest) + b".\r\n"
 
 
 def stuffedBody(message: bytes) -> bytes:
@@ -254,22 +403,24 @@ class ResponseParser:
     def __init__(self, maxStatusLine: int = 64 * 1024) -> None:
         self._maxStatusLine = maxStatusLine
         self._buffer = b""
-        self._expected: list[bool] = []
+        self._expected: list[tuple[bool, BodyScanner | None]] = []
         self._scanner: MultiLineScanner | None = None
+        self._body: BodyScanner | None = None
 
-    def expect(self, multiLine: bool) -> None:
+    def expect(self, multiLine: bool, body: BodyScanner | None = None) -> None:
         """
         Announce the next response: C{multiLine} means a body follows a
-        positive status line.
+        positive status line.  With C{body}, that body goes to C{body}
+        (which finds its end) instead of being reported in pieces.
         """
-        self._expected.append(multiLine)
+        self._expected.append((multiLine, body))
 
     @property
     def idle(self) -> bool:
         """
         No response is outstanding or partially received.
         """
-        return not self._expected and self._scanner is None
+        return not self._expected and self._scanner is None and self._body is None
 
     def feed(self, data: bytes) -> list[StatusLine | bytes | None]:
         """
@@ -284,6 +435,13 @@ class ResponseParser:
             data = self._buffer + data
             self._buffer = b""
         while data:
+            if self._body is not None:
+                data = self._body.feed(data)
+                if not self._body.done:
+                    break
+                self._body = None
+                events.append(None)
+                continue
             if self._scanner is not None:
                 part, data = self._scanner.feed(data)
                 if part:
@@ -305,9 +463,11 @@ class ResponseParser:
             data = data[end + 2 :]
             if not (status.line.startswith((b"+OK", b"-ERR")) or status.continuation):
                 raise FramingError("not a POP3 response")
-            multiLine = self._expected.pop(0)
+            multiLine, body = self._expected.pop(0)
             events.append(status)
-            if multiLine and status.ok:
+            if multiLine and status.ok and body is not None:
+                self._body = body
+            elif multiLine and status.ok:
                 self._scanner = MultiLineScanner()
             else:
                 events.append(None)
