@@ -127,16 +127,15 @@ class Filtered:
     """
     A message as the chain delivered it, and if the chain left it
     unchanged, the upstream's status line, so it is relayed as it came:
-    C{wire}, the body as received, is kept only from a server that
-    dot-stuffs lines RFC 1939 does not (L{Spool.oddDots}); from any other
-    it is the message stuffed again, or with C{plain} (no line starts with
-    a dot) the message and the terminating line.
+    from C{wire}, the body as received, if kept; else rebuilt from the
+    message and C{dotOffsets}, where the lines that lost a leading dot
+    start (L{restuff}: no search, no second copy kept); else stuffed anew.
     """
 
     message: bytes
     status: bytes | None
     wire: bytes | None = None
-    plain: bool = False
+    dotOffsets: tuple[int, ...] | None = None
 
     @property
     def footprint(self) -> int:
@@ -155,9 +154,9 @@ def deliveryOf(entry: Filtered, command: str, lines: int | None) -> Delivery:
         return WholeMessage(TOP_STATUS, topOf(entry.message, lines or 0))
     if entry.status is not None:
         wire = entry.wire
-        if wire is None:
-            wire = entry.message + b".\r\n" if entry.plain else stuff(entry.message)
-        return Relayed(entry.status, wire)
+        if wire is None and entry.dotOffsets is not None:
+            wire = restuff(entry.message, entry.dotOffsets)
+        return Relayed(entry.status, wire if wire is not None else stuff(entry.message))
     return WholeMessage(_message(f"+OK {len(entry.message)} octets"), entry.message)
 
 
@@ -202,8 +201,7 @@ class Spool:
     @ivar size: the size of the unstuffed message (known once complete).
     @ivar plain: once complete, whether no line of the body started with a
         dot: the message followed by the terminating line is then exactly
-        the body as received, so an unchanged message is relayed as it
-        came without being stuffed again.
+        the body as received.
     """
 
     def __init__(self, threshold: int, directory: Path | None = None) -> None:
@@ -262,12 +260,15 @@ class Spool:
         self.finished.callback(self)
 
     @property
-    def oddDots(self) -> list[int]:
+    def dotOffsets(self) -> tuple[int, ...] | None:
         """
-        Where lines start that the server dot-stuffed though they do not
-        start with a dot (L{UnstuffingScanner.oddDots}).
+        Once complete, where the lines that lost a leading dot start in a
+        message kept in memory (L{UnstuffingScanner.dotOffsets}); L{None}
+        for a message spooled to a file (it is stuffed anew) or with too
+        many of them to note.
         """
-        return self.bodyScanner.oddDots
+        offsets = self.bodyScanner.dotOffsets
+        return None if self._file is not None or offsets is None else tuple(offsets)
 
     @property
     def wire(self) -> bytes | None:
@@ -278,9 +279,8 @@ class Spool:
         """
         if self._file is not None or not self.finished.called:
             return None
-        if self.plain:
-            return self._message + b".\r\n"
-        return restuff(self._message, self.oddDots)
+        offsets = self.dotOffsets
+        return stuff(self._message) if offsets is None else restuff(self._message, offsets)
 
     def read(self) -> bytes:
         """
@@ -540,10 +540,7 @@ class RetrievalFlow:
         self, spool: Spool, status: StatusLine, context: FilterContext
     ) -> Delivery | None:
         original = spool.read()
-        plain = spool.plain
-        # Kept beside the message only from a server that stuffs lines
-        # RFC 1939 does not: from any other it is made again when sent.
-        wire = spool.wire if spool.oddDots else None
+        dotOffsets = spool.dotOffsets
         spool.close()
         processing = self._hook.processMessage(context, original)
         # A chain that answered at once needs no keepalive timer.
@@ -553,14 +550,14 @@ class RetrievalFlow:
             message = await processing
         except Exception:
             return self._failed(Failure(), keepalive)
-        return self._delivered(message, status, original, (wire, plain), keepalive)
+        return self._delivered(message, status, original, dotOffsets, keepalive)
 
     def _delivered(
         self,
         message: bytes,
         status: StatusLine,
         original: bytes,
-        received: tuple[bytes | None, bool],
+        dotOffsets: tuple[int, ...] | None,
         keepalive: Keepalive,
     ) -> Delivery | None:
         if self._closing():
@@ -573,7 +570,11 @@ class RetrievalFlow:
             # deliver the message below it.
             message = keepalive.prefix + b"\r\n" + message
             changed = True
-        entry = Filtered(message, None) if changed else Filtered(original, status.line, *received)
+        entry = (
+            Filtered(message, None)
+            if changed
+            else Filtered(original, status.line, None, dotOffsets)
+        )
         if not self._partial:
             self._mailbox.remember(request.index, entry, len(entry.message), len(original))
         if keepalive.started:
