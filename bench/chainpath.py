@@ -106,7 +106,7 @@ class _Upstream:
 
         from popproxy._upstream import UpstreamConnection
 
-        self._reads = [answer[i : i + 65536] for i in range(0, len(answer), 65536)]
+        self._answer = answer
         self.connection = UpstreamConnection(Clock(), 60.0)
         self.connection.makeConnection(StringTransport())
         self.connection.dataReceived(b"+OK ready\r\n")
@@ -127,8 +127,10 @@ class _Upstream:
 
     def spool(self, line: bytes, into: Any) -> Any:
         self.connection.sendCommand(line, True, into)
-        for read in self._reads:
-            self.connection.dataReceived(read)
+        answer = memoryview(self._answer)
+        for start in range(0, len(answer), 65536):
+            # Each read a new object, as a socket's are.
+            self.connection.dataReceived(bytes(answer[start : start + 65536]))
         return into.finished
 
 
@@ -234,24 +236,48 @@ def dottedMessage(size: int = 10_000_000) -> bytes:
     return b"".join(lines)
 
 
+def _received(answer: bytes, threshold: int) -> tuple[int, int]:
+    """
+    Traced octets while C{answer} is received into a spool through the
+    upstream connection: at the peak, and held once it is complete.
+    """
+    from popproxy._retrievalflow import Spool
+
+    upstream = _Upstream(answer)
+    tracemalloc.start()
+    try:
+        spool = upstream.spool(b"RETR 1", Spool(threshold)).result
+        message = spool.read()
+        held, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(message) == spool.size
+    return peak, held
+
+
 def peakMemory() -> dict[str, float]:
     """
-    Peak traced memory, in MB, while one 10 MB message with dot-lines goes
-    through the chain path: spooled to a file (the default 4 MB spool
-    threshold) and kept in memory (threshold 16 MB).
+    Traced memory, in MB, for one 10 MB message with dot-lines: received
+    into the spool (the peak, and what it holds once complete, the message
+    read back included), and through the whole chain path (the peak, the
+    octets for the client built); kept in memory (spool threshold 16 MB)
+    and spooled to a file (the default 4 MB).
     """
     from popproxy._framing import stuff
 
     answer = b"+OK\r\n" + stuff(dottedMessage())
     figures = {"message MB": len(answer) / 1e6}
-    for label, threshold in (("file", 4 << 20), ("memory", 16 << 20)):
+    for label, threshold in (("memory", 16 << 20), ("file", 4 << 20)):
+        peak, held = _received(answer, threshold)
+        figures[f"receive peak MB, spool in {label}"] = peak / 1e6
+        figures[f"held MB, spool in {label}"] = held / 1e6
         tracemalloc.start()
         try:
             retrieve(answer, threshold)
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
-        figures[f"peak MB, spool in {label}"] = peak / 1e6
+        figures[f"chain path peak MB, spool in {label}"] = peak / 1e6
     return figures
 
 
@@ -330,10 +356,10 @@ def topFunctions(path: Path, count: int = 12) -> Iterator[str]:
     own: dict[str, int] = {}
     total = 0
     for line in path.read_text().splitlines():
-        stack, _, samples = line.rpartition(" ")
+        stack, _, number = line.rpartition(" ")
         frame = stack.split(";")[-1]
-        own[frame] = own.get(frame, 0) + int(samples)
-        total += int(samples)
+        own[frame] = own.get(frame, 0) + int(number)
+        total += int(number)
     for frame, samples in sorted(own.items(), key=lambda item: -item[1])[:count]:
         yield f"| `{frame}` | {100 * samples / total:.1f} % |"
 
