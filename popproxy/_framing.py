@@ -355,14 +355,18 @@ def restuff(message: bytes, dotOffsets: Sequence[int]) -> bytes:
     """
     The body a message was unstuffed from, terminating line included: a
     dot back before each line starting at one of C{dotOffsets}
-    (L{UnstuffingScanner.dotOffsets}), without searching the message.
+    (L{UnstuffingScanner.dotOffsets}) of a message as the scanner gave it
+    (ending in CRLF), without searching the message and
+    with one copy (the pieces are views; the terminating line is the
+    last dot and a CRLF piece).
     """
     if not dotOffsets:
         return message + b".\r\n"
+    view = memoryview(message)
     starts = [0, *dotOffsets]
     ends = [*dotOffsets, len(message)]
-    pieces = map(message.__getitem__, map(slice, starts, ends))
-    return b".".join(pieces) + b".\r\n"
+    pieces = [*map(view.__getitem__, map(slice, starts, ends)), CRLF]
+    return b".".join(pieces)
 
 
 def stuffedBody(message: bytes) -> bytes:
