@@ -11,8 +11,13 @@ All byte work is done on whole chunks with C-level ``bytes`` methods
 
 from __future__ import annotations
 
+import itertools
+import operator
 import re
+from array import array
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 CRLF = b"\r\n"
 TERMINATOR = b"\r\n.\r\n"
@@ -26,6 +31,10 @@ _searchTerminator = re.compile(re.escape(TERMINATOR)).search
 # regex and joining is 2x faster than bytes.replace (which searches twice).
 _splitAtLineDots = re.compile(rb"\r\n\.").split
 
+# Line-starting dots and the terminator in one search: the group is CRLF
+# for the terminator (".CRLF" at a line start) and None for a stuffed dot.
+_splitAtLineDotsOrEnd = re.compile(rb"\r\n\.(\r\n)?").split
+
 
 def _replaceLineDots(data: bytes, replacement: bytes) -> bytes:
     """
@@ -37,6 +46,9 @@ def _replaceLineDots(data: bytes, replacement: bytes) -> bytes:
     # there is nothing to replace.
     return replacement.join(_splitAtLineDots(data))
 
+
+#: The most line-starting dots whose places an L{UnstuffingScanner} notes.
+MAX_DOT_OFFSETS = 1 << 16
 
 #: RFC 2449 section 4: a command line is at most 255 octets including CRLF.
 MAX_COMMAND_LINE = 255
@@ -177,6 +189,139 @@ class MultiLineScanner:
         return data[:end], data[end:]
 
 
+class BodyScanner(Protocol):
+    """
+    Takes in one multi-line response body for its owner (see
+    L{ResponseParser.expect}).
+    """
+
+    done: bool
+
+    def feed(self, data: bytes) -> bytes:
+        """
+        Take the octets of the body in C{data}; return what follows its
+        terminating line (empty until L{done}).
+        """
+        ...
+
+
+class UnstuffingScanner:
+    """
+    Find the end of one dot-stuffed multi-line body and undo its
+    dot-stuffing in the same pass: each chunk is searched once, at C speed,
+    for line-starting dots, the terminator being the one followed by CRLF.
+    The message octets go to C{sink} in pieces (a chunk without any
+    line-starting dot is passed on as it is, no copy); the terminating
+    line is not part of them.
+
+    @ivar done: the terminating line was found.
+    @ivar dotLines: how many lines lost their leading dot.
+    @ivar dotOffsets: where those lines start in the message, so that
+        L{restuff} gives the body exactly as received without searching
+        it again (a server may stuff lines RFC 1939 does not); L{None}
+        once there are more than L{MAX_DOT_OFFSETS}.
+    """
+
+    def __init__(self, sink: Callable[[bytes], object]) -> None:
+        self._sink = sink
+        # The last two octets passed on (the status line's CRLF at first:
+        # the body starts at a line start), to see dots at a chunk's start.
+        self._tail = CRLF
+        # The start of a possible match held back at a chunk's end.
+        self._held = b""
+        self.done = False
+        self.dotLines = 0
+        self.dotOffsets: array[int] | None = array("q")
+        self._emitted = 0
+
+    def feed(self, data: bytes) -> bytes:
+        if self.done:
+            return data
+        if self._held:
+            data, self._held = self._held + data, b""
+        if self._tail == CRLF or (self._tail.endswith(b"\r") and data.startswith(b"\n")):
+            start = 0 if self._tail == CRLF else 1
+            if data[start : start + 1] == b".":
+                return self._lineStartDot(data, start)
+        return self._scan(data)
+
+    def _lineStartDot(self, data: bytes, start: int) -> bytes:
+        """
+        L{feed} for C{data} with a dot at C{start}, a line start the
+        previous chunk made.
+        """
+        if start:
+            self._pass(data[:start])
+        after = data[start + 1 : start + 3]
+        if after == CRLF:
+            self.done = True
+            return data[start + 3 :]
+        if after in (b"", b"\r"):  # not yet known: the terminator, or a dot
+            self._held = data[start:]
+            self._tail = CRLF
+            return b""
+        self._noteDots([], self._emitted)
+        return self._scan(data[start + 1 :])
+
+    def _scan(self, data: bytes) -> bytes:
+        if b"." not in data:  # memchr: base64 and most binary-safe text
+            self._pass(data)
+            return b""
+        pieces = _splitAtLineDotsOrEnd(data)
+        separators = pieces[1::2]
+        if CRLF in separators:
+            dots = separators.index(CRLF)
+            kept = pieces[0 : 2 * dots + 1 : 2]
+            end = sum(map(len, kept)) + 3 * dots + 5
+            if dots:
+                self._noteDots(kept)
+            self.done = True
+            # The message keeps the line end before the terminator.
+            self._sink(CRLF.join([*kept, b""]))
+            return data[end:]
+        if separators and pieces[-1] in (b"", b"\r") and data.endswith((b"\r\n.", b"\r\n.\r")):
+            # A dot (or dot and CR) at a line start ends the chunk: the
+            # terminator may end in the next one.
+            self._held = data[-3 - len(pieces[-1]) :]
+            data = data[: -len(self._held)]
+            pieces = pieces[:-2]
+        if len(pieces) > 1:
+            kept = pieces[::2]
+            self._noteDots(kept)
+            data = CRLF.join(kept)
+        self._pass(data)
+        if self._held:
+            self._tail = b""
+        return b""
+
+    def _noteDots(self, kept: list[bytes], at: int | None = None) -> None:
+        """
+        Count the dots taken out between C{kept}'s pieces and note where
+        the lines that lost them start in the message once the pieces are
+        joined with CRLF (summed by C functions: no Python step per line);
+        or, with C{at}, the one dot taken out there.
+        """
+        offsets = self.dotOffsets
+        if at is not None:
+            self.dotLines += 1
+            if offsets is not None:
+                offsets.append(at)
+        else:
+            self.dotLines += len(kept) - 1
+            if offsets is not None:
+                lengths = map(operator.add, map(len, kept[:-1]), itertools.repeat(2))
+                sums = itertools.accumulate(lengths, initial=self._emitted)
+                offsets.extend(itertools.islice(sums, 1, None))
+        if offsets is not None and len(offsets) > MAX_DOT_OFFSETS:
+            self.dotOffsets = None
+
+    def _pass(self, out: bytes) -> None:
+        if out:
+            self._sink(out)
+            self._emitted += len(out)
+            self._tail = (self._tail + out[-2:])[-2:]
+
+
 def unstuff(stuffed: bytes) -> bytes:
     """
     Undo dot-stuffing of a complete multi-line body.
@@ -204,6 +349,24 @@ def stuff(message: bytes) -> bytes:
     if message.startswith(b"."):
         message = b"." + message
     return _replaceLineDots(message, b"\r\n..") + b".\r\n"
+
+
+def restuff(message: bytes, dotOffsets: Sequence[int]) -> bytes:
+    """
+    The body a message was unstuffed from, terminating line included: a
+    dot back before each line starting at one of C{dotOffsets}
+    (L{UnstuffingScanner.dotOffsets}) of a message as the scanner gave it
+    (ending in CRLF), without searching the message and
+    with one copy (the pieces are views; the terminating line is the
+    last dot and a CRLF piece).
+    """
+    if not dotOffsets:
+        return message + b".\r\n"
+    view = memoryview(message)
+    starts = [0, *dotOffsets]
+    ends = [*dotOffsets, len(message)]
+    pieces = [*map(view.__getitem__, map(slice, starts, ends)), CRLF]
+    return b".".join(pieces)
 
 
 def stuffedBody(message: bytes) -> bytes:
@@ -254,22 +417,24 @@ class ResponseParser:
     def __init__(self, maxStatusLine: int = 64 * 1024) -> None:
         self._maxStatusLine = maxStatusLine
         self._buffer = b""
-        self._expected: list[bool] = []
+        self._expected: list[tuple[bool, BodyScanner | None]] = []
         self._scanner: MultiLineScanner | None = None
+        self._body: BodyScanner | None = None
 
-    def expect(self, multiLine: bool) -> None:
+    def expect(self, multiLine: bool, body: BodyScanner | None = None) -> None:
         """
         Announce the next response: C{multiLine} means a body follows a
-        positive status line.
+        positive status line.  With C{body}, that body goes to C{body}
+        (which finds its end) instead of being reported in pieces.
         """
-        self._expected.append(multiLine)
+        self._expected.append((multiLine, body))
 
     @property
     def idle(self) -> bool:
         """
         No response is outstanding or partially received.
         """
-        return not self._expected and self._scanner is None
+        return not self._expected and self._scanner is None and self._body is None
 
     def feed(self, data: bytes) -> list[StatusLine | bytes | None]:
         """
@@ -284,6 +449,13 @@ class ResponseParser:
             data = self._buffer + data
             self._buffer = b""
         while data:
+            if self._body is not None:
+                data = self._body.feed(data)
+                if not self._body.done:
+                    break
+                self._body = None
+                events.append(None)
+                continue
             if self._scanner is not None:
                 part, data = self._scanner.feed(data)
                 if part:
@@ -305,9 +477,11 @@ class ResponseParser:
             data = data[end + 2 :]
             if not (status.line.startswith((b"+OK", b"-ERR")) or status.continuation):
                 raise FramingError("not a POP3 response")
-            multiLine = self._expected.pop(0)
+            multiLine, body = self._expected.pop(0)
             events.append(status)
-            if multiLine and status.ok:
+            if multiLine and status.ok and body is not None:
+                self._body = body
+            elif multiLine and status.ok:
                 self._scanner = MultiLineScanner()
             else:
                 events.append(None)

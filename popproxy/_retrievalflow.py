@@ -17,6 +17,7 @@ which become part of the delivered message.
 
 from __future__ import annotations
 
+import io
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
 from popproxy._config import ChainConfig
-from popproxy._framing import DotUnstuffer, StatusLine, stuff, unstuff
+from popproxy._framing import StatusLine, UnstuffingScanner, restuff, stuff
 from popproxy._mailboxview import MailboxView
 from popproxy._metrics import NO_METRICS, Metrics
 from popproxy._printable import PrintableLogger
@@ -54,8 +55,13 @@ def _message(text: str) -> bytes:
 @dataclass(frozen=True, slots=True)
 class Relayed:
     """
-    The upstream's answer exactly as received: C{status} and the
-    dot-stuffed C{wire} body, terminating line included.
+    The upstream's answer as received: C{status} and the dot-stuffed
+    C{wire} body, terminating line included.  For a message no filter
+    changed it is made from the message at delivery (L{deliveryOf}): the
+    message and the terminating line when no line starts with a dot,
+    else the message dot-stuffed again, which gives the body as received
+    from any server that stuffs as RFC 1939 says (and the same message for
+    the client from any other).
     """
 
     status: bytes
@@ -120,13 +126,16 @@ Delivery = Relayed | WholeMessage | Continuation | Streamed | Refusal | Cut
 class Filtered:
     """
     A message as the chain delivered it, and if the chain left it
-    unchanged, the upstream's status line and (unless it was spooled to a
-    file) the dot-stuffed body as received, so it is relayed verbatim.
+    unchanged, the upstream's status line, so it is relayed as it came:
+    from C{wire}, the body as received, if kept; else rebuilt from the
+    message and C{dotOffsets}, where the lines that lost a leading dot
+    start (L{restuff}: no search, no second copy kept); else stuffed anew.
     """
 
     message: bytes
     status: bytes | None
     wire: bytes | None = None
+    dotOffsets: tuple[int, ...] | None = None
 
     @property
     def footprint(self) -> int:
@@ -143,9 +152,12 @@ def deliveryOf(entry: Filtered, command: str, lines: int | None) -> Delivery:
     """
     if command == "TOP":
         return WholeMessage(TOP_STATUS, topOf(entry.message, lines or 0))
-    if entry.status is not None and entry.wire is not None:
-        return Relayed(entry.status, entry.wire)
-    return WholeMessage(entry.status or _message(f"+OK {len(entry.message)} octets"), entry.message)
+    if entry.status is not None:
+        wire = entry.wire
+        if wire is None and entry.dotOffsets is not None:
+            wire = restuff(entry.message, entry.dotOffsets)
+        return Relayed(entry.status, wire if wire is not None else stuff(entry.message))
+    return WholeMessage(_message(f"+OK {len(entry.message)} octets"), entry.message)
 
 
 def topOf(message: bytes, lines: int) -> bytes:
@@ -176,32 +188,35 @@ def continueStuffed(rest: bytes) -> bytes:
 
 class Spool:
     """
-    Receives a multi-line response body.  Up to C{threshold} octets it is
-    kept in memory as it came off the wire, so a message no filter changes
-    can be relayed verbatim without being stuffed again (L{wire}); beyond
-    that it is unstuffed as it arrives into a temporary file, so a big
-    message costs memory only when (and if) it is parsed.  The file is made
-    in C{directory} (C{[chain] spool_directory}; C{None}: the system's
-    temporary directory) and has no name: it is gone once closed.
+    Receives a multi-line response body and undoes its dot-stuffing as it
+    arrives, in the one pass that finds its end (L{UnstuffingScanner},
+    which the upstream's parser feeds directly: L{bodyScanner}).  Up to
+    C{threshold} octets the message is kept in memory, once; beyond that it
+    goes to a temporary file, so a big message costs memory only when (and
+    if) it is parsed.  The file is made in C{directory} (C{[chain]
+    spool_directory}; C{None}: the system's temporary directory) and has no
+    name: it is gone once closed.
 
     @ivar finished: fires with this spool once the response is complete.
     @ivar size: the size of the unstuffed message (known once complete).
-    @ivar wire: once complete, the body exactly as received (dot-stuffed,
-        terminating line included) if it was kept in memory, else L{None}.
+    @ivar plain: once complete, whether no line of the body started with a
+        dot: the message followed by the terminating line is then exactly
+        the body as received.
     """
 
     def __init__(self, threshold: int, directory: Path | None = None) -> None:
         self._threshold = threshold
         self._directory = directory
         self.finished: Deferred[Spool] = Deferred()
-        self._received: list[bytes] = []
-        self._receivedSize = 0
+        self.bodyScanner = UnstuffingScanner(self._store)
+        # The first piece alone (a message that came in one read is kept
+        # without a copy), then a buffer the pieces are appended to.
+        self._first = b""
+        self._buffer: io.BytesIO | None = None
         self._message = b""
-        self._unstuffer = DotUnstuffer()
-        self._held = b""
         self._file: IO[bytes] | None = None
         self.size = 0
-        self.wire: bytes | None = None
+        self.plain = False
         self.status: StatusLine | None = None
         self.inBody = False
 
@@ -209,38 +224,63 @@ class Spool:
         self.status = status
 
     def bodyReceived(self, data: bytes) -> None:
+        """
+        Dot-stuffed octets of the body (for a caller that did not hand
+        L{bodyScanner} to the parser).
+        """
+        self.bodyScanner.feed(data)
+
+    def _store(self, piece: bytes) -> None:
+        self.size += len(piece)
         if self._file is not None:
-            self._unstuffToFile(data)
+            self._file.write(piece)
             return
-        self._received.append(data)
-        self._receivedSize += len(data)
-        if self._receivedSize > self._threshold:
+        if self._buffer is None and not self._first:
+            self._first = piece
+        else:
+            if self._buffer is None:
+                self._buffer = io.BytesIO()
+                self._buffer.write(self._first)
+                self._first = b""
+            self._buffer.write(piece)
+        if self.size > self._threshold:
             self._file = tempfile.TemporaryFile(prefix="popproxy-spool-", dir=self._directory)
-            received, self._received = self._received, []
-            for part in received:
-                self._unstuffToFile(part)
+            self._file.write(self._held())
+            self._first, self._buffer = b"", None
+
+    def _held(self) -> bytes:
+        return self._first if self._buffer is None else self._buffer.getvalue()
 
     def responseFinished(self) -> None:
-        if self._file is not None:
-            rest = self._unstuffer.finish()
-            self._file.write(rest)
-            self.size += len(rest)
-        else:
-            self.wire = b"".join(self._received)
-            self._received = []
-            # The last piece ends with the terminating ".CRLF" line.
-            self._message = unstuff(self.wire[:-3])
-            self.size = len(self._message)
+        if self._file is None:
+            # getvalue() hands over the buffer itself: no copy.
+            self._message = self._held()
+            self._first, self._buffer = b"", None
+        self.plain = self.bodyScanner.dotLines == 0
         self.finished.callback(self)
 
-    def _unstuffToFile(self, data: bytes) -> None:
-        # The terminating ".CRLF" ends the last piece: hold 3 octets back.
-        assert self._file is not None
-        buffered = self._held + data
-        self._held = buffered[-3:]
-        out = self._unstuffer.feed(buffered[:-3])
-        self._file.write(out)
-        self.size += len(out)
+    @property
+    def dotOffsets(self) -> tuple[int, ...] | None:
+        """
+        Once complete, where the lines that lost a leading dot start in a
+        message kept in memory (L{UnstuffingScanner.dotOffsets}); L{None}
+        for a message spooled to a file (it is stuffed anew) or with too
+        many of them to note.
+        """
+        offsets = self.bodyScanner.dotOffsets
+        return None if self._file is not None or offsets is None else tuple(offsets)
+
+    @property
+    def wire(self) -> bytes | None:
+        """
+        Once complete, the body exactly as received (dot-stuffed,
+        terminating line included), made on demand from the message kept
+        in memory; L{None} for a message spooled to a file.
+        """
+        if self._file is not None or not self.finished.called:
+            return None
+        offsets = self.dotOffsets
+        return stuff(self._message) if offsets is None else restuff(self._message, offsets)
 
     def read(self) -> bytes:
         """
@@ -271,9 +311,8 @@ class Spool:
         if self._file is not None:
             self._file.close()
             self._file = None
-        self._received = []
+        self._first, self._buffer = b"", None
         self._message = b""
-        self.wire = None
 
 
 class ChunkSource:
@@ -501,7 +540,7 @@ class RetrievalFlow:
         self, spool: Spool, status: StatusLine, context: FilterContext
     ) -> Delivery | None:
         original = spool.read()
-        wire = spool.wire
+        dotOffsets = spool.dotOffsets
         spool.close()
         processing = self._hook.processMessage(context, original)
         # A chain that answered at once needs no keepalive timer.
@@ -511,14 +550,14 @@ class RetrievalFlow:
             message = await processing
         except Exception:
             return self._failed(Failure(), keepalive)
-        return self._delivered(message, status, original, wire, keepalive)
+        return self._delivered(message, status, original, dotOffsets, keepalive)
 
     def _delivered(
         self,
         message: bytes,
         status: StatusLine,
         original: bytes,
-        wire: bytes | None,
+        dotOffsets: tuple[int, ...] | None,
         keepalive: Keepalive,
     ) -> Delivery | None:
         if self._closing():
@@ -531,7 +570,11 @@ class RetrievalFlow:
             # deliver the message below it.
             message = keepalive.prefix + b"\r\n" + message
             changed = True
-        entry = Filtered(message, None) if changed else Filtered(original, status.line, wire)
+        entry = (
+            Filtered(message, None)
+            if changed
+            else Filtered(original, status.line, None, dotOffsets)
+        )
         if not self._partial:
             self._mailbox.remember(request.index, entry, len(entry.message), len(original))
         if keepalive.started:
@@ -540,11 +583,7 @@ class RetrievalFlow:
             return Continuation(out[len(keepalive.sent) :])
         if self._partial:
             return deliveryOf(entry, "RETR", None)
-        if (
-            request.command == "RETR"
-            and entry.wire is None
-            and len(message) > self._chain.spoolThreshold
-        ):
+        if request.command == "RETR" and len(entry.message) > self._chain.spoolThreshold:
             # Big: stuff and send in chunks, never a second whole copy.
             statusLine = entry.status or _message(f"+OK {len(message)} octets")
             return Streamed(statusLine, ChunkSource(memoryview(message)))

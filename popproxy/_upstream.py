@@ -265,9 +265,11 @@ class UpstreamConnection(Protocol):
         Send one command line (without CRLF) and route its response to
         C{handler}.
 
-        @param multiLine: a positive response carries a body.
+        @param multiLine: a positive response carries a body.  A handler
+            with a C{bodyScanner} (L{popproxy._framing.BodyScanner}) takes
+            the body through it, in place of C{bodyReceived}.
         """
-        self._parser.expect(multiLine)
+        self._parser.expect(multiLine, getattr(handler, "bodyScanner", None))
         self._handlers.append(handler)
         self._startTimer()
         sendNow(self.transport, line + b"\r\n")

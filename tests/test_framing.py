@@ -18,7 +18,9 @@ from popproxy._framing import (
     MultiLineScanner,
     ResponseParser,
     StatusLine,
+    UnstuffingScanner,
     _replaceLineDots,
+    restuff,
     stuff,
     unstuff,
 )
@@ -260,3 +262,102 @@ def test_unstuffWithoutDotsDoesNotCopy() -> None:
     """
     body = b"Subject: s\r\n\r\n" + b"text. more text.\r\n" * 1000
     assert unstuff(body) is body
+
+
+# Bodies as any server may send them: lines that may start with a dot
+# (stuffed or not as RFC 1939 asks), never a lone dot before the end.
+_bodyLines = st.lists(
+    st.tuples(st.sampled_from([b"", b".", b".."]), messages.map(lambda m: m.replace(b"\n", b""))),
+    max_size=12,
+)
+
+
+def _oddBody(lines: list[tuple[bytes, bytes]]) -> bytes:
+    """
+    A dot-stuffed body (without its terminating line) whose lines carry
+    the given dot prefixes; a line that would read as the terminator gets
+    a character more.
+    """
+    out = []
+    for prefix, text in lines:
+        line = prefix + text
+        out.append(line + b"x" if line.rstrip(b"\r\n") == b"." or line == b"." else line)
+    return b"".join(line + b"\r\n" for line in out)
+
+
+def _scanAll(wire: bytes, cuts: list[int]) -> tuple[bytes, bytes, UnstuffingScanner]:
+    pieces: list[bytes] = []
+    scanner = UnstuffingScanner(pieces.append)
+    rest = b""
+    for chunk in chunked(wire, cuts):
+        rest += scanner.feed(chunk)
+    return b"".join(pieces), rest, scanner
+
+
+class TestUnstuffingScanner:
+    @given(messages, st.lists(st.integers(0, 10_000), max_size=8), st.binary(max_size=20))
+    def test_roundTrip(self, message: bytes, cuts: list[int], after: bytes) -> None:
+        """
+        A stuffed message, however it is chunked, comes out whole in one
+        pass: the message (a final CRLF added if it lacked one), the end
+        found exactly, what follows handed back untouched, and the dot
+        lines counted and placed, so the body is rebuilt exactly.
+        """
+        wire = stuff(message)
+        out, rest, scanner = _scanAll(wire + after, cuts)
+        assert scanner.done
+        assert out == unstuff(wire[:-3])
+        assert rest == after
+        assert scanner.dotLines == (b"\r\n" + out).count(b"\r\n.")
+        assert scanner.dotOffsets is not None
+        assert restuff(out, scanner.dotOffsets) == wire
+
+    @given(_bodyLines, st.lists(st.integers(0, 10_000), max_size=8), st.binary(max_size=20))
+    def test_anyServersStuffing(
+        self, lines: list[tuple[bytes, bytes]], cuts: list[int], after: bytes
+    ) -> None:
+        """
+        A body from a server that also stuffs lines not starting with a dot
+        unstuffs as L{unstuff} does it, and L{restuff} with the lines the
+        scanner noted gives the body exactly as it was sent.
+        """
+        body = _oddBody(lines)
+        out, rest, scanner = _scanAll(body + b".\r\n" + after, cuts)
+        assert scanner.done and rest == after
+        assert out == unstuff(body)
+        assert scanner.dotOffsets is not None
+        assert restuff(out, scanner.dotOffsets) == body + b".\r\n"
+
+    def test_noCopyOfAChunkWithoutLineDots(self) -> None:
+        """
+        A chunk with no line-starting dot is handed on as the same object.
+        """
+        pieces: list[bytes] = []
+        scanner = UnstuffingScanner(pieces.append)
+        chunk = b"Subject: a.b\r\n\r\nline.\r\n"
+        assert scanner.feed(chunk) == b""
+        assert pieces[0] is chunk
+
+    @given(
+        st.lists(messages, min_size=1, max_size=4),
+        st.lists(st.integers(0, 10_000), max_size=8),
+    )
+    def test_parserHandsBodiesToTheirScanners(self, bodies: list[bytes], cuts: list[int]) -> None:
+        """
+        Pipelined responses whose bodies go to scanners: each scanner gets
+        its own message, the parser reports only status lines and ends.
+        """
+        parser = ResponseParser()
+        outs: list[list[bytes]] = []
+        for _ in bodies:
+            pieces: list[bytes] = []
+            outs.append(pieces)
+            parser.expect(True, UnstuffingScanner(pieces.append))
+        wire = b"".join(b"+OK\r\n" + stuff(body) for body in bodies)
+        events = []
+        for chunk in chunked(wire, cuts):
+            events += parser.feed(chunk)
+        assert events == [StatusLine(b"+OK"), None] * len(bodies)
+        for body, pieces in zip(bodies, outs, strict=True):
+            assert b"".join(pieces) == unstuff(stuff(body)[:-3])
+        assert parser.idle

@@ -7,6 +7,7 @@ sockets, no session).
 from __future__ import annotations
 
 import os
+import tracemalloc
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 
 from popproxy._config import ChainConfig
-from popproxy._framing import StatusLine, stuff
+from popproxy._framing import ResponseParser, StatusLine, stuff
 from popproxy._mailboxview import MailboxView
 from popproxy._retrieval import TemporaryFailure
 from popproxy._retrievalflow import (
@@ -399,3 +400,35 @@ def test_topOfAndContinueStuffed() -> None:
     assert topOf(MESSAGE, 99) == MESSAGE
     assert topOf(b"no header end", 1) == b"no header end"
     assert continueStuffed(b".x\r\n.y\r\n") == b".x\r\n..y\r\n.\r\n"
+
+
+def test_spoolHoldsAMessageWithDotLinesOnce() -> None:
+    """
+    A 4 MB body with a line-starting dot every few lines, received in
+    64 KiB reads through the parser, is unstuffed as it arrives and kept
+    once: the memory it takes at its peak stays below 1.5 times the
+    message (the body as received is not kept beside it), and it is the
+    message, its wire form rebuilt exactly.
+    """
+    line = b"..a line that starts with a dot, stuffed by the server\r\n"
+    message = (b"Subject: dots\r\n\r\n" + line[1:] * 70_000)[: 4 << 20]
+    message = message[: message.rfind(b"\r\n") + 2]
+    wire = b"+OK\r\n" + stuff(message)
+    parser = ResponseParser()
+    spool = Spool(threshold=16 << 20)
+    chunks = [wire[i : i + 65536] for i in range(0, len(wire), 65536)]
+    tracemalloc.start()
+    try:
+        parser.expect(True, spool.bodyScanner)
+        for chunk in chunks:
+            for event in parser.feed(chunk):
+                if isinstance(event, StatusLine):
+                    spool.statusReceived(event)
+                elif event is None:
+                    spool.responseFinished()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert spool.finished.called and spool.read() == message
+    assert peak < 1.5 * len(message), peak
+    assert spool.wire == wire[5:]

@@ -6,7 +6,7 @@ A part is removed when any of its candidate file names (every name a mail
 client might show, see L{popproxy.message.Part.filenames}) has a blocked
 extension, when its declared content type is blocked, when its decoded
 bytes are an executable, installer, shortcut or disk image whatever its
-name says (detected with C{puremagic}), when it is a zip archive holding
+name says (told by its signatures at fixed offsets), when it is a zip archive holding
 such a file (or too many files, too many bytes, too deep a nesting of
 archives), when it is a TNEF C{winmail.dat} naming such a file, or when it
 is larger than C{max_size}.  A uuencoded file (C{begin 644 setup.exe})
@@ -20,7 +20,7 @@ L{TempFail}: nothing is ever thrown away.
 
 The package has one module per role: C{_settings} (the default policy,
 L{StripPolicy} and the checks of the settings), C{_names} (file names as
-Windows saves them, and blocked ones), C{_detection} (what a file's first
+Windows saves them, and blocked ones), C{_detection} (what a file's
 octets are), C{_memberstream} (an archive member read as a bounded stream)
 and C{_zip} (archives judged within their limits), C{_tnef}
 (C{winmail.dat} read), C{_uuencode} (uuencoded files in a text),

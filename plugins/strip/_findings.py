@@ -15,9 +15,9 @@ from popproxy.message import LimitExceeded, Message, ParseLimits, Part
 from ._decoding import (
     DECODED_ENCODINGS,
     UU_ENCODINGS,
-    decodedHead,
     decodedPayload,
     decodedSize,
+    partOctets,
 )
 from ._detection import detectionReason
 from ._memberstream import Budget
@@ -176,9 +176,10 @@ def _judgeContent(
                 return displayName(block.name), f"uuencoded {displayName(block.name)}: {reason}"
     if not (policy.detect or policy.archives or policy.tnef):
         return None
-    head = decodedHead(part, data)
+    octets = partOctets(part, data)
+    head = octets.read(0, 16)
     if policy.detect:
-        reason = detectionReason(head, policy)
+        reason = detectionReason(octets, policy)
         if reason is not None:
             return shown, reason
     contentType = part.contentType
