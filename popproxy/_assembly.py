@@ -40,6 +40,7 @@ from popproxy._gracefulstop import GracefulStop, ignoreRepeatedStops
 from popproxy._health import Health
 from popproxy._lifecycle import Lifecycle
 from popproxy._listenerfactory import ListenerFactory
+from popproxy._loginsinflight import LoginsInFlight
 from popproxy._loginthrottle import LoginThrottle
 from popproxy._memorycounters import MemoryCounters
 from popproxy._memorytrim import MemoryTrimmer, glibcTrim
@@ -400,7 +401,7 @@ def sessionFactories(
         stop=stop,
         admission=admission,
         limits=config.limits,
-        loginThrottle=loginThrottle(config, reactor, counters, metrics),
+        loginThrottle=loginThrottle(config, reactor, counters, metrics, admission),
     )
     factory = SessionFactory(settings)
     secure = SessionFactory(replace(settings, implicitTLS=True))
@@ -451,16 +452,33 @@ def counterStore(config: Config, reactor: Any) -> ICounterStore:
 
 
 def loginThrottle(
-    config: Config, reactor: Any, counters: ICounterStore | None, metrics: Metrics
+    config: Config,
+    reactor: Any,
+    counters: ICounterStore | None,
+    metrics: Metrics,
+    admission: ProcessAdmission | None = None,
 ) -> LoginThrottle | None:
     """
     The login throttle of C{config}'s C{[limits.logins]} over C{counters}
-    (C{None}: throttling is off).
+    (C{None}: throttling is off), its logins in flight counted where
+    C{admission} shares its per-address counts (if it does).
     """
-    if not config.loginThrottle.enabled:
+    settings = config.loginThrottle
+    if not settings.enabled:
         return None
     store = counters if counters is not None else counterStore(config, reactor)
-    return LoginThrottle(store, reactor, config.loginThrottle, metrics)
+    shared = admission if isinstance(admission, SharedAdmission) else None
+    inFlight = LoginsInFlight(
+        reactor,
+        settings.inFlight,
+        maxWait=settings.maxDelay,
+        ipv6Prefix=settings.ipv6Prefix,
+        trusted=config.limits.trusted,
+        ledger=shared.ledger if shared is not None else None,
+        outage=shared.outage if shared is not None else None,
+        metrics=metrics,
+    )
+    return LoginThrottle(store, reactor, settings, metrics, inFlight)
 
 
 def forListener(factory: SessionFactory, label: str) -> SessionFactory:

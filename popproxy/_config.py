@@ -651,6 +651,7 @@ def readLoginThrottle(source: str, limits: Any) -> ThrottleSettings:
         newAccountWeight=table.integer("new_account_weight", defaults.newAccountWeight, minimum=1),
         ipv6Prefix=table.integer("ipv6_prefix", defaults.ipv6Prefix, minimum=1),
         rememberSuccess=table.number("remember_success", defaults.rememberSuccess),
+        inFlight=table.integer("in_flight", defaults.inFlight, minimum=1),
     )
     table.finish()
     if settings.ipv6Prefix > 128:
