@@ -64,6 +64,8 @@ class ConnectionLimits:
     @ivar upstreamHold: seconds an upstream connection made for the greeting
         is kept without a login command (0: none is made before login).
     @ivar trusted: networks exempt from the per-address and rate limits.
+    @ivar refusalLogInterval: seconds between the log lines that count a
+        client network's refused connections (L{popproxy._refusallog}).
     """
 
     maxSessions: int | None = None
@@ -76,6 +78,7 @@ class ConnectionLimits:
     commandDeadline: float = 30.0
     upstreamHold: float = 10.0
     trusted: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    refusalLogInterval: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)

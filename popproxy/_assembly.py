@@ -52,6 +52,7 @@ from popproxy._proxyheader import ProxyHeaderFactory
 from popproxy._quarantine import DirectoryQuarantine
 from popproxy._quarantineaddress import QuarantineAddress
 from popproxy._redisstore import SharedStores, sharedStoresFor
+from popproxy._refusallog import RefusalLog
 from popproxy._reload import CannotListen, Reloader, ReloadOnHangup
 from popproxy._retrieval import PassThrough
 from popproxy._routing import Router
@@ -402,6 +403,7 @@ def sessionFactories(
         admission=admission,
         limits=config.limits,
         loginThrottle=loginThrottle(config, reactor, counters, metrics, admission),
+        refusalLog=RefusalLog(reactor, config.limits.refusalLogInterval),
     )
     factory = SessionFactory(settings)
     secure = SessionFactory(replace(settings, implicitTLS=True))

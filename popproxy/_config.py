@@ -611,6 +611,9 @@ def readLimits(source: str, data: Any) -> ConnectionLimits:
         commandDeadline=table.number("command_deadline", defaults.commandDeadline, minimum=1),
         upstreamHold=table.number("upstream_hold", defaults.upstreamHold, minimum=0),
         trusted=_readNetworks(source, table, "trusted_networks", defaults.trusted),
+        refusalLogInterval=table.number(
+            "refusal_log_interval", defaults.refusalLogInterval, minimum=1
+        ),
     )
     table.finish()
     if limits.ipv4Prefix > 32 or limits.ipv6Prefix > 128:

@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 
-from popproxy._admission import Refusal, Ticket
+from popproxy._admission import ConnectionLimits, Refusal, Ticket, clientNetwork
 from popproxy._deadlines import SessionDeadlines
 from popproxy._printable import PrintableLogger
+from popproxy._refusallog import FIRST_FORMAT
 
 if TYPE_CHECKING:
     from popproxy._sessionsettings import SessionSettings
@@ -98,9 +99,9 @@ class SessionGuard:
         if admission is None:
             return succeed(None)
         asked: Deferred[Ticket | Refusal] = maybeDeferred(admission.admit, host)
-        return asked.addCallback(self._answered, client)
+        return asked.addCallback(self._answered, host, client)
 
-    def _answered(self, answer: Ticket | Refusal, client: str) -> bytes | None:
+    def _answered(self, answer: Ticket | Refusal, host: str | None, client: str) -> bytes | None:
         if isinstance(answer, Ticket):
             if self._closed:
                 # The client left while the shared counts were asked.
@@ -109,11 +110,22 @@ class SessionGuard:
             self._ticket = answer
             return None
         self.refused = True
-        self.log.info(
-            "connection from {client} refused: {reason}", client=client, reason=answer.reason
-        )
+        self._logRefusal(host, client, answer.reason)
         self._settings.metrics.connectionRefused(self._settings.listener, answer.reason)
         return answer.line
+
+    def _logRefusal(self, host: str | None, client: str, reason: str) -> None:
+        """
+        Log a refusal: through the process's L{RefusalLog}, which counts
+        them per client network, if there is one.
+        """
+        settings = self._settings
+        if settings.refusalLog is None:
+            self.log.info(FIRST_FORMAT, client=client, reason=reason)
+            return
+        limits = settings.limits or ConnectionLimits()
+        network = clientNetwork(host or "", limits.ipv4Prefix, limits.ipv6Prefix)
+        settings.refusalLog.refused(client, str(network) if network else str(host), reason)
 
     def opened(self) -> None:
         """
