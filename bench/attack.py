@@ -142,7 +142,9 @@ def attackerAddresses(count: int) -> tuple[str, ...]:
     return tuple(f"127.0.0.{3 + n}" for n in range(count))
 
 
-def bounds(duration: float, addresses: int, fileLimit: int) -> dict[str, Any]:
+def bounds(
+    duration: float, addresses: int, fileLimit: int, sprayConnections: int
+) -> dict[str, Any]:
     """
     What the default limits allow the attacker's addresses at most, from
     popproxy's own defaults, with the reasoning.
@@ -163,10 +165,18 @@ def bounds(duration: float, addresses: int, fileLimit: int) -> dict[str, Any]:
         # attempts from the address await their verdict (every later one
         # takes its place after the block is on record, and is refused).
         "attackerPasswordAttempts": addresses * blocks * (toBlock + throttle.inFlight - 1),
+        "preloginUpstream": limits.preloginUpstream,
         # One upstream connection per admitted session at most, and at most
         # max_sessions_per_address admitted at once per address (and
-        # max_sessions in all); the user holds one.
-        "peakUpstreamConnections": min(addresses * limits.perAddress, maxSessions - 1) + 1,
+        # max_sessions in all); of them, idle sessions hold at most
+        # prelogin_upstream (the greeting's), the spray's sessions one each
+        # for their logins; the user holds one.
+        "peakUpstreamConnections": min(
+            addresses * limits.perAddress,
+            maxSessions - 1,
+            limits.preloginUpstream + sprayConnections,
+        )
+        + 1,
     }
 
 
@@ -563,8 +573,10 @@ def main(argv: list[str] | None = None) -> int:
         progress("bench/attack.py needs root: its Dovecot runs mail as a dedicated system user")
         return 2
     started = time.monotonic()
-    # The attacker's sockets, and Dovecot's and the relay's; popproxy gets its own limit.
-    limit = _process.raiseFileLimit(arguments.idle + arguments.spray_connections + 2000)
+    # The attacker's sockets, and Dovecot's and the relay's; popproxy gets its
+    # own limit, which the hard limit raised here must allow.
+    wanted = arguments.idle + arguments.spray_connections + 2000
+    limit = _process.raiseFileLimit(max(wanted, arguments.proxy_fd_limit))
     progress(f"open-file limit {limit}; load average {os.getloadavg()[0]:.2f}")
     report: dict[str, Any] = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -578,7 +590,10 @@ def main(argv: list[str] | None = None) -> int:
         "config": CONFIG,
         "benchmarkFileLimit": limit,
         "bounds": bounds(
-            arguments.duration, arguments.attacker_addresses, arguments.proxy_fd_limit
+            arguments.duration,
+            arguments.attacker_addresses,
+            arguments.proxy_fd_limit,
+            arguments.spray_connections,
         ),
         "loadAverageBefore": os.getloadavg(),
     }

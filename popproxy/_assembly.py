@@ -48,6 +48,7 @@ from popproxy._metrics import NO_METRICS, Metrics, listenerLabel
 from popproxy._metricsservice import MetricsService
 from popproxy._pgquarantine import PostgresQuarantine
 from popproxy._plugins import PluginError, loadFilter
+from popproxy._preloginpool import PreloginPool
 from popproxy._proxyheader import ProxyHeaderFactory
 from popproxy._quarantine import DirectoryQuarantine
 from popproxy._quarantineaddress import QuarantineAddress
@@ -404,6 +405,7 @@ def sessionFactories(
         limits=config.limits,
         loginThrottle=loginThrottle(config, reactor, counters, metrics, admission),
         refusalLog=RefusalLog(reactor, config.limits.refusalLogInterval),
+        preloginPool=PreloginPool(config.limits.preloginUpstream, reactor),
     )
     factory = SessionFactory(settings)
     secure = SessionFactory(replace(settings, implicitTLS=True))

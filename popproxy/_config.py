@@ -611,6 +611,7 @@ def readLimits(source: str, data: Any) -> ConnectionLimits:
         commandDeadline=table.number("command_deadline", defaults.commandDeadline, minimum=1),
         upstreamHold=table.number("upstream_hold", defaults.upstreamHold, minimum=0),
         trusted=_readNetworks(source, table, "trusted_networks", defaults.trusted),
+        preloginUpstream=table.integer("prelogin_upstream", defaults.preloginUpstream, minimum=0),
         refusalLogInterval=table.number(
             "refusal_log_interval", defaults.refusalLogInterval, minimum=1
         ),

@@ -60,6 +60,8 @@ class SessionGuard:
         self.refused = False
         self._closed = False
         self._deadlines: SessionDeadlines | None = None
+        #: Holds a place in the process's L{PreloginPool}.
+        self._pooled = False
         if settings.limits is not None:
             self._deadlines = SessionDeadlines(
                 settings.clock,
@@ -77,14 +79,33 @@ class SessionGuard:
         """
         return self._deadlines is not None
 
-    @property
     def connectToGreet(self) -> bool:
         """
         Whether to connect upstream before the greeting (for its APOP
-        timestamp): not when C{[limits] upstream_hold} is 0.
+        timestamp): not when C{[limits] upstream_hold} is 0, nor when the
+        process already holds C{prelogin_upstream} such connections (else
+        the session takes a place among them).
         """
-        limits = self._settings.limits
-        return limits is None or limits.upstreamHold > 0
+        limits, pool = self._settings.limits, self._settings.preloginPool
+        if limits is None:
+            return True
+        if limits.upstreamHold <= 0:
+            return False
+        self._pooled = pool is None or pool.take()
+        return self._pooled
+
+    def upstreamReleased(self) -> None:
+        """
+        The upstream connection made before login was released: its place
+        is free.
+        """
+        self._givePlace()
+
+    def _givePlace(self) -> None:
+        pool = self._settings.preloginPool
+        if self._pooled and pool is not None:
+            pool.give()
+        self._pooled = False
 
     def admit(self, host: str | None, client: str) -> Deferred[bytes | None]:
         """
@@ -147,10 +168,16 @@ class SessionGuard:
         return completed > 0
 
     def loginCommand(self) -> None:
+        """
+        A login command started: it needs the upstream connection, which is
+        the login's from now on, no longer one held for the greeting.
+        """
+        self._givePlace()
         if self._deadlines is not None:
             self._deadlines.loginCommand()
 
     def loggedIn(self) -> None:
+        self._givePlace()
         if self._deadlines is not None:
             self._deadlines.loggedIn()
 
@@ -168,6 +195,7 @@ class SessionGuard:
         """
         if self._deadlines is not None:
             self._deadlines.cancel()
+        self._givePlace()
         if self._ticket is None and self._settings.admission is not None:
             # Closed before admission answered: not a session.
             self.refused = True
