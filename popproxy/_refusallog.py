@@ -54,7 +54,7 @@ class RefusalLog:
     Logs refused connections once per network, reason and interval.
     """
 
-    log = PrintableLogger(namespace="popproxy.refusals")
+    log = PrintableLogger()
 
     def __init__(
         self, clock: IReactorTime, interval: float = 60.0, maxNetworks: int = 10_000
