@@ -73,6 +73,9 @@ from popproxy._admission import ConnectionLimits, sessionsForDescriptors  # noqa
 from popproxy._loginthrottle import ThrottleSettings  # noqa: E402
 
 USER = "127.0.0.2"
+
+#: A line of popproxy's log about refused connections (one, or a count).
+REFUSAL_LINE = r"\] (?:connection from \S+ refused|refused \d+ more connections)"
 MB = 1e6
 
 #: The proxy's configuration: the defaults, except that loopback is not trusted.
@@ -139,7 +142,9 @@ def attackerAddresses(count: int) -> tuple[str, ...]:
     return tuple(f"127.0.0.{3 + n}" for n in range(count))
 
 
-def bounds(duration: float, addresses: int, fileLimit: int) -> dict[str, Any]:
+def bounds(
+    duration: float, addresses: int, fileLimit: int, sprayConnections: int
+) -> dict[str, Any]:
     """
     What the default limits allow the attacker's addresses at most, from
     popproxy's own defaults, with the reasoning.
@@ -154,14 +159,24 @@ def bounds(duration: float, addresses: int, fileLimit: int) -> dict[str, Any]:
         "connectionRate": f"{limits.connectionRate} per {limits.rateInterval:g} s",
         "failuresToBlock": toBlock,
         "blockSeconds": throttle.blockFor,
+        "loginsInFlight": throttle.inFlight,
         # Each failure for a new account scores new_account_weight; the
-        # block lands at block_after, when at most one attempt may be in
-        # flight on each other session the address holds.
-        "attackerPasswordAttempts": addresses * blocks * (toBlock + limits.perAddress - 1),
+        # block lands at block_after, when at most in_flight - 1 other
+        # attempts from the address await their verdict (every later one
+        # takes its place after the block is on record, and is refused).
+        "attackerPasswordAttempts": addresses * blocks * (toBlock + throttle.inFlight - 1),
+        "preloginUpstream": limits.preloginUpstream,
         # One upstream connection per admitted session at most, and at most
         # max_sessions_per_address admitted at once per address (and
-        # max_sessions in all); the user holds one.
-        "peakUpstreamConnections": min(addresses * limits.perAddress, maxSessions - 1) + 1,
+        # max_sessions in all); of them, idle sessions hold at most
+        # prelogin_upstream (the greeting's), the spray's sessions one each
+        # for their logins; the user holds one.
+        "peakUpstreamConnections": min(
+            addresses * limits.perAddress,
+            maxSessions - 1,
+            limits.preloginUpstream + sprayConnections,
+        )
+        + 1,
     }
 
 
@@ -207,15 +222,21 @@ def latency(values: list[float]) -> dict[str, Any]:
 
 def proxyLogFigures(text: str) -> dict[str, Any]:
     """
-    What popproxy's log says: refusals by reason, login failures and blocks,
-    and how big the attack made the log.
+    What popproxy's log says: refusals by reason (a line for each first
+    refusal, and the counts of the lines that sum up the refusals of an
+    interval: those of the last interval before the proxy stopped are not
+    logged), how many lines they took, login failures and blocks, and how
+    big the attack made the log.
     """
+    refused: Counter[str] = Counter(re.findall(r"\] connection from \S+ refused: (\w+)", text))
+    summed = re.findall(r"\] refused (\d+) more connections from .+ in the last \d+s: (\w+)", text)
+    for count, reason in summed:
+        refused[reason] += int(count)
     return {
         "lines": text.count("\n"),
         "bytes": len(text.encode()),
-        "refusedConnections": dict(
-            Counter(re.findall(r"\] connection from \S+ refused: (\w+)", text))
-        ),
+        "refusedConnections": dict(refused),
+        "refusalLines": len(re.findall(REFUSAL_LINE, text)),
         "loginFailures": len(re.findall(r"login failure: client=", text)),
         "loginBlocks": re.findall(r"login block: client=(\S+ seconds=\d+ account=\S+)", text),
         "tracebacks": text.count("Traceback"),
@@ -527,9 +548,10 @@ def table(report: dict[str, Any]) -> str:
             f"{proxy['peakRssMB']:.1f} MB / {proxy['peakOpenDescriptors']}",
         ),
         (
-            "proxy log: refusals / login failures / blocks",
-            f"{_reasons(log['refusedConnections'])}"
-            f" / {log['loginFailures']} / {len(log['loginBlocks'])}; {log['bytes'] / MB:.1f} MB",
+            "proxy log: refusals (lines) / login failures / blocks",
+            f"{_reasons(log['refusedConnections'])} ({log['refusalLines']} lines)"
+            f" / {log['loginFailures']} / {len(log['loginBlocks'])};"
+            f" {log['lines']} lines, {log['bytes'] / MB:.2f} MB",
         ),
         (
             "load average before → after",
@@ -551,8 +573,10 @@ def main(argv: list[str] | None = None) -> int:
         progress("bench/attack.py needs root: its Dovecot runs mail as a dedicated system user")
         return 2
     started = time.monotonic()
-    # The attacker's sockets, and Dovecot's and the relay's; popproxy gets its own limit.
-    limit = _process.raiseFileLimit(arguments.idle + arguments.spray_connections + 2000)
+    # The attacker's sockets, and Dovecot's and the relay's; popproxy gets its
+    # own limit, which the hard limit raised here must allow.
+    wanted = arguments.idle + arguments.spray_connections + 2000
+    limit = _process.raiseFileLimit(max(wanted, arguments.proxy_fd_limit))
     progress(f"open-file limit {limit}; load average {os.getloadavg()[0]:.2f}")
     report: dict[str, Any] = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -566,7 +590,10 @@ def main(argv: list[str] | None = None) -> int:
         "config": CONFIG,
         "benchmarkFileLimit": limit,
         "bounds": bounds(
-            arguments.duration, arguments.attacker_addresses, arguments.proxy_fd_limit
+            arguments.duration,
+            arguments.attacker_addresses,
+            arguments.proxy_fd_limit,
+            arguments.spray_connections,
         ),
         "loadAverageBefore": os.getloadavg(),
     }

@@ -64,6 +64,11 @@ class ConnectionLimits:
     @ivar upstreamHold: seconds an upstream connection made for the greeting
         is kept without a login command (0: none is made before login).
     @ivar trusted: networks exempt from the per-address and rate limits.
+    @ivar preloginUpstream: upstream connections one process holds at once
+        for sessions that have not sent a login command
+        (L{popproxy._preloginpool}).
+    @ivar refusalLogInterval: seconds between the log lines that count a
+        client network's refused connections (L{popproxy._refusallog}).
     """
 
     maxSessions: int | None = None
@@ -76,6 +81,8 @@ class ConnectionLimits:
     commandDeadline: float = 30.0
     upstreamHold: float = 10.0
     trusted: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    preloginUpstream: int = 32
+    refusalLogInterval: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)

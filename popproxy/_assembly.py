@@ -40,6 +40,7 @@ from popproxy._gracefulstop import GracefulStop, ignoreRepeatedStops
 from popproxy._health import Health
 from popproxy._lifecycle import Lifecycle
 from popproxy._listenerfactory import ListenerFactory
+from popproxy._loginsinflight import LoginsInFlight
 from popproxy._loginthrottle import LoginThrottle
 from popproxy._memorycounters import MemoryCounters
 from popproxy._memorytrim import MemoryTrimmer, glibcTrim
@@ -47,10 +48,12 @@ from popproxy._metrics import NO_METRICS, Metrics, listenerLabel
 from popproxy._metricsservice import MetricsService
 from popproxy._pgquarantine import PostgresQuarantine
 from popproxy._plugins import PluginError, loadFilter
+from popproxy._preloginpool import PreloginPool
 from popproxy._proxyheader import ProxyHeaderFactory
 from popproxy._quarantine import DirectoryQuarantine
 from popproxy._quarantineaddress import QuarantineAddress
 from popproxy._redisstore import SharedStores, sharedStoresFor
+from popproxy._refusallog import RefusalLog
 from popproxy._reload import CannotListen, Reloader, ReloadOnHangup
 from popproxy._retrieval import PassThrough
 from popproxy._routing import Router
@@ -402,7 +405,9 @@ def sessionFactories(
         stop=stop,
         admission=admission,
         limits=config.limits,
-        loginThrottle=loginThrottle(config, reactor, counters, metrics),
+        loginThrottle=loginThrottle(config, reactor, counters, metrics, admission),
+        refusalLog=RefusalLog(reactor, config.limits.refusalLogInterval),
+        preloginPool=PreloginPool(config.limits.preloginUpstream, reactor),
     )
     factory = SessionFactory(settings)
     secure = SessionFactory(replace(settings, implicitTLS=True))
@@ -453,16 +458,33 @@ def counterStore(config: Config, reactor: Any) -> ICounterStore:
 
 
 def loginThrottle(
-    config: Config, reactor: Any, counters: ICounterStore | None, metrics: Metrics
+    config: Config,
+    reactor: Any,
+    counters: ICounterStore | None,
+    metrics: Metrics,
+    admission: ProcessAdmission | None = None,
 ) -> LoginThrottle | None:
     """
     The login throttle of C{config}'s C{[limits.logins]} over C{counters}
-    (C{None}: throttling is off).
+    (C{None}: throttling is off), its logins in flight counted where
+    C{admission} shares its per-address counts (if it does).
     """
-    if not config.loginThrottle.enabled:
+    settings = config.loginThrottle
+    if not settings.enabled:
         return None
     store = counters if counters is not None else counterStore(config, reactor)
-    return LoginThrottle(store, reactor, config.loginThrottle, metrics)
+    shared = admission if isinstance(admission, SharedAdmission) else None
+    inFlight = LoginsInFlight(
+        reactor,
+        settings.inFlight,
+        maxWait=settings.maxDelay,
+        ipv6Prefix=settings.ipv6Prefix,
+        trusted=config.limits.trusted,
+        ledger=shared.ledger if shared is not None else None,
+        outage=shared.outage if shared is not None else None,
+        metrics=metrics,
+    )
+    return LoginThrottle(store, reactor, settings, metrics, inFlight)
 
 
 def forListener(factory: SessionFactory, label: str) -> SessionFactory:

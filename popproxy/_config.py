@@ -663,6 +663,10 @@ def readLimits(source: str, data: Any) -> ConnectionLimits:
         commandDeadline=table.number("command_deadline", defaults.commandDeadline, minimum=1),
         upstreamHold=table.number("upstream_hold", defaults.upstreamHold, minimum=0),
         trusted=_readNetworks(source, table, "trusted_networks", defaults.trusted),
+        preloginUpstream=table.integer("prelogin_upstream", defaults.preloginUpstream, minimum=0),
+        refusalLogInterval=table.number(
+            "refusal_log_interval", defaults.refusalLogInterval, minimum=1
+        ),
     )
     table.finish()
     if limits.ipv4Prefix > 32 or limits.ipv6Prefix > 128:
@@ -703,6 +707,7 @@ def readLoginThrottle(source: str, limits: Any) -> ThrottleSettings:
         newAccountWeight=table.integer("new_account_weight", defaults.newAccountWeight, minimum=1),
         ipv6Prefix=table.integer("ipv6_prefix", defaults.ipv6Prefix, minimum=1),
         rememberSuccess=table.number("remember_success", defaults.rememberSuccess),
+        inFlight=table.integer("in_flight", defaults.inFlight, minimum=1),
     )
     table.finish()
     if settings.ipv6Prefix > 128:

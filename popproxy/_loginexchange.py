@@ -34,6 +34,7 @@ from popproxy._loginplan import (
     planUser,
     saslIdentity,
 )
+from popproxy._loginsinflight import InFlight
 from popproxy._loginthrottle import Admission, LoginThrottle
 from popproxy._metrics import NO_METRICS, Metrics
 from popproxy._printable import PrintableLogger
@@ -129,6 +130,8 @@ class LoginExchange:
         self._link = link
         self._session = session
         self.pending: PendingPass | None = None
+        #: The place of the attempt awaiting its verdict, if any.
+        self._inFlight: InFlight | None = None
 
     @classmethod
     def forSession(
@@ -162,22 +165,41 @@ class LoginExchange:
         """
         The answer of C{login} (one of the login methods below, counted as
         C{method}: C{user}, C{apop} or C{auth}); a failed login's only
-        after the failure delay, saying whether to hang up.
+        after the failure delay, saying whether to hang up.  The attempt's
+        place among those in flight is given back once its verdict is
+        recorded, before that delay.
         """
-        answer = await login
+        try:
+            answer = await login
+            await self._recordVerdict(answer, method)
+        finally:
+            self._leaveInFlight()
+        if not answer.failed:
+            return answer
+        return replace(answer, hangUp=await self._failures.record())
+
+    async def _recordVerdict(self, answer: LoginAnswer, method: str) -> None:
+        """
+        Count how C{answer} ended, and tell the throttle of a success or a
+        failure.
+        """
         result = answer.result
         if result is not None:
             self._metrics.loginEnded(method, result)
         if answer.loggedIn and self._throttle is not None:
             await self._throttle.succeeded(self.clientAddress, answer.login)
         if not answer.failed:
-            return answer
+            return
         self.log.info(
             "session {session}: login failed for {user}", session=self._session, user=answer.login
         )
         if self._throttle is not None:
             await self._throttle.failed(self.clientAddress, answer.login)
-        return replace(answer, hangUp=await self._failures.record())
+
+    def _leaveInFlight(self) -> None:
+        place, self._inFlight = self._inFlight, None
+        if place is not None and self._throttle is not None and self._throttle.inFlight:
+            self._throttle.inFlight.leave(place)
 
     async def invalidCommand(self, line: bytes) -> LoginAnswer:
         """
@@ -326,11 +348,17 @@ class LoginExchange:
 
     async def _takeTurn(self, login: str) -> LoginAnswer | None:
         """
-        Wait until the throttle lets this attempt's password go upstream;
-        if it refuses the attempt, the answer (the session hangs up).
+        Wait until the throttle lets this attempt's password go upstream
+        (a place among the address's attempts in flight first, then its
+        turn); if it refuses the attempt, the answer (the session hangs up).
         """
         if self._throttle is None:
             return None
+        if self._throttle.inFlight is not None:
+            self._inFlight = await self._throttle.inFlight.enter(self.clientAddress)
+            if self._inFlight is None:
+                self._slot.drop()
+                return LoginAnswer(TOO_MANY, login, hangUp=True)
         admission: Admission = await self._throttle.admit(self.clientAddress, login)
         if admission.refused:
             self._slot.drop()

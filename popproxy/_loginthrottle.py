@@ -16,7 +16,10 @@ records how attempts ended.  In the spirit of Dovecot's auth penalty:
     with a stale password does not);
   - per account: failures from any address slow the account's next
     attempt the same way, except from an address it logged in from
-    successfully within C{rememberSuccess} (its owner is not locked out).
+    successfully within C{rememberSuccess} (its owner is not locked out);
+  - per address, at most C{inFlight} attempts awaiting their verdict at
+    once (L{popproxy._loginsinflight}, given as C{inFlight}), so parallel
+    sessions' first attempts cannot all go before any has failed.
 
 Each failure and each block is logged as one line of a fixed format (see
 L{FAILURE_FORMAT}, L{BLOCK_FORMAT}) that C{contrib/fail2ban} matches.
@@ -28,7 +31,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -51,6 +54,9 @@ _ACCOUNT_KEY_LENGTH = 256
 log = PrintableLogger(namespace="popproxy.throttle")
 
 T = TypeVar("T")
+
+if TYPE_CHECKING:
+    from popproxy._loginsinflight import LoginsInFlight
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +83,9 @@ class ThrottleSettings:
     #: Seconds an address an account logged in from stays exempt from
     #: the account's own slowing.
     rememberSuccess: float = 30 * 86400.0
+    #: Attempts from one address awaiting their verdict at once
+    #: (L{popproxy._loginsinflight}); more wait their turn.
+    inFlight: int = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +136,8 @@ class LoginThrottle:
     Paces and blocks login attempts across sessions.
 
     @ivar clock: the clock the waits run on.
+    @ivar inFlight: caps the attempts from one address awaiting their
+        verdict (C{None}: no cap).
     """
 
     def __init__(
@@ -135,9 +146,11 @@ class LoginThrottle:
         clock: IReactorTime,
         settings: ThrottleSettings = ThrottleSettings(),
         metrics: Metrics = NO_METRICS,
+        inFlight: LoginsInFlight | None = None,
     ) -> None:
         self._store = store
         self.clock = clock
+        self.inFlight = inFlight
         self._settings = settings
         self._metrics = metrics
 

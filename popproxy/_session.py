@@ -226,7 +226,7 @@ class ClientSession(Protocol, TimeoutMixin):
                 return
         self._guard.opened()
         router = self._settings.router
-        if router.static and router.default is not None and self._guard.connectToGreet:
+        if router.static and router.default is not None and self._guard.connectToGreet():
             # One upstream for everybody: connect now and greet once it has
             # greeted, with its APOP timestamp, so that a client's APOP
             # digest relays unchanged and CAPA tells the truth before login.
@@ -323,6 +323,7 @@ class ClientSession(Protocol, TimeoutMixin):
             session=self.record.sessionId,
         )
         self._slot.drop()
+        self._guard.upstreamReleased()
 
     def finishThenClose(self) -> None:
         """

@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 
-from popproxy._admission import Refusal, Ticket
+from popproxy._admission import ConnectionLimits, Refusal, Ticket, clientNetwork
 from popproxy._deadlines import SessionDeadlines
 from popproxy._printable import PrintableLogger
+from popproxy._refusallog import FIRST_FORMAT
 
 if TYPE_CHECKING:
     from popproxy._sessionsettings import SessionSettings
@@ -59,6 +60,8 @@ class SessionGuard:
         self.refused = False
         self._closed = False
         self._deadlines: SessionDeadlines | None = None
+        #: Holds a place in the process's L{PreloginPool}.
+        self._pooled = False
         if settings.limits is not None:
             self._deadlines = SessionDeadlines(
                 settings.clock,
@@ -76,14 +79,33 @@ class SessionGuard:
         """
         return self._deadlines is not None
 
-    @property
     def connectToGreet(self) -> bool:
         """
         Whether to connect upstream before the greeting (for its APOP
-        timestamp): not when C{[limits] upstream_hold} is 0.
+        timestamp): not when C{[limits] upstream_hold} is 0, nor when the
+        process already holds C{prelogin_upstream} such connections (else
+        the session takes a place among them).
         """
-        limits = self._settings.limits
-        return limits is None or limits.upstreamHold > 0
+        limits, pool = self._settings.limits, self._settings.preloginPool
+        if limits is None:
+            return True
+        if limits.upstreamHold <= 0:
+            return False
+        self._pooled = pool is None or pool.take()
+        return self._pooled
+
+    def upstreamReleased(self) -> None:
+        """
+        The upstream connection made before login was released: its place
+        is free.
+        """
+        self._givePlace()
+
+    def _givePlace(self) -> None:
+        pool = self._settings.preloginPool
+        if self._pooled and pool is not None:
+            pool.give()
+        self._pooled = False
 
     def admit(self, host: str | None, client: str) -> Deferred[bytes | None]:
         """
@@ -98,9 +120,9 @@ class SessionGuard:
         if admission is None:
             return succeed(None)
         asked: Deferred[Ticket | Refusal] = maybeDeferred(admission.admit, host)
-        return asked.addCallback(self._answered, client)
+        return asked.addCallback(self._answered, host, client)
 
-    def _answered(self, answer: Ticket | Refusal, client: str) -> bytes | None:
+    def _answered(self, answer: Ticket | Refusal, host: str | None, client: str) -> bytes | None:
         if isinstance(answer, Ticket):
             if self._closed:
                 # The client left while the shared counts were asked.
@@ -109,11 +131,22 @@ class SessionGuard:
             self._ticket = answer
             return None
         self.refused = True
-        self.log.info(
-            "connection from {client} refused: {reason}", client=client, reason=answer.reason
-        )
+        self._logRefusal(host, client, answer.reason)
         self._settings.metrics.connectionRefused(self._settings.listener, answer.reason)
         return answer.line
+
+    def _logRefusal(self, host: str | None, client: str, reason: str) -> None:
+        """
+        Log a refusal: through the process's L{RefusalLog}, which counts
+        them per client network, if there is one.
+        """
+        settings = self._settings
+        if settings.refusalLog is None:
+            self.log.info(FIRST_FORMAT, client=client, reason=reason)
+            return
+        limits = settings.limits or ConnectionLimits()
+        network = clientNetwork(host or "", limits.ipv4Prefix, limits.ipv6Prefix)
+        settings.refusalLog.refused(client, str(network) if network else str(host), reason)
 
     def opened(self) -> None:
         """
@@ -135,10 +168,16 @@ class SessionGuard:
         return completed > 0
 
     def loginCommand(self) -> None:
+        """
+        A login command started: it needs the upstream connection, which is
+        the login's from now on, no longer one held for the greeting.
+        """
+        self._givePlace()
         if self._deadlines is not None:
             self._deadlines.loginCommand()
 
     def loggedIn(self) -> None:
+        self._givePlace()
         if self._deadlines is not None:
             self._deadlines.loggedIn()
 
@@ -156,6 +195,7 @@ class SessionGuard:
         """
         if self._deadlines is not None:
             self._deadlines.cancel()
+        self._givePlace()
         if self._ticket is None and self._settings.admission is not None:
             # Closed before admission answered: not a session.
             self.refused = True

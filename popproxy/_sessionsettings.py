@@ -19,6 +19,8 @@ from popproxy._config import ChainConfig
 from popproxy._gracefulstop import GracefulStop
 from popproxy._loginthrottle import LoginThrottle
 from popproxy._metrics import NO_METRICS, Metrics
+from popproxy._preloginpool import PreloginPool
+from popproxy._refusallog import RefusalLog
 from popproxy._retrieval import MessageHook, PassThrough
 from popproxy._routing import Router
 from popproxy._sharedadmission import SharedAdmission
@@ -72,3 +74,9 @@ class SessionSettings:
     capabilities: CapabilityCache = field(default_factory=CapabilityCache)
     #: Paces and blocks logins across sessions (C{None}: only per session).
     loginThrottle: LoginThrottle | None = None
+    #: Logs the connections refused at the door, a few lines per client
+    #: network (C{None}: one line for each).
+    refusalLog: RefusalLog | None = None
+    #: The upstream connections the process holds for sessions not yet
+    #: logged in (C{None}: not counted, every session may connect).
+    preloginPool: PreloginPool | None = None

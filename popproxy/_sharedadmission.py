@@ -94,6 +94,18 @@ class SharedAdmission:
     def maxSessions(self) -> int:
         return self.local.maxSessions
 
+    @property
+    def ledger(self) -> ISessionLedger:
+        """
+        Where the per-address counts are shared (other counts per client
+        network may live there too, e.g. the logins in flight).
+        """
+        return self._ledger
+
+    @property
+    def outage(self) -> StoreOutage | None:
+        return self._outage
+
     def reconfigure(self, limits: ConnectionLimits) -> None:
         self.local.reconfigure(limits)
 

@@ -21,6 +21,7 @@ from popproxy._config import ChainConfig, Config
 from popproxy._gracefulstop import GracefulStop
 from popproxy._loginthrottle import LoginThrottle
 from popproxy._metrics import NO_METRICS, Metrics
+from popproxy._preloginpool import PreloginPool
 from popproxy._proxyheader import ProxyHeaderFactory
 from popproxy._proxyheaderbuild import ClientOrigin
 from popproxy._retrieval import MessageHook, PassThrough
@@ -143,6 +144,9 @@ class Harness:
     admission: Admission | None = None
     #: The login throttle sessions share (SessionSettings.loginThrottle).
     loginThrottle: LoginThrottle | None = None
+    #: The pre-login upstream connections sessions share
+    #: (SessionSettings.preloginPool).
+    preloginPool: PreloginPool | None = None
 
     def __post_init__(self) -> None:
         self.upstreams: list[FakeUpstream] = []
@@ -165,6 +169,7 @@ class Harness:
             limits=self.limits,
             admission=self.admission,
             loginThrottle=self.loginThrottle,
+            preloginPool=self.preloginPool,
         )
         self.client = ClosingTransport(
             self.clock,

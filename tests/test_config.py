@@ -1258,7 +1258,8 @@ def test_limitsTable() -> None:
     limits = parseConfig(
         "[limits]\nmax_sessions = 500\nmax_sessions_per_address = 4\nipv4_prefix = 24\n"
         "ipv6_prefix = 56\nconnection_rate = 10\nrate_interval = 30\nlogin_timeout = 20\n"
-        "command_deadline = 5\nupstream_hold = 0\n"
+        "command_deadline = 5\nupstream_hold = 0\nrefusal_log_interval = 300\n"
+        "prelogin_upstream = 8\n"
         'trusted_networks = ["192.0.2.7", "2001:db8::/48"]\n',
         SOURCE,
     ).limits
@@ -1273,6 +1274,8 @@ def test_limitsTable() -> None:
         commandDeadline=5,
         upstreamHold=0,
         trusted=("192.0.2.7/32", "2001:db8::/48"),
+        refusalLogInterval=300,
+        preloginUpstream=8,
     )
     assert parseConfig("[limits]\ntrusted_networks = []\n", SOURCE).limits.trusted == ()
     assert parseConfig("[limits]\nmax_sessions = 0\n", SOURCE).limits.maxSessions is None

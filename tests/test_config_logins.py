@@ -23,6 +23,7 @@ def test_onByDefault() -> None:
     assert settings.enabled
     assert (settings.delay, settings.maxDelay, settings.blockAfter) == (1.0, 15.0, 30)
     assert (settings.window, settings.blockFor, settings.ipv6Prefix) == (600.0, 900.0, 64)
+    assert settings.inFlight == 2
 
 
 def test_everyKey() -> None:
@@ -32,7 +33,7 @@ def test_everyKey() -> None:
     settings = parseConfig(
         "[limits.logins]\nenabled = false\ndelay = 0.5\nmax_delay = 30\nwindow = 60\n"
         "block_after = 10\nblock_for = 3600\nnew_account_weight = 3\nipv6_prefix = 56\n"
-        "remember_success = 86400\n"
+        "remember_success = 86400\nin_flight = 4\n"
     ).loginThrottle
     assert settings == ThrottleSettings(
         enabled=False,
@@ -44,6 +45,7 @@ def test_everyKey() -> None:
         newAccountWeight=3,
         ipv6Prefix=56,
         rememberSuccess=86400.0,
+        inFlight=4,
     )
 
 
@@ -52,6 +54,7 @@ def test_everyKey() -> None:
     [
         ("[limits.logins]\nblock_afer = 3\n", r"\[limits.logins\] block_afer: unknown key"),
         ("[limits.logins]\nblock_after = 0\n", r"\[limits.logins\] block_after: must be at least"),
+        ("[limits.logins]\nin_flight = 0\n", r"\[limits.logins\] in_flight: must be at least"),
         ("[limits.logins]\nipv6_prefix = 129\n", r"\[limits.logins\] ipv6_prefix: must be at most"),
         ('[limits.logins]\ndelay = "1"\n', r"\[limits.logins\] delay: must be a number"),
         ("[limits.logins]\nmax_delay = inf\n", r"\[limits.logins\] max_delay: must be a finite"),

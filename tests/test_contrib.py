@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pytest
 
+from popproxy._admission import sessionsForDescriptors
 from tests.peers.daemons import readText, unavailable
 from tests.peers.dovecot import fetchMailbox
 from tests.peers.ports import freePort, waitForPort
@@ -151,6 +152,10 @@ def test_unitsVerify(tmp_path: Path) -> None:
     assert unitValues(SERVICE, "KillSignal") == ["SIGTERM"]
     assert unitValues(SERVICE, "User") == unitValues(SERVICE, "Group") == ["popproxy"]
     assert unitValues(SOCKET, "FileDescriptorName") == ["pop3"]
+    # The descriptor limit the session limit is derived from: 13,094
+    # sessions per process rather than systemd's default 1024's 192.
+    [files] = unitValues(SERVICE, "LimitNOFILE")
+    assert sessionsForDescriptors(int(files)) == 13094
 
 
 @pytest.mark.parametrize("listen", ["systemd:domain=INET:index=0", "systemd:domain=INET:name=pop3"])

@@ -2,7 +2,8 @@
 End-to-end tests of the C{[limits]} connection limits with a real twistd
 process and a real POP3 upstream on loopback: the connection over the
 per-address limit is refused with one line and costs the upstream nothing,
-and a slowloris client is closed at the command-line deadline.
+a slowloris client is closed at the command-line deadline, and a client
+refused again and again makes a few log lines, not one per refusal.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from tests.peers.rawpop3 import RawPop3Server
 
 PER_ADDRESS = 3
 REFUSAL = b"-ERR [SYS/TEMP] too many sessions from your address, try again later\r\n"
+TOO_FAST = b"-ERR [SYS/TEMP] too many connections from your address, slow down\r\n"
 
 
 def limitedConfig(upstreamPort: int, limits: str) -> str:
@@ -144,3 +146,29 @@ def test_slowlorisClosedAtCommandDeadline(
     assert answer == b"-ERR [SYS/PERM] autologout: command line not completed in time\r\n"
     assert 2.5 <= closedAfter < 6, closedAfter
     assert b"USER" not in server.rawInput
+
+
+def test_refusalsMakeAFewLogLines(
+    rawPop3: Callable[..., RawPop3Server], popproxyFactory: Any
+) -> None:
+    """
+    A client on 127.0.0.3 reconnecting 300 times over the connection rate
+    (2 a minute): each connection is refused with the -ERR [SYS/TEMP]
+    line, but the log has one line for the first refusal and, once the
+    interval (3 s) is over, one line counting the other 299, not 300
+    lines.
+    """
+    server = rawPop3([], user="alice", password="secret")
+    proxy = popproxyFactory(
+        limitedConfig(server.port, "connection_rate = 2\nrefusal_log_interval = 3")
+    )
+    for _ in range(2):
+        with socket.create_connection(("127.0.0.1", proxy.port), 10, ("127.0.0.3", 0)) as client:
+            assert readLine(client) == b"+OK popproxy ready\r\n"
+    for _ in range(300):
+        with socket.create_connection(("127.0.0.1", proxy.port), 10, ("127.0.0.3", 0)) as client:
+            assert readToEnd(client) == TOO_FAST
+    waitForLog(proxy, "refused 299 more connections from 127.0.0.3/32 in the last 3s: rate")
+    log = proxy.log()
+    assert log.count("connection from 127.0.0.3:") == 1
+    assert log.count("refused: rate") == 1 and log.count("more connections from") == 1

@@ -6,6 +6,8 @@ up after each answer; once the address is blocked, none of its further
 passwords reaches the upstream, while a client on 127.0.0.2 still logs in.
 fail2ban's own C{fail2ban-regex} then reads the proxy's log with the
 shipped filter and finds each failure and the block, for 127.0.0.1 only.
+Parallel sessions' first passwords reach the upstream at most
+C{[limits.logins] in_flight} at a time, across worker processes too.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import re
 import socket
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -134,3 +137,61 @@ def test_filterIgnoresForgedAccountNames(tmp_path: Path) -> None:
         "[popproxy.throttle#info] login failure: client=2001:db8::5 account=bob\n"
     )
     assert banned(log) == ["192.0.2.7", "2001:db8::5"]
+
+
+IN_FLIGHT_CONFIG = """
+[proxy]
+listen = ["tcp:{PORT}:interface=127.0.0.1"]
+login_failure_delay = 0
+workers = %d
+[upstream]
+default = "tcp:127.0.0.1:%d"
+[tls]
+require = "never"
+[limits]
+trusted_networks = []
+[limits.logins]
+delay = 0.2
+max_delay = 5
+block_after = 10
+new_account_weight = 5
+in_flight = %d
+"""
+
+
+def sprayAtOnce(port: int, sessions: int, source: str = "127.0.0.3") -> list[bytes]:
+    """
+    Open C{sessions} connections from C{source} at once, each sending USER
+    for an account of its own and a wrong PASS; return each PASS answer.
+    """
+    with ThreadPoolExecutor(sessions) as pool:
+        runs = [
+            pool.submit(exchange, port, [b"USER user%d" % n, b"PASS wrong"], source)
+            for n in range(sessions)
+        ]
+        return [run.result(timeout=60)[2] for run in runs]
+
+
+@pytest.mark.parametrize(("workers", "inFlight"), [(1, 2), (2, 2), (1, 1)])
+def test_parallelFirstPasswordsAreCapped(
+    rawPop3: Any, popproxyFactory: Any, workers: int, inFlight: int
+) -> None:
+    """
+    Twelve sessions from 127.0.0.3 send their first wrong password at once,
+    to an upstream that takes 0.3 s to refuse each.  Two failures (two new
+    accounts) block the address, and at most C{in_flight} attempts await
+    their verdict at a time, so the upstream sees at most 2 + in_flight - 1
+    passwords (without the cap it saw all twelve); the other sessions are
+    told -ERR [SYS/TEMP].  With two worker processes the cap holds across
+    both (counted in the main process).
+    """
+    server: RawPop3Server = rawPop3(delay=0.3, delayOn=[b"PASS"])
+    proxy = popproxyFactory(IN_FLIGHT_CONFIG % (workers, server.port, inFlight))
+    if workers > 1:
+        waitForWorker(proxy)
+    answers = sprayAtOnce(proxy.port, 12)
+    passwords = [c for c in server.commands if c.startswith(b"PASS")]
+    assert 2 <= len(passwords) <= 2 + inFlight - 1, (passwords, answers)
+    assert sum(a.startswith(b"-ERR [AUTH]") for a in answers) == len(passwords)
+    assert sum(a.startswith(b"-ERR [SYS/TEMP] too many") for a in answers) == 12 - len(passwords)
+    assert "login block: client=127.0.0.3 seconds=900" in proxy.log()

@@ -15,6 +15,7 @@ from twisted.internet.task import Clock
 
 from popproxy._admission import Admission, ConnectionLimits
 from popproxy._metrics import Metrics
+from popproxy._preloginpool import PreloginPool
 from tests.sessionharness import Harness
 
 LIMITS = ConnectionLimits(trusted=())
@@ -244,3 +245,28 @@ def test_noUpstreamBeforeLogin() -> None:
     assert h.upstreams == []
     h.send(b"USER alice\r\n")
     assert h.upstream.received() == b"USER alice\r\n"
+
+
+def test_sessionsBeyondThePreloginPoolGreetAlone() -> None:
+    """
+    With one place for a pre-login upstream connection, the first session
+    connects upstream and relays its APOP timestamp; the second, while the
+    first holds the place, is greeted by the proxy alone (no timestamp, no
+    upstream connection) and connects at USER; once the first session's
+    connection is released, a third session connects for its greeting.
+    """
+    clock = Clock()
+    pool = PreloginPool(1, clock)
+    limits = replace(LIMITS, upstreamHold=10)
+    first = Harness(greet=False, limits=limits, clock=clock, preloginPool=pool)
+    first.upstream.reply(TIMESTAMP_GREETING)
+    assert first.received() == b"+OK popproxy ready <1896.697170952@dbc.mtview.ca.us>\r\n"
+    second = Harness(limits=limits, clock=clock, preloginPool=pool)
+    assert second.received() == b"+OK popproxy ready\r\n"
+    assert second.upstreams == []
+    second.send(b"USER alice\r\n")
+    assert second.upstream.received() == b"USER alice\r\n"
+    clock.advance(10)
+    assert first.upstream.transport.aborted and pool.held == 0
+    third = Harness(limits=limits, clock=clock, preloginPool=pool)
+    assert len(third.upstreams) == 1 and pool.held == 1

@@ -3,7 +3,8 @@ Protocol tests of the login throttle across sessions (sessions on
 StringTransports sharing one throttle and one task.Clock): the password of
 the next attempt from an address that failed reaches the upstream only
 after the delay, whichever session it comes on; a blocked address's
-password never reaches it; an address that logs in well is not slowed.
+password never reaches it; an address that logs in well is not slowed;
+parallel sessions' first passwords go at most C{in_flight} at a time.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from twisted.internet.task import Clock
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 
+from popproxy._loginsinflight import LoginsInFlight
 from popproxy._loginthrottle import LoginThrottle
 from popproxy._memorycounters import MemoryCounters
 from tests.sessionharness import Harness
@@ -157,3 +159,61 @@ def test_hangingUpDuringTheWaitSendsNothing() -> None:
     h.client.dropped(Failure(ConnectionDone("hung up")))
     clock.advance(5)
     assert h.upstream.received() == b""
+
+
+def sprayInParallel(
+    throttle: LoginThrottle, clock: Clock, sessions: int
+) -> tuple[int, list[bytes]]:
+    """
+    C{sessions} sessions from one address each send USER and a wrong PASS
+    for an account of their own at the same moment; the upstream refuses
+    each password 50 ms after it arrives.  Return how many passwords
+    reached the upstream, and what each client was told.
+    """
+    spray = [session(throttle, clock) for _ in range(sessions)]
+    for number, h in enumerate(spray):
+        h.send(b"USER user%d\r\n" % number)
+        h.upstream.reply(b"+OK\r\n")
+        h.upstream.received()
+    for h in spray:
+        h.send(b"PASS wrong\r\n")
+    passwords = 0
+    for _ in range(1200):  # a minute, in 50 ms steps
+        for h in spray:
+            if b"PASS" in h.upstream.received():
+                passwords += 1
+                h.upstream.reply(b"-ERR [AUTH] Authentication failed.\r\n")
+        clock.advance(0.05)
+    return passwords, [h.received() for h in spray]
+
+
+def test_parallelFirstPasswordsGoTwoAtATime() -> None:
+    """
+    Twenty sessions from one address send their first wrong passwords at
+    once (none of them has failed yet).  With two in flight at a time, each
+    verdict is on record before the next password beyond the two goes, so
+    the throttle's delays and block apply: the upstream sees the six that
+    block the address (six new accounts score 30) and at most one more
+    that was in flight then; every other client is refused with
+    -ERR [SYS/TEMP] and its password never goes upstream.
+    """
+    clock = Clock()
+    inFlight = LoginsInFlight(clock, 2, maxWait=15.0)
+    throttle = LoginThrottle(MemoryCounters(clock), clock, inFlight=inFlight)
+    passwords, answers = sprayInParallel(throttle, clock, 20)
+    assert 6 <= passwords <= 7
+    failed = [a for a in answers if a.startswith(b"+OK\r\n-ERR [AUTH]")]
+    refused = [a for a in answers if a.startswith(b"+OK\r\n-ERR [SYS/TEMP] too many")]
+    assert len(failed) == passwords and len(refused) == 20 - passwords
+    assert inFlight.inFlight(ATTACKER) == 0
+
+
+def test_withoutTheCapEveryFirstPasswordGoes() -> None:
+    """
+    The same spray without a cap (how the throttle was before it): all
+    twenty first passwords reach the upstream before any has failed.
+    """
+    clock = Clock()
+    throttle = LoginThrottle(MemoryCounters(clock), clock)
+    passwords, _ = sprayInParallel(throttle, clock, 20)
+    assert passwords == 20

@@ -1,6 +1,7 @@
 """
-Tests for popproxy._sessionguard: one session's admission ticket and
-[limits] timers, driven by a task.Clock.
+Tests for popproxy._sessionguard: one session's admission ticket,
+[limits] timers and place among the upstream connections held before
+login, driven by a task.Clock.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from twisted.internet.task import Clock
 
 from popproxy._admission import Admission, ConnectionLimits
 from popproxy._config import Config
+from popproxy._preloginpool import PreloginPool
 from popproxy._routing import Router
 from popproxy._sessionguard import LINE_TOO_SLOW, LOGIN_TOO_SLOW, SessionGuard
 from popproxy._sessionsettings import SessionSettings
@@ -61,7 +63,7 @@ def test_withoutLimitsNothingIsEnforced() -> None:
     guard = SessionGuard(settingsFor(clock, None, None), end=ended, releaseUpstream=lambda: None)
     assert answerOf(guard.admit("192.0.2.1", "192.0.2.1:5")) is None
     guard.opened()
-    assert guard.fed(0, True) and not guard.enforced and guard.connectToGreet
+    assert guard.fed(0, True) and not guard.enforced and guard.connectToGreet()
     clock.advance(10_000)
     assert ended.calls == [] and clock.getDelayedCalls() == []
 
@@ -77,7 +79,7 @@ def test_loginAndLineDeadlines() -> None:
     ended = Ended()
     guard = SessionGuard(settingsFor(clock, limits, None), end=ended, releaseUpstream=lambda: None)
     guard.opened()
-    assert not guard.connectToGreet and guard.enforced
+    assert not guard.connectToGreet() and guard.enforced
     assert guard.fed(0, True) is False
     clock.advance(5)
     assert ended.calls == [("command line timeout", LINE_TOO_SLOW)]
@@ -125,3 +127,34 @@ def test_closedWhileAdmissionIsAskedIsNoSession() -> None:
     assert answerOf(waiting) is None
     assert local.open == 0 and local.sessionsFrom("192.0.2.1") == 0
     assert [lease for _, lease in ledger.left] == [ledger.asked[0][1]]
+
+
+def pooledGuards(clock: Clock, pool: PreloginPool, count: int) -> list[SessionGuard]:
+    limits = ConnectionLimits(upstreamHold=10)
+    settings = replace(settingsFor(clock, limits, None), preloginPool=pool)
+    return [SessionGuard(settings, end=Ended(), releaseUpstream=lambda: None) for _ in range(count)]
+
+
+def test_greetingConnectionsBoundedPerProcess() -> None:
+    """
+    With two places for pre-login upstream connections, two sessions
+    connect upstream for their greeting and a third is greeted without
+    one; a place comes back when a session's connection is released, at
+    its first login command, or when it ends, and a new session takes it.
+    """
+    clock = Clock()
+    pool = PreloginPool(2, clock)
+    first, second, third, fourth, fifth = pooledGuards(clock, pool, 5)
+    assert first.connectToGreet() and second.connectToGreet()
+    assert not third.connectToGreet() and pool.held == 2
+    first.upstreamReleased()
+    first.closed()
+    assert pool.held == 1 and fourth.connectToGreet()
+    second.loginCommand()
+    second.loggedIn()
+    second.closed()
+    assert pool.held == 1 and fifth.connectToGreet()
+    fourth.closed()
+    fifth.closed()
+    third.closed()
+    assert pool.held == 0
