@@ -13,8 +13,9 @@ because migrations only add.  A step of a migration is a statement, or a
 function of a cursor for what SQL alone cannot do (reading file names
 from stored header lines).
 
-Version 2 is the console's: each record's file name (searched by SQL),
-an index that gives a user's newest items in order, and the release
+Version 2 is the console's: each record's file name, the text its search
+looks in (file name, subject, sender; lower-cased once, when written), an
+index that gives a user's newest items in order, and the release
 requests, deleted with their record.
 """
 
@@ -128,6 +129,12 @@ _VERSION_2: tuple[str | Callable[[Any], None], ...] = (
     f"ALTER TABLE {RECORDS} ADD COLUMN filename text",
     _fillFilenames,
     f"CREATE INDEX {RECORDS}_user_newest ON {RECORDS} (user_name, stored_at DESC, id DESC)",
+    # What the console's search looks in, lower-cased once when written.
+    f"""
+    ALTER TABLE {RECORDS} ADD COLUMN search_text text GENERATED ALWAYS AS (lower(
+        coalesce(filename, headers) || ' ' || coalesce(message_subject, '') || ' '
+        || coalesce(message_from, '')
+    )) STORED""",
     f"""
     CREATE TABLE {RELEASES} (
         id text PRIMARY KEY REFERENCES {RECORDS} (id) ON DELETE CASCADE,

@@ -6,9 +6,10 @@ in memory between requests.
 
 A user's page is two statements in one transaction: how many of their
 items match, and the page itself, newest first, by the index on
-C{(user_name, stored_at DESC, id DESC)}.  A search is one C{ILIKE} per
-word on the file name, the subject and the sender, the word's C{%}, C{_}
-and C{\\} escaped so that they match themselves.  A record written by an
+C{(user_name, stored_at DESC, id DESC)}.  A search is one C{LIKE} per
+word on the record's C{search_text} (its file name, subject and sender,
+lower-cased when it was written), the word lower-cased the same way and
+its C{%}, C{_} and C{\\} escaped so that they match themselves.  A record written by an
 instance older than schema version 2 has no file name column yet: it is
 searched in its header lines and its name read from them.
 
@@ -32,9 +33,6 @@ from popproxy.console._view import Download, IQuarantineView, Item, ItemPage, do
 
 __all__ = ["PostgresView", "likePattern"]
 
-#: What a search word is looked for in.
-_SEARCHED = "concat_ws(' ', coalesce(filename, headers), message_subject, message_from)"
-
 
 def likePattern(word: str) -> str:
     """
@@ -51,7 +49,7 @@ def _selection(user: str, search: str) -> tuple[str, list[Any]]:
     word of C{search}.
     """
     words = search.split()
-    clause = "user_name = %s" + f" AND {_SEARCHED} ILIKE %s ESCAPE '\\'" * len(words)
+    clause = "user_name = %s" + " AND search_text LIKE lower(%s) ESCAPE '\\'" * len(words)
     return clause, [user, *map(likePattern, words)]
 
 
