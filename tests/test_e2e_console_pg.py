@@ -13,7 +13,9 @@ with a cookie jar (the browser side is covered by test_e2e_console.py):
   the command line lists the request and approves it; instance 2's
   console then lets her download it;
 - a session opened on one instance is unknown to the other (sessions
-  are per process: a balancer in front needs stickiness, docs/scaling.md).
+  are per process: a balancer in front needs stickiness, docs/scaling.md);
+- and once in Chromium: the list read from PostgreSQL shows a hostile
+  file name as text, running nothing.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+from selenium.webdriver.common.by import By
+
 from popproxy._pgstore import PostgresStore
 from popproxy._quarantineaddress import DatabaseAddress
 from popproxy._quarantinecli import main as quarantineMain
@@ -37,7 +41,15 @@ from tests.peers.clamd import eicar
 from tests.peers.dovecot import DovecotMailbox, DovecotServer
 from tests.peers.ports import freePort, waitForPort
 from tests.peers.postgres import PostgresDatabase
-from tests.test_e2e_console import TOOL, attachment, message
+from tests.test_e2e_console import (  # noqa: F401 (browser: the fixture)
+    HOSTILE,
+    TOOL,
+    attachment,
+    browser,
+    message,
+    noAlert,
+    waitFor,
+)
 
 CONFIG = """
 [proxy]
@@ -140,6 +152,7 @@ def test_twoInstancesOneConsoleView(
     dovecotServer: DovecotServer,
     clamdServer: Any,
     popproxyFactory: Any,
+    browser: Any,  # noqa: F811 (the fixture imported above)
 ) -> None:
     """
     Items quarantined through either instance show on the other's
@@ -151,7 +164,7 @@ def test_twoInstancesOneConsoleView(
         postgres, dovecotServer, clamdServer, popproxyFactory
     )
     alice, bob = dovecotServer.createMailbox(), dovecotServer.createMailbox()
-    alice.deliver(message("Tools", attachment("tool.exe", TOOL)))
+    alice.deliver(message("Tools", attachment("tool.exe", TOOL), attachment(HOSTILE, b"MZ")))
     alice.deliver(message("Invoice", attachment("invoice.txt", eicar(), "text/plain")))
     bob.deliver(message("For Bob", attachment("bob.exe", b"MZ bob")))
     notice = retrieve(first.port, alice, 1)
@@ -160,7 +173,7 @@ def test_twoInstancesOneConsoleView(
     store = PostgresStore(DatabaseAddress(postgres.url), 1)
     records = {recordFilename(r): r for r in store.records()}
     store.close()
-    assert set(records) == {"tool.exe", "invoice.txt", "bob.exe"}
+    assert set(records) == {"tool.exe", HOSTILE, "invoice.txt", "bob.exe"}
     tool, virus, bobs = records["tool.exe"], records["invoice.txt"], records["bob.exe"]
     noticeText = Message.fromBytes(notice).partAt((1,)).text()
     assert f"Get it back at {console1.base}/item/{tool.id}" in noticeText
@@ -194,3 +207,14 @@ def test_twoInstancesOneConsoleView(
     for cookie in console1.cookies:
         stranger.cookies.set_cookie(cookie)
     assert stranger.request("/").url == console2.base + "/signin"
+
+    # In Chromium, on instance 1: the hostile name is text.
+    browser.get(console1.base + "/signin")
+    browser.find_element(By.ID, "login").send_keys(alice.user)
+    browser.find_element(By.ID, "password").send_keys(alice.password)
+    browser.find_element(By.CSS_SELECTOR, ".signin button").click()
+    waitFor(lambda: browser.current_url == console1.base + "/")
+    shown = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".items .item h2")]
+    assert sorted(shown) == sorted(["tool.exe", HOSTILE, "invoice.txt"])
+    assert browser.find_elements(By.CSS_SELECTOR, ".items img") == [] and noAlert(browser)
+    assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
