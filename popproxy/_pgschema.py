@@ -93,30 +93,40 @@ def _fillFilenames(cursor: Any) -> None:
     """
     Version 2's new C{filename} column of the records kept before it
     (C{''}: the item has none), and their From, Subject and Date where
-    they were stored without (records copied from an older directory).
+    they were stored without (records copied from an older directory);
+    a batch at a time, so that a large quarantine is never all in memory.
     """
-    cursor.execute(
-        f"SELECT id, headers, message_from, message_subject, message_date FROM {RECORDS}"
-    )
-    rows = cursor.fetchall()
-    for start in range(0, len(rows), _BACKFILL_BATCH):
-        updates = []
-        for identifier, headers, sender, subject, date in rows[start : start + _BACKFILL_BATCH]:
-            summary = summaryFields(headers)
-            updates.append(
-                (
-                    headerFilename(headers) or "",
-                    sender if sender is not None else summary["messageFrom"],
-                    subject if subject is not None else summary["messageSubject"],
-                    date if date is not None else summary["messageDate"],
-                    identifier,
-                )
-            )
+    while True:
+        cursor.execute(
+            f"SELECT id, headers, message_from, message_subject, message_date FROM {RECORDS}"
+            " WHERE filename IS NULL LIMIT %s",
+            (_BACKFILL_BATCH,),
+        )
+        rows = cursor.fetchall()
+        if not rows:
+            return
         cursor.executemany(
             f"UPDATE {RECORDS} SET filename = %s, message_from = %s, message_subject = %s,"
             " message_date = %s WHERE id = %s",
-            [tuple(_noNul(value) for value in update) for update in updates],
+            [_filled(*row) for row in rows],
         )
+
+
+def _filled(
+    identifier: str, headers: str, sender: str | None, subject: str | None, date: str | None
+) -> tuple[Any, ...]:
+    """
+    The new values of one record's file name and summary fields, and its id.
+    """
+    summary = summaryFields(headers)
+    values = (
+        headerFilename(headers) or "",
+        sender if sender is not None else summary["messageFrom"],
+        subject if subject is not None else summary["messageSubject"],
+        date if date is not None else summary["messageDate"],
+        identifier,
+    )
+    return tuple(map(_noNul, values))
 
 
 def _noNul(value: Any) -> Any:

@@ -114,13 +114,16 @@ def test_cliRequestsAndRelease(postgres: PostgresDatabase) -> None:
     assert cli("release", postgres.url, "nope")[0] == 1
 
 
-def test_versionOneIsRefusedThenMigrated(postgres: PostgresDatabase, tmp_path: Path) -> None:
+def test_versionOneIsRefusedThenMigrated(
+    postgres: PostgresDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """
     A database at schema version 1 stops start-up with the command to
-    run; migrate applies version 2, filling in the file name (and the
-    subject, from the header lines) of a record kept before; the proxy
-    then starts.
+    run; migrate applies version 2, filling in the file names (and the
+    subject, from the header lines) of the records kept before, a batch
+    at a time; the proxy then starts.
     """
+    monkeypatch.setattr("popproxy._pgschema._BACKFILL_BATCH", 1)
     address = DatabaseAddress(postgres.url)
     with openConnection(address, check=False) as connection:
         migrate(connection, upTo=1)
@@ -129,7 +132,11 @@ def test_versionOneIsRefusedThenMigrated(postgres: PostgresDatabase, tmp_path: P
         " INSERT INTO popproxy_quarantine_records (id, stored_at, reason, plugin, user_name,"
         " upstream, size, sha256, headers, data) VALUES ('m1', now(), 'virus', 'scan', 'alice',"
         " 'tcp:u:110', 2, 'd', E'Subject: old one\\r\\nContent-Type: application/x;"
-        ' name="old.exe"\', \'{"id": "m1", "time": 1.0, "sha256": "d", "user": "alice"}\')'
+        ' name="old.exe"\', \'{"id": "m1", "time": 1.0, "sha256": "d", "user": "alice"}\');'
+        " INSERT INTO popproxy_quarantine_records (id, stored_at, reason, plugin, user_name,"
+        " upstream, size, sha256, headers, data) VALUES ('m2', now(), 'virus', 'scan', 'alice',"
+        " 'tcp:u:110', 2, 'd', 'Subject: whole',"
+        ' \'{"id": "m2", "time": 2.0, "sha256": "d"}\')'
     )
     config = tmp_path / "twistd.conf"
     config.write_text(
@@ -143,5 +150,5 @@ def test_versionOneIsRefusedThenMigrated(postgres: PostgresDatabase, tmp_path: P
     assert status == 0 and "applied schema version(s) 2" in output
     checkQuarantineSchema(loadConfig(config))
     assert postgres.execute(
-        "SELECT filename, message_subject FROM popproxy_quarantine_records WHERE id = 'm1'"
-    ) == [("old.exe", "old one")]
+        "SELECT filename, message_subject FROM popproxy_quarantine_records ORDER BY id"
+    ) == [("old.exe", "old one"), ("", "whole")]
