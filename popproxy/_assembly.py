@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
@@ -29,6 +29,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
+from popproxy._activity import ActivityWatch
 from popproxy._addresscounts import LocalLedger
 from popproxy._admission import Admission, descriptorLimit
 from popproxy._chain import ChainEntry, FilterChain
@@ -62,6 +63,9 @@ from popproxy._upstream import UpstreamConnector
 from popproxy._workerpool import WorkerLaunch, WorkerPool
 from popproxy._xclient import XclientConnector
 from popproxy.console._links import itemLinks
+
+if TYPE_CHECKING:
+    from popproxy.console._adminpanels import ConsoleActivity
 
 log = Logger(namespace="popproxy")
 
@@ -643,18 +647,18 @@ def serviceFromConfig(
         for description, plan in generation.listeners.items()
     ]
     opened = ServiceListeners(reactor, top, listeners, generation)
-    workerEnded = _serveMetrics(
-        config, reactor, metrics, Health(lifecycle, opened.labelled, opened.currentChain), top
-    )
+    health = Health(lifecycle, opened.labelled, opened.currentChain)
+    workerEnded = _serveMetrics(config, reactor, metrics, health, top)
     for listener in listeners:
         listener.setServiceParent(top)
     ReportSessionLimit(metrics, admission).setServiceParent(top)
-    _serveConsole(config, reactor, counters, metrics, top)
+    activity = _serveConsole(config, reactor, counters, metrics, health, top)
     if chain is not None:
         # In the main process only: workers' filters learn from their scans.
         ChainStart(chain).setServiceParent(top)
     if config.workers > 1:
-        opened.pool = workerPool(config, reactor, listeners, workerEnded, stores)
+        watch = activity.watch() if activity is not None else None
+        opened.pool = workerPool(config, reactor, listeners, workerEnded, stores, watch)
         opened.pool.setServiceParent(top)
     if readConfig is not None:
         rebuild = partial(
@@ -681,13 +685,17 @@ def workerPool(
     listeners: list[Listener],
     workerEnded: Callable[[int], None] | None,
     stores: SharedStores,
+    watch: ActivityWatch | None = None,
 ) -> WorkerPool:
     """
     The worker processes of C{config}, sharing C{stores} (the main
-    process's counters and session ledger) over their socket pairs.
+    process's counters and session ledger) over their socket pairs, and
+    telling C{watch} (the console's) what they do.
     """
     launch = WorkerLaunch.fromConfig(config)
-    return WorkerPool(reactor, launch, listeners, workerEnded, stores.counters, stores.ledger)
+    return WorkerPool(
+        reactor, launch, listeners, workerEnded, stores.counters, stores.ledger, watch
+    )
 
 
 def demoListener(config: Config, reactor: Any) -> Listener:
@@ -741,31 +749,53 @@ def metricsService(
 
 
 def _serveConsole(
-    config: Config, reactor: Any, counters: ICounterStore, metrics: Metrics, top: MultiService
-) -> None:
+    config: Config,
+    reactor: Any,
+    counters: ICounterStore,
+    metrics: Metrics,
+    health: Health,
+    top: MultiService,
+) -> ConsoleActivity | None:
     """
-    With C{[console]}, add its listener to C{top}.
+    With C{[console]}, add its listener to C{top}; the activity it shows,
+    which this process's C{metrics} feed (the workers' comes over their
+    socket pairs).
     """
-    if config.console is not None:
-        consoleListener(config, reactor, counters, metrics).setServiceParent(top)
+    if config.console is None:
+        return None
+    from popproxy.console._adminpanels import ConsoleActivity
+
+    activity = ConsoleActivity.starting(reactor)
+    if metrics is not NO_METRICS:
+        metrics.watch(activity.watch())
+    consoleListener(config, reactor, counters, metrics, health, activity).setServiceParent(top)
+    return activity
 
 
 def consoleListener(
-    config: Config, reactor: Any, counters: ICounterStore, metrics: Metrics
+    config: Config,
+    reactor: Any,
+    counters: ICounterStore,
+    metrics: Metrics,
+    health: Health | None = None,
+    activity: ConsoleActivity | None = None,
 ) -> Listener:
     """
     The C{[console]} listener of C{config} (in the main process only: its
     sign-in sessions live in this process's memory), whose sign-ins count
-    in the same login counters as the POP3 sessions'.
+    in the same login counters as the POP3 sessions'; its administrators'
+    pages show C{health} and C{activity}.
     """
-    from popproxy.console._service import consoleFrom, consoleSite
+    from popproxy.console._service import adminFrom, consoleFrom, consoleSite
 
     assert config.console is not None
-    console = consoleFrom(
-        config, reactor, loginThrottle(config, reactor, counters, metrics), reactorThreads(reactor)
-    )
+    throttle = loginThrottle(config, reactor, counters, metrics)
+    console = consoleFrom(config, reactor, throttle, reactorThreads(reactor))
+    admin = adminFrom(config, reactor, throttle, reactorThreads(reactor), health, activity)
     description = config.console.listen
-    return Listener(description, serverFromString(reactor, description), consoleSite(console))
+    return Listener(
+        description, serverFromString(reactor, description), consoleSite(console, admin)
+    )
 
 
 def _warnAboutPlainText(config: Config, certificate: Path | None) -> None:

@@ -21,6 +21,11 @@ too.  The main process remembers which sessions each worker holds and
 drops them when the worker's end of the pair closes: a worker that dies
 (even by SIGKILL) leaves no session counted.
 
+The same pair carries what the worker did, for the console in the main
+process (L{popproxy._activity}): each message's filter verdicts and
+times (C{filtered}) and each login block (C{blocked}), told without
+waiting, handed to the main process's L{ActivityWatch}.
+
 A worker that loses the main process (or gets no answer within
 L{ANSWER_TIMEOUT}) counts in its own L{MemoryCounters} from then on, with
 one warning: logins go on, limited per process, and so do admissions.
@@ -38,6 +43,7 @@ from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 
+from popproxy._activity import ActivityWatch, FilterRun, LoginBlock
 from popproxy._addresscounts import AddressLimits
 from popproxy._counterstore import CounterStoreUnavailable, ICounterStore
 from popproxy._memorycounters import MemoryCounters
@@ -52,6 +58,9 @@ _METHODS = {"hit": 3, "count": 1, "blockUntil": 2, "blockedUntil": 1, "forget": 
 #: The session ledger's methods, with their argument counts.
 _LEDGER_METHODS = {"enter": 5, "hold": 2, "leave": 2}
 
+#: What workers tell of their work, with argument counts.
+_ACTIVITY_METHODS = {"filtered": 1, "blocked": 4}
+
 log = Logger(namespace="popproxy.counters")
 
 
@@ -64,13 +73,20 @@ class CounterServer(LineOnlyReceiver):
     delimiter = b"\n"
     MAX_LENGTH = 8192
 
-    def __init__(self, store: ICounterStore, ledger: ISessionLedger | None = None) -> None:
+    def __init__(
+        self,
+        store: ICounterStore,
+        ledger: ISessionLedger | None = None,
+        watch: ActivityWatch | None = None,
+    ) -> None:
         """
         @param ledger: the sessions per client network the workers share
             (C{None}: none; their requests are answered with an error).
+        @param watch: where the workers' activity goes (C{None}: nowhere).
         """
         self._store = store
         self._ledger = ledger
+        self._watch = watch
         #: The sessions this worker holds in the ledger: lease -> network.
         self._leases: dict[str, str] = {}
 
@@ -78,7 +94,7 @@ class CounterServer(LineOnlyReceiver):
         try:
             request = json.loads(line)
             number, method, *arguments = request
-            if _LEDGER_METHODS.get(method) == len(arguments):
+            if (_LEDGER_METHODS | _ACTIVITY_METHODS).get(method) == len(arguments):
                 call = getattr(self, f"_{method}")
             elif _METHODS.get(method) == len(arguments):
                 call = getattr(self._store, method)
@@ -128,6 +144,16 @@ class CounterServer(LineOnlyReceiver):
         held = self._leases.pop(lease, None)
         if held is not None and self._ledger is not None:
             self._ledger.leave(held, lease)
+
+    def _filtered(self, runs: list[list[Any]]) -> None:
+        if self._watch is not None:
+            self._watch.filtersRan(
+                tuple(FilterRun(str(name), str(verdict), float(s)) for name, verdict, s in runs)
+            )
+
+    def _blocked(self, client: str, account: str, at: float, until: float) -> None:
+        if self._watch is not None:
+            self._watch.loginBlocked(LoginBlock(str(client), str(account), float(at), float(until)))
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """
@@ -181,6 +207,24 @@ class RemoteCounters(LineOnlyReceiver):
 
     def leave(self, key: str, lease: str) -> None:
         self._tell("leave", key, lease)
+
+    def filtersRan(self, runs: tuple[FilterRun, ...]) -> None:
+        """
+        Tell the main process of one message's filter answers.
+        """
+        self._tell("filtered", [[run.name, run.verdict, run.seconds] for run in runs])
+
+    def loginBlocked(self, block: LoginBlock) -> None:
+        """
+        Tell the main process of a login block.
+        """
+        self._tell("blocked", block.client, block.account, block.at, block.until)
+
+    def activityWatch(self) -> ActivityWatch:
+        """
+        This worker's activity, told to the main process.
+        """
+        return ActivityWatch(self.filtersRan, self.loginBlocked)
 
     def _tell(self, method: str, *arguments: object) -> None:
         """

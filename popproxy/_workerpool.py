@@ -28,6 +28,7 @@ from twisted.internet.protocol import Factory, ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from popproxy._activity import ActivityWatch
 from popproxy._config import Config
 from popproxy._counterstore import ICounterStore
 from popproxy._sessionledger import ISessionLedger
@@ -148,6 +149,8 @@ class WorkerPool(Service):
         worker keeps its own).
     @param ledger: the sessions per client network the workers share, over
         the same socket pair.
+    @param watch: where the workers' activity (filter verdicts, login
+        blocks) goes, over the same socket pair (the console's).
     """
 
     def __init__(
@@ -158,10 +161,12 @@ class WorkerPool(Service):
         workerEnded: Callable[[int], None] | None = None,
         counters: ICounterStore | None = None,
         ledger: ISessionLedger | None = None,
+        watch: ActivityWatch | None = None,
     ) -> None:
         self._reactor = reactor
         self._counters = counters
         self._ledger = ledger
+        self._watch = watch
         self._launch = launch
         self._listeners = listeners
         self._workerEnded = workerEnded
@@ -233,7 +238,9 @@ class WorkerPool(Service):
         (the reactor takes a copy of the descriptor).
         """
         assert self._counters is not None
-        factory = Factory.forProtocol(partial(CounterServer, self._counters, self._ledger))
+        factory = Factory.forProtocol(
+            partial(CounterServer, self._counters, self._ledger, self._watch)
+        )
         self._reactor.adoptStreamConnection(ours.fileno(), socket.AF_UNIX, factory)
         ours.close()
 

@@ -142,11 +142,15 @@ def _storesFor(
     """
     The worker's counters and session ledger: with a Redis store each
     process talks to Redis itself; else the main process's, over the
-    inherited socket pair.
+    inherited socket pair.  With a console, C{metrics} tell the main
+    process over the same pair what this worker's filters and throttle
+    did (the console's charts and blocks).
     """
-    shared = None if config.counterStore is not None else _sharedCounters(reactor, descriptor)
-    if shared is not None:
-        return SharedStores(shared, shared)
+    link = _sharedCounters(reactor, descriptor)
+    if link is not None and config.console is not None:
+        metrics.watch(link.activityWatch())
+    if config.counterStore is None and link is not None:
+        return SharedStores(link, link)
     return sharedStores(config, reactor, metrics)
 
 

@@ -14,6 +14,8 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from popproxy.console._charts import duration
+
 #: Where the templates and the static files are.
 HERE = Path(__file__).resolve().parent
 
@@ -23,6 +25,13 @@ def when(seconds: float) -> str:
     A POSIX time as the pages show it (UTC, to the minute).
     """
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(seconds))
+
+
+def clock(seconds: float) -> str:
+    """
+    A POSIX time to the second (UTC), for events such as blocks.
+    """
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
 
 
 def isotime(seconds: float) -> str:
@@ -53,7 +62,9 @@ class Templates:
             trim_blocks=True,
             lstrip_blocks=True,
         )
-        self._environment.filters.update(when=when, isotime=isotime, size=size)
+        self._environment.filters.update(
+            when=when, isotime=isotime, size=size, clock=clock, duration=duration
+        )
 
     def render(self, name: str, **values: Any) -> bytes:
         """
