@@ -157,7 +157,7 @@ class Console:
         return self.sessions.find(cookie.decode("ascii", "replace") if cookie else None)
 
     def page(self, request: Request, code: int, name: str, **values: Any) -> bytes:
-        request.setResponseCode(code)
+        request.setResponseCode(code, b"Too Many Requests" if code == 429 else None)
         request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
         values.setdefault("session", None)
         return self.templates.render(name, **values)
