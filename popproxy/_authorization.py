@@ -59,8 +59,10 @@ class Logins(Protocol):
 
 class Authorization:
     """
-    One session's login commands.  Each command method answers the client
-    itself and returns C{None}, or returns the L{LoginRun} to run.
+    One session's login commands.  Each command method (C{do_USER},
+    C{do_PASS}, C{do_APOP}, C{do_AUTH}, named as the session dispatches
+    them) answers the client itself and returns C{None}, or returns the
+    L{LoginRun} to run.
     """
 
     #: User names come from the client: every text field is escaped.
@@ -135,7 +137,7 @@ class Authorization:
         self._logins.pending = None
         self._sasl.reset()
 
-    def user(self, arguments: bytes) -> LoginRun | None:
+    def do_USER(self, arguments: bytes) -> LoginRun | None:
         if self._refusedWithoutTLS():
             return None
         if not arguments or arguments.startswith(b" "):
@@ -144,13 +146,13 @@ class Authorization:
         login = arguments.decode("utf-8", "surrogateescape")
         return self._paced(self._logins.user(login), "user")
 
-    def password(self, arguments: bytes) -> LoginRun | None:
+    def do_PASS(self, arguments: bytes) -> LoginRun | None:
         # RFC 1939: the whole rest of the line is the password, spaces too.
         if self._refusedWithoutTLS():
             return None
         return self._paced(self._logins.password(arguments), "user")
 
-    def apop(self, arguments: bytes) -> LoginRun | None:
+    def do_APOP(self, arguments: bytes) -> LoginRun | None:
         if self._refusedWithoutTLS():
             return None
         if self._timestamp is None:
@@ -163,7 +165,7 @@ class Authorization:
         login = name.decode("utf-8", "surrogateescape")
         return self._paced(self._logins.apop(login, digest, self._timestamp), "apop")
 
-    def auth(self, arguments: bytes) -> LoginRun | None:
+    def do_AUTH(self, arguments: bytes) -> LoginRun | None:
         if not arguments:
             self._write(b"+OK\r\n" + b"".join(m + b"\r\n" for m in MECHANISMS) + b".\r\n")
             return None

@@ -7,6 +7,8 @@ period, then cuts those still busy.
 It is a service of the service tree (L{popproxy._assembly}), which stops the
 listeners in the same turn, so no session starts once the stop has begun.
 It never touches a connection: it asks the sessions (L{StoppableSession}).
+It keeps them in the process's L{SessionRegistry} (L{GracefulStop.sessions}),
+which also lists them, as snapshots, to whoever asks which are open now.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from popproxy._lifecycle import Lifecycle
+from popproxy._sessionregistry import Listed, SessionRegistry
 
 log = Logger(namespace="popproxy")
 
@@ -32,9 +35,9 @@ log = Logger(namespace="popproxy")
 CUT_WAIT = 5.0
 
 
-class StoppableSession(Protocol):
+class StoppableSession(Listed, Protocol):
     """
-    What the stop asks of a session.
+    What the stop asks of a session (and the registry: its snapshot).
     """
 
     def finishThenClose(self) -> None:
@@ -58,13 +61,14 @@ class GracefulStop(Service):
         flight once the stop has begun.
     @ivar lifecycle: the process's serving state, marked as stopping when
         the stop begins (what the health check reads).
+    @ivar sessions: the sessions open now, oldest first.
     """
 
     def __init__(self, clock: IReactorTime, grace: float, lifecycle: Lifecycle) -> None:
         self._clock = clock
         self._grace = grace
         self.lifecycle = lifecycle
-        self._sessions: set[StoppableSession] = set()
+        self.sessions: SessionRegistry[StoppableSession] = SessionRegistry()
         self._stopped: Deferred[None] | None = None
         self._timer: IDelayedCall | None = None
 
@@ -72,7 +76,7 @@ class GracefulStop(Service):
         """
         A session has started; once stopping, it is asked to end at once.
         """
-        self._sessions.add(session)
+        self.sessions.add(session)
         if self.lifecycle.stopping:
             session.finishThenClose()
 
@@ -80,8 +84,8 @@ class GracefulStop(Service):
         """
         A session has ended.
         """
-        self._sessions.discard(session)
-        if self._stopped is not None and not self._sessions:
+        self.sessions.discard(session)
+        if self._stopped is not None and not self.sessions:
             self._finish("every session has ended")
 
     def stopService(self) -> Deferred[None]:
@@ -93,17 +97,17 @@ class GracefulStop(Service):
         super().stopService()
         self.lifecycle.beginStopping()
         stopped = self._stopped = Deferred()
-        if not self._sessions:
+        if not self.sessions:
             self._finish("no session was open")
             return stopped
         log.info(
             "stopping: {count} sessions open, each may finish its command in flight "
             "for up to {grace} s",
-            count=len(self._sessions),
+            count=len(self.sessions),
             grace=self._grace,
         )
         self._timer = self._clock.callLater(self._grace, self._cutTheRest)
-        for session in list(self._sessions):
+        for session in self.sessions:
             session.finishThenClose()
         return stopped
 
@@ -112,10 +116,10 @@ class GracefulStop(Service):
             "stopping: grace period ({grace} s) over, cutting {count} sessions still busy "
             "(no terminating line to their clients, no QUIT upstream)",
             grace=self._grace,
-            count=len(self._sessions),
+            count=len(self.sessions),
         )
         self._timer = self._clock.callLater(CUT_WAIT, self._finish, "cut sessions did not end")
-        for session in list(self._sessions):
+        for session in self.sessions:
             session.cut()
 
     def _finish(self, why: str) -> None:

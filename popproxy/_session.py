@@ -5,8 +5,11 @@ L{ClientSession} is a protocol shell: it frames the client's commands
 strictly (CRLF only, 255 octets), checks each against the RFC 1939 state it
 is in (L{popproxy._commandsyntax}), runs them one at a time and in order
 (pipelined commands wait in a bounded queue), and owns the session's
-lifecycle: greeting, idle timeout, STLS, the end.  Its C{do_*} methods hand
-the work to collaborators that never hold the session:
+lifecycle: greeting, idle timeout, STLS, the end.  A command goes to the
+C{do_*} method of its state's room (L{Authorization} before login,
+L{Transaction} after), which returns what the session runs; CAPA, QUIT and
+STLS are the session's own C{do_*} methods.  The collaborators never hold
+the session:
 
   - L{UpstreamSlot}: the one upstream connection (connect, reconnect, drop
     without QUIT), and L{UpstreamLink}: request methods over it;
@@ -17,9 +20,12 @@ the work to collaborators that never hold the session:
     logins wait for TLS, and STLS;
   - L{CapabilityAnswer}: CAPA, from the upstream, its cached answer or the
     proxy alone;
-  - L{ListingExchange} over the L{MailboxView}: STAT, LIST and DELE;
-  - L{RetrievalFlow}: what one RETR or TOP delivers;
-  - L{Relay} and L{UidRecorder}: responses passed on as they arrive.
+  - L{Transaction}: the TRANSACTION state's mail commands checked, each
+    coming to one step to run: a relayed answer, listings rewritten over
+    the L{MailboxView}, or a L{RetrievalFlow}'s delivery;
+  - L{Relay} and L{UidRecorder}: responses passed on as they arrive;
+  - L{SessionRecord}: who the session is and what it did (its log lines,
+    metrics and the snapshot the process's registry of open sessions reads).
 
 Responses stream back to the client; a slow client pauses reading from the
 upstream (L{UpstreamThrottle}), so no mailbox is ever held in memory.
@@ -34,8 +40,7 @@ so no client stores a truncated message as complete.  The send step
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -53,31 +58,21 @@ from popproxy._commandsyntax import (
     TRANSACTION,
     UPDATE,
     parseCommand,
-    parseMessageNumbers,
-    parseNumbers,
 )
 from popproxy._framing import CommandLine, FramingError
-from popproxy._listings import ListingExchange
 from popproxy._loginexchange import LoginAnswer, LoginExchange
 from popproxy._mailboxview import MailboxView
 from popproxy._printable import PrintableLogger
 from popproxy._proxyheaderbuild import ClientOrigin
 from popproxy._responserelay import Relay, UidRecorder
-from popproxy._retrievalflow import (
-    Cut,
-    Delivery,
-    Filtered,
-    RetrievalFlow,
-    RetrievalRequest,
-    Spool,
-    Streamed,
-)
+from popproxy._retrievalflow import Cut, Delivery, Filtered, Spool, Streamed
 from popproxy._sessionguard import SessionGuard
+from popproxy._sessionrecord import SessionRecord, SessionSnapshot, describePeer
 from popproxy._sessionsettings import SessionSettings
+from popproxy._transaction import Exchange, Forward, Retrieve, Step, Transaction
 from popproxy._upstream import UpstreamConnection, describeFailure
 from popproxy._upstreamlink import Collector, UpstreamLink
 from popproxy._upstreamslot import UpstreamSlot
-from popproxy._verdicts import FilterContext
 
 __all__ = [
     "AUTHORIZATION",
@@ -94,8 +89,6 @@ LINGER = 60.0
 #: What a client is told when the proxy stops between its commands (RFC
 #: 2449: a temporary condition, so the client tries again later).
 STOPPING = b"-ERR [SYS/TEMP] the proxy is stopping\r\n"
-
-_sessionIds = itertools.count(1)
 
 #: What an upstream response is handed to.
 Handler = Relay | Spool | Collector
@@ -120,16 +113,20 @@ class ClientSession(Protocol, TimeoutMixin):
         #: The proxy is stopping: no new command runs.
         self._draining = False
         self.state = AUTHORIZATION
-        self.sessionId = f"{next(_sessionIds):x}"
-        self.client = "?"
-        self.user: str | None = None
         self._handler: Handler | None = None
         self._wire = ClientWire()
         self._write = self._wire.write
         self._reply = self._wire.reply
+        self.record = SessionRecord(
+            clock=settings.clock,
+            upstream=lambda: self._slot.address,
+            bytesOut=lambda: self._wire.bytesOut,
+            listener=settings.listener,
+            metrics=settings.metrics,
+        )
         self._slot = UpstreamSlot(
             settings.connect,
-            session=self.sessionId,
+            session=self.record.sessionId,
             closing=self._isClosing,
             attached=self._wire.throttle,
             detached=self._wire.unthrottle,
@@ -137,24 +134,28 @@ class ClientSession(Protocol, TimeoutMixin):
             connectFailed=settings.metrics.upstreamConnectFailed,
         )
         self._link = UpstreamLink(self._relay)
-        self._login = LoginExchange.forSession(settings, self._slot, self._link, self.sessionId)
         self._mailbox: MailboxView[Filtered] = MailboxView(settings.chain.cacheBytes)
-        self._listings = ListingExchange(self._link, self._mailbox)
-        self._ending = "client closed the connection"
-        self.commands = 0
-        self.bytesIn = 0
         self._guard = SessionGuard(settings, end=self._end, releaseUpstream=self._releaseUpstream)
+        self._furnishStates(settings, self.record.sessionId)
+
+    def _furnishStates(self, settings: SessionSettings, session: str) -> None:
+        """
+        The rooms the session hands each state's commands to: the login
+        commands and TLS before login, the mail commands after, CAPA in
+        both.
+        """
+        self._login = LoginExchange.forSession(settings, self._slot, self._link, session)
         self._tls = ClientTLS(
             settings.serverTLS,
             implicitTLS=settings.implicitTLS,
             requireTLS=settings.requireTLS,
-            session=self.sessionId,
+            session=session,
             reply=self._reply,
             startTLS=self._startTLS,
         )
         self._authorization = Authorization(
             self._login,
-            session=self.sessionId,
+            session=session,
             write=self._write,
             lineLimit=self._queue.limitLine,
             loginsAllowed=self._tls.loginsAllowed,
@@ -162,6 +163,21 @@ class ClientSession(Protocol, TimeoutMixin):
             loggedIn=self._enterTransaction,
             countInvalid=self._guard.enforced,
         )
+        self._transaction = Transaction.forSession(
+            settings,
+            self._link,
+            self._mailbox,
+            reply=self._reply,
+            write=self._write,
+            closing=self._isClosing,
+            contextFor=self.record.filterContext,
+        )
+        #: Each state's room of commands, and the step that runs what its
+        #: do_ methods return.
+        self._rooms: dict[str, tuple[object, Callable[[Any], None]]] = {
+            AUTHORIZATION: (self._authorization, self._logIn),
+            TRANSACTION: (self._transaction, self._run),
+        }
         self._capa = CapabilityAnswer(
             connect=self._slot.ensure,
             isUsable=self._slot.isUsable,
@@ -177,12 +193,14 @@ class ClientSession(Protocol, TimeoutMixin):
         assert self.transport is not None
         self._wire.attach(self.transport)
         peer = self.transport.getPeer()
-        self.client = _describePeer(peer)
+        self.record.client = describePeer(peer)
         self._login.clientAddress = str(getattr(peer, "host", peer))
         self._slot.origin = ClientOrigin.of(peer, self.transport.getHost())
         # Commands that arrive before the answer wait for the greeting.
         self._busy = True
-        self._guard.admit(getattr(peer, "host", None), self.client).addCallback(self._admitted)
+        self._guard.admit(getattr(peer, "host", None), self.record.client).addCallback(
+            self._admitted
+        )
 
     def _admitted(self, refusal: bytes | None) -> None:
         assert self.transport is not None
@@ -199,10 +217,7 @@ class ClientSession(Protocol, TimeoutMixin):
                 setNoDelay(True)
             except OSError:
                 pass
-        self.log.info(
-            "session {session} opened by {client}", session=self.sessionId, client=self.client
-        )
-        self._settings.metrics.sessionOpened(self._settings.listener)
+        self.record.opened()
         self._tls.connected(self.transport)
         self.setTimeout(self._settings.idleTimeout)
         if self._settings.stop is not None:
@@ -232,7 +247,7 @@ class ClientSession(Protocol, TimeoutMixin):
         self._pump()
 
     def dataReceived(self, data: bytes) -> None:
-        self.bytesIn += len(data)
+        self.record.bytesIn += len(data)
         if self._closing:
             return
         try:
@@ -267,25 +282,17 @@ class ClientSession(Protocol, TimeoutMixin):
         self._mailbox.clear()
         self._handler = None
         pending = self._login.pending
-        self.log.info(
-            "session {session} closed: {ending}; client={client} user={user} "
-            "upstream={upstream} commands={commands} bytesIn={bytesIn} bytesOut={bytesOut}",
-            session=self.sessionId,
-            ending=self._ending,
-            client=self.client,
-            user=self.user or (pending.login if pending else None) or "-",
-            upstream=str(self._slot.address) if self._slot.address else "-",
-            commands=self.commands,
-            bytesIn=self.bytesIn,
-            bytesOut=self._wire.bytesOut,
-        )
-        self._settings.metrics.sessionClosed(
-            self._settings.listener, self._ending, self.bytesIn, self._wire.bytesOut
-        )
+        self.record.closed(pending.login if pending else None)
         if self._settings.sessionClosed is not None:
             self._settings.sessionClosed()
         if self._settings.stop is not None:
             self._settings.stop.closed(self)
+
+    def snapshot(self) -> SessionSnapshot:
+        """
+        This session as it stands now (for the process's list of open ones).
+        """
+        return self.record.snapshot()
 
     def timeoutConnection(self) -> None:
         if self._busy and not self._closing:
@@ -313,7 +320,7 @@ class ClientSession(Protocol, TimeoutMixin):
             return
         self.log.info(
             "session {session}: no login command yet; upstream connection released",
-            session=self.sessionId,
+            session=self.record.sessionId,
         )
         self._slot.drop()
 
@@ -333,7 +340,7 @@ class ClientSession(Protocol, TimeoutMixin):
         gets its terminating line), and the upstream connection (no QUIT).
         """
         self._closing = True
-        self._ending = "proxy stopping: cut when the grace period ended"
+        self.record.ending = "proxy stopping: cut when the grace period ended"
         self._queue.clear()
         self._slot.close()
         if self.transport is not None:
@@ -350,7 +357,7 @@ class ClientSession(Protocol, TimeoutMixin):
         if self._closing:
             return
         self._closing = True
-        self._ending = why
+        self.record.ending = why
         self._queue.clear()
         if lastWords:
             self._write(lastWords)
@@ -368,7 +375,7 @@ class ClientSession(Protocol, TimeoutMixin):
         upstream connection at once (no QUIT).
         """
         self._closing = True
-        self._ending = why
+        self.record.ending = why
         self._slot.drop()
         assert self.transport is not None
         self.transport.loseConnection()
@@ -393,15 +400,23 @@ class ClientSession(Protocol, TimeoutMixin):
         if self._authorization.saslWaiting:
             self._logIn(self._authorization.saslResponse(command))
             return
-        self.commands += 1
+        self.record.commands += 1
         if command.tooLong:
             self._refuseCommand(b"-ERR command line too long", "too_long")
             return
         parsed = parseCommand(command.line, self.state)
         if isinstance(parsed, bytes):
             self._refuseCommand(parsed)
+            return
+        # The state's room answers its commands, and the session runs what
+        # it returns; CAPA, QUIT and STLS are the session's own do_ methods.
+        name = f"do_{parsed.name}"
+        room, run = self._rooms.get(self.state, (None, None))
+        handler = getattr(room, name, None)
+        if handler is not None and run is not None:
+            run(handler(parsed.arguments))
         else:
-            getattr(self, f"do_{parsed.name}")(parsed.arguments)
+            getattr(self, name)(parsed.arguments)
 
     def _refuseCommand(self, line: bytes, reason: str = "invalid") -> None:
         """
@@ -456,7 +471,9 @@ class ClientSession(Protocol, TimeoutMixin):
             self._commandDone()
 
     def _exchangeBroke(self, failure: Failure) -> None:
-        self.log.failure("session {session}: command failed", failure, session=self.sessionId)
+        self.log.failure(
+            "session {session}: command failed", failure, session=self.record.sessionId
+        )
         self._end("command failed", b"-ERR [SYS/TEMP] the command failed\r\n")
 
     # The upstream connection
@@ -468,7 +485,7 @@ class ClientSession(Protocol, TimeoutMixin):
         why = describeFailure(reason)
         self.log.warn(
             "session {session}: upstream {upstream} lost: {reason}",
-            session=self.sessionId,
+            session=self.record.sessionId,
             upstream=str(self._slot.address),
             reason=reason.getErrorMessage(),
         )
@@ -479,7 +496,7 @@ class ClientSession(Protocol, TimeoutMixin):
             # What was relayed is still flushed; a client that stopped
             # reading is cut off after a while.
             self._closing = True
-            self._ending = f"upstream lost mid-response: {why}"
+            self.record.ending = f"upstream lost mid-response: {why}"
             assert self.transport is not None
             self.transport.loseConnection()
             transport = self.transport
@@ -529,7 +546,7 @@ class ClientSession(Protocol, TimeoutMixin):
         self._busy = False
         self._hangUp("client quit" if status.ok else "client quit; upstream update failed")
 
-    # AUTHORIZATION state
+    # AUTHORIZATION state (its login commands: L{Authorization})
 
     def do_STLS(self, arguments: bytes) -> None:
         self._tls.stls(arguments)
@@ -543,18 +560,6 @@ class ClientSession(Protocol, TimeoutMixin):
         self._authorization.forget()
         assert self.transport is not None
         self.transport.startTLS(creator)  # type: ignore[attr-defined]
-
-    def do_USER(self, arguments: bytes) -> None:
-        self._logIn(self._authorization.user(arguments))
-
-    def do_PASS(self, arguments: bytes) -> None:
-        self._logIn(self._authorization.password(arguments))
-
-    def do_APOP(self, arguments: bytes) -> None:
-        self._logIn(self._authorization.apop(arguments))
-
-    def do_AUTH(self, arguments: bytes) -> None:
-        self._logIn(self._authorization.auth(arguments))
 
     def _logIn(self, exchange: LoginRun | None) -> None:
         """
@@ -578,108 +583,27 @@ class ClientSession(Protocol, TimeoutMixin):
     def _enterTransaction(self, login: str) -> None:
         self.state = TRANSACTION
         self._guard.loggedIn()
-        self.user = login
+        self.record.user = login
 
-    # TRANSACTION state
+    # TRANSACTION state (its mail commands: L{Transaction})
 
-    def _numbers(self, parsed: list[int] | bytes) -> list[int] | None:
+    def _run(self, step: Step | None) -> None:
         """
-        Parsed command arguments, or C{None} once the refusal is sent.
+        Run the step a TRANSACTION command came to (none: it was refused).
         """
-        if isinstance(parsed, bytes):
-            self._reply(parsed)
-            return None
-        return parsed
+        if isinstance(step, Forward):
+            handler = None
+            if step.notesUids:
+                handler = UidRecorder(self._write, self._commandDone, self._mailbox, step.multiLine)
+            self._relay(step.line, step.multiLine, handler)
+        elif isinstance(step, Exchange):
+            self._answer(step.answer)
+        elif isinstance(step, Retrieve):
+            self._busy = True
+            retrieving = Deferred.fromCoroutine(step.delivery)
+            retrieving.addCallbacks(self._sendDelivery, self._retrievalBroke)
 
-    def do_STAT(self, arguments: bytes) -> None:
-        if self._numbers(parseNumbers(arguments, 0, 0)) is None:
-            return
-        if self._mailbox.rewritesListings:
-            self._answer(self._listings.stat())
-        else:
-            self._relay(b"STAT")
-
-    def do_NOOP(self, arguments: bytes) -> None:
-        if self._numbers(parseNumbers(arguments, 0, 0)) is not None:
-            self._relay(b"NOOP")
-
-    def do_RSET(self, arguments: bytes) -> None:
-        if self._numbers(parseNumbers(arguments, 0, 0)) is not None:
-            self._mailbox.reset()
-            self._relay(b"RSET")
-
-    def do_LIST(self, arguments: bytes) -> None:
-        numbers = self._numbers(parseMessageNumbers(arguments, 0, 1))
-        if numbers is None:
-            return
-        if not self._mailbox.rewritesListings:
-            self._relay(b"LIST %d" % numbers[0] if numbers else b"LIST", not numbers)
-        elif numbers:
-            # Report the size RETR delivers for messages the chain changed.
-            self._answer(self._listings.listLine(numbers[0]))
-        else:
-            self._answer(self._listings.listing())
-
-    def do_UIDL(self, arguments: bytes) -> None:
-        numbers = self._numbers(parseMessageNumbers(arguments, 0, 1))
-        if numbers is None:
-            return
-        line = b"UIDL %d" % numbers[0] if numbers else b"UIDL"
-        handler = None
-        if self._settings.hook.active:
-            # Most clients list UIDs before they retrieve: remember them,
-            # and the chain's context needs no "UIDL n" per message.
-            handler = UidRecorder(self._write, self._commandDone, self._mailbox, not numbers)
-        self._relay(line, not numbers, handler)
-
-    def do_DELE(self, arguments: bytes) -> None:
-        numbers = self._numbers(parseMessageNumbers(arguments, 1, 1))
-        if numbers is not None:
-            self._answer(self._listings.delete(numbers[0]))
-
-    def do_RETR(self, arguments: bytes) -> None:
-        numbers = self._numbers(parseMessageNumbers(arguments, 1, 1))
-        if numbers is not None:
-            self._retrieve(b"RETR %d" % numbers[0], "RETR", numbers[0], None)
-
-    def do_TOP(self, arguments: bytes) -> None:
-        numbers = self._numbers(parseMessageNumbers(arguments, 2, 2))
-        if numbers is not None:
-            index, lines = numbers
-            self._retrieve(b"TOP %d %d" % (index, lines), "TOP", index, lines)
-
-    # Retrieval and the send step
-
-    def _retrieve(self, line: bytes, command: str, index: int, lines: int | None) -> None:
-        if not self._settings.hook.active:
-            self._settings.metrics.retrieved(command, "relayed")
-            self._relay(line, multiLine=True)
-            return
-        self._busy = True
-        flow = RetrievalFlow(
-            RetrievalRequest(command, index, lines, self._contextFor(command, index, lines)),
-            hook=self._settings.hook,
-            mailbox=self._mailbox,
-            chain=self._settings.chain,
-            upstream=self._link,
-            write=self._write,
-            clock=self._settings.clock,
-            closing=self._isClosing,
-            metrics=self._settings.metrics,
-        )
-        retrieving = Deferred.fromCoroutine(flow.run())
-        retrieving.addCallbacks(self._sendDelivery, self._retrievalBroke)
-
-    def _contextFor(self, command: str, index: int, lines: int | None) -> FilterContext:
-        return FilterContext(
-            command=command,
-            index=index,
-            lines=lines,
-            user=self.user or "",
-            client=self.client,
-            upstream=str(self._slot.address or ""),
-            session=self.sessionId,
-        )
+    # The send step
 
     def _sendDelivery(self, delivery: Delivery | None) -> None:
         """
@@ -702,18 +626,10 @@ class ClientSession(Protocol, TimeoutMixin):
         self._commandDone()
 
     def _retrievalBroke(self, failure: Failure) -> None:
-        self.log.failure("session {session}: retrieval failed", failure, session=self.sessionId)
+        self.log.failure(
+            "session {session}: retrieval failed", failure, session=self.record.sessionId
+        )
         self._end("retrieval failed", b"-ERR [SYS/TEMP] the message could not be retrieved\r\n")
-
-
-def _describePeer(peer: object) -> str:
-    """
-    A client address as the logs show it: C{host:port}, C{[v6]:port}.
-    """
-    host, port = getattr(peer, "host", None), getattr(peer, "port", None)
-    if host is None:
-        return str(peer)
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class SessionFactory(ServerFactory):

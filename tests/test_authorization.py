@@ -118,7 +118,7 @@ def test_userGoesToTheExchangeAsOneLoginAttempt() -> None:
     until it is answered.
     """
     rig = Rig()
-    answer = run(rig.authorization.user(b"al\xffice"))
+    answer = run(rig.authorization.do_USER(b"al\xffice"))
     assert answer == LoginAnswer(b"+OK")
     assert rig.logins.asked == [("user", "al\udcffice")]
     assert rig.logins.methods == ["user"] and rig.attempts == 1
@@ -130,7 +130,7 @@ def test_passTakesTheWholeRestOfTheLine() -> None:
     PASS hands on the rest of the line, spaces included.
     """
     rig = Rig()
-    run(rig.authorization.password(b" secret with spaces "))
+    run(rig.authorization.do_PASS(b" secret with spaces "))
     assert rig.logins.asked == [("pass", b" secret with spaces ")]
     assert rig.logins.methods == ["user"]
 
@@ -142,7 +142,7 @@ def test_userWithoutANameIsRefusedAtOnce() -> None:
     """
     rig = Rig()
     for arguments in (b"", b" alice"):
-        assert rig.authorization.user(arguments) is None
+        assert rig.authorization.do_USER(arguments) is None
         assert rig.take() == b"-ERR USER needs a name\r\n"
     assert rig.logins.asked == [] and rig.attempts == 0
 
@@ -156,16 +156,16 @@ def test_everyLoginCommandWaitsForRequiredTLS() -> None:
     rig = Rig(tlsMissing=True)
     rig.authorization.greeting(UPSTREAM_GREETING)
     commands = (
-        rig.authorization.user,
-        rig.authorization.password,
-        rig.authorization.apop,
-        rig.authorization.auth,
+        rig.authorization.do_USER,
+        rig.authorization.do_PASS,
+        rig.authorization.do_APOP,
+        rig.authorization.do_AUTH,
     )
     for command in commands:
         assert command(b"alice " + DIGEST) is None
         assert rig.take() == b"-ERR [AUTH] TLS is required first: use STLS\r\n"
     assert rig.logins.asked == [] and rig.attempts == 0
-    assert rig.authorization.auth(b"") is None
+    assert rig.authorization.do_AUTH(b"") is None
     assert rig.take() == b"+OK\r\nPLAIN\r\nLOGIN\r\n.\r\n"
 
 
@@ -177,7 +177,7 @@ def test_greetingShowsTheUpstreamTimestampAndAPOPUsesIt() -> None:
     rig = Rig()
     line = rig.authorization.greeting(UPSTREAM_GREETING)
     assert line == b"+OK popproxy ready <1896.697170952@upstream>"
-    run(rig.authorization.apop(b"my name " + DIGEST))
+    run(rig.authorization.do_APOP(b"my name " + DIGEST))
     assert rig.logins.asked == [("apop", "my name", DIGEST, b"<1896.697170952@upstream>")]
     assert rig.logins.methods == ["apop"]
 
@@ -190,11 +190,11 @@ def test_apopWithoutTimestampOrDigestIsRefused() -> None:
     rig = Rig()
     assert rig.authorization.greeting(b"+OK no timestamp here") == b"+OK popproxy ready"
     assert rig.authorization.greeting(None) == b"+OK popproxy ready"
-    assert rig.authorization.apop(b"alice " + DIGEST) is None
+    assert rig.authorization.do_APOP(b"alice " + DIGEST) is None
     assert rig.take() == b"-ERR APOP is not available here: use USER/PASS or AUTH\r\n"
     rig.authorization.greeting(UPSTREAM_GREETING)
     for arguments in (DIGEST, b"alice " + DIGEST[:-1], b"alice " + DIGEST[:-1] + b"g"):
-        assert rig.authorization.apop(arguments) is None
+        assert rig.authorization.do_APOP(arguments) is None
         assert rig.take() == b"-ERR APOP needs a name and an MD5 digest\r\n"
     assert rig.logins.asked == []
 
@@ -207,7 +207,7 @@ def test_authLoginChallengesWithLongerLinesThenLogsIn() -> None:
     """
     rig = Rig()
     authorization = rig.authorization
-    assert authorization.auth(b"LOGIN") is None
+    assert authorization.do_AUTH(b"LOGIN") is None
     assert rig.take() == b"+ VXNlcm5hbWU6\r\n"
     assert authorization.saslWaiting and authorization.midLogin
     assert rig.lineLimits == [MAX_SASL_LINE]
@@ -226,11 +226,11 @@ def test_saslCancelledOrTooLongEndsTheExchange() -> None:
     """
     rig = Rig()
     authorization = rig.authorization
-    authorization.auth(b"PLAIN")
+    authorization.do_AUTH(b"PLAIN")
     assert rig.take() == b"+ \r\n"
     assert authorization.saslResponse(CommandLine(b"*")) is None
     assert rig.take() == b"-ERR authentication cancelled\r\n"
-    authorization.auth(b"PLAIN")
+    authorization.do_AUTH(b"PLAIN")
     rig.take()
     assert authorization.saslResponse(CommandLine(b"", tooLong=True)) is None
     assert rig.take() == b"-ERR [AUTH] authentication response too long\r\n"

@@ -834,7 +834,7 @@ def test_sessionGreetsAfterHeader() -> None:
         assert rig.upstreams == []
         rig.wrapper.dataReceived(header[-1:])
     assert rig.client.take() == b"+OK popproxy ready\r\n"
-    assert rig.session.client == "203.0.113.7:51234"
+    assert rig.session.record.client == "203.0.113.7:51234"
     assert [u.address for u in rig.upstreams] == ["tcp:upstream:110"]
     assert rig.upstreams[0].origin == ClientOrigin(
         IPv4Address("TCP", "203.0.113.7", 51234), IPv4Address("TCP", "192.0.2.10", 110)
@@ -850,7 +850,7 @@ def test_pipelinedCommandAfterHeader() -> None:
     """
     rig = SessionRig()
     rig.wrapper.dataReceived(V1_TCP6 + b"CAPA\r\n")
-    assert rig.session.client == "[2001:db8::7]:51234"
+    assert rig.session.record.client == "[2001:db8::7]:51234"
     assert rig.upstreams[0].received() == b"CAPA\r\n"
     rig.upstreams[0].reply(b"+OK\r\nTOP\r\nUIDL\r\n.\r\n")
     received = rig.client.take()

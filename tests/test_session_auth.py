@@ -48,7 +48,7 @@ def test_plainWithInitialResponseToSaslUpstream() -> None:
     assert h.upstream.received() == b"AUTH PLAIN " + b64(b"\0alice\0s3cret") + b"\r\n"
     h.upstream.reply(b"+OK Logged in.\r\n")
     assert h.received() == b"+OK Logged in.\r\n"
-    assert h.session.state == "TRANSACTION" and h.session.user == "alice"
+    assert h.session.state == "TRANSACTION" and h.session.record.user == "alice"
 
 
 def test_plainTranslatedToUserPass() -> None:
@@ -73,7 +73,7 @@ def test_plainTranslatedToUserPass() -> None:
     assert h.upstream.received() == b"PASS pw with spaces\r\n"
     h.upstream.reply(b"+OK welcome\r\n")
     assert h.received() == b"+OK welcome\r\n"
-    assert h.session.user == "bob@corp.example"
+    assert h.session.record.user == "bob@corp.example"
 
 
 def test_loginMechanism() -> None:
@@ -90,7 +90,7 @@ def test_loginMechanism() -> None:
     h.upstream.reply(SASL_CAPA)
     h.upstream.received()
     h.upstream.reply(b"+OK\r\n")
-    assert h.session.state == "TRANSACTION" and h.session.user == "carol"
+    assert h.session.state == "TRANSACTION" and h.session.record.user == "carol"
 
 
 def test_cancelAndBadBase64() -> None:
