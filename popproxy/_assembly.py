@@ -46,6 +46,7 @@ from popproxy._memorycounters import MemoryCounters
 from popproxy._memorytrim import MemoryTrimmer, glibcTrim
 from popproxy._metrics import NO_METRICS, Metrics, listenerLabel
 from popproxy._metricsservice import MetricsService
+from popproxy._opensessions import OpenSessions
 from popproxy._pgquarantine import PostgresQuarantine
 from popproxy._plugins import PluginError, loadFilter
 from popproxy._proxyheader import ProxyHeaderFactory
@@ -57,6 +58,7 @@ from popproxy._retrieval import PassThrough
 from popproxy._routing import Router
 from popproxy._session import SessionFactory, SessionSettings
 from popproxy._sessionledger import ISessionLedger
+from popproxy._sessionrecord import SessionSnapshot
 from popproxy._sharedadmission import ProcessAdmission, SharedAdmission, admissionWait
 from popproxy._tls import ServerTLS, endpointHost, isLoopback, minimumVersion
 from popproxy._upstream import UpstreamConnector
@@ -652,7 +654,8 @@ def serviceFromConfig(
     for listener in listeners:
         listener.setServiceParent(top)
     ReportSessionLimit(metrics, admission).setServiceParent(top)
-    activity = _serveConsole(config, reactor, counters, metrics, health, top)
+    sessions = OpenSessions(stop.sessions.snapshot, partial(_askWorkers, opened))
+    activity = _serveConsole(config, reactor, counters, metrics, health, sessions, top)
     if chain is not None:
         # In the main process only: workers' filters learn from their scans.
         ChainStart(chain).setServiceParent(top)
@@ -748,12 +751,22 @@ def metricsService(
     return service
 
 
+def _askWorkers(
+    opened: ServiceListeners,
+) -> list[tuple[int, Deferred[tuple[SessionSnapshot, ...]]]]:
+    """
+    Ask the workers (if any run) for their open sessions.
+    """
+    return opened.pool.askSessions() if opened.pool is not None else []
+
+
 def _serveConsole(
     config: Config,
     reactor: Any,
     counters: ICounterStore,
     metrics: Metrics,
     health: Health,
+    sessions: OpenSessions,
     top: MultiService,
 ) -> ConsoleActivity | None:
     """
@@ -768,7 +781,8 @@ def _serveConsole(
     activity = ConsoleActivity.starting(reactor)
     if metrics is not NO_METRICS:
         metrics.watch(activity.watch())
-    consoleListener(config, reactor, counters, metrics, health, activity).setServiceParent(top)
+    listener = consoleListener(config, reactor, counters, metrics, health, activity, sessions)
+    listener.setServiceParent(top)
     return activity
 
 
@@ -779,6 +793,7 @@ def consoleListener(
     metrics: Metrics,
     health: Health | None = None,
     activity: ConsoleActivity | None = None,
+    sessions: OpenSessions | None = None,
 ) -> Listener:
     """
     The C{[console]} listener of C{config} (in the main process only: its
@@ -791,7 +806,8 @@ def consoleListener(
     assert config.console is not None
     throttle = loginThrottle(config, reactor, counters, metrics)
     console = consoleFrom(config, reactor, throttle, reactorThreads(reactor))
-    admin = adminFrom(config, reactor, throttle, reactorThreads(reactor), health, activity)
+    threads = reactorThreads(reactor)
+    admin = adminFrom(config, reactor, throttle, threads, health, activity, sessions)
     description = config.console.listen
     return Listener(
         description, serverFromString(reactor, description), consoleSite(console, admin)

@@ -27,6 +27,7 @@ from popproxy._config import RoutingSettings
 from popproxy._framing import StatusLine
 from popproxy._health import Health
 from popproxy._loginthrottle import LoginThrottle
+from popproxy._opensessions import OpenSessions
 from popproxy._quarantine import DirectoryQuarantine
 from popproxy._releases import DirectoryReleases
 from popproxy._routing import Router
@@ -154,13 +155,14 @@ def makeAdmin(
     throttle: LoginThrottle | None = None,
     health: Health | None = None,
     activity: ConsoleActivity | None = None,
+    sessions: OpenSessions | None = None,
 ) -> AdminConsole:
     """
     The administrators' side of a test console, everything synchronous.
     """
     hashes = adminHashes(ADMINS if admins is None else admins)
     signIn = AdminSignInCheck(hashes, clock, throttle, runHere, 0.0)
-    return AdminConsole(signIn, clock, health, activity)
+    return AdminConsole(signIn, clock, health, activity, sessions)
 
 
 def quarantined(

@@ -25,8 +25,10 @@ from popproxy._lifecycle import Lifecycle
 from popproxy._loginthrottle import LoginThrottle, ThrottleSettings
 from popproxy._memorycounters import MemoryCounters
 from popproxy._metrics import Metrics
+from popproxy._opensessions import OpenSessions
 from popproxy._quarantine import DirectoryQuarantine
 from popproxy._releases import DirectoryReleases
+from popproxy._sessionrecord import SessionSnapshot
 from popproxy.console._adminpanels import ConsoleActivity
 from popproxy.interfaces import ScannerStatus
 from tests.consoleharness import (
@@ -73,7 +75,9 @@ class Setup:
         self.console = makeConsole(
             directory, self.upstream, self.clock, self.throttle, pageSize=pageSize
         )
-        self.admin = makeAdmin(self.clock, None, self.throttle, health, self.activity)
+        self.open: list[SessionSnapshot] = []
+        sessions = OpenSessions(lambda: tuple(self.open))
+        self.admin = makeAdmin(self.clock, None, self.throttle, health, self.activity, sessions)
 
     def browser(self, peer: str = "192.0.2.7") -> ConsoleClient:
         return ConsoleClient(self.console, peer=peer, admin=self.admin)
@@ -357,3 +361,39 @@ def test_signOutReturnsToTheAdminForm(setup: Setup) -> None:
     out = admin.post("/signout", {"csrf": admin.get("/admin").formToken()})
     assert out.header("Location") == "/admin/signin"
     assert admin.get("/admin").header("Location") == "/admin/signin"
+
+
+def test_sessionsOpenNow(setup: Setup) -> None:
+    """
+    The sessions panel lists each open session (user, client, upstream,
+    since, bytes, commands, process), a user name from the client as
+    text; none open says so.
+    """
+    admin = setup.browser()
+    admin.adminSignIn()
+    assert "No POP3 session is open." in admin.get("/admin").text
+    since = setup.clock.seconds() - 90
+    setup.open.append(
+        SessionSnapshot(
+            "7",
+            "proxy.listen[0]",
+            "192.0.2.1:40000",
+            "<i>bob</i>",
+            "tcp:mx:110",
+            since,
+            4,
+            30,
+            4096,
+        )
+    )
+    setup.open.append(
+        SessionSnapshot("8", "proxy.listen[0]", "192.0.2.2:40001", None, None, since, 1, 6, 90)
+    )
+    html = json.loads(admin.get("/admin/live/sessions").body)["html"]
+    assert "2 sessions open" in html
+    assert (
+        '<td class="user">&lt;i&gt;bob&lt;/i&gt;</td><td class="client">192.0.2.1:40000</td>'
+        in html
+    )
+    assert "<td>tcp:mx:110</td>" in html and "4.0 KiB" in html and "(not logged in)" in html
+    assert "main · session 7" in html

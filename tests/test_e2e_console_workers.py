@@ -3,9 +3,10 @@ The administrators' overview with `[proxy] workers = 2`, end to end:
 `twistd -n popproxy` with a worker process, concurrent POP3 sessions spread
 over both processes (the log shows each served some), and failed logins
 that get the address blocked; then an administrator signs in over HTTP and
-the overview's JSON panels count every message's verdicts, whichever
-process filtered it (the worker tells the main process over its socket
-pair), and list the block.
+the overview's JSON panels list the sessions held open in both processes
+(the main process asks its worker over their socket pair), count every
+message's verdicts, whichever process filtered it (the worker tells the
+main process over the same pair), and list the block.
 """
 
 from __future__ import annotations
@@ -24,9 +25,18 @@ from typing import Any
 from popproxy.console._passwordhash import hashPassword
 from tests.peers.ports import freePort
 from tests.peers.proxy import ProxyProcess
-from tests.test_e2e_metrics import JUDGE, MESSAGES, SCANNER, badSession, goodSession, waitFor
+from tests.test_e2e_metrics import (
+    JUDGE,
+    MESSAGES,
+    SCANNER,
+    Client,
+    badSession,
+    goodSession,
+    waitFor,
+)
 
 SESSIONS = 8
+HELD = 6
 PASSWORD = "administrator-password"
 
 
@@ -111,6 +121,44 @@ admins = {{ root = "{hashPassword(PASSWORD).line()}" }}
     return proxy
 
 
+def heldSession(port: int, together: threading.Barrier) -> Client:
+    """
+    A session logged in and left open (greeted before any logs in, so
+    both processes take some).
+    """
+    client = Client(port)
+    assert client.line().startswith(b"+OK")
+    together.wait(30)
+    assert client.command(b"USER u").startswith(b"+OK")
+    assert client.command(b"PASS p").startswith(b"+OK")
+    return client
+
+
+def sessionsOfBothProcesses(proxy: ProxyProcess, admin: AdminBrowser) -> None:
+    """
+    Six sessions held open over both processes are all in the overview's
+    list (the main process asked its worker), with user and client.
+    """
+    together = threading.Barrier(HELD)
+    with ThreadPoolExecutor(max_workers=HELD) as pool:
+        runs = [pool.submit(heldSession, proxy.port, together) for _ in range(HELD)]
+        clients = [run.result(60) for run in runs]
+    try:
+        listed = waitFor(
+            lambda: f"{HELD} sessions open" in (html := admin.panel("sessions")) and html,
+            "the held sessions",
+            proxy,
+        )
+        assert listed.count('<td class="user">u</td><td class="client">127.0.0.1:') == HELD
+        processes = set(re.findall(r'<td class="process">(main|worker 1) · session', listed))
+        assert processes == {"main", "worker 1"}, listed
+    finally:
+        for client in clients:
+            client.command(b"QUIT")
+            client.finish()
+    waitFor(lambda: "No POP3 session is open." in admin.panel("sessions"), "sessions to end", proxy)
+
+
 def test_workersActivityShowsInTheConsole(rawPop3: Any, tmp_path: Path) -> None:
     """
     Eight sessions over both processes, three messages each: the judge's
@@ -138,6 +186,7 @@ def test_workersActivityShowsInTheConsole(rawPop3: Any, tmp_path: Path) -> None:
         # sign-ins count in the same throttle: afterwards it gets 429).
         admin = AdminBrowser(consolePort)
         assert admin.signIn() == 200
+        sessionsOfBothProcesses(proxy, admin)
         for _ in range(3):
             badSession(proxy.port)
         assert AdminBrowser(consolePort).signIn() == 429

@@ -41,8 +41,9 @@ class Worker:
         ledger: LocalLedger | None = None,
         watch: ActivityWatch | None = None,
     ) -> None:
-        self.server = CounterServer(store, ledger, watch)
-        self.counters = RemoteCounters(clock)
+        self.server = CounterServer(store, ledger, watch, clock)
+        self.sessions: tuple[Any, ...] = ()
+        self.counters = RemoteCounters(clock, lambda: self.sessions)
         self.pump = iosim.connect(
             self.server,
             iosim.makeFakeServer(self.server),
@@ -235,3 +236,31 @@ def test_workersActivityReachesTheMainProcess() -> None:
     told.filtersRan(ran)
     worker.pump.flush()
     assert runs == [ran]
+
+
+def test_mainProcessAsksAWorkerForItsSessions() -> None:
+    """
+    The main process's question gets the worker's open sessions as they
+    are; one the worker cannot answer in time fails after the timeout;
+    once the worker is gone a question fails at once.
+    """
+    from popproxy._sessionrecord import SessionSnapshot
+
+    clock = Clock()
+    worker = Worker(MemoryCounters(clock), clock)
+    worker.sessions = (
+        SessionSnapshot(
+            "3", "proxy.listen[0]", "[2001:db8::1]:4000", "bob\r\n", None, 5.5, 2, 10, 99
+        ),
+    )
+    assert worker.answer(worker.server.askSessions()) == worker.sessions
+    silent: list[Any] = []
+    worker.server.askSessions().addBoth(silent.append)
+    clock.advance(ANSWER_TIMEOUT + 0.1)
+    assert silent and isinstance(silent[0].value, Exception)
+    worker.counters.transport.loseConnection()  # type: ignore[union-attr]
+    worker.pump.flush()
+    gone: list[Any] = []
+    worker.server.askSessions().addBoth(gone.append)
+    worker.pump.flush()
+    assert gone and isinstance(gone[0].value, Exception)

@@ -26,13 +26,16 @@ from twisted.internet.interfaces import IReactorTime
 from popproxy._activity import ActivityWatch
 from popproxy._filteractivity import FilterActivity
 from popproxy._health import Health
+from popproxy._opensessions import OpenSessions
 from popproxy._recentblocks import RecentBlocks
 from popproxy.console._adminsignin import AdminSignInCheck
 from popproxy.console._charts import latencyChart, verdictChart
 from popproxy.console._pages import Console
 
 #: The overview's panels, in page order.
-PANELS = ("queue", "filters", "health", "blocks")
+PANELS = ("queue", "sessions", "filters", "health", "blocks")
+#: The most open sessions the overview lists.
+SESSIONS_SHOWN = 200
 #: The most queued requests the overview lists.
 QUEUE_SHOWN = 50
 #: The charts' spans: (name, seconds, step in seconds).
@@ -65,6 +68,8 @@ class AdminConsole:
     @ivar health: the process's health (C{None}: not shown).
     @ivar activity: the filters' and the throttle's activity (C{None}:
         not shown).
+    @ivar openSessions: the POP3 sessions of every process (C{None}: not
+        shown).
     @ivar refreshSeconds: how often the overview's panels refresh.
     """
 
@@ -72,6 +77,7 @@ class AdminConsole:
     clock: IReactorTime
     health: Health | None = None
     activity: ConsoleActivity | None = None
+    openSessions: OpenSessions | None = None
     refreshSeconds: int = 10
 
 
@@ -81,6 +87,7 @@ async def panelValues(name: str, console: Console, admin: AdminConsole) -> dict[
     """
     makers: dict[str, Callable[[Console, AdminConsole], Any]] = {
         "queue": queueValues,
+        "sessions": sessionValues,
         "filters": filterValues,
         "health": healthValues,
         "blocks": blockValues,
@@ -98,6 +105,21 @@ async def queueValues(console: Console, admin: AdminConsole) -> dict[str, Any]:
     pending = await console.runInThread(console.releases.pending)
     queue = [(release, await console.view.item(release.id)) for release in pending[:QUEUE_SHOWN]]
     return {"queue": queue, "queueTotal": len(pending)}
+
+
+async def sessionValues(console: Console, admin: AdminConsole) -> dict[str, Any]:
+    """
+    The POP3 sessions open now in every process, oldest first (at most
+    L{SESSIONS_SHOWN}), and the processes that did not answer.
+    """
+    if admin.openSessions is None:
+        return {"sessions": None}
+    now = await admin.openSessions.now()
+    return {
+        "sessions": now.sessions[:SESSIONS_SHOWN],
+        "sessionsTotal": len(now.sessions),
+        "unanswered": now.unanswered,
+    }
 
 
 async def filterValues(console: Console, admin: AdminConsole) -> dict[str, Any]:

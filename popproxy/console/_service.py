@@ -19,6 +19,7 @@ from twisted.internet.defer import Deferred
 from popproxy._config import Config
 from popproxy._health import Health
 from popproxy._loginthrottle import LoginThrottle
+from popproxy._opensessions import OpenSessions
 from popproxy._quarantine import DirectoryQuarantine
 from popproxy._releases import DirectoryReleases
 from popproxy._routing import Router
@@ -79,19 +80,20 @@ def adminFrom(
     runInThread: Callable[[Callable[[], Any]], Deferred[Any]],
     health: Health | None = None,
     activity: ConsoleActivity | None = None,
+    sessions: OpenSessions | None = None,
 ) -> AdminConsole:
     """
     What the administrators' pages of C{config}'s console read: its
     C{[console] admins} (checked through the same C{throttle} as every
-    login), the process's C{health} and the C{activity} the main process
-    records.
+    login), the process's C{health}, the C{activity} the main process
+    records and the POP3 C{sessions} of every process.
     """
     settings = config.console
     assert settings is not None
     signIn = AdminSignInCheck(
         settings.admins, reactor, throttle, runInThread, config.loginFailureDelay
     )
-    return AdminConsole(signIn, reactor, health, activity)
+    return AdminConsole(signIn, reactor, health, activity, sessions)
 
 
 def consoleSite(console: Console, admin: AdminConsole | None = None) -> ConsoleSite:
