@@ -21,9 +21,16 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from twisted.internet.task import Clock  # noqa: E402
+
 from popproxy._quarantine import DirectoryQuarantine  # noqa: E402
 from popproxy.interfaces import FilterContext, RemovedPart  # noqa: E402
-from tests.consoleharness import ConsoleClient, ScriptedUpstream, makeConsole  # noqa: E402
+from tests.consoleharness import (  # noqa: E402
+    ConsoleClient,
+    ScriptedUpstream,
+    makeAdmin,
+    makeConsole,
+)
 
 
 def fill(directory: Path, records: int, users: int) -> None:
@@ -71,6 +78,30 @@ def main() -> None:
         started = time.perf_counter()
         assert client.get("/?q=file1234").code == 200
         print(f"a search, warm: {1000 * (time.perf_counter() - started):.1f} ms")
+        adminPages(Path(directory))
+
+
+def adminPages(directory: Path) -> None:
+    """
+    An administrator's list of every user's items, a user's, a search,
+    and the overview, warm.
+    """
+    clock = Clock()
+    console = makeConsole(directory, ScriptedUpstream({}))
+    admin = ConsoleClient(console, admin=makeAdmin(clock))
+    admin.adminSignIn()
+    assert admin.get("/admin/items").code == 200
+    for path in ("/admin/items?page=3", "/admin/items?user=user7", "/admin/items?q=file1234"):
+        times = []
+        for _ in range(10):
+            started = time.perf_counter()
+            assert admin.get(path).code == 200
+            times.append(time.perf_counter() - started)
+        median, worst = 1000 * statistics.median(times), 1000 * max(times)
+        print(f"{path}: median {median:.1f} ms, max {worst:.1f} ms")
+    started = time.perf_counter()
+    assert admin.get("/admin").code == 200
+    print(f"/admin: {1000 * (time.perf_counter() - started):.1f} ms")
 
 
 if __name__ == "__main__":
