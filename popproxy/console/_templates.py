@@ -40,13 +40,15 @@ def isotime(seconds: float) -> str:
 
 def size(octets: int) -> str:
     """
-    A size in bytes, KiB or MiB, as people read it.
+    A size in bytes, KiB, MiB or GiB, as people read it.
     """
     if octets < 1024:
         return f"{octets} bytes"
     if octets < 1024 * 1024:
         return f"{octets / 1024:.1f} KiB"
-    return f"{octets / (1024 * 1024):.1f} MiB"
+    if octets < 1024**3:
+        return f"{octets / (1024 * 1024):.1f} MiB"
+    return f"{octets / 1024**3:.1f} GiB"
 
 
 class Templates:
