@@ -32,6 +32,8 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from twisted.internet.task import Clock  # noqa: E402
+
 from popproxy._chain import runHere  # noqa: E402
 from popproxy._pgreleases import PostgresReleases  # noqa: E402
 from popproxy._pgschema import migrate  # noqa: E402
@@ -40,7 +42,12 @@ from popproxy._quarantine import DirectoryQuarantine, partItems  # noqa: E402
 from popproxy._quarantineaddress import DatabaseAddress  # noqa: E402
 from popproxy.console._pgview import PostgresView  # noqa: E402
 from popproxy.interfaces import FilterContext, RemovedPart  # noqa: E402
-from tests.consoleharness import ConsoleClient, ScriptedUpstream, makeConsole  # noqa: E402
+from tests.consoleharness import (  # noqa: E402
+    ConsoleClient,
+    ScriptedUpstream,
+    makeAdmin,
+    makeConsole,
+)
 from tests.peers.postgres import PostgresServer  # noqa: E402
 
 #: How many times each page is asked for.
@@ -115,6 +122,7 @@ def directoryCase(records: int, users: int) -> None:
         cold = 1000 * (time.perf_counter() - started)
         print(f"  first page, cold (reads every record): {cold:.0f} ms")
         report(client, records, users)
+        adminPages(Path(directory))
 
 
 def postgresCase(records: int, users: int) -> None:
@@ -155,6 +163,29 @@ def main() -> None:
         directoryCase(arguments.records, arguments.users)
     if arguments.store in ("postgresql", "both"):
         postgresCase(arguments.records, arguments.users)
+
+
+def adminPages(directory: Path) -> None:
+    """
+    An administrator's list of every user's items, a user's, a search,
+    and the overview, warm.
+    """
+    clock = Clock()
+    console = makeConsole(directory, ScriptedUpstream({}))
+    admin = ConsoleClient(console, admin=makeAdmin(clock))
+    admin.adminSignIn()
+    assert admin.get("/admin/items").code == 200
+    for path in ("/admin/items?page=3", "/admin/items?user=user7", "/admin/items?q=file1234"):
+        times = []
+        for _ in range(10):
+            started = time.perf_counter()
+            assert admin.get(path).code == 200
+            times.append(time.perf_counter() - started)
+        median, worst = 1000 * statistics.median(times), 1000 * max(times)
+        print(f"{path}: median {median:.1f} ms, max {worst:.1f} ms")
+    started = time.perf_counter()
+    assert admin.get("/admin").code == 200
+    print(f"/admin: {1000 * (time.perf_counter() - started):.1f} ms")
 
 
 if __name__ == "__main__":

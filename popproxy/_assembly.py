@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
@@ -29,6 +29,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
+from popproxy._activity import ActivityWatch
 from popproxy._addresscounts import LocalLedger
 from popproxy._admission import Admission, descriptorLimit
 from popproxy._chain import ChainEntry, FilterChain
@@ -46,6 +47,7 @@ from popproxy._memorycounters import MemoryCounters
 from popproxy._memorytrim import MemoryTrimmer, glibcTrim
 from popproxy._metrics import NO_METRICS, Metrics, listenerLabel
 from popproxy._metricsservice import MetricsService
+from popproxy._opensessions import OpenSessions
 from popproxy._pgquarantine import PostgresQuarantine
 from popproxy._plugins import PluginError, loadFilter
 from popproxy._preloginpool import PreloginPool
@@ -59,12 +61,16 @@ from popproxy._retrieval import PassThrough
 from popproxy._routing import Router
 from popproxy._session import SessionFactory, SessionSettings
 from popproxy._sessionledger import ISessionLedger
+from popproxy._sessionrecord import SessionSnapshot
 from popproxy._sharedadmission import ProcessAdmission, SharedAdmission, admissionWait
 from popproxy._tls import ServerTLS, endpointHost, isLoopback, minimumVersion
 from popproxy._upstream import UpstreamConnector
 from popproxy._workerpool import WorkerLaunch, WorkerPool
 from popproxy._xclient import XclientConnector
 from popproxy.console._links import itemLinks
+
+if TYPE_CHECKING:
+    from popproxy.console._adminpanels import ConsoleActivity
 
 log = Logger(namespace="popproxy")
 
@@ -665,18 +671,19 @@ def serviceFromConfig(
         for description, plan in generation.listeners.items()
     ]
     opened = ServiceListeners(reactor, top, listeners, generation)
-    workerEnded = _serveMetrics(
-        config, reactor, metrics, Health(lifecycle, opened.labelled, opened.currentChain), top
-    )
+    health = Health(lifecycle, opened.labelled, opened.currentChain)
+    workerEnded = _serveMetrics(config, reactor, metrics, health, top)
     for listener in listeners:
         listener.setServiceParent(top)
     ReportSessionLimit(metrics, admission).setServiceParent(top)
-    _serveConsole(config, reactor, counters, metrics, top)
+    sessions = OpenSessions(stop.sessions.snapshot, partial(_askWorkers, opened))
+    activity = _serveConsole(config, reactor, counters, metrics, health, sessions, top)
     if chain is not None:
         # In the main process only: workers' filters learn from their scans.
         ChainStart(chain).setServiceParent(top)
     if config.workers > 1:
-        opened.pool = workerPool(config, reactor, listeners, workerEnded, stores)
+        watch = activity.watch() if activity is not None else None
+        opened.pool = workerPool(config, reactor, listeners, workerEnded, stores, watch)
         opened.pool.setServiceParent(top)
     if readConfig is not None:
         rebuild = partial(
@@ -703,13 +710,17 @@ def workerPool(
     listeners: list[Listener],
     workerEnded: Callable[[int], None] | None,
     stores: SharedStores,
+    watch: ActivityWatch | None = None,
 ) -> WorkerPool:
     """
     The worker processes of C{config}, sharing C{stores} (the main
-    process's counters and session ledger) over their socket pairs.
+    process's counters and session ledger) over their socket pairs, and
+    telling C{watch} (the console's) what they do.
     """
     launch = WorkerLaunch.fromConfig(config)
-    return WorkerPool(reactor, launch, listeners, workerEnded, stores.counters, stores.ledger)
+    return WorkerPool(
+        reactor, launch, listeners, workerEnded, stores.counters, stores.ledger, watch
+    )
 
 
 def demoListener(config: Config, reactor: Any) -> Listener:
@@ -762,32 +773,67 @@ def metricsService(
     return service
 
 
+def _askWorkers(
+    opened: ServiceListeners,
+) -> list[tuple[int, Deferred[tuple[SessionSnapshot, ...]]]]:
+    """
+    Ask the workers (if any run) for their open sessions.
+    """
+    return opened.pool.askSessions() if opened.pool is not None else []
+
+
 def _serveConsole(
-    config: Config, reactor: Any, counters: ICounterStore, metrics: Metrics, top: MultiService
-) -> None:
+    config: Config,
+    reactor: Any,
+    counters: ICounterStore,
+    metrics: Metrics,
+    health: Health,
+    sessions: OpenSessions,
+    top: MultiService,
+) -> ConsoleActivity | None:
     """
-    With C{[console]}, add its listener to C{top}.
+    With C{[console]}, add its listener to C{top}; the activity it shows,
+    which this process's C{metrics} feed (the workers' comes over their
+    socket pairs).
     """
-    if config.console is not None:
-        consoleListener(config, reactor, counters, metrics).setServiceParent(top)
+    if config.console is None:
+        return None
+    from popproxy.console._adminpanels import ConsoleActivity
+
+    activity = ConsoleActivity.starting(reactor)
+    if metrics is not NO_METRICS:
+        metrics.watch(activity.watch())
+    listener = consoleListener(config, reactor, counters, metrics, health, activity, sessions)
+    listener.setServiceParent(top)
+    return activity
 
 
 def consoleListener(
-    config: Config, reactor: Any, counters: ICounterStore, metrics: Metrics
+    config: Config,
+    reactor: Any,
+    counters: ICounterStore,
+    metrics: Metrics,
+    health: Health | None = None,
+    activity: ConsoleActivity | None = None,
+    sessions: OpenSessions | None = None,
 ) -> Listener:
     """
     The C{[console]} listener of C{config} (in the main process only: its
     sign-in sessions live in this process's memory), whose sign-ins count
-    in the same login counters as the POP3 sessions'.
+    in the same login counters as the POP3 sessions'; its administrators'
+    pages show C{health} and C{activity}.
     """
-    from popproxy.console._service import consoleFrom, consoleSite
+    from popproxy.console._service import adminFrom, consoleFrom, consoleSite
 
     assert config.console is not None
-    console = consoleFrom(
-        config, reactor, loginThrottle(config, reactor, counters, metrics), reactorThreads(reactor)
-    )
+    throttle = loginThrottle(config, reactor, counters, metrics)
+    console = consoleFrom(config, reactor, throttle, reactorThreads(reactor))
+    threads = reactorThreads(reactor)
+    admin = adminFrom(config, reactor, throttle, threads, health, activity, sessions)
     description = config.console.listen
-    return Listener(description, serverFromString(reactor, description), consoleSite(console))
+    return Listener(
+        description, serverFromString(reactor, description), consoleSite(console, admin)
+    )
 
 
 def _warnAboutPlainText(config: Config, certificate: Path | None) -> None:

@@ -33,6 +33,7 @@ from popproxy._tls import (
     minimumVersion,
     resolveUpstreamTls,
 )
+from popproxy.console._passwordhash import parseHash
 
 DEFAULT_LISTEN = ("tcp:1110:interface=127.0.0.1",)
 LOGIN_REWRITES = ("keep", "strip-domain")
@@ -112,12 +113,15 @@ class ConsoleConfig:
     @ivar userDownload: the filters (by their name in the chain) whose
         removals a user may download without an administrator's approval.
     @ivar sessionTimeout: seconds a signed-in session lasts without use.
+    @ivar admins: the administrators' accounts: (name, scrypt hash line)
+        pairs (none: the console has no administrator pages to sign in to).
     """
 
     listen: str
     publicUrl: str | None = None
     userDownload: tuple[str, ...] = ("strip",)
     sessionTimeout: float = 1800.0
+    admins: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -606,6 +610,7 @@ def readConsole(source: str, data: Any) -> ConsoleConfig | None:
     publicUrl = table.string("public_url")
     userDownload = table._take("user_download", None, (list,), "a list of filter names")
     timeout = table.number("session_timeout", ConsoleConfig.sessionTimeout, minimum=60)
+    admins = readAdmins(source, table.table("admins"))
     table.finish()
     if not listen:
         raise ConfigError(f"{source}: [console] listen: missing")
@@ -620,7 +625,28 @@ def readConsole(source: str, data: Any) -> ConsoleConfig | None:
         publicUrl.rstrip("/") if publicUrl else None,
         ConsoleConfig.userDownload if userDownload is None else tuple(userDownload),
         timeout,
+        admins,
     )
+
+
+def readAdmins(source: str, table: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """
+    The C{[console] admins} table: each administrator's name with the
+    hash line C{popproxy-console hash-password} made of their password.
+    """
+    admins = []
+    for name, line in table.items():
+        where = f"{source}: [console] admins.{name}"
+        if not name or not name.isprintable() or len(name) > 256:
+            raise ConfigError(f"{source}: [console] admins: {name!r} is not a usable name")
+        if not isinstance(line, str):
+            raise ConfigError(f"{where}: must be a hash line (popproxy-console hash-password)")
+        try:
+            parseHash(line)
+        except ValueError as e:
+            raise ConfigError(f"{where}: {e}") from None
+        admins.append((name, line))
+    return tuple(admins)
 
 
 def _readNetworks(

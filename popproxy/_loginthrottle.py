@@ -37,6 +37,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
+from popproxy._activity import LoginBlock
 from popproxy._counterstore import ICounterStore
 from popproxy._metrics import NO_METRICS, Metrics
 from popproxy._printable import PrintableLogger
@@ -242,7 +243,7 @@ class LoginThrottle:
             await store.blockUntil(f"accountnext:{user}", now + self.delayAfter(failures))
         if score >= settings.blockAfter and await store.blockedUntil(f"block:{prefix}") is None:
             await store.blockUntil(f"block:{prefix}", now + settings.blockFor)
-            self._metrics.loginBlocked()
+            self._metrics.loginBlocked(LoginBlock(address, account, now, now + settings.blockFor))
             log.warn(
                 BLOCK_FORMAT, client=address, seconds=round(settings.blockFor), account=account
             )

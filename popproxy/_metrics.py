@@ -14,6 +14,10 @@ else.
 With C{[proxy] workers} above one, every process records into files of one
 private directory (prometheus_client's multiprocess mode) and the main
 process adds them up when it is scraped: see L{popproxy._metricsservice}.
+
+Watched (L{Metrics.watch}), it also hands each chain's verdicts and each
+login block on as L{popproxy._activity} values, recorded or not: the
+console's charts and list of blocks are made of them.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 from twisted.python.failure import Failure
 
+from popproxy._activity import ActivityWatch, FilterRun, LoginBlock
 from popproxy._outcome import ChainOutcome, FilterStep
 from popproxy._upstream import failureKind
 
@@ -259,6 +264,14 @@ class Metrics:
 
     def __init__(self) -> None:
         self._instruments: _Instruments | None = None
+        self._watch: ActivityWatch | None = None
+
+    def watch(self, watch: ActivityWatch) -> None:
+        """
+        Hand every chain's verdicts and every login block to C{watch} from
+        now on, whether recording or not.
+        """
+        self._watch = watch
 
     @property
     def recording(self) -> bool:
@@ -340,6 +353,10 @@ class Metrics:
         """
         The chain handled the message of a C{command} in C{seconds}.
         """
+        if self._watch is not None and outcome.steps:
+            self._watch.filtersRan(
+                tuple(FilterRun(s.name, verdictLabel(s), s.seconds) for s in outcome.steps)
+            )
         if (instruments := self._instruments) is None:
             return
         instruments.retrievals.labels(command, retrievalOutcome(outcome)).inc()
@@ -368,10 +385,13 @@ class Metrics:
         if (instruments := self._instruments) is not None:
             instruments.loginsThrottled.labels(reason).inc()
 
-    def loginBlocked(self) -> None:
+    def loginBlocked(self, block: LoginBlock | None = None) -> None:
         """
-        The login throttle blocked a client address.
+        The login throttle blocked a client address (C{block}: which, for
+        whom, until when).
         """
+        if self._watch is not None and block is not None:
+            self._watch.loginBlocked(block)
         if (instruments := self._instruments) is not None:
             instruments.loginBlocks.inc()
 
@@ -409,6 +429,9 @@ class _NoMetrics(Metrics):
 
     def begin(self, registry: CollectorRegistry | None, multiprocessDirectory: str | None) -> None:
         raise TypeError("NO_METRICS is shared: begin a Metrics of your own")
+
+    def watch(self, watch: ActivityWatch) -> None:
+        raise TypeError("NO_METRICS is shared: watch a Metrics of your own")
 
 
 NO_METRICS: Metrics = _NoMetrics()

@@ -1,6 +1,6 @@
 """
 Release requests kept in the PostgreSQL quarantine: an L{IReleaseRequests}
-over the C{popproxy_quarantine_releases} table (schema version 2), in
+over the C{popproxy_quarantine_releases} table (schema versions 2 and 3), in
 blocking calls (the console runs them in threads, C{popproxy-quarantine}
 directly), so every instance's console and the command line share one
 queue.
@@ -9,7 +9,8 @@ One row per item, its id a foreign key to the record: a request for an
 item that is not kept fails (L{KeyError}), and purging an item deletes its
 release with it.  A request and an approval are each one statement that
 changes nothing when there is already one (two consoles asking at once
-keep the first request; an approval keeps the first approver).
+keep the first request; an approval keeps the first approver, a refusal
+the first to refuse, and a released item stays released).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ __all__ = ["PostgresReleases"]
 
 _COLUMNS = (
     "id, requested_by, extract(epoch FROM requested_at)::float8,"
-    " approved_by, extract(epoch FROM approved_at)::float8"
+    " approved_by, extract(epoch FROM approved_at)::float8,"
+    " rejected_by, extract(epoch FROM rejected_at)::float8"
 )
 
 _REQUEST = f"""
@@ -45,10 +47,17 @@ _APPROVE = f"""
         SET approved_by = excluded.approved_by, approved_at = excluded.approved_at
         WHERE {RELEASES}.approved_by IS NULL"""
 
+# The first administrator to refuse is kept; a released item stays released.
+_REJECT = f"""
+    INSERT INTO {RELEASES} (id, rejected_by, rejected_at)
+    VALUES (%s, %s, to_timestamp(%s))
+    ON CONFLICT (id) DO UPDATE
+        SET rejected_by = excluded.rejected_by, rejected_at = excluded.rejected_at
+        WHERE {RELEASES}.approved_by IS NULL AND {RELEASES}.rejected_by IS NULL"""
+
 
 def _release(row: tuple[Any, ...]) -> Release:
-    identifier, requestedBy, requestedAt, approvedBy, approvedAt = row
-    return Release(identifier, requestedBy, requestedAt, approvedBy, approvedAt)
+    return Release(*row)
 
 
 def _changed(statement: str, parameters: tuple[Any, ...], connection: Any) -> Release:
@@ -85,6 +94,9 @@ class PostgresReleases:
     def approve(self, identifier: str, admin: str) -> Release:
         return self._change(_APPROVE, (identifier, admin, self._clock()))
 
+    def reject(self, identifier: str, admin: str) -> Release:
+        return self._change(_REJECT, (identifier, admin, self._clock()))
+
     def _change(self, statement: str, parameters: tuple[Any, ...]) -> Release:
         """
         Run C{statement} and read the item's state back, in one transaction.
@@ -98,7 +110,8 @@ class PostgresReleases:
 
     def pending(self) -> list[Release]:
         query = (
-            f"SELECT {_COLUMNS} FROM {RELEASES} WHERE approved_by IS NULL ORDER BY requested_at, id"
+            f"SELECT {_COLUMNS} FROM {RELEASES} WHERE approved_by IS NULL AND rejected_by IS NULL"
+            " ORDER BY requested_at, id"
         )
         rows = self._pool.run(lambda c: c.execute(query).fetchall())
         return [_release(row) for row in rows]

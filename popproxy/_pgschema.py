@@ -156,9 +156,18 @@ _VERSION_2: tuple[str | Callable[[Any], None], ...] = (
     f"CREATE INDEX {RELEASES}_pending ON {RELEASES} (requested_at, id) WHERE approved_by IS NULL",
 )
 
+_VERSION_3: tuple[str | Callable[[Any], None], ...] = (
+    # An administrator may refuse a release (the console's Reject).
+    f"ALTER TABLE {RELEASES} ADD COLUMN rejected_by text, ADD COLUMN rejected_at timestamptz",
+)
+
 #: The migrations, version 1 first: each a list of statements (or
 #: functions of a cursor).
-MIGRATIONS: tuple[Sequence[str | Callable[[Any], None]], ...] = (_VERSION_1, _VERSION_2)
+MIGRATIONS: tuple[Sequence[str | Callable[[Any], None]], ...] = (
+    _VERSION_1,
+    _VERSION_2,
+    _VERSION_3,
+)
 
 #: The version this popproxy writes and reads.
 SCHEMA_VERSION = len(MIGRATIONS)

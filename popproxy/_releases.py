@@ -17,7 +17,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ class Release:
 
     @ivar requestedBy: who asked (C{None}: an administrator approved unasked).
     @ivar approvedBy: the administrator who approved (C{None}: pending).
+    @ivar rejectedBy: the administrator who refused it (C{None}: nobody).
     """
 
     id: str
@@ -38,10 +39,16 @@ class Release:
     requestedAt: float | None = None
     approvedBy: str | None = None
     approvedAt: float | None = None
+    rejectedBy: str | None = None
+    rejectedAt: float | None = None
 
     @property
     def released(self) -> bool:
         return self.approvedBy is not None
+
+    @property
+    def rejected(self) -> bool:
+        return self.rejectedBy is not None and not self.released
 
 
 class IReleaseRequests(Interface):
@@ -59,6 +66,12 @@ class IReleaseRequests(Interface):
         Record that C{admin} released item C{identifier}.
         """
 
+    def reject(identifier: str, admin: str) -> Release:
+        """
+        Record that C{admin} refused to release item C{identifier} (an
+        item already released stays released).
+        """
+
     def status(identifier: str) -> Release | None:
         """
         The item's release state (C{None}: never requested nor approved).
@@ -71,7 +84,7 @@ class IReleaseRequests(Interface):
 
     def pending() -> list[Release]:
         """
-        The requests not approved yet, oldest first.
+        The requests neither approved nor refused yet, oldest first.
         """
 
 
@@ -134,13 +147,21 @@ class DirectoryReleases:
         self._write(release)
         return release
 
+    def reject(self, identifier: str, admin: str) -> Release:
+        found = self.status(identifier) or Release(identifier)
+        if found.released or found.rejected:
+            return found
+        release = replace(found, rejectedBy=admin, rejectedAt=self._clock())
+        self._write(release)
+        return release
+
     def pending(self) -> list[Release]:
         if not self.directory.is_dir():
             return []
         found = []
         for path in self.directory.glob("*.json"):
             release = _release(json.loads(path.read_text("utf-8")))
-            if not release.released:
+            if not release.released and not release.rejected:
                 found.append(release)
         return sorted(found, key=lambda release: (release.requestedAt or 0.0, release.id))
 
@@ -158,6 +179,8 @@ class DirectoryReleases:
             "requestedAt": release.requestedAt,
             "approvedBy": release.approvedBy,
             "approvedAt": release.approvedAt,
+            "rejectedBy": release.rejectedBy,
+            "rejectedAt": release.rejectedAt,
         }
         try:
             with open(temporary, "w", encoding="utf-8") as file:
@@ -181,4 +204,6 @@ def _release(data: dict[str, Any]) -> Release:
         data.get("requestedAt"),
         data.get("approvedBy"),
         data.get("approvedAt"),
+        data.get("rejectedBy"),
+        data.get("rejectedAt"),
     )

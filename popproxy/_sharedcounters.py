@@ -21,6 +21,16 @@ too.  The main process remembers which sessions each worker holds and
 drops them when the worker's end of the pair closes: a worker that dies
 (even by SIGKILL) leaves no session counted.
 
+The same pair carries what the worker did, for the console in the main
+process (L{popproxy._activity}): each message's filter verdicts and
+times (C{filtered}) and each login block (C{blocked}), told without
+waiting, handed to the main process's L{ActivityWatch}.
+
+The main process asks over the same pair too: C{["?", id, "sessions"]}
+gets the worker's open sessions (L{popproxy._sessionregistry}), answered
+C{["!", id, [snapshot fields...]]}, for the console's list of the
+sessions open now.
+
 A worker that loses the main process (or gets no answer within
 L{ANSWER_TIMEOUT}) counts in its own L{MemoryCounters} from then on, with
 one warning: logins go on, limited per process, and so do admissions.
@@ -28,7 +38,9 @@ one warning: logins go on, limited per process, and so do admissions.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, maybeDeferred
@@ -38,10 +50,12 @@ from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 
+from popproxy._activity import ActivityWatch, FilterRun, LoginBlock
 from popproxy._addresscounts import AddressLimits
 from popproxy._counterstore import CounterStoreUnavailable, ICounterStore
 from popproxy._memorycounters import MemoryCounters
 from popproxy._sessionledger import ISessionLedger
+from popproxy._sessionrecord import SessionSnapshot
 
 #: Seconds a worker waits for the main process's answer.
 ANSWER_TIMEOUT = 2.0
@@ -51,6 +65,9 @@ _METHODS = {"hit": 3, "count": 1, "blockUntil": 2, "blockedUntil": 1, "forget": 
 
 #: The session ledger's methods, with their argument counts.
 _LEDGER_METHODS = {"enter": 5, "hold": 2, "leave": 2}
+
+#: What workers tell of their work, with argument counts.
+_ACTIVITY_METHODS = {"filtered": 1, "blocked": 4}
 
 log = Logger(namespace="popproxy.counters")
 
@@ -64,21 +81,60 @@ class CounterServer(LineOnlyReceiver):
     delimiter = b"\n"
     MAX_LENGTH = 8192
 
-    def __init__(self, store: ICounterStore, ledger: ISessionLedger | None = None) -> None:
+    def __init__(
+        self,
+        store: ICounterStore,
+        ledger: ISessionLedger | None = None,
+        watch: ActivityWatch | None = None,
+        clock: IReactorTime | None = None,
+    ) -> None:
         """
         @param ledger: the sessions per client network the workers share
             (C{None}: none; their requests are answered with an error).
+        @param watch: where the workers' activity goes (C{None}: nowhere).
+        @param clock: times the questions to the worker (C{None}: none asked).
         """
         self._store = store
         self._ledger = ledger
+        self._watch = watch
+        self._clock = clock
+        self._asked = 0
+        self._questions: dict[int, Deferred[tuple[SessionSnapshot, ...]]] = {}
         #: The sessions this worker holds in the ledger: lease -> network.
         self._leases: dict[str, str] = {}
+
+    def askSessions(self) -> Deferred[tuple[SessionSnapshot, ...]]:
+        """
+        The worker's open sessions (fails after L{ANSWER_TIMEOUT} or when
+        the worker is gone).
+        """
+        if not self.connected or self._clock is None:
+            return fail(CounterStoreUnavailable("the worker is not connected"))
+        self._asked += 1
+        answer: Deferred[tuple[SessionSnapshot, ...]] = Deferred()
+        answer.addTimeout(ANSWER_TIMEOUT, self._clock)
+        self._questions[self._asked] = answer
+        answer.addBoth(self._forget, self._asked)
+        self.sendLine(json.dumps(["?", self._asked, "sessions"]).encode())
+        return answer
+
+    def _forget(self, result: object, number: int) -> object:
+        self._questions.pop(number, None)
+        return result
+
+    def _answered(self, number: int, fields: list[list[Any]]) -> None:
+        answer = self._questions.pop(number, None)
+        if answer is not None:
+            answer.callback(tuple(snapshotFrom(entry) for entry in fields))
 
     def lineReceived(self, line: bytes) -> None:
         try:
             request = json.loads(line)
+            if request[:1] == ["!"] and len(request) == 3:
+                self._answered(int(request[1]), request[2])
+                return
             number, method, *arguments = request
-            if _LEDGER_METHODS.get(method) == len(arguments):
+            if (_LEDGER_METHODS | _ACTIVITY_METHODS).get(method) == len(arguments):
                 call = getattr(self, f"_{method}")
             elif _METHODS.get(method) == len(arguments):
                 call = getattr(self._store, method)
@@ -129,10 +185,25 @@ class CounterServer(LineOnlyReceiver):
         if held is not None and self._ledger is not None:
             self._ledger.leave(held, lease)
 
+    def _filtered(self, runs: list[list[Any]]) -> None:
+        if self._watch is not None:
+            self._watch.filtersRan(
+                tuple(FilterRun(str(name), str(verdict), float(s)) for name, verdict, s in runs)
+            )
+
+    def _blocked(self, client: str, account: str, at: float, until: float) -> None:
+        if self._watch is not None:
+            self._watch.loginBlocked(LoginBlock(str(client), str(account), float(at), float(until)))
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """
-        The worker is gone: its sessions no longer count.
+        The worker is gone: its sessions no longer count, and questions to
+        it have no answer.
         """
+        self.connected = False
+        questions, self._questions = self._questions, {}
+        for answer in questions.values():
+            answer.errback(CounterStoreUnavailable("the worker is gone"))
         leases, self._leases = self._leases, {}
         if self._ledger is not None:
             for lease, key in leases.items():
@@ -148,8 +219,17 @@ class RemoteCounters(LineOnlyReceiver):
     delimiter = b"\n"
     MAX_LENGTH = 8192
 
-    def __init__(self, clock: IReactorTime) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        sessions: Callable[[], tuple[SessionSnapshot, ...]] = tuple,
+    ) -> None:
+        """
+        @param sessions: this worker's open sessions, for the main
+            process's questions.
+        """
         self._clock = clock
+        self._sessions = sessions
         self._local: MemoryCounters | None = None
         self._pending: dict[int, tuple[Deferred[Any], IDelayedCall]] = {}
         self._next = 0
@@ -182,6 +262,24 @@ class RemoteCounters(LineOnlyReceiver):
     def leave(self, key: str, lease: str) -> None:
         self._tell("leave", key, lease)
 
+    def filtersRan(self, runs: tuple[FilterRun, ...]) -> None:
+        """
+        Tell the main process of one message's filter answers.
+        """
+        self._tell("filtered", [[run.name, run.verdict, run.seconds] for run in runs])
+
+    def loginBlocked(self, block: LoginBlock) -> None:
+        """
+        Tell the main process of a login block.
+        """
+        self._tell("blocked", block.client, block.account, block.at, block.until)
+
+    def activityWatch(self) -> ActivityWatch:
+        """
+        This worker's activity, told to the main process.
+        """
+        return ActivityWatch(self.filtersRan, self.loginBlocked)
+
     def _tell(self, method: str, *arguments: object) -> None:
         """
         Ask without waiting for the answer (nothing to do once the main
@@ -204,6 +302,9 @@ class RemoteCounters(LineOnlyReceiver):
     def lineReceived(self, line: bytes) -> None:
         try:
             number, result, *error = json.loads(line)
+            if number == "?" and error == ["sessions"]:
+                self._tellSessions(result)
+                return
         except (ValueError, TypeError):
             self._fallBack("the main process sent a bad answer")
             return
@@ -216,6 +317,10 @@ class RemoteCounters(LineOnlyReceiver):
             answer.errback(CounterStoreUnavailable(str(error[0])))
         else:
             answer.callback(result)
+
+    def _tellSessions(self, number: object) -> None:
+        snapshots = [dataclasses.astuple(snapshot) for snapshot in self._sessions()]
+        self.sendLine(json.dumps(["!", number, snapshots]).encode())
 
     def _timedOut(self, number: int) -> None:
         entry = self._pending.pop(number, None)
@@ -242,3 +347,24 @@ class RemoteCounters(LineOnlyReceiver):
                 timeout.cancel()
             answer.errback(CounterStoreUnavailable(why))
         return self._local
+
+
+def snapshotFrom(fields: list[Any]) -> SessionSnapshot:
+    """
+    A worker's session snapshot from its fields as sent (types checked).
+
+    @raise ValueError: they are not a snapshot's.
+    """
+    session, listener, client, user, upstream, since, commands, bytesIn, bytesOut = fields
+    texts = (session, listener, client)
+    optional = (user, upstream)
+    numbers = (commands, bytesIn, bytesOut)
+    if not all(isinstance(text, str) for text in texts) or not all(
+        value is None or isinstance(value, str) for value in optional
+    ):
+        raise ValueError("a session snapshot's texts are not texts")
+    if not isinstance(since, int | float) or not all(isinstance(n, int) for n in numbers):
+        raise ValueError("a session snapshot's numbers are not numbers")
+    return SessionSnapshot(
+        session, listener, client, user, upstream, float(since), commands, bytesIn, bytesOut
+    )

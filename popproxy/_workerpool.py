@@ -17,7 +17,6 @@ import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +27,11 @@ from twisted.internet.protocol import Factory, ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from popproxy._activity import ActivityWatch
 from popproxy._config import Config
 from popproxy._counterstore import ICounterStore
 from popproxy._sessionledger import ISessionLedger
+from popproxy._sessionrecord import SessionSnapshot
 from popproxy._sharedcounters import CounterServer
 
 log = Logger(namespace="popproxy.workers")
@@ -81,6 +82,8 @@ class _WorkerProcess(ProcessProtocol):
         self.number = number
         self.ended: Deferred[None] = Deferred()
         self.pid: int | None = None
+        #: The main process's end of its socket pair.
+        self.server: CounterServer | None = None
         self._buffer = b""
 
     def outReceived(self, data: bytes) -> None:
@@ -148,6 +151,8 @@ class WorkerPool(Service):
         worker keeps its own).
     @param ledger: the sessions per client network the workers share, over
         the same socket pair.
+    @param watch: where the workers' activity (filter verdicts, login
+        blocks) goes, over the same socket pair (the console's).
     """
 
     def __init__(
@@ -158,10 +163,12 @@ class WorkerPool(Service):
         workerEnded: Callable[[int], None] | None = None,
         counters: ICounterStore | None = None,
         ledger: ISessionLedger | None = None,
+        watch: ActivityWatch | None = None,
     ) -> None:
         self._reactor = reactor
         self._counters = counters
         self._ledger = ledger
+        self._watch = watch
         self._launch = launch
         self._listeners = listeners
         self._workerEnded = workerEnded
@@ -223,19 +230,32 @@ class WorkerPool(Service):
             if theirs is not None:
                 theirs.close()
         if ours is not None:
-            self._serveCounters(ours)
+            worker.server = self._serveCounters(ours)
         worker.pid = getattr(process, "pid", None)
         log.info("started worker {number}", number=number)
 
-    def _serveCounters(self, ours: socket.socket) -> None:
+    def _serveCounters(self, ours: socket.socket) -> CounterServer:
         """
         Answer a worker's counter requests on our end of its socket pair
         (the reactor takes a copy of the descriptor).
         """
         assert self._counters is not None
-        factory = Factory.forProtocol(partial(CounterServer, self._counters, self._ledger))
+        server = CounterServer(self._counters, self._ledger, self._watch, self._reactor)
+        factory = Factory.forProtocol(lambda: server)
         self._reactor.adoptStreamConnection(ours.fileno(), socket.AF_UNIX, factory)
         ours.close()
+        return server
+
+    def askSessions(self) -> list[tuple[int, Deferred[tuple[SessionSnapshot, ...]]]]:
+        """
+        Ask every running worker for its open sessions: by worker number,
+        the answer to come.
+        """
+        return [
+            (number, worker.server.askSessions())
+            for number, worker in sorted(self._workers.items())
+            if worker.server is not None
+        ]
 
     def _ended(self, worker: _WorkerProcess, reason: Failure) -> None:
         if self._workers.get(worker.number) is worker:

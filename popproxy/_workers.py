@@ -47,6 +47,7 @@ from popproxy._listenerfactory import ListenerFactory
 from popproxy._metrics import Metrics
 from popproxy._redisstore import SharedStores
 from popproxy._reload import Reloader, ReloadOnHangup
+from popproxy._sessionrecord import SessionSnapshot
 from popproxy._sharedcounters import RemoteCounters
 from popproxy._workerpool import acceptOneAtATime
 
@@ -137,27 +138,40 @@ def _dieWithParent() -> None:
 
 
 def _storesFor(
-    config: Config, reactor: Any, descriptor: int | None, metrics: Metrics
+    config: Config,
+    reactor: Any,
+    descriptor: int | None,
+    metrics: Metrics,
+    sessions: Callable[[], tuple[SessionSnapshot, ...]] = tuple,
 ) -> SharedStores:
     """
     The worker's counters and session ledger: with a Redis store each
     process talks to Redis itself; else the main process's, over the
-    inherited socket pair.
+    inherited socket pair.  With a console, C{metrics} tell the main
+    process over the same pair what this worker's filters and throttle
+    did (the console's charts and blocks), and answer its questions about
+    this worker's open C{sessions}.
     """
-    shared = None if config.counterStore is not None else _sharedCounters(reactor, descriptor)
-    if shared is not None:
-        return SharedStores(shared, shared)
+    link = _sharedCounters(reactor, descriptor, sessions)
+    if link is not None and config.console is not None:
+        metrics.watch(link.activityWatch())
+    if config.counterStore is None and link is not None:
+        return SharedStores(link, link)
     return sharedStores(config, reactor, metrics)
 
 
-def _sharedCounters(reactor: Any, descriptor: int | None) -> RemoteCounters | None:
+def _sharedCounters(
+    reactor: Any,
+    descriptor: int | None,
+    sessions: Callable[[], tuple[SessionSnapshot, ...]] = tuple,
+) -> RemoteCounters | None:
     """
     The main process's login counters and session ledger, over the
     inherited socket C{descriptor} (C{None}: none was given).
     """
     if descriptor is None:
         return None
-    counters = RemoteCounters(reactor)
+    counters = RemoteCounters(reactor, sessions)
     reactor.adoptStreamConnection(descriptor, socket.AF_UNIX, Factory.forProtocol(lambda: counters))
     os.close(descriptor)
     return counters
@@ -194,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
         metrics.begin(None, directory)
     stop = GracefulStop(reactor, config.stopGrace, Lifecycle())
     chain = buildChain(config, reactor, metrics=metrics)
-    stores = _storesFor(config, reactor, arguments.counters, metrics)
+    stores = _storesFor(config, reactor, arguments.counters, metrics, stop.sessions.snapshot)
     counters = stores.counters
     admission = processAdmission(config, reactor, stores)
     generation = generationFrom(

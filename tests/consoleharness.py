@@ -25,14 +25,20 @@ from zope.interface import directlyProvides
 from popproxy._chain import runHere
 from popproxy._config import RoutingSettings
 from popproxy._framing import StatusLine
+from popproxy._health import Health
 from popproxy._loginthrottle import LoginThrottle
+from popproxy._opensessions import OpenSessions
 from popproxy._quarantine import DirectoryQuarantine
 from popproxy._releases import DirectoryReleases
 from popproxy._routing import Router
 from popproxy._upstream import UpstreamError
 from popproxy.console._access import ItemAccess
+from popproxy.console._adminpanels import AdminConsole, ConsoleActivity
+from popproxy.console._adminsignin import AdminSignInCheck
 from popproxy.console._csrf import SignInTokens
 from popproxy.console._pages import Console, ConsoleSite
+from popproxy.console._passwordhash import hashPassword
+from popproxy.console._service import consoleSite
 from popproxy.console._sessions import SessionStore
 from popproxy.console._signin import SignInCheck
 from popproxy.console._templates import Templates
@@ -131,6 +137,34 @@ def makeConsole(
     )
 
 
+#: Administrators of the tests' consoles: name -> password.
+ADMINS = {"root": "root-password"}
+
+
+def adminHashes(admins: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """
+    Hash lines of C{admins}' passwords (cheap parameters: tests check
+    behaviour, not cost).
+    """
+    return tuple((name, hashPassword(pw, n=16, r=1, p=1).line()) for name, pw in admins.items())
+
+
+def makeAdmin(
+    clock: Clock,
+    admins: dict[str, str] | None = None,
+    throttle: LoginThrottle | None = None,
+    health: Health | None = None,
+    activity: ConsoleActivity | None = None,
+    sessions: OpenSessions | None = None,
+) -> AdminConsole:
+    """
+    The administrators' side of a test console, everything synchronous.
+    """
+    hashes = adminHashes(ADMINS if admins is None else admins)
+    signIn = AdminSignInCheck(hashes, clock, throttle, runHere, 0.0)
+    return AdminConsole(signIn, clock, health, activity, sessions)
+
+
 def quarantined(
     directory: Path,
     user: str,
@@ -187,8 +221,14 @@ class ConsoleClient:
     attributes, to check), speaks HTTP/1.0 over an in-memory transport.
     """
 
-    def __init__(self, console: Console, secure: bool = False, peer: str = "192.0.2.7") -> None:
-        self.site = ConsoleSite(console)
+    def __init__(
+        self,
+        console: Console,
+        secure: bool = False,
+        peer: str = "192.0.2.7",
+        admin: AdminConsole | None = None,
+    ) -> None:
+        self.site: ConsoleSite = consoleSite(console, admin)
         self.secure = secure
         self.peer = peer
         self.cookies: dict[str, str] = {}
@@ -245,8 +285,9 @@ class ConsoleClient:
                 self.cookies[name] = value
         return Response(int(status.split()[1]), headers, body)
 
-    def signIn(self, login: str, password: str) -> Response:
-        form = self.get("/signin")
-        return self.post(
-            "/signin", {"csrf": form.formToken(), "login": login, "password": password}
-        )
+    def signIn(self, login: str, password: str, form: str = "/signin") -> Response:
+        page = self.get(form)
+        return self.post(form, {"csrf": page.formToken(), "login": login, "password": password})
+
+    def adminSignIn(self, name: str = "root", password: str = "root-password") -> Response:
+        return self.signIn(name, password, "/admin/signin")

@@ -76,3 +76,40 @@ def test_listenerIsChecked() -> None:
     reactor = MemoryReactor()
     with pytest.raises(ConfigError, match=r"\[console\] listen: bad endpoint 'tcpx:8110'"):
         checkConfig(config, lambda d: serverFromString(reactor, d), lambda d: None)
+
+
+def test_admins() -> None:
+    """
+    C{admins} maps each administrator's name to a hash line (a table
+    inline or its own C{[console.admins]}); none by default.
+    """
+    from popproxy.console._passwordhash import hashPassword
+
+    line = hashPassword("admin-password", n=16, r=1, p=1).line()
+    assert parseConfig(BASE + '[console]\nlisten = "tcp:1"\n').console.admins == ()  # type: ignore[union-attr]
+    inline = parseConfig(BASE + f'[console]\nlisten = "tcp:1"\nadmins = {{ root = "{line}" }}\n')
+    assert inline.console is not None and inline.console.admins == (("root", line),)
+    table = parseConfig(
+        BASE + '[console]\nlisten = "tcp:1"\n[console.admins]\n'
+        f'root = "{line}"\n"ops team" = "{line}"\n'
+    )
+    assert table.console is not None
+    assert table.console.admins == (("root", line), ("ops team", line))
+
+
+@pytest.mark.parametrize(
+    ("admins", "message"),
+    [
+        ('{ root = "hunter2" }', r"admins\.root: not a scrypt"),
+        ("{ root = 5 }", r"admins\.root: must be a hash line"),
+        ('"root"', r"admins: must be a table"),
+        ('{ "" = "x" }', r"admins: '' is not a usable name"),
+    ],
+)
+def test_adminsRefused(admins: str, message: str) -> None:
+    """
+    A plain password instead of a hash, a value that is not text, and an
+    empty name are refused, naming the key.
+    """
+    with pytest.raises(ConfigError, match=message):
+        parseConfig(BASE + f'[console]\nlisten = "tcp:1"\nadmins = {admins}\n')

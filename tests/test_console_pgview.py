@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
 from popproxy._chain import runHere
@@ -30,7 +31,7 @@ from popproxy._testkit import settle
 from popproxy.console._pgview import PostgresView, likePattern
 from popproxy.console._view import IQuarantineView
 from popproxy.interfaces import FilterContext, RemovedPart
-from tests.consoleharness import ConsoleClient, ScriptedUpstream, makeConsole
+from tests.consoleharness import ConsoleClient, ScriptedUpstream, makeAdmin, makeConsole
 from tests.peers.postgres import PostgresDatabase
 
 
@@ -234,3 +235,47 @@ def test_searchPageEscapes(postgres: PostgresDatabase, tmp_path: Path, search: s
     client.signIn("alice", "pw")
     listing = client.get("/?q=" + search.replace("%", "%25"))
     assert "100%_sure.exe" in listing.text and "plain.exe" not in listing.text
+
+
+def test_administratorsSeeEveryUsersItems(postgres: PostgresDatabase) -> None:
+    """
+    For the administrators' pages: every user's items newest first (or
+    one user's), searched like a user's, and the users with how many
+    items each, by name.
+    """
+    store = migrated(postgres)
+    keep(store, "bob", "b1.exe", 10.0)
+    keep(store, "alice", "a1.exe", 20.0)
+    keep(store, "bob", "b2.exe", 30.0)
+    view = PostgresView(store, runHere)
+    page = settle(view.allItems(None))
+    assert [item.filename for item in page.items] == ["b2.exe", "a1.exe", "b1.exe"]
+    assert page.total == 3
+    assert [item.filename for item in settle(view.allItems("alice")).items] == ["a1.exe"]
+    assert [item.filename for item in settle(view.allItems(None, "b1")).items] == ["b1.exe"]
+    assert settle(view.allItems(None, "100%")).items == ()
+    assert settle(view.users()) == (("alice", 1), ("bob", 2))
+
+
+def test_administratorPagesOverPostgres(postgres: PostgresDatabase, tmp_path: Path) -> None:
+    """
+    Over the database, an administrator's list shows every user's items,
+    the queue shows alice's request, and Reject takes it out of the
+    database's queue and tells alice it was declined.
+    """
+    store = migrated(postgres)
+    mine = keep(store, "alice", "mine.exe", 1.0)
+    keep(store, "bob", "theirs.exe", 2.0)
+    console = pgConsole(tmp_path, store, ScriptedUpstream({"alice": "pw"}))
+    alice = ConsoleClient(console)
+    alice.signIn("alice", "pw")
+    assert alice.post(f"/item/{mine}/release", {"csrf": alice.get("/").formToken()}).code == 303
+    admin = ConsoleClient(console, peer="192.0.2.9", admin=makeAdmin(Clock()))
+    assert admin.adminSignIn().code == 303
+    listing = admin.get("/admin/items")
+    assert "mine.exe" in listing.text and "theirs.exe" in listing.text
+    assert "mine.exe" in admin.get("/admin").text
+    page = admin.get(f"/admin/item/{mine}")
+    assert admin.post(f"/admin/item/{mine}/reject", {"csrf": page.formToken()}).code == 303
+    assert PostgresReleases(store.pool).pending() == []
+    assert "An administrator declined" in alice.get(f"/item/{mine}").text

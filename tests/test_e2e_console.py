@@ -5,10 +5,14 @@ and the scan filter with a real clamd: a POP3 client (poplib) first
 retrieves mail with blocked attachments for two users; then user A signs
 in with their Dovecot password, sees exactly their items, downloads one
 (the bytes the quarantine kept), gets 404 for user B's item, asks for the
-release of the item clamd flagged, which the command line approves, after
-which it downloads; a hostile file name shows as text and runs nothing;
-a POST without its form token is refused.  Screenshots of the user's page
-are made on every run; with POPPROXY_SCREENSHOTS=docs they replace those in
+release of the item clamd flagged, which an administrator approves in the
+browser (their overview shows the queue, the filters' charts and the
+health; their list shows both users' items, the hostile name as text),
+after which it downloads; a hostile file name shows as text and runs
+nothing; a POST without its form token is refused.  The proxy runs with a
+worker process: the charts count every message, whichever process
+filtered it.  Screenshots of the user's and the administrator's pages are
+made on every run; with POPPROXY_SCREENSHOTS=docs they replace those in
 docs/console/.
 """
 
@@ -31,6 +35,8 @@ from selenium.webdriver.common.by import By
 
 from popproxy._quarantine import DirectoryQuarantine
 from popproxy._quarantinecli import main as quarantineMain
+from popproxy._releases import DirectoryReleases
+from popproxy.console._passwordhash import hashPassword
 from popproxy.console._view import Item, downloadOf, recordFilename
 from popproxy.message import Message
 from tests.peers.clamd import eicar
@@ -47,6 +53,7 @@ SHOTS = (
     else Path(tempfile.mkdtemp(prefix="popproxy-console-shots-"))
 )
 HOSTILE = "<img src=x onerror=alert(1)>.exe"
+ADMIN_PASSWORD = "an administrator's password"
 TOOL = b"MZ\x90\x00 a tool the user wants back \x00\x01\x02" * 20
 
 
@@ -167,6 +174,7 @@ def test_userGetsTheirItemsBack(
         f"""
 [proxy]
 listen = ["tcp:{{PORT}}:interface=127.0.0.1"]
+workers = 2
 [upstream]
 default = "tcp:127.0.0.1:{dovecotServer.port}"
 [chain]
@@ -180,6 +188,7 @@ settings = {{ address = "{clamdServer.tcpAddress}" }}
 [console]
 listen = "tcp:{consolePort}:interface=127.0.0.1"
 public_url = "{base}"
+admins = {{ root = "{hashPassword(ADMIN_PASSWORD).line()}" }}
 """
     )
     waitForPort("127.0.0.1", consolePort, 10)
@@ -238,7 +247,9 @@ public_url = "{base}"
     browser.find_element(By.CSS_SELECTOR, "form.release button").click()
     waitFor(lambda: "waiting for an administrator" in browser.page_source)
     browser.save_screenshot(str(SHOTS / "release-requested.png"))
-    assert quarantineMain(["--dir", str(quarantine), "release", virus.id, "--by", "test"]) == 0
+    adminApproves(browser, f"http://localhost:{consolePort}", records, alice.user, bob, proxy.port)
+    release = DirectoryReleases(quarantine).status(virus.id)
+    assert release is not None and (release.requestedBy, release.approvedBy) == (alice.user, "root")
     browser.get(f"{base}/item/{virus.id}")
     browser.find_element(By.CSS_SELECTOR, "a.download").click()
     assert downloaded(browser.downloads, "invoice.txt") == eicar()
@@ -250,3 +261,65 @@ public_url = "{base}"
     assert width <= 390
     browser.save_screenshot(str(SHOTS / "user-items-phone.png"))
     browser.set_window_size(1100, 900)
+
+
+def adminSignIn(browser: Any, admin: str) -> None:
+    browser.get(admin + "/admin")
+    assert browser.current_url == admin + "/admin/signin"
+    browser.find_element(By.ID, "login").send_keys("root")
+    browser.find_element(By.ID, "password").send_keys(ADMIN_PASSWORD)
+    browser.find_element(By.CSS_SELECTOR, ".signin button").click()
+    waitFor(lambda: browser.current_url == admin + "/admin")
+
+
+def adminApproves(
+    browser: Any,
+    admin: str,
+    records: dict[Any, Any],
+    user: str,
+    bob: DovecotMailbox,
+    proxyPort: int,
+) -> None:
+    """
+    The administrator, on another host name of the console (so with
+    cookies of their own in the same browser), sees the request in the
+    queue, the charts of both filters (3 messages each, from whichever
+    process), clamd reachable, and approves; their list shows both
+    users' items with the hostile name as text; the overview refreshes
+    itself when new mail is quarantined.
+    """
+    adminSignIn(browser, admin)
+    virus = records["invoice.txt"]
+    queued = browser.find_element(By.ID, f"queued-{virus.id}")
+    assert "invoice.txt" in queued.text and user in queued.text
+    for name in ("strip", "scan"):
+        charts = browser.find_element(By.ID, f"filter-{name}")
+        assert "Last hour: 3 messages" in charts.text, charts.text
+        assert charts.find_elements(By.CSS_SELECTOR, "svg rect.bar")
+    health = browser.find_element(By.ID, "health")
+    assert "reachable" in health.text and "4 for 2 users" in health.text
+    browser.set_window_size(1100, 2200)
+    browser.save_screenshot(str(SHOTS / "admin-overview.png"))
+    browser.set_window_size(1100, 900)
+    queued = browser.find_element(By.ID, f"queued-{virus.id}")
+    queued.find_element(By.CSS_SELECTOR, "form.approve button").click()
+    waitFor(lambda: "No release requests are waiting." in browser.page_source)
+
+    browser.get_log("browser")
+    browser.get(admin + "/admin/items")
+    names = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".items .item h2")]
+    assert sorted(names) == sorted(["tool.exe", HOSTILE, "invoice.txt", "bob.exe"])
+    assert browser.find_elements(By.CSS_SELECTOR, ".items img") == []
+    assert HOSTILE in browser.find_element(By.ID, f"item-{records[HOSTILE].id}").text
+    assert "Released by root" in browser.find_element(By.ID, f"item-{virus.id}").text
+    browser.save_screenshot(str(SHOTS / "admin-items.png"))
+
+    # The overview refreshes its panels without a reload.
+    browser.get(admin + "/admin")
+    browser.execute_script("document.body.setAttribute('data-loaded-once', 'yes')")
+    bob.deliver(message("Again", attachment("again.exe", b"MZ again")))
+    retrieveAll(proxyPort, bob)
+    waitFor(lambda: "5 for 2 users" in browser.find_element(By.ID, "health").text, 25.0)
+    assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-loaded-once") == "yes"
+    assert noAlert(browser)
+    assert [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"] == []

@@ -462,3 +462,33 @@ def test_everyMetricDocumented() -> None:
     assert [name for name in names if f"`{name}`" not in docs] == []
     words = {kind for _, kind in SESSION_ENDINGS} | set(RETRIEVAL_OUTCOMES)
     assert [word for word in words if f"`{word}`" not in docs] == []
+
+
+def test_watchGetsVerdictsAndBlocksUnbegun() -> None:
+    """
+    A watched Metrics hands each chain run's verdicts (in chain order,
+    with their times) and each block to its watch, even when not begun
+    (the console works without [metrics]).
+    """
+    from popproxy._activity import ActivityWatch, FilterRun, LoginBlock
+
+    runs: list[tuple[FilterRun, ...]] = []
+    blocks: list[LoginBlock] = []
+    metrics = Metrics()
+    metrics.watch(ActivityWatch(runs.append, blocks.append))
+    clock = Clock()
+    tagged = Rewrite(Message.fromBytes(RAW).withHeaderAdded("X-Tag", "yes"))
+    chain = FilterChain(
+        [
+            ChainEntry("slow", Answering("slow", Deliver(), clock, 2.0)),
+            ChainEntry("tagger", Answering("tagger", tagged)),
+        ],
+        clock,
+        metrics=metrics,
+    )
+    runChain(chain, clock)
+    assert runs == [(FilterRun("slow", "deliver", 2.0), FilterRun("tagger", "rewrite", 0.0))]
+    metrics.loginBlocked(LoginBlock("192.0.2.1", "bob", 1.0, 901.0))
+    assert blocks == [LoginBlock("192.0.2.1", "bob", 1.0, 901.0)]
+    with pytest.raises(TypeError):
+        NO_METRICS.watch(ActivityWatch(runs.append, blocks.append))

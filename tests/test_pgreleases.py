@@ -119,7 +119,7 @@ def test_versionOneIsRefusedThenMigrated(
 ) -> None:
     """
     A database at schema version 1 stops start-up with the command to
-    run; migrate applies version 2, filling in the file names (and the
+    run; migrate applies versions 2 and 3, filling in the file names (and the
     subject, from the header lines) of the records kept before, a batch
     at a time; the proxy then starts.
     """
@@ -142,13 +142,36 @@ def test_versionOneIsRefusedThenMigrated(
     config.write_text(
         f'[upstream]\ndefault = "tcp:127.0.0.1:110"\n[chain]\nquarantine = "{postgres.url}"\n'
     )
-    with pytest.raises(ConfigError, match="version 1, this popproxy needs 2: run popproxy"):
+    with pytest.raises(ConfigError, match="version 1, this popproxy needs 3: run popproxy"):
         checkQuarantineSchema(loadConfig(config))
     with pytest.raises(SchemaError):
         openConnection(address)
     status, output = cli("--config", str(config), "migrate")
-    assert status == 0 and "applied schema version(s) 2" in output
+    assert status == 0 and "applied schema version(s) 2, 3" in output
     checkQuarantineSchema(loadConfig(config))
     assert postgres.execute(
         "SELECT filename, message_subject FROM popproxy_quarantine_records ORDER BY id"
     ) == [("old.exe", "old one"), ("", "whole")]
+
+
+def test_rejectionLeavesTheQueueAndKeepsTheFirst(postgres: PostgresDatabase) -> None:
+    """
+    An administrator's refusal takes a request out of the queue, naming
+    who refused; a second refusal keeps the first, an approval after it
+    releases the item (approval wins), and refusing a released item
+    changes nothing.
+    """
+    store = migrated(postgres)
+    item = keep(store, "alice", "a.exe", 1.0)
+    other = keep(store, "bob", "b.exe", 2.0)
+    queue = releases(store, 100.0, 200.0, 300.0, 400.0, 500.0, 600.0, 700.0)
+    queue.request(item, "alice")
+    queue.request(other, "bob")
+    refused = queue.reject(item, "admin")
+    assert (refused.rejectedBy, refused.rejectedAt, refused.rejected) == ("admin", 300.0, True)
+    assert [release.id for release in queue.pending()] == [other]
+    assert queue.reject(item, "root").rejectedBy == "admin"
+    assert queue.approve(other, "admin").released
+    assert queue.reject(other, "root").rejectedBy is None and queue.isReleased(other)
+    with pytest.raises(KeyError):
+        queue.reject("no-such-item", "admin")

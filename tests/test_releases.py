@@ -62,3 +62,25 @@ def test_idsThatAreNotFileNamesAreRefused(tmp_path: Path, identifier: str) -> No
     """
     with pytest.raises(KeyError):
         DirectoryReleases(tmp_path).request(identifier, "u")
+
+
+def test_rejectIsRecordedAndLeavesTheQueue(tmp_path: Path) -> None:
+    """
+    A rejected request records who refused it and when, leaves the queue,
+    and is not a release; rejecting again changes nothing; an approval
+    afterwards releases it (and forgets the refusal); a released item
+    cannot be rejected.
+    """
+    now = [100.0]
+    releases = DirectoryReleases(tmp_path, clock=lambda: now[0])
+    releases.request("p1", "alice")
+    now[0] = 200.0
+    refused = releases.reject("p1", "root")
+    assert (refused.rejectedBy, refused.rejectedAt, refused.requestedBy) == ("root", 200.0, "alice")
+    assert refused.rejected and not refused.released
+    assert releases.pending() == [] and not releases.isReleased("p1")
+    assert DirectoryReleases(tmp_path).status("p1") == refused
+    assert releases.reject("p1", "other") == refused
+    approved = releases.approve("p1", "ops")
+    assert approved.released and not approved.rejected and approved.approvedBy == "ops"
+    assert releases.reject("p1", "root") == approved

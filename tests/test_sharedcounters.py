@@ -18,6 +18,7 @@ from twisted.internet.task import Clock
 from twisted.logger import capturedLogs, formatEvent
 from twisted.test import iosim
 
+from popproxy._activity import ActivityWatch, FilterRun, LoginBlock
 from popproxy._addresscounts import ADDRESS, AddressLimits, LocalLedger
 from popproxy._counterstore import CounterStoreUnavailable
 from popproxy._loginthrottle import LoginThrottle
@@ -34,10 +35,15 @@ class Worker:
     """
 
     def __init__(
-        self, store: MemoryCounters, clock: Clock, ledger: LocalLedger | None = None
+        self,
+        store: MemoryCounters,
+        clock: Clock,
+        ledger: LocalLedger | None = None,
+        watch: ActivityWatch | None = None,
     ) -> None:
-        self.server = CounterServer(store, ledger)
-        self.counters = RemoteCounters(clock)
+        self.server = CounterServer(store, ledger, watch, clock)
+        self.sessions: tuple[Any, ...] = ()
+        self.counters = RemoteCounters(clock, lambda: self.sessions)
         self.pump = iosim.connect(
             self.server,
             iosim.makeFakeServer(self.server),
@@ -201,3 +207,60 @@ def test_workerWithoutMainProcessDecidesAlone() -> None:
     worker.pump.flush()
     failure: Any = worker.answer(worker.counters.enter("192.0.2.1/32", "a.1", LIMITS))
     assert failure.check(CounterStoreUnavailable)
+
+
+def test_workersActivityReachesTheMainProcess() -> None:
+    """
+    A worker's filter answers and login blocks arrive, as they were, at
+    the main process's watch (the console's), told without waiting; a
+    main process without a watch drops them; after the main process is
+    gone the worker tells nothing and goes on.
+    """
+    clock = Clock()
+    runs: list[tuple[FilterRun, ...]] = []
+    blocks: list[LoginBlock] = []
+    worker = Worker(MemoryCounters(clock), clock, watch=ActivityWatch(runs.append, blocks.append))
+    told = worker.counters.activityWatch()
+    ran = (FilterRun("scan", "replace", 0.25), FilterRun("strip naïve", "deliver", 0.0))
+    told.filtersRan(ran)
+    block = LoginBlock("2001:db8::/64", "bob\r\nsmith", 10.5, 910.5)
+    told.loginBlocked(block)
+    worker.pump.flush()
+    assert runs == [ran] and blocks == [block]
+    blind = Worker(MemoryCounters(clock), clock)
+    blind.counters.filtersRan(ran)
+    blind.pump.flush()
+    assert blind.counters.transport is not None and not blind.counters.transport.disconnecting
+    worker.counters.transport.loseConnection()  # type: ignore[union-attr]
+    worker.pump.flush()
+    told.filtersRan(ran)
+    worker.pump.flush()
+    assert runs == [ran]
+
+
+def test_mainProcessAsksAWorkerForItsSessions() -> None:
+    """
+    The main process's question gets the worker's open sessions as they
+    are; one the worker cannot answer in time fails after the timeout;
+    once the worker is gone a question fails at once.
+    """
+    from popproxy._sessionrecord import SessionSnapshot
+
+    clock = Clock()
+    worker = Worker(MemoryCounters(clock), clock)
+    worker.sessions = (
+        SessionSnapshot(
+            "3", "proxy.listen[0]", "[2001:db8::1]:4000", "bob\r\n", None, 5.5, 2, 10, 99
+        ),
+    )
+    assert worker.answer(worker.server.askSessions()) == worker.sessions
+    silent: list[Any] = []
+    worker.server.askSessions().addBoth(silent.append)
+    clock.advance(ANSWER_TIMEOUT + 0.1)
+    assert silent and isinstance(silent[0].value, Exception)
+    worker.counters.transport.loseConnection()  # type: ignore[union-attr]
+    worker.pump.flush()
+    gone: list[Any] = []
+    worker.server.askSessions().addBoth(gone.append)
+    worker.pump.flush()
+    assert gone and isinstance(gone[0].value, Exception)

@@ -22,6 +22,7 @@ class Offer(enum.Enum):
     DOWNLOAD = "download"
     REQUEST_RELEASE = "request"
     RELEASE_PENDING = "pending"
+    RELEASE_REFUSED = "refused"
 
 
 class ItemAccess:
@@ -35,17 +36,29 @@ class ItemAccess:
     def __init__(self, userDownload: Iterable[str]) -> None:
         self._userDownload = frozenset(userDownload)
 
+    @property
+    def userDownload(self) -> frozenset[str]:
+        """
+        The filters whose removals users download without asking.
+        """
+        return self._userDownload
+
     def visible(self, record: Record | None, user: str) -> bool:
         """
         Whether the user signed in as C{user} may see C{record} at all.
         """
         return record is not None and bool(user) and record.user == user
 
-    def offer(self, record: Record, released: bool, requested: bool) -> Offer:
+    def offer(
+        self, record: Record, released: bool, requested: bool, refused: bool = False
+    ) -> Offer:
         """
         What its user may do with C{record}: download it (the policy lets
-        them, or it was released), ask for it, or wait for an answer.
+        them, or it was released), ask for it, wait for an answer, or
+        nothing more once an administrator refused it.
         """
         if released or record.plugin in self._userDownload:
             return Offer.DOWNLOAD
+        if refused:
+            return Offer.RELEASE_REFUSED
         return Offer.RELEASE_PENDING if requested else Offer.REQUEST_RELEASE

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -29,7 +29,7 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from popproxy._printable import PrintableLogger
 from popproxy._proxyheaderbuild import ClientOrigin
-from popproxy._releases import IReleaseRequests
+from popproxy._releases import IReleaseRequests, Release
 from popproxy.console._access import ItemAccess, Offer
 from popproxy.console._csrf import FIELD, SignInTokens, sameToken
 from popproxy.console._sessions import ConsoleSession, SessionStore, newToken
@@ -43,7 +43,7 @@ log = PrintableLogger(namespace="popproxy.console")
 SECURITY_HEADERS = {
     b"Content-Security-Policy": (
         b"default-src 'none'; style-src 'self'; img-src 'self'; script-src 'self'; "
-        b"form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        b"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     ),
     b"X-Content-Type-Options": b"nosniff",
     b"X-Frame-Options": b"DENY",
@@ -52,7 +52,11 @@ SECURITY_HEADERS = {
 }
 
 #: The static files, by name, with their type.
-STATIC = {b"console.css": b"text/css; charset=utf-8", b"favicon.svg": b"image/svg+xml"}
+STATIC = {
+    b"console.css": b"text/css; charset=utf-8",
+    b"favicon.svg": b"image/svg+xml",
+    b"console.js": b"text/javascript; charset=utf-8",
+}
 
 #: The longest login and password a sign-in form may send.
 MAX_LOGIN = 256
@@ -153,7 +157,7 @@ class Console:
         return self.sessions.find(cookie.decode("ascii", "replace") if cookie else None)
 
     def page(self, request: Request, code: int, name: str, **values: Any) -> bytes:
-        request.setResponseCode(code)
+        request.setResponseCode(code, b"Too Many Requests" if code == 429 else None)
         request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
         values.setdefault("session", None)
         return self.templates.render(name, **values)
@@ -164,6 +168,16 @@ class Console:
         titles = {403: "Not allowed", 404: "Not found", 405: "Not allowed"}
         title = titles.get(code, "Error")
         return self.page(request, code, "error.html", title=title, message=message, session=session)
+
+
+def homeOf(session: ConsoleSession | None) -> str:
+    """
+    Where a browser goes to start: the sign-in form without a session, an
+    administrator's overview, a user's items.
+    """
+    if session is None:
+        return "/signin"
+    return "/admin" if session.admin else "/"
 
 
 def redirect(request: Request, path: str) -> bytes:
@@ -225,8 +239,9 @@ class SignInPage(ConsoleResource):
     """
 
     def render_GET(self, request: Request) -> bytes:
-        if self.console.session(request) is not None:
-            return redirect(request, "/")
+        session = self.console.session(request)
+        if session is not None:
+            return redirect(request, homeOf(session))
         return self._form(request, 200, "", "")
 
     def _form(self, request: Request, code: int, login: str, error: str) -> bytes:
@@ -275,7 +290,7 @@ class SignOutPage(ConsoleResource):
             return self.console.error(request, 403, "The form expired; load the page again.")
         self.console.sessions.close(session.id)
         setCookie(request, "popproxy_session", "", maxAge=0)
-        return redirect(request, "/signin")
+        return redirect(request, "/admin/signin" if session.admin else "/signin")
 
 
 class ItemsPage(ConsoleResource):
@@ -286,8 +301,8 @@ class ItemsPage(ConsoleResource):
 
     def render_GET(self, request: Request) -> Any:
         session = self.console.session(request)
-        if session is None:
-            return redirect(request, "/signin")
+        if session is None or session.admin:
+            return redirect(request, homeOf(session))
         return respond(request, self._list(request, session))
 
     async def _list(self, request: Request, session: ConsoleSession) -> bytes:
@@ -328,10 +343,17 @@ def offersOf(console: Console, items: tuple[Item, ...]) -> dict[str, str]:
     offers = {}
     for item in items:
         release = console.releases.status(item.record.id)
-        released = release is not None and release.released
-        offer = console.access.offer(item.record, released, release is not None)
-        offers[item.record.id] = offer.value
+        offers[item.record.id] = offerOf(console.access, item, release).value
     return offers
+
+
+def offerOf(access: ItemAccess, item: Item, release: Release | None) -> Offer:
+    """
+    What C{item}'s user may do with it, in its release state C{release}.
+    """
+    if release is None:
+        return access.offer(item.record, False, False)
+    return access.offer(item.record, release.released, True, release.rejected)
 
 
 class ItemPages(ConsoleResource):
@@ -342,8 +364,8 @@ class ItemPages(ConsoleResource):
 
     def render_GET(self, request: Request) -> Any:
         session = self.console.session(request)
-        if session is None:
-            return redirect(request, "/signin")
+        if session is None or session.admin:
+            return redirect(request, homeOf(session))
         target = self._target(request)
         if target is None or target[1] not in ("", "download"):
             return self.console.error(request, 404, "There is no such item.", session)
@@ -351,8 +373,8 @@ class ItemPages(ConsoleResource):
 
     def render_POST(self, request: Request) -> Any:
         session = self.console.session(request)
-        if session is None:
-            return self.console.error(request, 403, "Sign in first.")
+        if session is None or session.admin:
+            return self.console.error(request, 403, "Sign in first.", session)
         if not sameToken(session.csrf, formToken(request)):
             return self.console.error(request, 403, "The form expired; load the page again.")
         target = self._target(request)
@@ -387,8 +409,7 @@ class ItemPages(ConsoleResource):
         release = await self.console.runInThread(
             lambda: self.console.releases.status(item.record.id)
         )
-        released = release is not None and release.released
-        return self.console.access.offer(item.record, released, release is not None)
+        return offerOf(self.console.access, item, release)
 
     async def _show(
         self, request: Request, session: ConsoleSession, identifier: str, action: str
@@ -464,7 +485,7 @@ class ConsoleRoot(Resource):
     The console's paths.
     """
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, more: Mapping[bytes, Resource] | None = None) -> None:
         super().__init__()
         self.console = console
         self._pages: dict[bytes, Resource] = {
@@ -473,6 +494,7 @@ class ConsoleRoot(Resource):
             b"signout": SignOutPage(console),
             b"item": ItemPages(console),
             b"static": StaticFiles(console),
+            **(more or {}),
         }
         self._missing = _Missing(console)
 
@@ -497,8 +519,12 @@ class ConsoleSite(Site):
 
     noisy = False
 
-    def __init__(self, console: Console) -> None:
-        super().__init__(ConsoleRoot(console))
+    def __init__(self, console: Console, more: Mapping[bytes, Resource] | None = None) -> None:
+        """
+        @param more: further pages by their first path segment (the
+            administrators' pages, under C{admin}).
+        """
+        super().__init__(ConsoleRoot(console, more))
 
     def getResourceFor(self, request: Request) -> Any:
         for name, value in SECURITY_HEADERS.items():

@@ -43,14 +43,18 @@ def likePattern(word: str) -> str:
     return f"%{escaped}%"
 
 
-def _selection(user: str, search: str) -> tuple[str, list[Any]]:
+def _selection(user: str | None, search: str) -> tuple[str, list[Any]]:
     """
-    The C{WHERE} clause and its parameters for C{user}'s items with every
-    word of C{search}.
+    The C{WHERE} clause and its parameters for C{user}'s items (every
+    user's with C{None}) with every word of C{search}.
     """
     words = search.split()
-    clause = "user_name = %s" + " AND search_text LIKE lower(%s) ESCAPE '\\'" * len(words)
-    return clause, [user, *map(likePattern, words)]
+    conditions = ["search_text LIKE lower(%s) ESCAPE '\\'"] * len(words)
+    parameters: list[Any] = list(map(likePattern, words))
+    if user is not None:
+        conditions.insert(0, "user_name = %s")
+        parameters.insert(0, user)
+    return " AND ".join(conditions) or "TRUE", parameters
 
 
 def _item(filename: str | None, data: dict[str, Any]) -> Item:
@@ -78,6 +82,18 @@ class PostgresView:
         work = partial(_page, user=user, search=search, offset=offset, limit=limit)
         return self._runInThread(partial(self.store.pool.run, work))
 
+    def allItems(
+        self, user: str | None, search: str = "", offset: int = 0, limit: int = 25
+    ) -> Deferred[ItemPage]:
+        # No user (None or empty, as the page's filter gives it): everyone.
+        work = partial(_page, user=user or None, search=search, offset=offset, limit=limit)
+        return self._runInThread(partial(self.store.pool.run, work))
+
+    def users(self) -> Deferred[tuple[tuple[str, int], ...]]:
+        query = f"SELECT user_name, count(*) FROM {RECORDS} GROUP BY user_name ORDER BY user_name"
+        work = partial(_rows, query)
+        return self._runInThread(partial(self.store.pool.run, work))
+
     def item(self, identifier: str) -> Deferred[Item | None]:
         return self._runInThread(lambda: self._item(identifier))
 
@@ -93,9 +109,13 @@ class PostgresView:
         return None if row is None else _item(*row)
 
 
-def _page(connection: Any, user: str, search: str, offset: int, limit: int) -> ItemPage:
+def _rows(query: str, connection: Any) -> tuple[tuple[str, int], ...]:
+    return tuple((name, count) for name, count in connection.execute(query).fetchall())
+
+
+def _page(connection: Any, user: str | None, search: str, offset: int, limit: int) -> ItemPage:
     """
-    The page of C{user}'s items matching C{search} from C{offset} on (cut
+    The page of C{user}'s (or, C{None}, everyone's) items matching C{search} from C{offset} on (cut
     to the last one), and how many match, in one transaction.
     """
     where, parameters = _selection(user, search)

@@ -25,6 +25,8 @@ class ConsoleSession:
     @ivar user: the mail login it signed in with.
     @ivar csrf: the token every form of this session must send back.
     @ivar address: the browser's address at sign-in.
+    @ivar admin: whether C{user} is an administrator's name (signed in on
+        the administrators' form), not a mail login.
     """
 
     id: str
@@ -33,6 +35,7 @@ class ConsoleSession:
     address: str
     created: float
     lastSeen: float
+    admin: bool = False
 
 
 def newToken() -> str:
@@ -61,13 +64,14 @@ class SessionStore:
         #: By id, least recently used first.
         self._sessions: OrderedDict[str, ConsoleSession] = OrderedDict()
 
-    def open(self, user: str, address: str) -> ConsoleSession:
+    def open(self, user: str, address: str, admin: bool = False) -> ConsoleSession:
         """
-        A new session for C{user}, signed in from C{address}.
+        A new session for C{user}, signed in from C{address} (as an
+        administrator: C{admin}).
         """
         now = self._clock.seconds()
         self.expire()
-        session = ConsoleSession(newToken(), user, newToken(), address, now, now)
+        session = ConsoleSession(newToken(), user, newToken(), address, now, now, admin)
         self._sessions[session.id] = session
         while len(self._sessions) > self._maxSessions:
             self._sessions.popitem(last=False)

@@ -14,6 +14,8 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from popproxy.console._charts import duration
+
 #: Where the templates and the static files are.
 HERE = Path(__file__).resolve().parent
 
@@ -25,19 +27,28 @@ def when(seconds: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(seconds))
 
 
+def clock(seconds: float) -> str:
+    """
+    A POSIX time to the second (UTC), for events such as blocks.
+    """
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
+
+
 def isotime(seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 def size(octets: int) -> str:
     """
-    A size in bytes, KiB or MiB, as people read it.
+    A size in bytes, KiB, MiB or GiB, as people read it.
     """
     if octets < 1024:
         return f"{octets} bytes"
     if octets < 1024 * 1024:
         return f"{octets / 1024:.1f} KiB"
-    return f"{octets / (1024 * 1024):.1f} MiB"
+    if octets < 1024**3:
+        return f"{octets / (1024 * 1024):.1f} MiB"
+    return f"{octets / 1024**3:.1f} GiB"
 
 
 class Templates:
@@ -53,7 +64,9 @@ class Templates:
             trim_blocks=True,
             lstrip_blocks=True,
         )
-        self._environment.filters.update(when=when, isotime=isotime, size=size)
+        self._environment.filters.update(
+            when=when, isotime=isotime, size=size, clock=clock, duration=duration
+        )
 
     def render(self, name: str, **values: Any) -> bytes:
         """

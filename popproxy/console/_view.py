@@ -114,6 +114,20 @@ class IQuarantineView(Interface):
         (case-insensitive) in the file name, the subject or the sender.
         """
 
+    def allItems(
+        user: str | None, search: str = "", offset: int = 0, limit: int = 25
+    ) -> Deferred[ItemPage]:
+        """
+        For administrators: the page of every user's items (or only
+        C{user}'s; C{None} or empty: everyone's), newest first, matching
+        every word of C{search}.
+        """
+
+    def users() -> Deferred[tuple[tuple[str, int], ...]]:
+        """
+        Every user with items, with how many, by name.
+        """
+
     def item(identifier: str) -> Deferred[Item | None]:
         """
         The item C{identifier}, whoever's it is (C{None}: there is none);
@@ -176,6 +190,40 @@ class DirectoryView:
         """
         return self._runInThread(lambda: downloadOf(item, self.quarantine.original(item.record)))
 
+    def allItems(
+        self, user: str | None, search: str = "", offset: int = 0, limit: int = 25
+    ) -> Deferred[ItemPage]:
+        """
+        For administrators: the page of every user's items (or only
+        C{user}'s), newest first, matching every word of C{search}.
+        """
+        return self._runInThread(lambda: self._everyone(user, search, offset, limit))
+
+    def users(self) -> Deferred[tuple[tuple[str, int], ...]]:
+        """
+        Every user with items, with how many, by name.
+        """
+        return self._runInThread(self._users)
+
+    def _everyone(self, user: str | None, search: str, offset: int, limit: int) -> ItemPage:
+        if user:
+            return self._page(user, search, offset, limit)
+        with self._lock:
+            self._refresh()
+            items = sorted(
+                self._items.values(),
+                key=lambda item: (item.record.time, item.record.id),
+                reverse=True,
+            )
+        return _cut(items, search, offset, limit)
+
+    def _users(self) -> tuple[tuple[str, int], ...]:
+        with self._lock:
+            self._refresh()
+            return tuple(
+                sorted((user, len(items)) for user, items in self._byUser.items() if items)
+            )
+
     def _page(self, user: str, search: str, offset: int, limit: int) -> ItemPage:
         with self._lock:
             self._refresh()
@@ -237,3 +285,14 @@ class DirectoryView:
         except (OSError, ValueError, KeyError):
             return None  # removed meanwhile, or being written by hand
         return Item(record, recordFilename(record))
+
+
+def _cut(items: list[Item], search: str, offset: int, limit: int) -> ItemPage:
+    """
+    The page of C{items} matching every word of C{search} from C{offset}.
+    """
+    words = tuple(search.casefold().split())
+    if words:
+        items = [item for item in items if item.matches(words)]
+    offset = max(0, min(offset, max(0, len(items) - 1)))
+    return ItemPage(tuple(items[offset : offset + limit]), len(items), offset)

@@ -1,0 +1,202 @@
+"""
+The administrators' overview with `[proxy] workers = 2`, end to end:
+`twistd -n popproxy` with a worker process, concurrent POP3 sessions spread
+over both processes (the log shows each served some), and failed logins
+that get the address blocked; then an administrator signs in over HTTP and
+the overview's JSON panels list the sessions held open in both processes
+(the main process asks its worker over their socket pair), count every
+message's verdicts, whichever process filtered it (the worker tells the
+main process over the same pair), and list the block.
+"""
+
+from __future__ import annotations
+
+import http.cookiejar
+import json
+import re
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from popproxy.console._passwordhash import hashPassword
+from tests.peers.ports import freePort
+from tests.peers.proxy import ProxyProcess
+from tests.test_e2e_metrics import (
+    JUDGE,
+    MESSAGES,
+    SCANNER,
+    Client,
+    badSession,
+    goodSession,
+    waitFor,
+)
+
+SESSIONS = 8
+HELD = 6
+PASSWORD = "administrator-password"
+
+
+class AdminBrowser:
+    """
+    An administrator's HTTP client of the console, keeping its cookies.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+        )
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        try:
+            with self.opener.open(self.base + path, timeout=10) as answer:
+                return answer.status, answer.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    def signIn(self) -> int:
+        """
+        Sign in as root; the status of the page it ends on.
+        """
+        _, form = self.get("/admin/signin")
+        found = re.search(rb'name="csrf" value="([^"]+)"', form)
+        assert found is not None
+        fields = {"csrf": found.group(1).decode(), "login": "root", "password": PASSWORD}
+        body = urllib.parse.urlencode(fields).encode()
+        try:
+            with self.opener.open(self.base + "/admin/signin", body, timeout=10) as answer:
+                assert answer.url == self.base + "/admin"
+                return int(answer.status)
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    def panel(self, name: str) -> str:
+        code, body = self.get(f"/admin/live/{name}")
+        assert code == 200, body
+        return str(json.loads(body)["html"])
+
+
+def startProxy(tmp_path: Path, upstreamPort: int, consolePort: int) -> ProxyProcess:
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "judge.py").write_text(JUDGE)
+    (plugins / "scanner.py").write_text(SCANNER)
+    workdir = tmp_path / "proxy"
+    workdir.mkdir()
+    proxy = ProxyProcess(
+        workdir,
+        f"""
+[proxy]
+listen = ["tcp:{{PORT}}:interface=127.0.0.1"]
+workers = 2
+login_failure_delay = 0
+[upstream]
+default = "tcp:127.0.0.1:{upstreamPort}"
+[limits.logins]
+delay = 0.01
+block_after = 3
+new_account_weight = 1
+[chain]
+plugin_dirs = ["{plugins}"]
+quarantine = "{tmp_path / "quarantine"}"
+[[filter]]
+plugin = "judge"
+[[filter]]
+plugin = "scanner"
+[console]
+listen = "tcp:{consolePort}:interface=127.0.0.1"
+admins = {{ root = "{hashPassword(PASSWORD).line()}" }}
+""",
+    )
+    proxy.start()
+    waitFor(
+        lambda: re.search(r"worker 1: .*SessionFactory starting on", proxy.log()),
+        "worker 1 to listen",
+        proxy,
+    )
+    return proxy
+
+
+def heldSession(port: int, together: threading.Barrier) -> Client:
+    """
+    A session logged in and left open (greeted before any logs in, so
+    both processes take some).
+    """
+    client = Client(port)
+    assert client.line().startswith(b"+OK")
+    together.wait(30)
+    assert client.command(b"USER u").startswith(b"+OK")
+    assert client.command(b"PASS p").startswith(b"+OK")
+    return client
+
+
+def sessionsOfBothProcesses(proxy: ProxyProcess, admin: AdminBrowser) -> None:
+    """
+    Six sessions held open over both processes are all in the overview's
+    list (the main process asked its worker), with user and client.
+    """
+    together = threading.Barrier(HELD)
+    with ThreadPoolExecutor(max_workers=HELD) as pool:
+        runs = [pool.submit(heldSession, proxy.port, together) for _ in range(HELD)]
+        clients = [run.result(60) for run in runs]
+    try:
+        listed = waitFor(
+            lambda: f"{HELD} sessions open" in (html := admin.panel("sessions")) and html,
+            "the held sessions",
+            proxy,
+        )
+        assert listed.count('<td class="user">u</td><td class="client">127.0.0.1:') == HELD
+        processes = set(re.findall(r'<td class="process">(main|worker 1) · session', listed))
+        assert processes == {"main", "worker 1"}, listed
+    finally:
+        for client in clients:
+            client.command(b"QUIT")
+            client.finish()
+    waitFor(lambda: "No POP3 session is open." in admin.panel("sessions"), "sessions to end", proxy)
+
+
+def test_workersActivityShowsInTheConsole(rawPop3: Any, tmp_path: Path) -> None:
+    """
+    Eight sessions over both processes, three messages each: the judge's
+    chart counts 24 messages (8 deliver, 8 rewrite, 8 tempfail) and the
+    scanner's 16 deliver; the console's own sign-in is refused (429) once
+    the failed logins block the address, and the block is listed with its
+    address and account.
+    """
+    server = rawPop3(messages=MESSAGES, user="u", password="p")
+    consolePort = freePort()
+    proxy = startProxy(tmp_path, server.port, consolePort)
+    try:
+        together = threading.Barrier(SESSIONS)
+        with ThreadPoolExecutor(max_workers=SESSIONS) as pool:
+            runs = [pool.submit(goodSession, proxy.port, together) for _ in range(SESSIONS)]
+            for run in runs:
+                run.result(60)
+        served = {
+            "worker" if "worker 1:" in line else "main"
+            for line in proxy.log().splitlines()
+            if "closed: client quit" in line
+        }
+        assert served == {"main", "worker"}
+        # Signed in before the failures block the address (the console's
+        # sign-ins count in the same throttle: afterwards it gets 429).
+        admin = AdminBrowser(consolePort)
+        assert admin.signIn() == 200
+        sessionsOfBothProcesses(proxy, admin)
+        for _ in range(3):
+            badSession(proxy.port)
+        assert AdminBrowser(consolePort).signIn() == 429
+        expected = "Last hour: 24 messages, 8 deliver, 8 rewrite, 8 tempfail"
+        waitFor(lambda: expected in admin.panel("filters"), "the judge's verdicts", proxy)
+        filters = admin.panel("filters")
+        assert "Last hour: 16 messages, 16 deliver" in filters.split('id="filter-scanner"')[1]
+        blocks = waitFor(lambda: "127.0.0.1" in admin.panel("blocks"), "the block", proxy)
+        html = admin.panel("blocks")
+        assert blocks and '<td class="client">127.0.0.1</td><td class="account">u</td>' in html
+        assert '<td class="state state-unreachable">blocked</td>' in html
+    finally:
+        proxy.stop()
