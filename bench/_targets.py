@@ -11,7 +11,7 @@ master as well).
 
 from __future__ import annotations
 
-from bench import _process
+from bench import _pinning, _process
 from bench._dovecot import DovecotServer
 from bench._forward import ForwarderProcess
 from bench._nginx import NginxMailProxy
@@ -52,6 +52,12 @@ class Targets:
                 )
                 self.popproxies[name] = proxy
                 proxy.start()
+        if self.settings.pin is not None:
+            # After the start: a proxy's own children (popproxy's workers,
+            # nginx's) exist by now or inherit the affinity later.
+            for name in names:
+                for pid in self.cpuPids(name):
+                    _pinning.pinProcess(pid, self.settings.pin.proxy)
 
     def port(self, name: str) -> int:
         if name == "direct":
