@@ -123,13 +123,18 @@ def _cell(value: float, digits: int = 2) -> str:
 
 
 def cpuTable(
-    runs: Sequence[dict[str, Any]], targets: Sequence[str], pinning: Pinning | None
+    runs: Sequence[dict[str, Any]],
+    targets: Sequence[str],
+    pinning: Pinning | None,
+    machineCores: int,
 ) -> tuple[str, list[Any]]:
     """
     Per mailbox, N and target (in the order of C{targets}): the medians of
     MB/s, CPU seconds per GB of each role and in all, the cores all of them
-    used, and (pinned) how busy the proxy's CPUs and the others' were; as
-    Markdown and as records.
+    used, the ceiling (the MB/s at which that CPU cost takes all C{machineCores}
+    of the machine: no spreading over processes goes beyond it), and
+    (pinned) how busy the proxy's CPUs and the others' were; as Markdown
+    and as records.
     """
     grouped = _grouped(runs)
     order = {target: position for position, target in enumerate(targets)}
@@ -137,7 +142,7 @@ def cpuTable(
     out = [
         "| mailbox | N | target | MB/s | "
         + " | ".join(f"{_TITLES[role]} CPU s/GB" for role in ROLES)
-        + f" | all CPU s/GB | cores used |{pinned}",
+        + f" | all CPU s/GB | cores used | ceiling MB/s |{pinned}",
         "|---|---:|---|" + "---:|" * (len(ROLES) + 4) + ("---:|---:|" if pinning else ""),
     ]
     records = []
@@ -158,6 +163,7 @@ def cpuTable(
             "cpuSecondsPerGB": perGB,
             "allCpuSecondsPerGB": total,
             "coresUsed": used,
+            "ceilingMBps": machineCores * 1e3 / total if total else math.nan,
         }
         cells = " | ".join(_cell(perGB[role]) for role in ROLES)
         busy = ""
@@ -170,7 +176,7 @@ def cpuTable(
         records.append(row)
         out.append(
             f"| {mailbox} | {sessions} | {target} | {_cell(rate, 1)} | {cells} "
-            f"| {_cell(total)} | {_cell(used)} |{busy}"
+            f"| {_cell(total)} | {_cell(used)} | {_cell(row['ceilingMBps'], 0)} |{busy}"
         )
     return "\n".join(out) + "\n", records
 

@@ -315,7 +315,9 @@ def _throughputReport(
     ]
     results["ratios"] = ratios
     results["profile"] = profiles
-    cpuText, results["cpu"] = _cpushare.cpuTable(runs, settings.targets, settings.pin)
+    cpuText, results["cpu"] = _cpushare.cpuTable(
+        runs, settings.targets, settings.pin, os.cpu_count() or 1
+    )
     parts = [
         "## Throughput (medians)\n",
         _report.throughputTables(table, described, settings.sessionCounts, settings.targets),

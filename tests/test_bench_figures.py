@@ -86,14 +86,16 @@ def test_cpuTableGivesSecondsPerGbAndBusyCpus() -> None:
     """
     200 MB in 2 s with 1 s of the proxy's main process, 0.5 s of its
     workers, 0.3 s of Dovecot and 0.5 s of load: 5, 2.5, 1.5 and 2.5 s/GB,
-    1.15 cores; pinned 1+1, the proxy's CPU was 75 % busy, the other 40 %.
+    1.15 cores, and 2 cores could give at most 2 / 11.5 GB/s (174 MB/s)
+    at that cost; pinned 1+1, the proxy's CPU was 75 % busy, the other 40 %.
     A target without processes (direct) has no proxy figures.
     """
     runs = [
         run("chain", 100.0, 0.3, proxyMain=1.0, proxyOthers=0.5),
         run("direct", 100.0, 0.3),
     ]
-    text, rows = cpuTable(runs, ("direct", "chain"), Pinning(frozenset({0}), frozenset({1})))
+    pinning = Pinning(frozenset({0}), frozenset({1}))
+    text, rows = cpuTable(runs, ("direct", "chain"), pinning, 2)
     assert [row["target"] for row in rows] == ["direct", "chain"]
     chain = rows[1]
     assert chain["cpuSecondsPerGB"] == pytest.approx(
@@ -101,10 +103,15 @@ def test_cpuTableGivesSecondsPerGbAndBusyCpus() -> None:
     )
     assert chain["allCpuSecondsPerGB"] == pytest.approx(11.5)
     assert chain["coresUsed"] == pytest.approx(1.15)
+    assert chain["ceilingMBps"] == pytest.approx(2e3 / 11.5)
     assert (chain["proxyCpusBusy"], chain["otherCpusBusy"]) == pytest.approx((0.75, 0.4))
     assert math.isnan(rows[0]["cpuSecondsPerGB"]["proxyMain"])
-    row = "| 50k | 10 | chain | 100.0 | 5.00 | 2.50 | 1.50 | 2.50 | 11.50 | 1.15 | 75% | 40% |"
+    row = (
+        "| 50k | 10 | chain | 100.0 | 5.00 | 2.50 | 1.50 | 2.50 | 11.50 | 1.15 | 174 | 75% | 40% |"
+    )
     assert row in text
+    header, separator = text.splitlines()[:2]
+    assert header.count("|") == separator.count("|") == row.count("|")
 
 
 def test_scalingDividesMedians() -> None:
