@@ -3,7 +3,8 @@ Where a throughput run's CPU went: the seconds each process role used,
 and what that says about the limit.
 
 The roles are the proxy's main process, its other processes (popproxy's
-C{[proxy] workers}, nginx's workers), Dovecot (every process, including
+C{[proxy] workers}, nginx's workers; for C{haproxyN}, HAProxy is the main
+process and the popproxy instances the others), Dovecot (every process, including
 the pop3 processes that ended during the run: their time is in the
 master's C{cutime}/C{cstime}) and the load generator (its workers' own
 C{os.times}).  L{CpuClock} reads C{/proc/PID/stat} before and after a run;
@@ -28,7 +29,7 @@ ROLES = ("proxyMain", "proxyOthers", "dovecot", "loadGenerator")
 
 _TITLES = {
     "proxyMain": "proxy main",
-    "proxyOthers": "proxy workers",
+    "proxyOthers": "proxy others",
     "dovecot": "Dovecot",
     "loadGenerator": "load gen",
 }

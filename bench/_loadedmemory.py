@@ -114,29 +114,33 @@ class RssSampler:
         self._thread.join(5.0)
 
 
-def cacheLines(log: Path, skip: int) -> list[tuple[int, int]]:
+def cacheLines(logs: list[Path], skip: int) -> list[tuple[int, int]]:
     """
-    The (peak, budget) of every cache line in popproxy's log after the
-    first C{skip}.
+    The (peak, budget) of every cache line in popproxy's logs (one per
+    instance behind a balancer) after the first C{skip}.
     """
-    try:
-        text = log.read_bytes()
-    except FileNotFoundError:
-        return []
-    found = [(int(m.group(1)), int(m.group(2))) for m in CACHE_LINE.finditer(text)]
+    found = []
+    for log in logs:
+        try:
+            text = log.read_bytes()
+        except FileNotFoundError:
+            continue
+        found += [(int(m.group(1)), int(m.group(2))) for m in CACHE_LINE.finditer(text)]
     return found[skip:]
 
 
-def waitForCacheLines(log: Path, skip: int, wanted: int, timeout: float = 10.0) -> list[Any]:
+def waitForCacheLines(
+    logs: list[Path], skip: int, wanted: int, timeout: float = 10.0
+) -> list[tuple[int, int]]:
     """
     The cache lines after the first C{skip}, once C{wanted} are there or
     C{timeout} seconds have passed (a session that cached nothing logs none).
     """
     deadline = time.monotonic() + timeout
-    found = cacheLines(log, skip)
+    found = cacheLines(logs, skip)
     while len(found) < wanted and time.monotonic() < deadline:
         time.sleep(0.1)
-        found = cacheLines(log, skip)
+        found = cacheLines(logs, skip)
     return found
 
 
@@ -184,12 +188,11 @@ def _loaded(
     account: Account,
 ) -> dict[str, Any]:
     port = targets.port(name)
-    proxy = targets.popproxies.get(name)
-    log = proxy.directory / "twistd.log" if proxy is not None else None
+    logs = _popproxyLogs(targets, name)
     run = generator.run
     run(port, account.user, account.password, account.mailbox.name, 1, 1, settings.timeout)
     time.sleep(0.5)
-    skip = len(cacheLines(log, 0)) if log is not None else 0
+    skip = len(cacheLines(logs, 0))
     baseline = targets.rss(name)
     targets.resetPeak(name)
     progress(f"  memory under load: {settings.loadSessions} sessions through {name}")
@@ -222,13 +225,24 @@ def _loaded(
         "errorSamples": result.errorSamples[:5],
     }
     row["increaseOverInFlightMax"] = row["peakIncreaseMB"] / max(row["inFlightMaxMB"], 1e-9)
-    if log is not None:
-        row["cache"] = _cacheFigures(waitForCacheLines(log, skip, settings.loadSessions))
+    if logs:
+        row["cache"] = _cacheFigures(waitForCacheLines(logs, skip, settings.loadSessions))
     progress(
         f"    {name}: RSS {baseline / MB:.1f} MB -> peak {peak / MB:.1f} MB; in flight at most "
         f"{row['inFlightMaxMB']:.1f} MB; errors {row['errors']}"
     )
     return row
+
+
+def _popproxyLogs(targets: Targets, name: str) -> list[Path]:
+    """
+    The log of each popproxy process of target C{name} (none for nginx).
+    """
+    if name in targets.popproxies:
+        return [targets.popproxies[name].directory / "twistd.log"]
+    if name in targets.balanced:
+        return [instance.directory / "twistd.log" for instance in targets.balanced[name].instances]
+    return []
 
 
 def _cacheFigures(lines: list[tuple[int, int]]) -> dict[str, Any]:

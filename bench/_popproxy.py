@@ -46,6 +46,8 @@ class PopproxyProcess:
 
     @param config: a TOML file (for example with a filter chain); C{--listen}
         and C{--upstream} given on the command line override its own.
+    @param behindBalancer: listen with C{haproxy:} (every connection starts
+        with a PROXY header) instead of plain C{tcp:}.
     """
 
     def __init__(
@@ -55,11 +57,13 @@ class PopproxyProcess:
         config: Path | None = None,
         source: Path | None = None,
         label: str = "popproxy",
+        behindBalancer: bool = False,
     ) -> None:
         self.upstreamPort = upstreamPort
         self.config = config
         self.source = source
         self.label = label
+        self.behindBalancer = behindBalancer
         self.directory = Path(tempfile.mkdtemp(prefix="popproxy-bench-twistd-"))
         # Removed by stop(); and at exit, should the run end without it.
         atexit.register(shutil.rmtree, self.directory, True)
@@ -103,7 +107,8 @@ class PopproxyProcess:
         argv += ["popproxy"]
         if self.config is not None:
             argv += ["--config", str(self.config.resolve())]
-        argv += ["--listen", f"tcp:{self.port}:interface={LOOPBACK}"]
+        wrapper = "haproxy:" if self.behindBalancer else ""
+        argv += ["--listen", f"{wrapper}tcp:{self.port}:interface={LOOPBACK}"]
         argv += ["--upstream", f"tcp:{LOOPBACK}:{self.upstreamPort}"]
         return argv
 
@@ -129,12 +134,27 @@ class PopproxyProcess:
         assert self._process is not None
         return self._process.pid
 
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.running
+
     def log(self, lines: int = 30) -> str:
         try:
             text = (self.directory / "twistd.log").read_text("utf-8", "replace")
         except FileNotFoundError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
+
+    def sessionsQuit(self) -> int:
+        """
+        How many sessions ended with the client's QUIT so far, from the log
+        (a balancer's health checks never QUIT).
+        """
+        try:
+            text = (self.directory / "twistd.log").read_text("utf-8", "replace")
+        except FileNotFoundError:
+            return 0
+        return text.count(" closed: client quit;")
 
     def stop(self) -> None:
         if self._process is not None:

@@ -20,7 +20,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +94,7 @@ def machineInfo() -> dict[str, str]:
         "python": platform.python_version(),
         "twisted": twisted.__version__,
         "nginx": _version(["nginx", "-v"]),
+        "haproxy": _version(["haproxy", "-v"]),
         "dovecot": _version(["dovecot", "--version"]),
     }
 
@@ -175,19 +176,27 @@ def ratioTables(
     mailboxes: Sequence[tuple[str, str]],
     sessionCounts: Sequence[int],
     subjects: Sequence[str],
+    singles: Mapping[str, str] | None = None,
 ) -> tuple[str, list[dict[str, Any]]]:
     """
     Throughput ratios of each popproxy target to nginx, to direct and, if
     it was measured, to the bare Twisted forwarder (its own column, left
     out otherwise), and its added median RETR latency, per mailbox and N;
-    as Markdown and as records for the JSON.
+    as Markdown and as records for the JSON.  C{singles} maps each target of
+    instances behind a balancer to the target of one instance without it
+    (C{haproxy2} -> C{popproxy}): their ratio gets a column of its own.
     """
+    singles = singles or {}
     withForward = any(target == "forward" for _, _, target in table)
     forwardHeader = " MB/s ÷ forward |" if withForward else ""
+    singleHeader = " MB/s ÷ one instance |" if singles else ""
     out = [
-        f"| mailbox | N | target | MB/s ÷ nginx | MB/s ÷ direct |{forwardHeader} "
+        f"| mailbox | N | target | MB/s ÷ nginx | MB/s ÷ direct |{forwardHeader}{singleHeader} "
         "RETR p50 over direct ms | RETR p50 over nginx ms |",
-        "|---|---:|---|---:|---:|" + ("---:|" if withForward else "") + "---:|---:|",
+        "|---|---:|---|---:|---:|"
+        + ("---:|" if withForward else "")
+        + ("---:|" if singles else "")
+        + "---:|---:|",
     ]
     records = []
     for name, _ in mailboxes:
@@ -195,7 +204,7 @@ def ratioTables(
             nginx = table.get((name, sessions, "nginx"))
             direct = table.get((name, sessions, "direct"))
             forward = table.get((name, sessions, "forward"))
-            if nginx is None and direct is None and forward is None:
+            if nginx is None and direct is None and forward is None and not singles:
                 continue
             for subject in subjects:
                 row = table.get((name, sessions, subject))
@@ -214,10 +223,15 @@ def ratioTables(
                 if withForward:
                     record["vsForward"] = _ratio(row, forward)
                     forwardCell = f" {_times(record['vsForward'])} |"
+                singleCell = ""
+                if singles:
+                    single = table.get((name, sessions, singles.get(subject, "")))
+                    record["vsOneInstance"] = _ratio(row, single)
+                    singleCell = f" {_times(record['vsOneInstance'])} |"
                 records.append(record)
                 out.append(
                     f"| {name} | {sessions} | {subject} | {_times(record['vsNginx'])} "
-                    f"| {_times(record['vsDirect'])} |{forwardCell} "
+                    f"| {_times(record['vsDirect'])} |{forwardCell}{singleCell} "
                     f"{_signed(record['retrP50OverDirectMs'])} "
                     f"| {_signed(record['retrP50OverNginxMs'])} |"
                 )

@@ -2,11 +2,13 @@
 What one benchmark run measures: the parsed command line, as a frozen value.
 
 C{bench/run.py} builds L{Settings} from its options; every phase reads it
-and nothing changes it.  L{Variant} says how one popproxy target is started.
+and nothing changes it.  L{Variant} says how one popproxy target is started,
+L{Balanced} how a target of several instances behind HAProxy is.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +17,10 @@ from bench._pinning import Pinning
 #: Targets that are not popproxy: Dovecot alone, nginx's mail proxy, and a
 #: bare Twisted byte forwarder (L{bench._forward}; measured only when named).
 REFERENCES = ("direct", "nginx", "forward")
+
+#: C{haproxyN}: N instances of the C{popproxy} target behind HAProxy;
+#: C{haproxyN-VARIANT}: of the variant named VARIANT.
+_BALANCED = re.compile(r"haproxy([1-9][0-9]?)(?:-(.+))?")
 
 #: The mailboxes the throughput part can use.
 THROUGHPUT_MAILBOXES = ("50k", "mixed")
@@ -41,6 +47,8 @@ def parseVariant(text: str, defaultSource: Path | None) -> tuple[str, Variant]:
     name, *settings = text.split(",")
     if not name or not name.replace("-", "").replace("_", "").isalnum():
         raise ValueError("it needs a name of letters, digits, - and _ first")
+    if parseBalanced(name) is not None:
+        raise ValueError(f"{name!r} names a balanced target (haproxyN[-VARIANT])")
     found: dict[str, Path] = {}
     for setting in settings:
         key, separator, value = setting.partition("=")
@@ -52,6 +60,28 @@ def parseVariant(text: str, defaultSource: Path | None) -> tuple[str, Variant]:
     if "source" in found and not found["source"].is_dir():
         raise ValueError(f"no such directory: {found['source']}")
     return name, Variant(found.get("config"), found.get("source", defaultSource))
+
+
+@dataclass(frozen=True)
+class Balanced:
+    """
+    A target of C{instances} popproxy processes, each started as the variant
+    named C{variant} says but listening with C{haproxy:}, behind one HAProxy.
+    """
+
+    instances: int
+    variant: str
+
+
+def parseBalanced(name: str) -> Balanced | None:
+    """
+    C{"haproxy2"} -> C{Balanced(2, "popproxy")}, C{"haproxy2-chain"} ->
+    C{Balanced(2, "chain")}; C{None} for any other target name.
+    """
+    found = _BALANCED.fullmatch(name)
+    if found is None:
+        return None
+    return Balanced(int(found.group(1)), found.group(2) or "popproxy")
 
 
 @dataclass(frozen=True)
@@ -93,6 +123,14 @@ class Settings:
         The targets that are popproxy (the subjects of the ratios).
         """
         return tuple(name for name in self.targets if name not in REFERENCES)
+
+    def variantOf(self, name: str) -> str:
+        """
+        The variant a popproxy target runs: its own name, or for a balanced
+        target (C{haproxy2-chain}) the variant of its instances (C{chain}).
+        """
+        balanced = parseBalanced(name)
+        return name if balanced is None else balanced.variant
 
     def describe(self) -> dict[str, object]:
         """

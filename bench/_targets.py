@@ -2,21 +2,24 @@
 The servers under test, by name, and the processes that belong to each.
 
 C{direct} is Dovecot itself, C{nginx} the reference proxy, C{forward} a bare
-Twisted byte forwarder (the floor of any Twisted relay), every other name a
-popproxy started as its L{Variant} says.  L{Targets} starts and stops them
-and tells which processes count for memory (popproxy's process and its
-workers, nginx's workers, the forwarder's process) and for CPU (nginx's
-master as well).
+Twisted byte forwarder (the floor of any Twisted relay), C{haproxyN} and
+C{haproxyN-VARIANT} N popproxy instances behind HAProxy (L{bench._balanced}),
+every other name a popproxy started as its L{Variant} says.  L{Targets}
+starts and stops them and tells which processes count for memory
+(popproxy's process and its workers, nginx's workers, the forwarder's
+process, the balancer and all its instances) and for CPU (nginx's master as
+well).
 """
 
 from __future__ import annotations
 
 from bench import _pinning, _process
+from bench._balanced import BalancedPopproxies
 from bench._dovecot import DovecotServer
 from bench._forward import ForwarderProcess
 from bench._nginx import NginxMailProxy
 from bench._popproxy import PopproxyProcess
-from bench._settings import Settings
+from bench._settings import Settings, parseBalanced
 
 
 class Targets:
@@ -30,6 +33,7 @@ class Targets:
         self.nginx: NginxMailProxy | None = None
         self.forwarder: ForwarderProcess | None = None
         self.popproxies: dict[str, PopproxyProcess] = {}
+        self.balanced: dict[str, BalancedPopproxies] = {}
 
     def start(self, names: tuple[str, ...], connections: int) -> None:
         """
@@ -45,6 +49,16 @@ class Targets:
             elif name == "forward":
                 self.forwarder = ForwarderProcess(self.dovecot.port)
                 self.forwarder.start()
+            elif (balanced := parseBalanced(name)) is not None:
+                group = BalancedPopproxies(
+                    name,
+                    self.dovecot.port,
+                    self.settings.variants[balanced.variant],
+                    balanced.instances,
+                    connections,
+                )
+                self.balanced[name] = group
+                group.start()
             elif name != "direct":
                 variant = self.settings.variants[name]
                 proxy = PopproxyProcess(
@@ -68,13 +82,16 @@ class Targets:
         if name == "forward":
             assert self.forwarder is not None
             return self.forwarder.port
+        if name in self.balanced:
+            return self.balanced[name].port
         return self.popproxies[name].port
 
     def memoryPids(self, name: str) -> list[int]:
         """
         The processes holding the sessions: popproxy's process and its
         workers (C{[proxy] workers}), nginx's workers (its master holds
-        none), the forwarder's one process; none for C{direct}.
+        none), the forwarder's one process, HAProxy and all its instances;
+        none for C{direct}.
         """
         if name == "nginx" and self.nginx is not None:
             return self.nginx.workerPids()
@@ -83,6 +100,8 @@ class Targets:
         if name in self.popproxies:
             pid = self.popproxies[name].pid
             return [pid, *_process.descendantsOf(pid)]
+        if name in self.balanced:
+            return self.balanced[name].pids()
         return []
 
     def cpuPids(self, name: str) -> list[int]:
@@ -118,6 +137,9 @@ class Targets:
         for proxy in self.popproxies.values():
             proxy.stop()
         self.popproxies.clear()
+        for group in self.balanced.values():
+            group.stop()
+        self.balanced.clear()
         if self.nginx is not None:
             self.nginx.stop()
             self.nginx = None

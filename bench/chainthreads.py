@@ -47,7 +47,7 @@ def _chain(reactor: Any, filters: Sequence[Any], threads: FilterThreads | None) 
         return deferToThreadPool(reactor, reactor.getThreadPool(), function)
 
     entries = [ChainEntry(f.name, f) for f in filters]
-    return FilterChain(entries, reactor, None, runInThread, 64 * 1024, threads)
+    return FilterChain(entries, reactor, None, runInThread, 64 * 1024, threads=threads)
 
 
 async def _pass(chain: FilterChain, mailbox: Mailbox, sessions: int) -> tuple[float, float]:

@@ -8,7 +8,10 @@ generated mailboxes ("direct"), nginx's mail proxy in front of it ("nginx",
 the reference), and popproxy with an empty filter chain ("popproxy", plus
 any C{--variant}, e.g. with a filter chain or another checkout); on request
 also a bare Twisted byte forwarder ("forward", C{--targets
-direct,nginx,forward,popproxy}), the floor of any Twisted relay.  It prints
+direct,nginx,forward,popproxy}), the floor of any Twisted relay, and
+popproxy instances behind HAProxy (C{haproxy2}: two instances of the
+C{popproxy} target, C{haproxy1}: one, the balancer's own cost;
+C{haproxy2-chain}: two of the variant C{chain}; see docs/scaling.md).  It prints
 Markdown tables (throughput medians, the ratios popproxy/nginx and
 popproxy/direct from the same run, memory) on stdout, progress on stderr,
 and everything as JSON with C{--json}.  See docs/performance.md.  Needs
@@ -47,6 +50,7 @@ from bench._settings import (  # noqa: E402
     THROUGHPUT_MAILBOXES,
     Settings,
     Variant,
+    parseBalanced,
     parseVariant,
 )
 from bench._throughput import runRounds  # noqa: E402
@@ -97,7 +101,8 @@ def parseArguments(argv: list[str] | None = None) -> tuple[Settings, Path | None
     add(
         "--targets",
         default="direct,nginx,popproxy",
-        help="default: direct,nginx,popproxy; also forward (a bare Twisted byte forwarder)",
+        help="default: direct,nginx,popproxy; also forward (a bare Twisted byte forwarder), "
+        "haproxyN (N popproxy instances behind HAProxy) and haproxyN-VARIANT (N of a --variant)",
     )
     add(
         "--popproxy-source",
@@ -171,7 +176,10 @@ def parseArguments(argv: list[str] | None = None) -> tuple[Settings, Path | None
     if {*mailboxes, arguments.load_mailbox} - set(THROUGHPUT_MAILBOXES):
         parser.error(f"mailboxes are {', '.join(THROUGHPUT_MAILBOXES)}")
     for name in targets:
-        if name not in REFERENCES and name not in variants:
+        balanced = parseBalanced(name)
+        if balanced is not None and balanced.variant not in variants:
+            parser.error(f"target {name!r}: no variant {balanced.variant!r} (give --variant)")
+        if name not in REFERENCES and name not in variants and balanced is None:
             parser.error(f"unknown target {name!r}")
     if not sessionCounts or min(sessionCounts) < 1 or repeats < 1:
         parser.error("session counts and repeats must be at least 1")
@@ -305,8 +313,13 @@ def _throughputReport(
     """
     table = _report.medians(runs)
     described = [(m.name, m.describe()) for m in mailboxes if m.name in settings.mailboxes]
+    singles = {
+        name: settings.variantOf(name)
+        for name in settings.popproxyTargets
+        if parseBalanced(name) is not None
+    }
     ratioText, ratios = _report.ratioTables(
-        table, described, settings.sessionCounts, settings.popproxyTargets
+        table, described, settings.sessionCounts, settings.popproxyTargets, singles
     )
     results["runs"] = runs
     results["medians"] = [
@@ -351,7 +364,9 @@ def _whereFrom(settings: Settings, upstreamPort: int) -> dict[str, dict[str, str
     """
     found = {}
     for name in settings.popproxyTargets:
-        probe = PopproxyProcess(upstreamPort, source=settings.variants[name].source)
+        probe = PopproxyProcess(
+            upstreamPort, source=settings.variants[settings.variantOf(name)].source
+        )
         try:
             path = probe.whichPopproxy()
         finally:

@@ -870,10 +870,6 @@ def parseConfig(text: str, source: str = "<config>", base: Path | None = None) -
     console = readConsole(source, data.get("console"))
     if console is not None and chain.quarantine is None:
         raise ConfigError(f"{source}: [console]: needs a [chain] quarantine to show")
-    if console is not None and not isinstance(chain.quarantine, Path):
-        raise ConfigError(
-            f"{source}: [console]: shows a directory quarantine only, not a PostgreSQL one (yet)"
-        )
     limits = readLimits(source, data.get("limits", {}))
     loginThrottle = readLoginThrottle(source, data.get("limits", {}))
     return Config(

@@ -29,7 +29,14 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.json import Json
 
 from popproxy._pgschema import BLOBS, RECORDS, checkSchema
-from popproxy._quarantine import Record, StoreItem, purgeSelection, recordFromFields
+from popproxy._quarantine import (
+    Record,
+    StoreItem,
+    headerFilename,
+    purgeSelection,
+    recordFromFields,
+    summaryFields,
+)
 from popproxy._quarantineaddress import DatabaseAddress
 
 __all__ = ["ConnectionPool", "PostgresStore", "connectionSettings", "openConnection"]
@@ -144,7 +151,16 @@ def _text(value: Any) -> Any:
 
 
 def _recordRow(identifier: str, metadata: dict[str, Any]) -> tuple[Any, ...]:
+    """
+    The columns of a record: its fields, the file name read from its
+    header lines (C{''}: none) and its message's From, Subject and Date
+    (read from the header lines if a record copied over lacks them), so
+    that the console finds them by SQL.
+    """
     path = metadata.get("path")
+    headers = metadata.get("headers", "")
+    summary = summaryFields(headers)
+    summary.update({key: metadata[key] for key in summary if key in metadata})
     row = (
         identifier,
         metadata["time"],
@@ -160,10 +176,11 @@ def _recordRow(identifier: str, metadata: dict[str, Any]) -> tuple[Any, ...]:
         ".".join(map(str, path)) if path is not None else None,
         metadata.get("size", 0),
         metadata["sha256"],
-        metadata.get("headers", ""),
-        metadata.get("messageFrom"),
-        metadata.get("messageSubject"),
-        metadata.get("messageDate"),
+        headers,
+        summary["messageFrom"],
+        summary["messageSubject"],
+        summary["messageDate"],
+        headerFilename(headers) or "",
     )
     return (*map(_text, row), Json(metadata))
 
@@ -172,10 +189,10 @@ _INSERT_RECORD = f"""
     INSERT INTO {RECORDS} (
         id, stored_at, reason, plugin, user_name, uidl, upstream, command,
         message_index, client, session, part_path, size, sha256, headers,
-        message_from, message_subject, message_date, data
+        message_from, message_subject, message_date, filename, data
     ) VALUES (
         %s, to_timestamp(%s), %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
-        %s, %s, %s, %s
+        %s, %s, %s, %s, %s
     ) ON CONFLICT (id) DO NOTHING"""
 
 

@@ -44,9 +44,11 @@ from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from popproxy._chain import runHere
+from popproxy._messagesummary import displayText
 from popproxy._metrics import NO_METRICS, Metrics
 from popproxy._mimeheader import decodeValue
 from popproxy.interfaces import FilterContext, IPartQuarantine, RemovedPart
+from popproxy.message import Message
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,22 @@ def summaryFields(headers: str) -> dict[str, str | None]:
         raw = "\r\n".join(lines).encode("utf-8", "surrogateescape")
         summary[key] = decodeValue(raw, maxWords=100)[:_SUMMARY_LENGTH]
     return summary
+
+
+def headerFilename(headers: str) -> str | None:
+    """
+    The file name a removed part's stored header lines give (RFC 2231 and
+    2047 decoded), fit for display; C{None}: they give none (or they are a
+    whole message's).
+    """
+    if not headers:
+        return None
+    head = headers.encode("utf-8", "replace")
+    try:
+        name = Message.fromBytes(head + b"\r\n\r\n").root.filename
+    except Exception:
+        return None
+    return displayText(name, 255) if name else None
 
 
 def recordFromFields(data: dict[str, Any]) -> Record:

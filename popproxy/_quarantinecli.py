@@ -17,7 +17,7 @@ upgrades a database's schema (the proxy never does it itself); C{copy}
 copies every item the target does not keep yet, so running it twice adds
 nothing the second time.  C{requests} lists the console's release requests
 not approved yet, and C{release} approves one: its user may then download
-it from the console (directory stores; see docs/console.md).
+it from the console (on either store; see docs/console.md).
 
 Also available as C{python -m popproxy quarantine ...}.  Listings print
 control and bidi characters of records as escapes; C{show} prints the
@@ -39,7 +39,7 @@ from popproxy._config import ConfigError, loadConfig
 from popproxy._printable import printable
 from popproxy._quarantine import DirectoryQuarantine, Record
 from popproxy._quarantineaddress import QuarantineAddress, parseQuarantineAddress
-from popproxy._releases import DirectoryReleases
+from popproxy._releases import DirectoryReleases, IReleaseRequests
 from popproxy._version import versionLine
 
 #: What C{list --since} accepts, as its help and its error say.
@@ -247,15 +247,25 @@ def _showOrExport(quarantine: Any, arguments: argparse.Namespace, out: TextIO) -
     return 0
 
 
+def _releaseRequests(quarantine: Any) -> IReleaseRequests:
+    """
+    The release requests kept beside C{quarantine}: files in its
+    directory, or the releases table of its database.
+    """
+    if isinstance(quarantine, DirectoryQuarantine):
+        return DirectoryReleases(quarantine.directory)
+    from popproxy._pgreleases import PostgresReleases
+
+    return PostgresReleases(quarantine.pool)
+
+
 def _releases(quarantine: Any, arguments: argparse.Namespace, out: TextIO) -> int:
     """
     The C{requests} command (one line per pending request) and the
     C{release} command (approve one item; status 1 if there is no such
     item).
     """
-    if not isinstance(quarantine, DirectoryQuarantine):
-        raise CommandError(f"{arguments.command}: release requests are kept by directory stores")
-    releases = DirectoryReleases(quarantine.directory)
+    releases = _releaseRequests(quarantine)
     if arguments.command == "requests":
         for pending in releases.pending():
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(pending.requestedAt or 0))

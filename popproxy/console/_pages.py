@@ -35,7 +35,7 @@ from popproxy.console._csrf import FIELD, SignInTokens, sameToken
 from popproxy.console._sessions import ConsoleSession, SessionStore, newToken
 from popproxy.console._signin import SignIn, SignInCheck
 from popproxy.console._templates import HERE, Templates
-from popproxy.console._view import DirectoryView, Item
+from popproxy.console._view import IQuarantineView, Item
 
 log = PrintableLogger(namespace="popproxy.console")
 
@@ -141,7 +141,7 @@ class Console:
     sessions: SessionStore
     signInTokens: SignInTokens
     signIn: SignInCheck
-    view: DirectoryView
+    view: IQuarantineView
     releases: IReleaseRequests
     access: ItemAccess
     templates: Templates

@@ -1,6 +1,6 @@
 """
 The console built from a configuration: its quarantine view and release
-store over the C{[chain] quarantine} directory, its sign-in check over the
+store over the C{[chain] quarantine} (L{_stores}), its sign-in check over the
 proxy's router, upstream connector and login throttle, and the site the
 C{[console] listen} listener serves (the composition root,
 L{popproxy._assembly}, puts that listener in the main process's service
@@ -10,15 +10,12 @@ tree; workers serve POP3 only).
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred
 
 from popproxy._config import Config
 from popproxy._loginthrottle import LoginThrottle
-from popproxy._quarantine import DirectoryQuarantine
-from popproxy._releases import DirectoryReleases
 from popproxy._routing import Router
 from popproxy._upstream import UpstreamConnector
 from popproxy._xclient import XclientConnector
@@ -27,8 +24,8 @@ from popproxy.console._csrf import SignInTokens
 from popproxy.console._pages import Console, ConsoleSite
 from popproxy.console._sessions import SessionStore
 from popproxy.console._signin import SignInCheck
+from popproxy.console._stores import consoleStores
 from popproxy.console._templates import Templates
-from popproxy.console._view import DirectoryView
 
 
 def consoleFrom(
@@ -44,9 +41,8 @@ def consoleFrom(
         when throttling is off.
     """
     settings = config.console
-    directory = config.chain.quarantine
-    assert settings is not None and isinstance(directory, Path)
-    quarantine = DirectoryQuarantine(directory, runInThread)
+    assert settings is not None and config.chain.quarantine is not None
+    stores = consoleStores(config.chain.quarantine, runInThread, reactor)
     connector = UpstreamConnector(reactor, config.connectTimeout, config.responseTimeout)
     signIn = SignInCheck(
         Router(config.routing),
@@ -59,8 +55,8 @@ def consoleFrom(
         sessions=SessionStore(reactor, settings.sessionTimeout),
         signInTokens=SignInTokens(),
         signIn=signIn,
-        view=DirectoryView(quarantine, runInThread),
-        releases=DirectoryReleases(directory),
+        view=stores.view,
+        releases=stores.releases,
         access=ItemAccess(settings.userDownload),
         templates=Templates(),
         runInThread=runInThread,

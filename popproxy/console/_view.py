@@ -1,7 +1,8 @@
 """
-The directory quarantine as the console reads it: a user's items, newest
-first, searched and cut into pages, without reading every record file on
-every request.
+The quarantine as the console reads it (L{IQuarantineView}: a user's
+items, newest first, searched and cut into pages; an item; its bytes),
+and that view of a directory quarantine, without reading every record
+file on every request (the PostgreSQL one is L{popproxy.console._pgview}).
 
 L{DirectoryView} keeps the records in memory, indexed by user.  Record
 files never change once written (their ids say what they hold; only the
@@ -22,10 +23,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from zope.interface import Interface, implementer
 
 from popproxy._chain import runHere
-from popproxy._messagesummary import displayText
-from popproxy._quarantine import DirectoryQuarantine, Record, recordFromFields
+from popproxy._quarantine import DirectoryQuarantine, Record, headerFilename, recordFromFields
 from popproxy.message import Message
 
 
@@ -95,16 +96,42 @@ def recordFilename(record: Record) -> str | None:
     """
     The file name the removed part's stored header lines give, for display.
     """
-    if not record.headers:
-        return None
-    head = record.headers.encode("utf-8", "replace")
-    try:
-        name = Message.fromBytes(head + b"\r\n\r\n").root.filename
-    except Exception:
-        return None
-    return displayText(name, 255) if name else None
+    return headerFilename(record.headers)
 
 
+class IQuarantineView(Interface):
+    """
+    What the console's pages read of a quarantine; every answer comes
+    later (the store is read in a thread).
+    """
+
+    def userItems(
+        user: str, search: str = "", offset: int = 0, limit: int = 25
+    ) -> Deferred[ItemPage]:
+        """
+        The page of C{user}'s items from C{offset} on (cut to the last
+        item), newest first, only those with every word of C{search}
+        (case-insensitive) in the file name, the subject or the sender.
+        """
+
+    def item(identifier: str) -> Deferred[Item | None]:
+        """
+        The item C{identifier}, whoever's it is (C{None}: there is none);
+        the pages check the user.
+        """
+
+    def original(item: Item) -> Deferred[bytes]:
+        """
+        The exact bytes quarantined as C{item}.
+        """
+
+    def download(item: Item) -> Deferred[Download]:
+        """
+        What the user downloads of C{item} (see L{downloadOf}).
+        """
+
+
+@implementer(IQuarantineView)
 class DirectoryView:
     """
     A directory quarantine's records, by user, refreshed on each question.
