@@ -74,6 +74,9 @@ class LoadResult:
     #: Messages over popproxy's max_size, verified below its header.
     unparsed: int = 0
     retrLatencies: list[float] = field(default_factory=list)
+    #: Each RETR as (command sent, last octet received, message size), on
+    #: the system-wide monotonic clock: what was in flight when.
+    retrSpans: list[tuple[float, float, int]] = field(default_factory=list)
     loginLatencies: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     errorSamples: list[str] = field(default_factory=list)
@@ -88,6 +91,7 @@ class LoadResult:
         self.messageBytes += other.messageBytes
         self.unparsed += other.unparsed
         self.retrLatencies += other.retrLatencies
+        self.retrSpans += other.retrSpans
         self.loginLatencies += other.loginLatencies
         self.errors.update(other.errors)
         self.errorSamples += other.errorSamples[: max(0, 10 - len(self.errorSamples))]
@@ -277,7 +281,9 @@ class _Connection:
             sent = time.monotonic()
             self.send(b"RETR %d" % number)
             response = self._response(b"RETR", (yield MULTILINE))
-            self.result.retrLatencies.append(time.monotonic() - sent)
+            done = time.monotonic()
+            self.result.retrLatencies.append(done - sent)
+            self.result.retrSpans.append((sent, done, size))
             if response.matches(self.stuffed[number - 1]):
                 self.result.messages += 1
                 self.result.messageBytes += size

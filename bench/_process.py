@@ -259,6 +259,17 @@ def cpuTimes(pid: int) -> tuple[float, float]:
     return int(fields[11]) / _CLOCK_TICKS, int(fields[12]) / _CLOCK_TICKS
 
 
+def reapedCpuSeconds(pid: int) -> float:
+    """
+    CPU seconds (user and system) of the children C{pid} has waited for
+    (C{cutime} and C{cstime}: Dovecot's finished pop3 processes); 0 if gone.
+    """
+    fields = _statFields(pid)
+    if fields is None:
+        return 0.0
+    return (int(fields[13]) + int(fields[14])) / _CLOCK_TICKS
+
+
 def openDescriptors(pid: int) -> int:
     """
     How many file descriptors C{pid} holds open (0 if it is gone).

@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench._pinning import Pinning
+
 #: Targets that are not popproxy: Dovecot alone, nginx's mail proxy, and a
 #: bare Twisted byte forwarder (L{bench._forward}; measured only when named).
 REFERENCES = ("direct", "nginx", "forward")
@@ -107,6 +109,13 @@ class Settings:
     profileDirectory: Path | None = None
     profileSessions: int = 10
     profileSeconds: float = 15.0
+    #: Issue #16: the CPUs of the proxy and of the rest (C{--pin}), the
+    #: memory-under-load mode's sessions and mailbox, and the target pairs
+    #: whose throughput ratio is printed (C{--scaling}).
+    pin: Pinning | None = None
+    loadSessions: int = 50
+    loadMailbox: str = "mixed"
+    scaling: tuple[tuple[str, str], ...] = ()
 
     @property
     def popproxyTargets(self) -> tuple[str, ...]:
@@ -150,4 +159,8 @@ class Settings:
             "profileDirectory": str(self.profileDirectory or ""),
             "profileSessions": self.profileSessions,
             "profileSeconds": self.profileSeconds,
+            "pin": self.pin.describe() if self.pin is not None else None,
+            "loadSessions": self.loadSessions,
+            "loadMailbox": self.loadMailbox,
+            "scaling": [list(pair) for pair in self.scaling],
         }

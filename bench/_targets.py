@@ -13,7 +13,7 @@ well).
 
 from __future__ import annotations
 
-from bench import _process
+from bench import _pinning, _process
 from bench._balanced import BalancedPopproxies
 from bench._dovecot import DovecotServer
 from bench._forward import ForwarderProcess
@@ -66,6 +66,12 @@ class Targets:
                 )
                 self.popproxies[name] = proxy
                 proxy.start()
+        if self.settings.pin is not None:
+            # After the start: a proxy's own children (popproxy's workers,
+            # nginx's) exist by now or inherit the affinity later.
+            for name in names:
+                for pid in self.cpuPids(name):
+                    _pinning.pinProcess(pid, self.settings.pin.proxy)
 
     def port(self, name: str) -> int:
         if name == "direct":

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from bench import _profile
+from bench import _cpushare, _pinning, _profile
 from bench._corpus import Mailbox
 from bench._dovecot import Account, DovecotServer
 from bench._load import LoadGenerator, LoadResult
@@ -46,6 +46,10 @@ class Run:
     proxyPeakRssMB: float
     proxyUserCores: float
     proxySystemCores: float
+    #: CPU seconds per process role (L{bench._cpushare.ROLES}).
+    cpuSeconds: dict[str, float]
+    #: The CPUs the proxy's processes may run on (all of them together).
+    proxyAffinity: list[int]
 
     def record(self, **labels: object) -> dict[str, Any]:
         """
@@ -61,6 +65,8 @@ class Run:
             "proxySystemCores": self.proxySystemCores,
             "loadCpuCores": self.result.cpuSeconds / wall,
             "errorSamples": self.result.errorSamples,
+            **_cpushare.record(self.cpuSeconds, self.result.messageBytes / MB, wall),
+            "proxyAffinity": self.proxyAffinity,
         }
 
 
@@ -78,6 +84,7 @@ def measureRun(
     """
     targets.resetPeak(target)
     userBefore, systemBefore = targets.cpuTimes(target)
+    clock = _cpushare.CpuClock(lambda: targets.cpuPids(target), targets.dovecot.pid)
     result = generator.run(
         targets.port(target),
         account.user,
@@ -89,12 +96,15 @@ def measureRun(
     )
     userAfter, systemAfter = targets.cpuTimes(target)
     wall = result.wallSeconds
-    measured = bool(targets.cpuPids(target))
+    pids = targets.cpuPids(target)
+    measured = bool(pids)
     return Run(
         result,
         targets.peak(target) / MB if measured else math.nan,
         (userAfter - userBefore) / wall if measured else math.nan,
         (systemAfter - systemBefore) / wall if measured else math.nan,
+        clock.elapsed(result.cpuSeconds),
+        sorted({cpu for pid in pids for cpu in _pinning.affinity(pid)}),
     )
 
 

@@ -38,9 +38,10 @@ if __package__ in (None, ""):
     # Run as a script (python3 bench/run.py): make the bench package importable.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import _corpus, _process, _profile, _report  # noqa: E402
+from bench import _corpus, _cpushare, _pinning, _process, _profile, _report  # noqa: E402
 from bench._dovecot import DovecotServer  # noqa: E402
 from bench._load import LoadGenerator  # noqa: E402
+from bench._loadedmemory import loadedMemoryTable, measureLoadedMemory  # noqa: E402
 from bench._memory import measureMemory  # noqa: E402
 from bench._popproxy import PopproxyProcess  # noqa: E402
 from bench._report import progress  # noqa: E402
@@ -75,9 +76,10 @@ def parseArguments(argv: list[str] | None = None) -> tuple[Settings, Path | None
     add("--quick", action="store_true", help="about a minute: one round of smaller runs")
     add(
         "--mode",
-        choices=("all", "throughput", "memory"),
+        choices=("all", "throughput", "memory", "loaded"),
         default="all",
-        help="what to measure (default: all)",
+        help="what to measure (default: all = throughput and memory; loaded: memory while "
+        "--load-sessions fetch --load-mailbox, only when asked)",
     )
     add("--sessions", default="1,10,50", help="concurrent clients N (default: 1,10,50)")
     add("--repeats", type=int, help=f"rounds over all targets (default: {defaults.repeats})")
@@ -131,7 +133,27 @@ def parseArguments(argv: list[str] | None = None) -> tuple[Settings, Path | None
     add("--profile-sessions", type=int, default=10, help="clients while profiling (default: 10)")
     add("--profile-seconds", type=float, default=15.0, help="seconds per profiled mailbox")
     add("--json", type=Path, metavar="FILE", help="write every result as JSON")
+    add(
+        "--pin",
+        metavar="auto|PROXY:REST",
+        help="run the proxy under test on CPUs PROXY, Dovecot and the load generator on REST "
+        "(taskset lists, e.g. 0:1 or 0-1:2-3; auto: split this machine's CPUs in halves)",
+    )
+    add("--load-sessions", type=int, default=50, help="sessions of --mode loaded (default: 50)")
+    add("--load-mailbox", default="mixed", help="mailbox of --mode loaded (default: mixed)")
+    add(
+        "--scaling",
+        action="append",
+        default=[],
+        metavar="TARGET/TARGET",
+        help="also print this throughput ratio, e.g. chain-workers2/chain; repeatable",
+    )
     arguments = parser.parse_args(argv)
+    try:
+        pin = _pinning.parsePinning(arguments.pin) if arguments.pin else None
+        scaling = tuple(_cpushare.parseScaling(pair) for pair in arguments.scaling)
+    except ValueError as e:
+        parser.error(str(e))
 
     repeats: int = arguments.repeats or (QUICK_REPEATS if arguments.quick else defaults.repeats)
     minMegabytes: float = arguments.min_megabytes or (
@@ -151,7 +173,7 @@ def parseArguments(argv: list[str] | None = None) -> tuple[Settings, Path | None
         variants[name] = variant
         if name not in targets:  # "--targets nginx,x --variant x,..." measures x once
             targets.append(name)
-    if set(mailboxes) - set(THROUGHPUT_MAILBOXES):
+    if {*mailboxes, arguments.load_mailbox} - set(THROUGHPUT_MAILBOXES):
         parser.error(f"mailboxes are {', '.join(THROUGHPUT_MAILBOXES)}")
     for name in targets:
         balanced = parseBalanced(name)
@@ -181,6 +203,10 @@ def parseArguments(argv: list[str] | None = None) -> tuple[Settings, Path | None
         profileDirectory=arguments.profile,
         profileSessions=arguments.profile_sessions,
         profileSeconds=arguments.profile_seconds,
+        pin=pin,
+        loadSessions=arguments.load_sessions,
+        loadMailbox=arguments.load_mailbox,
+        scaling=scaling,
     ), arguments.json
 
 
@@ -215,6 +241,11 @@ def main(argv: list[str] | None = None) -> int:
             for m in mailboxes
         },
     }
+    if settings.pin is not None:
+        # Inherited by the load generator's workers and Dovecot; each proxy
+        # is moved to the proxy's CPUs once started (bench._targets).
+        _pinning.pinProcess(os.getpid(), settings.pin.rest)
+        results["pinning"] = settings.pin.describe()
     # The pool forks before any thread or signal handler exists, sharing the
     # mailboxes copy-on-write.
     generator = LoadGenerator(mailboxes, settings.loadProcesses)
@@ -227,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         dovecot.start()
         progress(f"dovecot on 127.0.0.1:{dovecot.port}")
+        if settings.pin is not None:
+            results["pinning"]["dovecotAffinity"] = _pinning.affinity(dovecot.pid)
+            progress(f"pinned: {results['pinning']}")
         results["popproxy"] = _whereFrom(settings, dovecot.port)
         results["revision"] = _gitRevision(Path(__file__).resolve().parent.parent)
         if settings.mode in ("all", "throughput"):
@@ -246,6 +280,12 @@ def main(argv: list[str] | None = None) -> int:
             )
             print("## Memory\n")
             print(_report.memoryTables(memory))
+        if settings.mode == "loaded":
+            progress("memory under load:")
+            results["loadedMemory"] = loaded = measureLoadedMemory(settings, generator, dovecot)
+            failed = failed or any(row["errors"] for row in loaded["targets"].values())
+            print("## Memory under load\n")
+            print(loadedMemoryTable(loaded))
         results["dovecotErrors"] = dovecot.errors()[:20]
     finally:
         generator.close()
@@ -288,12 +328,20 @@ def _throughputReport(
     ]
     results["ratios"] = ratios
     results["profile"] = profiles
+    cpuText, results["cpu"] = _cpushare.cpuTable(
+        runs, settings.targets, settings.pin, os.cpu_count() or 1
+    )
     parts = [
         "## Throughput (medians)\n",
         _report.throughputTables(table, described, settings.sessionCounts, settings.targets),
         "## Ratios (from the medians above, same run)\n",
         ratioText,
+        "## CPU by process (medians; seconds per GB relayed)\n",
+        cpuText,
     ]
+    if settings.scaling:
+        scalingText, results["scaling"] = _cpushare.scalingTable(runs, settings.scaling)
+        parts += ["## Scaling (ratios of median MB/s)\n", scalingText]
     for key, found in profiles.items():
         for listing, title in (
             ("hottestSelf", "hottest functions by self time"),

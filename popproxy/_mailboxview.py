@@ -52,6 +52,7 @@ class MailboxView(Generic[EntryT]):
         self._budget = cacheBytes
         self._cache: dict[int, EntryT] = {}
         self._cachedBytes = 0
+        self._peakCachedBytes = 0
         # Message number -> (size as delivered, size as the upstream had it).
         self._sizes: dict[int, tuple[int, int]] = {}
         # Message number -> UID, as the upstream listed them to the client.
@@ -121,6 +122,7 @@ class MailboxView(Generic[EntryT]):
         while self._cachedBytes > self._budget:
             oldest = self._cache.pop(next(iter(self._cache)))
             self._cachedBytes -= oldest.footprint
+        self._peakCachedBytes = max(self._peakCachedBytes, self._cachedBytes)
 
     def cached(self, index: int) -> EntryT | None:
         """
@@ -141,6 +143,21 @@ class MailboxView(Generic[EntryT]):
         The octets the kept entries hold, never above the budget.
         """
         return self._cachedBytes
+
+    @property
+    def peakCachedBytes(self) -> int:
+        """
+        The most octets the kept entries held at once in this session (not
+        reset by L{clear}, so the session can report it as it closes).
+        """
+        return self._peakCachedBytes
+
+    @property
+    def cacheBudget(self) -> int:
+        """
+        The most octets the kept entries may hold (C{[chain] cache_bytes}).
+        """
+        return self._budget
 
     def sizeOf(self, index: int) -> int | None:
         """

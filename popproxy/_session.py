@@ -277,6 +277,13 @@ class ClientSession(Protocol, TimeoutMixin):
         self._guard.closed()
         if self._guard.refused:
             return
+        if self._mailbox.peakCachedBytes:
+            self.log.info(
+                "session {session} cache: peak {peak} of {budget} bytes",
+                session=self.record.sessionId,
+                peak=self._mailbox.peakCachedBytes,
+                budget=self._mailbox.cacheBudget,
+            )
         # Drop what the session holds, so a closed session frees its
         # filtered messages now rather than when the cycle collector runs.
         self._mailbox.clear()

@@ -136,6 +136,20 @@ class TestCache:
         assert v.cachedIndexes == () and v.cachedBytes == 0
         assert not v.rewritesListings and v.sizeOf(1) is None and v.uidOf(1) is None
 
+    def test_peakIsTheMostHeldAtOnceAndOutlivesClear(self) -> None:
+        """
+        The peak is the most the kept entries held at once (after dropping
+        the oldest for a newer one), and clearing the view keeps it, so a
+        closing session can still report it.
+        """
+        v = view(25)
+        v.remember(1, Entry(10), 10, 10)
+        v.remember(2, Entry(12), 12, 12)
+        v.remember(3, Entry(8), 8, 8)
+        assert v.cachedBytes == 20 and v.peakCachedBytes == 22 and v.cacheBudget == 25
+        v.clear()
+        assert v.cachedBytes == 0 and v.peakCachedBytes == 22
+
     @given(
         st.integers(0, 200),
         st.lists(st.tuples(st.integers(1, 8), st.integers(0, 120)), max_size=40),

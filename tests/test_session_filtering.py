@@ -462,6 +462,38 @@ def test_closedSessionDropsItsCache() -> None:
     assert h.upstream.connection.onLost is None
 
 
+def test_closedSessionLogsItsCachePeak() -> None:
+    """
+    A session that kept filtered messages says, as it closes, the most its
+    cache held at once and its budget (what the benchmark reads to show the
+    cache stays within [chain] cache_bytes under load).
+    """
+    hook = AddHeader()
+    out = b"X-Filtered: yes\r\n" + MESSAGE
+    h = Harness(hook=hook, chain={"cacheBytes": 2 * len(out) + 1})
+    h.login()
+    for index in (1, 2, 3):
+        h.send(b"RETR %d\r\n" % index)
+        serveRetr(h, index, uidl=b"u%d" % index)
+    with capturedLogs() as events:
+        h.client.dropped(Failure(Exception("client went away")))
+    session = h.session.record.sessionId
+    assert f"session {session} cache: peak {2 * len(out)} of {2 * len(out) + 1} bytes" in [
+        formatEvent(e) for e in events
+    ]
+
+
+def test_sessionWithoutCachedMessagesLogsNoCacheLine() -> None:
+    """
+    A session that never kept a filtered message writes no cache line.
+    """
+    h = Harness(hook=AddHeader())
+    h.login()
+    with capturedLogs() as events:
+        h.client.dropped(Failure(Exception("client went away")))
+    assert not [e for e in events if " cache: " in formatEvent(e)]
+
+
 def test_cacheKeepsWithinBudget() -> None:
     """
     The per-session cache drops the oldest filtered messages beyond its
