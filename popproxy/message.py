@@ -572,11 +572,15 @@ class Part:
     def _hasTooManyEncodedWords(self) -> bool:
         data = self._snapshot.data
         limit = self._snapshot.limits.maxEncodedWords
-        # Counting "=?" in place first spares a copy of every field value.
+        block = self._headerBlock()
+        # No field holds more "=?" than the whole block: one count in place
+        # usually settles it, then one per field spares a copy of each value.
+        if data.count(b"=?", block.start, block.end) <= limit:
+            return False
         return any(
             data.count(b"=?", field.valueStart, field.valueEnd) > limit
             and hasMoreEncodedWords(data[field.valueStart : field.valueEnd], limit)
-            for field in self._headerBlock().fields
+            for field in block.fields
         )
 
     # Lazy parsing.
