@@ -4,8 +4,9 @@ the strip filter's type detection per attachment (1 KB, 100 KB, 10 MB of
 base64), the chain path per message (an upstream answer received through
 the upstream connection's parser into the spool, handed unchanged to a
 chain that answers at once, and the octets the client gets built) on the
-C{50k} and C{mixed} mailboxes, and the peak memory (tracemalloc) of one
-10 MB message with dot-lines through that path.
+C{50k} and C{mixed} mailboxes, the same path with the benchmark's default
+chain (strip, then tag without spamd: C{strip+tag}), and the peak memory
+(tracemalloc) of one 10 MB message with dot-lines through that path.
 
     python3 bench/chainpath.py                          # this checkout
     python3 bench/chainpath.py --compare /tmp/before    # before/after
@@ -15,8 +16,8 @@ With C{--compare DIR} each round runs a fresh process for DIR's code
 (C{PYTHONPATH=DIR}) and one for this checkout's, alternately, so load on the
 machine hits both alike; every figure is the minimum over the rounds (and,
 inside a process, over its repeats).  C{--profile DIR} runs each side's
-chain path in a loop under C{py-spy record} and lists its hottest functions
-by their own time.
+chain path with strip and tag over the C{50k} mailbox in a loop under
+C{py-spy record} and lists its hottest functions by their own time.
 """
 
 from __future__ import annotations
@@ -167,9 +168,27 @@ def _sent(delivery: Any) -> int:
     return sent + len(stuffer.finish())
 
 
-def retrieve(answer: bytes, spoolThreshold: int = 4 * 1024 * 1024) -> int:
+def filterChain() -> Any:
     """
-    One RETR through the chain path; the octets the client gets.
+    The benchmark's default chain (bench/configs/chain.toml): strip, then
+    tag without spamd, run in the caller's thread.
+    """
+    from twisted.internet.task import Clock
+
+    from popproxy._chain import ChainEntry, FilterChain
+    from popproxy.testing import loadPlugin
+
+    entries = [
+        ChainEntry("strip", loadPlugin("strip")),
+        ChainEntry("tag", loadPlugin("tag", {"spamd": ""})),
+    ]
+    return FilterChain(entries, Clock())
+
+
+def retrieve(answer: bytes, spoolThreshold: int = 4 * 1024 * 1024, hook: Any = None) -> int:
+    """
+    One RETR through the chain path, handed to C{hook} (by default a chain
+    that delivers at once); the octets the client gets.
     """
     from twisted.internet.defer import Deferred
     from twisted.internet.task import Clock
@@ -181,7 +200,7 @@ def retrieve(answer: bytes, spoolThreshold: int = 4 * 1024 * 1024) -> int:
 
     flow = RetrievalFlow(
         RetrievalRequest("RETR", 1, None, makeContext()),
-        hook=_Unchanged(),
+        hook=_Unchanged() if hook is None else hook,
         mailbox=MailboxView(0),
         chain=ChainConfig(spoolThreshold=spoolThreshold),
         upstream=_Upstream(answer),
@@ -217,6 +236,17 @@ def chainPathTimes(repeats: int) -> dict[str, float]:
                 retrieve(answer)
 
         times[f"chain {name}"] = _best(run, repeats) / len(answers) * 1e6
+    chain = filterChain()
+    for name in ("50k", "mixed"):
+        answers = _answers(name)
+        for answer in answers:  # strip and tag change nothing in this mail
+            assert retrieve(answer, hook=chain) == len(answer), name
+
+        def runChain(answers: list[bytes] = answers) -> None:
+            for answer in answers:
+                retrieve(answer, hook=chain)
+
+        times[f"strip+tag {name}"] = _best(runChain, repeats) / len(answers) * 1e6
     return times
 
 
@@ -319,11 +349,16 @@ def compare(sources: dict[str, Path], rounds: int, repeats: int) -> dict[str, di
 
 
 def _profileLoop(seconds: float) -> None:
-    answers = _answers("mixed") + _answers("50k")
+    """
+    The chain path with strip and tag, over the C{50k} mailbox, for
+    C{seconds}.
+    """
+    answers = _answers("50k")
+    chain = filterChain()
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         for answer in answers:
-            retrieve(answer)
+            retrieve(answer, hook=chain)
 
 
 def profile(sources: dict[str, Path], directory: Path, seconds: float) -> None:

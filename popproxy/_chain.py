@@ -410,7 +410,9 @@ class FilterChain:
                     # Only a filter that waits can be given a time limit; one
                     # that answers at once skips the Deferred and its timer.
                     running: Deferred[Any] = ensureDeferred(result)  # type: ignore[arg-type]
-                    running.addTimeout(entry.timeout, self._clock)
+                    if not running.called:
+                        # One that answered without waiting needs no timer.
+                        running.addTimeout(entry.timeout, self._clock)
                     result = await running
             else:
                 result = await self._answerInThreads(entry, message, context, self.threads)

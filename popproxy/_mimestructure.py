@@ -12,13 +12,12 @@ however large the body, and stops early once the part limit is passed.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from popproxy._mimedefects import Defect
 
 
-@dataclass(frozen=True, slots=True)
-class EncapsulatedPart:
+class EncapsulatedPart(NamedTuple):
     """
     One part of a multipart.
 
@@ -35,8 +34,7 @@ class EncapsulatedPart:
     nextDelimiter: int
 
 
-@dataclass(frozen=True, slots=True)
-class MultipartLayout:
+class MultipartLayout(NamedTuple):
     """
     Where the pieces of a multipart body are.
 

@@ -46,8 +46,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from types import MappingProxyType
+from typing import NamedTuple
 
 from popproxy._mimecodec import decodeBase64, decodeQuotedPrintable, decodeText, isCleanBase64
 from popproxy._mimedefects import Defect
@@ -231,8 +232,7 @@ class Headers:
         return f"<Headers {list(self.names())!r}>"
 
 
-@dataclass(frozen=True, slots=True)
-class _HeaderInfo:
+class _HeaderInfo(NamedTuple):
     """
     What a part's header fields say about its content.
     """
@@ -249,8 +249,7 @@ class _HeaderInfo:
     dispositionValues: tuple[StructuredValue, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class _Structure:
+class _Structure(NamedTuple):
     """
     A part's place in the tree: its children and what went wrong finding
     them.
@@ -572,11 +571,15 @@ class Part:
     def _hasTooManyEncodedWords(self) -> bool:
         data = self._snapshot.data
         limit = self._snapshot.limits.maxEncodedWords
-        # Counting "=?" in place first spares a copy of every field value.
+        block = self._headerBlock()
+        # No field holds more "=?" than the whole block: one count in place
+        # usually settles it, then one per field spares a copy of each value.
+        if data.count(b"=?", block.start, block.end) <= limit:
+            return False
         return any(
             data.count(b"=?", field.valueStart, field.valueEnd) > limit
             and hasMoreEncodedWords(data[field.valueStart : field.valueEnd], limit)
-            for field in self._headerBlock().fields
+            for field in block.fields
         )
 
     # Lazy parsing.
