@@ -233,6 +233,7 @@ def test_everyUsersItemsFilteredSearchedPaged(tmp_path: Path) -> None:
     found = admin.get("/admin/items?user=alice&q=invoice")
     assert re.findall(r'id="item-([^"]+)"', found.text) == [ids[2]]
     assert '<option value="alice">2 items</option>' in first.text
+    assert re.findall(r'id="item-([^"]+)"', admin.get("/admin/items?page=%C2%B2").text) == shown
 
 
 def test_adminDownloadsAnyItem(setup: Setup) -> None:

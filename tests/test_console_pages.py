@@ -204,6 +204,11 @@ def test_searchAndPages(quarantine: Path) -> None:
     assert 'rel="prev" href="/?page=2"' in last.text and 'rel="next"' not in last.text
     found = browser.get("/?q=quarterly")
     assert "1 item matching" in found.text and "report.exe" in found.text
+    # Digits outside ASCII ("²".isdigit() is true, int() refuses it) and
+    # nonsense are page 1, not an error.
+    for odd in ("%C2%B2", "-1", "x", "0"):
+        answer = browser.get(f"/?page={odd}")
+        assert answer.code == 200 and 'rel="prev"' not in answer.text, odd
 
 
 def test_signOutEndsTheSession(quarantine: Path) -> None:

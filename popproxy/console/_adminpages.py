@@ -36,6 +36,7 @@ from popproxy.console._pages import (
     cookieName,
     formToken,
     homeOf,
+    pageNumber,
     redirect,
     respond,
     setCookie,
@@ -47,11 +48,6 @@ from popproxy.console._signin import SignIn
 log = PrintableLogger(namespace="popproxy.console")
 
 FORM_EXPIRED = "The form expired; load the page again."
-
-
-def pageNumber(request: Request) -> int:
-    text = textArgument(request, b"page", 9) or "1"
-    return int(text) if text.isdigit() and int(text) > 0 else 1
 
 
 class AdminPages(ConsoleResource):

@@ -125,6 +125,16 @@ def textArgument(request: Request, name: bytes, limit: int) -> str | None:
     return text if len(text) <= limit else None
 
 
+def pageNumber(request: Request) -> int:
+    """
+    The page a list is asked for (C{?page=N}, N from 1); anything else,
+    such as digits outside ASCII (C{"²".isdigit()} is true but C{int()}
+    refuses it), is page 1.
+    """
+    text = textArgument(request, b"page", 9) or "1"
+    return int(text) if text.isascii() and text.isdigit() and int(text) > 0 else 1
+
+
 def formToken(request: Request) -> bytes | None:
     """
     The form token a POST carried (C{None}: none).
@@ -308,10 +318,9 @@ class ItemsPage(ConsoleResource):
     async def _list(self, request: Request, session: ConsoleSession) -> bytes:
         console = self.console
         search = textArgument(request, b"q", 200) or ""
-        pageText = textArgument(request, b"page", 9) or "1"
-        number = int(pageText) if pageText.isdigit() and int(pageText) > 0 else 1
         size = console.pageSize
-        page = await console.view.userItems(session.user, search, (number - 1) * size, size)
+        offset = (pageNumber(request) - 1) * size
+        page = await console.view.userItems(session.user, search, offset, size)
         offers = await console.runInThread(lambda: offersOf(console, page.items))
         number = page.offset // size + 1
         previous = _pageQuery(search, number - 1) if number > 1 else None

@@ -228,11 +228,7 @@ class DirectoryView:
         with self._lock:
             self._refresh()
             items = self._byUser.get(user, [])
-        words = tuple(search.casefold().split())
-        if words:
-            items = [item for item in items if item.matches(words)]
-        offset = max(0, min(offset, max(0, len(items) - 1)))
-        return ItemPage(tuple(items[offset : offset + limit]), len(items), offset)
+        return _cut(items, search, offset, limit)
 
     def _item(self, identifier: str) -> Item | None:
         try:
