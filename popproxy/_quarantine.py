@@ -93,7 +93,8 @@ def summaryFields(headers: str) -> dict[str, str | None]:
     """
     The first From, Subject and Date fields of a header block (text, as a
     record keeps it), unfolded and RFC 2047 decoded, by L{Record} field
-    name; a missing field is C{None}.
+    name, control characters (CR, LF, NUL, bidi overrides) as spaces
+    (L{displayText}); a missing field is C{None}.
     """
     found: dict[str, list[str]] = {}
     current: list[str] | None = None
@@ -110,7 +111,7 @@ def summaryFields(headers: str) -> dict[str, str | None]:
     summary: dict[str, str | None] = dict.fromkeys(SUMMARY_FIELDS.values())
     for key, lines in found.items():
         raw = "\r\n".join(lines).encode("utf-8", "surrogateescape")
-        summary[key] = decodeValue(raw, maxWords=100)[:_SUMMARY_LENGTH]
+        summary[key] = displayText(decodeValue(raw, maxWords=100), _SUMMARY_LENGTH)
     return summary
 
 
@@ -136,10 +137,15 @@ def recordFromFields(data: dict[str, Any]) -> Record:
     summary fields read from its header block if it does not keep them.
     """
     headers = data.get("headers", "")
-    summary = summaryFields(headers)
+    summary: dict[str, str | None] = {}
+    if any(key not in data for key in SUMMARY_FIELDS.values()):
+        summary = summaryFields(headers)
     for key in SUMMARY_FIELDS.values():
         if key in data:
-            summary[key] = data[key]
+            # Kept by this popproxy, or copied from another store: shown
+            # on pages and in listings, so made fit for one line again.
+            value = data[key]
+            summary[key] = value if value is None else displayText(str(value), _SUMMARY_LENGTH)
     return Record(
         id=data["id"],
         time=data["time"],

@@ -436,3 +436,24 @@ def test_cliReleasesAnItem(tmp_path: Path) -> None:
     assert main(["--dir", str(tmp_path / "q"), "requests"], out) == 0 and out.getvalue() == ""
     quarantine.purge(olderThan=-1)
     assert releases.status(identifier) is None
+
+
+def test_summaryFieldsAreOneLineOfText() -> None:
+    """
+    A Subject whose encoded words decode to NUL, CR LF and a bidi override
+    is kept with spaces in their place (it is shown on the console's pages
+    and in listings), and so is such a value read back from a record that
+    kept it raw (an older or copied one).
+    """
+    from popproxy._quarantine import recordFromFields, summaryFields
+
+    hostile = "Subject: =?utf-8?q?a=00b=0D=0Ac=E2=80=AEx?=\r\nFrom: s@example.com"
+    assert summaryFields(hostile)["messageSubject"] == "a b c x"
+    fields = {"id": "i", "time": 1.0, "sha256": "d", "headers": "", "messageFrom": None}
+    fields |= {"messageSubject": "a\r\nb\u202ec", "messageDate": "Tue,\x00 1 Dec"}
+    record = recordFromFields(fields)
+    assert (record.messageSubject, record.messageDate, record.messageFrom) == (
+        "a b c",
+        "Tue, 1 Dec",
+        None,
+    )

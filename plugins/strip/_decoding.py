@@ -136,7 +136,10 @@ class Base64Octets:
         self._data = data
         self._start = start
         self._end = end
-        self._alphabet = b""
+        # A bytearray: appending to bytes copies what is already there, which
+        # a sparse body (a character now and then among blanks) makes
+        # quadratic.
+        self._alphabet = bytearray()
         self._scanned = start
         self._lenient = b""
 
@@ -147,7 +150,7 @@ class Base64Octets:
         """
         return self._scanned - self._start
 
-    def _characters(self, count: int) -> bytes:
+    def _characters(self, count: int) -> bytearray:
         """
         At least the first C{count} alphabet characters (fewer at the end).
         """
@@ -162,7 +165,7 @@ class Base64Octets:
     def read(self, offset: int, size: int) -> bytes:
         first, last = offset // 3, -(-(offset + size) // 3)
         characters = self._characters(4 * last)
-        window = characters[4 * first : 4 * last]
+        window = bytes(characters[4 * first : 4 * last])
         if b"=" in characters[: 4 * last] and b"=" in characters.rstrip(b"="):
             return self._leniently(offset + size)[offset : offset + size]
         decoded = quanta(window.rstrip(b"="))
