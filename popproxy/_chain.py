@@ -33,6 +33,7 @@ import inspect
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any, TypeVar
 
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, maybeDeferred
@@ -194,6 +195,11 @@ class FilterChain:
         self._errorIds = errorIds
         self._itemUrl = itemUrl
         self._started = False
+        # Whether each filter's filterMessage is a coroutine function,
+        # asked once rather than per message.
+        self._coroutines = {
+            e.name: inspect.iscoroutinefunction(e.filter.filterMessage) for e in entries
+        }
 
     @property
     def active(self) -> bool:
@@ -436,47 +442,26 @@ class FilterChain:
         reactor does); any other C{filterMessage} is called in a filter
         thread.  Work either kind offloads with C{context.runInThread}
         runs in a filter thread too, cancelled at the filter's deadline.
+        A filter that answered without waiting (most coroutines, on most
+        messages) needs no timer.
         """
-        deadline = self._clock.seconds() + entry.timeout
-        offloaded: list[Deferred[Any]] = []
-
-        def runInThread(function: Callable[[], T]) -> Deferred[T]:
-            if threads.inPool():
-                # Run inline in the filter thread, under the time limit of
-                # the call that offloads it: no timer may be set from here.
-                return threads.run(function)
-            work = threads.run(function)
-            if not work.called:
-                work.addTimeout(max(0.0, deadline - self._clock.seconds()), self._clock)
-                offloaded.append(work)
-            return work
-
-        context = contextWith(context, runInThread=runInThread)
+        offloads = _Offloads(threads, self._clock, entry.timeout)
+        context = contextWith(context, runInThread=offloads.run)
         filterMessage = entry.filter.filterMessage
-
-        async def answer() -> Any:
-            if inspect.iscoroutinefunction(filterMessage):
-                result = filterMessage(message, context)
-            else:
-                # Its quarantine and log reach the reactor from the thread.
-                inThread = threadContext(context, threads)
-                result = await threads.run(lambda: filterMessage(message, inThread))
-            if inspect.isawaitable(result):
-                result = await result
-            return result
-
-        running = ensureDeferred(answer())
-        running.addTimeout(entry.timeout, self._clock)
+        running: Deferred[Any]
+        if self._coroutines[entry.name]:
+            running = ensureDeferred(filterMessage(message, context))
+        else:
+            # Its quarantine and log reach the reactor from the thread.
+            inThread = threadContext(context, threads)
+            running = threads.run(partial(filterMessage, message, inThread))
+            running.addCallback(_awaited)
+        if not running.called:
+            running.addTimeout(entry.timeout, self._clock)
         try:
             return await running
         finally:
-            # Work the filter started and no longer waits for is stopped.
-            for work in offloaded:
-                if not work.called:
-                    work.cancel()
-                    work.addErrback(
-                        lambda failure: failure.trap(DeferredTimeoutError, CancelledError) and None
-                    )
+            offloads.stopUnfinished()
 
     async def _keep(self, raw: bytes, context: FilterContext, reason: str, name: str) -> str:
         if self._quarantine is None:
@@ -525,3 +510,52 @@ def _overLimitNotice(message: Message, reason: str) -> Message:
         "need it.\n"
     )
     return Message.fromBytes(head + b"MIME-Version: 1.0" + eol + textPart(text, lineEnding=eol))
+
+
+def _awaited(result: Any) -> Any:
+    """
+    What a synchronous C{filterMessage} returned, awaited if it is
+    awaitable (the chain's Deferred then waits for it).
+    """
+    if inspect.isawaitable(result):
+        return ensureDeferred(result)  # type: ignore[arg-type]
+    return result
+
+
+class _Offloads:
+    """
+    The work one filter call offloads with C{context.runInThread}: run in
+    a filter thread under what is left of the call's time limit, and
+    stopped if it is still running when the call has answered.
+    """
+
+    def __init__(self, threads: FilterThreads, clock: IReactorTime, timeout: float) -> None:
+        self._threads = threads
+        self._clock = clock
+        self._deadline = clock.seconds() + timeout
+        self._running: list[Deferred[Any]] = []
+
+    def run(self, function: Callable[[], T]) -> Deferred[T]:
+        threads = self._threads
+        if threads.inPool():
+            # Run inline in the filter thread, under the time limit of the
+            # call that offloads it: no timer may be set from here.
+            return threads.run(function)
+        work = threads.run(function)
+        if not work.called:
+            work.addTimeout(max(0.0, self._deadline - self._clock.seconds()), self._clock)
+            self._running.append(work)
+        return work
+
+    def stopUnfinished(self) -> None:
+        """
+        Work the filter started and no longer waits for is stopped.
+        """
+        for work in self._running:
+            if not work.called:
+                work.cancel()
+                work.addErrback(_ignoreStopped)
+
+
+def _ignoreStopped(failure: Failure) -> None:
+    failure.trap(DeferredTimeoutError, CancelledError)
