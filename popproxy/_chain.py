@@ -196,9 +196,10 @@ class FilterChain:
         self._itemUrl = itemUrl
         self._started = False
         # Whether each filter's filterMessage is a coroutine function,
-        # asked once rather than per message.
+        # asked once rather than per message (by identity: an entry holds a
+        # plugin object, which need not be hashable).
         self._coroutines = {
-            e.name: inspect.iscoroutinefunction(e.filter.filterMessage) for e in entries
+            id(e): inspect.iscoroutinefunction(e.filter.filterMessage) for e in self.entries
         }
 
     @property
@@ -449,7 +450,7 @@ class FilterChain:
         context = contextWith(context, runInThread=offloads.run)
         filterMessage = entry.filter.filterMessage
         running: Deferred[Any]
-        if self._coroutines[entry.name]:
+        if self._coroutines[id(entry)]:
             running = ensureDeferred(filterMessage(message, context))
         else:
             # Its quarantine and log reach the reactor from the thread.
