@@ -187,6 +187,32 @@ def test_coroutineFilterRunsOnTheReactorThread(reactor: Reactor) -> None:
     assert spinning.spinner.thread != threading.get_ident()
 
 
+@implementer(IMessageFilter)
+class CoroutineTagger:
+    """
+    A coroutine filter that answers at once, tagging the thread it ran in.
+    """
+
+    name = "tagger"
+
+    async def filterMessage(self, message: Message, context: FilterContext) -> Verdict:
+        return Rewrite(message.withHeaderAdded("X-Coroutine", str(threading.get_ident())))
+
+
+def test_entriesOfOneNameRunEachTheirOwnWay(reactor: Reactor) -> None:
+    """
+    Two entries may share a name (the configuration does not forbid it):
+    each still runs its own way, the coroutine on the reactor thread, the
+    synchronous call in a filter thread.
+    """
+    chain = chainOf(
+        reactor, ChainEntry("tagger", Tagger()), ChainEntry("tagger", CoroutineTagger())
+    )
+    headers = Message.fromBytes(run(reactor, chain)).headers
+    assert headers.get("X-Coroutine") == str(threading.get_ident())
+    assert int(headers.get("X-Thread") or 0) not in (0, threading.get_ident())
+
+
 def test_workNotWaitedForIsStoppedWithItsFilter(reactor: Reactor) -> None:
     """
     Work a filter offloads and does not wait for is stopped when the
