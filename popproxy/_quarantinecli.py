@@ -184,7 +184,7 @@ def _open(address: QuarantineAddress) -> Any:
         ) from None
     except ValueError as e:
         raise CommandError(f"{address}: {e}") from None
-    return PostgresStore(address, maxConnections=1)
+    return PostgresStore(address, maxConnections=1, statementTimeout=None)
 
 
 def _storeFailure(error: Exception, address: QuarantineAddress) -> CommandError:
@@ -302,7 +302,7 @@ def _migrate(address: QuarantineAddress, out: TextIO) -> int:
     from popproxy._pgschema import SCHEMA_VERSION, migrate
     from popproxy._pgstore import openConnection
 
-    with openConnection(address, check=False) as connection:
+    with openConnection(address, check=False, statementTimeout=None) as connection:
         applied = migrate(connection)
     if applied:
         versions = ", ".join(map(str, applied))

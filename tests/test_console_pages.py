@@ -61,6 +61,28 @@ def test_wrongPasswordIsRefused(quarantine: Path) -> None:
     assert browser.get("/").code == 303
 
 
+def test_formValuesNoLoginLineCanCarryConnectNowhere(quarantine: Path) -> None:
+    """
+    A form whose decoded password or login holds CR LF or NUL gets the
+    answer of a wrong password (401, no hint); one that is not UTF-8, or
+    longer than the form takes, gets the form again (400); none of them
+    makes a connection to the upstream.
+    """
+    upstream = ScriptedUpstream(dict(ACCOUNTS))
+    browser = ConsoleClient(makeConsole(quarantine, upstream))
+    for login, password in [("alice", "alice-pw\r\nDELE 1"), ("alice\0", "alice-pw")]:
+        answer = browser.signIn(login, password)
+        assert answer.code == 401 and "Wrong login or password." in answer.text
+        assert "control character" not in answer.text
+    for login, password in [(b"alice%FF", b"alice-pw"), (b"alice", b"x" * 1025)]:
+        token = browser.get("/signin").formToken().encode()
+        body = b"csrf=" + token + b"&login=" + login + b"&password=" + password
+        form = {b"Content-Type": b"application/x-www-form-urlencoded"}
+        assert browser.send(b"POST", "/signin", body, form).code == 400
+    assert upstream.origins == [] and upstream.sent == []
+    assert "popproxy_session" not in browser.cookies
+
+
 def test_postsWithoutTheirTokenAreRefused(quarantine: Path) -> None:
     """
     A sign-in, a release request or a sign-out without its form token

@@ -6,18 +6,23 @@ match themselves), items by id with their bytes, records written before
 schema version 2 found by name; and the console's pages over it, through
 its real twisted.web site: a user sees and downloads their items, not
 another user's, and a release requested on the page and approved by the
-command line makes an item downloadable.
+command line makes an item downloadable; a page on a locked table is an
+error page once the statement bound has passed, not a request that never
+ends.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import io
+import time
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs
 from zope.interface.verify import verifyObject
 
 from popproxy._chain import runHere
@@ -220,6 +225,33 @@ def test_pagesOverPostgres(postgres: PostgresDatabase, tmp_path: Path) -> None:
     download = client.get(f"/item/{mine}/download")
     assert download.code == 200 and download.body == b"MZ mine"
     assert 'filename="mine.exe"' in (download.header("Content-Disposition") or "")
+
+
+def test_lockedTableGivesAnErrorPageWithinTheBound(
+    postgres: PostgresDatabase, tmp_path: Path
+) -> None:
+    """
+    While another session holds the records table locked, alice's list
+    answers 500 once the statement bound (0.5 s here) has passed, the
+    reason in the log; with the lock released, it lists her item.
+    """
+    migrated(postgres).close()
+    store = PostgresStore(DatabaseAddress(postgres.url), statementTimeout=0.5)
+    keep(store, "alice", "mine.exe", 1.0)
+    client = ConsoleClient(pgConsole(tmp_path, store, ScriptedUpstream({"alice": "pw"})))
+    assert client.signIn("alice", "pw").code == 303
+    with psycopg.connect(postgres.url) as holder:
+        holder.execute("LOCK TABLE popproxy_quarantine_records IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        with capturedLogs() as events:
+            assert client.get("/").code == 500
+        waited = time.monotonic() - started
+        assert 0.5 <= waited < 5, waited
+        assert any("statement timeout" in str(e.get("log_failure", "")) for e in events)
+        holder.rollback()
+    listing = client.get("/")
+    assert listing.code == 200 and "mine.exe" in listing.text
+    store.close()
 
 
 @pytest.mark.parametrize("search", ["%", "_", "100%"])

@@ -3,7 +3,7 @@ The console's sign-in check: the password is tried in a POP3 login at the
 upstream the login routes to (USER/PASS, or SASL PLAIN where offered),
 never kept; attempts count in the POP3 logins' throttle, with the same
 log line and the same block; an unreachable upstream is neither success
-nor failure.
+nor failure; values no login line could carry fail without a connection.
 """
 
 from __future__ import annotations
@@ -11,10 +11,12 @@ from __future__ import annotations
 import base64
 from ipaddress import ip_address
 
+import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
-from twisted.logger import globalLogPublisher
+from twisted.logger import formatEvent, globalLogPublisher
 
+from popproxy._loginlines import MAX_SASL_LINE
 from popproxy._loginthrottle import LoginThrottle, ThrottleSettings
 from popproxy._memorycounters import MemoryCounters
 from popproxy._proxyheaderbuild import ClientOrigin
@@ -59,13 +61,68 @@ def test_saslPlainWhereOffered() -> None:
     assert upstream.sent == [b"CAPA", expected]
 
 
-def test_valuesThatWouldSplitALineAreRefused() -> None:
+def counted(login: str, password: str) -> tuple[SignIn, int, list[str], ScriptedUpstream]:
     """
-    A password with CR LF never reaches the upstream as a second command.
+    One sign-in through a throttle: how it ended, the address's penalty
+    after it, the log lines it wrote, and the upstream it would have used.
     """
-    upstream = ScriptedUpstream({"alice": "pw"})
-    assert check(upstream, "alice", "pw\r\nDELE 1") is SignIn.FAILED
-    assert not any(b"DELE" in line for line in upstream.sent)
+    clock = Clock()
+    counters = MemoryCounters(clock)
+    throttle = LoginThrottle(counters, clock, ThrottleSettings(delay=0.001, maxDelay=0.001))
+    events: list[dict[str, object]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        upstream = ScriptedUpstream({"alice": "pw"})
+        attempt = SignInCheck(ROUTER, upstream.connect, clock, throttle, 0.0).check(
+            login, password, ORIGIN
+        )
+        clock.advance(1)
+        outcome = settle(attempt)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    lines = [formatEvent(event) for event in events if event.get("log_namespace") != "twisted"]
+    return outcome, settle(counters.count("penalty:192.0.2.9")), lines, upstream
+
+
+@pytest.mark.parametrize(
+    ("login", "password"),
+    [
+        ("alice", "pw\r\nDELE 1"),
+        ("alice", "pw\nDELE 1"),
+        ("alice", "pw\rDELE 1"),
+        ("alice", "pw\0"),
+        ("alice\r\nDELE 1", "pw"),
+        ("alice\0admin", "pw"),
+        ("alice", "x" * MAX_SASL_LINE),
+    ],
+    ids=[
+        "password-crlf",
+        "password-lf",
+        "password-cr",
+        "password-nul",
+        "login-crlf",
+        "login-nul",
+        "password-too-long-for-a-sasl-line",
+    ],
+)
+def test_valuesNoLoginLineCanCarryNeverConnect(login: str, password: str) -> None:
+    """
+    A login or password with CR, LF or NUL, or too long for any login
+    line, fails as a wrong password does (the same outcome, the same
+    penalty, the same fail2ban line) without the upstream being connected
+    to at all; the log says why, the value escaped.
+    """
+    wrong = counted("alice", "wrong")
+    outcome, penalty, lines, upstream = counted(login, password)
+    assert outcome is wrong[0] is SignIn.FAILED
+    assert penalty == wrong[1] > 0
+    assert upstream.origins == [] and upstream.connections == [] and upstream.sent == []
+    assert wrong[3].origins != []
+    failures = [line for line in lines if line.startswith("login failure: client=192.0.2.9")]
+    assert len(failures) == 1
+    refused = [line for line in lines if "login values refused" in line]
+    assert len(refused) == 1 and "\r" not in refused[0] and "\n" not in refused[0]
+    assert "\0" not in refused[0]
 
 
 def test_unreachableUpstream() -> None:

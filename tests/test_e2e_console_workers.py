@@ -6,7 +6,10 @@ that get the address blocked; then an administrator signs in over HTTP and
 the overview's JSON panels list the sessions held open in both processes
 (the main process asks its worker over their socket pair), count every
 message's verdicts, whichever process filtered it (the worker tells the
-main process over the same pair), and list the block.
+main process over the same pair), and list the block.  Sign-ins on the
+users' form whose password no POP3 login line could carry (CR LF, NUL)
+are answered as wrong passwords and get the address blocked as failed
+logins do, while the upstream sees no connection at all.
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ PASSWORD = "administrator-password"
 
 class AdminBrowser:
     """
-    An administrator's HTTP client of the console, keeping its cookies.
+    An HTTP client of the console (an administrator's, or a user signing
+    in), keeping its cookies.
     """
 
     def __init__(self, port: int) -> None:
@@ -70,6 +74,21 @@ class AdminBrowser:
         try:
             with self.opener.open(self.base + "/admin/signin", body, timeout=10) as answer:
                 assert answer.url == self.base + "/admin"
+                return int(answer.status)
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    def userSignIn(self, login: str, password: str) -> int:
+        """
+        Sign in on the users' form; the status of the page it ends on.
+        """
+        _, form = self.get("/signin")
+        found = re.search(rb'name="csrf" value="([^"]+)"', form)
+        assert found is not None
+        fields = {"csrf": found.group(1).decode(), "login": login, "password": password}
+        body = urllib.parse.urlencode(fields).encode()
+        try:
+            with self.opener.open(self.base + "/signin", body, timeout=10) as answer:
                 return int(answer.status)
         except urllib.error.HTTPError as e:
             return e.code
@@ -200,3 +219,29 @@ def test_workersActivityShowsInTheConsole(rawPop3: Any, tmp_path: Path) -> None:
         assert '<td class="state state-unreachable">blocked</td>' in html
     finally:
         proxy.stop()
+
+
+def test_unsendableSignInValuesCountButNeverReachUpstream(rawPop3: Any, tmp_path: Path) -> None:
+    """
+    Three sign-ins on the users' form with a password holding CR LF, NUL
+    or LF: each is told "wrong login or password" (401) and logs the
+    fail2ban line; after them the address is blocked (429, even with the
+    right password), and the POP3 server never saw a connection for them
+    (the one it has is the start-up check's POP3 session's, which sends
+    nothing).
+    """
+    server = rawPop3(messages=MESSAGES, user="u", password="p")
+    consolePort = freePort()
+    proxy = startProxy(tmp_path, server.port, consolePort)
+    try:
+        waitFor(lambda: server.connectionCount == 1, "the start-up check's connection", proxy)
+        browser = AdminBrowser(consolePort)
+        for password in ("p\r\nDELE 1", "p\0", "p\nDELE 1"):
+            assert browser.userSignIn("u", password) == 401
+        assert browser.userSignIn("u", "p") == 429
+        log = proxy.log()
+        assert log.count("login failure: client=127.0.0.1 account=u") == 3, log
+        assert log.count("login values refused") == 3, log
+    finally:
+        proxy.stop()
+    assert server.connectionCount == 1 and server.rawInput == b""

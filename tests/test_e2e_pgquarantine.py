@@ -6,7 +6,10 @@ blob are in PostgreSQL, the installed C{popproxy-quarantine list} shows
 it and C{export} gives the original bytes.  With PostgreSQL stopped, RETR
 of another such message gets C{-ERR [SYS/TEMP]}, the upstream is sent no
 DELE and keeps it, health and metrics say the store is unreachable;
-started again, the next RETR works with no restart of the proxy.
+started again, the next RETR works with no restart of the proxy.  With
+PostgreSQL up but the blobs table locked by another session, RETR gets
+C{-ERR [SYS/TEMP]} once the proxy's default statement bound (10 s) has
+passed, not never; health says why; once the lock is released, RETR works.
 """
 
 from __future__ import annotations
@@ -15,10 +18,13 @@ import json
 import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+import psycopg
 
 from tests.peers.ports import freePort
 from tests.peers.postgres import PostgresDatabase
@@ -76,6 +82,7 @@ class Client:
             return status, b""
         lines = []
         while (line := self.reader.readline()) != b".\r\n":
+            assert line, "the connection closed before the message's end"
             lines.append(line[1:] if line.startswith(b".") else line)
         return status, b"".join(lines)
 
@@ -164,3 +171,40 @@ def test_quarantineInPostgresSurvivesItsOutage(
     assert postgres.execute("SELECT count(*) FROM popproxy_quarantine_records") == [(2,)]
     assert "quarantine store" in proxy.log() and "cannot be used" in proxy.log()
     assert "quarantine-secret" not in proxy.log()
+
+
+def test_lockedTableGivesATemporaryFailureWithinTheBound(
+    postgres: PostgresDatabase, rawPop3: Any, popproxyFactory: Any, tmp_path: Path
+) -> None:
+    """
+    While another session holds the blobs table locked, RETR of a message
+    that must be quarantined answers -ERR [SYS/TEMP] once the default
+    statement bound (10 s, nothing set in the URL) has passed, nothing
+    reaches the upstream as DELE and health shows the store unreachable
+    with PostgreSQL's reason; with the lock released, the same RETR
+    gives the notice and the record is kept.
+    """
+    assert quarantineCli("migrate", postgres.url).returncode == 0
+    server: RawPop3Server = rawPop3([FIRST], user=b"alice", password=b"secret")
+    metricsPort = freePort("127.0.0.1")
+    proxy = popproxyFactory(CONFIG % (server.port, metricsPort, postgres.url))
+    client = Client(proxy.port)
+    assert client.command(b"USER alice").startswith(b"+OK")
+    assert client.command(b"PASS secret").startswith(b"+OK")
+    with psycopg.connect(postgres.url) as holder:
+        holder.execute("LOCK TABLE popproxy_quarantine_blobs IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        status, _ = client.retrieve(1)
+        waited = time.monotonic() - started
+        assert status.startswith(b"-ERR [SYS/TEMP]"), status
+        assert 10 <= waited < 25, waited
+        state = health(metricsPort)["quarantine"]
+        assert state["state"] == "unreachable" and "statement timeout" in state["detail"], state
+        holder.rollback()
+    status, first = client.retrieve(1)
+    assert status.startswith(b"+OK") and b"invoice.pdf.exe was removed" in first, first
+    assert client.command(b"QUIT").startswith(b"+OK")
+    client.close()
+    assert not [c for c in server.commands if c.upper().startswith(b"DELE")]
+    assert postgres.execute("SELECT count(*) FROM popproxy_quarantine_records") == [(1,)]
+    assert "canceling statement due to statement timeout" in proxy.log()

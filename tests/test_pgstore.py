@@ -5,14 +5,20 @@ versioned schema once, a store keeps the exact bytes once per SHA-256 and
 each record once, what the directory store keeps is kept here too, and
 the command line lists, shows, exports, purges and copies on it.  A
 database that is not migrated is refused with a message saying what to run.
+Every statement of the proxy's connections is bounded in time unless the
+address or the database sets its own bound; a store waiting on a lock
+fails within the bound and works once the lock is gone.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import time
+import urllib.parse
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from popproxy._assembly import checkQuarantineSchema
@@ -21,7 +27,7 @@ from popproxy._pgschema import SCHEMA_VERSION, SchemaError
 from popproxy._pgstore import PostgresStore, openConnection
 from popproxy._quarantine import DirectoryQuarantine, partItems, storeItems, summaryFields
 from popproxy._quarantineaddress import DatabaseAddress
-from popproxy._quarantinecli import main
+from popproxy._quarantinecli import _open, main
 from popproxy.interfaces import FilterContext, RemovedPart
 from tests.peers.postgres import PostgresDatabase
 
@@ -242,3 +248,49 @@ def test_startUpRefusesAnUnmigratedDatabase(postgres: PostgresDatabase, tmp_path
     assert "quarantine-secret" not in message
     assert cli("--config", str(config), "migrate")[0] == 0
     checkQuarantineSchema(loaded)
+
+
+def statementTimeout(store: PostgresStore) -> str:
+    """
+    The C{statement_timeout} of the store's connections, as PostgreSQL shows it.
+    """
+    return str(store.pool.run(lambda c: c.execute("SHOW statement_timeout").fetchone()[0]))
+
+
+def test_statementsAreBoundedUnlessTheDatabaseSetsItsOwnBound(postgres: PostgresDatabase) -> None:
+    """
+    The proxy's connections run each statement for at most 10 s; a bound
+    from the address's options (even 0, no bound) or the database's own
+    setting is kept instead; the command line's connections are unbounded.
+    """
+    assert statementTimeout(migrated(postgres)) == "10s"
+    for given, shown in [("0", "0"), ("2min", "2min")]:
+        options = urllib.parse.quote(f"-c statement_timeout={given}")
+        url = f"{postgres.url}?options={options}"
+        assert statementTimeout(PostgresStore(DatabaseAddress(url))) == shown
+    assert statementTimeout(_open(DatabaseAddress(postgres.url))) == "0"
+    postgres.execute(f"ALTER DATABASE \"{postgres.name}\" SET statement_timeout = '42s'")
+    assert statementTimeout(PostgresStore(DatabaseAddress(postgres.url))) == "42s"
+
+
+def test_storeWaitingOnALockFailsWithinTheBoundThenWorks(postgres: PostgresDatabase) -> None:
+    """
+    While another session holds the blobs table locked, a store fails
+    with QueryCanceled after the bound (0.5 s here) instead of waiting for
+    the lock, and keeps nothing; once the lock is released, the same
+    store object writes on its kept connection.
+    """
+    migrated(postgres).close()
+    store = PostgresStore(DatabaseAddress(postgres.url), statementTimeout=0.5)
+    store.ping()
+    with psycopg.connect(postgres.url) as holder:
+        holder.execute("LOCK TABLE popproxy_quarantine_blobs IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        with pytest.raises(psycopg.errors.QueryCanceled, match="statement timeout"):
+            store.write(storeItems(MESSAGE, context(), "r", "strip"))
+        waited = time.monotonic() - started
+        assert 0.5 <= waited < 5, waited
+        holder.rollback()
+    store.write(storeItems(MESSAGE, context(), "r", "strip"))
+    assert [r.user for r in store.records()] == ["alice"]
+    store.close()

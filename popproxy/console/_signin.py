@@ -9,6 +9,11 @@ login does: a blocked address is refused before anything is sent, an
 attempt waits its turn, and each end is recorded in the same counters
 (so a failure logs the same C{login failure:} line that fail2ban matches,
 and sign-ins and POP3 logins add up to the same block).
+
+What can be decided without the upstream is decided before it is asked: a
+login or password that no POP3 login line could carry (a CR, LF or NUL, a
+login too long for one SASL response line: L{planSasl}) fails as a wrong
+password does, counted and delayed the same, and opens no connection.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
 from popproxy._loginlines import LoginCommands
-from popproxy._loginplan import NeedCapabilities, planSasl
+from popproxy._loginplan import LoginRefusal, planSasl
 from popproxy._loginthrottle import LoginThrottle
 from popproxy._printable import PrintableLogger
 from popproxy._proxyheaderbuild import ClientOrigin
@@ -125,9 +130,21 @@ class SignInCheck:
     ) -> bool | None:
         """
         Log in at C{route}'s upstream the way it offers (SASL PLAIN, else
-        USER/PASS); C{None} if it could not be asked (unreachable, or the
-        connection ended before it answered).
+        USER/PASS); C{False} without connecting if no login line could
+        carry the values; C{None} if it could not be asked (unreachable, or
+        the connection ended before it answered).
         """
+        credentials = Credentials(
+            b"", route.login.encode("utf-8", "surrogateescape"), password.encode("utf-8")
+        )
+        refusal = planSasl(route, credentials, None)
+        if isinstance(refusal, LoginRefusal):
+            log.warn(
+                "console sign-in for {user}: login values refused: {reason}",
+                user=login,
+                reason=refusal.reason,
+            )
+            return False
         try:
             connection = await self._connect(route.upstream, origin)
         except Exception:
@@ -135,9 +152,6 @@ class SignInCheck:
             return None
         lost: Deferred[bool | None] = Deferred()
         connection.onLost = partial(_ended, lost)
-        credentials = Credentials(
-            b"", route.login.encode("utf-8", "surrogateescape"), password.encode("utf-8")
-        )
         exchange: Deferred[bool | None] = Deferred.fromCoroutine(
             self._exchange(connection, route, credentials)
         )
@@ -170,12 +184,12 @@ class SignInCheck:
         connection: UpstreamConnection, route: Route, credentials: Credentials
     ) -> bool:
         """
-        Send the login lines in turn; whether the last one was accepted.
+        Send the login lines in turn (chosen by the upstream's CAPA: the
+        values were checked before connecting); whether the last one was
+        accepted.
         """
         link = UpstreamLink(connection.sendCommand)  # type: ignore[arg-type]
-        plan = planSasl(route, credentials, None)
-        if isinstance(plan, NeedCapabilities):
-            plan = planSasl(route, credentials, await link.capabilities())
+        plan = planSasl(route, credentials, await link.capabilities())
         if not isinstance(plan, LoginCommands):
             return False
         for line in plan.lines:
