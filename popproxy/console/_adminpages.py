@@ -125,7 +125,7 @@ class AdminPages(ConsoleResource):
             csrf=self.console.signInTokens.token(cookie),
             login=name,
             error=error,
-            enabled=self.admin.signIn.enabled,
+            enabled=self.console.adminSignIn.enabled,
         )
 
     def _signInPosted(self, request: Request) -> Any:
@@ -142,7 +142,7 @@ class AdminPages(ConsoleResource):
             return self._form(request, 400, name or "", "Give your name and password.")
         origin = ClientOrigin.of(request.getClientAddress(), request.getHost())
         address = origin.source.host if origin.source is not None else ""
-        outcome = await self.admin.signIn.check(name, password, address)
+        outcome = await self.console.adminSignIn.check(name, password, address)
         if outcome is not SignIn.OK:
             code, message = SIGN_IN_ANSWERS[outcome]
             if outcome is SignIn.FAILED:
