@@ -10,14 +10,18 @@ said in one warning each, and the settings it could apply are applied.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs, formatEvent
 
 from popproxy._chain import runHere
 from popproxy._config import Config, parseConfig
+from popproxy.console._adminsignin import AdminSignInCheck
 from popproxy.console._current import ConsoleSettings
 from popproxy.console._pages import Console
 from popproxy.console._service import ConsoleReload, consoleSettingsFrom
@@ -267,3 +271,30 @@ def test_consoleRemovedKeepsServingAsItWas(tmp_path: Path) -> None:
         "the settings it had until the next start"
     ]
     assert signedIn(ops)
+
+
+def test_signInCheckedDuringTheSwapDoesNotCount(tmp_path: Path) -> None:
+    """
+    Ops signs in with the right password, and the reload that removes ops
+    lands while the hash is being computed: the sign-in is refused (401)
+    and opens no session.
+    """
+    setup = Setup(tmp_path / "q")
+    swapped = setup.settings(ROOT)
+
+    def swapWhileHashing(work: Callable[[], Any]) -> Deferred[Any]:
+        setup.console.current.replace(swapped)
+        return succeed(work())
+
+    paused = ConsoleSettings(
+        signIn=setup.console.signIn,
+        adminSignIn=AdminSignInCheck((ROOT, OPS), setup.clock, None, swapWhileHashing, 0.0),
+        access=setup.console.access,
+        sessionTimeout=1800.0,
+        admins=dict((ROOT, OPS)),
+    )
+    setup.console.current.replace(paused)
+    ops = setup.browser()
+    assert ops.adminSignIn("ops", "ops-password").code == 401
+    assert len(setup.console.sessions) == 0
+    assert ops.get("/admin").header("Location") == "/admin/signin"

@@ -3,7 +3,8 @@ The console's settings reloaded with SIGHUP, end to end: `twistd -n
 popproxy` with a console and two administrators; both and a user sign in
 over HTTP (form tokens and cookies as a browser keeps them) and a POP3
 session is open; the file then loses one administrator and gets another
-C{public_url}, and the process gets SIGHUP.  The removed administrator's
+C{public_url}, and the process gets SIGHUP (first with a C{[console]} the
+reload refuses, which changes nothing).  The removed administrator's
 next request is signed out and their password no longer signs in; the
 other administrator and the user stay signed in; the POP3 session opened
 before goes on (its notices keep the link of the configuration it started
@@ -170,7 +171,15 @@ def test_removedAdministratorSignedOutOnReload(
     assert retrieveLink(held) == b"http://old.example"
 
     after = configText(upstream.port, consolePort, quarantine, "http://new.example", ["root"])
-    proxy.configPath.write_text(after.replace("{PORT}", str(proxy.port)), "utf-8")
+    after = after.replace("{PORT}", str(proxy.port))
+    broken = after.replace("[console]\n", "[console]\nsession_timeout = 5\n")
+    proxy.configPath.write_text(broken, "utf-8")
+    os.kill(proxy.pid, signal.SIGHUP)
+    waitFor(lambda: "reload failed" in proxy.log(), "the refused reload", proxy)
+    assert "[console] session_timeout" in proxy.log()
+    assert leaver.get("/admin") == (200, "/admin")
+
+    proxy.configPath.write_text(after, "utf-8")
     os.kill(proxy.pid, signal.SIGHUP)
     waitFor(lambda: "console reloaded: " in proxy.log(), "the console's reload", proxy)
 
@@ -190,4 +199,4 @@ def test_removedAdministratorSignedOutOnReload(
         "console reloaded: administrators added: none; removed: leaver; "
         "password changed: none; 1 administrator sessions ended" in log
     )
-    assert "Traceback" not in log and "reload failed" not in log
+    assert "Traceback" not in log and log.count("reload failed") == 1
