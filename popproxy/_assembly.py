@@ -71,6 +71,8 @@ from popproxy.console._links import itemLinks
 
 if TYPE_CHECKING:
     from popproxy.console._adminpanels import ConsoleActivity
+    from popproxy.console._current import ConsoleSettings
+    from popproxy.console._service import ConsoleReload
 
 log = Logger(namespace="popproxy")
 
@@ -677,7 +679,7 @@ def serviceFromConfig(
         listener.setServiceParent(top)
     ReportSessionLimit(metrics, admission).setServiceParent(top)
     sessions = OpenSessions(stop.sessions.snapshot, partial(_askWorkers, opened))
-    activity = _serveConsole(config, reactor, counters, metrics, health, sessions, top)
+    activity, onReload = _serveConsole(config, reactor, counters, metrics, health, sessions, top)
     if chain is not None:
         # In the main process only: workers' filters learn from their scans.
         ChainStart(chain).setServiceParent(top)
@@ -696,7 +698,7 @@ def serviceFromConfig(
             admission=admission,
             counters=counters,
         )
-        reloader = Reloader(rebuild, opened, generation, opened.reloaded)
+        reloader = Reloader(rebuild, opened, generation, partial(tellReloaded, opened, onReload))
         ReloadOnHangup(reactor.callFromThread, reloader.reload).setServiceParent(top)
     if config.demo is not None:
         demoListener(config, reactor).setServiceParent(top)
@@ -790,22 +792,37 @@ def _serveConsole(
     health: Health,
     sessions: OpenSessions,
     top: MultiService,
-) -> ConsoleActivity | None:
+) -> tuple[ConsoleActivity | None, ConsoleReload | None]:
     """
     With C{[console]}, add its listener to C{top}; the activity it shows,
     which this process's C{metrics} feed (the workers' comes over their
-    socket pairs).
+    socket pairs), and what a reload does to it.
     """
     if config.console is None:
-        return None
+        return None, None
     from popproxy.console._adminpanels import ConsoleActivity
 
     activity = ConsoleActivity.starting(reactor)
     if metrics is not NO_METRICS:
         metrics.watch(activity.watch())
-    listener = consoleListener(config, reactor, counters, metrics, health, activity, sessions)
+    listener, reload = consoleListener(
+        config, reactor, counters, metrics, health, activity, sessions
+    )
     listener.setServiceParent(top)
-    return activity
+    return activity, reload
+
+
+def consoleSettings(
+    config: Config, reactor: Any, counters: ICounterStore, metrics: Metrics
+) -> ConsoleSettings:
+    """
+    The console's settings of C{config} (at start-up, and at each reload),
+    whose sign-ins count in the same login counters as the POP3 sessions'.
+    """
+    from popproxy.console._service import consoleSettingsFrom
+
+    throttle = loginThrottle(config, reactor, counters, metrics)
+    return consoleSettingsFrom(config, reactor, throttle, reactorThreads(reactor))
 
 
 def consoleListener(
@@ -816,24 +833,40 @@ def consoleListener(
     health: Health | None = None,
     activity: ConsoleActivity | None = None,
     sessions: OpenSessions | None = None,
-) -> Listener:
+) -> tuple[Listener, ConsoleReload]:
     """
     The C{[console]} listener of C{config} (in the main process only: its
-    sign-in sessions live in this process's memory), whose sign-ins count
-    in the same login counters as the POP3 sessions'; its administrators'
-    pages show C{health} and C{activity}.
+    sign-in sessions live in this process's memory), whose administrators'
+    pages show C{health} and C{activity}; and what a reload does to it
+    (puts the new file's settings in force, L{consoleSettings}).
     """
-    from popproxy.console._service import adminFrom, consoleFrom, consoleSite
+    from popproxy.console._adminpanels import AdminConsole
+    from popproxy.console._service import ConsoleReload, consoleFrom, consoleSite
 
     assert config.console is not None
-    throttle = loginThrottle(config, reactor, counters, metrics)
-    console = consoleFrom(config, reactor, throttle, reactorThreads(reactor))
-    threads = reactorThreads(reactor)
-    admin = adminFrom(config, reactor, throttle, threads, health, activity, sessions)
+    build = partial(consoleSettings, reactor=reactor, counters=counters, metrics=metrics)
+    console = consoleFrom(config, reactor, build(config), reactorThreads(reactor))
+    admin = AdminConsole(reactor, health, activity, sessions)
     description = config.console.listen
-    return Listener(
+    listener = Listener(
         description, serverFromString(reactor, description), consoleSite(console, admin)
     )
+    return listener, ConsoleReload(console.current, build, config)
+
+
+def tellReloaded(
+    listeners: ServiceListeners, console: ConsoleReload | None, generation: Generation
+) -> None:
+    """
+    What follows a reload that put C{generation} in force: the listeners
+    (and through them the workers) and the console take it on; a
+    C{[console]} the process did not start with is only warned about.
+    """
+    listeners.reloaded(generation)
+    if console is not None:
+        console.reloaded(generation.config)
+    elif generation.config.console is not None:
+        log.warn("reload: [console] added; it takes effect at the next start")
 
 
 def _warnAboutPlainText(config: Config, certificate: Path | None) -> None:

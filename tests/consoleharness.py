@@ -36,6 +36,7 @@ from popproxy.console._access import ItemAccess
 from popproxy.console._adminpanels import AdminConsole, ConsoleActivity
 from popproxy.console._adminsignin import AdminSignInCheck
 from popproxy.console._csrf import SignInTokens
+from popproxy.console._current import ConsoleSettings, CurrentSettings
 from popproxy.console._pages import Console, ConsoleSite
 from popproxy.console._passwordhash import hashPassword
 from popproxy.console._service import consoleSite
@@ -111,32 +112,6 @@ class ScriptedUpstream:
 ROUTER = Router(RoutingSettings("tcp:127.0.0.1:110"))
 
 
-def makeConsole(
-    directory: Path,
-    upstream: ScriptedUpstream,
-    clock: Clock | None = None,
-    throttle: LoginThrottle | None = None,
-    userDownload: tuple[str, ...] = ("strip",),
-    pageSize: int = 25,
-) -> Console:
-    """
-    A console over the quarantine in C{directory}, everything synchronous.
-    """
-    clock = clock or Clock()
-    quarantine = DirectoryQuarantine(directory)
-    return Console(
-        sessions=SessionStore(clock, 1800.0),
-        signInTokens=SignInTokens(b"k" * 32),
-        signIn=SignInCheck(ROUTER, upstream.connect, clock, throttle, 0.0),
-        view=DirectoryView(quarantine, runHere),
-        releases=DirectoryReleases(directory, clock=clock.seconds),
-        access=ItemAccess(userDownload),
-        templates=Templates(),
-        runInThread=runHere,
-        pageSize=pageSize,
-    )
-
-
 #: Administrators of the tests' consoles: name -> password.
 ADMINS = {"root": "root-password"}
 
@@ -149,20 +124,68 @@ def adminHashes(admins: dict[str, str]) -> tuple[tuple[str, str], ...]:
     return tuple((name, hashPassword(pw, n=16, r=1, p=1).line()) for name, pw in admins.items())
 
 
+def makeSettings(
+    upstream: ScriptedUpstream,
+    clock: Clock,
+    throttle: LoginThrottle | None = None,
+    userDownload: tuple[str, ...] = ("strip",),
+    admins: tuple[tuple[str, str], ...] | None = None,
+    sessionTimeout: float = 1800.0,
+) -> ConsoleSettings:
+    """
+    Console settings checking mail logins against C{upstream} and
+    administrators against C{admins} (hash lines; L{ADMINS}' by default),
+    everything synchronous.
+    """
+    hashes = adminHashes(ADMINS) if admins is None else admins
+    return ConsoleSettings(
+        signIn=SignInCheck(ROUTER, upstream.connect, clock, throttle, 0.0),
+        adminSignIn=AdminSignInCheck(hashes, clock, throttle, runHere, 0.0),
+        access=ItemAccess(userDownload),
+        sessionTimeout=sessionTimeout,
+        admins=dict(hashes),
+    )
+
+
+def makeConsole(
+    directory: Path,
+    upstream: ScriptedUpstream,
+    clock: Clock | None = None,
+    throttle: LoginThrottle | None = None,
+    userDownload: tuple[str, ...] = ("strip",),
+    pageSize: int = 25,
+    admins: tuple[tuple[str, str], ...] | None = None,
+) -> Console:
+    """
+    A console over the quarantine in C{directory}, everything synchronous.
+    """
+    clock = clock or Clock()
+    quarantine = DirectoryQuarantine(directory)
+    sessions = SessionStore(clock, 1800.0)
+    settings = makeSettings(upstream, clock, throttle, userDownload, admins)
+    return Console(
+        sessions=sessions,
+        signInTokens=SignInTokens(b"k" * 32),
+        current=CurrentSettings(settings, sessions),
+        view=DirectoryView(quarantine, runHere),
+        releases=DirectoryReleases(directory, clock=clock.seconds),
+        templates=Templates(),
+        runInThread=runHere,
+        pageSize=pageSize,
+    )
+
+
 def makeAdmin(
     clock: Clock,
-    admins: dict[str, str] | None = None,
-    throttle: LoginThrottle | None = None,
     health: Health | None = None,
     activity: ConsoleActivity | None = None,
     sessions: OpenSessions | None = None,
 ) -> AdminConsole:
     """
-    The administrators' side of a test console, everything synchronous.
+    The administrators' side of a test console (their accounts are in the
+    console's settings, L{makeSettings}).
     """
-    hashes = adminHashes(ADMINS if admins is None else admins)
-    signIn = AdminSignInCheck(hashes, clock, throttle, runHere, 0.0)
-    return AdminConsole(signIn, clock, health, activity, sessions)
+    return AdminConsole(clock, health, activity, sessions)
 
 
 def quarantined(

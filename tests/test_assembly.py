@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from twisted.application.service import MultiService
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import capturedLogs, formatEvent
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import alsoProvides
 
@@ -32,6 +34,7 @@ from popproxy._assembly import (
     rebuildGeneration,
     serviceFromConfig,
     sessionFactories,
+    tellReloaded,
     wrappedFactory,
 )
 from popproxy._config import (
@@ -44,6 +47,7 @@ from popproxy._config import (
     parseConfig,
 )
 from popproxy._filterthreads import FilterThreads
+from popproxy._generation import Generation
 from popproxy._gracefulstop import GracefulStop
 from popproxy._metrics import Metrics
 from popproxy._metricsservice import MetricsService
@@ -422,3 +426,22 @@ def test_badLimitsStoreIsOneLine() -> None:
     with pytest.raises(ConfigError, match=r"^t.conf: \[limits\] store: ") as caught:
         parseConfig('[limits]\nstore = "memcache://:hunter2@host"\n', "t.conf")
     assert "hunter2" not in str(caught.value)
+
+
+def test_consoleAddedByAReloadIsWarnedAbout(tmp_path: Path) -> None:
+    """
+    A reload that adds [console] to a process started without one says,
+    at each reload, that the console starts only at the next start.
+    """
+    text = (
+        f'[upstream]\ndefault = "tcp:127.0.0.1:110"\n[chain]\nquarantine = "{tmp_path}"\n'
+        '[console]\nlisten = "tcp:8110"\n'
+    )
+    generation = Generation(parseConfig(text), None, {})
+    listeners = ServiceListeners(MemoryReactorClock(), MultiService(), [])
+    for _ in range(2):
+        with capturedLogs() as events:
+            tellReloaded(listeners, None, generation)
+        assert [formatEvent(e) for e in events] == [
+            "reload: [console] added; it takes effect at the next start"
+        ]

@@ -77,7 +77,7 @@ class Setup:
         )
         self.open: list[SessionSnapshot] = []
         sessions = OpenSessions(lambda: tuple(self.open))
-        self.admin = makeAdmin(self.clock, None, self.throttle, health, self.activity, sessions)
+        self.admin = makeAdmin(self.clock, health, self.activity, sessions)
 
     def browser(self, peer: str = "192.0.2.7") -> ConsoleClient:
         return ConsoleClient(self.console, peer=peer, admin=self.admin)

@@ -68,3 +68,31 @@ def test_boundedLeastRecentlyUsedFirst() -> None:
     third = store.open("c", "x")
     assert store.find(second.id) is None
     assert store.find(first.id) is not None and store.find(third.id) is not None
+
+
+def test_endAdministratorsEndsOnlyTheirAdministratorSessions() -> None:
+    """
+    Ending administrator "root" ends both of root's administrator sessions
+    and none other: not ops's, and not a user's whose mail login is also
+    "root" (signed in on the users' form).
+    """
+    store = SessionStore(Clock())
+    first, second = store.open("root", "a", admin=True), store.open("root", "b", admin=True)
+    ops = store.open("ops", "c", admin=True)
+    user = store.open("root", "d")
+    assert store.endAdministrators(["root", "gone"]) == 2
+    assert store.find(first.id) is None and store.find(second.id) is None
+    assert store.find(ops.id) is not None and store.find(user.id) is not None
+
+
+def test_newTimeoutAppliesToOpenSessions() -> None:
+    """
+    A session opened under a 600-second timeout ends after 61 idle
+    seconds once the timeout is 60.
+    """
+    clock = Clock()
+    store = SessionStore(clock, timeout=600)
+    session = store.open("alice", "a")
+    store.setTimeout(60)
+    clock.advance(61)
+    assert store.find(session.id) is None

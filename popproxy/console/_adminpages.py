@@ -125,7 +125,7 @@ class AdminPages(ConsoleResource):
             csrf=self.console.signInTokens.token(cookie),
             login=name,
             error=error,
-            enabled=self.admin.signIn.enabled,
+            enabled=self.console.adminSignIn.enabled,
         )
 
     def _signInPosted(self, request: Request) -> Any:
@@ -142,7 +142,13 @@ class AdminPages(ConsoleResource):
             return self._form(request, 400, name or "", "Give your name and password.")
         origin = ClientOrigin.of(request.getClientAddress(), request.getHost())
         address = origin.source.host if origin.source is not None else ""
-        outcome = await self.admin.signIn.check(name, password, address)
+        line = self.console.current.settings.admins.get(name)
+        outcome = await self.console.adminSignIn.check(name, password, address)
+        if outcome is SignIn.OK and line != self.console.current.settings.admins.get(name):
+            # A reload removed or re-keyed this administrator while their
+            # password was being checked: the check no longer counts.
+            log.info("console administrator sign-in of {admin} undone by a reload", admin=name)
+            outcome = SignIn.FAILED
         if outcome is not SignIn.OK:
             code, message = SIGN_IN_ANSWERS[outcome]
             if outcome is SignIn.FAILED:

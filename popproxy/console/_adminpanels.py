@@ -28,7 +28,6 @@ from popproxy._filteractivity import FilterActivity
 from popproxy._health import Health
 from popproxy._opensessions import OpenSessions
 from popproxy._recentblocks import RecentBlocks
-from popproxy.console._adminsignin import AdminSignInCheck
 from popproxy.console._charts import latencyChart, verdictChart
 from popproxy.console._pages import Console
 
@@ -73,7 +72,6 @@ class AdminConsole:
     @ivar refreshSeconds: how often the overview's panels refresh.
     """
 
-    signIn: AdminSignInCheck
     clock: IReactorTime
     health: Health | None = None
     activity: ConsoleActivity | None = None

@@ -31,7 +31,9 @@ from popproxy._printable import PrintableLogger
 from popproxy._proxyheaderbuild import ClientOrigin
 from popproxy._releases import IReleaseRequests, Release
 from popproxy.console._access import ItemAccess, Offer
+from popproxy.console._adminsignin import AdminSignInCheck
 from popproxy.console._csrf import FIELD, SignInTokens, sameToken
+from popproxy.console._current import CurrentSettings
 from popproxy.console._sessions import ConsoleSession, SessionStore, newToken
 from popproxy.console._signin import SignIn, SignInCheck
 from popproxy.console._templates import HERE, Templates
@@ -149,18 +151,41 @@ class Console:
     """
     What the pages work with.
 
+    @ivar current: the settings in force (a reload replaces them); the
+        pages read the sign-in checks and the access policy through them,
+        at each request.
     @ivar runInThread: where blocking calls (the release store) run.
     """
 
     sessions: SessionStore
     signInTokens: SignInTokens
-    signIn: SignInCheck
+    current: CurrentSettings
     view: IQuarantineView
     releases: IReleaseRequests
-    access: ItemAccess
     templates: Templates
     runInThread: Callable[[Callable[[], Any]], Deferred[Any]]
     pageSize: int = 25
+
+    @property
+    def signIn(self) -> SignInCheck:
+        """
+        The mail logins' check in force.
+        """
+        return self.current.settings.signIn
+
+    @property
+    def adminSignIn(self) -> AdminSignInCheck:
+        """
+        The administrators' check in force.
+        """
+        return self.current.settings.adminSignIn
+
+    @property
+    def access(self) -> ItemAccess:
+        """
+        Who may download what, in force.
+        """
+        return self.current.settings.access
 
     def session(self, request: Request) -> ConsoleSession | None:
         cookie = request.getCookie(cookieName("popproxy_session", request))

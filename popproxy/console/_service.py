@@ -5,7 +5,8 @@ proxy's router, upstream connector and login throttle, and the site the
 C{[console] listen} listener serves, with the administrators' pages (the
 composition root,
 L{popproxy._assembly}, puts that listener in the main process's service
-tree; workers serve POP3 only).
+tree; workers serve POP3 only); and what a reload changes in it
+(L{ConsoleReload}).
 """
 
 from __future__ import annotations
@@ -16,39 +17,43 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from popproxy._config import Config
-from popproxy._health import Health
 from popproxy._loginthrottle import LoginThrottle
-from popproxy._opensessions import OpenSessions
+from popproxy._printable import PrintableLogger
 from popproxy._routing import Router
 from popproxy._upstream import UpstreamConnector
 from popproxy._xclient import XclientConnector
 from popproxy.console._access import ItemAccess
 from popproxy.console._adminpages import AdminPages
-from popproxy.console._adminpanels import AdminConsole, ConsoleActivity
+from popproxy.console._adminpanels import AdminConsole
 from popproxy.console._adminsignin import AdminSignInCheck
 from popproxy.console._csrf import SignInTokens
+from popproxy.console._current import ConsoleSettings, CurrentSettings
 from popproxy.console._pages import Console, ConsoleSite
 from popproxy.console._sessions import SessionStore
 from popproxy.console._signin import SignInCheck
 from popproxy.console._stores import consoleStores
 from popproxy.console._templates import Templates
 
+log = PrintableLogger(namespace="popproxy.console")
 
-def consoleFrom(
+
+def consoleSettingsFrom(
     config: Config,
     reactor: Any,
     throttle: LoginThrottle | None,
     runInThread: Callable[[Callable[[], Any]], Deferred[Any]],
-) -> Console:
+) -> ConsoleSettings:
     """
-    The console of C{config} (which has C{[console]} and a quarantine).
+    The settings C{config} (which has C{[console]}) gives the console: the
+    mail sign-in over its routes and timeouts, the administrators' over
+    its C{[console] admins}, both counted by C{throttle} as every login
+    is, and its C{user_download} and C{session_timeout}.
 
     @param throttle: the POP3 logins' throttle (its counters), or C{None}
         when throttling is off.
     """
     settings = config.console
-    assert settings is not None and config.chain.quarantine is not None
-    stores = consoleStores(config.chain.quarantine, runInThread, reactor)
+    assert settings is not None
     connector = UpstreamConnector(reactor, config.connectTimeout, config.responseTimeout)
     signIn = SignInCheck(
         Router(config.routing),
@@ -57,39 +62,99 @@ def consoleFrom(
         throttle,
         config.loginFailureDelay,
     )
-    return Console(
-        sessions=SessionStore(reactor, settings.sessionTimeout),
-        signInTokens=SignInTokens(),
+    adminSignIn = AdminSignInCheck(
+        settings.admins, reactor, throttle, runInThread, config.loginFailureDelay
+    )
+    return ConsoleSettings(
         signIn=signIn,
+        adminSignIn=adminSignIn,
+        access=ItemAccess(settings.userDownload),
+        sessionTimeout=settings.sessionTimeout,
+        admins=dict(settings.admins),
+    )
+
+
+def consoleFrom(
+    config: Config,
+    reactor: Any,
+    settings: ConsoleSettings,
+    runInThread: Callable[[Callable[[], Any]], Deferred[Any]],
+) -> Console:
+    """
+    The console of C{config} (which has C{[console]} and a quarantine),
+    with C{settings} (L{consoleSettingsFrom}) in force.
+    """
+    assert config.chain.quarantine is not None
+    stores = consoleStores(config.chain.quarantine, runInThread, reactor)
+    sessions = SessionStore(reactor, settings.sessionTimeout)
+    return Console(
+        sessions=sessions,
+        signInTokens=SignInTokens(),
+        current=CurrentSettings(settings, sessions),
         view=stores.view,
         releases=stores.releases,
-        access=ItemAccess(settings.userDownload),
         templates=Templates(),
         runInThread=runInThread,
     )
 
 
-def adminFrom(
-    config: Config,
-    reactor: Any,
-    throttle: LoginThrottle | None,
-    runInThread: Callable[[Callable[[], Any]], Deferred[Any]],
-    health: Health | None = None,
-    activity: ConsoleActivity | None = None,
-    sessions: OpenSessions | None = None,
-) -> AdminConsole:
+class ConsoleReload:
     """
-    What the administrators' pages of C{config}'s console read: its
-    C{[console] admins} (checked through the same C{throttle} as every
-    login), the process's C{health}, the C{activity} the main process
-    records and the POP3 C{sessions} of every process.
+    What a reload (SIGHUP) does to the console this process started: the
+    new file's C{[console]} settings go in force
+    (L{CurrentSettings.replace}: administrators, C{user_download},
+    C{session_timeout}, and the routes the mail sign-in checks).  What only
+    a restart applies (another C{listen}, C{[console]} removed, another
+    C{[chain] quarantine}) it says in one warning each, and the console
+    goes on as it was for that part.
+
+    @param build: the settings of a checked configuration
+        (L{consoleSettingsFrom} with the process's throttle counters).
+    @param started: the configuration the console was started with.
     """
-    settings = config.console
-    assert settings is not None
-    signIn = AdminSignInCheck(
-        settings.admins, reactor, throttle, runInThread, config.loginFailureDelay
-    )
-    return AdminConsole(signIn, reactor, health, activity, sessions)
+
+    def __init__(
+        self,
+        current: CurrentSettings,
+        build: Callable[[Config], ConsoleSettings],
+        started: Config,
+    ) -> None:
+        assert started.console is not None
+        self._current = current
+        self._build = build
+        self._listen = started.console.listen
+        self._quarantine = started.chain.quarantine
+
+    def reloaded(self, config: Config) -> None:
+        """
+        Apply the console's part of C{config}, the configuration a reload
+        has just put in force.
+        """
+        if config.console is None:
+            log.warn(
+                "reload: [console] removed; the console on {listen} keeps serving with "
+                "the settings it had until the next start",
+                listen=self._listen,
+            )
+            return
+        if config.console.listen != self._listen:
+            log.warn(
+                "reload: [console] listen changed to {new}; the console listens on {old} "
+                "until the next start (its other settings apply now)",
+                new=config.console.listen,
+                old=self._listen,
+            )
+        if config.chain.quarantine != self._quarantine:
+            log.warn(
+                "reload: [chain] quarantine changed; the console shows the quarantine it "
+                "started with until the next start"
+            )
+        try:
+            settings = self._build(config)
+        except Exception:
+            log.failure("reload: the console keeps the settings it had")
+            return
+        self._current.replace(settings)
 
 
 def consoleSite(console: Console, admin: AdminConsole | None = None) -> ConsoleSite:

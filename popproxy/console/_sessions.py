@@ -4,13 +4,16 @@ a session id is 256 random bits (L{secrets}), the only thing the browser
 holds (in a cookie); the user, the form token and the times stay here.
 A session ends when unused for C{timeout} seconds, C{lifetime} seconds
 after sign-in whatever its use, or at sign-out.  With more than
-C{maxSessions} open, the least recently used ones end first.
+C{maxSessions} open, the least recently used ones end first.  A reload
+sets a new C{timeout} and ends the sessions of administrators it removed
+(L{popproxy.console._current}).
 """
 
 from __future__ import annotations
 
 import secrets
 from collections import OrderedDict
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 
 from twisted.internet.interfaces import IReactorTime
@@ -101,6 +104,27 @@ class SessionStore:
         End the session C{identifier} (sign-out); nothing if there is none.
         """
         self._sessions.pop(identifier, None)
+
+    def setTimeout(self, timeout: float) -> None:
+        """
+        From now on, a session unused for C{timeout} seconds ends (open
+        ones too: they are measured against it at their next request).
+        """
+        self._timeout = timeout
+
+    def endAdministrators(self, names: Collection[str]) -> int:
+        """
+        End every administrator's session signed in as one of C{names}
+        (users' sessions of the same login stay); how many ended.
+        """
+        ended = [
+            identifier
+            for identifier, session in self._sessions.items()
+            if session.admin and session.user in names
+        ]
+        for identifier in ended:
+            del self._sessions[identifier]
+        return len(ended)
 
     def expire(self) -> int:
         """
