@@ -235,6 +235,15 @@ _INSERT_RECORD = f"""
     ) ON CONFLICT (id) DO NOTHING"""
 
 
+def _readBothTables(connection: Any) -> None:
+    """
+    Read nothing from each quarantine table: enough to take the lock any
+    reader needs, and to fail if a table is missing.
+    """
+    for table in (RECORDS, BLOBS):
+        connection.execute(f"SELECT 1 FROM {table} LIMIT 0")
+
+
 class PostgresStore:
     """
     The quarantine in one PostgreSQL database, in blocking calls that may
@@ -254,9 +263,13 @@ class PostgresStore:
 
     def ping(self) -> None:
         """
-        Succeed when the database answers with the right schema.
+        Succeed when the database answers and the quarantine's tables can
+        be read: a missing table fails, and so does a table locked against
+        readers (as a migration or an administrator's C{LOCK TABLE} does)
+        once the statement time limit is over, so the health page does not
+        call the store reachable while every write would wait.
         """
-        self.pool.run(lambda connection: connection.execute("SELECT 1"))
+        self.pool.run(_readBothTables)
 
     # Writing
 

@@ -294,3 +294,22 @@ def test_storeWaitingOnALockFailsWithinTheBoundThenWorks(postgres: PostgresDatab
     store.write(storeItems(MESSAGE, context(), "r", "strip"))
     assert [r.user for r in store.records()] == ["alice"]
     store.close()
+
+
+def test_pingFailsWhileATableIsLockedAgainstReaders(postgres: PostgresDatabase) -> None:
+    """
+    The health check's ping reads the quarantine's tables: while another
+    session holds one locked against readers it fails after the bound, so
+    health says unreachable as long as writes would wait; once the lock is
+    released it answers again.
+    """
+    migrated(postgres).close()
+    store = PostgresStore(DatabaseAddress(postgres.url), statementTimeout=0.5)
+    store.ping()
+    with psycopg.connect(postgres.url) as holder:
+        holder.execute("LOCK TABLE popproxy_quarantine_records IN ACCESS EXCLUSIVE MODE")
+        with pytest.raises(psycopg.errors.QueryCanceled, match="statement timeout"):
+            store.ping()
+        holder.rollback()
+    store.ping()
+    store.close()
