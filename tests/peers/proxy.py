@@ -13,12 +13,20 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.peers.daemons import forgetGroup, reapWithRun, terminateWithParent
 from tests.peers.ports import freePort, waitForPort
 
-__all__ = ["ProxyProcess", "popproxyFactory", "stopGracefully", "twistdCommand"]
+__all__ = [
+    "ProxyProcess",
+    "popproxyFactory",
+    "startInOwnSession",
+    "stopGracefully",
+    "twistdCommand",
+]
 
 
 def twistdCommand() -> str:
@@ -38,7 +46,8 @@ def twistdCommand() -> str:
 def stopGracefully(process: subprocess.Popen[bytes], timeout: float = 10.0) -> int | None:
     """
     Stop a process started in its own session: SIGTERM, as an init system
-    would, then SIGKILL to its whole group if it hangs; return its status.
+    would, then SIGKILL to its whole group if it hangs; return its status
+    (and tell the run's reaper it has nothing left to do for it).
     """
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
@@ -47,7 +56,22 @@ def stopGracefully(process: subprocess.Popen[bytes], timeout: float = 10.0) -> i
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout)
+    forgetGroup(process.pid)
     return process.returncode
+
+
+def startInOwnSession(command: list[str], **options: Any) -> subprocess.Popen[bytes]:
+    """
+    Start C{command} in a session of its own (a signal to its group reaches
+    its workers too) that does not outlive the test run, even one killed with
+    SIGKILL: Linux sends it SIGTERM when the run dies, and the run's reaper
+    takes its group; stop it with L{stopGracefully}.
+    """
+    process = subprocess.Popen(
+        command, start_new_session=True, preexec_fn=terminateWithParent, **options
+    )
+    reapWithRun(process.pid)
+    return process
 
 
 class ProxyProcess:
@@ -78,13 +102,12 @@ class ProxyProcess:
         ]
 
     def start(self, timeout: float = 20.0) -> None:
-        self._process = subprocess.Popen(
+        self._process = startInOwnSession(
             self.command(),
             cwd=self.workdir,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
