@@ -33,7 +33,7 @@ from popproxy._admission import sessionsForDescriptors
 from tests.peers.daemons import readText, unavailable
 from tests.peers.dovecot import fetchMailbox
 from tests.peers.ports import freePort, waitForPort
-from tests.peers.proxy import stopGracefully, twistdCommand
+from tests.peers.proxy import startInOwnSession, stopGracefully, twistdCommand
 from tests.peers.rawpop3 import RawPop3Server
 
 CONTRIB = Path(__file__).resolve().parents[1] / "contrib"
@@ -105,13 +105,8 @@ def start(
     O_APPEND, as systemd's C{StandardOutput=append:} opens it).
     """
     with output.open("ab") as sink:
-        process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            **options,  # type: ignore[call-overload]
+        process = startInOwnSession(
+            command, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT, **options
         )
     started.append(process)
     return process

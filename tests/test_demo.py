@@ -32,6 +32,7 @@ from popproxy.demo._mailbox import (
     normalizeLineEndings,
     uidlForName,
 )
+from tests.peers.daemons import terminateWithParent
 
 SAMPLE_NAMES = [
     "01-welcome.eml",
@@ -606,7 +607,11 @@ def test_realSocketRetrMatchesList() -> None:
 
     root = Path(__file__).resolve().parent.parent
     server = subprocess.Popen(
-        [sys.executable, "-c", _SERVER_SCRIPT], cwd=root, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", _SERVER_SCRIPT],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=terminateWithParent,
     )
     try:
         assert server.stdout is not None

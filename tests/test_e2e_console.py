@@ -40,6 +40,7 @@ from popproxy.console._passwordhash import hashPassword
 from popproxy.console._view import Item, downloadOf, recordFilename
 from popproxy.message import Message
 from tests.peers.clamd import eicar
+from tests.peers.daemons import forgetGroup, reapWithRun
 from tests.peers.dovecot import DovecotMailbox, DovecotServer
 from tests.peers.ports import freePort, waitForPort
 
@@ -98,6 +99,10 @@ def retrieveAll(port: int, mailbox: DovecotMailbox) -> list[bytes]:
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """
     One headless Chromium for the module, downloading into a directory.
+
+    chromedriver runs in a process group of its own, with the browser it
+    starts, which the run's reaper takes if the test run dies first (both
+    were seen surviving a test run killed with SIGKILL).
     """
     downloads = tmp_path_factory.mktemp("downloads")
     options = webdriver.ChromeOptions()
@@ -114,7 +119,13 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         },
     )
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    service = Service("/usr/bin/chromedriver", popen_kw={"start_new_session": True})
+    try:
+        driver = webdriver.Chrome(service=service, options=options)
+    finally:
+        group = service.process.pid if service.process is not None else None
+        if group is not None:
+            reapWithRun(group)
     driver.execute_cdp_cmd(
         "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
     )
@@ -123,6 +134,8 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield driver
     finally:
         driver.quit()
+        if group is not None:
+            forgetGroup(group)
 
 
 def waitFor(condition: Any, timeout: float = 15.0) -> Any:

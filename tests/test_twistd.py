@@ -30,7 +30,7 @@ from popproxy._config import loadConfig
 from popproxy.demo import defaultMailboxPath
 from tests.peers.dovecot import fetchMailbox
 from tests.peers.ports import freePort, waitForPort
-from tests.peers.proxy import stopGracefully, twistdCommand
+from tests.peers.proxy import startInOwnSession, stopGracefully, twistdCommand
 from tests.peers.rawpop3 import RawPop3Server
 
 SHIPPED = Path(__file__).parent.parent / "twistd.conf"
@@ -88,13 +88,12 @@ class TwistdProcess:
         Start twistd and return once every one of C{ports} accepts connections.
         """
         with self.outputPath.open("wb") as output:
-            self._process = subprocess.Popen(
+            self._process = startInOwnSession(
                 [twistdCommand(), "-n", "--pidfile=", *self.arguments],
                 cwd=self.workdir,
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
             )
         deadline = time.monotonic() + timeout
         for port in ports:

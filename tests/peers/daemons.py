@@ -9,18 +9,23 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import subprocess
+import sys
+import threading
 from collections.abc import Callable, Generator
 from pathlib import Path
-from typing import NoReturn
+from typing import IO, NoReturn
 
 import pytest
 
 __all__ = [
     "TailLogReporter",
+    "forgetGroup",
     "liveGroupMembers",
     "logSince",
     "logSize",
     "readText",
+    "reapWithRun",
     "terminateWithParent",
     "unavailable",
 ]
@@ -31,9 +36,83 @@ def terminateWithParent() -> None:
     Ask Linux to send SIGTERM to this (forked, not yet exec'd) process when
     its parent dies (use as C{preexec_fn}): a test run killed with SIGKILL
     runs no teardown and no atexit handler, and must still leave no daemon.
+
+    Linux forgets the request when the process changes its user or group
+    (spamd does, and so does a PostgreSQL started through runuser), and it
+    never covers what the process forks: L{reapWithRun} does.
     """
     prSetPdeathsig = 1
     ctypes.CDLL(None, use_errno=True).prctl(prSetPdeathsig, signal.SIGTERM)
+
+
+#: The reaper: reads "+ GROUP" and "- GROUP" lines until the test run's end
+#: of the pipe closes (the run ended, however it ended), then sends SIGTERM to
+#: the process groups still registered and SIGKILL to what is left after 5 s.
+_REAPER = """
+import os, signal, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+groups = set()
+for line in sys.stdin:
+    verb, group = line.split()
+    (groups.add if verb == "+" else groups.discard)(int(group))
+def alive(group):
+    try:
+        os.killpg(group, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+for number in (signal.SIGTERM, signal.SIGKILL):
+    for group in [group for group in groups if alive(group)]:
+        try:
+            os.killpg(group, number)
+        except (ProcessLookupError, PermissionError):
+            pass
+    deadline = time.monotonic() + 5
+    while any(alive(group) for group in groups) and time.monotonic() < deadline:
+        time.sleep(0.05)
+"""
+
+_reaperLock = threading.Lock()
+_reaperPipe: IO[bytes] | None = None
+_reaper: subprocess.Popen[bytes] | None = None
+
+
+def _tellReaper(line: bytes, start: bool = True) -> None:
+    global _reaper, _reaperPipe
+    with _reaperLock:
+        if _reaperPipe is None:
+            if not start:
+                return
+            _reaper = subprocess.Popen(
+                [sys.executable, "-c", _REAPER],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            assert _reaper.stdin is not None
+            _reaperPipe = _reaper.stdin
+        _reaperPipe.write(line)
+        _reaperPipe.flush()
+
+
+def reapWithRun(group: int) -> None:
+    """
+    Make sure process group C{group} (a daemon started with
+    C{start_new_session}, and whatever it forked) does not outlive the test
+    run, even one killed with SIGKILL: one reaper process per run, in its own
+    session, is told about the group and kills what is still registered when
+    the run's end of its pipe closes.  Call L{forgetGroup} once the group is
+    stopped.
+    """
+    _tellReaper(b"+ %d\n" % group)
+
+
+def forgetGroup(group: int) -> None:
+    """
+    The test run stopped process group C{group} itself: the reaper leaves it be.
+    """
+    _tellReaper(b"- %d\n" % group, start=False)
 
 
 def unavailable(reason: str) -> NoReturn:

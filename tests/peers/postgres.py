@@ -1,12 +1,15 @@
 """Run a private PostgreSQL 15 (Debian's C{postgresql}) on a free loopback port, for the quarantine.
 
 One server serves the whole test session: C{initdb} into a temporary directory, then
-C{pg_ctl start} listening on 127.0.0.1 only, its socket in the same directory.  PostgreSQL
-refuses to run as root, so as root both run as the C{postgres} user (C{runuser -u postgres
---}) on a directory it owns; as anyone else, as that user.  The superuser C{popproxy} logs
-in with a password (scram-sha-256), so the tests use the URL password like a deployment.
-A test may stop the server (PostgreSQL down) and start it again on the same port.  The
-C{postgres} fixture gives each test a database of its own, created empty.
+C{postgres} itself, listening on 127.0.0.1 only, its socket in the same directory.  PostgreSQL
+refuses to run as root, so as root both run as the C{postgres} user on a directory it owns;
+as anyone else, as that user.  The server runs in the foreground as a child of the test run
+(not daemonized by C{pg_ctl}, which would outlive a test run killed with SIGKILL), in its own
+process group, asked to stop when its parent dies and reaped with the run (L{reapWithRun}).
+The superuser C{popproxy} logs in with a password (scram-sha-256), so the tests use the URL
+password like a deployment.  A test may stop the server (PostgreSQL down) and start it again
+on the same port.  The C{postgres} fixture gives each test a database of its own, created
+empty.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import atexit
 import itertools
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -23,7 +27,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers.daemons import TailLogReporter, readText, unavailable
+from tests.peers.daemons import (
+    TailLogReporter,
+    forgetGroup,
+    readText,
+    reapWithRun,
+    terminateWithParent,
+    unavailable,
+)
 from tests.peers.ports import freePort
 
 __all__ = ["PostgresDatabase", "PostgresServer", "postgres", "postgresServer"]
@@ -60,6 +71,8 @@ class PostgresServer:
         self.host = "127.0.0.1"
         self.port = freePort(self.host)
         self.started = False
+        self._everStarted = False
+        self._process: subprocess.Popen[bytes] | None = None
 
     def _tool(self, name: str, *arguments: str, timeout: float = 60) -> None:
         command = [*_asOwner(), str(BIN / name), *arguments]
@@ -87,23 +100,94 @@ class PostgresServer:
             *("--auth=scram-sha-256", "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync"),
         )
 
-    def start(self) -> None:
+    def start(self, timeout: float = 60.0, attempts: int = 3) -> None:
         """
         Start the server and return once it accepts connections.
 
+        At the first start, a port taken by someone else between L{freePort} and the
+        server's bind is retried with another port, up to C{attempts} times; a later start
+        (PostgreSQL back after a test stopped it) keeps the port the tests know.
+
         @raise PostgresStartError: with its log, if it did not.
         """
-        options = f"-c listen_addresses={self.host} -p {self.port} -k {self.directory}"
+        if self.started:
+            raise RuntimeError("PostgreSQL is already running")
+        for attempt in range(1, attempts + 1):
+            if self._launch(timeout):
+                self.started = True
+                atexit.register(self.stop)
+                return
+            taken = "could not bind" in self.log() and not self._everStarted
+            if not taken or attempt == attempts:
+                raise PostgresStartError(
+                    f"PostgreSQL did not start on {self.host}:{self.port} within {timeout}s"
+                    f"\n--- log ---\n{self.log()}"
+                )
+            self.logPath.unlink(missing_ok=True)
+            self.port = freePort(self.host)
+
+    def _launch(self, timeout: float) -> bool:
+        """
+        Run C{postgres} in the foreground (as the data directory's owner when the tests
+        run as root: Popen changes the user first, so the death signal set after it
+        holds) and wait until it says it is ready; False, stopped, if it did not.
+        """
+        command = [str(BIN / "postgres"), "-D", str(self.data)]
+        command += ["-c", f"listen_addresses={self.host}", "-p", str(self.port)]
+        command += ["-k", str(self.directory)]
         if not self.durable:
-            options += " -c fsync=off"
-        self._tool(
-            "pg_ctl",
-            *("-D", str(self.data), "-l", str(self.logPath), "-w", "-t", "60"),
-            *("-o", options, "start"),
-            timeout=90,
-        )
-        self.started = True
-        atexit.register(self.stop)
+            command += ["-c", "fsync=off"]
+        owner: dict[str, object] = {}
+        if os.geteuid() == 0:
+            owner = {"user": "postgres", "group": "postgres", "extra_groups": []}
+        with self.logPath.open("ab") as log:
+            self._process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=terminateWithParent,
+                **owner,  # type: ignore[call-overload]
+            )
+        reapWithRun(self._process.pid)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self._process.poll() is None:
+            if self._ready():
+                self._everStarted = True
+                return True
+            time.sleep(0.05)
+        self._halt()
+        return False
+
+    def _ready(self) -> bool:
+        """
+        Whether the server says, in its pid file, that it accepts connections (what
+        C{pg_ctl -w} waits for).
+        """
+        assert self._process is not None
+        try:
+            lines = (self.data / "postmaster.pid").read_text().splitlines()
+        except (FileNotFoundError, PermissionError):
+            return False
+        ours = len(lines) >= 8 and lines[0] == str(self._process.pid)
+        return ours and lines[7].strip() == "ready"
+
+    def _halt(self, timeout: float = 60.0) -> None:
+        """
+        Fast shutdown (SIGINT: clients are cut), SIGKILL to the group if it hangs.
+        """
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout)
+        forgetGroup(process.pid)
 
     def stop(self) -> None:
         """
@@ -113,7 +197,7 @@ class PostgresServer:
         if not self.started:
             return
         self.started = False
-        self._tool("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+        self._halt()
 
     def url(self, database: str = "postgres", password: bool = True) -> str:
         secret = f":{PASSWORD}" if password else ""

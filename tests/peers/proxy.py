@@ -13,12 +13,20 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.peers.daemons import forgetGroup, reapWithRun, terminateWithParent
 from tests.peers.ports import freePort, waitForPort
 
-__all__ = ["ProxyProcess", "popproxyFactory", "stopGracefully", "twistdCommand"]
+__all__ = [
+    "ProxyProcess",
+    "popproxyFactory",
+    "startInOwnSession",
+    "stopGracefully",
+    "twistdCommand",
+]
 
 
 def twistdCommand() -> str:
@@ -38,7 +46,8 @@ def twistdCommand() -> str:
 def stopGracefully(process: subprocess.Popen[bytes], timeout: float = 10.0) -> int | None:
     """
     Stop a process started in its own session: SIGTERM, as an init system
-    would, then SIGKILL to its whole group if it hangs; return its status.
+    would, then SIGKILL to its whole group if it hangs; return its status
+    (and tell the run's reaper it has nothing left to do for it).
     """
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
@@ -47,7 +56,22 @@ def stopGracefully(process: subprocess.Popen[bytes], timeout: float = 10.0) -> i
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout)
+    forgetGroup(process.pid)
     return process.returncode
+
+
+def startInOwnSession(command: list[str], **options: Any) -> subprocess.Popen[bytes]:
+    """
+    Start C{command} in a session of its own (a signal to its group reaches
+    its workers too) that does not outlive the test run, even one killed with
+    SIGKILL: Linux sends it SIGTERM when the run dies, and the run's reaper
+    takes its group; stop it with L{stopGracefully}.
+    """
+    process = subprocess.Popen(
+        command, start_new_session=True, preexec_fn=terminateWithParent, **options
+    )
+    reapWithRun(process.pid)
+    return process
 
 
 class ProxyProcess:
@@ -62,6 +86,9 @@ class ProxyProcess:
         self.port = port or freePort()
         self.configPath = workdir / "popproxy.conf"
         self.logPath = workdir / "twistd.log"
+        #: The configuration to write again with another port if the one picked
+        #: was taken before twistd bound it (None: the caller chose the port).
+        self._template = None if port else config
         self.configPath.write_text(config.replace("{PORT}", str(self.port)), encoding="utf-8")
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -77,24 +104,54 @@ class ProxyProcess:
             str(self.configPath),
         ]
 
-    def start(self, timeout: float = 20.0) -> None:
-        self._process = subprocess.Popen(
-            self.command(),
-            cwd=self.workdir,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    def start(self, timeout: float = 20.0, attempts: int = 3) -> None:
+        """
+        Start twistd and return once it listens on C{self.port}: the port
+        accepts connections and the log says twistd itself started listening
+        there (not someone else who took the port).  A port picked here and
+        taken by someone else before twistd bound it is retried with another
+        one, up to C{attempts} times.
+        """
+        for attempt in range(1, attempts + 1):
+            self._process = startInOwnSession(
+                self.command(),
+                cwd=self.workdir,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+            if self._listening(timeout):
+                return
+            output = self.output()
+            taken = "Address already in use" in output and self._template is not None
+            if not taken or attempt == attempts:
+                raise RuntimeError(f"popproxy exited at start-up:\n{output}")
+            self.stop()
+            self.logPath.unlink(missing_ok=True)
+            assert self._template is not None
+            self.port = freePort()
+            self.configPath.write_text(
+                self._template.replace("{PORT}", str(self.port)), encoding="utf-8"
+            )
+
+    def _listening(self, timeout: float) -> bool:
+        """
+        Wait until twistd listens on C{self.port}; False if it exited first.
+
+        @raise RuntimeError: if it still did not listen after C{timeout} seconds.
+        """
+        assert self._process is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise RuntimeError(f"popproxy exited at start-up:\n{self.output()}")
+                return False
             try:
                 waitForPort("127.0.0.1", self.port, 0.2)
-                return
             except TimeoutError:
-                pass
+                continue
+            if f" starting on {self.port}\n" in self.log():
+                return True
+            time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"popproxy did not listen within {timeout}s:\n{self.output()}")
 

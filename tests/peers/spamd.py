@@ -16,8 +16,10 @@ import pytest
 
 from tests.peers.daemons import (
     TailLogReporter,
+    forgetGroup,
     liveGroupMembers,
     readText,
+    reapWithRun,
     terminateWithParent,
     unavailable,
 )
@@ -71,7 +73,9 @@ class SpamdServer:
     files plus L{SITE_CONFIG}), C{-L} (local tests only), C{-x} (no per-user
     configuration), listening on a free loopback port, logging to C{spamd.log}.
 
-    It runs as the leader of a new process group, so L{stop} takes its children too.
+    It runs as the leader of a new process group, so L{stop} takes its children too, and so
+    does the run's reaper if the test run dies first (spamd loses the death signal Linux was
+    asked for: seen surviving a test run killed with SIGKILL, with its children).
     """
 
     def __init__(self, directory: Path, *, host: str = "127.0.0.1", maxChildren: int = 2) -> None:
@@ -136,6 +140,7 @@ class SpamdServer:
                     start_new_session=True,
                     preexec_fn=terminateWithParent,
                 )
+            reapWithRun(self._process.pid)
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 if ping(self.host, self.port):
@@ -175,6 +180,7 @@ class SpamdServer:
             except ProcessLookupError:
                 pass
         process.wait(timeout)
+        forgetGroup(group)
 
     def output(self) -> str:
         """What spamd wrote to stdout and stderr."""
