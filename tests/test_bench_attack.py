@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,10 @@ def test_interruptedRunLeavesNothingBehind(runnable: None) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
+    # A script gone silent would block the loop below: killed at the
+    # deadline, its output ends and the assertions say what was seen.
+    watchdog = threading.Timer(60, process.kill)
+    watchdog.start()
     try:
         pids: dict[str, int] = {}
         assert process.stderr is not None
@@ -166,11 +171,13 @@ def test_interruptedRunLeavesNothingBehind(runnable: None) -> None:
                 pids = {k: int(v) for k, v in (p.split("=") for p in found.group(1).split())}
             if "attack for" in line or time.monotonic() > deadline:
                 break
+        watchdog.cancel()
         assert set(pids) == {"dovecot", "relay", "popproxy"}
         time.sleep(1.0)
         process.send_signal(signal.SIGINT)
         assert process.wait(60) == 130
     finally:
+        watchdog.cancel()
         if process.poll() is None:
             process.kill()
             process.wait()

@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -170,6 +171,10 @@ def test_interruptedRunLeavesNothingBehind(runnable: None) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
+    # A script gone silent would block the loop below: killed at the
+    # deadline, its output ends and the assertions say what was seen.
+    watchdog = threading.Timer(180, process.kill)
+    watchdog.start()
     seen = []
     try:
         assert process.stderr is not None
@@ -178,10 +183,12 @@ def test_interruptedRunLeavesNothingBehind(runnable: None) -> None:
             seen.append(line)
             if "round 1/1" in line or time.monotonic() > deadline:
                 break
+        watchdog.cancel()
         assert "round 1/1" in seen[-1], seen
         process.send_signal(signal.SIGINT)
         assert process.wait(60) == 130
     finally:
+        watchdog.cancel()
         if process.poll() is None:
             process.kill()
             process.wait()
