@@ -44,9 +44,8 @@ from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from popproxy._chain import runHere
-from popproxy._messagesummary import displayText
+from popproxy._messagesummary import displayText, summarize
 from popproxy._metrics import NO_METRICS, Metrics
-from popproxy._mimeheader import decodeValue
 from popproxy.interfaces import FilterContext, IPartQuarantine, RemovedPart
 from popproxy.message import Message
 
@@ -91,28 +90,17 @@ _SUMMARY_LENGTH = 998
 
 def summaryFields(headers: str) -> dict[str, str | None]:
     """
-    The first From, Subject and Date fields of a header block (text, as a
-    record keeps it), unfolded and RFC 2047 decoded, by L{Record} field
-    name, control characters (CR, LF, NUL, bidi overrides) as spaces
+    The From, Subject and Date of a header block (text, as a record keeps
+    it) by L{Record} field name, read by L{summarize}: each its first field
+    of that name, unfolded, RFC 2047 decoded, one line of text
     (L{displayText}); a missing field is C{None}.
     """
-    found: dict[str, list[str]] = {}
-    current: list[str] | None = None
-    for line in headers.splitlines():
-        if line[:1] in (" ", "\t"):
-            if current is not None:
-                current.append(line)
-            continue
-        name, colon, value = line.partition(":")
-        key = SUMMARY_FIELDS.get(name.strip().lower()) if colon else None
-        current = None
-        if key is not None and key not in found:
-            current = found[key] = [value]
-    summary: dict[str, str | None] = dict.fromkeys(SUMMARY_FIELDS.values())
-    for key, lines in found.items():
-        raw = "\r\n".join(lines).encode("utf-8", "surrogateescape")
-        summary[key] = displayText(decodeValue(raw, maxWords=100), _SUMMARY_LENGTH)
-    return summary
+    summary = summarize(headers.encode("utf-8", "surrogateescape"), _SUMMARY_LENGTH)
+    return {
+        "messageFrom": summary.sender,
+        "messageSubject": summary.subject,
+        "messageDate": summary.date,
+    }
 
 
 def headerFilename(headers: str) -> str | None:

@@ -457,3 +457,29 @@ def test_summaryFieldsAreOneLineOfText() -> None:
         "Tue, 1 Dec",
         None,
     )
+
+
+@pytest.mark.parametrize("separator", [b"\x0c", b"\x1c", b"\r", "\u2028".encode()])
+def test_summaryFromIsTheMessagesFrom(tmp_path: Path, separator: bytes) -> None:
+    """
+    A form feed, a file separator, a bare CR or U+2028 inside a Subject
+    ends no header line: the From a record shows is the message's own (the
+    one the MIME parser and mail programs read), not one forged inside the
+    Subject, for a stored message, its removed parts, and a record read
+    back from its header lines.
+    """
+    message = (
+        b"Subject: invoice" + separator + b"From: ceo@bank.example\r\n"
+        b"From: attacker@evil.example\r\n\r\nbody\r\n"
+    )
+    quarantine = DirectoryQuarantine(tmp_path / "q")
+    record = quarantine.get(stored(quarantine, message))
+    assert record.messageFrom == "attacker@evil.example"
+    assert record.messageSubject == "invoice From: ceo@bank.example"
+    results: list[object] = []
+    parts = [RemovedPart(PART, (2,), "blocked .exe")]
+    quarantine.storeParts(message, parts, context(), "strip").addBoth(results.append)
+    assert isinstance(results[0], list)
+    assert quarantine.get(results[0][0]).messageFrom == "attacker@evil.example"
+    fields = {"id": "i", "time": 1.0, "sha256": "d", "headers": record.headers}
+    assert module.recordFromFields(fields).messageFrom == "attacker@evil.example"
