@@ -8,18 +8,24 @@ keys it by network, the main process's L{LocalLedger} by the network's
 text), with a clock given as a callable.  It is the per-process half of
 the connection limits and, in the main process of a proxy with workers,
 the count every process shares (L{popproxy._sharedcounters}).
+
+The recent connections are kept for at most C{maxNetworks} networks
+(L{MAX_NETWORKS}, about 1 KB each): past that, the network that tried to
+connect longest ago is forgotten, so a client with many addresses (IPv6
+/64s are cheap) cannot grow the process without bound, and a network that
+keeps trying, the one the rate limit is for, stays counted.
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from twisted.internet.defer import Deferred, succeed
 
-__all__ = ["ADDRESS", "RATE", "AddressCounts", "AddressLimits", "LocalLedger"]
+__all__ = ["ADDRESS", "MAX_NETWORKS", "RATE", "AddressCounts", "AddressLimits", "LocalLedger"]
 
 K = TypeVar("K", bound=Hashable)
 
@@ -27,6 +33,9 @@ K = TypeVar("K", bound=Hashable)
 ADDRESS = "address"
 #: ... or opened too many connections within the interval.
 RATE = "rate"
+
+#: Networks whose recent connections are remembered at once.
+MAX_NETWORKS = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,10 +55,12 @@ class AddressCounts(Generic[K]):
     Sessions open and recent connections, per client network.
     """
 
-    def __init__(self, clock: Callable[[], float]) -> None:
+    def __init__(self, clock: Callable[[], float], maxNetworks: int = MAX_NETWORKS) -> None:
         self._clock = clock
         self._sessions: dict[K, int] = {}
-        self._recent: dict[K, deque[float]] = {}
+        # Ordered from the network that tried to connect longest ago.
+        self._recent: OrderedDict[K, deque[float]] = OrderedDict()
+        self._maxNetworks = maxNetworks
         self._swept = clock()
 
     def enter(self, key: K, limits: AddressLimits) -> str | None:
@@ -62,9 +73,7 @@ class AddressCounts(Generic[K]):
             return ADDRESS
         now = self._clock()
         self._sweep(now, limits.rateInterval)
-        recent = self._recent.get(key)
-        if recent is None:
-            recent = self._recent[key] = deque()
+        recent = self._recentOf(key)
         horizon = now - limits.rateInterval
         while recent and recent[0] <= horizon:
             recent.popleft()
@@ -73,6 +82,21 @@ class AddressCounts(Generic[K]):
         recent.append(now)
         self.hold(key)
         return None
+
+    def _recentOf(self, key: K) -> deque[float]:
+        """
+        C{key}'s recent connections, its network now the last to be
+        forgotten; a new network takes the place of the one that tried
+        longest ago when C{maxNetworks} are remembered.
+        """
+        recent = self._recent.get(key)
+        if recent is not None:
+            self._recent.move_to_end(key)
+            return recent
+        while len(self._recent) >= self._maxNetworks:
+            self._recent.popitem(last=False)
+        recent = self._recent[key] = deque()
+        return recent
 
     def hold(self, key: K) -> None:
         """

@@ -13,18 +13,19 @@ reload while the counts carry on.
 
 from __future__ import annotations
 
-import ipaddress
 import resource
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from popproxy._addresscounts import ADDRESS, RATE, AddressCounts, AddressLimits
+from popproxy._clientnetwork import Network, clientAddress, clientNetwork, trustedNetworks
 
 __all__ = [
     "Admission",
     "ConnectionLimits",
     "Refusal",
     "Ticket",
+    # Re-exported from popproxy._clientnetwork: callers imported them from here.
     "clientAddress",
     "clientNetwork",
     "descriptorLimit",
@@ -41,9 +42,6 @@ RESERVED_DESCRIPTORS = 64
 
 #: What a session limit derived from an unlimited descriptor table is.
 UNLIMITED_DESCRIPTORS = 65536
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,32 +141,6 @@ def sessionsForDescriptors(descriptors: int) -> int:
     return max(1, (descriptors - RESERVED_DESCRIPTORS) // DESCRIPTORS_PER_SESSION)
 
 
-def clientAddress(host: str) -> Address | None:
-    """
-    C{host} as an IP address (an IPv4-mapped IPv6 address is the IPv4
-    address it maps), or C{None} when it is no IP address.
-    """
-    try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
-
-
-def clientNetwork(host: str, ipv4Prefix: int, ipv6Prefix: int) -> Network | None:
-    """
-    The client network C{host} belongs to, or C{None} when C{host} is no
-    IP address.
-    """
-    address = clientAddress(host)
-    if address is None:
-        return None
-    prefix = ipv4Prefix if address.version == 4 else ipv6Prefix
-    return ipaddress.ip_network(f"{address}/{prefix}", strict=False)
-
-
 class Admission:
     """
     Admits or refuses new connections under L{ConnectionLimits}.
@@ -198,7 +170,7 @@ class Admission:
         self.addressLimits = AddressLimits(
             limits.perAddress, limits.connectionRate, limits.rateInterval
         )
-        self._trusted = tuple(ipaddress.ip_network(n, strict=False) for n in limits.trusted)
+        self._trusted = trustedNetworks(limits.trusted)
 
     @property
     def full(self) -> bool:
@@ -250,8 +222,5 @@ class Admission:
         """
         if host is None:
             return None
-        address = clientAddress(host)
-        if address is None or any(address in network for network in self._trusted):
-            return None
         limits = self.limits
-        return clientNetwork(str(address), limits.ipv4Prefix, limits.ipv6Prefix)
+        return clientNetwork(host, limits.ipv4Prefix, limits.ipv6Prefix, self._trusted)

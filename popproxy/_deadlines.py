@@ -44,9 +44,11 @@ class LineDeadline:
         """
         if not partial:
             self.cancel()
-        elif completed or self._call is None:
-            self.cancel()
+        elif self._call is None:
             self._call = self._clock.callLater(self._seconds, self._fire)
+        elif completed:
+            # The timer is moved, not replaced: no new timer per read.
+            self._call.reset(self._seconds)
 
     def cancel(self) -> None:
         """

@@ -23,7 +23,6 @@ never a session.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred
@@ -31,7 +30,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 
 from popproxy._addresscounts import AddressLimits, LocalLedger
-from popproxy._admission import clientAddress, clientNetwork
+from popproxy._clientnetwork import clientNetwork, trustedNetworks
 from popproxy._counterstore import CounterStoreUnavailable
 from popproxy._fallbackstore import StoreOutage
 from popproxy._metrics import NO_METRICS, Metrics
@@ -96,7 +95,7 @@ class LoginsInFlight:
         self._limits = AddressLimits(limit, *_NO_RATE)
         self._maxWait = maxWait
         self._ipv6Prefix = ipv6Prefix
-        self._trusted = tuple(ipaddress.ip_network(n, strict=False) for n in trusted)
+        self._trusted = trustedNetworks(trusted)
         self._shared = ledger
         self._outage = outage
         self._local = LocalLedger(clock.seconds)
@@ -175,7 +174,5 @@ class LoginsInFlight:
         address, an IPv6 prefix); C{None} for a trusted address or one
         that is no IP address (a UNIX socket's client): not counted.
         """
-        ip = clientAddress(address)
-        if ip is None or any(ip in network for network in self._trusted):
-            return None
-        return f"logins:{clientNetwork(str(ip), 32, self._ipv6Prefix)}"
+        network = clientNetwork(address, 32, self._ipv6Prefix, self._trusted)
+        return None if network is None else f"logins:{network}"

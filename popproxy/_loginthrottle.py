@@ -28,7 +28,6 @@ Given the store, the clock and the metrics, never a session.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -38,6 +37,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from popproxy._activity import LoginBlock
+from popproxy._clientnetwork import clientNetwork
 from popproxy._counterstore import ICounterStore
 from popproxy._metrics import NO_METRICS, Metrics
 from popproxy._printable import PrintableLogger
@@ -110,19 +110,15 @@ class Admission:
 
 def addressPrefix(address: str, ipv6Prefix: int) -> str:
     """
-    What C{address} is counted as: an IPv4 address itself (also when
-    IPv4-mapped), an IPv6 address's prefix of C{ipv6Prefix} bits; anything
-    else (a UNIX socket) as it is.
+    What C{address} is counted as: its client network
+    (L{popproxy._clientnetwork.clientNetwork}), an IPv4 address written
+    without its /32 (as the counter keys always were), an IPv6 address's
+    prefix of C{ipv6Prefix} bits; anything else (a UNIX socket) as it is.
     """
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
+    network = clientNetwork(address, 32, ipv6Prefix)
+    if network is None:
         return address
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if isinstance(ip, ipaddress.IPv4Address):
-        return str(ip)
-    return str(ipaddress.ip_network(f"{ip}/{ipv6Prefix}", strict=False))
+    return str(network.network_address) if network.version == 4 else str(network)
 
 
 def accountKey(account: str) -> str:

@@ -4,8 +4,12 @@ its top-level header block, decoded for display (unfolded, RFC 2047
 encoded-words decoded, control characters dropped, bounded in length).
 
 The quarantine stores them with each record, so the console can show the
-recipient which message an item came from.  Only the header block is read
-(at most L{HEADER_LIMIT} octets), whatever the size of the message.
+recipient which message an item came from, and reads them again from a
+record's stored header lines when it lacks them: both through
+L{summarize}, which reads the header block as the MIME parser does (a line
+ends at LF only, so a form feed, a bare CR or U+2028 in a Subject cannot
+start a forged From).  Only the header block is read (at most
+L{HEADER_LIMIT} octets), whatever the size of the message.
 """
 
 from __future__ import annotations
@@ -55,10 +59,11 @@ def _isControl(character: str) -> bool:
     )
 
 
-def summarize(message: bytes) -> MessageSummary:
+def summarize(message: bytes, limit: int = VALUE_LIMIT) -> MessageSummary:
     """
     The From, Subject and Date of C{message} (or of a header block alone),
-    each from its first field of that name.
+    each from its first field of that name, made one line of at most
+    C{limit} characters by L{displayText}.
     """
     head = message[:HEADER_LIMIT]
     block = scanHeaderBlock(head, 0, len(head), maxFields=1000)
@@ -67,5 +72,5 @@ def summarize(message: bytes) -> MessageSummary:
         name = field.name.decode("ascii", "replace").strip().lower()
         if name in ("from", "subject", "date") and name not in found:
             raw = head[field.valueStart : field.valueEnd]
-            found[name] = displayText(decodeValue(raw, MAX_WORDS))
+            found[name] = displayText(decodeValue(raw, MAX_WORDS), limit)
     return MessageSummary(found.get("from"), found.get("subject"), found.get("date"))

@@ -35,6 +35,7 @@ import json
 import os
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,9 +45,8 @@ from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from popproxy._chain import runHere
-from popproxy._messagesummary import displayText
+from popproxy._messagesummary import displayText, summarize
 from popproxy._metrics import NO_METRICS, Metrics
-from popproxy._mimeheader import decodeValue
 from popproxy.interfaces import FilterContext, IPartQuarantine, RemovedPart
 from popproxy.message import Message
 
@@ -91,28 +91,17 @@ _SUMMARY_LENGTH = 998
 
 def summaryFields(headers: str) -> dict[str, str | None]:
     """
-    The first From, Subject and Date fields of a header block (text, as a
-    record keeps it), unfolded and RFC 2047 decoded, by L{Record} field
-    name, control characters (CR, LF, NUL, bidi overrides) as spaces
+    The From, Subject and Date of a header block (text, as a record keeps
+    it) by L{Record} field name, read by L{summarize}: each its first field
+    of that name, unfolded, RFC 2047 decoded, one line of text
     (L{displayText}); a missing field is C{None}.
     """
-    found: dict[str, list[str]] = {}
-    current: list[str] | None = None
-    for line in headers.splitlines():
-        if line[:1] in (" ", "\t"):
-            if current is not None:
-                current.append(line)
-            continue
-        name, colon, value = line.partition(":")
-        key = SUMMARY_FIELDS.get(name.strip().lower()) if colon else None
-        current = None
-        if key is not None and key not in found:
-            current = found[key] = [value]
-    summary: dict[str, str | None] = dict.fromkeys(SUMMARY_FIELDS.values())
-    for key, lines in found.items():
-        raw = "\r\n".join(lines).encode("utf-8", "surrogateescape")
-        summary[key] = displayText(decodeValue(raw, maxWords=100), _SUMMARY_LENGTH)
-    return summary
+    summary = summarize(headers.encode("utf-8", "surrogateescape"), _SUMMARY_LENGTH)
+    return {
+        "messageFrom": summary.sender,
+        "messageSubject": summary.subject,
+        "messageDate": summary.date,
+    }
 
 
 def headerFilename(headers: str) -> str | None:
@@ -450,13 +439,13 @@ class DirectoryQuarantine:
         """
         records = list(self.records())
         removed = purgeSelection(records, time.time(), olderThan, maxBytes)
-        kept = [r for r in records if r not in removed]
         if dryRun:
             return removed
         for record in removed:
             (self.directory / "records" / f"{record.id}.json").unlink(missing_ok=True)
             (self.directory / "releases" / f"{record.id}.json").unlink(missing_ok=True)
-        referenced = {r.sha256 for r in kept}
+        removedIds = {r.id for r in removed}
+        referenced = {r.sha256 for r in records if r.id not in removedIds}
         for record in removed:
             if record.sha256 not in referenced:
                 self.blobPath(record.sha256).unlink(missing_ok=True)
@@ -469,20 +458,26 @@ def purgeSelection(
     """
     Which of C{records} (oldest first) a purge removes at time C{now}: those
     older than C{olderThan} seconds, then the oldest until the blobs the
-    rest name take at most C{maxBytes}.
+    rest name take at most C{maxBytes}.  Linear in the number of records
+    (a blob's records are counted, not looked for).
     """
-    removed = [r for r in records if olderThan is not None and now - r.time > olderThan]
-    kept = [r for r in records if r not in removed]
+    removed: list[Record] = []
+    kept: list[Record] = []
+    for record in records:
+        old = olderThan is not None and now - record.time > olderThan
+        (removed if old else kept).append(record)
     if maxBytes is not None:
         sizes = {r.sha256: r.size for r in kept}
+        naming = Counter(r.sha256 for r in kept)
         total = sum(sizes.values())
-        for record in list(kept):
-            if total <= maxBytes:
-                break
-            kept.remove(record)
-            removed.append(record)
-            if all(other.sha256 != record.sha256 for other in kept):
-                total -= sizes[record.sha256]
+        cut = 0
+        while cut < len(kept) and total > maxBytes:
+            digest = kept[cut].sha256
+            naming[digest] -= 1
+            if not naming[digest]:
+                total -= sizes[digest]
+            cut += 1
+        removed.extend(kept[:cut])
     return removed
 
 

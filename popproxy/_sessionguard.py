@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 
-from popproxy._admission import ConnectionLimits, Refusal, Ticket, clientNetwork
+from popproxy._admission import ConnectionLimits, Refusal, Ticket
+from popproxy._clientnetwork import clientNetwork
 from popproxy._deadlines import SessionDeadlines
 from popproxy._printable import PrintableLogger
 from popproxy._refusallog import FIRST_FORMAT

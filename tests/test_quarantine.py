@@ -15,10 +15,12 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.python.failure import Failure
 
 import popproxy._quarantine as module
-from popproxy._quarantine import DirectoryQuarantine
+from popproxy._quarantine import DirectoryQuarantine, Record, purgeSelection
 from popproxy._quarantinecli import main, parseSince
 from popproxy.interfaces import FilterContext, RemovedPart
 from popproxy.testing import MemoryQuarantine
@@ -457,3 +459,112 @@ def test_summaryFieldsAreOneLineOfText() -> None:
         "Tue, 1 Dec",
         None,
     )
+
+
+@pytest.mark.parametrize("separator", [b"\x0c", b"\x1c", b"\r", "\u2028".encode()])
+def test_summaryFromIsTheMessagesFrom(tmp_path: Path, separator: bytes) -> None:
+    """
+    A form feed, a file separator, a bare CR or U+2028 inside a Subject
+    ends no header line: the From a record shows is the message's own (the
+    one the MIME parser and mail programs read), not one forged inside the
+    Subject, for a stored message, its removed parts, and a record read
+    back from its header lines.
+    """
+    message = (
+        b"Subject: invoice" + separator + b"From: ceo@bank.example\r\n"
+        b"From: attacker@evil.example\r\n\r\nbody\r\n"
+    )
+    quarantine = DirectoryQuarantine(tmp_path / "q")
+    record = quarantine.get(stored(quarantine, message))
+    assert record.messageFrom == "attacker@evil.example"
+    assert record.messageSubject == "invoice From: ceo@bank.example"
+    results: list[object] = []
+    parts = [RemovedPart(PART, (2,), "blocked .exe")]
+    quarantine.storeParts(message, parts, context(), "strip").addBoth(results.append)
+    assert isinstance(results[0], list)
+    assert quarantine.get(results[0][0]).messageFrom == "attacker@evil.example"
+    fields = {"id": "i", "time": 1.0, "sha256": "d", "headers": record.headers}
+    assert module.recordFromFields(fields).messageFrom == "attacker@evil.example"
+
+
+def purgeRecord(number: int, blob: int, size: int) -> Record:
+    """
+    Record number C{number} (its time), naming blob C{blob} of C{size} octets.
+    """
+    return Record(
+        f"r{number}", float(number), "r", "strip", "alice", None, "u", size, f"b{blob}", "", {}
+    )
+
+
+def blobOctets(records: list[Record]) -> int:
+    return sum({r.sha256: r.size for r in records}.values())
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 5), st.integers(0, 50)), max_size=30),
+    st.none() | st.integers(0, 30),
+    st.none() | st.integers(0, 300),
+)
+def test_purgeSelectionIsOldThenOldestUntilSmallEnough(
+    blobs: list[tuple[int, int]], olderThan: int | None, maxBytes: int | None
+) -> None:
+    """
+    A purge removes every record older than the limit, then the oldest
+    others, no more than it must, until the blobs the rest name (a blob
+    shared by records counted once) take at most the byte limit.
+    """
+    sizes = {blob: size for blob, size in blobs}
+    records = [purgeRecord(n, blob, sizes[blob]) for n, (blob, _) in enumerate(blobs)]
+    now = float(len(records))
+    removed = purgeSelection(records, now, olderThan, maxBytes)
+    old = [r for r in records if olderThan is not None and now - r.time > olderThan]
+    rest = [r for r in records if r not in old]
+    assert removed[: len(old)] == old
+    cut = len(removed) - len(old)
+    assert removed[len(old) :] == rest[:cut]
+    if maxBytes is not None:
+        assert blobOctets(rest[cut:]) <= maxBytes
+        assert cut == 0 or blobOctets(rest[cut - 1 :]) > maxBytes
+    else:
+        assert cut == 0
+
+
+@pytest.mark.timeout(30)
+def test_purgeSelectionOfManyRecords() -> None:
+    """
+    A purge of 50,000 records (two to a blob) removes the 20,000 older
+    than the limit and then the oldest until 5,000 blobs are left: the
+    oldest 40,000 in order.  The selection is linear (a quadratic one took
+    minutes here); the timeout turns a regression into a failure.
+    """
+    records = [purgeRecord(n, n // 2, 1000) for n in range(50_000)]
+    removed = purgeSelection(records, 50_000.0, 30_000.0, 5_000 * 1000)
+    assert [r.id for r in removed] == [f"r{n}" for n in range(40_000)]
+
+
+def test_purgeKeepsTheBlobsOfKeptRecords(tmp_path: Path) -> None:
+    """
+    purge deletes a removed record's blob unless a kept record names it
+    too, and takes the release requests of removed records with them.
+    """
+    from popproxy._releases import DirectoryReleases
+
+    quarantine = DirectoryQuarantine(tmp_path)
+    oldest = stored(quarantine, b"A" * 1000)
+    shared = [stored(quarantine, b"B" * 1000), stored(quarantine, b"B" * 1000, user="bob")]
+    newest = stored(quarantine, b"C" * 1000)
+    for days, identifier in [(4, oldest), (3, shared[0]), (1, shared[1]), (0, newest)]:
+        record = tmp_path / "records" / f"{identifier}.json"
+        data = json.loads(record.read_text())
+        data["time"] = time.time() - days * 86400 - 1
+        record.write_text(json.dumps(data))
+    releases = DirectoryReleases(tmp_path)
+    releases.request(oldest, "alice")
+    releases.request(shared[0], "alice")
+    removed = quarantine.purge(olderThan=2 * 86400)
+    assert [r.id for r in removed] == [oldest, shared[0]]
+    assert [r.id for r in quarantine.records()] == [shared[1], newest]
+    assert sorted(p.name for p in (tmp_path / "blobs").rglob("*") if p.is_file()) == sorted(
+        hashlib.sha256(octets).hexdigest() for octets in (b"B" * 1000, b"C" * 1000)
+    )
+    assert list((tmp_path / "releases").glob("*.json")) == []
