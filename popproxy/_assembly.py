@@ -862,11 +862,13 @@ def tellReloaded(
     (and through them the workers) and the console take it on; a
     C{[console]} the process did not start with is only warned about.
     """
-    listeners.reloaded(generation)
+    # The console first: signing out the administrators the file removes
+    # must not depend on the listeners taking the new generation.
     if console is not None:
         console.reloaded(generation.config)
     elif generation.config.console is not None:
         log.warn("reload: [console] added; it takes effect at the next start")
+    listeners.reloaded(generation)
 
 
 def _warnAboutPlainText(config: Config, certificate: Path | None) -> None:

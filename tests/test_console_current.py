@@ -254,10 +254,12 @@ def test_restartOnlyChangesAreWarnedAboutOthersApply(tmp_path: Path) -> None:
     assert not signedIn(ops)
 
 
-def test_consoleRemovedKeepsServingAsItWas(tmp_path: Path) -> None:
+def test_consoleRemovedSignsOutEveryAdministrator(tmp_path: Path) -> None:
     """
-    A file without [console]: one warning; the console serves on with the
-    settings it had (ops, not in any new file, still signed in).
+    A file without [console]: one warning; the console serves users on
+    with the settings it had, but every administrator is signed out at
+    once and none can sign in (deleting [console] to shut an administrator
+    out must not wait for a restart).
     """
     setup = Setup(tmp_path / "q")
     reload = reloadOf(setup, configOf(setup.directory, ROOT, OPS))
@@ -266,11 +268,34 @@ def test_consoleRemovedKeepsServingAsItWas(tmp_path: Path) -> None:
     without = parseConfig('[upstream]\ndefault = "tcp:127.0.0.1:110"\n')
     with capturedLogs() as events:
         reload.reloaded(without)
-    assert [formatEvent(e) for e in events] == [
-        "reload: [console] removed; the console on tcp:8110 keeps serving with "
-        "the settings it had until the next start"
-    ]
-    assert signedIn(ops)
+    assert [formatEvent(e) for e in events][0] == (
+        "reload: [console] removed; the console on tcp:8110 keeps serving users "
+        "with the settings it had until the next start, without administrators"
+    )
+    assert not signedIn(ops)
+    assert ops.adminSignIn("ops", "ops-password").code == 401
+
+
+def test_settingsThatFailToBuildStillSignOutRemovedAdministrators(tmp_path: Path) -> None:
+    """
+    When the new file's console settings cannot be built, the console
+    keeps the ones it had, except for the administrators the new file
+    removes: ops is signed out and refused, root stays.
+    """
+    setup = Setup(tmp_path / "q")
+
+    def broken(config: Config) -> ConsoleSettings:
+        raise RuntimeError("cannot build")
+
+    reload = ConsoleReload(setup.console.current, broken, configOf(setup.directory, ROOT, OPS))
+    root, ops = setup.browser(), setup.browser()
+    root.adminSignIn()
+    ops.adminSignIn("ops", "ops-password")
+    with capturedLogs():
+        reload.reloaded(configOf(setup.directory, ROOT))
+    assert signedIn(root)
+    assert not signedIn(ops)
+    assert ops.adminSignIn("ops", "ops-password").code == 401
 
 
 def test_signInCheckedDuringTheSwapDoesNotCount(tmp_path: Path) -> None:

@@ -14,8 +14,9 @@ answer's time does not tell which names exist.
 
 from __future__ import annotations
 
+import copy
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -56,6 +57,15 @@ class AdminSignInCheck:
         self._decoy: PasswordHash | None = None
         if first is not None:
             self._decoy = hashPassword(secrets.token_urlsafe(16), first.n, first.r, first.p)
+
+    def restrictedTo(self, names: Collection[str]) -> AdminSignInCheck:
+        """
+        The same check for only the administrators in C{names} (the others
+        can no longer sign in).
+        """
+        kept = copy.copy(self)
+        kept._hashes = {name: h for name, h in self._hashes.items() if name in names}
+        return kept
 
     @property
     def enabled(self) -> bool:

@@ -14,7 +14,7 @@ every other session, users' and administrators', stays signed in.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from popproxy._printable import PrintableLogger
 from popproxy.console._access import ItemAccess
@@ -116,3 +116,17 @@ class CurrentSettings:
             timeout=settings.sessionTimeout,
         )
         return AdminChanges(changes.added, changes.removed, changes.changed, ended)
+
+    def keepOnly(self, admins: Mapping[str, str]) -> AdminChanges:
+        """
+        Keep the settings in force, but only for the administrators that
+        C{admins} names with the same hash line: the others' sessions end
+        now and they can no longer sign in.  For a reload whose console
+        settings cannot be put in force (C{[console]} removed, or they
+        failed to build): a removal is never what waits for a restart.
+        """
+        running = self._settings
+        kept = {name: line for name, line in running.admins.items() if admins.get(name) == line}
+        return self.replace(
+            replace(running, adminSignIn=running.adminSignIn.restrictedTo(kept), admins=kept)
+        )

@@ -106,7 +106,8 @@ class ConsoleReload:
     C{session_timeout}, and the routes the mail sign-in checks).  What only
     a restart applies (another C{listen}, C{[console]} removed, another
     C{[chain] quarantine}) it says in one warning each, and the console
-    goes on as it was for that part.
+    goes on as it was for that part; but an administrator the new file
+    does not keep (C{[console]} removed too) is signed out at once.
 
     @param build: the settings of a checked configuration
         (L{consoleSettingsFrom} with the process's throttle counters).
@@ -132,10 +133,11 @@ class ConsoleReload:
         """
         if config.console is None:
             log.warn(
-                "reload: [console] removed; the console on {listen} keeps serving with "
-                "the settings it had until the next start",
+                "reload: [console] removed; the console on {listen} keeps serving users "
+                "with the settings it had until the next start, without administrators",
                 listen=self._listen,
             )
+            self._current.keepOnly({})
             return
         if config.console.listen != self._listen:
             log.warn(
@@ -153,6 +155,8 @@ class ConsoleReload:
             settings = self._build(config)
         except Exception:
             log.failure("reload: the console keeps the settings it had")
+            # Except for administrators the new file removes or re-keys.
+            self._current.keepOnly(dict(config.console.admins))
             return
         self._current.replace(settings)
 
