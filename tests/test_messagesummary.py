@@ -47,3 +47,14 @@ def test_controlCharactersAndLengthAreTamed() -> None:
     summary = summarize(b"Subject: =?utf-8?q?a=0D=0Ab=00c=E2=80=AEd?=\n\n")
     assert summary.subject == "a b c d"
     assert len(displayText("x" * 5000)) == VALUE_LIMIT
+
+
+def test_manyFieldsBeforeFromDoNotHideIt() -> None:
+    """
+    Thousands of empty fields before From (a sender hiding who they are
+    from the quarantine's listing) do not push it out of the summary.
+    """
+    message = b"X:\r\n" * 5000 + b"From: mallory@example.com\r\nSubject: s\r\n\r\nbody\r\n"
+    summary = summarize(message)
+    assert summary.sender == "mallory@example.com"
+    assert summary.subject == "s"
