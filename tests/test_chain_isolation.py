@@ -213,6 +213,54 @@ def test_entriesOfOneNameRunEachTheirOwnWay(reactor: Reactor) -> None:
     assert int(headers.get("X-Thread") or 0) not in (0, threading.get_ident())
 
 
+@implementer(IMessageFilter)
+class PromisesForever:
+    """
+    A synchronous filter that returns, from its filter thread, something
+    that never completes: a Deferred, or a coroutine awaiting one.  The
+    Deferred notes when it is waited on and when it is cancelled.
+    """
+
+    name = "promise"
+
+    def __init__(self, coroutine: bool) -> None:
+        self.coroutine = coroutine
+        self.cancelled = False
+        self.pending: Deferred[None] = Deferred(canceller=self._cancel)
+
+    def filterMessage(self, message: Message, context: FilterContext) -> Any:
+        return self._waiting() if self.coroutine else self.pending
+
+    async def _waiting(self) -> Verdict:
+        await self.pending
+        return Deliver()
+
+    def _cancel(self, deferred: Deferred[None]) -> None:
+        self.cancelled = True
+
+
+@pytest.mark.parametrize("coroutine", [False, True], ids=["deferred", "coroutine"])
+def test_synchronousFilterReturningWhatNeverEndsTimesOut(reactor: Reactor, coroutine: bool) -> None:
+    """
+    A synchronous filter whose answer (a Deferred or a coroutine) never
+    completes is cut at its timeout like any other: what it returned is
+    cancelled and the 'tempfail' policy applies.
+    """
+    promising = PromisesForever(coroutine)
+    chain = chainOf(reactor, ChainEntry("promise", promising, timeout=3.0))
+    running = chain.processMessage(CONTEXT, RAW)
+    # The chain waits on what the filter returned before its time is up:
+    # the one filter thread's next call is answered after it came back.
+    assert chain.threads is not None
+    reactor.pump(chain.threads.run(lambda: None))
+    with capturedLogs():
+        reactor.clock.advance(3.0)
+        failure = reactor.pump(running)
+    assert failure.check(TemporaryFailure)
+    assert "promise failed" in str(failure.value)
+    assert promising.cancelled
+
+
 def test_workNotWaitedForIsStoppedWithItsFilter(reactor: Reactor) -> None:
     """
     Work a filter offloads and does not wait for is stopped when the

@@ -42,6 +42,23 @@ def test_completedLineStartsAnew() -> None:
     assert fired == []
 
 
+def test_pipelinedLinesKeepOneTimer() -> None:
+    """
+    Many reads that each complete lines and leave another partial one (a
+    pipelining client) keep one timer, moved each time, not one per read.
+    """
+    clock, fired = Clock(), []
+    deadline = LineDeadline(clock, 5, lambda: fired.append(clock.seconds()))
+    deadline.fed(0, True)
+    timer = list(clock.getDelayedCalls())
+    for _ in range(100):
+        clock.advance(0.5)
+        deadline.fed(3, True)
+    assert clock.getDelayedCalls() == timer
+    clock.advance(5)
+    assert fired == [55]
+
+
 def test_sessionDeadlines() -> None:
     """
     The login deadline fires unless the client logs in; the hold on the
