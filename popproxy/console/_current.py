@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from types import MappingProxyType
 
 from popproxy._printable import PrintableLogger
 from popproxy.console._access import ItemAccess
@@ -128,5 +129,9 @@ class CurrentSettings:
         running = self._settings
         kept = {name: line for name, line in running.admins.items() if admins.get(name) == line}
         return self.replace(
-            replace(running, adminSignIn=running.adminSignIn.restrictedTo(kept), admins=kept)
+            replace(
+                running,
+                adminSignIn=running.adminSignIn.restrictedTo(kept),
+                admins=MappingProxyType(kept),
+            )
         )

@@ -12,6 +12,7 @@ tree; workers serve POP3 only); and what a reload changes in it
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import MappingProxyType
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -70,7 +71,7 @@ def consoleSettingsFrom(
         adminSignIn=adminSignIn,
         access=ItemAccess(settings.userDownload),
         sessionTimeout=settings.sessionTimeout,
-        admins=dict(settings.admins),
+        admins=MappingProxyType(dict(settings.admins)),
     )
 
 
