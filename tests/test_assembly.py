@@ -49,6 +49,7 @@ from popproxy._config import (
 from popproxy._filterthreads import FilterThreads
 from popproxy._generation import Generation
 from popproxy._gracefulstop import GracefulStop
+from popproxy._listenerfactory import ListenerFactory
 from popproxy._metrics import Metrics
 from popproxy._metricsservice import MetricsService
 from popproxy._proxyheader import ProxyHeaderFactory
@@ -377,6 +378,7 @@ def test_gracefulStopWired() -> None:
     tree.privilegedStartService()
     tree.startService()
     ((_, factory, _, _),) = reactor.tcpServers
+    assert isinstance(factory, ListenerFactory)
     assert factory.current.settings.stop is stop
     (hangup,) = [s for s in tree if isinstance(s, ReloadOnHangup)]
     hangup._hangup(signal.SIGHUP, None)
@@ -384,6 +386,7 @@ def test_gracefulStopWired() -> None:
     assert factory.current.settings.stop is stop
     peer = IPv4Address("TCP", "127.0.0.1", 40000)
     session = factory.buildProtocol(peer)
+    assert session is not None
     client = StringTransport(peerAddress=peer)
     session.makeConnection(client)
     assert client.value() == b"+OK popproxy ready\r\n"

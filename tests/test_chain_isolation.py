@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import LogEvent, capturedLogs, formatEvent, globalLogPublisher
+from twisted.logger import ILogObserver, LogEvent, capturedLogs, formatEvent, globalLogPublisher
 from twisted.python.threadpool import ThreadPool
-from zope.interface import implementer
+from zope.interface import implementer, provider
 
 from popproxy._chain import UNCHECKED_HEADER, ChainEntry, FilterChain
 from popproxy._filterthreads import FilterThreads
@@ -171,6 +171,7 @@ def test_loopingOffloadedWorkIsStoppedAtTheTimeout(reactor: Reactor, kind: type)
     assert failure.check(TemporaryFailure)
     assert "spin failed" in str(failure.value)
     assert spinning.spinner.cpuSpent(0.3) == 0
+    assert chain.threads is not None
     assert reactor.pump(chain.threads.run(threading.get_ident)) == spinning.spinner.thread
 
 
@@ -280,6 +281,7 @@ def test_workNotWaitedForIsStoppedWithItsFilter(reactor: Reactor) -> None:
 
     chain = chainOf(reactor, ChainEntry("forget", FireAndForget()), size=1)
     assert run(reactor, chain) is RAW
+    assert chain.threads is not None
     assert reactor.pump(chain.threads.run(threading.get_ident)) == spinner.thread
     assert spinner.cpuSpent(0.3) == 0
 
@@ -359,6 +361,7 @@ def test_synchronousFilterStoresAndLogsThroughTheReactorThread(
     keeper = SynchronousKeeper()
     seen: list[tuple[int, LogEvent]] = []
 
+    @provider(ILogObserver)
     def observer(event: LogEvent) -> None:
         seen.append((threading.get_ident(), event))
 

@@ -74,9 +74,9 @@ def test_formValuesNoLoginLineCanCarryConnectNowhere(quarantine: Path) -> None:
         answer = browser.signIn(login, password)
         assert answer.code == 401 and "Wrong login or password." in answer.text
         assert "control character" not in answer.text
-    for login, password in [(b"alice%FF", b"alice-pw"), (b"alice", b"x" * 1025)]:
+    for rawLogin, rawPassword in [(b"alice%FF", b"alice-pw"), (b"alice", b"x" * 1025)]:
         token = browser.get("/signin").formToken().encode()
-        body = b"csrf=" + token + b"&login=" + login + b"&password=" + password
+        body = b"csrf=" + token + b"&login=" + rawLogin + b"&password=" + rawPassword
         form = {b"Content-Type": b"application/x-www-form-urlencoded"}
         assert browser.send(b"POST", "/signin", body, form).code == 400
     assert upstream.origins == [] and upstream.sent == []

@@ -14,7 +14,8 @@ from ipaddress import ip_address
 import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
+from zope.interface import provider
 
 from popproxy._loginlines import MAX_SASL_LINE
 from popproxy._loginthrottle import LoginThrottle, ThrottleSettings
@@ -69,8 +70,13 @@ def counted(login: str, password: str) -> tuple[SignIn, int, list[str], Scripted
     clock = Clock()
     counters = MemoryCounters(clock)
     throttle = LoginThrottle(counters, clock, ThrottleSettings(delay=0.001, maxDelay=0.001))
-    events: list[dict[str, object]] = []
-    globalLogPublisher.addObserver(events.append)
+    events: list[LogEvent] = []
+
+    @provider(ILogObserver)
+    def observe(event: LogEvent) -> None:
+        events.append(event)
+
+    globalLogPublisher.addObserver(observe)
     try:
         upstream = ScriptedUpstream({"alice": "pw"})
         attempt = SignInCheck(ROUTER, upstream.connect, clock, throttle, 0.0).check(
@@ -79,7 +85,7 @@ def counted(login: str, password: str) -> tuple[SignIn, int, list[str], Scripted
         clock.advance(1)
         outcome = settle(attempt)
     finally:
-        globalLogPublisher.removeObserver(events.append)
+        globalLogPublisher.removeObserver(observe)
     lines = [formatEvent(event) for event in events if event.get("log_namespace") != "twisted"]
     return outcome, settle(counters.count("penalty:192.0.2.9")), lines, upstream
 
@@ -147,8 +153,13 @@ def test_failuresCountInTheThrottleAndBlock() -> None:
         clock,
         ThrottleSettings(delay=0.001, maxDelay=0.001, blockAfter=3, newAccountWeight=1),
     )
-    events: list[dict[str, object]] = []
-    globalLogPublisher.addObserver(events.append)
+    events: list[LogEvent] = []
+
+    @provider(ILogObserver)
+    def observe(event: LogEvent) -> None:
+        events.append(event)
+
+    globalLogPublisher.addObserver(observe)
     try:
         upstream = ScriptedUpstream({"alice": "pw"})
         outcomes = []
@@ -159,7 +170,7 @@ def test_failuresCountInTheThrottleAndBlock() -> None:
             clock.advance(1)
             outcomes.append(settle(attempt))
     finally:
-        globalLogPublisher.removeObserver(events.append)
+        globalLogPublisher.removeObserver(observe)
     assert outcomes == [SignIn.FAILED] * 3 + [SignIn.BLOCKED]
     assert len(upstream.connections) == 3
     formats = [event.get("log_format") for event in events]

@@ -13,7 +13,7 @@ from typing import Any
 import popproxy.console._view as module
 from popproxy._quarantine import DirectoryQuarantine, Record
 from popproxy._testkit import settle
-from popproxy.console._view import DirectoryView, recordFilename
+from popproxy.console._view import DirectoryView, Item, recordFilename
 from tests.consoleharness import quarantined
 
 
@@ -64,9 +64,12 @@ def test_refreshReadsOnlyNewFiles(tmp_path: Path, monkeypatch: Any) -> None:
     settle(directory.userItems("alice"))
     loads: list[Path] = []
     original = DirectoryView._load
-    monkeypatch.setattr(
-        DirectoryView, "_load", staticmethod(lambda p: loads.append(p) or original(p))
-    )
+
+    def countedLoad(path: Path) -> Item | None:
+        loads.append(path)
+        return original(path)
+
+    monkeypatch.setattr(DirectoryView, "_load", staticmethod(countedLoad))
     assert settle(directory.userItems("alice")).total == 1 and loads == []
     quarantined(tmp_path, "alice", "b.exe", b"x", uidl="2")
     assert settle(directory.userItems("alice")).total == 2 and len(loads) == 1

@@ -25,7 +25,7 @@ from twisted.mail.pop3 import IMailbox
 from twisted.test import iosim
 from zope.interface.verify import verifyObject
 
-from popproxy.demo import _WireEncoder, defaultMailboxPath, demoServerFactory
+from popproxy.demo import _DemoPOP3Server, _WireEncoder, defaultMailboxPath, demoServerFactory
 from popproxy.demo._mailbox import (
     EmlDirectoryMailbox,
     expandPlaceholders,
@@ -64,7 +64,9 @@ class _Session:
     def __init__(self, mailbox: Path, clock: Clock | None = None) -> None:
         self.clock = clock if clock is not None else Clock()
         factory = demoServerFactory(mailbox, "demo", "demo", clock=self.clock)
-        self.server = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40110))
+        server = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40110))
+        assert isinstance(server, _DemoPOP3Server)
+        self.server = server
         self.client = _RawClient()
         self.serverTransport = iosim.makeFakeServer(self.server)
         self.pump = iosim.connect(

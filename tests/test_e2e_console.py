@@ -129,7 +129,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     driver.execute_cdp_cmd(
         "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
     )
-    driver.downloads = downloads
+    driver.downloads = downloads  # type: ignore[attr-defined]  # the tests' own attribute
     try:
         yield driver
     finally:

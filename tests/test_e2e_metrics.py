@@ -317,6 +317,7 @@ def checkCounts(samples: Samples, traffic: list[Traffic], good: int) -> None:
     # not, depending on whether its admission was answered before its end
     # was seen; the sessions' own octets are exact.
     sentToClients = value(samples, "popproxy_client_sent_bytes_total", listener=LISTENER)
+    assert sentToClients is not None
     probesGreeted = sentToClients - sum(t.received for t in traffic)
     assert probesGreeted in {n * len(PROXY_GREETING) for n in range(PROBES + 1)}
     assert family(samples, "popproxy_upstream_errors_total") == {}

@@ -52,7 +52,7 @@ def stateLines(proxy: Any, expected: int, timeout: float = 20.0) -> list[tuple[s
     """
     deadline = time.monotonic() + timeout
     while True:
-        found = [m.groups() for m in map(STATE.search, proxy.log().splitlines()) if m]
+        found = [(m[1], m[2], m[3]) for m in map(STATE.search, proxy.log().splitlines()) if m]
         if len(found) >= expected or time.monotonic() > deadline:
             return found
         time.sleep(0.05)

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.logger import LogEvent, formatEvent, globalLogPublisher
+from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
+from zope.interface import provider
 
 from popproxy._counterstore import CounterStoreUnavailable
 from popproxy._fallbackstore import FallbackCounterStore
@@ -73,9 +74,14 @@ def result(deferred: Deferred[Any]) -> Any:
 @pytest.fixture
 def logged() -> Any:
     events: list[LogEvent] = []
-    globalLogPublisher.addObserver(events.append)
+
+    @provider(ILogObserver)
+    def observe(event: LogEvent) -> None:
+        events.append(event)
+
+    globalLogPublisher.addObserver(observe)
     yield events
-    globalLogPublisher.removeObserver(events.append)
+    globalLogPublisher.removeObserver(observe)
 
 
 def lines(events: list[LogEvent]) -> list[str]:

@@ -26,7 +26,7 @@ def test_encodedWordsDecodeBackAndFit(text: str, firstRoom: int) -> None:
     if firstRoom >= 20:
         assert len(words[0]) <= firstRoom
     decoded = "".join(
-        part.decode(charset) if isinstance(part, bytes) else part
+        part.decode(charset) if isinstance(part, bytes) and charset else part
         for part, charset in email.header.decode_header(b" ".join(words).decode("ascii"))
     )
     assert decoded == text.encode("utf-8", "replace").decode("utf-8")

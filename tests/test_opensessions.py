@@ -32,7 +32,9 @@ def test_everyProcessOldestFirst() -> None:
     Main's two sessions and worker 1's one, merged by when they opened.
     """
     local = (snapshot("1", 10.0), snapshot("2", 30.0))
-    workers = [(1, succeed((snapshot("1", 20.0, None),)))]
+    workers: list[tuple[int, Deferred[tuple[SessionSnapshot, ...]]]] = [
+        (1, succeed((snapshot("1", 20.0, None),)))
+    ]
     now = result(OpenSessions(lambda: local, lambda: workers).now())
     assert [(o.process, o.snapshot.session) for o in now.sessions] == [
         ("main", "1"),

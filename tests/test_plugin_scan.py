@@ -16,7 +16,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
-from twisted.logger import capturedLogs, formatEvent
+from twisted.logger import LogEvent, capturedLogs, formatEvent
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
@@ -331,7 +331,7 @@ def test_clamdErrorFollowsTheFailurePolicy() -> None:
 ADDRESS = "tcp:127.0.0.1:3310"
 
 
-def logLines(events: list[Any]) -> list[tuple[str, str, str]]:
+def logLines(events: Sequence[LogEvent]) -> list[tuple[str, str, str]]:
     return [(e["log_namespace"], e["log_level"].name, formatEvent(e)) for e in events]
 
 

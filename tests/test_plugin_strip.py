@@ -691,8 +691,10 @@ def test_fiveThousandExecutables(tmp_path: Path) -> None:
     """
     raw = manyExecutables(5000)
     assert 340_000 < len(raw) < 400_000
-    raw = Message.fromBytes(raw, limits=ParseLimits(maxParts=30_000, maxTotalHeaderFields=30_000))
-    verdict = judge(loadStrip(), raw, DirectoryQuarantine(tmp_path / "q"), uidl="uid-1")
+    message = Message.fromBytes(
+        raw, limits=ParseLimits(maxParts=30_000, maxTotalHeaderFields=30_000)
+    )
+    verdict = judge(loadStrip(), message, DirectoryQuarantine(tmp_path / "q"), uidl="uid-1")
     assert isinstance(verdict, Rewrite)
     assert len(recordFiles(tmp_path / "q")) == 5000
     result = verdict.message

@@ -432,6 +432,8 @@ def test_endRecordsAreReadAsZipfileReadsThem(
         return  # a comment holding the end signature: unreadable whatever the records say
     keep = _TAIL_BYTES
     tail = data[-keep:]
-    entries, start, size = _endRecords(tail)
+    found = _endRecords(tail)
+    assert found is not None
+    entries, start, size = found
     assert entries == expected[0]
     assert start + len(data) - len(tail) == expected[1]

@@ -459,7 +459,7 @@ def test_startUpProbeSaysOnceWhatItFound(pong: Any, reachable: bool, logged: Any
     clock.advance(7)
     tag, _ = withFake(SpamdAnswer(False, 0.0, 5.0), clock, pong)
     with capturedLogs() as events:
-        assert tag.startFilter() is None
+        tag.startFilter()  # returns None, nothing to wait for: mypy holds it to its -> None
     assert tag.scannerStatus().reachable is reachable
     assert tag.scannerStatus().since == 7.0
     lines = [(e["log_level"].name, formatEvent(e)) for e in events]

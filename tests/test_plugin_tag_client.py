@@ -13,6 +13,7 @@ from twisted.internet.defer import (
     TimeoutError,
 )
 from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
@@ -25,6 +26,13 @@ from plugins.tag import (
 from tests.test_plugin_tag import HAM
 
 
+def attempted(reactor: MemoryReactorClock, index: int = 0) -> Protocol:
+    """The protocol the client's C{index}th connection attempt on C{reactor} builds."""
+    protocol = reactor.tcpClients[index][2].buildProtocol(None)
+    assert isinstance(protocol, Protocol)
+    return protocol
+
+
 def test_clientSendsSymbolsAndTimesOut() -> None:
     """
     The client sends a SPAMC/1.5 SYMBOLS request with Content-length and User;
@@ -34,8 +42,7 @@ def test_clientSendsSymbolsAndTimesOut() -> None:
     reactor = MemoryReactorClock()
     client = SpamdClient(TCP4ClientEndpoint(reactor, "127.0.0.1", 783), reactor, 5.0, "bob")
     checked = client.check(b"Subject: x\r\n\r\nbody\r\n")
-    factory = reactor.tcpClients[0][2]
-    protocol = factory.buildProtocol(None)
+    protocol = attempted(reactor)
     transport = StringTransport()
     protocol.makeConnection(transport)
     assert transport.value() == (
@@ -56,7 +63,7 @@ def connectedClient() -> tuple[Deferred[SpamdAnswer], Any, StringTransport]:
     reactor = MemoryReactorClock()
     client = SpamdClient(TCP4ClientEndpoint(reactor, "127.0.0.1", 783), reactor, 5.0)
     checked = client.check(HAM)
-    protocol = reactor.tcpClients[0][2].buildProtocol(None)
+    protocol = attempted(reactor)
     transport = StringTransport()
     protocol.makeConnection(transport)
     return checked, protocol, transport
@@ -93,7 +100,7 @@ def test_pingSendsPingAndTakesPong() -> None:
     reactor = MemoryReactorClock()
     client = SpamdClient(TCP4ClientEndpoint(reactor, "127.0.0.1", 783), reactor, 5.0)
     pinging = client.ping()
-    protocol = reactor.tcpClients[0][2].buildProtocol(None)
+    protocol = attempted(reactor)
     transport = StringTransport()
     protocol.makeConnection(transport)
     assert transport.value() == b"PING SPAMC/1.5\r\n\r\n"
@@ -117,7 +124,7 @@ def test_pingFailsOnAnotherAnswerSilenceOrClose() -> None:
     transports = []
     for _ in range(3):
         client.ping().addErrback(failures.append)
-    protocols = [reactor.tcpClients[i][2].buildProtocol(None) for i in range(3)]
+    protocols = [attempted(reactor, i) for i in range(3)]
     for protocol in protocols:
         transports.append(StringTransport())
         protocol.makeConnection(transports[-1])

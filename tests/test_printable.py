@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
-from twisted.logger import LogLevel, formatEvent
+from twisted.logger import ILogObserver, LogEvent, LogLevel, formatEvent
+from zope.interface import provider
 
 from popproxy._printable import PrintableLogger, printable
 
@@ -80,7 +81,12 @@ def test_loggerEscapesTextFields() -> None:
     PrintableLogger escapes every text field of its events, and only the
     fields: the format string is the program's.
     """
-    events: list[dict[str, object]] = []
-    log = PrintableLogger(namespace="test", observer=events.append)
+    events: list[LogEvent] = []
+
+    @provider(ILogObserver)
+    def observe(event: LogEvent) -> None:
+        events.append(event)
+
+    log = PrintableLogger(namespace="test", observer=observe)
     log.emit(LogLevel.info, "{user} logged in\n({count})", user="\x1b]0;pwned\x07\r", count=3)
     assert formatEvent(events[0]) == "\\x1b]0;pwned\\x07\\x0d logged in\n(3)"

@@ -31,6 +31,7 @@ from zope.interface.verify import verifyObject
 
 from popproxy._assembly import Listener, serviceFromConfig
 from popproxy._config import Config
+from popproxy._listenerfactory import ListenerFactory
 from popproxy._proxyheader import (
     HEADER_TIMEOUT,
     V2_SIGNATURE,
@@ -897,6 +898,7 @@ def test_haproxyListener() -> None:
     (port1, listener1, _, interface1), (port2, listener2, _, interface2) = reactor.tcpServers
     assert (port1, interface1, port2, interface2) == (1110, "127.0.0.1", 1111, "127.0.0.1")
     # The factory in use, which a reload may replace.
+    assert isinstance(listener1, ListenerFactory) and isinstance(listener2, ListenerFactory)
     factory1, factory2 = listener1.current, listener2.current
     assert isinstance(factory1, ProxyHeaderFactory)
     assert factory1.clock is reactor

@@ -9,18 +9,21 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionLost, ConnectionRefusedError
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from popproxy._counterstore import CounterStoreUnavailable
 from popproxy._redisclient import Backoff, RedisClient, RedisProtocol
 from popproxy._resp import encodeCommand
 
 
+@implementer(IStreamClientEndpoint)
 class FakeEndpoint:
     """
     An endpoint whose connection attempts the test answers: C{accept()} connects the
@@ -28,17 +31,19 @@ class FakeEndpoint:
     """
 
     def __init__(self) -> None:
-        self.attempts: list[tuple[Factory, Deferred[Protocol]]] = []
+        self.attempts: list[tuple[IProtocolFactory, Deferred[IProtocol]]] = []
         self.protocols: list[RedisProtocol] = []
 
-    def connect(self, factory: Factory) -> Deferred[Protocol]:
-        attempt: Deferred[Protocol] = Deferred()
-        self.attempts.append((factory, attempt))
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        attempt: Deferred[IProtocol] = Deferred()
+        self.attempts.append((protocolFactory, attempt))
         return attempt
 
     def accept(self) -> tuple[RedisProtocol, StringTransport]:
         factory, attempt = self.attempts[-1]
-        protocol = factory.buildProtocol(None)
+        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 6379))
+        # (Not None first: mypy-zope takes an isinstance on "IProtocol | None" for unreachable.)
+        assert protocol is not None
         assert isinstance(protocol, RedisProtocol)
         transport = StringTransport()
         protocol.makeConnection(transport)

@@ -19,8 +19,9 @@ import pytest
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.logger import LogEvent, formatEvent, globalLogPublisher
+from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
+from zope.interface import provider
 
 from popproxy._counterstore import CounterStoreUnavailable
 from popproxy._fallbackstore import FallbackCounterStore
@@ -218,6 +219,7 @@ def logged() -> Iterator[list[str]]:
     """The fallback store's log lines during the test, as "level: text"."""
     lines: list[str] = []
 
+    @provider(ILogObserver)
     def observe(event: LogEvent) -> None:
         if event.get("log_namespace", "").startswith("popproxy._fallbackstore"):
             lines.append(f"{event['log_level'].name}: {formatEvent(event)}")

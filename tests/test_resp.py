@@ -31,7 +31,7 @@ def encodeReply(value: RespValue) -> bytes:
 
 
 lineText = st.text(
-    alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)),
+    alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=["Cs"]),
     max_size=20,
 )
 scalars = st.one_of(

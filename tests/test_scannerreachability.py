@@ -6,8 +6,10 @@ Clock, no sockets).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from twisted.internet.task import Clock
-from twisted.logger import Logger, LogLevel, capturedLogs, formatEvent
+from twisted.logger import LogEvent, Logger, LogLevel, capturedLogs, formatEvent
 
 from popproxy.interfaces import ScannerReachability, ScannerStatus
 
@@ -20,8 +22,8 @@ def made(at: float = 1000.0) -> tuple[ScannerReachability, Clock]:
     return ScannerReachability("clamd", ADDRESS, clock), clock
 
 
-def lines(events: list[dict[str, object]]) -> list[tuple[str, str]]:
-    return [(e["log_level"].name, formatEvent(e)) for e in events]  # type: ignore[attr-defined]
+def lines(events: Sequence[LogEvent]) -> list[tuple[str, str]]:
+    return [(e["log_level"].name, formatEvent(e)) for e in events]
 
 
 def test_nothingKnownBeforeAnyAttempt() -> None:

@@ -27,7 +27,7 @@ def settingsFor(
     config = Config(upstream="tcp:127.0.0.1:110")
     return SessionSettings(
         router=Router(config.routing),
-        connect=lambda target: Deferred(),
+        connect=lambda target, origin: Deferred(),
         clock=clock,
         limits=limits,
         admission=admission,

@@ -9,11 +9,12 @@ metrics, the filter context of a retrieval and the frozen snapshot.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import pytest
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.task import Clock
-from twisted.logger import capturedLogs, formatEvent
+from twisted.logger import LogEvent, capturedLogs, formatEvent
 
 from popproxy._metrics import Metrics
 from popproxy._sessionrecord import SessionRecord, describePeer
@@ -56,7 +57,7 @@ class Rig:
         self.record.client = "192.0.2.7:50000"
 
 
-def lines(events: list[dict[str, object]]) -> list[str]:
+def lines(events: Sequence[LogEvent]) -> list[str]:
     return [formatEvent(e) for e in events]
 
 

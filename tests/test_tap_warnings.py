@@ -17,7 +17,7 @@ def warnings(text: str) -> list[str]:
     config = parseConfig(text, "test.conf")
     with capturedLogs() as events:
         serviceFromConfig(config, MemoryReactorClock())
-    return [formatEvent(e) for e in events if e.get("log_level").name == "warn"]
+    return [formatEvent(e) for e in events if e["log_level"].name == "warn"]
 
 
 def test_verifyOffAndPlainUpstreamLogged() -> None:
