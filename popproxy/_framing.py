@@ -302,18 +302,20 @@ class UnstuffingScanner:
         or, with C{at}, the one dot taken out there.
         """
         offsets = self.dotOffsets
-        if at is not None:
-            self.dotLines += 1
-            if offsets is not None:
-                offsets.append(at)
-        else:
-            self.dotLines += len(kept) - 1
-            if offsets is not None:
-                lengths = map(operator.add, map(len, kept[:-1]), itertools.repeat(2))
-                sums = itertools.accumulate(lengths, initial=self._emitted)
-                offsets.extend(itertools.islice(sums, 1, None))
-        if offsets is not None and len(offsets) > MAX_DOT_OFFSETS:
+        added = 1 if at is not None else len(kept) - 1
+        self.dotLines += added
+        if offsets is None:
+            return
+        if len(offsets) + added > MAX_DOT_OFFSETS:
+            # Over the cap: none are kept (checked before filling, so a
+            # chunk of a million dot-lines never makes a million offsets).
             self.dotOffsets = None
+        elif at is not None:
+            offsets.append(at)
+        else:
+            lengths = map(operator.add, map(len, kept[:-1]), itertools.repeat(2))
+            sums = itertools.accumulate(lengths, initial=self._emitted)
+            offsets.extend(itertools.islice(sums, 1, None))
 
     def _pass(self, out: bytes) -> None:
         if out:

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from popproxy._framing import (
+    MAX_DOT_OFFSETS,
     CommandFramer,
     CommandLine,
     DotStuffer,
@@ -311,6 +312,24 @@ class TestUnstuffingScanner:
         assert scanner.dotLines == (b"\r\n" + out).count(b"\r\n.")
         assert scanner.dotOffsets is not None
         assert restuff(out, scanner.dotOffsets) == wire
+
+    @pytest.mark.parametrize("dots", [MAX_DOT_OFFSETS, MAX_DOT_OFFSETS + 1])
+    def test_dotOffsetsUpToTheirCap(self, dots: int) -> None:
+        """
+        Up to L{MAX_DOT_OFFSETS} dot-lines are placed (the body is rebuilt
+        from them); one more, even when it arrives in a later chunk than
+        the others, and none are kept, the count still exact.
+        """
+        message = b"x\r\n" + b".y\r\n" * dots
+        wire = stuff(message)
+        out, rest, scanner = _scanAll(wire, [len(wire) // 2, len(wire) - 10])
+        assert out == message and rest == b""
+        assert scanner.dotLines == dots
+        if dots <= MAX_DOT_OFFSETS:
+            assert scanner.dotOffsets is not None
+            assert restuff(out, scanner.dotOffsets) == wire
+        else:
+            assert scanner.dotOffsets is None
 
     @given(_bodyLines, st.lists(st.integers(0, 10_000), max_size=8), st.binary(max_size=20))
     def test_anyServersStuffing(
