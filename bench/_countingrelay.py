@@ -139,16 +139,16 @@ def main(argv: list[str]) -> None:
     listenPort, upstreamPort = int(argv[0]), int(argv[1])
     statsPath = Path(argv[2])
     counters = RelayCounters()
-    tcp: IReactorTCP = reactor  # type: ignore[assignment]
-    clock: IReactorTime = reactor  # type: ignore[assignment]
+    tcp: IReactorTCP = reactor
+    clock: IReactorTime = reactor
     tcp.listenTCP(
         listenPort, _CountingFactory(tcp, upstreamPort, counters), backlog=1024, interface=LOOPBACK
     )
     writer = LoopingCall(_writeStats, counters, statsPath)
     writer.clock = clock
     writer.start(0.2)
-    reactor.addSystemEventTrigger("before", "shutdown", _writeStats, counters, statsPath)  # type: ignore[attr-defined]
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.addSystemEventTrigger("before", "shutdown", _writeStats, counters, statsPath)
+    reactor.run()
 
 
 class CountingRelayProcess:

@@ -241,7 +241,7 @@ class Listener(StreamServerEndpointService):
     """
 
     def __init__(self, description: str, endpoint: object, factory: object) -> None:
-        super().__init__(endpoint, factory)  # type: ignore[arg-type]
+        super().__init__(endpoint, factory)
         self.description = description
         self._raiseSynchronously = True
 
@@ -391,7 +391,7 @@ def sessionFactories(
     else:
         admission.reconfigure(config.limits)
     metrics.sessionLimit(admission.maxSessions)
-    connector = UpstreamConnector(reactor, config.connectTimeout, config.responseTimeout)  # type: ignore[arg-type]
+    connector = UpstreamConnector(reactor, config.connectTimeout, config.responseTimeout)
     serverTLS = None
     if config.tls.certificate is not None:
         serverTLS = ServerTLS(
@@ -400,7 +400,7 @@ def sessionFactories(
     settings = SessionSettings(
         router=Router(config.routing),
         connect=XclientConnector(connector.connect).connect,
-        clock=reactor,  # type: ignore[arg-type]
+        clock=reactor,
         idleTimeout=config.idleTimeout,
         maxFailedLogins=config.maxFailedLogins,
         loginFailureDelay=config.loginFailureDelay,

@@ -195,7 +195,7 @@ class MetricsService(MultiService):
         self._registry = registry
         super().startService()
 
-    def stopService(self) -> None:  # type: ignore[override]
+    def stopService(self) -> None:
         # The listener stays open until the reactor closes every port
         # (after the services have stopped), so /healthz answers 503 for
         # as long as a graceful stop lasts.

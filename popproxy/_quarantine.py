@@ -231,7 +231,7 @@ def _loadSyncfs() -> Callable[[int], int] | None:
         return None
     function.argtypes = [ctypes.c_int]
     function.restype = ctypes.c_int
-    return function  # type: ignore[no-any-return]
+    return function
 
 
 _syncfs = _loadSyncfs()

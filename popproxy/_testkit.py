@@ -293,7 +293,7 @@ def settle(deferred: Deferred[T], clock: Clock | None = None, what: str = "the w
     result = results[0]
     if isinstance(result, Failure):
         result.raiseException()
-    return result  # type: ignore[no-any-return]
+    return result
 
 
 # Work "in a thread", done inline.

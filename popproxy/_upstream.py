@@ -364,7 +364,7 @@ def failureCode(failure: Failure) -> str:
     C{SYS/TEMP}.
     """
     if failure.check(UpstreamError):
-        return failure.value.code  # type: ignore[union-attr]
+        return failure.value.code
     return "SYS/TEMP"
 
 
@@ -375,7 +375,7 @@ def failureKind(failure: Failure) -> str:
     C{closed}, C{greeting}, C{protocol} or C{other}.
     """
     if failure.check(UpstreamError):
-        return failure.value.kind  # type: ignore[union-attr]
+        return failure.value.kind
     if failure.check(ConnectionRefusedError):
         return "refused"
     if failure.check(DNSLookupError):

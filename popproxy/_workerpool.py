@@ -54,7 +54,7 @@ class _OneAcceptPort(tcp.Port):
     are long, so the extra wake-ups cost nothing that matters.
     """
 
-    @property  # type: ignore[override]
+    @property
     def numberAccepts(self) -> int:
         return 1
 

@@ -235,8 +235,8 @@ def main(argv: list[str] | None = None) -> None:
     # sessions finish (the graceful stop), like the main process.
     stopOnShutdown(reactor, ports.values(), stop)
     # After the reactor's own handlers, which would stop it a second time.
-    reactor.callWhenRunning(signal.signal, signal.SIGTERM, partial(_onSigterm, reactor))  # type: ignore[attr-defined]
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.callWhenRunning(signal.signal, signal.SIGTERM, partial(_onSigterm, reactor))
+    reactor.run()
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from popproxy._mimecodec import decodeBase64, decodeQuotedPrintable, decodeText, isCleanBase64
 from popproxy._mimedefects import Defect
@@ -718,7 +718,7 @@ class Message:
     def __init__(
         self, raw: bytes, *, maxDepth: int | None = None, limits: ParseLimits | None = None
     ) -> None:
-        if not isinstance(raw, bytes):
+        if not isinstance(cast(object, raw), bytes):  # untyped callers pass bytearray, memoryview
             raw = bytes(raw)
         limits = limits or ParseLimits()
         if maxDepth is not None and maxDepth != limits.maxDepth:

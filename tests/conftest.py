@@ -7,7 +7,7 @@ import pytest  # noqa: E402
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
     """
     Keep each phase's report on the test item, so fixtures can show their
     peer's log when the test failed.

@@ -278,7 +278,7 @@ class ConsoleClient:
             transport.setTcpNoDelay = lambda enabled: None  # type: ignore[attr-defined]
         channel = self.site.buildProtocol(transport.getPeer())
         assert channel is not None
-        channel.callLater = Clock().callLater  # type: ignore[attr-defined]
+        channel.callLater = Clock().callLater
         channel.makeConnection(transport)
         lines = [method + b" " + path.encode() + b" HTTP/1.0", b"Host: console.example"]
         if self.cookies:

@@ -715,7 +715,7 @@ def test_startStartsStartableFiltersOnce() -> None:
     first, broken, last = Starting("a"), Starting("b", broken=True), Starting("c")
     plain = Recorder("plain", lambda m, c: Deliver())
     chain = FilterChain(
-        [ChainEntry(f.name, f) for f in (first, broken, plain, last)],  # type: ignore[attr-defined]
+        [ChainEntry(f.name, f) for f in (first, broken, plain, last)],
         Clock(),
     )
     with capturedLogs() as events:

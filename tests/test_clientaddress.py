@@ -301,7 +301,7 @@ def test_xclientConnectionLost() -> None:
     assert len(rig.results) == 1
     failure = rig.results[0]
     assert isinstance(failure, Failure) and failure.check(UpstreamError)
-    assert failure.value.kind == "closed"  # type: ignore[union-attr]
+    assert failure.value.kind == "closed"
 
 
 def test_xclientTimeout() -> None:

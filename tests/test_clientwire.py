@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from twisted.internet.interfaces import IPullProducer, IPushProducer
-from twisted.internet.testing import StringTransport
 
 from popproxy._clientwire import ClientWire, MessageSender
 from popproxy._framing import StatusLine, stuff
@@ -23,6 +22,7 @@ from popproxy._retrievalflow import (
     Streamed,
     WholeMessage,
 )
+from tests.typedtransport import ProducerTransport
 
 #: A message whose lines start with dots, one of them right where the
 #: first 64 KiB chunk of a ChunkSource ends.
@@ -35,8 +35,8 @@ MESSAGE = (
 )
 
 
-def wire() -> tuple[ClientWire, StringTransport]:
-    transport = StringTransport()
+def wire() -> tuple[ClientWire, ProducerTransport]:
+    transport = ProducerTransport()
     client = ClientWire()
     client.attach(transport)
     return client, transport
@@ -76,16 +76,15 @@ class Source:
         self.closed += 1
 
 
-def drive(transport: StringTransport, sent: list[str]) -> int:
+def drive(transport: ProducerTransport, sent: list[str]) -> int:
     """
     Ask the registered pull producer for more until it says it is done;
     how many times it was asked.
     """
     rounds = 0
     while not sent:
-        producer = transport.producer
-        assert producer is not None and not transport.streaming
-        producer.resumeProducing()
+        assert IPullProducer.providedBy(transport.producer) and not transport.streaming
+        IPullProducer(transport.producer).resumeProducing()
         rounds += 1
         assert rounds < 100
     return rounds
@@ -152,7 +151,7 @@ def test_streamChunkSource() -> None:
     assert drive(transport, sent) == 3  # two chunks, then the end
     assert transport.value() == b"+OK big message\r\n" + stuff(MESSAGE)
     assert sent == ["sent"]
-    assert transport.producer is None
+    assert transport.registeredProducer() is None
     assert client.bytesOut == len(transport.value())
     assert _released(data)  # the source was closed
 
@@ -195,14 +194,14 @@ def test_throttle() -> None:
     client, transport = wire()
     upstream = FakeUpstream()
     client.throttle(upstream)  # type: ignore[arg-type]
-    producer = transport.producer
-    assert IPushProducer.providedBy(producer) and transport.streaming
+    assert IPushProducer.providedBy(transport.producer) and transport.streaming
+    producer = IPushProducer(transport.producer)
     producer.pauseProducing()
     producer.resumeProducing()
     producer.stopProducing()
     assert upstream.calls == ["pause", "resume", "close"]
     client.unthrottle()
-    assert transport.producer is None
+    assert transport.registeredProducer() is None
     client.unthrottle()  # not throttled any more: nothing to unregister
 
 

@@ -226,7 +226,7 @@ def scrapeWhenSettled(metricsPort: int, sessions: int, proxy: ProxyProcess) -> S
         open = value(samples, "popproxy_sessions_open", listener=LISTENER)
         return samples if ended == sessions and open == 0 else None
 
-    return waitFor(settled, f"{sessions} sessions counted", proxy)  # type: ignore[no-any-return]
+    return waitFor(settled, f"{sessions} sessions counted", proxy)
 
 
 def workerPids(configPath: Path) -> list[int]:

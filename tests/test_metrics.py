@@ -188,10 +188,7 @@ def endingTexts(node: ast.expr) -> list[str]:
     if isinstance(node, ast.IfExp):
         return endingTexts(node.body) + endingTexts(node.orelse)
     if isinstance(node, ast.JoinedStr):
-        parts = [
-            part.value if isinstance(part, ast.Constant) else "3"
-            for part in node.values  # type: ignore[attr-defined]
-        ]
+        parts = [part.value if isinstance(part, ast.Constant) else "3" for part in node.values]
         return ["".join(str(part) for part in parts)]
     return []
 

@@ -53,7 +53,7 @@ def runFor(seconds: float) -> None:
     """Let the reactor run (renewals are due) for C{seconds}."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        reactor.iterate(0.01)  # type: ignore[attr-defined]
+        reactor.iterate(0.01)
 
 
 def test_twoInstancesShareOneLimit(

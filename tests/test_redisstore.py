@@ -43,7 +43,7 @@ def wait(deferred: Deferred[Any], timeout: float = ANSWER_WITHIN) -> Any:
     deadline = time.monotonic() + timeout
     while not results:
         assert time.monotonic() < deadline, f"no answer within {timeout}s"
-        reactor.iterate(0.005)  # type: ignore[attr-defined]
+        reactor.iterate(0.005)
     if isinstance(results[0], Failure):
         results[0].raiseException()
     return results[0]
@@ -140,7 +140,7 @@ def test_deadlinesOnlyGrow(store: RedisCounterStore, redis: RedisServer) -> None
     A later deadline replaces an earlier one, an earlier one is ignored, a past one is not
     recorded; deadlines read back exactly; the key outlives the deadline by a minute at most.
     """
-    now = reactor.seconds()  # type: ignore[attr-defined]
+    now = reactor.seconds()
     assert wait(store.blockedUntil("198.51.100.0/24")) is None
     wait(store.blockUntil("198.51.100.0/24", now + 100.125))
     wait(store.blockUntil("198.51.100.0/24", now + 50))
@@ -156,19 +156,19 @@ def test_aDeadlineEndsOnTheCallersClock(store: RedisCounterStore) -> None:
     """
     Once the deadline has passed, blockedUntil answers None (the key itself lingers).
     """
-    until = reactor.seconds() + 0.3  # type: ignore[attr-defined]
+    until = reactor.seconds() + 0.3
     wait(store.blockUntil("soon", until))
     assert wait(store.blockedUntil("soon")) == until
     while wait(store.blockedUntil("soon")) is not None:
-        assert reactor.seconds() < until + ANSWER_WITHIN  # type: ignore[attr-defined]
-    assert reactor.seconds() >= until  # type: ignore[attr-defined]
+        assert reactor.seconds() < until + ANSWER_WITHIN
+    assert reactor.seconds() >= until
 
 
 def test_forgetDropsCounterAndDeadline(store: RedisCounterStore) -> None:
     """
     After forget, the key counts 0 and is not blocked; other keys keep theirs.
     """
-    until = reactor.seconds() + 60  # type: ignore[attr-defined]
+    until = reactor.seconds() + 60
     for key in ("a", "b"):
         wait(store.hit(key, 5, 60))
         wait(store.blockUntil(key, until))

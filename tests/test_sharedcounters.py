@@ -60,7 +60,7 @@ class Worker:
         deferred.addBoth(results.append)
         self.pump.flush()
         assert len(results) == 1, "no answer"
-        return results[0]  # type: ignore[no-any-return]
+        return results[0]
 
 
 def test_workersShareOneStore() -> None:

@@ -115,7 +115,7 @@ class Rig:
         )
 
     def command(self, name: str, arguments: bytes = b"") -> Step | None:
-        return getattr(self.transaction, f"do_{name}")(arguments)  # type: ignore[no-any-return]
+        return getattr(self.transaction, f"do_{name}")(arguments)
 
     def rewriting(self) -> None:
         """

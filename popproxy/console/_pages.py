@@ -230,7 +230,7 @@ class _Answer:
         self._request = request
 
     def written(self, body: bytes) -> None:
-        if not self._request._disconnected:  # type: ignore[attr-defined]
+        if not self._request._disconnected:
             self._request.write(body)
             self._request.finish()
 
@@ -239,7 +239,7 @@ class _Answer:
         log.failure(
             "console: {method} {path} failed", failure, method=request.method, path=request.path
         )
-        if not request._disconnected:  # type: ignore[attr-defined]
+        if not request._disconnected:
             request.setResponseCode(500)
             request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
             request.write(b"The console failed to answer; the error is in the proxy's log.\n")

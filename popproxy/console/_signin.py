@@ -188,7 +188,7 @@ class SignInCheck:
         values were checked before connecting); whether the last one was
         accepted.
         """
-        link = UpstreamLink(connection.sendCommand)  # type: ignore[arg-type]
+        link = UpstreamLink(connection.sendCommand)
         plan = planSasl(route, credentials, await link.capabilities())
         if not isinstance(plan, LoginCommands):
             return False

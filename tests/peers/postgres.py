@@ -210,7 +210,7 @@ class PostgresServer:
         import psycopg
 
         with psycopg.connect(self.url(database), autocommit=True) as connection:
-            cursor = connection.execute(statement)  # type: ignore[arg-type]
+            cursor = connection.execute(statement)
             return list(cursor.fetchall()) if cursor.description else []
 
     def log(self) -> str:
