@@ -13,7 +13,6 @@ from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionDone, ConnectionLost, ConnectionRefusedError
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from popproxy._admission import Admission, ConnectionLimits
@@ -29,9 +28,10 @@ from popproxy._routing import Router
 from popproxy._session import ClientSession, SessionFactory, SessionSettings
 from popproxy._tls import UpstreamTarget
 from popproxy._upstream import UpstreamConnection
+from tests.typedtransport import ProducerTransport
 
 
-class ClosingTransport(StringTransport):
+class ClosingTransport(ProducerTransport):
     """
     A StringTransport that tells its protocol about the end of the
     connection on the next clock tick, as a reactor would.

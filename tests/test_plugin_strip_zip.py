@@ -399,6 +399,17 @@ def withZip64End(data: bytes, commentLength: int) -> bytes:
     return data[:at] + zip64End + locator + end + data[at + 22 :]
 
 
+def zipfileDirectorySize(data: bytes) -> int:
+    """
+    The central directory's size as C{zipfile.ZipFile} reads it: from
+    C{zipfile._EndRecData}, the reader C{ZipFile} itself calls (it keeps
+    the size nowhere public).
+    """
+    readEndRecords = zipfile._EndRecData  # type: ignore[attr-defined]
+    size: int = readEndRecords(io.BytesIO(data))[zipfile._ECD_SIZE]  # type: ignore[attr-defined]
+    return size
+
+
 @settings(max_examples=100, deadline=None)
 @given(
     st.integers(0, 30),
@@ -427,7 +438,7 @@ def test_endRecordsAreReadAsZipfileReadsThem(
         data = withZip64End(data, len(comment))
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as parsed:
-            expected = (len(parsed.infolist()), parsed.start_dir)
+            expected = (len(parsed.infolist()), parsed.start_dir, zipfileDirectorySize(data))
     except zipfile.BadZipFile:
         return  # a comment holding the end signature: unreadable whatever the records say
     keep = _TAIL_BYTES
@@ -437,3 +448,4 @@ def test_endRecordsAreReadAsZipfileReadsThem(
     entries, start, size = found
     assert entries == expected[0]
     assert start + len(data) - len(tail) == expected[1]
+    assert size == expected[2]

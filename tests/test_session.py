@@ -7,6 +7,7 @@ every command and state, pipelining, framing attacks, failures, timeouts.
 from __future__ import annotations
 
 from twisted.internet.error import ConnectionLost
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 
@@ -347,7 +348,8 @@ def test_idleTimeout() -> None:
     h.clock.advance(599)
     assert not h.client.disconnecting
     h.clock.advance(2)
-    assert h.client.disconnecting
+    client = h.client  # read afresh: mypy keeps the narrowing above across the call
+    assert client.disconnecting
     assert h.received().endswith(b"-ERR [SYS/PERM] autologout: idle for too long\r\n")
     h.settle()
     assert h.upstream.transport.disconnecting
@@ -373,7 +375,8 @@ def test_slowResponseIsNotIdleness() -> None:
     h.clock.advance(9)
     assert not h.client.disconnecting
     h.clock.advance(2)
-    assert h.client.disconnecting
+    client = h.client  # read afresh: mypy keeps the narrowing above across the call
+    assert client.disconnecting
     assert h.received() == b"-ERR [SYS/PERM] autologout: idle for too long\r\n"
 
 
@@ -590,8 +593,7 @@ def test_backpressure() -> None:
     """
     h = Harness()
     h.login()
-    producer = h.client.producer
-    assert producer is not None
+    producer = IPushProducer(h.client.producer)
     producer.pauseProducing()
     assert h.upstream.transport.producerState == "paused"
     producer.resumeProducing()

@@ -8,6 +8,7 @@ client timeouts.
 from __future__ import annotations
 
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IPullProducer
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 
@@ -385,10 +386,10 @@ def drain(h: Harness) -> None:
     producer until it unregisters.
     """
     for _ in range(100_000):
-        producer = h.client.producer
+        producer = h.client.registeredProducer()
         if producer is None or h.client.streaming:
             return
-        producer.resumeProducing()
+        IPullProducer(producer).resumeProducing()
     raise AssertionError("the producer never finished")
 
 
