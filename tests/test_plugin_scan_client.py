@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.testing import StringTransport
+from twisted.internet.interfaces import IPullProducer
 from twisted.python.failure import Failure
 
 from popproxy._plugins import _loadFile
+from tests.typedtransport import ProducerTransport
 
 REPO = Path(__file__).resolve().parent.parent
 PLUGIN = REPO / "plugins" / "scan"
@@ -24,9 +25,9 @@ scan: Any = _loadFile(PLUGIN)
 # The Twisted client, over in-memory transports.
 
 
-def connectedProtocol(data: bytes, chunkSize: int = 4) -> tuple[Any, StringTransport]:
+def connectedProtocol(data: bytes, chunkSize: int = 4) -> tuple[Any, ProducerTransport]:
     protocol = scan.InstreamProtocol(data, chunkSize)
-    transport = StringTransport()
+    transport = ProducerTransport()
     protocol.makeConnection(transport)
     return protocol, transport
 
@@ -37,8 +38,8 @@ def test_protocolStreamsAndReadsTheAnswer() -> None:
     asks for more); the answer clamd gives before closing is the result.
     """
     protocol, transport = connectedProtocol(b"0123456789")
-    while transport.producer is not None:
-        transport.producer.resumeProducing()
+    while (producer := transport.registeredProducer()) is not None:
+        IPullProducer(producer).resumeProducing()
     assert transport.value() == (b"zINSTREAM\0\0\0\0\x040123\0\0\0\x044567\0\0\0\x0289\0\0\0\0")
     results: list[Any] = []
     protocol.finished.addCallback(results.append)
@@ -53,8 +54,7 @@ def test_protocolStopsSendingWhenClamdRefusesEarly() -> None:
     and becomes StreamTooLarge.
     """
     protocol, transport = connectedProtocol(b"x" * 100)
-    assert transport.producer is not None
-    transport.producer.resumeProducing()
+    IPullProducer(transport.producer).resumeProducing()
     protocol.dataReceived(b"INSTREAM size limit exceeded. ERROR\0")
     assert transport.producer is None
     sent = len(transport.value())
@@ -76,10 +76,10 @@ class FakeEndpoint:
         self.attempts.append((attempt, factory))
         return attempt
 
-    def complete(self, index: int) -> tuple[Any, StringTransport]:
+    def complete(self, index: int) -> tuple[Any, ProducerTransport]:
         attempt, factory = self.attempts[index]
         protocol = factory.buildProtocol(None)
-        transport = StringTransport()
+        transport = ProducerTransport()
         protocol.makeConnection(transport)
         attempt.callback(protocol)
         return protocol, transport
