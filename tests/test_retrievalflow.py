@@ -379,15 +379,25 @@ def test_spoolFileInItsDirectory(tmp_path: Path) -> None:
 def test_deliveryOfEntries() -> None:
     """
     A cached entry gives TOP's cut, a verbatim relay, or a stuffed message.
+    An unchanged message, entered as the flow enters it (the spooled
+    message and where its dot-lines start, or no places noted), is relayed
+    as the server sent it; the entry keeps the message alone.
     """
-    unchanged = Filtered(MESSAGE, b"+OK 70", wireOf(MESSAGE))
+    spool = Spool(1 << 20)
+    spool.statusReceived(StatusLine(b"+OK 70"))
+    spool.bodyReceived(wireOf(MESSAGE))
+    spool.responseFinished()
+    assert spool.dotOffsets is not None and len(spool.dotOffsets) == 1
+    unchanged = Filtered(spool.read(), b"+OK 70", spool.dotOffsets)
+    unnoted = Filtered(spool.read(), b"+OK 70", None)
     changed = Filtered(MESSAGE, None)
     assert deliveryOf(unchanged, "TOP", 0) == WholeMessage(TOP_STATUS, topOf(MESSAGE, 0))
     assert deliveryOf(unchanged, "RETR", None) == Relayed(b"+OK 70", wireOf(MESSAGE))
+    assert deliveryOf(unnoted, "RETR", None) == Relayed(b"+OK 70", wireOf(MESSAGE))
     assert deliveryOf(changed, "RETR", None) == WholeMessage(
         b"+OK %d octets" % len(MESSAGE), MESSAGE
     )
-    assert unchanged.footprint == len(MESSAGE) + len(wireOf(MESSAGE))
+    assert unchanged.footprint == len(MESSAGE)
 
 
 def test_topOfAndContinueStuffed() -> None:
