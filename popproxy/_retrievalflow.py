@@ -264,18 +264,6 @@ class Spool:
         offsets = self.bodyScanner.dotOffsets
         return None if self._file is not None or offsets is None else tuple(offsets)
 
-    @property
-    def wire(self) -> bytes | None:
-        """
-        Once complete, the body exactly as received (dot-stuffed,
-        terminating line included), made on demand from the message kept
-        in memory; L{None} for a message spooled to a file.
-        """
-        if self._file is not None or not self.finished.called:
-            return None
-        offsets = self.dotOffsets
-        return stuff(self._message) if offsets is None else restuff(self._message, offsets)
-
     def read(self) -> bytes:
         """
         The whole (unstuffed) message.
