@@ -535,23 +535,6 @@ class _ChunkedReplace:
         return self._emit(rest)
 
 
-class DotUnstuffer:
-    """
-    Undo dot-stuffing of a body arriving in chunks, in constant memory (the
-    streaming counterpart of L{unstuff}); feed the stuffed body without its
-    terminating line.
-    """
-
-    def __init__(self) -> None:
-        self._replace = _ChunkedReplace(CRLF)
-
-    def feed(self, data: bytes) -> bytes:
-        return self._replace.feed(data)
-
-    def finish(self) -> bytes:
-        return self._replace.flush()
-
-
 class DotStuffer:
     """
     Dot-stuff a message produced in chunks, in constant memory (the

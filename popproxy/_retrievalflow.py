@@ -57,11 +57,12 @@ class Relayed:
     """
     The upstream's answer as received: C{status} and the dot-stuffed
     C{wire} body, terminating line included.  For a message no filter
-    changed it is made from the message at delivery (L{deliveryOf}): the
-    message and the terminating line when no line starts with a dot,
-    else the message dot-stuffed again, which gives the body as received
-    from any server that stuffs as RFC 1939 says (and the same message for
-    the client from any other).
+    changed it is made from the message at delivery (L{deliveryOf}): a dot
+    put back where each line lost one (L{restuff}), which gives the body
+    as received; or, when those places were not noted, the message
+    dot-stuffed again, which gives the body as received from any server
+    that stuffs as RFC 1939 says (and the same message for the client
+    from any other).
     """
 
     status: bytes
@@ -127,14 +128,13 @@ class Filtered:
     """
     A message as the chain delivered it, and if the chain left it
     unchanged, the upstream's status line, so it is relayed as it came:
-    from C{wire}, the body as received, if kept; else rebuilt from the
-    message and C{dotOffsets}, where the lines that lost a leading dot
-    start (L{restuff}: no search, no second copy kept); else stuffed anew.
+    rebuilt from the message and C{dotOffsets}, where the lines that lost
+    a leading dot start (L{restuff}: no search, no second copy kept), or
+    stuffed anew when they were not noted (L{None}).
     """
 
     message: bytes
     status: bytes | None
-    wire: bytes | None = None
     dotOffsets: tuple[int, ...] | None = None
 
     @property
@@ -142,7 +142,7 @@ class Filtered:
         """
         The octets this entry keeps in memory.
         """
-        return len(self.message) + (len(self.wire) if self.wire is not None else 0)
+        return len(self.message)
 
 
 def deliveryOf(entry: Filtered, command: str, lines: int | None) -> Delivery:
@@ -153,10 +153,9 @@ def deliveryOf(entry: Filtered, command: str, lines: int | None) -> Delivery:
     if command == "TOP":
         return WholeMessage(TOP_STATUS, topOf(entry.message, lines or 0))
     if entry.status is not None:
-        wire = entry.wire
-        if wire is None and entry.dotOffsets is not None:
-            wire = restuff(entry.message, entry.dotOffsets)
-        return Relayed(entry.status, wire if wire is not None else stuff(entry.message))
+        offsets = entry.dotOffsets
+        wire = stuff(entry.message) if offsets is None else restuff(entry.message, offsets)
+        return Relayed(entry.status, wire)
     return WholeMessage(_message(f"+OK {len(entry.message)} octets"), entry.message)
 
 
@@ -199,9 +198,6 @@ class Spool:
 
     @ivar finished: fires with this spool once the response is complete.
     @ivar size: the size of the unstuffed message (known once complete).
-    @ivar plain: once complete, whether no line of the body started with a
-        dot: the message followed by the terminating line is then exactly
-        the body as received.
     """
 
     def __init__(self, threshold: int, directory: Path | None = None) -> None:
@@ -216,7 +212,6 @@ class Spool:
         self._message = b""
         self._file: IO[bytes] | None = None
         self.size = 0
-        self.plain = False
         self.status: StatusLine | None = None
         self.inBody = False
 
@@ -256,7 +251,6 @@ class Spool:
             # getvalue() hands over the buffer itself: no copy.
             self._message = self._held()
             self._first, self._buffer = b"", None
-        self.plain = self.bodyScanner.dotLines == 0
         self.finished.callback(self)
 
     @property
@@ -269,18 +263,6 @@ class Spool:
         """
         offsets = self.bodyScanner.dotOffsets
         return None if self._file is not None or offsets is None else tuple(offsets)
-
-    @property
-    def wire(self) -> bytes | None:
-        """
-        Once complete, the body exactly as received (dot-stuffed,
-        terminating line included), made on demand from the message kept
-        in memory; L{None} for a message spooled to a file.
-        """
-        if self._file is not None or not self.finished.called:
-            return None
-        offsets = self.dotOffsets
-        return stuff(self._message) if offsets is None else restuff(self._message, offsets)
 
     def read(self) -> bytes:
         """
@@ -570,11 +552,7 @@ class RetrievalFlow:
             # deliver the message below it.
             message = keepalive.prefix + b"\r\n" + message
             changed = True
-        entry = (
-            Filtered(message, None)
-            if changed
-            else Filtered(original, status.line, None, dotOffsets)
-        )
+        entry = Filtered(message, None) if changed else Filtered(original, status.line, dotOffsets)
         if not self._partial:
             self._mailbox.remember(request.index, entry, len(entry.message), len(original))
         if keepalive.started:

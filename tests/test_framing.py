@@ -14,7 +14,6 @@ from popproxy._framing import (
     CommandFramer,
     CommandLine,
     DotStuffer,
-    DotUnstuffer,
     FramingError,
     MultiLineScanner,
     ResponseParser,
@@ -235,16 +234,6 @@ class TestStreamingStuffing:
         stuffer = DotStuffer()
         out = b"".join(stuffer.feed(chunk) for chunk in chunked(message, cuts))
         assert out + stuffer.finish() == stuff(message)
-
-    @given(messages, st.lists(st.integers(0, 10_000), max_size=8))
-    def test_unstufferMatchesUnstuff(self, message: bytes, cuts: list[int]) -> None:
-        """
-        Unstuffing a stuffed body chunk by chunk gives exactly unstuff(body).
-        """
-        body = stuff(message)[:-3]
-        unstuffer = DotUnstuffer()
-        out = b"".join(unstuffer.feed(chunk) for chunk in chunked(body, cuts))
-        assert out + unstuffer.finish() == unstuff(body)
 
 
 @given(messages, st.sampled_from([b"\r\n", b"\r\n.."]))

@@ -338,12 +338,14 @@ def test_closedSessionGetsNothingAndCachesNothing() -> None:
     assert run.clock.getDelayedCalls() == []
 
 
-def test_spoolKeepsSmallWireAndFilesBigBodies() -> None:
+def test_spoolKeepsSmallBodiesAndFilesBigOnes() -> None:
     """
-    A small body is kept as received (for a verbatim relay); a big one is
-    unstuffed into a file as it arrives, without the terminating line.
+    A small body is unstuffed into memory with its dot-lines noted (for a
+    verbatim relay); a big one is unstuffed into a file as it arrives,
+    without the terminating line (and stuffed anew).  Either way, an
+    unchanged message entered as the flow enters it is relayed as it came.
     """
-    for threshold, wireKept in ((1 << 20, True), (8, False)):
+    for threshold, inMemory in ((1 << 20, True), (8, False)):
         spool = Spool(threshold)
         spool.statusReceived(StatusLine(b"+OK"))
         wire = wireOf(MESSAGE)
@@ -351,7 +353,9 @@ def test_spoolKeepsSmallWireAndFilesBigBodies() -> None:
             spool.bodyReceived(wire[start : start + 7])
         spool.responseFinished()
         assert spool.finished.called
-        assert (spool.wire == wire) is wireKept
+        assert (spool.dotOffsets is not None) is inMemory
+        entry = Filtered(spool.read(), b"+OK", spool.dotOffsets)
+        assert deliveryOf(entry, "RETR", None) == Relayed(b"+OK", wire)
         assert spool.read() == MESSAGE
         assert spool.size == len(MESSAGE)
         assert b"".join(spool.chunks(5)) == MESSAGE
@@ -379,15 +383,25 @@ def test_spoolFileInItsDirectory(tmp_path: Path) -> None:
 def test_deliveryOfEntries() -> None:
     """
     A cached entry gives TOP's cut, a verbatim relay, or a stuffed message.
+    An unchanged message, entered as the flow enters it (the spooled
+    message and where its dot-lines start, or no places noted), is relayed
+    as the server sent it; the entry keeps the message alone.
     """
-    unchanged = Filtered(MESSAGE, b"+OK 70", wireOf(MESSAGE))
+    spool = Spool(1 << 20)
+    spool.statusReceived(StatusLine(b"+OK 70"))
+    spool.bodyReceived(wireOf(MESSAGE))
+    spool.responseFinished()
+    assert spool.dotOffsets is not None and len(spool.dotOffsets) == 1
+    unchanged = Filtered(spool.read(), b"+OK 70", spool.dotOffsets)
+    unnoted = Filtered(spool.read(), b"+OK 70", None)
     changed = Filtered(MESSAGE, None)
     assert deliveryOf(unchanged, "TOP", 0) == WholeMessage(TOP_STATUS, topOf(MESSAGE, 0))
     assert deliveryOf(unchanged, "RETR", None) == Relayed(b"+OK 70", wireOf(MESSAGE))
+    assert deliveryOf(unnoted, "RETR", None) == Relayed(b"+OK 70", wireOf(MESSAGE))
     assert deliveryOf(changed, "RETR", None) == WholeMessage(
         b"+OK %d octets" % len(MESSAGE), MESSAGE
     )
-    assert unchanged.footprint == len(MESSAGE) + len(wireOf(MESSAGE))
+    assert unchanged.footprint == len(MESSAGE)
 
 
 def test_topOfAndContinueStuffed() -> None:
@@ -431,4 +445,5 @@ def test_spoolHoldsAMessageWithDotLinesOnce() -> None:
         tracemalloc.stop()
     assert spool.finished.called and spool.read() == message
     assert peak < 1.5 * len(message), peak
-    assert spool.wire == wire[5:]
+    entry = Filtered(spool.read(), b"+OK", spool.dotOffsets)
+    assert deliveryOf(entry, "RETR", None) == Relayed(b"+OK", wire[5:])
