@@ -28,8 +28,11 @@ waiting, handed to the main process's L{ActivityWatch}.
 
 The main process asks over the same pair too: C{["?", id, "sessions"]}
 gets the worker's open sessions (L{popproxy._sessionregistry}), answered
-C{["!", id, [snapshot fields...]]}, for the console's list of the
-sessions open now.
+C{["!", id, [snapshot fields...], more]}, for the console's list of the
+sessions open now: in lines of at most L{SNAPSHOTS_PER_LINE} sessions,
+C{more} true on every line but the last (one line for all would outgrow
+the line limit with some sixty sessions, and the main process would
+hang up on its worker).
 
 A worker that loses the main process (or gets no answer within
 L{ANSWER_TIMEOUT}) counts in its own L{MemoryCounters} from then on, with
@@ -72,6 +75,11 @@ _ACTIVITY_METHODS = {"filtered": 1, "blocked": 4}
 log = Logger(namespace="popproxy.counters")
 
 
+#: Sessions told per line of an answer to C{["?", id, "sessions"]}
+#: (a snapshot is some 100 to 300 octets: well within the line limit).
+SNAPSHOTS_PER_LINE = 20
+
+
 class CounterServer(LineOnlyReceiver):
     """
     The main process's end of one worker's socket pair: answers its
@@ -100,6 +108,8 @@ class CounterServer(LineOnlyReceiver):
         self._clock = clock
         self._asked = 0
         self._questions: dict[int, Deferred[tuple[SessionSnapshot, ...]]] = {}
+        #: The sessions told so far, by question, until its last line.
+        self._told: dict[int, list[SessionSnapshot]] = {}
         #: The sessions this worker holds in the ledger: lease -> network.
         self._leases: dict[str, str] = {}
 
@@ -120,18 +130,26 @@ class CounterServer(LineOnlyReceiver):
 
     def _forget(self, result: object, number: int) -> object:
         self._questions.pop(number, None)
+        self._told.pop(number, None)
         return result
 
-    def _answered(self, number: int, fields: list[list[Any]]) -> None:
-        answer = self._questions.pop(number, None)
-        if answer is not None:
-            answer.callback(tuple(snapshotFrom(entry) for entry in fields))
+    def _answered(self, number: int, fields: list[list[Any]], more: bool) -> None:
+        """
+        One line of a worker's sessions; the question is answered with the
+        whole list at its last line.
+        """
+        if number not in self._questions:
+            return
+        self._told.setdefault(number, []).extend(snapshotFrom(entry) for entry in fields)
+        if not more:
+            answer = self._questions.pop(number)
+            answer.callback(tuple(self._told.pop(number)))
 
     def lineReceived(self, line: bytes) -> None:
         try:
             request = json.loads(line)
-            if request[:1] == ["!"] and len(request) == 3:
-                self._answered(int(request[1]), request[2])
+            if request[:1] == ["!"] and len(request) == 4:
+                self._answered(int(request[1]), request[2], bool(request[3]))
                 return
             number, method, *arguments = request
             if (_LEDGER_METHODS | _ACTIVITY_METHODS).get(method) == len(arguments):
@@ -320,7 +338,11 @@ class RemoteCounters(LineOnlyReceiver):
 
     def _tellSessions(self, number: object) -> None:
         snapshots = [dataclasses.astuple(snapshot) for snapshot in self._sessions()]
-        self.sendLine(json.dumps(["!", number, snapshots]).encode())
+        # One line at least: no sessions is an answer too.
+        for start in range(0, max(len(snapshots), 1), SNAPSHOTS_PER_LINE):
+            end = start + SNAPSHOTS_PER_LINE
+            more = end < len(snapshots)
+            self.sendLine(json.dumps(["!", number, snapshots[start:end], more]).encode())
 
     def _timedOut(self, number: int) -> None:
         entry = self._pending.pop(number, None)

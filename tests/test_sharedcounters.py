@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
+import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs, formatEvent
@@ -239,6 +240,35 @@ def test_workersActivityReachesTheMainProcess() -> None:
     told.filtersRan(ran)
     worker.pump.flush()
     assert runs == [ran]
+
+
+@pytest.mark.parametrize("count", [0, 1, 20, 21, 41, 500])
+def test_aWorkerWithManySessionsTellsThemAll(count: int) -> None:
+    """
+    However many sessions a worker holds (500 would make one line of
+    some 60 KB, over the line limit), the main process gets every one,
+    and the pair stays connected: the next counter request is answered.
+    """
+    from popproxy._sessionrecord import SessionSnapshot
+
+    clock = Clock()
+    worker = Worker(MemoryCounters(clock), clock)
+    worker.sessions = tuple(
+        SessionSnapshot(
+            f"{n:x}",
+            "proxy.listen[0]",
+            f"192.0.2.{n % 250}:{4000 + n}",
+            "bob",
+            None,
+            5.5,
+            2,
+            10,
+            99,
+        )
+        for n in range(count)
+    )
+    assert worker.answer(worker.server.askSessions()) == worker.sessions
+    assert worker.answer(worker.counters.hit("k", 1, 60)) == 1
 
 
 def test_mainProcessAsksAWorkerForItsSessions() -> None:
