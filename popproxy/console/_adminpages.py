@@ -32,8 +32,8 @@ from popproxy.console._pages import (
     SIGN_IN_ANSWERS,
     Console,
     ConsoleResource,
-    attachmentName,
     cookieName,
+    downloadAnswer,
     formToken,
     homeOf,
     pageNumber,
@@ -236,10 +236,7 @@ class AdminPages(ConsoleResource):
                 user=item.record.user,
                 filename=item.filename or "",
             )
-            request.setHeader(b"Content-Type", b"application/octet-stream")
-            request.setHeader(b"Content-Disposition", attachmentName(download.filename, identifier))
-            request.setHeader(b"Content-Security-Policy", b"default-src 'none'; sandbox")
-            return download.content
+            return downloadAnswer(request, download, identifier)
         release = await console.runInThread(lambda: console.releases.status(identifier))
         return console.page(
             request,

@@ -37,7 +37,7 @@ from popproxy.console._current import CurrentSettings
 from popproxy.console._sessions import ConsoleSession, SessionStore, newToken
 from popproxy.console._signin import SignIn, SignInCheck
 from popproxy.console._templates import HERE, Templates
-from popproxy.console._view import IQuarantineView, Item
+from popproxy.console._view import Download, IQuarantineView, Item
 
 log = PrintableLogger(namespace="popproxy.console")
 
@@ -109,6 +109,18 @@ def attachmentName(name: str | None, identifier: str) -> bytes:
     ascii = re.sub(r"[^A-Za-z0-9 !#$&+,.;=@^_`{}~()\[\]-]", "_", name)
     utf8 = quote(name, safe="")
     return f"attachment; filename=\"{ascii}\"; filename*=UTF-8''{utf8}".encode("ascii")
+
+
+def downloadAnswer(request: Request, download: Download, identifier: str) -> bytes:
+    """
+    Answer C{request} with C{download}'s octets as a file to save: never
+    shown inline, never sniffed or run as a page (the one place the
+    user's and the administrators' downloads get their headers).
+    """
+    request.setHeader(b"Content-Type", b"application/octet-stream")
+    request.setHeader(b"Content-Disposition", attachmentName(download.filename, identifier))
+    request.setHeader(b"Content-Security-Policy", b"default-src 'none'; sandbox")
+    return download.content
 
 
 def textArgument(request: Request, name: bytes, limit: int) -> str | None:
@@ -476,10 +488,7 @@ class ItemPages(ConsoleResource):
             item=identifier,
             filename=item.filename or "",
         )
-        request.setHeader(b"Content-Type", b"application/octet-stream")
-        request.setHeader(b"Content-Disposition", attachmentName(download.filename, identifier))
-        request.setHeader(b"Content-Security-Policy", b"default-src 'none'; sandbox")
-        return download.content
+        return downloadAnswer(request, download, identifier)
 
     async def _release(self, request: Request, session: ConsoleSession, identifier: str) -> bytes:
         console = self.console
