@@ -14,16 +14,14 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.benchscript import alive, interruptAfter
 from tests.peers.daemons import unavailable
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,17 +38,6 @@ def runnable() -> None:
         unavailable("bench/attack.py needs root (its Dovecot runs mail as a system user)")
     if shutil.which("dovecot") is None and not Path("/usr/sbin/dovecot").exists():
         unavailable("dovecot is not installed")
-
-
-def alive(pid: int) -> bool:
-    """
-    Whether C{pid} is a live process (a zombie is not).
-    """
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"
 
 
 def runAttack(arguments: list[str], timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
@@ -158,27 +145,10 @@ def test_interruptedRunLeavesNothingBehind(runnable: None) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
-    # A script gone silent would block the loop below: killed at the
-    # deadline, its output ends and the assertions say what was seen.
-    watchdog = threading.Timer(60, process.kill)
-    watchdog.start()
-    try:
-        pids: dict[str, int] = {}
-        assert process.stderr is not None
-        deadline = time.monotonic() + 60
-        for line in process.stderr:
-            if found := re.search(r"pids (.*)$", line):
-                pids = {k: int(v) for k, v in (p.split("=") for p in found.group(1).split())}
-            if "attack for" in line or time.monotonic() > deadline:
-                break
-        watchdog.cancel()
-        assert set(pids) == {"dovecot", "relay", "popproxy"}
-        time.sleep(1.0)
-        process.send_signal(signal.SIGINT)
-        assert process.wait(60) == 130
-    finally:
-        watchdog.cancel()
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    # Interrupted a second into the attack (its processes named before).
+    seen = interruptAfter(process, lambda line: "attack for" in line, 60, pause=1.0)
+    named = [found for line in seen if (found := re.search(r"pids (.*)$", line))]
+    assert named, seen
+    pids = {k: int(v) for k, v in (p.split("=") for p in named[-1].group(1).split())}
+    assert set(pids) == {"dovecot", "relay", "popproxy"}
     assert not [name for name, pid in pids.items() if alive(pid)]

@@ -14,16 +14,14 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.benchscript import alive, interruptAfter
 from tests.peers.daemons import unavailable
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,17 +51,6 @@ def runnable() -> None:
     for name in ("dovecot", "haproxy"):
         if shutil.which(name) is None and not Path(f"/usr/sbin/{name}").exists():
             unavailable(f"{name} is not installed")
-
-
-def alive(pid: int) -> bool:
-    """
-    Whether C{pid} is a live process (a zombie is not).
-    """
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"
 
 
 def startedPids(stderr: str) -> list[int]:
@@ -171,27 +158,7 @@ def test_interruptedRunLeavesNothingBehind(runnable: None) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
-    # A script gone silent would block the loop below: killed at the
-    # deadline, its output ends and the assertions say what was seen.
-    watchdog = threading.Timer(180, process.kill)
-    watchdog.start()
-    seen = []
-    try:
-        assert process.stderr is not None
-        deadline = time.monotonic() + 180
-        for line in process.stderr:
-            seen.append(line)
-            if "round 1/1" in line or time.monotonic() > deadline:
-                break
-        watchdog.cancel()
-        assert "round 1/1" in seen[-1], seen
-        process.send_signal(signal.SIGINT)
-        assert process.wait(60) == 130
-    finally:
-        watchdog.cancel()
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    seen = interruptAfter(process, lambda line: "round 1/1" in line, 180)
     pids = startedPids("".join(seen))
     assert len(pids) == 3, seen
     assert not [pid for pid in pids if alive(pid)]

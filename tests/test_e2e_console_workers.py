@@ -29,16 +29,15 @@ from popproxy.console._passwordhash import hashPassword
 from tests.peers.ports import freePort
 from tests.peers.proxy import ProxyProcess
 from tests.test_e2e_metrics import (
-    JUDGE,
     MESSAGES,
     ROUNDS,
-    SCANNER,
     Client,
     badSession,
     goodSession,
     onBothProcesses,
     waitFor,
 )
+from tests.test_e2e_metrics import startProxy as metricsProxy
 
 SESSIONS = 8
 HELD = 6
@@ -102,44 +101,21 @@ class AdminBrowser:
 
 
 def startProxy(tmp_path: Path, upstreamPort: int, consolePort: int) -> ProxyProcess:
-    plugins = tmp_path / "plugins"
-    plugins.mkdir()
-    (plugins / "judge.py").write_text(JUDGE)
-    (plugins / "scanner.py").write_text(SCANNER)
-    workdir = tmp_path / "proxy"
-    workdir.mkdir()
-    proxy = ProxyProcess(
-        workdir,
-        f"""
-[proxy]
-listen = ["tcp:{{PORT}}:interface=127.0.0.1"]
-workers = 2
-login_failure_delay = 0
-[upstream]
-default = "tcp:127.0.0.1:{upstreamPort}"
+    """
+    The metrics test's proxy with a directory quarantine, quick login
+    blocks and the console.
+    """
+    extra = f"""
 [limits.logins]
 delay = 0.01
 block_after = 3
 new_account_weight = 1
-[chain]
-plugin_dirs = ["{plugins}"]
-quarantine = "{tmp_path / "quarantine"}"
-[[filter]]
-plugin = "judge"
-[[filter]]
-plugin = "scanner"
 [console]
 listen = "tcp:{consolePort}:interface=127.0.0.1"
 admins = {{ root = "{hashPassword(PASSWORD).line()}" }}
-""",
-    )
-    proxy.start()
-    waitFor(
-        lambda: re.search(r"worker 1: .*SessionFactory starting on", proxy.log()),
-        "worker 1 to listen",
-        proxy,
-    )
-    return proxy
+"""
+    chain = f'quarantine = "{tmp_path / "quarantine"}"'
+    return metricsProxy(tmp_path, upstreamPort, extra, chain)
 
 
 def heldSession(port: int, together: threading.Barrier) -> Client:

@@ -248,7 +248,12 @@ def multiprocessDirectory(pid: int) -> Path:
     return Path(entry.split(b"=", 1)[1].decode())
 
 
-def startProxy(tmp_path: Path, upstreamPort: int, metricsPort: int) -> ProxyProcess:
+def startProxy(tmp_path: Path, upstreamPort: int, extra: str, chain: str = "") -> ProxyProcess:
+    """
+    twistd with two processes and the judge and scanner filters, started
+    once its worker listens; C{chain} is added to its C{[chain]} table and
+    C{extra} (more tables) to the end of its configuration.
+    """
     plugins = tmp_path / "plugins"
     plugins.mkdir()
     (plugins / "judge.py").write_text(JUDGE)
@@ -266,12 +271,12 @@ login_failure_delay = 0
 default = "tcp:127.0.0.1:{upstreamPort}"
 [chain]
 plugin_dirs = ["{plugins}"]
+{chain}
 [[filter]]
 plugin = "judge"
 [[filter]]
 plugin = "scanner"
-[metrics]
-listen = "tcp:{metricsPort}:interface=127.0.0.1"
+{extra}
 """,
     )
     proxy.start()
@@ -336,7 +341,9 @@ def test_metricsAddUpOverWorkers(rawPop3: Any, tmp_path: Path) -> None:
     """
     server = rawPop3(messages=MESSAGES, user="u", password="p")
     metricsPort = freePort()
-    proxy = startProxy(tmp_path, server.port, metricsPort)
+    proxy = startProxy(
+        tmp_path, server.port, f'[metrics]\nlisten = "tcp:{metricsPort}:interface=127.0.0.1"\n'
+    )
     try:
         (worker,) = waitFor(lambda: workerPids(proxy.configPath), "the worker", proxy)
         directory = multiprocessDirectory(worker)
