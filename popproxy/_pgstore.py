@@ -45,6 +45,7 @@ from psycopg.types.json import Json
 
 from popproxy._pgschema import BLOBS, RECORDS, checkSchema
 from popproxy._quarantine import (
+    SUMMARY_FIELDS,
     Record,
     StoreItem,
     headerFilename,
@@ -198,8 +199,11 @@ def _recordRow(identifier: str, metadata: dict[str, Any]) -> tuple[Any, ...]:
     """
     path = metadata.get("path")
     headers = metadata.get("headers", "")
-    summary = summaryFields(headers)
-    summary.update({key: metadata[key] for key in summary if key in metadata})
+    kept = {key: metadata[key] for key in SUMMARY_FIELDS.values() if key in metadata}
+    # The proxy's own records keep all three: their headers are read
+    # again only for a record copied over without them.
+    summary = {} if len(kept) == len(SUMMARY_FIELDS) else summaryFields(headers)
+    summary.update(kept)
     row = (
         identifier,
         metadata["time"],
