@@ -45,11 +45,16 @@ def scannerState(status: ScannerStatus | StoreStatus) -> str:
 @dataclass(frozen=True, slots=True)
 class HealthReport:
     """
-    The answer to C{GET /healthz}: an HTTP status code and a JSON body.
+    The answer to C{GET /healthz}: an HTTP status code and the document
+    its JSON body encodes (which the console's health panel reads as it is).
     """
 
     code: int
-    body: bytes
+    document: dict[str, Any]
+
+    @property
+    def body(self) -> bytes:
+        return json.dumps(self.document, indent=2).encode("utf-8") + b"\n"
 
 
 def healthReport(
@@ -89,8 +94,7 @@ def healthReport(
     }
     if quarantine is not None:
         document["quarantine"] = quarantine
-    body = json.dumps(document, indent=2).encode("utf-8") + b"\n"
-    return HealthReport(200 if status == "serving" else 503, body)
+    return HealthReport(200 if status == "serving" else 503, document)
 
 
 def quarantineState(quarantine: Any) -> dict[str, Any] | None:

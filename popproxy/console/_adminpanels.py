@@ -14,7 +14,6 @@ beyond the user's console.
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -157,7 +156,7 @@ async def healthValues(console: Console, admin: AdminConsole) -> dict[str, Any]:
     """
     report: dict[str, Any] = {}
     if admin.health is not None:
-        report = json.loads(admin.health.report().body)
+        report = admin.health.report().document
     store = dict(report.get("quarantine") or {})
     if store.get("store") == "directory":
         store.update(await console.runInThread(lambda: storeFacts(store["address"])))
