@@ -25,8 +25,6 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +32,7 @@ from bench._dovecot import Account, DovecotServer
 from bench._load import LoadGenerator
 from bench._report import progress
 from bench._settings import Settings
-from bench._targets import Targets
+from bench._targets import Targets, startedTarget
 
 MB = 1e6
 
@@ -144,16 +142,6 @@ def waitForCacheLines(
     return found
 
 
-@contextmanager
-def _started(settings: Settings, dovecot: DovecotServer, name: str) -> Iterator[Targets]:
-    targets = Targets(dovecot, settings)
-    try:
-        targets.start((name,), settings.loadSessions + 100)
-        yield targets
-    finally:
-        targets.stop()
-
-
 def measureLoadedMemory(
     settings: Settings, generator: LoadGenerator, dovecot: DovecotServer
 ) -> dict[str, Any]:
@@ -175,7 +163,7 @@ def measureLoadedMemory(
     for name in settings.targets:
         if name == "direct":
             continue
-        with _started(settings, dovecot, name) as targets:
+        with startedTarget(settings, dovecot, name, settings.loadSessions + 100) as targets:
             results["targets"][name] = _loaded(settings, generator, targets, name, account)
     return results
 

@@ -17,8 +17,7 @@ from __future__ import annotations
 import selectors
 import socket
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +25,7 @@ from bench._dovecot import DovecotServer
 from bench._load import TERMINATOR, LoadGenerator, stuff
 from bench._report import progress
 from bench._settings import Settings
-from bench._targets import Targets
+from bench._targets import Targets, startedTarget
 
 MB = 1e6
 
@@ -239,21 +238,11 @@ def measureMemory(
     for name in settings.targets:
         if name == "direct":
             continue
-        with _started(settings, dovecot, name) as targets:
+        with startedTarget(settings, dovecot, name, settings.idleSessions + 100) as targets:
             results["idle"]["targets"][name] = _idle(settings, generator, targets, name, dovecot)
-        with _started(settings, dovecot, name) as targets:
+        with startedTarget(settings, dovecot, name, settings.idleSessions + 100) as targets:
             results["big"]["targets"][name] = _big(settings, generator, targets, name, dovecot)
     return results
-
-
-@contextmanager
-def _started(settings: Settings, dovecot: DovecotServer, name: str) -> Iterator[Targets]:
-    targets = Targets(dovecot, settings)
-    try:
-        targets.start((name,), settings.idleSessions + 100)
-        yield targets
-    finally:
-        targets.stop()
 
 
 def _idle(

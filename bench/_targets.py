@@ -13,6 +13,9 @@ well).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from bench import _pinning, _process
 from bench._balanced import BalancedPopproxies
 from bench._dovecot import DovecotServer
@@ -146,3 +149,19 @@ class Targets:
         if self.forwarder is not None:
             self.forwarder.stop()
             self.forwarder = None
+
+
+@contextmanager
+def startedTarget(
+    settings: Settings, dovecot: DovecotServer, name: str, connections: int
+) -> Iterator[Targets]:
+    """
+    The target C{name} alone, started for C{connections} client connections
+    for the length of a C{with} block, and stopped after it.
+    """
+    targets = Targets(dovecot, settings)
+    try:
+        targets.start((name,), connections)
+        yield targets
+    finally:
+        targets.stop()
