@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shutil
 import statistics
 import sys
 import tempfile
@@ -34,12 +33,10 @@ if __package__ in (None, ""):
 
 from twisted.internet.task import Clock  # noqa: E402
 
+from bench._postgres import migratedPostgres  # noqa: E402
 from popproxy._chain import runHere  # noqa: E402
 from popproxy._pgreleases import PostgresReleases  # noqa: E402
-from popproxy._pgschema import migrate  # noqa: E402
-from popproxy._pgstore import PostgresStore, openConnection  # noqa: E402
 from popproxy._quarantine import DirectoryQuarantine, partItems  # noqa: E402
-from popproxy._quarantineaddress import DatabaseAddress  # noqa: E402
 from popproxy.console._pgview import PostgresView  # noqa: E402
 from popproxy.interfaces import FilterContext, RemovedPart  # noqa: E402
 from tests.consoleharness import (  # noqa: E402
@@ -48,7 +45,6 @@ from tests.consoleharness import (  # noqa: E402
     makeAdmin,
     makeConsole,
 )
-from tests.peers.postgres import PostgresServer  # noqa: E402
 
 #: How many times each page is asked for.
 RUNS = 50
@@ -126,15 +122,7 @@ def directoryCase(records: int, users: int) -> None:
 
 
 def postgresCase(records: int, users: int) -> None:
-    temporary = Path(tempfile.mkdtemp(prefix="popproxy-bench-console-pg-"))
-    server = PostgresServer(temporary, durable=True)
-    server.initialize()
-    server.start()
-    try:
-        address = DatabaseAddress(server.url())
-        with openConnection(address, check=False) as connection:
-            migrate(connection)
-        store = PostgresStore(address, maxConnections=2)
+    with migratedPostgres("popproxy-bench-console-pg-", 2) as (server, store, temporary):
         started = time.perf_counter()
         fill(store.write, records, users)
         server.execute("ANALYZE")
@@ -147,10 +135,6 @@ def postgresCase(records: int, users: int) -> None:
         client = ConsoleClient(console)
         client.signIn(user, "pw")
         report(client, records, users)
-        store.close()
-    finally:
-        server.stop()
-        shutil.rmtree(temporary, ignore_errors=True)
 
 
 def main() -> None:

@@ -18,7 +18,6 @@ stores per second, median and 95th percentile latency in milliseconds.
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import sys
 import tempfile
@@ -31,12 +30,9 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from popproxy._pgschema import migrate  # noqa: E402
-from popproxy._pgstore import PostgresStore, openConnection  # noqa: E402
+from bench._postgres import migratedPostgres  # noqa: E402
 from popproxy._quarantine import DirectoryQuarantine, StoreItem, storeItems  # noqa: E402
-from popproxy._quarantineaddress import DatabaseAddress  # noqa: E402
 from popproxy.interfaces import FilterContext  # noqa: E402
-from tests.peers.postgres import PostgresServer  # noqa: E402
 
 
 def items(count: int, size: int, tag: str) -> list[list[StoreItem]]:
@@ -86,22 +82,10 @@ def main() -> None:
             stores = items(options.stores, options.size, f"dir{writers}")
             figures = measure(directory._writeParts, stores, writers)
             print(f"directory   {writers} writer(s): {figures}")
-    pgDirectory = Path(tempfile.mkdtemp(prefix="popproxy-bench-pg-"))
-    server = PostgresServer(pgDirectory, durable=True)
-    server.initialize()
-    server.start()
-    try:
-        address = DatabaseAddress(server.url())
-        with openConnection(address, check=False) as connection:
-            migrate(connection)
-        store = PostgresStore(address, maxConnections=4)
+    with migratedPostgres("popproxy-bench-pg-", 4) as (_, store, _):
         for writers in (1, 4):
             stores = items(options.stores, options.size, f"pg{writers}")
             print(f"postgresql  {writers} writer(s): {measure(store.write, stores, writers)}")
-        store.close()
-    finally:
-        server.stop()
-        shutil.rmtree(pgDirectory, ignore_errors=True)
 
 
 if __name__ == "__main__":
