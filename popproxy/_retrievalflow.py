@@ -18,6 +18,7 @@ which become part of the delivered message.
 from __future__ import annotations
 
 import io
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -40,6 +41,10 @@ log = PrintableLogger()
 
 #: The status line of every TOP answer the proxy writes itself.
 TOP_STATUS = b"+OK top of message follows"
+
+#: The size of one noted dot place (a Python int) at most: an offset into a
+#: message held in memory, counted as the largest such int.
+_OFFSET_OBJECT_SIZE = sys.getsizeof(1 << 62)
 
 #: How much of an oversize message TOP cuts its answer from.
 _OVERSIZE_TOP_HEAD = 1 << 20
@@ -140,9 +145,17 @@ class Filtered:
     @property
     def footprint(self) -> int:
         """
-        The octets this entry keeps in memory.
+        The octets this entry keeps in memory: the message, and the noted
+        dot places (a tuple of ints, each a Python object of its own: up to
+        65,536 of them can hold more than a small message).
         """
-        return len(self.message)
+        if self.dotOffsets is None:
+            return len(self.message)
+        return (
+            len(self.message)
+            + sys.getsizeof(self.dotOffsets)
+            + _OFFSET_OBJECT_SIZE * len(self.dotOffsets)
+        )
 
 
 def deliveryOf(entry: Filtered, command: str, lines: int | None) -> Delivery:

@@ -385,7 +385,8 @@ def test_deliveryOfEntries() -> None:
     A cached entry gives TOP's cut, a verbatim relay, or a stuffed message.
     An unchanged message, entered as the flow enters it (the spooled
     message and where its dot-lines start, or no places noted), is relayed
-    as the server sent it; the entry keeps the message alone.
+    as the server sent it; the entry counts the message and the places
+    noted.
     """
     spool = Spool(1 << 20)
     spool.statusReceived(StatusLine(b"+OK 70"))
@@ -401,7 +402,26 @@ def test_deliveryOfEntries() -> None:
     assert deliveryOf(changed, "RETR", None) == WholeMessage(
         b"+OK %d octets" % len(MESSAGE), MESSAGE
     )
-    assert unchanged.footprint == len(MESSAGE)
+    assert unnoted.footprint == len(MESSAGE)
+    assert unchanged.footprint > len(MESSAGE)
+
+
+def test_cacheBudgetCountsTheNotedDotPlaces() -> None:
+    """
+    A message that fits the session's cache budget by its octets, but not
+    with the places of its 10,000 dot-lines noted beside it (each a
+    Python int), is not cached: the next RETR asks the upstream again,
+    and the cache never holds more than its budget says.
+    """
+    dotted = b"Subject: dots\r\n\r\n" + b".a\r\n" * 10_000
+    status = b"+OK %d octets" % len(dotted)
+    run = Run(
+        upstream=FakeUpstream(message=dotted, status=status),
+        mailbox=MailboxView(len(dotted) + 1_000),
+    )
+    assert run.deliver() == Relayed(status, wireOf(dotted))
+    assert run.deliver() == Relayed(status, wireOf(dotted))
+    assert run.upstream.sent.count(b"RETR 1") == 2
 
 
 def test_topOfAndContinueStuffed() -> None:
