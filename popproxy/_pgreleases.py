@@ -16,7 +16,7 @@ the first to refuse, and a released item stays released).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -83,6 +83,13 @@ class PostgresReleases:
         query = f"SELECT {_COLUMNS} FROM {RELEASES} WHERE id = %s"
         row = self._pool.run(lambda c: c.execute(query, (identifier,)).fetchone())
         return None if row is None else _release(row)
+
+    def statuses(self, identifiers: Sequence[str]) -> dict[str, Release]:
+        if not identifiers:
+            return {}
+        query = f"SELECT {_COLUMNS} FROM {RELEASES} WHERE id = ANY(%s)"
+        rows = self._pool.run(lambda c: c.execute(query, (list(identifiers),)).fetchall())
+        return {release.id: release for release in map(_release, rows)}
 
     def isReleased(self, identifier: str) -> bool:
         found = self.status(identifier)

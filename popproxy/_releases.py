@@ -16,7 +16,7 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -77,6 +77,12 @@ class IReleaseRequests(Interface):
         The item's release state (C{None}: never requested nor approved).
         """
 
+    def statuses(identifiers: Sequence[str]) -> dict[str, Release]:
+        """
+        The release states of several items at once (a console page's), by
+        identifier; an item never requested nor approved is left out.
+        """
+
     def isReleased(identifier: str) -> bool:
         """
         Whether an administrator approved the item's release.
@@ -120,6 +126,10 @@ class DirectoryReleases:
         except FileNotFoundError:
             return None
         return _release(data)
+
+    def statuses(self, identifiers: Sequence[str]) -> dict[str, Release]:
+        found = ((identifier, self.status(identifier)) for identifier in identifiers)
+        return {identifier: release for identifier, release in found if release is not None}
 
     def isReleased(self, identifier: str) -> bool:
         found = self.status(identifier)

@@ -175,3 +175,19 @@ def test_rejectionLeavesTheQueueAndKeepsTheFirst(postgres: PostgresDatabase) -> 
     assert queue.reject(other, "root").rejectedBy is None and queue.isReleased(other)
     with pytest.raises(KeyError):
         queue.reject("no-such-item", "admin")
+
+
+def test_statusesOfAPage(postgres: PostgresDatabase) -> None:
+    """
+    The states of a page of items come in one call (one statement), by identifier,
+    the same as asking for each; items nobody asked for are left out.
+    """
+    store = migrated(postgres)
+    ids = [keep(store, "alice", f"{name}.exe", 1.0) for name in "abc"]
+    queue = releases(store, 1.0, 2.0)
+    queue.request(ids[0], "alice")
+    queue.approve(ids[2], "admin")
+    found = queue.statuses([*ids, "unknown"])
+    assert found == {ids[0]: queue.status(ids[0]), ids[2]: queue.status(ids[2])}
+    assert found[ids[2]].released and not found[ids[0]].released
+    assert queue.statuses([]) == {}

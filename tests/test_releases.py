@@ -84,3 +84,17 @@ def test_rejectIsRecordedAndLeavesTheQueue(tmp_path: Path) -> None:
     approved = releases.approve("p1", "ops")
     assert approved.released and not approved.rejected and approved.approvedBy == "ops"
     assert releases.reject("p1", "root") == approved
+
+
+def test_statusesOfAPage(tmp_path: Path) -> None:
+    """
+    The states of several items come in one call, by identifier; items
+    nobody asked for are left out, and asking for none gives none.
+    """
+    releases = DirectoryReleases(tmp_path, clock=lambda: 5.0)
+    releases.request("p1", "alice")
+    releases.approve("p3", "admin")
+    found = releases.statuses(["p1", "p2", "p3"])
+    assert found == {"p1": releases.status("p1"), "p3": releases.status("p3")}
+    assert found["p3"].released and not found["p1"].released
+    assert releases.statuses([]) == {}

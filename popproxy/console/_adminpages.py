@@ -197,9 +197,8 @@ class AdminPages(ConsoleResource):
         search = textArgument(request, b"q", 200) or ""
         size = console.pageSize
         page = await console.view.allItems(user, search, (pageNumber(request) - 1) * size, size)
-        releases = await console.runInThread(
-            lambda: {item.record.id: console.releases.status(item.record.id) for item in page.items}
-        )
+        identifiers = [item.record.id for item in page.items]
+        releases = await console.runInThread(lambda: console.releases.statuses(identifiers))
         number = page.offset // size + 1
         query = {key: value for key, value in (("user", user), ("q", search)) if value}
         previous = urlencode({**query, "page": number - 1}) if number > 1 else None

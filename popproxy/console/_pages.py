@@ -384,13 +384,14 @@ def _pageQuery(search: str, number: int) -> str:
 
 def offersOf(console: Console, items: tuple[Item, ...]) -> dict[str, str]:
     """
-    What the user may do with each item (blocking: reads the release store).
+    What the user may do with each item (blocking: reads the release store
+    once for them all).
     """
-    offers = {}
-    for item in items:
-        release = console.releases.status(item.record.id)
-        offers[item.record.id] = offerOf(console.access, item, release).value
-    return offers
+    releases = console.releases.statuses([item.record.id for item in items])
+    return {
+        item.record.id: offerOf(console.access, item, releases.get(item.record.id)).value
+        for item in items
+    }
 
 
 def offerOf(access: ItemAccess, item: Item, release: Release | None) -> Offer:
