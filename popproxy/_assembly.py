@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -366,6 +366,34 @@ class ReportSessionLimit(Service):
         self._metrics.sessionLimit(self._admission.maxSessions)
 
 
+@dataclass(frozen=True)
+class ReloadKept:
+    """
+    What a process's sessions count that a reload must not start afresh:
+    the upstream connections held before login (sessions of the old
+    generation give their places back to the same pool, so a reload never
+    lets C{prelogin_upstream} more in) and the refusal log's intervals.
+    """
+
+    prelogin: PreloginPool
+    refusals: RefusalLog
+
+    @classmethod
+    def fromConfig(cls, config: Config, reactor: Any) -> ReloadKept:
+        limits = config.limits
+        return cls(
+            PreloginPool(limits.preloginUpstream, reactor),
+            RefusalLog(reactor, limits.refusalLogInterval),
+        )
+
+    def reconfigure(self, config: Config) -> None:
+        """
+        Apply a reloaded configuration's limits; what is counted stays.
+        """
+        self.prelogin.reconfigure(config.limits.preloginUpstream)
+        self.refusals.reconfigure(config.limits.refusalLogInterval)
+
+
 def sessionFactories(
     config: Config,
     reactor: Any,
@@ -374,6 +402,7 @@ def sessionFactories(
     stop: GracefulStop | None = None,
     admission: ProcessAdmission | None = None,
     counters: ICounterStore | None = None,
+    kept: ReloadKept | None = None,
 ) -> tuple[SessionFactory, SessionFactory, ServerTLS | None]:
     """
     The session factories for plain and implicit-TLS listeners (shared by
@@ -385,7 +414,14 @@ def sessionFactories(
         C{config} (a reload keeps the counts); a new one if not given.
     @param counters: the process's login counters (L{counterStore}), which
         outlive a reload; without them, the sessions get counters of their own.
+    @param kept: the process's pre-login places and refusal log, given
+        C{config}'s limits (a reload keeps what they count); new ones if
+        not given.
     """
+    if kept is None:
+        kept = ReloadKept.fromConfig(config, reactor)
+    else:
+        kept.reconfigure(config)
     if admission is None:
         admission = processAdmission(config, reactor)
     else:
@@ -414,8 +450,8 @@ def sessionFactories(
         admission=admission,
         limits=config.limits,
         loginThrottle=loginThrottle(config, reactor, counters, metrics, admission),
-        refusalLog=RefusalLog(reactor, config.limits.refusalLogInterval),
-        preloginPool=PreloginPool(config.limits.preloginUpstream, reactor),
+        refusalLog=kept.refusals,
+        preloginPool=kept.prelogin,
     )
     factory = SessionFactory(settings)
     secure = SessionFactory(replace(settings, implicitTLS=True))
@@ -511,6 +547,7 @@ def generationFrom(
     stop: GracefulStop | None = None,
     admission: ProcessAdmission | None = None,
     counters: ICounterStore | None = None,
+    kept: ReloadKept | None = None,
 ) -> Generation:
     """
     What a checked configuration serves: its listeners, each with its
@@ -518,7 +555,7 @@ def generationFrom(
     labelled with it (and reporting to C{stop}, admitted by C{admission}).
     """
     factory, secure, serverTLS = sessionFactories(
-        config, reactor, chain, metrics, stop, admission=admission, counters=counters
+        config, reactor, chain, metrics, stop, admission=admission, counters=counters, kept=kept
     )
     plans: dict[str, ListenerPlan] = {}
     for table, descriptions, sessions, tls in (
@@ -554,6 +591,7 @@ def rebuildGeneration(
     stop: GracefulStop | None = None,
     admission: ProcessAdmission | None = None,
     counters: ICounterStore | None = None,
+    kept: ReloadKept | None = None,
 ) -> Generation:
     """
     The generation of the configuration read again: checked, with its own
@@ -567,7 +605,7 @@ def rebuildGeneration(
     checkOnReactor(config, reactor)
     chain = buildChain(config, reactor, threads, metrics)
     return generationFrom(
-        config, reactor, chain, metrics, stop, admission=admission, counters=counters
+        config, reactor, chain, metrics, stop, admission=admission, counters=counters, kept=kept
     )
 
 
@@ -666,7 +704,8 @@ def serviceFromConfig(
     ignoreRepeatedStops(reactor)
     stores = sharedStores(config, reactor, metrics)
     counters, admission = stores.counters, processAdmission(config, reactor, stores)
-    generation = generationFrom(config, reactor, chain, metrics, stop, admission, counters)
+    kept = ReloadKept.fromConfig(config, reactor)
+    generation = generationFrom(config, reactor, chain, metrics, stop, admission, counters, kept)
     _warnAboutPlainText(config, config.tls.certificate)
     listeners = [
         listenerFromPlan(reactor, description, plan)
@@ -697,6 +736,7 @@ def serviceFromConfig(
             stop,
             admission=admission,
             counters=counters,
+            kept=kept,
         )
         reloader = Reloader(rebuild, opened, generation, partial(tellReloaded, opened, onReload))
         ReloadOnHangup(reactor.callFromThread, reloader.reload).setServiceParent(top)

@@ -45,6 +45,13 @@ class PreloginPool:
         self._warned: float | None = None
         self._without = 0
 
+    def reconfigure(self, limit: int) -> None:
+        """
+        Apply a reloaded limit; the places taken stay taken (a lower limit
+        lets no new session in until enough are given back).
+        """
+        self.limit = limit
+
     def take(self) -> bool:
         """
         Take a place if one is free: whether the session may connect

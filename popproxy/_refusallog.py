@@ -46,6 +46,7 @@ class _Counting:
     """
 
     count: int
+    seconds: float
     call: IDelayedCall | None = None
 
 
@@ -67,6 +68,13 @@ class RefusalLog:
         self._interval = interval
         self._maxNetworks = maxNetworks
         self._counting: dict[tuple[str, str], _Counting] = {}
+
+    def reconfigure(self, interval: float) -> None:
+        """
+        Apply a reloaded interval from each network's next line on; the
+        networks being counted stay counted.
+        """
+        self._interval = interval
 
     def refused(self, client: str, network: str, reason: str) -> None:
         """
@@ -93,7 +101,7 @@ class RefusalLog:
             counting.count += 1
 
     def _start(self, key: tuple[str, str], count: int) -> None:
-        counting = self._counting[key] = _Counting(count)
+        counting = self._counting[key] = _Counting(count, self._interval)
         counting.call = self._clock.callLater(self._interval, self._intervalOver, key)
 
     def _intervalOver(self, key: tuple[str, str]) -> None:
@@ -105,7 +113,7 @@ class RefusalLog:
             MORE_FORMAT,
             count=counting.count,
             network=network,
-            seconds=round(self._interval),
+            seconds=round(counting.seconds),
             reason=reason,
         )
         self._start(key, 0)

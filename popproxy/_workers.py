@@ -33,6 +33,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
 from popproxy._assembly import (
+    ReloadKept,
     buildChain,
     generationFrom,
     processAdmission,
@@ -211,8 +212,9 @@ def main(argv: list[str] | None = None) -> None:
     stores = _storesFor(config, reactor, arguments.counters, metrics, stop.sessions.snapshot)
     counters = stores.counters
     admission = processAdmission(config, reactor, stores)
+    kept = ReloadKept.fromConfig(config, reactor)
     generation = generationFrom(
-        config, reactor, chain, metrics, stop, admission=admission, counters=counters
+        config, reactor, chain, metrics, stop, admission=admission, counters=counters, kept=kept
     )
     ports = _adopt(reactor, arguments.adopt, dict(generation.listeners))
     reloader = Reloader(
@@ -225,6 +227,7 @@ def main(argv: list[str] | None = None) -> None:
             stop,
             admission=admission,
             counters=counters,
+            kept=kept,
         ),
         AdoptedListeners(ports),
         generation,

@@ -316,6 +316,30 @@ def test_reloadChangesTheServiceTree() -> None:
     assert added.factory.current.settings.idleTimeout == 42
 
 
+def test_reloadKeepsThePreloginPlacesTaken() -> None:
+    """
+    A session of the running generation that holds one of the
+    C{prelogin_upstream} places still holds it after SIGHUP: raised from 1
+    to 2, the limit lets exactly one more session connect upstream before
+    login, not two (a reload used to start the count afresh, so each one
+    let another C{prelogin_upstream} in).
+    """
+    reactor = MemoryReactorClock()
+    reactor.callFromThread = lambda function, *args: function(*args)  # type: ignore[attr-defined]
+    base = Config(upstream="tcp:127.0.0.1:110", listen=("tcp:1110",))
+    first = replace(base, limits=replace(base.limits, preloginUpstream=1))
+    second = replace(base, limits=replace(base.limits, preloginUpstream=2))
+    top = serviceFromConfig(first, reactor, readConfig=lambda: second)
+    top.privilegedStartService()
+    (listener,) = [s for s in top if isinstance(s, Listener)]
+    before = listener.factory.current.settings.preloginPool
+    assert before.take() and not before.take()
+    (hangup,) = [s for s in top if isinstance(s, ReloadOnHangup)]
+    hangup._reload()
+    after = listener.factory.current.settings.preloginPool
+    assert after.limit == 2 and after.take() and not after.take()
+
+
 def test_listenerFromPlanListensOnce() -> None:
     """
     A listener a reload opened (listening already) does not listen again

@@ -49,3 +49,19 @@ def test_fullPoolWarnsOnceAMinute() -> None:
     assert "1 upstream connections held for sessions not logged in" in lines[0]
     assert "1 new sessions greeted without one (no APOP for them)" in lines[0]
     assert "60 new sessions greeted without one" in lines[1]
+
+
+def test_reconfiguredLimitKeepsThePlacesTaken() -> None:
+    """
+    Lowering the limit below the places taken lets nobody in until enough
+    are given back; raising it lets in only the difference.
+    """
+    pool = PreloginPool(3, Clock())
+    assert all(pool.take() for _ in range(3))
+    pool.reconfigure(2)
+    assert not pool.take()
+    pool.give()
+    pool.give()
+    assert pool.take() and not pool.take()
+    pool.reconfigure(4)
+    assert pool.take() and pool.take() and not pool.take()

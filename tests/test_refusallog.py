@@ -100,3 +100,22 @@ def test_manyNetworksAreCountedTogether() -> None:
     logged = lines(log, clock, refusals, 60)
     assert len(logged) == 11
     assert logged[-1] == "refused 990 more connections from other networks in the last 60s: rate"
+
+
+def test_reconfiguredIntervalKeepsWhatIsCounted() -> None:
+    """
+    A reload that changes the interval mid-flood neither logs the flood's
+    network as new nor loses its count: the running interval ends as it
+    began, and the next one has the new length.
+    """
+    clock = Clock()
+    log = RefusalLog(clock, 60.0)
+    logged = lines(log, clock, [("192.0.2.7/32", "rate")] * 10, 30)
+    log.reconfigure(120.0)
+    logged += lines(log, clock, [("192.0.2.7/32", "rate")] * 10, 30)
+    logged += lines(log, clock, [("192.0.2.7/32", "rate")] * 5, 120)
+    assert logged == [
+        "connection from 192.0.2.7:40000 refused: rate",
+        "refused 19 more connections from 192.0.2.7/32 in the last 60s: rate",
+        "refused 5 more connections from 192.0.2.7/32 in the last 120s: rate",
+    ]
