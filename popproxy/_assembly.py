@@ -386,12 +386,17 @@ class ReloadKept:
             RefusalLog(reactor, limits.refusalLogInterval),
         )
 
-    def reconfigure(self, config: Config) -> None:
+    @classmethod
+    def forConfig(cls, kept: ReloadKept | None, config: Config, reactor: Any) -> ReloadKept:
         """
-        Apply a reloaded configuration's limits; what is counted stays.
+        C{kept} given C{config}'s limits (a reload: what is counted stays),
+        or new ones if there are none yet.
         """
-        self.prelogin.reconfigure(config.limits.preloginUpstream)
-        self.refusals.reconfigure(config.limits.refusalLogInterval)
+        if kept is None:
+            return cls.fromConfig(config, reactor)
+        kept.prelogin.reconfigure(config.limits.preloginUpstream)
+        kept.refusals.reconfigure(config.limits.refusalLogInterval)
+        return kept
 
 
 def sessionFactories(
@@ -418,10 +423,7 @@ def sessionFactories(
         C{config}'s limits (a reload keeps what they count); new ones if
         not given.
     """
-    if kept is None:
-        kept = ReloadKept.fromConfig(config, reactor)
-    else:
-        kept.reconfigure(config)
+    kept = ReloadKept.forConfig(kept, config, reactor)
     if admission is None:
         admission = processAdmission(config, reactor)
     else:
@@ -707,10 +709,8 @@ def serviceFromConfig(
     kept = ReloadKept.fromConfig(config, reactor)
     generation = generationFrom(config, reactor, chain, metrics, stop, admission, counters, kept)
     _warnAboutPlainText(config, config.tls.certificate)
-    listeners = [
-        listenerFromPlan(reactor, description, plan)
-        for description, plan in generation.listeners.items()
-    ]
+    plans = generation.listeners.items()
+    listeners = [listenerFromPlan(reactor, description, plan) for description, plan in plans]
     opened = ServiceListeners(reactor, top, listeners, generation)
     health = Health(lifecycle, opened.labelled, opened.currentChain)
     workerEnded = _serveMetrics(config, reactor, metrics, health, top)

@@ -217,18 +217,9 @@ def main(argv: list[str] | None = None) -> None:
         config, reactor, chain, metrics, stop, admission=admission, counters=counters, kept=kept
     )
     ports = _adopt(reactor, arguments.adopt, dict(generation.listeners))
+    rebuild = partial(rebuildGeneration, readConfig, reactor, chain.threads, metrics, stop)
     reloader = Reloader(
-        partial(
-            rebuildGeneration,
-            readConfig,
-            reactor,
-            chain.threads,
-            metrics,
-            stop,
-            admission=admission,
-            counters=counters,
-            kept=kept,
-        ),
+        partial(rebuild, admission=admission, counters=counters, kept=kept),
         AdoptedListeners(ports),
         generation,
     )
