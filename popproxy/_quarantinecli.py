@@ -9,6 +9,7 @@ The quarantine command line: find quarantined items and get originals back.
     popproxy-quarantine [--config twistd.conf] copy --from STORE [--to STORE]
     popproxy-quarantine ... requests [STORE]
     popproxy-quarantine ... release [STORE] ID [--by NAME]
+    popproxy-quarantine ... reject [STORE] ID [--by NAME]
 
 A STORE is a quarantine directory or a PostgreSQL database
 (C{postgresql://user@host:port/db} or a libpq connection string; the
@@ -16,8 +17,10 @@ password from the URL, a passfile or C{PGPASSWORD}).  C{migrate} creates or
 upgrades a database's schema (the proxy never does it itself); C{copy}
 copies every item the target does not keep yet, so running it twice adds
 nothing the second time.  C{requests} lists the console's release requests
-not approved yet, and C{release} approves one: its user may then download
-it from the console (on either store; see docs/console.md).
+not approved yet, C{release} approves one: its user may then download it
+from the console, and C{reject} refuses one: its user is told, and cannot
+ask again (on either store; see docs/console.md).  A released item stays
+released: C{reject} of one says so and exits 1.
 
 Also available as C{python -m popproxy quarantine ...}.  Listings print
 control and bidi characters of records as escapes; C{show} prints the
@@ -120,6 +123,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     release.add_argument("items", nargs="+", metavar="[STORE] ID")
     release.add_argument("--by", default="cli", help="the administrator approving (default: cli)")
+    reject = commands.add_parser(
+        "reject", help="refuse an item's release: its user is told and cannot ask again"
+    )
+    reject.add_argument("items", nargs="+", metavar="[STORE] ID")
+    reject.add_argument("--by", default="cli", help="the administrator refusing (default: cli)")
     return parser
 
 
@@ -261,9 +269,10 @@ def _releaseRequests(quarantine: Any) -> IReleaseRequests:
 
 def _releases(quarantine: Any, arguments: argparse.Namespace, out: TextIO) -> int:
     """
-    The C{requests} command (one line per pending request) and the
-    C{release} command (approve one item; status 1 if there is no such
-    item).
+    The C{requests} command (one line per pending request), the
+    C{release} command (approve one item) and the C{reject} command
+    (refuse one); status 1 if there is no such item, or for C{reject} of
+    an item already released (it stays released).
     """
     releases = _releaseRequests(quarantine)
     if arguments.command == "requests":
@@ -276,8 +285,18 @@ def _releases(quarantine: Any, arguments: argparse.Namespace, out: TextIO) -> in
         record = quarantine.get(identifier)
     except KeyError:
         raise CommandError(f"no item {printable(identifier)}", status=1) from None
-    releases.approve(record.id, arguments.by)
-    out.write(f"released {_line(record)}\n")
+    if arguments.command == "release":
+        releases.approve(record.id, arguments.by)
+        out.write(f"released {_line(record)}\n")
+        return 0
+    release = releases.reject(record.id, arguments.by)
+    if release.released:
+        raise CommandError(
+            f"{printable(record.id)} was released by {printable(release.approvedBy or '-')}"
+            " already; a released item stays released",
+            status=1,
+        )
+    out.write(f"rejected {_line(record)}\n")
     return 0
 
 
@@ -342,7 +361,7 @@ def _run(arguments: argparse.Namespace, out: TextIO) -> int:
             raise
         except Exception as e:
             raise _storeFailure(e, address) from None
-    if command in ("show", "export", "release"):
+    if command in ("show", "export", "release", "reject"):
         if len(arguments.items) > 2:
             raise CommandError(f"{command}: give [STORE] ID")
         text = arguments.items[0] if len(arguments.items) == 2 else None
@@ -357,7 +376,7 @@ def _run(arguments: argparse.Namespace, out: TextIO) -> int:
             return _list(quarantine, arguments.user, arguments.since, out)
         if command in ("show", "export"):
             return _showOrExport(quarantine, arguments, out)
-        if command in ("requests", "release"):
+        if command in ("requests", "release", "reject"):
             return _releases(quarantine, arguments, out)
         return _purge(quarantine, arguments, out)
     except CommandError:
@@ -368,8 +387,8 @@ def _run(arguments: argparse.Namespace, out: TextIO) -> int:
 
 def main(argv: list[str] | None = None, stdout: TextIO | None = None) -> int:
     """
-    Run the command; return the exit code (0 ok, 1 not found or the store
-    failed, 2 usage).
+    Run the command; return the exit code (0 ok, 1 not found, a released
+    item not rejected, or the store failed; 2 usage).
     """
     arguments = _parser().parse_args(argv)
     try:

@@ -291,4 +291,6 @@ def test_forgetDropsTheLoginBegunBeforeTLS() -> None:
     rig.logins.pending = PendingPass("alice", route)
     assert rig.authorization.midLogin
     rig.authorization.forget()
-    assert not rig.authorization.midLogin and rig.logins.pending is None
+    # Read afresh: mypy keeps the narrowing above across the call.
+    authorization, logins = rig.authorization, rig.logins
+    assert not authorization.midLogin and logins.pending is None

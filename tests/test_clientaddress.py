@@ -150,7 +150,9 @@ class MemoryEndpoint:
 
     def connect(self, factory: IProtocolFactory) -> Deferred[Any]:
         protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 110))
-        assert isinstance(protocol, UpstreamConnection)
+        # None ruled out first: mypy-zope takes isinstance() of an optional
+        # interface for always false (Shoobx/mypy-zope#91).
+        assert protocol is not None and isinstance(protocol, UpstreamConnection)
         transport = TLSStringTransport()
         self.transports.append(transport)
         self.protocols.append(protocol)

@@ -57,7 +57,8 @@ def test_remoteClientMustStartTLSBeforeLoggingIn() -> None:
     with capturedLogs() as events:
         rig.tls.stls(b"")
     assert rig.replies == [b"+OK begin TLS negotiation"]
-    assert rig.started == [CERTIFICATE] and rig.tls.secure
+    tls = rig.tls  # read afresh: mypy keeps the narrowing above across the call
+    assert rig.started == [CERTIFICATE] and tls.secure
     assert [formatEvent(e) for e in events] == ["session 2a: TLS started (STLS)"]
     assert rig.tls.loginsAllowed() and not rig.tls.offersSTLS()
     rig.tls.stls(b"")

@@ -16,10 +16,12 @@ def test_observersToldOnceWhenStoppingBegins() -> None:
     calls: list[str] = []
     lifecycle.onStopping(lambda: calls.append("a"))
     lifecycle.onStopping(lambda: calls.append("b"))
-    assert not lifecycle.stopping and calls == []
+    # Compared as tuples: "assert not lifecycle.stopping" would narrow the
+    # attribute for mypy, which would then skip the check after the stop.
+    assert (lifecycle.stopping, calls) == (False, [])
     lifecycle.beginStopping()
     lifecycle.beginStopping()
-    assert lifecycle.stopping and calls == ["a", "b"]
+    assert (lifecycle.stopping, calls) == (True, ["a", "b"])
 
 
 def test_lateObserverCalledAtOnce() -> None:

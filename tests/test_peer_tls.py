@@ -290,9 +290,9 @@ def test_rawClientStls(dovecotTls: DovecotMailbox, testCertificates: GeneratedCe
     for login in ("authPlain", "authPlainContinued", "apop"):
         with RawPop3Client("127.0.0.1", dovecotTls.port) as client:
             assert b"STLS" in client.capabilities()
-            assert client.tlsVersion is None
+            assert client.tlsVersion() is None
             assert client.stls(context, "localhost").startswith(b"+OK")
-            assert client.tlsVersion in ("TLSv1.2", "TLSv1.3")
+            assert client.tlsVersion() in ("TLSv1.2", "TLSv1.3")
             assert client.peerCertificate() == ssl.PEM_cert_to_DER_cert(
                 testCertificates.localhost.certificate.read_text()
             )

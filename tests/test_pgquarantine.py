@@ -88,7 +88,8 @@ def test_storeFailureFailsTheDeferredAndRecoveryIsSeen() -> None:
     assert store.pings == 1 and quarantine.status.reachable is False
     store.down = False
     clock.advance(5)
-    assert quarantine.status.reachable is True and quarantine.status.since == 10
+    status = quarantine.status  # read afresh: mypy keeps the narrowing above across the call
+    assert status.reachable is True and status.since == 10
     [identifier] = results(quarantine.store(PART, CONTEXT, "blocked", "strip"))
     assert isinstance(identifier, str) and len(store.written) == 1
     clock.advance(60)

@@ -3,7 +3,7 @@ Release requests kept in the PostgreSQL quarantine, on a real PostgreSQL
 15: a request is remembered once, an approval releases (the first
 approver kept), pending lists what waits oldest first, an item that is
 not kept cannot be asked for, purging an item deletes its release; the
-command line's requests and release work on the database; and a
+command line's requests, release and reject work on the database; and a
 database at schema version 1 is refused at start-up saying to migrate,
 after which migrate fills in the file names of the records it kept.
 """
@@ -112,6 +112,36 @@ def test_cliRequestsAndRelease(postgres: PostgresDatabase) -> None:
     assert cli("requests", postgres.url) == (0, "")
     assert PostgresReleases(store.pool).status(item).approvedBy == "root"  # type: ignore[union-attr]
     assert cli("release", postgres.url, "nope")[0] == 1
+
+
+def test_cliReject(postgres: PostgresDatabase, capsys: pytest.CaptureFixture[str]) -> None:
+    """
+    popproxy-quarantine reject refuses a pending request of the database,
+    naming the administrator, after which it is no longer listed (status
+    1 for an unknown id); rejecting an item already released says it
+    stays released, exits 1, and leaves the row released.
+    """
+    store = migrated(postgres)
+    asked = keep(store, "alice", "a.exe", 1.0)
+    approved = keep(store, "bob", "b.exe", 2.0)
+    queue = PostgresReleases(store.pool)
+    queue.request(asked, "alice")
+    assert cli("reject", postgres.url, "nope")[0] == 1
+    assert capsys.readouterr().err == "popproxy-quarantine: no item nope\n"
+    status, output = cli("reject", postgres.url, asked, "--by", "root")
+    assert status == 0 and output.startswith(f"rejected {asked}")
+    assert cli("requests", postgres.url) == (0, "")
+    refused = queue.status(asked)
+    assert refused is not None and (refused.rejectedBy, refused.released) == ("root", False)
+    queue.approve(approved, "admin")
+    assert cli("reject", postgres.url, approved, "--by", "root") == (1, "")
+    assert capsys.readouterr().err == (
+        f"popproxy-quarantine: {approved} was released by admin already;"
+        " a released item stays released\n"
+    )
+    assert postgres.execute(
+        f"SELECT approved_by, rejected_by FROM popproxy_quarantine_releases WHERE id = '{approved}'"
+    ) == [("admin", None)]
 
 
 def test_versionOneIsRefusedThenMigrated(

@@ -440,6 +440,42 @@ def test_cliReleasesAnItem(tmp_path: Path) -> None:
     assert releases.status(identifier) is None
 
 
+def test_cliRejectsAnItem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """
+    reject refuses a pending request, naming the administrator, after
+    which it is no longer listed and the user cannot ask again (status 1
+    and a message for an unknown id); rejecting an item already released
+    says it stays released, exits 1, and leaves it released.
+    """
+    from popproxy._releases import DirectoryReleases
+
+    quarantine = DirectoryQuarantine(tmp_path / "q")
+    asked, approved = stored(quarantine, PART), stored(quarantine, MESSAGE)
+    releases = DirectoryReleases(tmp_path / "q")
+    releases.request(asked, "alice")
+    directory = ["--dir", str(tmp_path / "q")]
+    assert main([*directory, "reject", "nope"], io.StringIO()) == 1
+    assert capsys.readouterr().err == "popproxy-quarantine: no item nope\n"
+    out = io.StringIO()
+    assert main([*directory, "reject", asked, "--by", "root"], out) == 0
+    assert out.getvalue().startswith(f"rejected {asked}")
+    refused = releases.status(asked)
+    assert refused is not None and (refused.rejectedBy, refused.released) == ("root", False)
+    assert releases.request(asked, "alice").rejected
+    out = io.StringIO()
+    assert main([*directory, "requests"], out) == 0 and out.getvalue() == ""
+    releases.approve(approved, "admin")
+    out = io.StringIO()
+    assert main([*directory, "reject", approved, "--by", "root"], out) == 1
+    assert out.getvalue() == ""
+    assert capsys.readouterr().err == (
+        f"popproxy-quarantine: {approved} was released by admin already;"
+        " a released item stays released\n"
+    )
+    kept = releases.status(approved)
+    assert kept is not None and kept.released and kept.rejectedBy is None
+
+
 def test_summaryFieldsAreOneLineOfText() -> None:
     """
     A Subject whose encoded words decode to NUL, CR LF and a bidi override

@@ -77,15 +77,18 @@ class TLSTransport(StringTransport):
 
     def __init__(self) -> None:
         super().__init__()
-        self.tlsStarted: object | None = None
+        self.tlsStarts: list[object] = []
 
     def startTLS(self, creator: object) -> None:
-        self.tlsStarted = creator
+        self.tlsStarts.append(creator)
+
+
+#: The TLS connection creator connectWithSTLS configures (only its identity matters).
+CREATOR = object()
 
 
 def connectWithSTLS() -> tuple[UpstreamConnection, TLSTransport, list[object]]:
-    creator = object()
-    connection = UpstreamConnection(Clock(), 30, startTLS=creator)
+    connection = UpstreamConnection(Clock(), 30, startTLS=CREATOR)
     transport = TLSTransport()
     connection.makeConnection(transport)
     results: list[object] = []
@@ -95,15 +98,16 @@ def connectWithSTLS() -> tuple[UpstreamConnection, TLSTransport, list[object]]:
 
 def test_stlsBeforeAnythingElse() -> None:
     """
-    With starttls the first thing sent is STLS; TLS starts after +OK and the
-    connection is ready only once the handshake completed.
+    With starttls the first thing sent is STLS; TLS starts after +OK, once,
+    with the configured creator, and the connection is ready only once the
+    handshake completed.
     """
     connection, transport, results = connectWithSTLS()
     connection.dataReceived(b"+OK ready\r\n")
     assert transport.value() == b"STLS\r\n"
-    assert transport.tlsStarted is None
+    assert transport.tlsStarts == []
     connection.dataReceived(b"+OK Begin TLS negotiation now.\r\n")
-    assert transport.tlsStarted is not None
+    assert transport.tlsStarts == [CREATOR]
     assert results == []
     connection.handshakeCompleted()
     assert results == [connection]

@@ -428,9 +428,12 @@ class RawPop3Client:
         self._socket = context.wrap_socket(self._socket, server_hostname=hostname)
         return status
 
-    @property
     def tlsVersion(self) -> str | None:
-        """The negotiated TLS version (e.g. C{"TLSv1.3"}), or None on a plain connection."""
+        """
+        The negotiated TLS version (e.g. C{"TLSv1.3"}), or None on a plain
+        connection.  A method, not a property: STLS changes it, and mypy
+        would keep an earlier C{is None} check's narrowing of a property.
+        """
         if isinstance(self._socket, ssl.SSLSocket):
             return self._socket.version()
         return None
