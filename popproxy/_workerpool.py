@@ -14,6 +14,7 @@ serves them to each worker over a socket pair the worker inherits
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet import tcp
 from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.protocol import Factory, ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -289,7 +291,8 @@ class WorkerPool(Service):
             old=replaced.pid,
         )
         replaced.retired = True
-        _signal(replaced, "USR2")
+        # A number: Twisted turns only the names of a few signals into theirs.
+        _signal(replaced, signal.SIGUSR2)
 
     def _stop(self, worker: _WorkerProcess) -> None:
         """
@@ -384,10 +387,10 @@ class WorkerPool(Service):
         return DeferredList(endings)
 
 
-def _signal(worker: _WorkerProcess, name: str) -> None:
+def _signal(worker: _WorkerProcess, signalID: str | int) -> None:
     try:
-        worker.transport.signalProcess(name)  # type: ignore[union-attr]
-    except Exception:  # already gone (its end is on its way)
+        worker.transport.signalProcess(signalID)  # type: ignore[union-attr]
+    except (ProcessExitedAlready, ProcessLookupError):  # already gone (its end is on its way)
         pass
 
 

@@ -9,6 +9,7 @@ one connection per wake-up (the processes themselves run in tests/test_workers.p
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 from dataclasses import dataclass, field
@@ -36,11 +37,13 @@ from popproxy._workerpool import (
 
 @dataclass
 class FakeTransport:
-    signals: list[str] = field(default_factory=list)
+    signals: list[str | int] = field(default_factory=list)
     pid: int = 0
 
-    def signalProcess(self, name: str) -> None:
-        self.signals.append(name)
+    def signalProcess(self, signalID: str | int) -> None:
+        # As Twisted's: a name only for HUP, STOP, INT, KILL and TERM.
+        assert isinstance(signalID, int) or signalID in ("HUP", "STOP", "INT", "KILL", "TERM")
+        self.signals.append(signalID)
 
 
 class ProcessReactor(Clock):
@@ -195,14 +198,14 @@ def test_reloadAddingAListenerReplacesTheWorkers() -> None:
     assert old1.transport.signals == old2.transport.signals == ["HUP"]
     assert "worker 1 is replaced by one that serves tcp:995 too" in map(formatEvent, events)
     sayServing(new1)
-    assert old1.transport.signals == ["HUP", "USR2"]
+    assert old1.transport.signals == ["HUP", signal.SIGUSR2]
     assert old2.transport.signals == ["HUP"]
     sayServing(new2)
     sayServing(new2)
-    assert old2.transport.signals == ["HUP", "USR2"]
+    assert old2.transport.signals == ["HUP", signal.SIGUSR2]
     old1.processEnded(Failure(ProcessTerminated(exitCode=0)))
     reactor.advance(3600)
-    assert old2.transport.signals == ["HUP", "USR2"]
+    assert old2.transport.signals == ["HUP", signal.SIGUSR2]
     old2.processEnded(Failure(ProcessTerminated(exitCode=0)))
     reactor.advance(RESTART_DELAY)
     assert len(reactor.spawned) == 4
@@ -226,7 +229,7 @@ def test_replacedWorkerKeepsServingUntilItsSuccessorDoes() -> None:
     assert adopted(args) == ["7:tcp:110", "9:tcp:995"]
     assert old.transport.signals == ["HUP"]
     sayServing(again)
-    assert old.transport.signals == ["HUP", "USR2"]
+    assert old.transport.signals == ["HUP", signal.SIGUSR2]
 
 
 def test_atMostTwoProcessesPerWorker() -> None:
@@ -249,8 +252,8 @@ def test_atMostTwoProcessesPerWorker() -> None:
     newest, args, _ = reactor.spawned[2]
     assert adopted(args) == ["7:tcp:110", "8:tcp:111", "9:tcp:995"]
     sayServing(newest)
-    assert middle.transport.signals == ["HUP", "USR2"]
-    assert old.transport.signals == ["HUP", "USR2"]
+    assert middle.transport.signals == ["HUP", signal.SIGUSR2]
+    assert old.transport.signals == ["HUP", signal.SIGUSR2]
 
 
 def test_stopDuringAHandOver() -> None:
@@ -266,11 +269,11 @@ def test_stopDuringAHandOver() -> None:
     new, _, _ = reactor.spawned[1]
     sayServing(new)
     stopped = pool.stopService()
-    assert old.transport.signals == ["HUP", "USR2", "TERM"]
+    assert old.transport.signals == ["HUP", signal.SIGUSR2, "TERM"]
     assert new.transport.signals == ["TERM"]
     new.processEnded(Failure(ProcessTerminated(signal=15)))
     reactor.advance(5.0 + STOP_TIMEOUT)
-    assert old.transport.signals == ["HUP", "USR2", "TERM", "KILL"]
+    assert old.transport.signals == ["HUP", signal.SIGUSR2, "TERM", "KILL"]
     assert not stopped.called
     old.processEnded(Failure(ProcessTerminated(signal=9)))
     assert stopped.called
