@@ -2,9 +2,10 @@
 The main process's side of C{[proxy] workers = N}: starts N - 1 worker
 processes (C{python -m popproxy._workers}) that adopt its listening sockets,
 relays their log lines (each prefixed with the worker's number), starts
-again any that dies, passes a reload on to them (SIGHUP) and stops them
-with itself.  Its listening ports, like the workers', accept one connection
-per wake-up so the kernel spreads new sessions over the processes.  Given
+again any that dies, passes a reload on to them (SIGHUP), replaces each by
+a new process when a reload adds a listener, and stops them with itself.
+Its listening ports, like the workers', accept one connection per wake-up
+so the kernel spreads new sessions over the processes.  Given
 the process's login counters (and its sessions per client network), it
 serves them to each worker over a socket pair the worker inherits
 (L{popproxy._sharedcounters}).
@@ -13,6 +14,7 @@ serves them to each worker over a socket pair the worker inherits
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 from collections.abc import Callable
@@ -23,6 +25,7 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet import tcp
 from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.protocol import Factory, ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -74,17 +77,47 @@ def acceptOneAtATime(port: Any) -> None:
 
 class _WorkerProcess(ProcessProtocol):
     """
-    One worker: relays its log lines and reports its end.
+    One worker: relays its log lines and reports when it serves and when
+    it ended.
+
+    @ivar adopted: the main process's listeners whose sockets it was given.
+    @ivar serving: it has said (on its descriptor C{readyDescriptor}) that
+        it serves them.
+    @ivar retired: it was told to retire (SIGUSR2): a new worker serves in
+        its place.
     """
 
-    def __init__(self, pool: WorkerPool, number: int) -> None:
+    def __init__(
+        self, pool: WorkerPool, number: int, adopted: tuple[Any, ...], readyDescriptor: int
+    ) -> None:
         self.pool = pool
         self.number = number
+        self.adopted = adopted
+        self.readyDescriptor = readyDescriptor
+        self.serving = False
+        self.retired = False
         self.ended: Deferred[None] = Deferred()
         self.pid: int | None = None
         #: The main process's end of its socket pair.
         self.server: CounterServer | None = None
         self._buffer = b""
+
+    def lacks(self, listeners: list[Any]) -> list[str]:
+        """
+        The descriptions of C{listeners} whose sockets it was not given.
+        """
+        return [
+            listener.description
+            for listener in listeners
+            if not any(listener is mine for mine in self.adopted)
+        ]
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        if childFD != self.readyDescriptor:
+            super().childDataReceived(childFD, data)
+        elif not self.serving:
+            self.serving = True
+            self.pool._serving(self)
 
     def outReceived(self, data: bytes) -> None:
         self._buffer += data
@@ -173,6 +206,8 @@ class WorkerPool(Service):
         self._listeners = listeners
         self._workerEnded = workerEnded
         self._workers: dict[int, _WorkerProcess] = {}
+        #: By number, the worker a new one replaces (L{reload}), until it ended.
+        self._retiring: dict[int, _WorkerProcess] = {}
 
     def startService(self) -> None:
         super().startService()
@@ -199,29 +234,87 @@ class WorkerPool(Service):
 
     def reload(self, listeners: list[Any]) -> None:
         """
-        The main process has reloaded: workers started from now on adopt
-        C{listeners}, and the running ones are told to reload (SIGHUP) from
-        the same file.  They keep serving the listeners they adopted and
-        still have; a listener added by the reload is served by the main
-        process, and by each worker once it is started again.
+        The main process has reloaded: the running workers are told to
+        reload (SIGHUP) from the same file, and workers started from now on
+        adopt C{listeners}.  A worker that lacks one of them (the reload
+        added it) is replaced: a new worker adopting all of them starts,
+        and once it serves, the old one retires (L{popproxy._retirement}:
+        it accepts no more and exits once its connections have ended by
+        themselves).
         """
         self._listeners = listeners
         for listener in listeners:
             acceptOneAtATime(listener.port)
-        for worker in list(self._workers.values()):
-            try:
-                worker.transport.signalProcess("HUP")  # type: ignore[union-attr]
-            except Exception:  # already gone; it is started again with the new file
-                pass
+        for number, worker in sorted(self._workers.items()):
+            _signal(worker, "HUP")
+            self._replaceIfLacking(number)
+
+    def _replaceIfLacking(self, number: int) -> None:
+        """
+        Start a new worker C{number} if the running one lacks a listener.
+        At most two processes hold a number: while the one replaced before
+        still serves its connections, this one waits until it has ended.
+        """
+        worker = self._workers.get(number)
+        if worker is None or not self.running:
+            return
+        lacking = worker.lacks(self._listeners)
+        if not lacking:
+            return
+        if number in self._retiring:
+            log.info(
+                "worker {number} serves {listeners} once the one it replaced has ended",
+                number=number,
+                listeners=", ".join(lacking),
+            )
+            return
+        log.info(
+            "worker {number} is replaced by one that serves {listeners} too",
+            number=number,
+            listeners=", ".join(lacking),
+        )
+        self._retiring[number] = self._workers.pop(number)
+        self._spawn(number)
+
+    def _serving(self, worker: _WorkerProcess) -> None:
+        """
+        C{worker} serves its listeners: the one it replaces may stop.
+        """
+        replaced = self._retiring.get(worker.number)
+        if replaced is None or replaced.retired or self._workers.get(worker.number) is not worker:
+            return
+        log.info(
+            "worker {number} (pid {pid}) serves; the one it replaces (pid {old}) "
+            "accepts no more and exits once its connections have ended",
+            number=worker.number,
+            pid=worker.pid,
+            old=replaced.pid,
+        )
+        replaced.retired = True
+        # A number: Twisted turns only the names of a few signals into theirs.
+        _signal(replaced, signal.SIGUSR2)
+
+    def _stop(self, worker: _WorkerProcess) -> None:
+        """
+        Tell C{worker} to stop (SIGTERM: it stops accepting and lets each
+        session finish its command in flight), and kill it if it is still
+        running once the stop's grace period and L{STOP_TIMEOUT} have passed.
+        """
+        _signal(worker, "TERM")
+        self._reactor.callLater(self._launch.stopGrace + STOP_TIMEOUT, _kill, worker)
 
     def _spawn(self, number: int) -> None:
         arguments, childFDs = self._arguments(number)
-        worker = _WorkerProcess(self, number)
-        self._workers[number] = worker
         ours, theirs = socket.socketpair() if self._counters is not None else (None, None)
         if theirs is not None:
             arguments += ["--counters", str(theirs.fileno())]
             childFDs[theirs.fileno()] = theirs.fileno()
+        # A pipe of its own on which the worker says it serves.
+        ready = max(childFDs) + 1
+        childFDs[ready] = "r"
+        arguments += ["--ready", str(ready)]
+        worker = _WorkerProcess(self, number, tuple(self._listeners), ready)
+        self._workers[number] = worker
         try:
             process = self._reactor.spawnProcess(
                 worker, sys.executable, arguments, env=dict(os.environ), childFDs=childFDs
@@ -248,20 +341,31 @@ class WorkerPool(Service):
 
     def askSessions(self) -> list[tuple[int, Deferred[tuple[SessionSnapshot, ...]]]]:
         """
-        Ask every running worker for its open sessions: by worker number,
-        the answer to come.
+        Ask every running worker for its open sessions (those a replaced
+        worker is finishing too): by worker number, the answer to come.
         """
+        workers = [*self._workers.values(), *self._retiring.values()]
         return [
-            (number, worker.server.askSessions())
-            for number, worker in sorted(self._workers.items())
+            (worker.number, worker.server.askSessions())
+            for worker in sorted(workers, key=lambda worker: worker.number)
             if worker.server is not None
         ]
 
     def _ended(self, worker: _WorkerProcess, reason: Failure) -> None:
-        if self._workers.get(worker.number) is worker:
-            del self._workers[worker.number]
         if self._workerEnded is not None and worker.pid is not None:
             self._workerEnded(worker.pid)
+        if self._retiring.get(worker.number) is worker:
+            del self._retiring[worker.number]
+            log.info(
+                "worker {number} replaced (pid {pid}) ended ({reason})",
+                number=worker.number,
+                pid=worker.pid,
+                reason=reason.getErrorMessage(),
+            )
+            self._replaceIfLacking(worker.number)
+            return
+        if self._workers.get(worker.number) is worker:
+            del self._workers[worker.number]
         if self.running:
             log.warn(
                 "worker {number} ended ({reason}); starting it again",
@@ -277,19 +381,19 @@ class WorkerPool(Service):
     def stopService(self) -> Deferred[Any]:
         super().stopService()
         endings = []
-        for worker in list(self._workers.values()):
+        for worker in [*self._workers.values(), *self._retiring.values()]:
             endings.append(worker.ended)
-            try:
-                worker.transport.signalProcess("TERM")  # type: ignore[union-attr]
-            except Exception:  # already gone
-                pass
-            self._reactor.callLater(self._launch.stopGrace + STOP_TIMEOUT, _kill, worker)
+            self._stop(worker)
         return DeferredList(endings)
+
+
+def _signal(worker: _WorkerProcess, signalID: str | int) -> None:
+    try:
+        worker.transport.signalProcess(signalID)  # type: ignore[union-attr]
+    except (ProcessExitedAlready, ProcessLookupError):  # already gone (its end is on its way)
+        pass
 
 
 def _kill(worker: _WorkerProcess) -> None:
     if not worker.ended.called:
-        try:
-            worker.transport.signalProcess("KILL")  # type: ignore[union-attr]
-        except Exception:
-            pass
+        _signal(worker, "KILL")

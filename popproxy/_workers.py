@@ -12,7 +12,11 @@ the N processes.  Each worker builds the same chain and session factories
 from the same configuration (with L{popproxy._assembly}) and logs to its
 standard output, which the main process relays.  On SIGHUP (passed on by
 the main process after its own reload) a worker reads the same file again
-and applies it to the listeners it adopted.
+and applies it to the listeners it adopted; when the reload added a
+listener, the main process starts a new worker that adopts it too and,
+once that one says it serves (on the C{--ready} pipe), retires this one
+(SIGUSR2, L{popproxy._retirement}): it accepts no more and exits once its
+connections have ended.
 """
 
 from __future__ import annotations
@@ -44,10 +48,10 @@ from popproxy._config import Config, loadConfig
 from popproxy._generation import ListenerPlan
 from popproxy._gracefulstop import GracefulStop, stopOnShutdown
 from popproxy._lifecycle import Lifecycle
-from popproxy._listenerfactory import ListenerFactory
 from popproxy._metrics import Metrics
 from popproxy._redisstore import SharedStores
 from popproxy._reload import Reloader, ReloadOnHangup
+from popproxy._retirement import CountedListenerFactory, OpenConnections, Retirement
 from popproxy._sessionrecord import SessionSnapshot
 from popproxy._sharedcounters import RemoteCounters
 from popproxy._workerpool import acceptOneAtATime
@@ -60,7 +64,8 @@ class AdoptedListeners:
     A worker's listeners, as a reload changes them: the listening sockets
     it adopted from the main process, by listen description.  It cannot
     open one (only the main process can bind, before dropping privileges):
-    a listener a reload adds is served by the main process.
+    a listener a reload adds is served by the main process and by the
+    worker the main process starts in this one's place.
     """
 
     def __init__(self, ports: dict[str, Any]) -> None:
@@ -71,7 +76,8 @@ class AdoptedListeners:
 
     def open(self, description: str, plan: ListenerPlan) -> None:
         log.info(
-            "listener {listener} is served by the main process until this worker is restarted",
+            "listener {listener} is served by the main process and by the worker "
+            "that replaces this one",
             listener=description,
         )
 
@@ -90,10 +96,12 @@ def _readConfig(path: Path | None, listen: tuple[str, ...], upstream: str | None
     return config.withOverrides(listen, upstream)
 
 
-def _adopt(reactor: Any, adopted: list[str], plans: dict[str, ListenerPlan]) -> dict[str, Any]:
+def _adopt(
+    reactor: Any, adopted: list[str], plans: dict[str, ListenerPlan], connections: OpenConnections
+) -> dict[str, Any]:
     """
     Serve the inherited listening sockets (C{FD:DESCRIPTION} each) with
-    the factories of C{plans}.
+    the factories of C{plans}, noting each connection in C{connections}.
     """
     ports = {}
     for entry in adopted:
@@ -102,7 +110,7 @@ def _adopt(reactor: Any, adopted: list[str], plans: dict[str, ListenerPlan]) -> 
         probe = socket.socket(fileno=fd)
         family = probe.family
         probe.detach()
-        factory = ListenerFactory(plans[description].factory)
+        factory = CountedListenerFactory(plans[description].factory, connections)
         port = reactor.adoptStreamPort(fd, family, factory)
         acceptOneAtATime(port)
         os.close(fd)
@@ -114,6 +122,22 @@ def _onSigterm(reactor: Any, number: int, frame: object) -> None:
     reactor.callFromThread(_stopOnce, reactor)
 
 
+def _onRetire(reactor: Any, retirement: Retirement, number: int, frame: object) -> None:
+    reactor.callFromThread(retirement.begin)
+
+
+def _handleSignals(reactor: Any, retirement: Retirement, ready: int | None) -> None:
+    """
+    Once the reactor runs (after its own handlers, which would stop it a
+    second time): SIGTERM stops the worker, SIGUSR2 (the main process
+    runs a new worker in its place) retires it; then tell the main process
+    that this worker serves.
+    """
+    signal.signal(signal.SIGTERM, partial(_onSigterm, reactor))
+    signal.signal(signal.SIGUSR2, partial(_onRetire, reactor, retirement))
+    _tellServing(ready)
+
+
 def _stopOnce(reactor: Any) -> None:
     """
     Stop the reactor, which runs the graceful stop; a worker may get SIGTERM
@@ -122,6 +146,16 @@ def _stopOnce(reactor: Any) -> None:
     """
     with contextlib.suppress(ReactorNotRunning):
         reactor.stop()
+
+
+def _tellServing(descriptor: int | None) -> None:
+    """
+    Tell the main process, on the pipe C{descriptor} it gave, that this
+    worker serves its listeners (a worker it replaces may stop now).
+    """
+    if descriptor is not None:
+        os.write(descriptor, b"serving\n")
+        os.close(descriptor)
 
 
 def _dieWithParent() -> None:
@@ -178,9 +212,9 @@ def _sharedCounters(
     return counters
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parseArguments(argv: list[str] | None) -> argparse.Namespace:
     """
-    A worker process: adopt the inherited listening sockets and serve.
+    The worker's command line, as L{popproxy._workerpool.WorkerPool} writes it.
     """
     parser = argparse.ArgumentParser(prog="popproxy worker")
     parser.add_argument("--number", type=int, required=True)
@@ -189,7 +223,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--listen", action="append", default=[])
     parser.add_argument("--adopt", action="append", default=[])
     parser.add_argument("--counters", type=int)
-    arguments = parser.parse_args(argv)
+    parser.add_argument("--ready", type=int)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """
+    A worker process: adopt the inherited listening sockets and serve.
+    """
+    arguments = _parseArguments(argv)
     _dieWithParent()
 
     from twisted.internet import reactor
@@ -216,11 +258,13 @@ def main(argv: list[str] | None = None) -> None:
     generation = generationFrom(
         config, reactor, chain, metrics, stop, admission=admission, counters=counters, kept=kept
     )
-    ports = _adopt(reactor, arguments.adopt, dict(generation.listeners))
+    connections = OpenConnections()
+    ports = _adopt(reactor, arguments.adopt, dict(generation.listeners), connections)
+    listeners = AdoptedListeners(ports)
     rebuild = partial(rebuildGeneration, readConfig, reactor, chain.threads, metrics, stop)
     reloader = Reloader(
         partial(rebuild, admission=admission, counters=counters, kept=kept),
-        AdoptedListeners(ports),
+        listeners,
         generation,
     )
     ReloadOnHangup(reactor.callFromThread, reloader.reload).startService()  # type: ignore[attr-defined]
@@ -228,8 +272,8 @@ def main(argv: list[str] | None = None) -> None:
     # SIGTERM stops the reactor, which first stops accepting and lets the
     # sessions finish (the graceful stop), like the main process.
     stopOnShutdown(reactor, ports.values(), stop)
-    # After the reactor's own handlers, which would stop it a second time.
-    reactor.callWhenRunning(signal.signal, signal.SIGTERM, partial(_onSigterm, reactor))
+    retirement = Retirement(reactor, listeners, connections, partial(_stopOnce, reactor))
+    reactor.callWhenRunning(_handleSignals, reactor, retirement, arguments.ready)
     reactor.run()
 
 

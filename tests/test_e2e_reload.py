@@ -21,6 +21,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -31,6 +32,7 @@ import pytest
 from tests.peers.dovecot import RawPop3Client
 from tests.peers.ports import freePort
 from tests.peers.proxy import ProxyProcess
+from tests.test_workers import workerPids
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "docs" / "examples"
 
@@ -520,3 +522,106 @@ def test_brokenConfigOnReload(proxies: list[ProxyProcess], tmp_path: Path, rawPo
     assert held.finish() == [1] * 6
     reload(proxy, configText(2, server.port, listen), 1)
     assert sessionGenerations(port, MESSAGES) == [2] * 6
+
+
+def processServing(proxy: ProxyProcess, clientPort: int) -> str:
+    """
+    Which process took the connection from C{clientPort}: C{"main"} or
+    C{"worker N"}, read from the log line of its session's opening.
+    """
+    opened = re.compile(rf" opened by 127\.0\.0\.1:{clientPort}$", re.MULTILINE)
+    waitFor(lambda: opened.search(proxy.log()) is not None, "the session's line", proxy, 10)
+    line = [line for line in proxy.log().splitlines() if opened.search(line)][-1]
+    worker = re.search(r"\] (worker \d+): ", line)
+    return worker.group(1) if worker else "main"
+
+
+def holdUntilAWorkerServes(
+    proxy: ProxyProcess, port: int, messages: list[bytes]
+) -> list[HeldSession]:
+    """
+    Open sessions on C{port} (each retrieves every message and stays
+    open), four at once, in bounded rounds until a worker took one: the
+    processes share the socket and whichever is awake accepts.
+    """
+    held: list[HeldSession] = []
+    for _ in range(8):
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            held += pool.map(partial(HeldSession, port), [messages] * 4)
+        if any(processServing(proxy, h.client.localPort()) != "main" for h in held):
+            return held
+    raise AssertionError(f"no worker took any of {len(held)} sessions:\n{proxy.log()}")
+
+
+def sessionOn(port: int, messages: list[bytes]) -> tuple[list[int], int]:
+    """
+    One session on C{port} (L{sessionGenerations}); the generation of each
+    message and the client's port.
+    """
+    with RawPop3Client("127.0.0.1", port, timeout=30) as client:
+        client.login("u", "p")
+        generations = retrieveAll(client, messages)
+        client.okCommand(b"QUIT")
+        return generations, client.localPort()
+
+
+def serveUntilBoth(proxy: ProxyProcess, port: int, messages: list[bytes]) -> set[str]:
+    """
+    Sessions on C{port}, eight at once, in bounded rounds until the main
+    process and a worker have both served one; each gets the second
+    generation's chain.  Which processes served.
+    """
+    served: set[str] = set()
+    for _ in range(8):
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            results = list(pool.map(partial(sessionOn, messages=messages), [port] * 8))
+        for generations, clientPort in results:
+            assert generations == [2] * len(messages)
+            served.add(processServing(proxy, clientPort))
+        if len(served) >= 2:
+            break
+    return served
+
+
+def test_addedListenerServedByTheWorkers(
+    proxies: list[ProxyProcess], tmp_path: Path, rawPop3: Any
+) -> None:
+    """
+    With workers = 2, a reload that adds a listener brings a worker onto
+    it: a new worker adopts every listener and, once it serves, the old
+    one accepts no more and exits once its last session has ended.  The
+    main process and the new worker both serve the new listener (new
+    chain); sessions held open on the old listener across the reload, one
+    at least by the old worker, finish their RETRs and QUIT without error;
+    never more than two worker processes; the old one is not started again.
+    """
+    messages = freshMessages(b"handover")
+    server = rawPop3(messages, user="u", password="p")
+    kept, added = freePort(), freePort()
+    while added == kept:
+        added = freePort()
+    listeners = [f"tcp:{kept}:interface=127.0.0.1", f"tcp:{added}:interface=127.0.0.1"]
+    first = configText(1, server.port, listeners[:1], workers=2)
+    proxy = startProxy(proxies, tmp_path, first, kept, workers=2)
+    marker = str(proxy.configPath)
+    held = holdUntilAWorkerServes(proxy, kept, messages)
+    written, _ = reload(proxy, configText(2, server.port, listeners, workers=2), 2)
+    waitFor(lambda: "exits once its connections have ended" in proxy.log(), "hand-over", proxy, 30)
+    handOver = time.monotonic() - written
+    # The replaced worker still serves a held session; its successor runs beside it.
+    assert len(workerPids(marker)) == 2
+    assert proxy.log().count("worker serving ") == 2
+    assert serveUntilBoth(proxy, added, messages) == {"main", "worker 1"}
+    assert sessionGenerations(kept, messages) == [2] * 3
+    assert [session.finish() for session in held] == [[1] * 3] * len(held)
+    waitFor(lambda: "worker 1 replaced (pid " in proxy.log(), "the old worker's end", proxy, 30)
+    assert len(workerPids(marker)) == 1
+    log = proxy.log()
+    assert "its last connection has ended" in log
+    assert "starting it again" not in log
+    assert "closed: proxy stopping" not in log
+    assert "Traceback" not in log
+    print(
+        f"\nlistener added with workers = 2: new worker serving {handOver:.1f} s after SIGHUP, "
+        f"{len(held)} sessions held across the hand-over, none cut"
+    )

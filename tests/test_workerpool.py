@@ -1,13 +1,15 @@
 """
 Tests for popproxy._workerpool, the main process's side of workers = N:
 the command lines and sockets it hands to worker processes, restarting a
-worker that dies, passing a reload on, stopping them all, and accepting
+worker that dies, passing a reload on, replacing the workers when a reload
+adds a listener, stopping them all, and accepting
 one connection per wake-up (the processes themselves run in tests/test_workers.py).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 from dataclasses import dataclass, field
@@ -35,11 +37,13 @@ from popproxy._workerpool import (
 
 @dataclass
 class FakeTransport:
-    signals: list[str] = field(default_factory=list)
+    signals: list[str | int] = field(default_factory=list)
     pid: int = 0
 
-    def signalProcess(self, name: str) -> None:
-        self.signals.append(name)
+    def signalProcess(self, signalID: str | int) -> None:
+        # As Twisted's: a name only for HUP, STOP, INT, KILL and TERM.
+        assert isinstance(signalID, int) or signalID in ("HUP", "STOP", "INT", "KILL", "TERM")
+        self.signals.append(signalID)
 
 
 class ProcessReactor(Clock):
@@ -104,11 +108,13 @@ def test_workerCommandLines() -> None:
             *["--config", "/etc/popproxy/twistd.conf"],
             *["--upstream", "tcp:pop.example.com:110"],
             *["--adopt", "7:tcp:110", "--adopt", "8:tcp:995"],
+            *["--ready", "9"],
         ]
         for number in (1, 2)
     ]
     childFDs = reactor.spawned[0][2]
-    assert childFDs == {0: "w", 1: "r", 2: "r", 7: 7, 8: 8}
+    # A pipe on which it says it serves, on a descriptor of its own.
+    assert childFDs == {0: "w", 1: "r", 2: "r", 7: 7, 8: 8, 9: "r"}
 
 
 def test_workerLogRelayed() -> None:
@@ -132,22 +138,148 @@ def test_commandLineListenPassedOn() -> None:
     config = Config(workers=2).withOverrides(listen=("tcp:1110", "haproxy:tcp:1111"))
     _, reactor = startedPool(config, [])
     arguments = reactor.spawned[0][1]
-    assert arguments[5:] == ["--listen", "tcp:1110", "--listen", "haproxy:tcp:1111"]
+    assert arguments[5:9] == ["--listen", "tcp:1110", "--listen", "haproxy:tcp:1111"]
 
 
 def test_reloadPassedOn() -> None:
     """
-    After the main process has reloaded, every running worker gets SIGHUP,
-    and a worker started afterwards adopts the new set of listeners.
+    After a reload that adds no listener (here it removes one), every
+    running worker gets SIGHUP and none is started or stopped; a worker
+    started afterwards adopts the new set of listeners.
     """
-    pool, reactor = startedPool(Config(workers=3, listen=()), [FakeListener(FakePort(7))])
+    kept, removed = FakeListener(FakePort(7)), FakeListener(FakePort(8), "tcp:111")
+    pool, reactor = startedPool(Config(workers=3, listen=()), [kept, removed])
     (first, _, _), (second, _, _) = reactor.spawned
-    pool.reload([FakeListener(FakePort(7)), FakeListener(FakePort(9), "tcp:111")])
+    pool.reload([kept])
     assert first.transport.signals == second.transport.signals == ["HUP"]
+    assert len(reactor.spawned) == 2
     first.processEnded(Failure(ProcessTerminated(signal=9)))
     reactor.advance(RESTART_DELAY)
-    assert reactor.spawned[2][1][-4:] == ["--adopt", "7:tcp:110", "--adopt", "9:tcp:111"]
-    assert reactor.spawned[2][2] == {0: "w", 1: "r", 2: "r", 7: 7, 9: 9}
+    assert adopted(reactor.spawned[2][1]) == ["7:tcp:110"]
+    # Descriptor 8 is now its --ready pipe.
+    assert reactor.spawned[2][2] == {0: "w", 1: "r", 2: "r", 7: 7, 8: "r"}
+
+
+def adopted(arguments: list[str]) -> list[str]:
+    """
+    The listening sockets a worker's command line gives it.
+    """
+    pairs = zip(arguments, arguments[1:], strict=False)
+    return [value for flag, value in pairs if flag == "--adopt"]
+
+
+def sayServing(worker: Any) -> None:
+    """
+    What a worker does once it serves: write on its --ready pipe.
+    """
+    worker.childDataReceived(worker.readyDescriptor, b"serving\n")
+
+
+def test_reloadAddingAListenerReplacesTheWorkers() -> None:
+    """
+    A reload that adds a listener starts, for each worker, a new one with
+    the same number that adopts every listener; the old one gets the
+    reload (SIGHUP) and, only once its successor says it serves, is told
+    to retire (SIGUSR2: it accepts no more and exits once its connections
+    have ended, however long that takes: no SIGTERM, no SIGKILL); it is not
+    started again when it ends.
+    """
+    first = FakeListener(FakePort(7))
+    pool, reactor = startedPool(Config(workers=3, listen=(), stopGrace=5.0), [first])
+    (old1, _, _), (old2, _, _) = reactor.spawned
+    with capturedLogs() as events:
+        pool.reload([first, FakeListener(FakePort(9), "tcp:995")])
+    numbers = [args[3:5] for _, args, _ in reactor.spawned[2:]]
+    assert numbers == [["--number", "1"], ["--number", "2"]]
+    (new1, args1, childFDs1), (new2, _, _) = reactor.spawned[2:]
+    assert adopted(args1) == ["7:tcp:110", "9:tcp:995"]
+    assert childFDs1 == {0: "w", 1: "r", 2: "r", 7: 7, 9: 9, 10: "r"}
+    assert args1[-2:] == ["--ready", "10"]
+    assert old1.transport.signals == old2.transport.signals == ["HUP"]
+    assert "worker 1 is replaced by one that serves tcp:995 too" in map(formatEvent, events)
+    sayServing(new1)
+    assert old1.transport.signals == ["HUP", signal.SIGUSR2]
+    assert old2.transport.signals == ["HUP"]
+    sayServing(new2)
+    sayServing(new2)
+    assert old2.transport.signals == ["HUP", signal.SIGUSR2]
+    old1.processEnded(Failure(ProcessTerminated(exitCode=0)))
+    reactor.advance(3600)
+    assert old2.transport.signals == ["HUP", signal.SIGUSR2]
+    old2.processEnded(Failure(ProcessTerminated(exitCode=0)))
+    reactor.advance(RESTART_DELAY)
+    assert len(reactor.spawned) == 4
+    assert new1.transport.signals == new2.transport.signals == []
+
+
+def test_replacedWorkerKeepsServingUntilItsSuccessorDoes() -> None:
+    """
+    A new worker that dies before it serves is started again like any
+    worker, and the one it replaces keeps serving (no SIGUSR2) until a
+    successor serves.
+    """
+    first = FakeListener(FakePort(7))
+    pool, reactor = startedPool(Config(workers=2, listen=()), [first])
+    old, _, _ = reactor.spawned[0]
+    pool.reload([first, FakeListener(FakePort(9), "tcp:995")])
+    failed, _, _ = reactor.spawned[1]
+    failed.processEnded(Failure(ProcessTerminated(exitCode=1)))
+    reactor.advance(RESTART_DELAY)
+    again, args, _ = reactor.spawned[2]
+    assert adopted(args) == ["7:tcp:110", "9:tcp:995"]
+    assert old.transport.signals == ["HUP"]
+    sayServing(again)
+    assert old.transport.signals == ["HUP", signal.SIGUSR2]
+
+
+def test_atMostTwoProcessesPerWorker() -> None:
+    """
+    A second reload adding a listener while a replaced worker still
+    serves its connections starts nothing more (never more than two
+    processes per worker number); once the replaced one has ended, the
+    worker is replaced again by one that adopts every listener.
+    """
+    first, second = FakeListener(FakePort(7)), FakeListener(FakePort(8), "tcp:111")
+    pool, reactor = startedPool(Config(workers=2, listen=()), [first])
+    old, _, _ = reactor.spawned[0]
+    pool.reload([first, second])
+    middle, _, _ = reactor.spawned[1]
+    sayServing(middle)
+    pool.reload([first, second, FakeListener(FakePort(9), "tcp:995")])
+    assert len(reactor.spawned) == 2
+    assert middle.transport.signals == ["HUP"]
+    old.processEnded(Failure(ProcessTerminated(exitCode=0)))
+    newest, args, _ = reactor.spawned[2]
+    assert adopted(args) == ["7:tcp:110", "8:tcp:111", "9:tcp:995"]
+    sayServing(newest)
+    assert middle.transport.signals == ["HUP", signal.SIGUSR2]
+    assert old.transport.signals == ["HUP", signal.SIGUSR2]
+
+
+def test_stopDuringAHandOver() -> None:
+    """
+    Stopping the pool while a worker is being replaced stops both
+    processes (SIGTERM: the stop's grace period applies to both, then
+    SIGKILL), waits for both, and starts neither again.
+    """
+    first = FakeListener(FakePort(7))
+    pool, reactor = startedPool(Config(workers=2, listen=(), stopGrace=5.0), [first])
+    old, _, _ = reactor.spawned[0]
+    pool.reload([first, FakeListener(FakePort(9), "tcp:995")])
+    new, _, _ = reactor.spawned[1]
+    sayServing(new)
+    stopped: list[object] = []
+    pool.stopService().addBoth(stopped.append)
+    assert old.transport.signals == ["HUP", signal.SIGUSR2, "TERM"]
+    assert new.transport.signals == ["TERM"]
+    new.processEnded(Failure(ProcessTerminated(signal=15)))
+    reactor.advance(5.0 + STOP_TIMEOUT)
+    assert old.transport.signals == ["HUP", signal.SIGUSR2, "TERM", "KILL"]
+    assert stopped == []
+    old.processEnded(Failure(ProcessTerminated(signal=9)))
+    assert len(stopped) == 1
+    reactor.advance(RESTART_DELAY)
+    assert len(reactor.spawned) == 2
 
 
 def test_deadWorkerStartsAgain() -> None:
@@ -273,4 +405,27 @@ def test_workersGetTheCountersSocket() -> None:
         assert ours.family == socket.AF_UNIX
         server = factory.buildProtocol(None)
         assert isinstance(server, CounterServer) and server._store is counters
+        ours.close()
+
+
+def test_replacedWorkerIsAskedForItsSessions() -> None:
+    """
+    While a replaced worker finishes its sessions, the console's list of
+    open sessions asks it too, under the worker's number, beside its
+    successor.
+    """
+    reactor = AdoptingReactor()
+    first = FakeListener(FakePort(7))
+    launch = WorkerLaunch.fromConfig(Config(workers=2, listen=()))
+    pool = WorkerPool(reactor, launch, [first], None, MemoryCounters(reactor))
+    pool.startService()
+    pool.reload([first, FakeListener(FakePort(9), "tcp:995")])
+    sayServing(reactor.spawned[1][0])
+    asked = pool.askSessions()
+    assert [number for number, _ in asked] == [1, 1]
+    unconnected: list[Failure] = []  # the fake reactor connects neither pair
+    for _, answer in asked:
+        answer.addErrback(unconnected.append)
+    assert len(unconnected) == 2
+    for ours, _ in reactor.adopted:
         ours.close()

@@ -268,6 +268,11 @@ class RawPop3Client:
         """Close the connection without QUIT (the server then deletes nothing)."""
         self._socket.close()
 
+    def localPort(self) -> int:
+        """The client's own port (how a server's log names this connection)."""
+        port: int = self._socket.getsockname()[1]
+        return port
+
     def _receiveMore(self, deadline: float) -> None:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
