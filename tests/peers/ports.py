@@ -28,10 +28,22 @@ def freePort(host: str = "127.0.0.1") -> int:
     The port is only free at the moment of the call: a peer that fails to bind it
     because someone else took it in between should pick another one and retry.
     """
-    with socket.socket(_family(host), socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        port: int = probe.getsockname()[1]
-    return port
+    family = _family(host)
+    for _ in range(100):
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((host, 0))
+            port: int = probe.getsockname()[1]
+        # The kernel may hand the same free port out twice in a row: a test
+        # that asks for two (the proxy's and its console's) before either is
+        # bound would give both to one process, which then cannot listen.
+        if port not in _handedOut:
+            _handedOut.add(port)
+            return port
+    raise RuntimeError("no loopback port that was not handed out already")
+
+
+#: Every port freePort has returned in this test run.
+_handedOut: set[int] = set()
 
 
 def waitForPort(host: str, port: int, timeout: float) -> None:
