@@ -207,8 +207,9 @@ class VirusScan:
                 if findings.clamdDown:
                     break
         finally:
-            # Not awaited: the verdict need not wait for the connection to go.
-            session.close()
+            # One reactor turn when clamd reads it, CLOSE_GRACE at most when
+            # it does not: the message leaves no connection behind.
+            await session.close()
 
     async def _withoutInfectedParts(
         self, message: Message, findings: Findings, context: FilterContext
