@@ -107,10 +107,20 @@ class FakeScanner:
     answer: Any
     scanned: list[bytes]
     pong: Any = None
+    sessions: int = 0
+    closed: int = 0
 
     def scan(self, data: bytes) -> Deferred[Any]:
         self.scanned.append(data)
         return self._settled(self.answer(data))
+
+    def session(self) -> FakeScanner:
+        self.sessions += 1
+        return self
+
+    def close(self) -> Deferred[None]:
+        self.closed += 1
+        return succeed(None)
 
     def ping(self) -> Deferred[None]:
         return self._settled(self.pong)

@@ -19,20 +19,23 @@ every scan after that; each change is logged once, and the warning about
 a message left unscanned at most once a minute.
 
 The package has one module per role, each usable alone: C{_wire} (the
-INSTREAM framing and reply parsing, plain code fed bytes), C{_client} (the
-Twisted client: one connection per scan, at most C{maxConnections} at
-once), C{_settings}, C{_findings} (what the scans of one message found and
+INSTREAM framing and reply parsing, plain code fed bytes), C{_idsession}
+(clamd's IDSESSION: numbered requests and the reply that answers each,
+plain code too), C{_client} (the Twisted client: one connection per scan,
+or one session per message for its parts, at most C{maxConnections}
+connections at once), C{_settings}, C{_findings} (what the scans of one message found and
 the policies' answer), C{_notices} (what is written into the message),
-C{_filter} (L{VirusScan}, which only needs something with C{scan(data)}
-and C{ping()} methods) and C{_factory} (C{makeFilter}).  This module only re-exports;
+C{_filter} (L{VirusScan}, which only needs something with C{scan(data)},
+C{session()} and C{ping()} methods) and C{_factory} (C{makeFilter}).  This module only re-exports;
 every module uses only popproxy's public API and Twisted.
 
 Settings and policies: docs/plugins/scan.md.
 """
 
-from ._client import ClamdClient, InstreamProtocol, PingProtocol
+from ._client import ClamdClient, ClamdSession, InstreamProtocol, PingProtocol, SessionProtocol
 from ._factory import makeFilter
-from ._filter import Scanner, VirusScan
+from ._filter import Scanner, ScanSession, StreamScanner, VirusScan
+from ._idsession import END_COMMAND, IDSESSION_COMMAND, SessionExchange, splitRequestNumber
 from ._settings import ScanSettings, parseSettings
 from ._wire import (
     ClamdError,
@@ -46,15 +49,22 @@ from ._wire import (
 )
 
 __all__ = [
+    "END_COMMAND",
+    "IDSESSION_COMMAND",
     "ClamdClient",
     "ClamdError",
+    "ClamdSession",
     "ClamdUnavailable",
     "InstreamProtocol",
     "PingProtocol",
     "ReplyParser",
     "ScanResult",
+    "ScanSession",
     "ScanSettings",
     "Scanner",
+    "SessionExchange",
+    "SessionProtocol",
+    "StreamScanner",
     "StreamTooLarge",
     "VirusScan",
     "instreamFrames",
@@ -62,4 +72,5 @@ __all__ = [
     "interpretReplies",
     "makeFilter",
     "parseSettings",
+    "splitRequestNumber",
 ]

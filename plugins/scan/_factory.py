@@ -26,5 +26,5 @@ def makeFilter(settings: Mapping[str, Any], reactor: IReactorTime) -> VirusScan:
         endpoint = clientFromString(reactor, parsed.address)
     except (ValueError, TypeError, KeyError) as e:
         raise ValueError(f"address {parsed.address!r} cannot be used: {e}") from None
-    client = ClamdClient(endpoint, parsed.maxConnections)
+    client = ClamdClient(endpoint, parsed.maxConnections, clock=reactor)
     return VirusScan(client, reactor, parsed)

@@ -50,12 +50,28 @@ from ._wire import ClamdError, ClamdUnavailable, ScanResult, StreamTooLarge
 THREAD_THRESHOLD = 1_000_000
 
 
-class Scanner(Protocol):
+class StreamScanner(Protocol):
+    """
+    Something that scans one stream at a time: the client, or a session.
+    """
+
+    def scan(self, data: bytes) -> Deferred[ScanResult]: ...
+
+
+class ScanSession(StreamScanner, Protocol):
+    """
+    The scans of one message on one connection (L{ClamdSession}).
+    """
+
+    def close(self) -> Deferred[None]: ...
+
+
+class Scanner(StreamScanner, Protocol):
     """
     What the filter needs from a clamd client (L{ClamdClient}).
     """
 
-    def scan(self, data: bytes) -> Deferred[ScanResult]: ...
+    def session(self) -> ScanSession: ...
 
     def ping(self) -> Deferred[None]: ...
 
@@ -138,7 +154,7 @@ class VirusScan:
         deadline = self._clock.seconds() + settings.timeout
         findings = Findings()
         if settings.mode == "message":
-            await self._scan(findings, message.toBytes(), None, context, deadline)
+            await self._scan(self._scanner, findings, message.toBytes(), None, context, deadline)
         else:
             await self._scanParts(findings, message, context, deadline)
         refusal = findings.refusal(settings)
@@ -160,7 +176,7 @@ class VirusScan:
         if settings.mode == "both" and not findings.clamdDown:
             # clamd's own MIME decoding sees what a part-by-part scan cannot
             # (a preamble, uuencoded text): scan what would be delivered.
-            await self._scan(findings, edited.toBytes(), None, context, deadline)
+            await self._scan(self._scanner, findings, edited.toBytes(), None, context, deadline)
             refusal = findings.refusal(settings)
             if refusal is not None:
                 return refusal
@@ -176,16 +192,24 @@ class VirusScan:
         self, findings: Findings, message: Message, context: FilterContext, deadline: float
     ) -> None:
         """
-        Scan every leaf part's decoded payload, until clamd cannot be asked again.
+        Scan every leaf part's decoded payload, until clamd cannot be asked
+        again, in one clamd session (one connection for all the parts),
+        ended however the scanning ends.
         """
-        for part in message.walk():
-            if part.children:
-                continue
-            payload = await self._decoded(part, context)
-            if payload:
-                await self._scan(findings, payload, part, context, deadline)
-            if findings.clamdDown:
-                break
+        session = self._scanner.session()
+        try:
+            for part in message.walk():
+                if part.children:
+                    continue
+                payload = await self._decoded(part, context)
+                if payload:
+                    await self._scan(session, findings, payload, part, context, deadline)
+                if findings.clamdDown:
+                    break
+        finally:
+            # One reactor turn when clamd reads it, CLOSE_GRACE at most when
+            # it does not: the message leaves no connection behind.
+            await session.close()
 
     async def _withoutInfectedParts(
         self, message: Message, findings: Findings, context: FilterContext
@@ -220,6 +244,7 @@ class VirusScan:
 
     async def _scan(
         self,
+        scanner: StreamScanner,
         findings: Findings,
         data: bytes,
         part: Part | None,
@@ -231,7 +256,7 @@ class VirusScan:
         when C{part} is None) and record the outcome in C{findings}.
         """
         label = "the message" if part is None else partLabel(part)
-        result = await self._ask(data, label, context, deadline)
+        result = await self._ask(scanner, data, label, deadline)
         if isinstance(result, Unchecked):
             self._warnUnscanned(result, context)
             findings.unchecked.append(result)
@@ -268,10 +293,10 @@ class VirusScan:
             context.log.warn(format, **fields)
 
     async def _ask(
-        self, data: bytes, label: str, context: FilterContext, deadline: float
+        self, scanner: StreamScanner, data: bytes, label: str, deadline: float
     ) -> ScanResult | Unchecked:
         """
-        What the scanner says of C{data} within the time left, or why it
+        What C{scanner} says of C{data} within the time left, or why it
         stays unchecked.
         """
         settings = self._settings
@@ -284,7 +309,7 @@ class VirusScan:
             )
         if remaining <= 0:
             return timedOut
-        scanning = self._scanner.scan(data)
+        scanning = scanner.scan(data)
         scanning.addTimeout(remaining, self._clock)
         reachability = self._reachability
         try:

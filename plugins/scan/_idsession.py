@@ -1,0 +1,91 @@
+"""
+clamd's IDSESSION protocol without I/O: the commands that open and end a
+session, the numbering of its requests, and each reply attributed to the
+request it answers.
+"""
+
+from __future__ import annotations
+
+from ._wire import INSTREAM_COMMAND, ClamdError, ReplyParser, printable
+
+# A session, sans I/O.
+#
+# "zIDSESSION\0" opens it; then any number of commands, here "zINSTREAM\0"
+# each followed by its frames (see _wire); "zEND\0" ends it and clamd closes
+# the connection.  clamd numbers the requests from 1 in the order they
+# arrive and prefixes each reply with its number: "3: stream: OK\0".  It
+# answers each INSTREAM once (OK, FOUND or ERROR); after an ERROR (the size
+# limit, a command it refuses) it closes the connection.  This client keeps
+# one request outstanding at a time: clamd scans one stream at a time per
+# session anyway, and measured pipelining gained nothing (docs/plugins/scan.md).
+
+#: Opens a session; replies are NUL-terminated and numbered.
+IDSESSION_COMMAND = b"zIDSESSION\0"
+
+#: Ends a session; clamd answers the requests still running, then closes.
+END_COMMAND = b"zEND\0"
+
+
+def splitRequestNumber(raw: bytes) -> tuple[int, bytes]:
+    """
+    The request number a session reply starts with, and the reply after it.
+
+    @raise ClamdError: the reply carries no number (clamd refusing the
+        session itself, or not clamd at all).
+    """
+    number, separator, reply = raw.partition(b": ")
+    if not separator or not number.isdigit() or len(number) > 12:
+        text = printable(raw.decode("utf-8", "replace"))
+        raise ClamdError(f"clamd: {text[:200]}")
+    return int(number), reply
+
+
+class SessionExchange:
+    """
+    The requests of one session and their answers: numbers each INSTREAM,
+    one outstanding at a time, and picks its answer out of what clamd sends.
+    """
+
+    def __init__(self) -> None:
+        self._parser = ReplyParser()
+        self._sent = 0
+        self.outstanding: int | None = None
+
+    @property
+    def pending(self) -> bytes:
+        """
+        Octets of a reply not yet terminated.
+        """
+        return self._parser.pending
+
+    def request(self) -> bytes:
+        """
+        Number the next INSTREAM and return its command (its frames follow).
+
+        @raise RuntimeError: the previous request is still unanswered.
+        """
+        if self.outstanding is not None:
+            raise RuntimeError(f"request {self.outstanding} is still unanswered")
+        self._sent += 1
+        self.outstanding = self._sent
+        return INSTREAM_COMMAND
+
+    def feed(self, data: bytes) -> bytes | None:
+        """
+        Take more octets from clamd; return the reply to the outstanding
+        request (without its number) once it has arrived, and the request
+        is then answered.  A further reply to a request already answered
+        is ignored: it belongs to no stream still waiting.
+
+        @raise ClamdError: a reply without a number, with the number of a
+            request never sent, or longer than a reply can be.
+        """
+        answer: bytes | None = None
+        for raw in self._parser.feed(data):
+            number, reply = splitRequestNumber(raw)
+            if not 1 <= number <= self._sent:
+                raise ClamdError(f"clamd answered request {number}, only {self._sent} sent")
+            if number == self.outstanding and answer is None:
+                answer = reply
+                self.outstanding = None
+        return answer

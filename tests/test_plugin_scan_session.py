@@ -1,0 +1,331 @@
+"""
+The scan plugin's clamd sessions: the parts of one message share one connection (IDSESSION).
+
+Sans I/O (plugins/scan/_idsession.py): request numbers and which reply answers which. Over
+in-memory transports (plugins/scan/_client.py): the session's octets, a new connection after
+clamd ends one, a cancelled scan closing cleanly. Against the real clamd, through a counting
+relay and the daemon's filter chain: many parts over one connection with the verdicts of
+before, an oversize part, clamd closing mid-session and a clamd that never answers, every
+connection ended with zEND.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IPullProducer
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+
+from popproxy.message import Message
+from tests.peers.clamd import EICAR_SIGNATURE, ClamdPeer, StallingServer
+from tests.peers.relay import Relay, RelayedConnection
+from tests.test_plugin_scan import (
+    HEADER,
+    TEXT,
+    Case,
+    attachmentPart,
+    buildMessage,
+    eicarAttachment,
+    quarantined,
+    runChains,
+    scan,
+    splitStamp,
+    textPart,
+)
+from tests.test_plugin_scan_client import FakeEndpoint
+
+# Sans I/O: numbering and attribution.
+
+
+def test_eachRequestGetsTheNextNumberAndItsOwnAnswer() -> None:
+    """
+    Requests are numbered from 1; a reply is the answer of the request it names, without
+    its number, whatever chunks it arrives in.
+    """
+    exchange = scan.SessionExchange()
+    assert exchange.request() == b"zINSTREAM\0"
+    assert exchange.feed(b"1: stream: O") is None
+    assert exchange.feed(b"K\0") == b"stream: OK"
+    exchange.request()
+    assert exchange.outstanding == 2
+    assert exchange.feed(b"2: stream: X FOUND\0") == b"stream: X FOUND"
+    assert exchange.outstanding is None
+
+
+def test_aReplyToAnAnsweredRequestIsNotTheNextOnesAnswer() -> None:
+    """
+    A second reply carrying an earlier request's number is not taken as the answer of the
+    request now outstanding: attribution is by number, not by order.
+    """
+    exchange = scan.SessionExchange()
+    exchange.request()
+    exchange.feed(b"1: stream: OK\0")
+    exchange.request()
+    assert exchange.feed(b"1: stream: Late FOUND\0") is None
+    assert exchange.feed(b"2: stream: OK\0") == b"stream: OK"
+
+
+@pytest.mark.parametrize(
+    "reply, message",
+    [
+        (b"3: stream: OK\0", "clamd answered request 3, only 1 sent"),
+        (b"0: stream: OK\0", "clamd answered request 0, only 1 sent"),
+        (b"Command invalid inside IDSESSION. ERROR\0", "clamd: Command invalid inside IDSESSION"),
+        (b"stream: OK\0", "clamd: stream: OK"),
+    ],
+)
+def test_aReplyWithoutAFittingNumberIsAnError(reply: bytes, message: str) -> None:
+    """
+    A reply naming a request never sent, or no request, is a ClamdError naming it.
+    """
+    exchange = scan.SessionExchange()
+    exchange.request()
+    with pytest.raises(scan.ClamdError, match=re.escape(message)):
+        exchange.feed(reply)
+
+
+def test_aSecondRequestWaitsForTheFirstAnswer() -> None:
+    """
+    One request at a time: asking for another before the answer is a programming error.
+    """
+    exchange = scan.SessionExchange()
+    exchange.request()
+    with pytest.raises(RuntimeError, match="request 1 is still unanswered"):
+        exchange.request()
+
+
+# The Twisted session over in-memory transports.
+
+
+def drain(transport: Any) -> None:
+    """Let the registered frame producer write everything."""
+    while (producer := transport.registeredProducer()) is not None:
+        IPullProducer(producer).resumeProducing()
+
+
+def test_sessionScansOneAfterAnotherOnOneConnection() -> None:
+    """
+    Two scans on one session: one connection, IDSESSION first, each INSTREAM with its frames,
+    each answer to its own scan; closing sends zEND and closes the connection.
+    """
+    endpoint = FakeEndpoint()
+    session = scan.ClamdClient(endpoint, chunkSize=4, clock=Clock()).session()
+    first = session.scan(b"abcdef")
+    protocol, transport = endpoint.complete(0)
+    drain(transport)
+    results: list[Any] = []
+    first.addCallback(results.append)
+    protocol.dataReceived(b"1: stream: OK\0")
+    second = session.scan(b"xy")
+    drain(transport)
+    second.addCallback(results.append)
+    protocol.dataReceived(b"2: stream: Popproxy.Test FOUND\0")
+    assert len(endpoint.attempts) == 1
+    assert transport.value() == (
+        b"zIDSESSION\0zINSTREAM\0\0\0\0\x04abcd\0\0\0\x02ef\0\0\0\0zINSTREAM\0\0\0\0\x02xy\0\0\0\0"
+    )
+    assert [r.names for r in results] == [(), ("Popproxy.Test",)]
+    closing = session.close()
+    assert transport.value().endswith(b"\0\0\0\0zEND\0") and transport.disconnecting
+    assert not closing.called
+    protocol.connectionLost(Failure(ConnectionError("closed")))
+    assert closing.called
+
+
+def test_anErrorEndsTheSessionAndTheNextScanOpensAnother() -> None:
+    """
+    clamd's size-limit refusal fails that scan only (StreamTooLarge); the session is ended
+    from this side too (zEND), and the next scan connects anew and is numbered 1 there.
+    """
+    endpoint = FakeEndpoint()
+    session = scan.ClamdClient(endpoint, maxConnections=1, chunkSize=4).session()
+    failures: list[Failure] = []
+    session.scan(b"x" * 40).addErrback(failures.append)
+    protocol, transport = endpoint.complete(0)
+    IPullProducer(transport.producer).resumeProducing()
+    protocol.dataReceived(b"1: INSTREAM size limit exceeded. ERROR\0")
+    assert failures[0].check(scan.StreamTooLarge)
+    assert transport.value().endswith(b"zEND\0") and transport.disconnecting
+    session.scan(b"next")
+    # The one connection slot is still held until the ended connection is gone.
+    assert len(endpoint.attempts) == 1
+    protocol.connectionLost(Failure(ConnectionError("closed")))
+    again, transportAgain = endpoint.complete(1)
+    drain(transportAgain)
+    assert transportAgain.value() == b"zIDSESSION\0zINSTREAM\0\0\0\0\x04next\0\0\0\0"
+
+
+def test_cancellingAScanMidStreamEndsTheSessionCleanly() -> None:
+    """
+    A scan cancelled while its stream is still being sent (its time is up): the stream gets
+    its end marker, then zEND, then the connection is closed; if the peer does not take
+    them within the grace the connection is dropped.
+    """
+    clock = Clock()
+    endpoint = FakeEndpoint()
+    session = scan.ClamdClient(endpoint, chunkSize=4, clock=clock).session()
+    scanning = session.scan(b"x" * 40)
+    protocol, transport = endpoint.complete(0)
+    IPullProducer(transport.producer).resumeProducing()
+    scanning.cancel()
+    failures: list[Failure] = []
+    scanning.addErrback(failures.append)
+    assert failures[0].check(CancelledError)
+    assert transport.value() == b"zIDSESSION\0zINSTREAM\0\0\0\0\x04xxxx\0\0\0\0zEND\0"
+    assert transport.producer is None and transport.disconnecting
+    assert not transport.disconnected
+    clock.advance(scan._client.CLOSE_GRACE)
+    assert transport.disconnected
+
+
+def test_clamdClosingMidSessionIsUnavailable() -> None:
+    """
+    The connection lost while a scan waits for its answer: that scan fails with
+    ClamdUnavailable (the on_failure policy), and the session's slot is free again.
+    """
+    endpoint = FakeEndpoint()
+    client = scan.ClamdClient(endpoint, maxConnections=1)
+    session = client.session()
+    scanning: Deferred[Any] = session.scan(b"data")
+    protocol, transport = endpoint.complete(0)
+    drain(transport)
+    failures: list[Failure] = []
+    scanning.addErrback(failures.append)
+    protocol.connectionLost(Failure(ConnectionError("reset by peer")))
+    assert failures[0].check(scan.ClamdUnavailable)
+    assert "without an answer (reset by peer)" in failures[0].getErrorMessage()
+    client.scan(b"other")
+    assert len(endpoint.attempts) == 2
+
+
+# The real clamd, through a counting relay and the daemon's filter chain.
+
+
+@pytest.fixture
+def clamdRelay(clamd: ClamdPeer) -> Iterator[Relay]:
+    """A counting relay in front of the session's clamd."""
+    host, port = clamd.tcpAddress.split(":")[1:]
+    relay = Relay((host, int(port)))
+    try:
+        yield relay
+    finally:
+        relay.stop()
+
+
+def endedCleanly(connection: RelayedConnection) -> bool:
+    """
+    The client opened a session and ended it with zEND, and the connection is gone (which
+    side the relay saw close first is a race: clamd closes at once on zEND).
+    """
+    sent = bytes(connection.fromClient)
+    return sent.startswith(b"zIDSESSION\0") and sent.endswith(b"zEND\0") and connection.finished
+
+
+def manyParts(count: int, infected: tuple[int, ...]) -> bytes:
+    """A message of C{count} attachments, EICAR in those at the C{infected} positions."""
+    parts = [
+        eicarAttachment() if number in infected else textPart(f"Part {number}.\n")
+        for number in range(count)
+    ]
+    return buildMessage(*parts)
+
+
+def test_manyPartsShareOneConnectionWithTheSameVerdicts(
+    clamd: ClamdPeer, clamdRelay: Relay, tmp_path: Any
+) -> None:
+    """
+    A message of 60 parts, EICAR in two: clamd scans all 60 over one connection (one source
+    port in its log, one connection at the relay, ended with zEND), the two infected parts are
+    replaced and quarantined, and a clean message is stamped clean, unchanged, on a second
+    connection of its own.
+    """
+    raw = manyParts(60, (7, 41))
+    clean = manyParts(5, ())
+    [[infected, delivered]] = runChains(
+        Case({"address": clamdRelay.address}, (raw, clean), quarantine=tmp_path / "q")
+    )
+    assert infected.output is not None, infected.tempfail
+    stamp, rest = splitStamp(infected.output)
+    assert stamp == f"popproxy/clamd; infected parts replaced ({EICAR_SIGNATURE}.UNOFFICIAL)"
+    assert sorted(record.data["path"] for _, record in quarantined(tmp_path / "q").values()) == [
+        [7],
+        [41],
+    ]
+    assert Message.fromBytes(rest).partAt((8,)).text() == "Part 8.\r\n"
+    assert delivered.output == HEADER + b"clean\r\n" + clean
+    connections = clamdRelay.settled()
+    assert len(connections) == 2
+    assert all(endedCleanly(connection) for connection in connections)
+    assert sorted(connection.replies for connection in connections) == [5, 60]
+    ports = re.findall(r"instream\(127\.0\.0\.1@(\d+)\)", clamd.log())
+    assert len(ports) == 65 and len(set(ports)) == 2
+
+
+def test_anOversizePartEndsItsSessionAndTheRestIsStillScanned(
+    clamd: ClamdPeer, clamdRelay: Relay, tmp_path: Any
+) -> None:
+    """
+    A part over clamd's StreamMaxLength (sent: max_stream is above it) ends that session;
+    the parts after it are scanned in a new one and EICAR there is still removed; the stamp
+    says which part went unchecked. Both connections are closed.
+    """
+    big = attachmentPart(b"z" * (clamd.streamMaxLength + 4096), "big.bin")
+    raw = buildMessage(TEXT, big, eicarAttachment(), textPart("After.\n"))
+    settings = {"address": clamdRelay.address, "max_stream": 4 * clamd.streamMaxLength}
+    [[delivery]] = runChains(Case(settings, (raw,), quarantine=tmp_path / "q"))
+    assert delivery.output is not None, delivery.tempfail
+    stamp, _ = splitStamp(delivery.output)
+    assert "too large for clamd's StreamMaxLength" in stamp
+    assert f"infected parts replaced ({EICAR_SIGNATURE}.UNOFFICIAL)" in stamp
+    connections = clamdRelay.settled()
+    assert [connection.replies for connection in connections] == [2, 2]
+    assert all(connection.finished for connection in connections)
+    assert endedCleanly(connections[1])
+
+
+def test_clamdClosingMidSessionFollowsThePolicy(clamd: ClamdPeer, tmp_path: Any) -> None:
+    """
+    clamd's connection cut after three answers: the message is not called clean; by default
+    a temporary failure (unreachable), with on_failure = "deliver" it arrives marked
+    unchecked; no further part is tried on that message.
+    """
+    host, port = clamd.tcpAddress.split(":")[1:]
+    relay = Relay((host, int(port)), cutAfterReplies=3)
+    try:
+        raw = manyParts(10, ())
+        refused, delivered = runChains(
+            Case({"address": relay.address}, (raw,)),
+            Case({"address": relay.address, "on_failure": "deliver"}, (raw,)),
+        )
+        connections = relay.settled()
+    finally:
+        relay.stop()
+    assert refused[0].tempfail is not None and "unreachable" in refused[0].tempfail
+    assert delivered[0].output == HEADER + b"unchecked (clamd unreachable)\r\n" + raw
+    assert [(c.replies, c.cut) for c in connections] == [(3, True), (3, True)]
+
+
+def test_aClamdThatNeverAnswersTimesOutAndIsClosed(
+    clamdStalling: StallingServer, tmp_path: Any
+) -> None:
+    """
+    A clamd that takes the session and never answers: the message's time limit gives the
+    on_failure policy (a temporary failure saying so), and the session is ended with zEND
+    and closed before the verdict, not left open.
+    """
+    relay = Relay((clamdStalling.host, clamdStalling.port))
+    try:
+        [[delivery]] = runChains(
+            Case({"address": relay.address, "timeout": 1}, (manyParts(3, ()),)), timeout=20
+        )
+        [connection] = relay.settled()
+    finally:
+        relay.stop()
+    assert delivery.tempfail is not None and "did not answer in time" in delivery.tempfail
+    assert 1.0 <= delivery.elapsed < 1.0 + scan._client.CLOSE_GRACE
+    assert endedCleanly(connection)
