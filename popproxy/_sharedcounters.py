@@ -251,6 +251,7 @@ class RemoteCounters(LineOnlyReceiver):
         self._local: MemoryCounters | None = None
         self._pending: dict[int, tuple[Deferred[Any], IDelayedCall]] = {}
         self._next = 0
+        self._stopping = False
 
     def hit(self, key: str, amount: int, ttl: float) -> Deferred[int]:
         return self._ask("hit", key, amount, ttl)
@@ -350,7 +351,18 @@ class RemoteCounters(LineOnlyReceiver):
             entry[0].errback(CounterStoreUnavailable("the main process did not answer"))
             self._fallBack("the main process did not answer in time")
 
+    def stopping(self) -> None:
+        """
+        This worker is ending (its reactor shuts down, or it retires): the
+        close of the connection that follows is its own doing, not the
+        main process going away, so it is not warned about.
+        """
+        self._stopping = True
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._stopping:
+            self._failPending("the worker is stopping")
+            return
         self._fallBack("the main process closed the connection")
 
     def _fallBack(self, why: str) -> MemoryCounters:
@@ -363,12 +375,18 @@ class RemoteCounters(LineOnlyReceiver):
             self._local = MemoryCounters(self._clock)
             if self.transport is not None:
                 self.transport.loseConnection()
+        self._failPending(why)
+        return self._local
+
+    def _failPending(self, why: str) -> None:
+        """
+        Fail every request still waiting for an answer.
+        """
         pending, self._pending = self._pending, {}
         for answer, timeout in pending.values():
             if timeout.active():
                 timeout.cancel()
             answer.errback(CounterStoreUnavailable(why))
-        return self._local
 
 
 def snapshotFrom(fields: list[Any]) -> SessionSnapshot:

@@ -208,6 +208,8 @@ def _sharedCounters(
         return None
     counters = RemoteCounters(reactor, sessions)
     reactor.adoptStreamConnection(descriptor, socket.AF_UNIX, Factory.forProtocol(lambda: counters))
+    # The reactor's shutdown closes the pair: that is this worker ending.
+    reactor.addSystemEventTrigger("before", "shutdown", counters.stopping)
     os.close(descriptor)
     return counters
 

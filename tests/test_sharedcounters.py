@@ -297,3 +297,23 @@ def test_mainProcessAsksAWorkerForItsSessions() -> None:
     worker.server.askSessions().addBoth(gone.append)
     worker.pump.flush()
     assert gone and isinstance(gone[0].value, Exception)
+
+
+def test_workerStoppingClosesWithoutWarning() -> None:
+    """
+    A worker that ends (its reactor shuts down, or it retires) closes its
+    end itself: no warning that the main process went away, and a request
+    still in flight fails instead of waiting forever.
+    """
+    clock = Clock()
+    worker = Worker(MemoryCounters(clock), clock)
+    worker.pump.flush()
+    waiting = worker.counters.hit("a", 1, 60)
+    failures: list[Any] = []
+    waiting.addErrback(failures.append)
+    with capturedLogs() as events:
+        worker.counters.stopping()
+        worker.counters.transport.loseConnection()  # type: ignore[union-attr]
+        worker.pump.flush()
+    assert failures and failures[0].check(CounterStoreUnavailable)
+    assert [formatEvent(e) for e in events if "unavailable" in formatEvent(e)] == []
