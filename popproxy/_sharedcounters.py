@@ -361,6 +361,9 @@ class RemoteCounters(LineOnlyReceiver):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._stopping:
+            # Sessions finishing their last commands still count, here.
+            if self._local is None:
+                self._local = MemoryCounters(self._clock)
             self._failPending("the worker is stopping")
             return
         self._fallBack("the main process closed the connection")

@@ -303,7 +303,8 @@ def test_workerStoppingClosesWithoutWarning() -> None:
     """
     A worker that ends (its reactor shuts down, or it retires) closes its
     end itself: no warning that the main process went away, and a request
-    still in flight fails instead of waiting forever.
+    still in flight fails instead of waiting forever, and the sessions
+    finishing their last commands are answered by the worker's own counts.
     """
     clock = Clock()
     worker = Worker(MemoryCounters(clock), clock)
@@ -315,5 +316,6 @@ def test_workerStoppingClosesWithoutWarning() -> None:
         worker.counters.stopping()
         worker.counters.transport.loseConnection()  # type: ignore[union-attr]
         worker.pump.flush()
+        assert worker.answer(worker.counters.hit("a", 1, 60)) == 1
     assert failures and failures[0].check(CounterStoreUnavailable)
     assert [formatEvent(e) for e in events if "unavailable" in formatEvent(e)] == []
