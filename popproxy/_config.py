@@ -248,6 +248,7 @@ class Config:
     loginFailureDelay: float = 1.0
     workers: int = 1
     stopGrace: float = 30.0
+    retireAfter: float = 600.0
     upstream: str | None = None
     upstreamTls: UpstreamTls = UpstreamTls()
     upstreamClientAddress: str = "none"
@@ -425,6 +426,9 @@ class ProxySettings:
     workers: int = 1
     #: Seconds a stopping proxy lets each session finish its command.
     stopGrace: float = 30.0
+    #: Seconds a worker replaced by a reload waits for its connections to
+    #: end by themselves before it stops them.
+    retireAfter: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -468,6 +472,7 @@ def readProxy(source: str, data: Any) -> ProxySettings:
         loginFailureDelay=proxy.number("login_failure_delay", 1.0, minimum=0),
         workers=proxy.integer("workers", 1, minimum=1),
         stopGrace=proxy.number("stop_grace", 30.0, minimum=0),
+        retireAfter=proxy.number("retire_after", 600.0, minimum=0),
     )
     proxy.finish()
     return settings
@@ -913,6 +918,7 @@ def parseConfig(text: str, source: str = "<config>", base: Path | None = None) -
         loginFailureDelay=proxy.loginFailureDelay,
         workers=proxy.workers,
         stopGrace=proxy.stopGrace,
+        retireAfter=proxy.retireAfter,
         upstream=upstream.default,
         upstreamTls=upstream.tls,
         upstreamClientAddress=upstream.clientAddress,

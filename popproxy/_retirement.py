@@ -3,7 +3,9 @@ A worker's retirement: once the main process runs a new worker in its
 place (a reload added a listener, L{popproxy._workerpool}), the old one
 stops accepting on every listener and exits once every connection it
 accepted has ended by itself (the client's QUIT, an idle timeout), so no
-client is cut the way a stop cuts them.
+client is cut the way a stop cuts them; or, once C{[proxy] retire_after}
+seconds have passed with connections still open (a client that keeps
+sending NOOPs would hold it for ever), it stops the way SIGTERM stops it.
 
 A connection counts from the moment it is accepted, before the session's
 admission is answered (over the shared counters, a round trip to the main
@@ -17,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 from weakref import WeakSet
 
-from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
@@ -72,11 +74,18 @@ class CountedListenerFactory(ListenerFactory):
 
 class Retirement:
     """
-    Stops a worker that was replaced, without cutting anyone.
+    Stops a worker that was replaced, without cutting anyone if its
+    clients leave within the cap, gracefully once it is over.
 
     @param listeners: the worker's listeners, all closed when it begins.
     @param connections: those they accepted.
-    @param stop: stops the process (its graceful stop finds no session).
+    @param stop: stops the process with its graceful stop (which finds no
+        session when the last connection has ended; at the cap, each
+        session finishes its command in flight and is told the proxy is
+        stopping).
+    @param cap: the seconds it waits for the last connection to end,
+        asked when it begins (C{[proxy] retire_after} as the worker's
+        latest reload read it).
     """
 
     def __init__(
@@ -85,32 +94,58 @@ class Retirement:
         listeners: ListenerSet,
         connections: OpenConnections,
         stop: Callable[[], None],
+        cap: Callable[[], float],
     ) -> None:
         self._clock = clock
         self._listeners = listeners
         self._connections = connections
         self._stop = stop
+        self._cap = cap
+        self._poll: IDelayedCall | None = None
+        self._deadline: IDelayedCall | None = None
         self.begun = False
 
     def begin(self) -> None:
         """
-        Accept no more; stop once the last open connection has ended.
+        Accept no more; stop once the last open connection has ended, or
+        at the cap.
         """
         if self.begun:
             return
         self.begun = True
         for description in list(self._listeners.descriptions()):
             self._listeners.close(description)
+        cap = self._cap()
         log.info(
             "replaced by a new worker: accepts no more, exits once its {count} "
-            "connections have ended",
+            "connections have ended (at most {cap:g} s, then it stops them)",
             count=self._connections.count(),
+            cap=cap,
         )
+        if self._connections.count():
+            self._deadline = self._clock.callLater(cap, self._capReached, cap)
         self._check()
 
     def _check(self) -> None:
         if self._connections.count():
-            self._clock.callLater(CHECK_INTERVAL, self._check)
+            self._poll = self._clock.callLater(CHECK_INTERVAL, self._check)
             return
+        self._endWaits()
         log.info("replaced by a new worker: its last connection has ended")
         self._stop()
+
+    def _capReached(self, cap: float) -> None:
+        self._endWaits()
+        log.info(
+            "replaced by a new worker: {count} connections still open after {cap:g} s "
+            "([proxy] retire_after); stopping them: each finishes its command in flight",
+            count=self._connections.count(),
+            cap=cap,
+        )
+        self._stop()
+
+    def _endWaits(self) -> None:
+        for wait in (self._poll, self._deadline):
+            if wait is not None and wait.active():
+                wait.cancel()
+        self._poll = self._deadline = None

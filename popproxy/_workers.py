@@ -16,7 +16,8 @@ and applies it to the listeners it adopted; when the reload added a
 listener, the main process starts a new worker that adopts it too and,
 once that one says it serves (on the C{--ready} pipe), retires this one
 (SIGUSR2, L{popproxy._retirement}): it accepts no more and exits once its
-connections have ended.
+connections have ended (at most C{[proxy] retire_after} seconds, then it
+stops them gracefully).
 """
 
 from __future__ import annotations
@@ -148,6 +149,15 @@ def _stopOnce(reactor: Any) -> None:
         reactor.stop()
 
 
+def _retireAfter(reloader: Reloader) -> float:
+    """
+    C{[proxy] retire_after} as this worker runs it now: the reload that
+    replaced it (the main process passes SIGHUP on before it starts the
+    new worker) has read the file this worker retires under.
+    """
+    return reloader.current.config.retireAfter
+
+
 def _tellServing(descriptor: int | None) -> None:
     """
     Tell the main process, on the pipe C{descriptor} it gave, that this
@@ -274,7 +284,13 @@ def main(argv: list[str] | None = None) -> None:
     # SIGTERM stops the reactor, which first stops accepting and lets the
     # sessions finish (the graceful stop), like the main process.
     stopOnShutdown(reactor, ports.values(), stop)
-    retirement = Retirement(reactor, listeners, connections, partial(_stopOnce, reactor))
+    retirement = Retirement(
+        reactor,
+        listeners,
+        connections,
+        partial(_stopOnce, reactor),
+        partial(_retireAfter, reloader),
+    )
     reactor.callWhenRunning(_handleSignals, reactor, retirement, arguments.ready)
     reactor.run()
 

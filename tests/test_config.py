@@ -121,6 +121,7 @@ def test_emptyFileGivesDefaults() -> None:
     assert config.listen == DEFAULT_LISTEN == ("tcp:1110:interface=127.0.0.1",)
     assert config.idleTimeout == 600.0
     assert config.stopGrace == 30.0
+    assert config.retireAfter == 600.0
     assert config.maxFailedLogins == 3
     assert config.upstream is None
     assert (config.connectTimeout, config.responseTimeout) == (30.0, 120.0)
@@ -141,6 +142,7 @@ def test_shippedFileEveryKey(tmp_path: Path) -> None:
     assert config.listen == ("tcp:1110:interface=127.0.0.1",)
     assert config.idleTimeout == 600.0
     assert config.stopGrace == 30.0
+    assert config.retireAfter == 600.0
     assert config.maxFailedLogins == 3
     assert config.upstream == "tcp:127.0.0.1:1100"
     assert config.connectTimeout == 30.0
@@ -346,6 +348,21 @@ PARSE_ERRORS = [
         "[proxy]\nstop_grace = -1\n",
         ("[proxy] stop_grace", "at least 0", "-1"),
         id="negative-grace",
+    ),
+    pytest.param(
+        "[proxy]\nretire_after = -1\n",
+        ("[proxy] retire_after", "at least 0", "-1"),
+        id="negative-retire-after",
+    ),
+    pytest.param(
+        '[proxy]\nretire_after = "10m"\n',
+        ("[proxy] retire_after", "must be a number", "'10m'"),
+        id="text-for-retire-after",
+    ),
+    pytest.param(
+        "[proxy]\nretire_after = inf\n",
+        ("[proxy] retire_after", "finite", "inf"),
+        id="infinite-retire-after",
     ),
     pytest.param(
         "[proxy]\nmax_failed_logins = 0\n",
@@ -1118,10 +1135,11 @@ def test_readProxyIsItsOwnValue() -> None:
     L{readProxy} reads only C{[proxy]} keys into a frozen L{ProxySettings}.
     """
     settings = readProxy(
-        SOURCE, {"listen": "tcp:110", "workers": 2, "idle_timeout": 30, "stop_grace": 0}
+        SOURCE,
+        {"listen": "tcp:110", "workers": 2, "idle_timeout": 30, "stop_grace": 0, "retire_after": 0},
     )
     assert settings == ProxySettings(
-        listen=("tcp:110",), idleTimeout=30.0, workers=2, stopGrace=0.0
+        listen=("tcp:110",), idleTimeout=30.0, workers=2, stopGrace=0.0, retireAfter=0.0
     )
     with pytest.raises(ConfigError, match=r"\[proxy\] upstream: unknown key"):
         readProxy(SOURCE, {"upstream": "tcp:pop:110"})

@@ -54,7 +54,13 @@ GENERATION_HEADER = re.compile(rb"^X-Gen(\d+): \d+\r\n", re.MULTILINE)
 CLIENTS = 20
 
 
-def configText(generation: int, upstreamPort: int, listen: list[str], workers: int = 1) -> str:
+def configText(
+    generation: int,
+    upstreamPort: int,
+    listen: list[str],
+    workers: int = 1,
+    retireAfter: float = 600,
+) -> str:
     """
     The proxy's file in its C{generation}-th version: the chain stamps
     C{X-Gen<generation>}.
@@ -65,6 +71,7 @@ def configText(generation: int, upstreamPort: int, listen: list[str], workers: i
 listen = [{listeners}]
 workers = {workers}
 idle_timeout = {600 + generation}
+retire_after = {retireAfter}
 [upstream]
 default = "tcp:127.0.0.1:{upstreamPort}"
 [chain]
@@ -625,3 +632,41 @@ def test_addedListenerServedByTheWorkers(
         f"\nlistener added with workers = 2: new worker serving {handOver:.1f} s after SIGHUP, "
         f"{len(held)} sessions held across the hand-over, none cut"
     )
+
+
+def test_retiredWorkerStopsItsSessionsAtTheCap(
+    proxies: list[ProxyProcess], tmp_path: Path, rawPop3: Any
+) -> None:
+    """
+    With workers = 2, a reload that adds a listener and sets [proxy]
+    retire_after = 2: the old worker waits 2 s for the sessions held idle
+    through it, then stops them gracefully (each is told the proxy is
+    stopping, then closed) and ends, saying how many it stopped; the
+    sessions the main process serves carry on and QUIT.
+    """
+    messages = freshMessages(b"retirecap")
+    server = rawPop3(messages, user="u", password="p")
+    kept, added = freePort(), freePort()
+    listeners = [f"tcp:{kept}:interface=127.0.0.1", f"tcp:{added}:interface=127.0.0.1"]
+    proxy = startProxy(proxies, tmp_path, configText(1, server.port, listeners[:1], 2), kept, 2)
+    held = holdUntilAWorkerServes(proxy, kept, messages)
+    onWorker = [h for h in held if processServing(proxy, h.client.localPort()) == "worker 1"]
+    assert onWorker
+    reload(proxy, configText(2, server.port, listeners, workers=2, retireAfter=2), 2)
+    waitFor(lambda: "worker 1 replaced (pid " in proxy.log(), "the old worker's end", proxy, 30)
+    for session in onWorker:
+        assert session.client.readLine() == b"-ERR [SYS/TEMP] the proxy is stopping\r\n"
+        with pytest.raises(ConnectionError):
+            session.client.readLine()
+        session.client.close()
+    others = [h for h in held if h not in onWorker]
+    assert [session.finish() for session in others] == [[1] * 3] * len(others)
+    log = proxy.log()
+    assert (
+        f"{len(onWorker)} connections still open after 2 s ([proxy] retire_after); "
+        "stopping them" in log
+    )
+    assert log.count("closed: proxy stopping;") == len(onWorker)
+    assert "its last connection has ended" not in log
+    assert "starting it again" not in log
+    assert "Traceback" not in log
