@@ -96,6 +96,8 @@ class _WorkerProcess(ProcessProtocol):
         self.readyDescriptor = readyDescriptor
         self.serving = False
         self.retired = False
+        #: A reload came before it served: SIGHUP it once it does.
+        self.reloadMissed = False
         self.ended: Deferred[None] = Deferred()
         self.pid: int | None = None
         #: The main process's end of its socket pair.
@@ -214,7 +216,7 @@ class WorkerPool(Service):
         for listener in self._listeners:
             acceptOneAtATime(listener.port)
         for number in range(1, self._launch.workers):
-            self._spawn(number)
+            self._startOrRetry(number)
 
     def _arguments(self, number: int) -> tuple[list[str], dict[int, int | str]]:
         launch = self._launch
@@ -245,9 +247,23 @@ class WorkerPool(Service):
         self._listeners = listeners
         for listener in listeners:
             acceptOneAtATime(listener.port)
+        # One being replaced still accepts until its successor serves.
+        for worker in self._retiring.values():
+            if not worker.retired:
+                self._passReload(worker)
         for number, worker in sorted(self._workers.items()):
-            _signal(worker, "HUP")
+            self._passReload(worker)
             self._replaceIfLacking(number)
+
+    def _passReload(self, worker: _WorkerProcess) -> None:
+        """
+        Tell C{worker} to reload (SIGHUP); one that does not serve yet gets
+        it once it does (before its handler is installed, SIGHUP would end it).
+        """
+        if worker.serving:
+            _signal(worker, "HUP")
+        else:
+            worker.reloadMissed = True
 
     def _replaceIfLacking(self, number: int) -> None:
         """
@@ -273,13 +289,19 @@ class WorkerPool(Service):
             number=number,
             listeners=", ".join(lacking),
         )
-        self._retiring[number] = self._workers.pop(number)
-        self._spawn(number)
+        replaced = self._retiring[number] = self._workers.pop(number)
+        if not self._spawn(number):
+            # The old one serves on until a later reload tries again.
+            del self._retiring[number]
+            self._workers[number] = replaced
 
     def _serving(self, worker: _WorkerProcess) -> None:
         """
         C{worker} serves its listeners: the one it replaces may stop.
         """
+        if worker.reloadMissed:
+            worker.reloadMissed = False
+            _signal(worker, "HUP")
         replaced = self._retiring.get(worker.number)
         if replaced is None or replaced.retired or self._workers.get(worker.number) is not worker:
             return
@@ -303,7 +325,12 @@ class WorkerPool(Service):
         _signal(worker, "TERM")
         self._reactor.callLater(self._launch.stopGrace + STOP_TIMEOUT, _kill, worker)
 
-    def _spawn(self, number: int) -> None:
+    def _spawn(self, number: int) -> bool:
+        """
+        Start worker C{number}; whether it could be started (a failed fork,
+        e.g. out of descriptors or processes, is logged and leaves nothing
+        registered).
+        """
         arguments, childFDs = self._arguments(number)
         ours, theirs = socket.socketpair() if self._counters is not None else (None, None)
         if theirs is not None:
@@ -314,18 +341,24 @@ class WorkerPool(Service):
         childFDs[ready] = "r"
         arguments += ["--ready", str(ready)]
         worker = _WorkerProcess(self, number, tuple(self._listeners), ready)
-        self._workers[number] = worker
         try:
             process = self._reactor.spawnProcess(
                 worker, sys.executable, arguments, env=dict(os.environ), childFDs=childFDs
             )
+        except Exception:
+            log.failure("cannot start worker {number}", number=number)
+            if ours is not None:
+                ours.close()
+            return False
         finally:
             if theirs is not None:
                 theirs.close()
+        self._workers[number] = worker
         if ours is not None:
             worker.server = self._serveCounters(ours)
         worker.pid = getattr(process, "pid", None)
         log.info("started worker {number}", number=number)
+        return True
 
     def _serveCounters(self, ours: socket.socket) -> CounterServer:
         """
@@ -376,7 +409,14 @@ class WorkerPool(Service):
 
     def _respawn(self, number: int) -> None:
         if self.running and number not in self._workers:
-            self._spawn(number)
+            self._startOrRetry(number)
+
+    def _startOrRetry(self, number: int) -> None:
+        """
+        Start worker C{number}, or try again after L{RESTART_DELAY}.
+        """
+        if not self._spawn(number):
+            self._reactor.callLater(RESTART_DELAY, self._respawn, number)
 
     def stopService(self) -> Deferred[Any]:
         super().stopService()
@@ -388,8 +428,10 @@ class WorkerPool(Service):
 
 
 def _signal(worker: _WorkerProcess, signalID: str | int) -> None:
+    if worker.transport is None:  # never started
+        return
     try:
-        worker.transport.signalProcess(signalID)  # type: ignore[union-attr]
+        worker.transport.signalProcess(signalID)
     except (ProcessExitedAlready, ProcessLookupError):  # already gone (its end is on its way)
         pass
 

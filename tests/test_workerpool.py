@@ -54,10 +54,15 @@ class ProcessReactor(Clock):
     def __init__(self) -> None:
         super().__init__()
         self.spawned: list[tuple[Any, list[str], dict[int, int | str]]] = []
+        #: Forks that fail (as with EAGAIN or EMFILE) before the next succeeds.
+        self.failures = 0
 
     def spawnProcess(
         self, protocol: Any, executable: str, args: list[str], env: Any, childFDs: Any
     ) -> FakeTransport:
+        if self.failures:
+            self.failures -= 1
+            raise OSError(11, "Resource temporarily unavailable")
         transport = FakeTransport(pid=1000 + len(self.spawned))
         protocol.makeConnection(transport)
         self.spawned.append((protocol, args, childFDs))
@@ -79,9 +84,14 @@ class FakeListener:
 
 
 def startedPool(config: Config, listeners: list[Any]) -> tuple[WorkerPool, ProcessReactor]:
+    """
+    A started pool whose workers have said they serve.
+    """
     reactor = ProcessReactor()
     pool = WorkerPool(reactor, WorkerLaunch.fromConfig(config), listeners)
     pool.startService()
+    for worker, _, _ in reactor.spawned:
+        sayServing(worker)
     return pool, reactor
 
 
@@ -429,3 +439,56 @@ def test_replacedWorkerIsAskedForItsSessions() -> None:
     assert len(unconnected) == 2
     for ours, _ in reactor.adopted:
         ours.close()
+
+
+def test_reloadBeforeAWorkerServesWaitsForIt() -> None:
+    """
+    A worker that has not said it serves yet (its SIGHUP handler may not be
+    installed: the signal would end it) gets a reload's SIGHUP only once it
+    serves; a successor starting during a second reload is not killed by it.
+    """
+    reactor = ProcessReactor()
+    first = FakeListener(FakePort(7))
+    pool = WorkerPool(reactor, WorkerLaunch.fromConfig(Config(workers=2, listen=())), [first])
+    pool.startService()
+    worker, _, _ = reactor.spawned[0]
+    pool.reload([first])
+    assert worker.transport.signals == []
+    sayServing(worker)
+    assert worker.transport.signals == ["HUP"]
+    pool.reload([first, FakeListener(FakePort(9), "tcp:995")])
+    successor, _, _ = reactor.spawned[1]
+    pool.reload([first, FakeListener(FakePort(9), "tcp:995")])
+    assert successor.transport.signals == []
+    assert worker.transport.signals == ["HUP", "HUP", "HUP"]
+    sayServing(successor)
+    assert successor.transport.signals == ["HUP"]
+    assert worker.transport.signals == ["HUP", "HUP", "HUP", signal.SIGUSR2]
+
+
+def test_failedForkKeepsTheWorkerItWouldReplace() -> None:
+    """
+    When the new worker cannot be started (a failed fork), the old one
+    keeps serving and still gets later reloads and the stop; a later
+    reload tries the replacement again.  A worker that cannot be started
+    at all is tried again after RESTART_DELAY.
+    """
+    first = FakeListener(FakePort(7))
+    pool, reactor = startedPool(Config(workers=2, listen=()), [first])
+    worker, _, _ = reactor.spawned[0]
+    reactor.failures = 1
+    with capturedLogs() as events:
+        pool.reload([first, FakeListener(FakePort(9), "tcp:995")])
+    assert any("cannot start worker 1" in formatEvent(e) for e in events)
+    assert len(reactor.spawned) == 1
+    pool.reload([first, FakeListener(FakePort(9), "tcp:995")])
+    assert worker.transport.signals == ["HUP", "HUP"]
+    assert len(reactor.spawned) == 2
+    pool.stopService()
+    assert worker.transport.signals[-1] == "TERM"
+    reactor.failures = 1
+    again = WorkerPool(reactor, WorkerLaunch.fromConfig(Config(workers=2, listen=())), [first])
+    again.startService()
+    assert len(reactor.spawned) == 2
+    reactor.advance(RESTART_DELAY)
+    assert len(reactor.spawned) == 3
