@@ -13,6 +13,7 @@ well).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -70,11 +71,25 @@ class Targets:
                 self.popproxies[name] = proxy
                 proxy.start()
         if self.settings.pin is not None:
-            # After the start: a proxy's own children (popproxy's workers,
-            # nginx's) exist by now or inherit the affinity later.
             for name in names:
-                for pid in self.cpuPids(name):
-                    _pinning.pinProcess(pid, self.settings.pin.proxy)
+                self._pin(name, self.settings.pin.proxy)
+
+    def _pin(self, name: str, cpus: frozenset[int]) -> None:
+        """
+        Pin every process of target C{name} to C{cpus}.  A child forked
+        after this inherits the affinity, but one being forked while the
+        parent is pinned keeps the old one and shows up a moment later: look
+        again until a look finds no new process (bounded).
+        """
+        pinned: set[int] = set()
+        for _ in range(20):
+            pids = set(self.cpuPids(name)) - pinned
+            if not pids and pinned:
+                return
+            for pid in pids:
+                _pinning.pinProcess(pid, cpus)
+            pinned |= pids
+            time.sleep(0.1)
 
     def port(self, name: str) -> int:
         if name == "direct":
