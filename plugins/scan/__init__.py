@@ -35,7 +35,13 @@ Settings and policies: docs/plugins/scan.md.
 from ._client import ClamdClient, ClamdSession, InstreamProtocol, PingProtocol, SessionProtocol
 from ._factory import makeFilter
 from ._filter import Scanner, ScanSession, StreamScanner, VirusScan
-from ._idsession import END_COMMAND, IDSESSION_COMMAND, SessionExchange, splitRequestNumber
+from ._idsession import (
+    END_COMMAND,
+    IDSESSION_COMMAND,
+    SessionExchange,
+    StaleSession,
+    splitRequestNumber,
+)
 from ._settings import ScanSettings, parseSettings
 from ._wire import (
     ClamdError,
@@ -64,6 +70,7 @@ __all__ = [
     "Scanner",
     "SessionExchange",
     "SessionProtocol",
+    "StaleSession",
     "StreamScanner",
     "StreamTooLarge",
     "VirusScan",

@@ -22,10 +22,11 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.internet.protocol import Protocol as TwistedProtocol
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._idsession import END_COMMAND, IDSESSION_COMMAND, SessionExchange
+from ._idsession import END_COMMAND, IDSESSION_COMMAND, SessionExchange, StaleSession
 from ._wire import (
     DEFAULT_CHUNK_SIZE,
     END_OF_STREAM,
@@ -41,6 +42,8 @@ from ._wire import (
 )
 
 T = TypeVar("T")
+
+log = Logger()
 
 #: Seconds a closing session may take to flush its last octets before its
 #: connection is dropped (a peer that stopped reading).
@@ -290,8 +293,12 @@ class SessionProtocol(TwistedProtocol):
             self._abortLater.cancel()
         pending, self._pending = self._pending, None
         self.closed.callback(None)
-        if pending is not None:
-            why = reason.getErrorMessage()
+        if pending is None:
+            return
+        why = reason.getErrorMessage()
+        if self._exchange.resendable:
+            pending.errback(StaleSession(f"clamd had closed the session ({why})"))
+        else:
             pending.errback(ClamdUnavailable(f"clamd closed the session without an answer ({why})"))
 
 
@@ -300,7 +307,10 @@ class ClamdSession:
     The scans of one message on one clamd connection (an IDSESSION), one
     scan at a time.  The connection is opened at the first scan, holding
     one of the client's connection slots until it is closed, and opened
-    again at the next scan if clamd ended it (it does after an ERROR).
+    again at the next scan if clamd ended it (it does after an ERROR).  A
+    scan that finds the session's connection closed before any octet of
+    its answer (clamd ends a session idle past its IdleTimeout) is sent
+    once more, in a new session.
 
     Cancelling a scan (its time is up) ends the session; L{close} ends it
     when the message is done.
@@ -333,8 +343,12 @@ class ClamdSession:
         if self._closing:
             raise RuntimeError("the session is closed")
         protocol = self._protocol
-        if protocol is None or not protocol.usable:
-            protocol = await self._open()
+        if protocol is not None and protocol.usable:
+            try:
+                return await protocol.scan(data)
+            except StaleSession as e:
+                log.info("{reason}: the scan is sent again in a new session", reason=str(e))
+        protocol = await self._open()
         return await protocol.scan(data)
 
     async def _open(self) -> SessionProtocol:
