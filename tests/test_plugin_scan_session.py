@@ -3,10 +3,11 @@ The scan plugin's clamd sessions: the parts of one message share one connection 
 
 Sans I/O (plugins/scan/_idsession.py): request numbers and which reply answers which. Over
 in-memory transports (plugins/scan/_client.py): the session's octets, a new connection after
-clamd ends one, a cancelled scan closing cleanly. Against the real clamd, through a counting
-relay and the daemon's filter chain: many parts over one connection with the verdicts of
-before, an oversize part, a session clamd closed between two parts (scanned again in a new
-one), clamd gone mid-session and a clamd that never answers, every connection ended with zEND.
+clamd ends one or answers before a stream ended, a cancelled scan closing cleanly. Against the
+real clamd, through a counting relay and the daemon's filter chain: many parts over one
+connection with the verdicts of before, an oversize part, a session clamd closed between two
+parts (scanned again in a new one), clamd gone mid-session and a clamd that never answers,
+every connection ended with zEND.
 """
 
 from __future__ import annotations
@@ -176,6 +177,30 @@ def test_anErrorEndsTheSessionAndTheNextScanOpensAnother() -> None:
     assert len(endpoint.attempts) == 1
     protocol.connectionLost(Failure(ConnectionError("closed")))
     again, transportAgain = endpoint.complete(1)
+    drain(transportAgain)
+    assert transportAgain.value() == b"zIDSESSION\0zINSTREAM\0\0\0\0\x04next\0\0\0\0"
+
+
+def test_anAnswerBeforeTheStreamEndedEndsTheSession() -> None:
+    """
+    clamd answering while the stream is still being sent: the answer is the scan's result,
+    and the session is ended (the stream gets its end marker, then zEND) rather than kept,
+    since clamd would read a next zINSTREAM as more of the unfinished stream; the next scan
+    goes to a new connection.
+    """
+    endpoint = FakeEndpoint()
+    session = scan.ClamdClient(endpoint, chunkSize=4, clock=Clock()).session()
+    results: list[Any] = []
+    session.scan(b"x" * 40).addCallback(results.append)
+    protocol, transport = endpoint.complete(0)
+    IPullProducer(transport.producer).resumeProducing()
+    protocol.dataReceived(b"1: stream: Popproxy.Test FOUND\0")
+    assert results[0].names == ("Popproxy.Test",)
+    session.scan(b"next")
+    assert transport.value() == b"zIDSESSION\0zINSTREAM\0\0\0\0\x04xxxx\0\0\0\0zEND\0"
+    assert transport.producer is None and transport.disconnecting
+    assert len(endpoint.attempts) == 2
+    _, transportAgain = endpoint.complete(1)
     drain(transportAgain)
     assert transportAgain.value() == b"zIDSESSION\0zINSTREAM\0\0\0\0\x04next\0\0\0\0"
 

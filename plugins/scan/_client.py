@@ -246,23 +246,34 @@ class SessionProtocol(TwistedProtocol):
             return
         if reply is None:
             return
-        self._stopSending()
+        # An answer before the stream's end marker went out: clamd would
+        # read the next request as more of this stream, so the session ends.
+        early = self._producer is not None and not self._producer.done
         try:
             result = interpretReplies([reply])
         except (ClamdError, ClamdUnavailable) as e:
             # clamd closes a session after an ERROR: end it from this side too.
+            self._stopSending()
             self._settleAfterEnd(Failure(e))
-        else:
-            pending, self._pending = self._pending, None
-            if pending is not None:
-                pending.callback(result)
+            return
+        if early:
+            self._settleAfterEnd(result)
+            return
+        self._stopSending()
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.callback(result)
 
-    def _settleAfterEnd(self, failure: Failure) -> None:
+    def _settleAfterEnd(self, outcome: ScanResult | Failure) -> None:
         # End first: the scan's continuation must find the session unusable.
         pending, self._pending = self._pending, None
         self.end()
-        if pending is not None:
-            pending.errback(failure)
+        if pending is None:
+            return
+        if isinstance(outcome, Failure):
+            pending.errback(outcome)
+        else:
+            pending.callback(outcome)
 
     def end(self) -> None:
         """
