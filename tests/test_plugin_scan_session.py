@@ -1,13 +1,14 @@
 """
 The scan plugin's clamd sessions: the parts of one message share one connection (IDSESSION).
 
-Sans I/O (plugins/scan/_idsession.py): request numbers and which reply answers which. Over
-in-memory transports (plugins/scan/_client.py): the session's octets, a new connection after
-clamd ends one or answers before a stream ended, a cancelled scan closing cleanly. Against the
-real clamd, through a counting relay and the daemon's filter chain: many parts over one
-connection with the verdicts of before, an oversize part, a session clamd closed between two
-parts (scanned again in a new one), clamd gone mid-session and a clamd that never answers,
-every connection ended with zEND.
+Sans I/O (plugins/scan/_idsession.py): request numbers and which reply answers which, an
+answer kept when unexpected octets follow it. Over in-memory transports
+(plugins/scan/_client.py): the session's octets, a new connection after clamd ends one or
+answers before a stream ended, a cancelled scan closing cleanly. Against the real clamd,
+through a counting relay and the daemon's filter chain: many parts over one connection with
+the verdicts of before, an oversize part, a session clamd closed between two parts (scanned
+again in a new one), clamd gone mid-session and a clamd that never answers, every connection
+ended with zEND.
 """
 
 from __future__ import annotations
@@ -88,6 +89,23 @@ def test_aReplyWithoutAFittingNumberIsAnError(reply: bytes, message: str) -> Non
     exchange.request()
     with pytest.raises(scan.ClamdError, match=re.escape(message)):
         exchange.feed(reply)
+
+
+@pytest.mark.parametrize(
+    "after",
+    [b"not clamd\0", b"x" * 20000],
+    ids=["unnumbered reply", "overlong tail"],
+)
+def test_anAnswerBeforeUnexpectedOctetsIsKept(after: bytes) -> None:
+    """
+    The outstanding request's answer followed, in the same octets, by what no session reply
+    can be: the error raised still carries that answer, so what it found is not lost.
+    """
+    exchange = scan.SessionExchange()
+    exchange.request()
+    with pytest.raises(scan.UnexpectedReply) as raised:
+        exchange.feed(b"1: stream: Popproxy.Test FOUND\0" + after)
+    assert raised.value.answer == b"stream: Popproxy.Test FOUND"
 
 
 def test_aSecondRequestWaitsForTheFirstAnswer() -> None:
@@ -203,6 +221,34 @@ def test_anAnswerBeforeTheStreamEndedEndsTheSession() -> None:
     _, transportAgain = endpoint.complete(1)
     drain(transportAgain)
     assert transportAgain.value() == b"zIDSESSION\0zINSTREAM\0\0\0\0\x04next\0\0\0\0"
+
+
+@pytest.mark.parametrize(
+    "answer, found",
+    [(b"1: stream: Popproxy.Test FOUND\0", ("Popproxy.Test",)), (b"1: stream: OK\0", None)],
+    ids=["FOUND", "OK"],
+)
+def test_aSignatureFoundWinsOverUnexpectedOctetsAfterIt(
+    answer: bytes, found: tuple[str, ...] | None
+) -> None:
+    """
+    An answer followed in one read by a reply without a number: a FOUND answer is still the
+    scan's result (any signature found wins), an OK one gives way to the ClamdError; either
+    way the session is ended (zEND), its octets no longer to be trusted.
+    """
+    endpoint = FakeEndpoint()
+    session = scan.ClamdClient(endpoint, clock=Clock()).session()
+    outcomes: list[Any] = []
+    session.scan(b"data").addBoth(outcomes.append)
+    protocol, transport = endpoint.complete(0)
+    drain(transport)
+    protocol.dataReceived(answer + b"garbage\0")
+    if found is None:
+        assert isinstance(outcomes[0], Failure) and outcomes[0].check(scan.ClamdError)
+        assert "clamd: garbage" in outcomes[0].getErrorMessage()
+    else:
+        assert outcomes[0].names == found
+    assert transport.value().endswith(b"zEND\0") and transport.disconnecting
 
 
 def test_cancellingAScanMidStreamEndsTheSessionCleanly() -> None:

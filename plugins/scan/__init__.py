@@ -40,6 +40,7 @@ from ._idsession import (
     IDSESSION_COMMAND,
     SessionExchange,
     StaleSession,
+    UnexpectedReply,
     splitRequestNumber,
 )
 from ._settings import ScanSettings, parseSettings
@@ -73,6 +74,7 @@ __all__ = [
     "StaleSession",
     "StreamScanner",
     "StreamTooLarge",
+    "UnexpectedReply",
     "VirusScan",
     "instreamFrames",
     "interpretPong",

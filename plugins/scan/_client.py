@@ -26,7 +26,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._idsession import END_COMMAND, IDSESSION_COMMAND, SessionExchange, StaleSession
+from ._idsession import (
+    END_COMMAND,
+    IDSESSION_COMMAND,
+    SessionExchange,
+    StaleSession,
+    UnexpectedReply,
+)
 from ._wire import (
     DEFAULT_CHUNK_SIZE,
     END_OF_STREAM,
@@ -241,8 +247,8 @@ class SessionProtocol(TwistedProtocol):
     def dataReceived(self, data: bytes) -> None:
         try:
             reply = self._exchange.feed(data)
-        except ClamdError as e:
-            self._settleAfterEnd(Failure(e))
+        except UnexpectedReply as e:
+            self._settleAfterEnd(_foundBefore(e))
             return
         if reply is None:
             return
@@ -311,6 +317,22 @@ class SessionProtocol(TwistedProtocol):
             pending.errback(StaleSession(f"clamd had closed the session ({why})"))
         else:
             pending.errback(ClamdUnavailable(f"clamd closed the session without an answer ({why})"))
+
+
+def _foundBefore(error: UnexpectedReply) -> ScanResult | Failure:
+    """
+    The outcome of a scan whose session broke: a signature found in the
+    answer that came before wins, as any signature found wins over an
+    error (L{interpretReplies}); anything else is the error.
+    """
+    if error.answer is not None:
+        try:
+            result = interpretReplies([error.answer])
+        except (ClamdError, ClamdUnavailable):
+            return Failure(error)
+        if result.infected:
+            return result
+    return Failure(error)
 
 
 class ClamdSession:

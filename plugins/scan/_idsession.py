@@ -38,6 +38,19 @@ class StaleSession(ClamdUnavailable):
     """
 
 
+class UnexpectedReply(ClamdError):
+    """
+    clamd sent what no reply in a session can be.
+
+    @ivar answer: the outstanding request's answer, when it came in the
+        same octets before: what it found still counts.
+    """
+
+    def __init__(self, reason: str, answer: bytes | None = None) -> None:
+        super().__init__(reason)
+        self.answer = answer
+
+
 def splitRequestNumber(raw: bytes) -> tuple[int, bytes]:
     """
     The request number a session reply starts with, and the reply after it.
@@ -102,17 +115,25 @@ class SessionExchange:
         is then answered.  A further reply to a request already answered
         is ignored: it belongs to no stream still waiting.
 
-        @raise ClamdError: a reply without a number, with the number of a
-            request never sent, or longer than a reply can be.
+        @raise UnexpectedReply: a reply without a number, with the number
+            of a request never sent, or longer than a reply can be; it
+            carries the outstanding request's answer if that came first.
         """
         if data and self.outstanding is not None:
             self._heard = True
         answer: bytes | None = None
-        for raw in self._parser.feed(data):
-            number, reply = splitRequestNumber(raw)
-            if not 1 <= number <= self._sent:
-                raise ClamdError(f"clamd answered request {number}, only {self._sent} sent")
-            if number == self.outstanding and answer is None:
-                answer = reply
-                self.outstanding = None
+        # The terminated replies first, so an overlong tail cannot hide
+        # an answer that came before it.
+        complete, terminator, tail = data.rpartition(b"\0")
+        try:
+            for raw in self._parser.feed(complete + terminator):
+                number, reply = splitRequestNumber(raw)
+                if not 1 <= number <= self._sent:
+                    raise ClamdError(f"clamd answered request {number}, only {self._sent} sent")
+                if number == self.outstanding and answer is None:
+                    answer = reply
+                    self.outstanding = None
+            self._parser.feed(tail)
+        except ClamdError as e:
+            raise UnexpectedReply(str(e), answer) from None
         return answer
