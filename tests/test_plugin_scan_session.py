@@ -182,7 +182,7 @@ def test_anErrorEndsTheSessionAndTheNextScanOpensAnother() -> None:
     from this side too (zEND), and the next scan connects anew and is numbered 1 there.
     """
     endpoint = FakeEndpoint()
-    session = scan.ClamdClient(endpoint, maxConnections=1, chunkSize=4).session()
+    session = scan.ClamdClient(endpoint, maxConnections=1, chunkSize=4, clock=Clock()).session()
     failures: list[Failure] = []
     session.scan(b"x" * 40).addErrback(failures.append)
     protocol, transport = endpoint.complete(0)
@@ -280,7 +280,7 @@ def test_clamdClosingMidSessionIsUnavailable() -> None:
     ClamdUnavailable (the on_failure policy), and the session's slot is free again.
     """
     endpoint = FakeEndpoint()
-    client = scan.ClamdClient(endpoint, maxConnections=1)
+    client = scan.ClamdClient(endpoint, maxConnections=1, clock=Clock())
     session = client.session()
     scanning: Deferred[Any] = session.scan(b"data")
     protocol, transport = endpoint.complete(0)

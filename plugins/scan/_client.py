@@ -196,7 +196,7 @@ class SessionProtocol(TwistedProtocol):
     @ivar closed: fires with C{None} once the connection is gone.
     """
 
-    def __init__(self, chunkSize: int, clock: IReactorTime | None) -> None:
+    def __init__(self, chunkSize: int, clock: IReactorTime) -> None:
         self._chunkSize = chunkSize
         self._clock = clock
         self._exchange = SessionExchange()
@@ -296,8 +296,7 @@ class SessionProtocol(TwistedProtocol):
             self._connection.write(END_OF_STREAM)
         self._connection.write(END_COMMAND)
         self._connection.loseConnection()
-        if self._clock is not None:
-            self._abortLater = self._clock.callLater(CLOSE_GRACE, self._connection.abortConnection)
+        self._abortLater = self._clock.callLater(CLOSE_GRACE, self._connection.abortConnection)
 
     def _stopSending(self) -> None:
         if self._producer is not None:
@@ -354,7 +353,7 @@ class ClamdSession:
         endpoint: IStreamClientEndpoint,
         slots: DeferredSemaphore,
         chunkSize: int,
-        clock: IReactorTime | None,
+        clock: IReactorTime,
     ) -> None:
         self._endpoint = endpoint
         self._slots = slots
@@ -480,8 +479,9 @@ class ClamdClient:
     abandoned and its slot freed.
 
     @param clock: times the grace of a closing session (see
-        L{SessionProtocol.end}); without one, a closing session waits for
-        the peer to read its last octets however long that takes.
+        L{SessionProtocol.end}), so a clamd that stopped reading cannot
+        hold a session's connection open; required (the reactor, or a
+        C{Clock} in tests), since any client can open sessions.
     """
 
     def __init__(
@@ -489,7 +489,8 @@ class ClamdClient:
         endpoint: IStreamClientEndpoint,
         maxConnections: int = 4,
         chunkSize: int = DEFAULT_CHUNK_SIZE,
-        clock: IReactorTime | None = None,
+        *,
+        clock: IReactorTime,
     ) -> None:
         if maxConnections < 1:
             raise ValueError("maxConnections must be at least 1")
