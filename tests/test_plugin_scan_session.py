@@ -3,7 +3,7 @@ The scan plugin's clamd sessions: the parts of one message share one connection 
 
 Sans I/O (plugins/scan/_idsession.py): request numbers and which reply answers which, an
 answer kept when unexpected octets follow it. Over in-memory transports
-(plugins/scan/_client.py): the session's octets, a new connection after clamd ends one or
+(plugins/scan/_sessionclient.py): the session's octets, a new connection after clamd ends one or
 answers before a stream ended, a cancelled scan closing cleanly. Against the real clamd,
 through a counting relay and the daemon's filter chain: many parts over one connection with
 the verdicts of before, an oversize part, a session clamd closed between two parts (scanned
@@ -270,7 +270,7 @@ def test_cancellingAScanMidStreamEndsTheSessionCleanly() -> None:
     assert transport.value() == b"zIDSESSION\0zINSTREAM\0\0\0\0\x04xxxx\0\0\0\0zEND\0"
     assert transport.producer is None and transport.disconnecting
     assert not transport.disconnected
-    clock.advance(scan._client.CLOSE_GRACE)
+    clock.advance(scan._sessionclient.CLOSE_GRACE)
     assert transport.disconnected
 
 
@@ -504,5 +504,5 @@ def test_aClamdThatNeverAnswersTimesOutAndIsClosed(
     finally:
         relay.stop()
     assert delivery.tempfail is not None and "did not answer in time" in delivery.tempfail
-    assert 1.0 <= delivery.elapsed < 1.0 + scan._client.CLOSE_GRACE
+    assert 1.0 <= delivery.elapsed < 1.0 + scan._sessionclient.CLOSE_GRACE
     assert endedCleanly(connection)
