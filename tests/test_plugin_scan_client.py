@@ -8,8 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IPullProducer
+from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
 from popproxy._plugins import _loadFile
@@ -85,13 +87,23 @@ class FakeEndpoint:
         return protocol, transport
 
 
+def test_aClientWithoutAClockIsRefused() -> None:
+    """
+    A client cannot be made without a clock: any client can open sessions, and a closing
+    session needs one to drop the connection of a clamd that stopped reading (CLOSE_GRACE)
+    instead of waiting for it forever.
+    """
+    with pytest.raises(TypeError, match="clock"):
+        scan.ClamdClient(FakeEndpoint())
+
+
 def test_clientQueuesBeyondItsConnectionLimit() -> None:
     """
     With max_connections 2, five scans open two connections; each finished (or cancelled)
     scan lets exactly one waiting scan connect.
     """
     endpoint = FakeEndpoint()
-    client = scan.ClamdClient(endpoint, maxConnections=2)
+    client = scan.ClamdClient(endpoint, maxConnections=2, clock=Clock())
     scans = [client.scan(b"data %d" % number) for number in range(5)]
     assert len(endpoint.attempts) == 2
     assert client.waiting == 3
@@ -114,7 +126,7 @@ def test_cancellingAScanAbortsItsConnection() -> None:
     and fails with CancelledError, not with a made-up result.
     """
     endpoint = FakeEndpoint()
-    client = scan.ClamdClient(endpoint, maxConnections=1)
+    client = scan.ClamdClient(endpoint, maxConnections=1, clock=Clock())
     scanning = client.scan(b"data")
     _, transport = endpoint.complete(0)
     scanning.cancel()
@@ -129,7 +141,7 @@ def test_unreachableClamdIsClamdUnavailable() -> None:
     A refused connection fails the scan with ClamdUnavailable.
     """
     endpoint = FakeEndpoint()
-    client = scan.ClamdClient(endpoint)
+    client = scan.ClamdClient(endpoint, clock=Clock())
     scanning = client.scan(b"data")
     endpoint.attempts[0][0].errback(ConnectionRefusedError("refused"))
     failures: list[Failure] = []
@@ -143,7 +155,7 @@ def test_pingSendsPingAndTakesPong() -> None:
     PONG answers it; the connection is then closed.
     """
     endpoint = FakeEndpoint()
-    client = scan.ClamdClient(endpoint, maxConnections=1)
+    client = scan.ClamdClient(endpoint, maxConnections=1, clock=Clock())
     client.scan(b"busy")
     pinging = client.ping()
     assert len(endpoint.attempts) == 2
@@ -164,7 +176,7 @@ def test_pingFailsOnAnythingButPong() -> None:
     ClamdUnavailable.
     """
     endpoint = FakeEndpoint()
-    client = scan.ClamdClient(endpoint)
+    client = scan.ClamdClient(endpoint, clock=Clock())
     outcomes = [client.ping() for _ in range(3)]
     failures: list[Failure] = []
     for pinging in outcomes:

@@ -1,12 +1,14 @@
 """
 The scan plugin's clamd sessions: the parts of one message share one connection (IDSESSION).
 
-Sans I/O (plugins/scan/_idsession.py): request numbers and which reply answers which. Over
-in-memory transports (plugins/scan/_client.py): the session's octets, a new connection after
-clamd ends one, a cancelled scan closing cleanly. Against the real clamd, through a counting
-relay and the daemon's filter chain: many parts over one connection with the verdicts of
-before, an oversize part, clamd closing mid-session and a clamd that never answers, every
-connection ended with zEND.
+Sans I/O (plugins/scan/_idsession.py): request numbers and which reply answers which, an
+answer kept when unexpected octets follow it. Over in-memory transports
+(plugins/scan/_sessionclient.py): the session's octets, a new connection after clamd ends one or
+answers before a stream ended, a cancelled scan closing cleanly. Against the real clamd,
+through a counting relay and the daemon's filter chain: many parts over one connection with
+the verdicts of before, an oversize part, a session clamd closed between two parts (scanned
+again in a new one), clamd gone mid-session and a clamd that never answers, every connection
+ended with zEND.
 """
 
 from __future__ import annotations
@@ -89,6 +91,23 @@ def test_aReplyWithoutAFittingNumberIsAnError(reply: bytes, message: str) -> Non
         exchange.feed(reply)
 
 
+@pytest.mark.parametrize(
+    "after",
+    [b"not clamd\0", b"x" * 20000],
+    ids=["unnumbered reply", "overlong tail"],
+)
+def test_anAnswerBeforeUnexpectedOctetsIsKept(after: bytes) -> None:
+    """
+    The outstanding request's answer followed, in the same octets, by what no session reply
+    can be: the error raised still carries that answer, so what it found is not lost.
+    """
+    exchange = scan.SessionExchange()
+    exchange.request()
+    with pytest.raises(scan.UnexpectedReply) as raised:
+        exchange.feed(b"1: stream: Popproxy.Test FOUND\0" + after)
+    assert raised.value.answer == b"stream: Popproxy.Test FOUND"
+
+
 def test_aSecondRequestWaitsForTheFirstAnswer() -> None:
     """
     One request at a time: asking for another before the answer is a programming error.
@@ -97,6 +116,26 @@ def test_aSecondRequestWaitsForTheFirstAnswer() -> None:
     exchange.request()
     with pytest.raises(RuntimeError, match="request 1 is still unanswered"):
         exchange.request()
+
+
+def test_onlyAReusedSessionLostBeforeAnyAnswerOctetMaySendItsRequestAgain() -> None:
+    """
+    A connection lost under the first request of a session is clamd's failure; under a later
+    one, before any octet came back, it may be a session clamd closed as idle, so the request
+    may be sent again; once an octet of the answer came, it may not.
+    """
+    exchange = scan.SessionExchange()
+    exchange.request()
+    assert not exchange.resendable
+    exchange.feed(b"1: stream: OK\0")
+    assert not exchange.resendable
+    exchange.request()
+    assert exchange.resendable
+    exchange.feed(b"2: str")
+    assert not exchange.resendable
+    exchange.feed(b"eam: OK\0")
+    exchange.request()
+    assert exchange.resendable
 
 
 # The Twisted session over in-memory transports.
@@ -143,7 +182,7 @@ def test_anErrorEndsTheSessionAndTheNextScanOpensAnother() -> None:
     from this side too (zEND), and the next scan connects anew and is numbered 1 there.
     """
     endpoint = FakeEndpoint()
-    session = scan.ClamdClient(endpoint, maxConnections=1, chunkSize=4).session()
+    session = scan.ClamdClient(endpoint, maxConnections=1, chunkSize=4, clock=Clock()).session()
     failures: list[Failure] = []
     session.scan(b"x" * 40).addErrback(failures.append)
     protocol, transport = endpoint.complete(0)
@@ -158,6 +197,58 @@ def test_anErrorEndsTheSessionAndTheNextScanOpensAnother() -> None:
     again, transportAgain = endpoint.complete(1)
     drain(transportAgain)
     assert transportAgain.value() == b"zIDSESSION\0zINSTREAM\0\0\0\0\x04next\0\0\0\0"
+
+
+def test_anAnswerBeforeTheStreamEndedEndsTheSession() -> None:
+    """
+    clamd answering while the stream is still being sent: the answer is the scan's result,
+    and the session is ended (the stream gets its end marker, then zEND) rather than kept,
+    since clamd would read a next zINSTREAM as more of the unfinished stream; the next scan
+    goes to a new connection.
+    """
+    endpoint = FakeEndpoint()
+    session = scan.ClamdClient(endpoint, chunkSize=4, clock=Clock()).session()
+    results: list[Any] = []
+    session.scan(b"x" * 40).addCallback(results.append)
+    protocol, transport = endpoint.complete(0)
+    IPullProducer(transport.producer).resumeProducing()
+    protocol.dataReceived(b"1: stream: Popproxy.Test FOUND\0")
+    assert results[0].names == ("Popproxy.Test",)
+    session.scan(b"next")
+    assert transport.value() == b"zIDSESSION\0zINSTREAM\0\0\0\0\x04xxxx\0\0\0\0zEND\0"
+    assert transport.producer is None and transport.disconnecting
+    assert len(endpoint.attempts) == 2
+    _, transportAgain = endpoint.complete(1)
+    drain(transportAgain)
+    assert transportAgain.value() == b"zIDSESSION\0zINSTREAM\0\0\0\0\x04next\0\0\0\0"
+
+
+@pytest.mark.parametrize(
+    "answer, found",
+    [(b"1: stream: Popproxy.Test FOUND\0", ("Popproxy.Test",)), (b"1: stream: OK\0", None)],
+    ids=["FOUND", "OK"],
+)
+def test_aSignatureFoundWinsOverUnexpectedOctetsAfterIt(
+    answer: bytes, found: tuple[str, ...] | None
+) -> None:
+    """
+    An answer followed in one read by a reply without a number: a FOUND answer is still the
+    scan's result (any signature found wins), an OK one gives way to the ClamdError; either
+    way the session is ended (zEND), its octets no longer to be trusted.
+    """
+    endpoint = FakeEndpoint()
+    session = scan.ClamdClient(endpoint, clock=Clock()).session()
+    outcomes: list[Any] = []
+    session.scan(b"data").addBoth(outcomes.append)
+    protocol, transport = endpoint.complete(0)
+    drain(transport)
+    protocol.dataReceived(answer + b"garbage\0")
+    if found is None:
+        assert isinstance(outcomes[0], Failure) and outcomes[0].check(scan.ClamdError)
+        assert "clamd: garbage" in outcomes[0].getErrorMessage()
+    else:
+        assert outcomes[0].names == found
+    assert transport.value().endswith(b"zEND\0") and transport.disconnecting
 
 
 def test_cancellingAScanMidStreamEndsTheSessionCleanly() -> None:
@@ -179,7 +270,7 @@ def test_cancellingAScanMidStreamEndsTheSessionCleanly() -> None:
     assert transport.value() == b"zIDSESSION\0zINSTREAM\0\0\0\0\x04xxxx\0\0\0\0zEND\0"
     assert transport.producer is None and transport.disconnecting
     assert not transport.disconnected
-    clock.advance(scan._client.CLOSE_GRACE)
+    clock.advance(scan._sessionclient.CLOSE_GRACE)
     assert transport.disconnected
 
 
@@ -189,7 +280,7 @@ def test_clamdClosingMidSessionIsUnavailable() -> None:
     ClamdUnavailable (the on_failure policy), and the session's slot is free again.
     """
     endpoint = FakeEndpoint()
-    client = scan.ClamdClient(endpoint, maxConnections=1)
+    client = scan.ClamdClient(endpoint, maxConnections=1, clock=Clock())
     session = client.session()
     scanning: Deferred[Any] = session.scan(b"data")
     protocol, transport = endpoint.complete(0)
@@ -201,6 +292,58 @@ def test_clamdClosingMidSessionIsUnavailable() -> None:
     assert "without an answer (reset by peer)" in failures[0].getErrorMessage()
     client.scan(b"other")
     assert len(endpoint.attempts) == 2
+
+
+def test_aReusedSessionFoundClosedSendsTheScanAgainInANewOne() -> None:
+    """
+    clamd closes an idle session silently: the next scan, sent on it, meets the closed
+    connection before any answer. It is sent again, whole, in a new session (with the one
+    connection slot, freed by the lost connection), and its answer there is the result.
+    """
+    endpoint = FakeEndpoint()
+    session = scan.ClamdClient(endpoint, maxConnections=1, clock=Clock()).session()
+    session.scan(b"first")
+    protocol, transport = endpoint.complete(0)
+    drain(transport)
+    protocol.dataReceived(b"1: stream: OK\0")
+    results: list[Any] = []
+    session.scan(b"second").addBoth(results.append)
+    drain(transport)
+    protocol.connectionLost(Failure(ConnectionError("reset by peer")))
+    assert results == [] and len(endpoint.attempts) == 2
+    again, transportAgain = endpoint.complete(1)
+    drain(transportAgain)
+    assert transportAgain.value() == b"zIDSESSION\0zINSTREAM\0\0\0\0\x06second\0\0\0\0"
+    again.dataReceived(b"1: stream: Popproxy.Test FOUND\0")
+    assert results[0].names == ("Popproxy.Test",)
+
+
+@pytest.mark.parametrize(
+    "answered, partial",
+    [(b"", b""), (b"1: stream: OK\0", b"2: str")],
+    ids=["first request", "answer begun"],
+)
+def test_aLossTheSessionCannotExplainIsNotRetried(answered: bytes, partial: bytes) -> None:
+    """
+    The connection lost under a session's first request, or after part of the answer came:
+    the scan fails with ClamdUnavailable (the on_failure policy) and nothing is sent again.
+    """
+    endpoint = FakeEndpoint()
+    session = scan.ClamdClient(endpoint, clock=Clock()).session()
+    scanning = session.scan(b"first")
+    protocol, transport = endpoint.complete(0)
+    drain(transport)
+    if answered:
+        protocol.dataReceived(answered)
+        scanning = session.scan(b"second")
+        drain(transport)
+    failures: list[Failure] = []
+    scanning.addErrback(failures.append)
+    protocol.dataReceived(partial)
+    protocol.connectionLost(Failure(ConnectionError("reset by peer")))
+    assert len(endpoint.attempts) == 1
+    assert failures[0].check(scan.ClamdUnavailable)
+    assert "without an answer (reset by peer)" in failures[0].getErrorMessage()
 
 
 # The real clamd, through a counting relay and the daemon's filter chain.
@@ -288,26 +431,60 @@ def test_anOversizePartEndsItsSessionAndTheRestIsStillScanned(
     assert endedCleanly(connections[1])
 
 
-def test_clamdClosingMidSessionFollowsThePolicy(clamd: ClamdPeer, tmp_path: Any) -> None:
+def test_aSessionClosedBetweenTwoPartsIsScannedAgainInANewOne(
+    clamd: ClamdPeer, tmp_path: Any
+) -> None:
     """
-    clamd's connection cut after three answers: the message is not called clean; by default
-    a temporary failure (unreachable), with on_failure = "deliver" it arrives marked
-    unchecked; no further part is tried on that message.
+    clamd's connection cut after three answers, as clamd does to a session idle past its
+    IdleTimeout: the fourth part, sent on it, is sent again in a new session, and every part
+    after it is scanned there; EICAR in the eighth part is found and replaced, the message is
+    not left unchecked, and both connections are closed (the second with zEND).
     """
     host, port = clamd.tcpAddress.split(":")[1:]
-    relay = Relay((host, int(port)), cutAfterReplies=3)
+    relay = Relay((host, int(port)), cutAfterReplies=3, cuts=1)
     try:
-        raw = manyParts(10, ())
-        refused, delivered = runChains(
-            Case({"address": relay.address}, (raw,)),
-            Case({"address": relay.address, "on_failure": "deliver"}, (raw,)),
+        raw = manyParts(10, (7,))
+        [[delivery]] = runChains(
+            Case({"address": relay.address}, (raw,), quarantine=tmp_path / "q")
         )
         connections = relay.settled()
     finally:
         relay.stop()
-    assert refused[0].tempfail is not None and "unreachable" in refused[0].tempfail
-    assert delivered[0].output == HEADER + b"unchecked (clamd unreachable)\r\n" + raw
-    assert [(c.replies, c.cut) for c in connections] == [(3, True), (3, True)]
+    assert delivery.output is not None, delivery.tempfail
+    stamp, _ = splitStamp(delivery.output)
+    assert stamp == f"popproxy/clamd; infected parts replaced ({EICAR_SIGNATURE}.UNOFFICIAL)"
+    assert [record.data["path"] for _, record in quarantined(tmp_path / "q").values()] == [[7]]
+    assert [(c.replies, c.cut) for c in connections] == [(3, True), (7, False)]
+    assert endedCleanly(connections[1])
+
+
+@pytest.mark.parametrize(
+    "settings, expected",
+    [({}, None), ({"on_failure": "deliver"}, b"unchecked (clamd unreachable)\r\n")],
+    ids=["tempfail", "deliver"],
+)
+def test_clamdGoneMidSessionFollowsThePolicy(
+    clamd: ClamdPeer, settings: dict[str, str], expected: bytes | None
+) -> None:
+    """
+    clamd's connection cut after three answers and every connection after that closed at
+    once (clamd gone): the fourth part is tried once more in a new session, which is lost
+    too; the message is not called clean: by default a temporary failure (unreachable), with
+    on_failure = "deliver" it arrives marked unchecked; no further part is tried.
+    """
+    host, port = clamd.tcpAddress.split(":")[1:]
+    relay = Relay((host, int(port)), cutAfterReplies=3, refuseAfterCut=True)
+    try:
+        raw = manyParts(10, ())
+        [[delivery]] = runChains(Case({"address": relay.address, **settings}, (raw,)))
+        connections = relay.settled()
+    finally:
+        relay.stop()
+    if expected is None:
+        assert delivery.tempfail is not None and "unreachable" in delivery.tempfail
+    else:
+        assert delivery.output == HEADER + expected + raw
+    assert [(c.replies, c.cut) for c in connections] == [(3, True), (0, True)]
 
 
 def test_aClamdThatNeverAnswersTimesOutAndIsClosed(
@@ -327,5 +504,5 @@ def test_aClamdThatNeverAnswersTimesOutAndIsClosed(
     finally:
         relay.stop()
     assert delivery.tempfail is not None and "did not answer in time" in delivery.tempfail
-    assert 1.0 <= delivery.elapsed < 1.0 + scan._client.CLOSE_GRACE
+    assert 1.0 <= delivery.elapsed < 1.0 + scan._sessionclient.CLOSE_GRACE
     assert endedCleanly(connection)

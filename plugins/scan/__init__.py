@@ -21,21 +21,33 @@ a message left unscanned at most once a minute.
 The package has one module per role, each usable alone: C{_wire} (the
 INSTREAM framing and reply parsing, plain code fed bytes), C{_idsession}
 (clamd's IDSESSION: numbered requests and the reply that answers each,
-plain code too), C{_client} (the Twisted client: one connection per scan,
-or one session per message for its parts, at most C{maxConnections}
-connections at once), C{_settings}, C{_findings} (what the scans of one message found and
-the policies' answer), C{_notices} (what is written into the message),
-C{_filter} (L{VirusScan}, which only needs something with C{scan(data)},
-C{session()} and C{ping()} methods) and C{_factory} (C{makeFilter}).  This module only re-exports;
+plain code too), C{_connection} (what every clamd connection shares: the
+frame producer, TCP_NODELAY), C{_sessionclient} (the Twisted session: the
+parts of one message on one connection), C{_client} (the Twisted client:
+one connection per scan, or a session per message, at most
+C{maxConnections} connections at once, and PING), C{_settings},
+C{_findings} (what the scans of one message found and the policies'
+answer), C{_notices} (what is written into the message), C{_filter}
+(L{VirusScan}, which only needs something with C{scan(data)}, C{session()}
+and C{ping()} methods) and C{_factory} (C{makeFilter}).  This module only
+re-exports;
 every module uses only popproxy's public API and Twisted.
 
 Settings and policies: docs/plugins/scan.md.
 """
 
-from ._client import ClamdClient, ClamdSession, InstreamProtocol, PingProtocol, SessionProtocol
+from ._client import ClamdClient, InstreamProtocol, PingProtocol
 from ._factory import makeFilter
 from ._filter import Scanner, ScanSession, StreamScanner, VirusScan
-from ._idsession import END_COMMAND, IDSESSION_COMMAND, SessionExchange, splitRequestNumber
+from ._idsession import (
+    END_COMMAND,
+    IDSESSION_COMMAND,
+    SessionExchange,
+    StaleSession,
+    UnexpectedReply,
+    splitRequestNumber,
+)
+from ._sessionclient import ClamdSession, SessionProtocol
 from ._settings import ScanSettings, parseSettings
 from ._wire import (
     ClamdError,
@@ -64,8 +76,10 @@ __all__ = [
     "Scanner",
     "SessionExchange",
     "SessionProtocol",
+    "StaleSession",
     "StreamScanner",
     "StreamTooLarge",
+    "UnexpectedReply",
     "VirusScan",
     "instreamFrames",
     "interpretPong",

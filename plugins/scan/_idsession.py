@@ -6,7 +6,7 @@ request it answers.
 
 from __future__ import annotations
 
-from ._wire import INSTREAM_COMMAND, ClamdError, ReplyParser, printable
+from ._wire import INSTREAM_COMMAND, ClamdError, ClamdUnavailable, ReplyParser, printable
 
 # A session, sans I/O.
 #
@@ -18,12 +18,37 @@ from ._wire import INSTREAM_COMMAND, ClamdError, ReplyParser, printable
 # limit, a command it refuses) it closes the connection.  This client keeps
 # one request outstanding at a time: clamd scans one stream at a time per
 # session anyway, and measured pipelining gained nothing (docs/plugins/scan.md).
+# clamd also closes a session left idle for its IdleTimeout (30 s by default),
+# silently: the client learns it only when its next request meets a closed
+# connection.
 
 #: Opens a session; replies are NUL-terminated and numbered.
 IDSESSION_COMMAND = b"zIDSESSION\0"
 
 #: Ends a session; clamd answers the requests still running, then closes.
 END_COMMAND = b"zEND\0"
+
+
+class StaleSession(ClamdUnavailable):
+    """
+    The connection of a session that had answered before was found closed
+    when the next request was sent, before any octet of its answer: clamd
+    may have ended the session as idle, so the request may be sent again in
+    a new one.
+    """
+
+
+class UnexpectedReply(ClamdError):
+    """
+    clamd sent what no reply in a session can be.
+
+    @ivar answer: the outstanding request's answer, when it came in the
+        same octets before: what it found still counts.
+    """
+
+    def __init__(self, reason: str, answer: bytes | None = None) -> None:
+        super().__init__(reason)
+        self.answer = answer
 
 
 def splitRequestNumber(raw: bytes) -> tuple[int, bytes]:
@@ -49,6 +74,7 @@ class SessionExchange:
     def __init__(self) -> None:
         self._parser = ReplyParser()
         self._sent = 0
+        self._heard = False
         self.outstanding: int | None = None
 
     @property
@@ -68,7 +94,19 @@ class SessionExchange:
             raise RuntimeError(f"request {self.outstanding} is still unanswered")
         self._sent += 1
         self.outstanding = self._sent
+        self._heard = False
         return INSTREAM_COMMAND
+
+    @property
+    def resendable(self) -> bool:
+        """
+        Whether the outstanding request, its connection lost now, may be
+        sent again in a new session: the session had answered requests
+        before (clamd closes an idle one silently, which shows only when
+        the next request is sent) and not one octet came since this one
+        was sent.  Any other loss is clamd's failure.
+        """
+        return self.outstanding is not None and self.outstanding > 1 and not self._heard
 
     def feed(self, data: bytes) -> bytes | None:
         """
@@ -77,15 +115,25 @@ class SessionExchange:
         is then answered.  A further reply to a request already answered
         is ignored: it belongs to no stream still waiting.
 
-        @raise ClamdError: a reply without a number, with the number of a
-            request never sent, or longer than a reply can be.
+        @raise UnexpectedReply: a reply without a number, with the number
+            of a request never sent, or longer than a reply can be; it
+            carries the outstanding request's answer if that came first.
         """
+        if data and self.outstanding is not None:
+            self._heard = True
         answer: bytes | None = None
-        for raw in self._parser.feed(data):
-            number, reply = splitRequestNumber(raw)
-            if not 1 <= number <= self._sent:
-                raise ClamdError(f"clamd answered request {number}, only {self._sent} sent")
-            if number == self.outstanding and answer is None:
-                answer = reply
-                self.outstanding = None
+        # The terminated replies first, so an overlong tail cannot hide
+        # an answer that came before it.
+        complete, terminator, tail = data.rpartition(b"\0")
+        try:
+            for raw in self._parser.feed(complete + terminator):
+                number, reply = splitRequestNumber(raw)
+                if not 1 <= number <= self._sent:
+                    raise ClamdError(f"clamd answered request {number}, only {self._sent} sent")
+                if number == self.outstanding and answer is None:
+                    answer = reply
+                    self.outstanding = None
+            self._parser.feed(tail)
+        except ClamdError as e:
+            raise UnexpectedReply(str(e), answer) from None
         return answer

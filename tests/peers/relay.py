@@ -3,7 +3,9 @@
 It runs in a thread of the test process, forwards every connection to one target (a real
 clamd, or a stand-in), and keeps per connection the octets the client sent, how many
 NUL-terminated replies the target sent back, and whether each side closed.  Told to, it cuts
-every connection after forwarding a number of replies (a clamd that closes mid-session).
+connections after forwarding a number of replies (a clamd that closes mid-session, or closes a
+session it found idle), and then, if told so, closes every later connection at once (a clamd
+gone).
 """
 
 from __future__ import annotations
@@ -34,11 +36,22 @@ class Relay:
 
     @param cutAfterReplies: close both sides of a connection once this many replies went
         back to the client (None: never).
+    @param cuts: how many connections are cut so (None: every one).
+    @param refuseAfterCut: once a connection was cut, close each new one as soon as it is
+        accepted, without connecting it to the target.
     """
 
-    def __init__(self, target: tuple[str, int], cutAfterReplies: int | None = None) -> None:
+    def __init__(
+        self,
+        target: tuple[str, int],
+        cutAfterReplies: int | None = None,
+        cuts: int | None = None,
+        refuseAfterCut: bool = False,
+    ) -> None:
         self.target = target
         self.cutAfterReplies = cutAfterReplies
+        self.cuts = cuts
+        self.refuseAfterCut = refuseAfterCut
         self.connections: list[RelayedConnection] = []
         self._selector = selectors.DefaultSelector()
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -85,6 +98,13 @@ class Relay:
 
     def _accept(self) -> None:
         client, _ = self._listener.accept()
+        with self._lock:
+            refused = self.refuseAfterCut and any(c.cut for c in self.connections)
+            if refused:
+                self.connections.append(RelayedConnection(cut=True, finished=True))
+        if refused:
+            client.close()
+            return
         upstream = socket.create_connection(self.target, timeout=5)
         record = RelayedConnection()
         with self._lock:
@@ -117,11 +137,16 @@ class Relay:
             elif data:
                 record.replies += data.count(b"\0")
                 _sendQuietly(client, data)
-                if self.cutAfterReplies is not None and record.replies >= self.cutAfterReplies:
+                if self._shouldCut(record):
                     record.cut = True
                     self._finish(pair)
             else:
                 self._finish(pair)
+
+    def _shouldCut(self, record: RelayedConnection) -> bool:
+        if self.cutAfterReplies is None or record.replies < self.cutAfterReplies:
+            return False
+        return self.cuts is None or sum(c.cut for c in self.connections) < self.cuts
 
     def _finish(self, pair: tuple[socket.socket, socket.socket, RelayedConnection]) -> None:
         client, upstream, record = pair
