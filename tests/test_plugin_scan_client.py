@@ -67,6 +67,25 @@ def test_protocolStopsSendingWhenClamdRefusesEarly() -> None:
     assert failures[0].check(scan.StreamTooLarge)
 
 
+def test_signatureFoundBeforeAnOverlongReplyWins() -> None:
+    """
+    A FOUND followed in the same read by more octets than any reply can
+    be: the connection is dropped, and the signature found still decides
+    (an OK in the same place would give way to the error).
+    """
+    for first, expected in ((b"stream: Popproxy.Test FOUND\0", ("Popproxy.Test",)), (b"", None)):
+        protocol, transport = connectedProtocol(b"0123456789")
+        protocol.dataReceived(first + b"x" * 20_000)
+        assert transport.disconnecting or transport.disconnected
+        protocol.connectionLost(Failure(ConnectionError("aborted")))
+        results: list[Any] = []
+        protocol.finished.addBoth(results.append)
+        if expected is None:
+            assert isinstance(results[0], Failure) and results[0].check(scan.ClamdError)
+        else:
+            assert results[0].names == expected
+
+
 class FakeEndpoint:
     """A client endpoint whose connection attempts the test completes by hand."""
 

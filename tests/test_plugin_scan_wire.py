@@ -59,6 +59,25 @@ def test_replyParserSplitsRepliesHoweverTheyArrive(
     assert parser.pending == b""
 
 
+def test_overlongReplyKeepsTheRepliesBeforeIt() -> None:
+    """
+    More than MAX_REPLY octets without a NUL fail the parser, with the
+    replies terminated before them in the same read; shorter tails wait,
+    across reads, for their NUL.
+    """
+    parser = scan.ReplyParser()
+    assert parser.feed(b"1: OK\0" + b"y" * 100) == [b"1: OK"]
+    assert parser.pending == b"y" * 100
+    assert parser.feed(b"y\0") == [b"y" * 101]
+    with pytest.raises(scan.ClamdError) as raised:
+        parser.feed(b"2: A FOUND\0" + b"x" * (scan._wire.MAX_REPLY + 1))
+    assert raised.value.complete == [b"2: A FOUND"]
+    parser = scan.ReplyParser()
+    parser.feed(b"x" * scan._wire.MAX_REPLY)
+    with pytest.raises(scan.ClamdError):
+        parser.feed(b"x")
+
+
 @pytest.mark.parametrize(
     ("replies", "names"),
     [

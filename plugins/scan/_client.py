@@ -23,6 +23,7 @@ from ._wire import (
     PING_COMMAND,
     ClamdError,
     ClamdUnavailable,
+    OverlongReply,
     ReplyParser,
     ScanResult,
     instreamFrames,
@@ -74,7 +75,9 @@ class InstreamProtocol(TwistedProtocol):
     def dataReceived(self, data: bytes) -> None:
         try:
             self._replies.extend(self._parser.feed(data))
-        except ClamdError as e:
+        except OverlongReply as e:
+            # What the replies before it found still counts.
+            self._replies.extend(e.complete)
             self._error = e
             self._stopSending()
             self.abort()
@@ -90,7 +93,7 @@ class InstreamProtocol(TwistedProtocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._stopSending()
-        if self._error is not None:
+        if self._error is not None and not _found(self._replies):
             self.finished.errback(self._error)
             return
         replies = list(self._replies)
@@ -108,6 +111,16 @@ class InstreamProtocol(TwistedProtocol):
             self.finished.errback(e)
         else:
             self.finished.callback(result)
+
+
+def _found(replies: list[bytes]) -> bool:
+    """
+    Whether C{replies} name a signature (which wins over any error).
+    """
+    try:
+        return interpretReplies(replies).infected
+    except (ClamdError, ClamdUnavailable):
+        return False
 
 
 class PingProtocol(TwistedProtocol):

@@ -6,7 +6,14 @@ request it answers.
 
 from __future__ import annotations
 
-from ._wire import INSTREAM_COMMAND, ClamdError, ClamdUnavailable, ReplyParser, printable
+from ._wire import (
+    INSTREAM_COMMAND,
+    ClamdError,
+    ClamdUnavailable,
+    OverlongReply,
+    ReplyParser,
+    printable,
+)
 
 # A session, sans I/O.
 #
@@ -77,13 +84,6 @@ class SessionExchange:
         self._heard = False
         self.outstanding: int | None = None
 
-    @property
-    def pending(self) -> bytes:
-        """
-        Octets of a reply not yet terminated.
-        """
-        return self._parser.pending
-
     def request(self) -> bytes:
         """
         Number the next INSTREAM and return its command (its frames follow).
@@ -121,19 +121,23 @@ class SessionExchange:
         """
         if data and self.outstanding is not None:
             self._heard = True
-        answer: bytes | None = None
-        # The terminated replies first, so an overlong tail cannot hide
-        # an answer that came before it.
-        complete, terminator, tail = data.rpartition(b"\0")
+        overlong: OverlongReply | None = None
         try:
-            for raw in self._parser.feed(complete + terminator):
+            replies = self._parser.feed(data)
+        except OverlongReply as e:
+            # The replies terminated before the overlong one still count.
+            replies, overlong = e.complete, e
+        answer: bytes | None = None
+        try:
+            for raw in replies:
                 number, reply = splitRequestNumber(raw)
                 if not 1 <= number <= self._sent:
                     raise ClamdError(f"clamd answered request {number}, only {self._sent} sent")
                 if number == self.outstanding and answer is None:
                     answer = reply
                     self.outstanding = None
-            self._parser.feed(tail)
         except ClamdError as e:
             raise UnexpectedReply(str(e), answer) from None
+        if overlong is not None:
+            raise UnexpectedReply(str(overlong), answer)
         return answer

@@ -105,24 +105,48 @@ def instreamFrames(data: bytes, chunkSize: int = DEFAULT_CHUNK_SIZE) -> Iterator
     yield END_OF_STREAM
 
 
+class OverlongReply(ClamdError):
+    """
+    clamd sent a reply longer than L{MAX_REPLY} (not clamd, or broken).
+
+    @ivar complete: the replies terminated before it, in the same octets:
+        what they found still counts.
+    """
+
+    def __init__(self, complete: list[bytes]) -> None:
+        super().__init__(f"a reply of more than {MAX_REPLY} octets is not clamd's")
+        self.complete = complete
+
+
 class ReplyParser:
     """
-    Splits what clamd sends into its NUL-terminated replies.
+    Splits what clamd sends into its NUL-terminated replies (each octet is
+    searched once: only new octets are looked at for the NUL).
     """
 
     def __init__(self) -> None:
-        self._buffer = b""
+        self._buffer = bytearray()
 
     def feed(self, data: bytes) -> list[bytes]:
         """
         Take more octets; return the replies they complete, without the NUL.
 
-        @raise ClamdError: a reply is longer than L{MAX_REPLY}.
+        @raise OverlongReply: a reply is longer than L{MAX_REPLY}; it
+            carries the replies completed before it.
         """
-        self._buffer += data
-        *complete, self._buffer = self._buffer.split(b"\0")
-        if len(self._buffer) > MAX_REPLY:
-            raise ClamdError(f"a reply of more than {MAX_REPLY} octets is not clamd's")
+        last = data.rfind(b"\0")
+        if last == -1:
+            complete: list[bytes] = []
+            tail = data
+        else:
+            self._buffer += data[:last]
+            complete = bytes(self._buffer).split(b"\0")
+            self._buffer.clear()
+            tail = data[last + 1 :]
+        if len(self._buffer) + len(tail) > MAX_REPLY:
+            self._buffer.clear()
+            raise OverlongReply(complete)
+        self._buffer += tail
         return complete
 
     @property
@@ -131,7 +155,7 @@ class ReplyParser:
         Octets of a reply not yet terminated (clamd closed without its NUL,
         or sent a newline-terminated reply).
         """
-        return self._buffer
+        return bytes(self._buffer)
 
 
 def interpretReplies(replies: list[bytes]) -> ScanResult:
