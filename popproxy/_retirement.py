@@ -116,13 +116,14 @@ class Retirement:
         for description in list(self._listeners.descriptions()):
             self._listeners.close(description)
         cap = self._cap()
+        count = self._connections.count()
         log.info(
             "replaced by a new worker: accepts no more, exits once its {count} "
             "connections have ended (at most {cap:g} s, then it stops them)",
-            count=self._connections.count(),
+            count=count,
             cap=cap,
         )
-        if self._connections.count():
+        if count:
             self._deadline = self._clock.callLater(cap, self._capReached, cap)
         self._check()
 

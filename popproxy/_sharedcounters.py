@@ -360,13 +360,12 @@ class RemoteCounters(LineOnlyReceiver):
         self._stopping = True
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        # Either way the sessions left (when stopping: those finishing
+        # their last commands) count in this process from now on.
         if self._stopping:
-            # Sessions finishing their last commands still count, here.
-            if self._local is None:
-                self._local = MemoryCounters(self._clock)
-            self._failPending("the worker is stopping")
-            return
-        self._fallBack("the main process closed the connection")
+            self._fallBack("the worker is stopping")
+        else:
+            self._fallBack("the main process closed the connection")
 
     def _fallBack(self, why: str) -> MemoryCounters:
         """
@@ -374,7 +373,10 @@ class RemoteCounters(LineOnlyReceiver):
         waiting fail, so their logins go on unthrottled once.
         """
         if self._local is None:
-            log.warn("shared login counters unavailable ({why}): counting in this worker", why=why)
+            if not self._stopping:
+                log.warn(
+                    "shared login counters unavailable ({why}): counting in this worker", why=why
+                )
             self._local = MemoryCounters(self._clock)
             if self.transport is not None:
                 self.transport.loseConnection()

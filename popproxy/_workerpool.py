@@ -289,11 +289,10 @@ class WorkerPool(Service):
             number=number,
             listeners=", ".join(lacking),
         )
-        replaced = self._retiring[number] = self._workers.pop(number)
-        if not self._spawn(number):
-            # The old one serves on until a later reload tries again.
-            del self._retiring[number]
-            self._workers[number] = replaced
+        replaced = self._workers[number]
+        # If it cannot start, the old one serves on until a later reload.
+        if self._spawn(number):
+            self._retiring[number] = replaced
 
     def _serving(self, worker: _WorkerProcess) -> None:
         """
@@ -377,10 +376,9 @@ class WorkerPool(Service):
         Ask every running worker for its open sessions (those a replaced
         worker is finishing too): by worker number, the answer to come.
         """
-        workers = [*self._workers.values(), *self._retiring.values()]
         return [
             (worker.number, worker.server.askSessions())
-            for worker in sorted(workers, key=lambda worker: worker.number)
+            for worker in sorted(self._processes(), key=lambda worker: worker.number)
             if worker.server is not None
         ]
 
@@ -418,10 +416,17 @@ class WorkerPool(Service):
         if not self._spawn(number):
             self._reactor.callLater(RESTART_DELAY, self._respawn, number)
 
+    def _processes(self) -> list[_WorkerProcess]:
+        """
+        Every worker process running: the current ones and those replaced
+        that are finishing their connections.
+        """
+        return [*self._workers.values(), *self._retiring.values()]
+
     def stopService(self) -> Deferred[Any]:
         super().stopService()
         endings = []
-        for worker in [*self._workers.values(), *self._retiring.values()]:
+        for worker in self._processes():
             endings.append(worker.ended)
             self._stop(worker)
         return DeferredList(endings)
